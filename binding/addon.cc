@@ -1,0 +1,73 @@
+// The addon's registration: exports only. Each op family lives in its own file.
+#include <napi.h>
+
+#include "../cuda/device.h"
+#include "ops.h"
+#include "layers.h"
+#include "storage.h"
+
+namespace recurrent {
+
+namespace {
+
+// backends() -> { cpu: { isa, threads }, cuda: { compiled, deviceCount, devices?, reason? } }
+Napi::Value Backends(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object cpu = Napi::Object::New(env);
+  cpu.Set("isa", "baseline");
+  cpu.Set("threads", 1);
+  const CudaStatus status = cuda_status();
+  Napi::Object cuda = Napi::Object::New(env);
+  cuda.Set("compiled", status.compiled);
+  cuda.Set("deviceCount", status.device_count);
+  if (!status.reason.empty()) cuda.Set("reason", status.reason);
+  if (!status.devices.empty()) {
+    Napi::Array devices = Napi::Array::New(env, status.devices.size());
+    for (size_t i = 0; i < status.devices.size(); ++i) {
+      Napi::Object device = Napi::Object::New(env);
+      device.Set("name", status.devices[i].name);
+      device.Set("computeCapability", std::to_string(status.devices[i].major) + "." +
+                                          std::to_string(status.devices[i].minor));
+      device.Set("totalMemory", static_cast<double>(status.devices[i].total_memory));
+      devices.Set(static_cast<uint32_t>(i), device);
+    }
+    cuda.Set("devices", devices);
+  }
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("cpu", cpu);
+  out.Set("cuda", cuda);
+  return out;
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("Storage", Storage::Init(env));
+  exports.Set("backends", Napi::Function::New<Backends>(env, "backends"));
+  exports.Set("stridedCopy", Napi::Function::New<StridedCopy>(env, "stridedCopy"));
+  exports.Set("unary", Napi::Function::New<Unary>(env, "unary"));
+  exports.Set("unaryBackward", Napi::Function::New<UnaryBackward>(env, "unaryBackward"));
+  exports.Set("binary", Napi::Function::New<Binary>(env, "binary"));
+  exports.Set("affine", Napi::Function::New<Affine>(env, "affine"));
+  exports.Set("fill", Napi::Function::New<Fill>(env, "fill"));
+  exports.Set("gemm", Napi::Function::New<Gemm>(env, "gemm"));
+  exports.Set("softmax", Napi::Function::New<Softmax>(env, "softmax"));
+  exports.Set("softmaxBackward", Napi::Function::New<SoftmaxBackward>(env, "softmaxBackward"));
+  exports.Set("uniformFill", Napi::Function::New<UniformFill>(env, "uniformFill"));
+  exports.Set("normalFill", Napi::Function::New<NormalFill>(env, "normalFill"));
+  exports.Set("dropoutMask", Napi::Function::New<DropoutMask>(env, "dropoutMask"));
+  exports.Set("embeddingForward", Napi::Function::New<EmbeddingForward>(env, "embeddingForward"));
+  exports.Set("embeddingBackward", Napi::Function::New<EmbeddingBackward>(env, "embeddingBackward"));
+  exports.Set("layerReserveSize", Napi::Function::New<LayerReserveSize>(env, "layerReserveSize"));
+  exports.Set("layerForward", Napi::Function::New<LayerForward>(env, "layerForward"));
+  exports.Set("layerBackward", Napi::Function::New<LayerBackward>(env, "layerBackward"));
+  exports.Set("referenceForward", Napi::Function::New<ReferenceForward>(env, "referenceForward"));
+  exports.Set("referenceBackward", Napi::Function::New<ReferenceBackward>(env, "referenceBackward"));
+  return exports;
+}
+
+}  // namespace
+
+}  // namespace recurrent
+
+static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) { return recurrent::Init(env, exports); }
+
+NODE_API_MODULE(recurrent_addon, InitAddon)

@@ -1,0 +1,271 @@
+// Node-API glue for the recurrent layers. Every call starts with the layer's sizes:
+//   (cell, T, B, I, H, D, ...)
+// then buffers in kernel order (outputs, then inputs). Weights travel as one flat
+// array of 4 * D entries, [w_ih, w_hh, b_ih, b_hh] per direction, biases null when
+// the layer has none. Sizes are re-checked against every buffer.
+#include "layers.h"
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "../cpp/recurrent.h"
+#include "../cpp/reference.h"
+#include "args.h"
+#include "storage.h"
+
+namespace recurrent {
+
+namespace {
+
+LayerDims dims_arg(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const int32_t kMax = 1 << 30;
+  LayerDims d;
+  d.cell = static_cast<CellKind>(int_arg(info[0], "cell", 0, 3));
+  d.steps = static_cast<int>(int_arg(info[1], "steps", 1, kMax));
+  d.batch = static_cast<int>(int_arg(info[2], "batch", 1, kMax));
+  d.input_size = static_cast<int>(int_arg(info[3], "inputSize", 1, kMax));
+  d.hidden_size = static_cast<int>(int_arg(info[4], "hiddenSize", 1, kMax));
+  d.directions = static_cast<int>(int_arg(info[5], "directions", 1, 2));
+  // Every index the kernels compute must fit in an int.
+  const double rows = static_cast<double>(d.steps) * d.batch;
+  const double widest = std::max({static_cast<double>(d.input_size),
+                                  static_cast<double>(d.directions) * d.hidden_size,
+                                  static_cast<double>(gate_count(d.cell)) * d.hidden_size});
+  if (rows * widest >= 2147483647.0 || static_cast<double>(gate_count(d.cell)) * d.hidden_size *
+                                            std::max(d.input_size, d.hidden_size) >= 2147483647.0)
+    throw_range(env, "layer too large: T * B * width must stay below 2^31 elements");
+  return d;
+}
+
+int64_t state_size(const LayerDims& d) { return static_cast<int64_t>(d.directions) * d.batch * d.hidden_size; }
+int64_t gates_size(const LayerDims& d) { return static_cast<int64_t>(gate_count(d.cell)) * d.hidden_size; }
+bool is_lstm(const LayerDims& d) { return d.cell == CellKind::kLstm; }
+
+// Null/undefined, or a span of `count` floats.
+float* optional_span(const Napi::Value& value, const char* name, int64_t count) {
+  if (value.IsNull() || value.IsUndefined()) return nullptr;
+  return span_of(value, name, 0, count);
+}
+
+// lengths: null, or an Int32Array of B entries in [0, T].
+std::vector<int> lengths_arg(const Napi::Value& value, const LayerDims& d) {
+  Napi::Env env = value.Env();
+  std::vector<int> out;
+  if (value.IsNull() || value.IsUndefined()) return out;
+  if (!value.IsTypedArray() || value.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+    throw_type(env, "lengths must be an Int32Array or null");
+  Napi::Int32Array lengths = value.As<Napi::Int32Array>();
+  if (static_cast<int64_t>(lengths.ElementLength()) != d.batch)
+    throw_range(env, "lengths must have one entry per batch row (" + std::to_string(d.batch) + ")");
+  out.resize(d.batch);
+  for (int b = 0; b < d.batch; ++b) {
+    if (lengths[b] < 0 || lengths[b] > d.steps)
+      throw_range(env, "lengths[" + std::to_string(b) + "] must be in [0, " + std::to_string(d.steps) + "]");
+    out[b] = lengths[b];
+  }
+  return out;
+}
+
+// The flat [w_ih, w_hh, b_ih, b_hh] x D array of storages, checked for size. With
+// `bias_from` given, the biases must be present exactly where they are there.
+template <typename Span>
+void weights_arg(const Napi::Value& value, const LayerDims& d, const char* name, Span span,
+                 std::vector<typename Span::result_type>& out) {
+  Napi::Env env = value.Env();
+  if (!value.IsArray() || value.As<Napi::Array>().Length() != static_cast<uint32_t>(4 * d.directions))
+    throw_type(env, std::string(name) + " must be an array of 4 * directions entries");
+  Napi::Array array = value.As<Napi::Array>();
+  const int64_t gh = gates_size(d);
+  const int64_t sizes[4] = {gh * d.input_size, gh * d.hidden_size, gh, gh};
+  out.assign(4 * d.directions, nullptr);
+  for (int dir = 0; dir < d.directions; ++dir) {
+    for (int k = 0; k < 4; ++k) {
+      Napi::Value entry = array.Get(static_cast<uint32_t>(4 * dir + k));
+      const bool is_bias = k >= 2;
+      if (is_bias && (entry.IsNull() || entry.IsUndefined())) continue;
+      out[4 * dir + k] = span(entry, name, sizes[k]);
+    }
+    if ((out[4 * dir + 2] == nullptr) != (out[4 * dir + 3] == nullptr))
+      throw_type(env, std::string(name) + ": b_ih and b_hh must both be given or both be null");
+  }
+}
+
+struct FloatSpan {
+  using result_type = float*;
+  float* operator()(const Napi::Value& v, const char* name, int64_t n) const { return span_of(v, name, 0, n); }
+};
+
+}  // namespace
+
+// layerReserveSize(cell, T, B, I, H, D) -> floats
+Napi::Value LayerReserveSize(const Napi::CallbackInfo& info) {
+  expect_args(info, 6, "layerReserveSize");
+  return Napi::Number::New(info.Env(), static_cast<double>(layer_reserve_size(dims_arg(info))));
+}
+
+// layerForward(cell, T, B, I, H, D, y, hN, cN, reserve, x, lengths, h0, c0, weights)
+Napi::Value LayerForward(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  expect_args(info, 15, "layerForward");
+  const LayerDims d = dims_arg(info);
+  const int64_t rows = static_cast<int64_t>(d.steps) * d.batch;
+  float* y = span_of(info[6], "y", 0, rows * d.directions * d.hidden_size);
+  float* h_n = span_of(info[7], "hN", 0, state_size(d));
+  float* c_n = is_lstm(d) ? span_of(info[8], "cN", 0, state_size(d)) : nullptr;
+  float* reserve = optional_span(info[9], "reserve", static_cast<int64_t>(layer_reserve_size(d)));
+  const float* x = span_of(info[10], "x", 0, rows * d.input_size);
+  const std::vector<int> lengths = lengths_arg(info[11], d);
+  const float* h0 = optional_span(info[12], "h0", state_size(d));
+  const float* c0 = is_lstm(d) ? optional_span(info[13], "c0", state_size(d)) : nullptr;
+  std::vector<float*> w;
+  weights_arg(info[14], d, "weights", FloatSpan{}, w);
+  std::vector<LayerWeights> weights(d.directions);
+  for (int dir = 0; dir < d.directions; ++dir)
+    weights[dir] = LayerWeights{w[4 * dir], w[4 * dir + 1], w[4 * dir + 2], w[4 * dir + 3]};
+  layer_forward_cpu(d, y, h_n, c_n, reserve, x, lengths.empty() ? nullptr : lengths.data(), h0, c0,
+                    weights.data());
+  return env.Undefined();
+}
+
+// layerBackward(cell, T, B, I, H, D, dx, dh0, dc0, grads, dy, dhN, dcN, reserve, x, lengths, weights)
+Napi::Value LayerBackward(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  expect_args(info, 17, "layerBackward");
+  const LayerDims d = dims_arg(info);
+  const int64_t rows = static_cast<int64_t>(d.steps) * d.batch;
+  float* dx = span_of(info[6], "dx", 0, rows * d.input_size);
+  float* dh0 = optional_span(info[7], "dh0", state_size(d));
+  float* dc0 = is_lstm(d) ? optional_span(info[8], "dc0", state_size(d)) : nullptr;
+  std::vector<float*> g;
+  weights_arg(info[9], d, "grads", FloatSpan{}, g);
+  const float* dy = optional_span(info[10], "dy", rows * d.directions * d.hidden_size);
+  const float* dh_n = optional_span(info[11], "dhN", state_size(d));
+  const float* dc_n = is_lstm(d) ? optional_span(info[12], "dcN", state_size(d)) : nullptr;
+  const float* reserve = span_of(info[13], "reserve", 0, static_cast<int64_t>(layer_reserve_size(d)));
+  const float* x = span_of(info[14], "x", 0, rows * d.input_size);
+  const std::vector<int> lengths = lengths_arg(info[15], d);
+  std::vector<float*> w;
+  weights_arg(info[16], d, "weights", FloatSpan{}, w);
+  std::vector<LayerWeights> weights(d.directions);
+  std::vector<LayerGrads> grads(d.directions);
+  for (int dir = 0; dir < d.directions; ++dir) {
+    weights[dir] = LayerWeights{w[4 * dir], w[4 * dir + 1], w[4 * dir + 2], w[4 * dir + 3]};
+    grads[dir] = LayerGrads{g[4 * dir], g[4 * dir + 1], g[4 * dir + 2], g[4 * dir + 3]};
+    if ((weights[dir].b_ih == nullptr) != (grads[dir].b_ih == nullptr))
+      throw_type(env, "grads must have biases exactly where weights do");
+  }
+  layer_backward_cpu(d, dx, dh0, dc0, grads.data(), dy, dh_n, dc_n, reserve, x,
+                     lengths.empty() ? nullptr : lengths.data(), weights.data());
+  return env.Undefined();
+}
+
+// ===========================================================================
+// Reference (Float64Arrays in and out)
+
+namespace {
+
+const double* f64_arg(const Napi::Value& value, const char* name, int64_t count, bool optional) {
+  Napi::Env env = value.Env();
+  if (optional && (value.IsNull() || value.IsUndefined())) return nullptr;
+  if (!value.IsTypedArray() || value.As<Napi::TypedArray>().TypedArrayType() != napi_float64_array)
+    throw_type(env, std::string(name) + " must be a Float64Array");
+  Napi::Float64Array array = value.As<Napi::Float64Array>();
+  if (static_cast<int64_t>(array.ElementLength()) != count)
+    throw_range(env, std::string(name) + " must have " + std::to_string(count) + " elements, received " +
+                         std::to_string(array.ElementLength()));
+  return array.Data();
+}
+
+struct F64Span {
+  using result_type = const double*;
+  const double* operator()(const Napi::Value& v, const char* name, int64_t n) const {
+    return f64_arg(v, name, n, false);
+  }
+};
+
+std::vector<ReferenceWeights> reference_weights(const Napi::Value& value, const LayerDims& d) {
+  std::vector<const double*> w;
+  weights_arg(value, d, "weights", F64Span{}, w);
+  std::vector<ReferenceWeights> out(d.directions);
+  for (int dir = 0; dir < d.directions; ++dir)
+    out[dir] = ReferenceWeights{w[4 * dir], w[4 * dir + 1], w[4 * dir + 2], w[4 * dir + 3]};
+  return out;
+}
+
+}  // namespace
+
+// referenceForward(cell, T, B, I, H, D, x, lengths, h0, c0, weights) -> { y, hN, cN }
+Napi::Value ReferenceForward(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  expect_args(info, 11, "referenceForward");
+  const LayerDims d = dims_arg(info);
+  const int64_t rows = static_cast<int64_t>(d.steps) * d.batch;
+  const double* x = f64_arg(info[6], "x", rows * d.input_size, false);
+  const std::vector<int> lengths = lengths_arg(info[7], d);
+  const double* h0 = f64_arg(info[8], "h0", state_size(d), true);
+  const double* c0 = f64_arg(info[9], "c0", state_size(d), true);
+  const std::vector<ReferenceWeights> weights = reference_weights(info[10], d);
+  Napi::Float64Array y = Napi::Float64Array::New(env, rows * d.directions * d.hidden_size);
+  Napi::Float64Array h_n = Napi::Float64Array::New(env, state_size(d));
+  Napi::Float64Array c_n = Napi::Float64Array::New(env, state_size(d));
+  layer_forward_reference(d, y.Data(), h_n.Data(), c_n.Data(), x, lengths.empty() ? nullptr : lengths.data(),
+                          h0, c0, weights.data());
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("y", y);
+  out.Set("hN", h_n);
+  if (is_lstm(d)) out.Set("cN", c_n);
+  return out;
+}
+
+// referenceBackward(cell, T, B, I, H, D, dy, dhN, dcN, x, lengths, h0, c0, weights)
+//   -> { dx, dh0, dc0, grads: [dw_ih, dw_hh, db_ih, db_hh] x D }
+Napi::Value ReferenceBackward(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  expect_args(info, 14, "referenceBackward");
+  const LayerDims d = dims_arg(info);
+  const int64_t rows = static_cast<int64_t>(d.steps) * d.batch;
+  const double* dy = f64_arg(info[6], "dy", rows * d.directions * d.hidden_size, true);
+  const double* dh_n = f64_arg(info[7], "dhN", state_size(d), true);
+  const double* dc_n = f64_arg(info[8], "dcN", state_size(d), true);
+  const double* x = f64_arg(info[9], "x", rows * d.input_size, false);
+  const std::vector<int> lengths = lengths_arg(info[10], d);
+  const double* h0 = f64_arg(info[11], "h0", state_size(d), true);
+  const double* c0 = f64_arg(info[12], "c0", state_size(d), true);
+  const std::vector<ReferenceWeights> weights = reference_weights(info[13], d);
+  const bool has_bias = weights[0].b_ih != nullptr;
+  const int64_t gh = gates_size(d);
+  Napi::Float64Array dx = Napi::Float64Array::New(env, rows * d.input_size);
+  Napi::Float64Array dh0 = Napi::Float64Array::New(env, state_size(d));
+  Napi::Float64Array dc0 = Napi::Float64Array::New(env, state_size(d));
+  Napi::Array grad_list = Napi::Array::New(env, 4 * d.directions);
+  std::vector<ReferenceGrads> grads(d.directions);
+  for (int dir = 0; dir < d.directions; ++dir) {
+    Napi::Float64Array w_ih = Napi::Float64Array::New(env, gh * d.input_size);
+    Napi::Float64Array w_hh = Napi::Float64Array::New(env, gh * d.hidden_size);
+    grad_list.Set(4 * dir, w_ih);
+    grad_list.Set(4 * dir + 1, w_hh);
+    grads[dir] = ReferenceGrads{w_ih.Data(), w_hh.Data(), nullptr, nullptr};
+    if (has_bias) {
+      Napi::Float64Array b_ih = Napi::Float64Array::New(env, gh), b_hh = Napi::Float64Array::New(env, gh);
+      grad_list.Set(4 * dir + 2, b_ih);
+      grad_list.Set(4 * dir + 3, b_hh);
+      grads[dir].b_ih = b_ih.Data();
+      grads[dir].b_hh = b_hh.Data();
+    } else {
+      grad_list.Set(4 * dir + 2, env.Null());
+      grad_list.Set(4 * dir + 3, env.Null());
+    }
+  }
+  layer_backward_reference(d, dx.Data(), dh0.Data(), dc0.Data(), grads.data(), dy, dh_n, dc_n, x,
+                           lengths.empty() ? nullptr : lengths.data(), h0, c0, weights.data());
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("dx", dx);
+  out.Set("dh0", dh0);
+  if (is_lstm(d)) out.Set("dc0", dc0);
+  out.Set("grads", grad_list);
+  return out;
+}
+
+}  // namespace recurrent

@@ -1,0 +1,15 @@
+// Node-API glue for the recurrent layer kernels (cpp/recurrent.h) and their
+// double-precision reference (cpp/reference.h).
+#pragma once
+
+#include <napi.h>
+
+namespace recurrent {
+
+Napi::Value LayerReserveSize(const Napi::CallbackInfo& info);
+Napi::Value LayerForward(const Napi::CallbackInfo& info);
+Napi::Value LayerBackward(const Napi::CallbackInfo& info);
+Napi::Value ReferenceForward(const Napi::CallbackInfo& info);
+Napi::Value ReferenceBackward(const Napi::CallbackInfo& info);
+
+}  // namespace recurrent

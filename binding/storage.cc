@@ -1,0 +1,134 @@
+// The native Tensor handle (see storage.h).
+#include "storage.h"
+
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "args.h"
+
+namespace recurrent {
+
+namespace {
+// Per-environment constructor, so the addon also works in worker_threads.
+struct AddonData {
+  Napi::FunctionReference storage_constructor;
+};
+}  // namespace
+
+Napi::Function Storage::Init(Napi::Env env) {
+  Napi::Function ctor = DefineClass(
+      env, "Storage",
+      {InstanceAccessor<&Storage::Length>("length"), InstanceAccessor<&Storage::Device>("device"),
+       InstanceAccessor<&Storage::Disposed>("disposed"), InstanceMethod<&Storage::Read>("read"),
+       InstanceMethod<&Storage::Write>("write"), InstanceMethod<&Storage::Dispose>("dispose")});
+  auto* data = new AddonData();
+  data->storage_constructor = Napi::Persistent(ctor);
+  env.SetInstanceData<AddonData>(data);
+  return ctor;
+}
+
+Storage* Storage::From(const Napi::Value& value, const char* name) {
+  Napi::Env env = value.Env();
+  AddonData* data = env.GetInstanceData<AddonData>();
+  if (!value.IsObject() || !value.As<Napi::Object>().InstanceOf(data->storage_constructor.Value()))
+    throw_type(env, std::string(name) + " must be a native Storage (a Tensor's memory)");
+  Storage* storage = Unwrap(value.As<Napi::Object>());
+  if (storage->released_)
+    throw_type(env, std::string(name) + " refers to a disposed tensor");
+  return storage;
+}
+
+// new Storage(length): zero-filled float32 memory of `length` elements.
+Storage::Storage(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Storage>(info) {
+  Napi::Env env = info.Env();
+  expect_args(info, 1, "Storage");
+  // 2^34 floats = 64 GiB: far beyond any sensible tensor, small enough to never overflow.
+  length_ = int_arg(info[0], "length", 0, int64_t{1} << 34);
+  if (length_ > 0) {
+    data_ = static_cast<float*>(std::calloc(static_cast<size_t>(length_), sizeof(float)));
+    if (!data_) throw_range(env, "out of memory allocating " + std::to_string(length_) + " floats");
+    Napi::MemoryManagement::AdjustExternalMemory(env, length_ * static_cast<int64_t>(sizeof(float)));
+  }
+}
+
+// Garbage collection reached the handle: free the memory and tell V8.
+void Storage::Finalize(Napi::Env env) { Release(env); }
+
+Storage::~Storage() { std::free(data_); }
+
+void Storage::Release(Napi::Env env) {
+  if (released_) return;
+  released_ = true;
+  if (data_) {
+    std::free(data_);
+    data_ = nullptr;
+    Napi::MemoryManagement::AdjustExternalMemory(env, -length_ * static_cast<int64_t>(sizeof(float)));
+  }
+}
+
+Napi::Value Storage::Length(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(length_));
+}
+
+Napi::Value Storage::Device(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), "cpu"); }
+
+Napi::Value Storage::Disposed(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), released_);
+}
+
+// read(offset, count): a copy of elements [offset, offset + count) as a Float32Array.
+Napi::Value Storage::Read(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  expect_args(info, 2, "read");
+  if (released_) throw_type(env, "cannot read a disposed tensor");
+  const int64_t offset = int_arg(info[0], "offset", 0, length_);
+  const int64_t count = int_arg(info[1], "count", 0, length_ - offset);
+  Napi::Float32Array out = Napi::Float32Array::New(env, static_cast<size_t>(count));
+  if (count > 0) std::memcpy(out.Data(), data_ + offset, static_cast<size_t>(count) * sizeof(float));
+  return out;
+}
+
+// write(values: Float32Array, offset): copies values into [offset, offset + values.length).
+Napi::Value Storage::Write(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  expect_args(info, 2, "write");
+  if (released_) throw_type(env, "cannot write a disposed tensor");
+  if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+    throw_type(env, "values must be a Float32Array");
+  Napi::Float32Array values = info[0].As<Napi::Float32Array>();
+  const int64_t count = static_cast<int64_t>(values.ElementLength());
+  const int64_t offset = int_arg(info[1], "offset", 0, length_);
+  if (count > length_ - offset)
+    throw_range(env, "writing " + std::to_string(count) + " values at offset " + std::to_string(offset) +
+                         " overflows a tensor of " + std::to_string(length_) + " elements");
+  if (count > 0) std::memcpy(data_ + offset, values.Data(), static_cast<size_t>(count) * sizeof(float));
+  return env.Undefined();
+}
+
+Napi::Value Storage::Dispose(const Napi::CallbackInfo& info) {
+  Release(info.Env());
+  return info.Env().Undefined();
+}
+
+float* span_of(const Napi::Value& value, const char* name, int64_t offset, int64_t count) {
+  Storage* storage = Storage::From(value, name);
+  if (offset < 0 || count < 0 || offset > storage->length() || count > storage->length() - offset)
+    throw_range(value.Env(), std::string(name) + ": elements [" + std::to_string(offset) + ", " +
+                                 std::to_string(offset + count) + ") lie outside a tensor of " +
+                                 std::to_string(storage->length()) + " elements");
+  return storage->data() + offset;
+}
+
+float* strided_span_of(const Napi::Value& value, const char* name, int64_t offset,
+                       const int64_t* shape, const int64_t* strides, int rank) {
+  int64_t last = offset;
+  for (int k = 0; k < rank; ++k) {
+    if (shape[k] == 0) return span_of(value, name, offset, 0);
+    last += (shape[k] - 1) * strides[k];
+  }
+  float* base = span_of(value, name, offset, last - offset + 1);
+  return base;
+}
+
+}  // namespace recurrent

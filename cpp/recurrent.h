@@ -1,0 +1,59 @@
+// One recurrent layer (RNN, LSTM or GRU; one or two directions) over a whole
+// sequence, forward and backward, on the CPU.
+//
+// Shapes (time-major, row-major, float32):
+//   x (T, B, I)            y (T, B, D*H)            lengths (B) or null
+//   h0, h_n (D, B, H)      c0, c_n (D, B, H), LSTM only
+//   per direction d: w_ih (G*H, I), w_hh (G*H, H), b_ih (G*H), b_hh (G*H) (null: no bias)
+// D = 2 runs the reverse direction on the same input and writes its output to
+// y[..., H:2H]. Null h0/c0/dy/dh_n/dc_n mean zeros.
+//
+// Variable lengths follow packed-sequence semantics: for row b, steps t >= lengths[b]
+// output zeros and leave the state alone, so h_n holds the state after the row's last
+// step; the reverse direction starts at t = lengths[b] - 1.
+#pragma once
+
+#include <cstddef>
+
+#include "cells.h"
+
+namespace recurrent {
+
+struct LayerDims {
+  CellKind cell;
+  int steps;       // T
+  int batch;       // B
+  int input_size;  // I
+  int hidden_size; // H
+  int directions;  // D: 1 or 2
+};
+
+struct LayerWeights {
+  const float* w_ih;
+  const float* w_hh;
+  const float* b_ih;  // null when the layer has no bias
+  const float* b_hh;
+};
+
+struct LayerGrads {
+  float* w_ih;
+  float* w_hh;
+  float* b_ih;  // null when the layer has no bias
+  float* b_hh;
+};
+
+// Floats of the reserve that forward fills for backward (all directions).
+size_t layer_reserve_size(const LayerDims& dims);
+
+// reserve may be null (inference): the kernel then uses its own scratch.
+void layer_forward_cpu(const LayerDims& dims, float* y, float* h_n, float* c_n, float* reserve,
+                       const float* x, const int* lengths, const float* h0, const float* c0,
+                       const LayerWeights* weights);
+
+// Writes (does not accumulate) every gradient. dh0/dc0 may be null when not wanted.
+void layer_backward_cpu(const LayerDims& dims, float* dx, float* dh0, float* dc0,
+                        const LayerGrads* grads, const float* dy, const float* dh_n,
+                        const float* dc_n, const float* reserve, const float* x,
+                        const int* lengths, const LayerWeights* weights);
+
+}  // namespace recurrent
