@@ -1,0 +1,187 @@
+/**
+ * Reverse-mode automatic differentiation. Every differentiable op that has an input
+ * requiring a gradient records a GradNode: its inputs and a function from the
+ * gradients of its outputs to the gradients of its inputs. backward() walks the
+ * recorded graph once in reverse topological order, summing gradients where a tensor
+ * feeds several ops, and accumulates into the `.grad` of leaf tensors.
+ */
+import { describe, formatShape, rangeError, typeError } from './errors';
+import type { Tensor } from './tensor';
+
+export type BackwardFn = (gradOutputs: (Tensor | null)[]) => (Tensor | null)[];
+
+export class GradNode {
+  /** Name of the op, for error messages and debugging. */
+  readonly name: string;
+  readonly inputs: Tensor[];
+  readonly outputCount: number;
+  private backwardFn: BackwardFn | null;
+
+  constructor(name: string, inputs: Tensor[], outputCount: number, backwardFn: BackwardFn) {
+    this.name = name;
+    this.inputs = inputs;
+    this.outputCount = outputCount;
+    this.backwardFn = backwardFn;
+  }
+
+  apply(gradOutputs: (Tensor | null)[], retainGraph: boolean): (Tensor | null)[] {
+    if (!this.backwardFn) {
+      throw typeError(
+        `Trying to backward through the graph of ${this.name} a second time; pass { retainGraph: true } ` +
+          'to the first backward() to keep it',
+        'ERR_GRAPH',
+      );
+    }
+    const fn = this.backwardFn;
+    if (!retainGraph) this.backwardFn = null; // frees saved tensors
+    return fn(gradOutputs);
+  }
+}
+
+let gradEnabled = true;
+
+/** Whether ops currently record gradients (false inside noGrad). */
+export function isGradEnabled(): boolean {
+  return gradEnabled;
+}
+
+/**
+ * Runs `fn` without recording gradients (like torch.no_grad()) and returns its result.
+ * Tensors created inside do not require grad. `fn` must be synchronous.
+ */
+export function noGrad<T>(fn: () => T): T {
+  if (typeof fn !== 'function') throw typeError(`Expected fn to be a function but received ${describe(fn)}`);
+  const previous = gradEnabled;
+  gradEnabled = false;
+  try {
+    return fn();
+  } finally {
+    gradEnabled = previous;
+  }
+}
+
+export interface BackwardOptions {
+  /** Keep the graph so that backward can run through it again. Default false. */
+  retainGraph?: boolean;
+}
+
+/**
+ * Computes the gradients of `tensors` with respect to the graph leaves, like
+ * torch.autograd.backward. `grads[i]` is the gradient of `tensors[i]` (same shape);
+ * it may be omitted (or null) only for a one-element tensor, where it means 1.
+ */
+export function backward(
+  tensors: Tensor | Tensor[],
+  grads?: Tensor | (Tensor | null | undefined)[] | null,
+  options: BackwardOptions = {},
+): void {
+  const roots = Array.isArray(tensors) ? tensors : [tensors];
+  const rootGrads: (Tensor | null | undefined)[] = grads == null ? [] : Array.isArray(grads) ? grads : [grads];
+  if (roots.length === 0) throw rangeError('backward: tensors must not be empty');
+  if (rootGrads.length > roots.length) {
+    throw rangeError(`backward: received ${rootGrads.length} grads for ${roots.length} tensors`, 'ERR_SHAPE_MISMATCH');
+  }
+  const TensorClass = tensorClass();
+  const seeds: Tensor[] = roots.map((root, i) => {
+    if (!(root instanceof TensorClass)) {
+      throw typeError(`backward: expected tensors[${i}] to be a Tensor but received ${describe(root)}`);
+    }
+    if (!root.requiresGrad) {
+      throw typeError(`backward: tensors[${i}] does not require grad and has no grad function`, 'ERR_GRAPH');
+    }
+    const grad = rootGrads[i];
+    if (grad == null) {
+      if (root.size !== 1) {
+        throw typeError(
+          `backward: grads[${i}] can be omitted only for a one-element tensor, but tensors[${i}] has shape ` +
+            formatShape(root.shape),
+          'ERR_SHAPE_MISMATCH',
+        );
+      }
+      return TensorClass.ones(root.shape);
+    }
+    if (!(grad instanceof TensorClass)) {
+      throw typeError(`backward: expected grads[${i}] to be a Tensor but received ${describe(grad)}`);
+    }
+    if (!sameShape(grad.shape, root.shape)) {
+      throw rangeError(
+        `backward: expected grads[${i}] of shape ${formatShape(root.shape)} but received ${formatShape(grad.shape)}`,
+        'ERR_SHAPE_MISMATCH',
+      );
+    }
+    return grad;
+  });
+  // Gradients are computed without recording a graph of their own.
+  noGrad(() => runBackward(roots, seeds, options.retainGraph ?? false));
+}
+
+function runBackward(roots: Tensor[], seeds: Tensor[], retainGraph: boolean): void {
+  // Count, for every reachable node, how many recorded edges consume its outputs.
+  const dependencies = new Map<GradNode, number>();
+  const stack: GradNode[] = [];
+  for (const root of roots) {
+    if (root.gradFn && !dependencies.has(root.gradFn)) {
+      dependencies.set(root.gradFn, 0);
+      stack.push(root.gradFn);
+    }
+  }
+  while (stack.length) {
+    const node = stack.pop()!;
+    for (const input of node.inputs) {
+      const fn = input.gradFn;
+      if (!fn) continue;
+      if (!dependencies.has(fn)) {
+        dependencies.set(fn, 0);
+        stack.push(fn);
+      }
+      dependencies.set(fn, dependencies.get(fn)! + 1);
+    }
+  }
+
+  const pending = new Map<GradNode, (Tensor | null)[]>();
+  const addGrad = (tensor: Tensor, grad: Tensor): void => {
+    const fn = tensor.gradFn;
+    if (!fn) {
+      if (tensor.requiresGrad) tensor.accumulateGrad(grad);
+      return;
+    }
+    let slots = pending.get(fn);
+    if (!slots) {
+      slots = new Array<Tensor | null>(fn.outputCount).fill(null);
+      pending.set(fn, slots);
+    }
+    const index = tensor.outputIndex;
+    slots[index] = slots[index] ? slots[index]!.add(grad) : grad;
+  };
+  roots.forEach((root, i) => addGrad(root, seeds[i]));
+
+  const ready: GradNode[] = [...dependencies.keys()].filter((node) => dependencies.get(node) === 0);
+  while (ready.length) {
+    const node = ready.pop()!;
+    const gradOutputs = pending.get(node) ?? new Array<Tensor | null>(node.outputCount).fill(null);
+    pending.delete(node);
+    const gradInputs = gradOutputs.some((g) => g !== null)
+      ? node.apply(gradOutputs, retainGraph)
+      : new Array<Tensor | null>(node.inputs.length).fill(null);
+    node.inputs.forEach((input, i) => {
+      const grad = gradInputs[i];
+      if (grad && input.requiresGrad) addGrad(input, grad);
+      const fn = input.gradFn;
+      if (fn) {
+        const left = dependencies.get(fn)! - 1;
+        dependencies.set(fn, left);
+        if (left === 0) ready.push(fn);
+      }
+    });
+  }
+}
+
+export function sameShape(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((size, i) => size === b[i]);
+}
+
+// tensor.ts imports this module; resolve the class lazily to keep the cycle harmless.
+function tensorClass(): typeof Tensor {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  return (require('./tensor') as typeof import('./tensor')).Tensor;
+}

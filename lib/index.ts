@@ -1,0 +1,25 @@
+/**
+ * recurrent: RNN, LSTM and GRU for Node.js at native speed, with PyTorch's names,
+ * shapes and equations.
+ */
+export { Tensor, numel } from './tensor';
+export type { Device, TensorOptions, TensorData } from './tensor';
+export { backward, noGrad, isGradEnabled, GradNode } from './autograd';
+export type { BackwardOptions } from './autograd';
+export { manualSeed, getRngState, setRngState } from './random';
+export type { RngState } from './random';
+export { linear, dropout, embedding } from './functional';
+export { Module } from './nn/module';
+export type { StateDict } from './nn/module';
+export { Linear, Embedding, Dropout, Sequential } from './nn/layers';
+export type { LinearOptions, EmbeddingOptions } from './nn/layers';
+export { RNN, LSTM, GRU } from './nn/recurrent';
+export type { RecurrentOptions, RNNOptions, ForwardOptions, RecurrentOutput, LSTMOutput } from './nn/recurrent';
+export type { CodedError, ErrorCode } from './errors';
+
+import { native } from './native';
+
+/** What this build can run on: CPU details, and whether CUDA is compiled in and usable. */
+export function backends(): ReturnType<typeof native.backends> {
+  return native.backends();
+}

@@ -1,0 +1,86 @@
+/**
+ * The one place that loads the native addon. node-gyp-build looks in build/Release,
+ * build/Debug, then prebuilds/ (PREBUILDS_ONLY=1 skips local builds). A failed load
+ * becomes an error that says what was tried and what to do.
+ */
+import * as path from 'node:path';
+import { typeError } from './errors';
+
+export interface NativeStorage {
+  readonly length: number;
+  readonly device: string;
+  readonly disposed: boolean;
+  read(offset: number, count: number): Float32Array;
+  write(values: Float32Array, offset: number): void;
+  dispose(): void;
+}
+
+type S = NativeStorage;
+type MaybeS = NativeStorage | null;
+
+export interface CudaStatus {
+  compiled: boolean;
+  deviceCount: number;
+  reason?: string;
+  devices?: { name: string; computeCapability: string; totalMemory: number }[];
+}
+
+export interface NativeAddon {
+  Storage: new (length: number) => NativeStorage;
+  backends(): { cpu: { isa: string; threads: number }; cuda: CudaStatus };
+  stridedCopy(dst: S, dstOffset: number, dstStrides: number[], src: S, srcOffset: number, srcStrides: number[], shape: number[], accumulate: boolean): void;
+  unary(op: number, out: S, input: S, count: number): void;
+  unaryBackward(op: number, gradIn: S, input: S, output: S, gradOut: S, count: number): void;
+  binary(op: number, out: S, a: S, aOffset: number, aStrides: number[], b: S, bOffset: number, bStrides: number[], shape: number[]): void;
+  affine(out: S, input: S, alpha: number, beta: number, count: number): void;
+  fill(out: S, value: number, offset: number, count: number): void;
+  gemm(transA: boolean, transB: boolean, m: number, n: number, k: number, alpha: number,
+    a: S, aOffset: number, lda: number, b: S, bOffset: number, ldb: number, beta: number,
+    c: S, cOffset: number, ldc: number, batch: number, strideA: number, strideB: number, strideC: number): void;
+  softmax(out: S, input: S, rows: number, cols: number, log: boolean): void;
+  softmaxBackward(gradIn: S, output: S, gradOut: S, rows: number, cols: number, log: boolean): void;
+  uniformFill(out: S, count: number, low: number, high: number, seed: number): void;
+  normalFill(out: S, count: number, mean: number, std: number, seed: number): void;
+  dropoutMask(out: S, count: number, p: number, seed: number): void;
+  embeddingForward(out: S, weight: S, indices: Int32Array, rows: number, dim: number): void;
+  embeddingBackward(gradWeight: S, gradOut: S, indices: Int32Array, rows: number, dim: number): void;
+  layerReserveSize(cell: number, T: number, B: number, I: number, H: number, D: number): number;
+  layerForward(cell: number, T: number, B: number, I: number, H: number, D: number,
+    y: S, hN: S, cN: MaybeS, reserve: MaybeS, x: S, lengths: Int32Array | null, h0: MaybeS, c0: MaybeS,
+    weights: MaybeS[]): void;
+  layerBackward(cell: number, T: number, B: number, I: number, H: number, D: number,
+    dx: S, dh0: MaybeS, dc0: MaybeS, grads: MaybeS[], dy: MaybeS, dhN: MaybeS, dcN: MaybeS,
+    reserve: S, x: S, lengths: Int32Array | null, weights: MaybeS[]): void;
+  referenceForward(cell: number, T: number, B: number, I: number, H: number, D: number,
+    x: Float64Array, lengths: Int32Array | null, h0: Float64Array | null, c0: Float64Array | null,
+    weights: (Float64Array | null)[]): { y: Float64Array; hN: Float64Array; cN?: Float64Array };
+  referenceBackward(cell: number, T: number, B: number, I: number, H: number, D: number,
+    dy: Float64Array | null, dhN: Float64Array | null, dcN: Float64Array | null, x: Float64Array,
+    lengths: Int32Array | null, h0: Float64Array | null, c0: Float64Array | null, weights: (Float64Array | null)[]):
+    { dx: Float64Array; dh0: Float64Array; dc0?: Float64Array; grads: (Float64Array | null)[] };
+}
+
+function load(): NativeAddon {
+  const root = path.join(__dirname, '..');
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const nodeGypBuild = require('node-gyp-build') as (dir: string) => unknown;
+    return nodeGypBuild(root) as NativeAddon;
+  } catch (cause) {
+    const where = `${process.platform}-${process.arch}`;
+    const error = typeError(
+      `Could not load the native addon of recurrent for ${where} (Node ${process.version}, ` +
+        `Node-API ${process.versions.napi}).\n` +
+        `Tried: ${path.join(root, 'build', 'Release')}, ${path.join(root, 'build', 'Debug')} and ` +
+        `${path.join(root, 'prebuilds', where)}${process.env.PREBUILDS_ONLY ? ' (PREBUILDS_ONLY set: prebuilds only)' : ''}.\n` +
+        'Possible solutions:\n' +
+        '  - reinstall: npm install recurrent (uses a prebuilt binary where one fits)\n' +
+        '  - compile from source: npm install --build-from-source (needs CMake >= 3.18 and a C++17 compiler)\n' +
+        `Cause: ${(cause as Error).message}`,
+      'ERR_NATIVE_LOAD',
+    );
+    throw Object.assign(error, { cause });
+  }
+}
+
+export const native: NativeAddon = load();

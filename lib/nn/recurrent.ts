@@ -1,0 +1,325 @@
+/**
+ * Recurrent layers: RNN, LSTM, GRU. Same options, equations, parameter names, shapes
+ * and initialization as PyTorch's nn.RNN / nn.LSTM / nn.GRU, so state dicts move
+ * between the two unchanged. Each layer (both directions) is one native call over the
+ * whole sequence; only the loop over stacked layers runs in JS.
+ */
+import { isGradEnabled } from '../autograd';
+import { describe, expectBoolean, expectInteger, expectNumber, expectOptions, expectKnownKeys, formatShape, rangeError, typeError } from '../errors';
+import { dropout } from '../functional';
+import { native } from '../native';
+import { Tensor, expectTensor, record } from '../tensor';
+import { uniform_ } from './init';
+import { Module } from './module';
+
+/** Cell codes shared with the native side (cpp/cells.h CellKind). */
+const enum Cell {
+  RnnTanh = 0,
+  RnnRelu = 1,
+  Lstm = 2,
+  Gru = 3,
+}
+
+const GATES: Record<Cell, number> = { [Cell.RnnTanh]: 1, [Cell.RnnRelu]: 1, [Cell.Lstm]: 4, [Cell.Gru]: 3 };
+
+export interface RecurrentOptions {
+  /** Features of each input step (I). */
+  inputSize: number;
+  /** Features of the hidden state (H). */
+  hiddenSize: number;
+  /** Stacked layers. Default 1. */
+  numLayers?: number;
+  /** Use bias_ih and bias_hh. Default true. */
+  bias?: boolean;
+  /** Input and output as [B, T, F] instead of [T, B, F]. Default false. */
+  batchFirst?: boolean;
+  /** Dropout on the outputs of every layer but the last, in training mode. Default 0. */
+  dropout?: number;
+  /** Add a reverse-direction layer (D = 2). Default false. */
+  bidirectional?: boolean;
+}
+
+export interface RNNOptions extends RecurrentOptions {
+  /** 'tanh' (default) or 'relu'. */
+  nonlinearity?: 'tanh' | 'relu';
+}
+
+export interface ForwardOptions {
+  /** Initial hidden state [numLayers * D, B, H] (zeros when absent). */
+  h0?: Tensor | null;
+  /** LSTM only: initial cell state [numLayers * D, B, H] (zeros when absent). */
+  c0?: Tensor | null;
+  /**
+   * Valid length of each batch row (B integers in [1, T], any order). Steps past a
+   * row's length output zeros and leave its state alone; the reverse direction starts
+   * at the row's last valid step (packed-sequence semantics).
+   */
+  lengths?: readonly number[] | Int32Array | null;
+}
+
+export interface RecurrentOutput {
+  /** [T, B, D*H] ([B, T, D*H] with batchFirst): the last layer's hidden state at every step. */
+  output: Tensor;
+  /** [numLayers * D, B, H]: the final hidden state of every layer and direction. */
+  h: Tensor;
+}
+
+export interface LSTMOutput extends RecurrentOutput {
+  /** [numLayers * D, B, H]: the final cell state of every layer and direction. */
+  c: Tensor;
+}
+
+const OPTION_KEYS = ['inputSize', 'hiddenSize', 'numLayers', 'bias', 'batchFirst', 'dropout', 'bidirectional'] as const;
+
+abstract class RecurrentBase extends Module {
+  readonly inputSize: number;
+  readonly hiddenSize: number;
+  readonly numLayers: number;
+  readonly bias: boolean;
+  readonly batchFirst: boolean;
+  readonly dropout: number;
+  readonly bidirectional: boolean;
+  protected readonly cell: Cell;
+  protected readonly className: string;
+
+  constructor(className: string, cell: Cell, options: Record<string, unknown>) {
+    super();
+    this.className = className;
+    this.cell = cell;
+    this.inputSize = expectInteger(options.inputSize, 'options.inputSize', 1);
+    this.hiddenSize = expectInteger(options.hiddenSize, 'options.hiddenSize', 1);
+    this.numLayers = options.numLayers === undefined ? 1 : expectInteger(options.numLayers, 'options.numLayers', 1);
+    this.bias = options.bias === undefined ? true : expectBoolean(options.bias, 'options.bias');
+    this.batchFirst = options.batchFirst === undefined ? false : expectBoolean(options.batchFirst, 'options.batchFirst');
+    this.dropout = options.dropout === undefined ? 0 : expectNumber(options.dropout, 'options.dropout');
+    if (this.dropout < 0 || this.dropout >= 1) throw rangeError(`Expected options.dropout to be in [0, 1) but received ${this.dropout}`);
+    this.bidirectional = options.bidirectional === undefined ? false : expectBoolean(options.bidirectional, 'options.bidirectional');
+
+    // PyTorch: every weight and bias ~ U(-1/sqrt(H), 1/sqrt(H)), registered per layer
+    // and direction as weight_ih, weight_hh, bias_ih, bias_hh.
+    const gh = GATES[cell] * this.hiddenSize;
+    const bound = 1 / Math.sqrt(this.hiddenSize);
+    for (let layer = 0; layer < this.numLayers; ++layer) {
+      const layerInput = layer === 0 ? this.inputSize : this.hiddenSize * this.directions;
+      for (let d = 0; d < this.directions; ++d) {
+        const suffix = `_l${layer}${d === 1 ? '_reverse' : ''}`;
+        this.registerParameter(`weight_ih${suffix}`, uniform_(Tensor.zeros([gh, layerInput]), -bound, bound));
+        this.registerParameter(`weight_hh${suffix}`, uniform_(Tensor.zeros([gh, this.hiddenSize]), -bound, bound));
+        this.registerParameter(`bias_ih${suffix}`, this.bias ? uniform_(Tensor.zeros([gh]), -bound, bound) : null);
+        this.registerParameter(`bias_hh${suffix}`, this.bias ? uniform_(Tensor.zeros([gh]), -bound, bound) : null);
+      }
+    }
+  }
+
+  /** Number of directions, D. */
+  get directions(): number {
+    return this.bidirectional ? 2 : 1;
+  }
+
+  protected run(input: Tensor, options: ForwardOptions | undefined): { output: Tensor; h: Tensor; c: Tensor | null } {
+    const name = `${this.className}#forward()`;
+    const x0 = expectTensor(input, 'input');
+    const opts = expectOptions(options, 'options');
+    expectKnownKeys(opts, ['h0', 'c0', 'lengths'], 'options');
+    const isLstm = this.cell === Cell.Lstm;
+    const D = this.directions;
+    const H = this.hiddenSize;
+    const stateRows = this.numLayers * D;
+
+    const unbatched = x0.ndim === 2;
+    const layout = this.batchFirst ? '[B, T' : '[T, B';
+    if ((x0.ndim !== 3 && !unbatched) || x0.shape[x0.ndim - 1] !== this.inputSize || x0.size === 0) {
+      throw rangeError(
+        `${name}: expected input of shape ${layout}, ${this.inputSize}] (or unbatched [T, ${this.inputSize}]) ` +
+          `but received ${formatShape(x0.shape)}`,
+        'ERR_SHAPE_MISMATCH',
+      );
+    }
+    let x = unbatched ? x0.reshape([x0.shape[0], 1, this.inputSize]) : this.batchFirst ? x0.transpose(0, 1) : x0;
+    const [T, B] = x.shape;
+
+    const stateShape = unbatched ? [stateRows, H] : [stateRows, B, H];
+    const state = (key: 'h0' | 'c0'): Tensor | null => {
+      const value = opts[key];
+      if (value === undefined || value === null) return null;
+      if (key === 'c0' && !isLstm) {
+        throw typeError(`${name}: options.c0 is only used by LSTM; ${this.className} has no cell state`, 'ERR_INVALID_ARG_VALUE');
+      }
+      const t = expectTensor(value, `options.${key}`);
+      if (t.ndim !== stateShape.length || t.shape.some((s, i) => s !== stateShape[i])) {
+        throw rangeError(`${name}: expected ${key} of shape ${formatShape(stateShape)} but received ${formatShape(t.shape)}`, 'ERR_SHAPE_MISMATCH');
+      }
+      return unbatched ? t.reshape([stateRows, 1, H]) : t;
+    };
+    const h0 = state('h0');
+    const c0 = state('c0');
+    const lengths = this.checkLengths(opts.lengths, T, B, name);
+
+    const params = new Map(this.namedParameters());
+    const hs: Tensor[] = [];
+    const cs: Tensor[] = [];
+    for (let layer = 0; layer < this.numLayers; ++layer) {
+      const weights: (Tensor | null)[] = [];
+      for (let d = 0; d < D; ++d) {
+        const suffix = `_l${layer}${d === 1 ? '_reverse' : ''}`;
+        weights.push(params.get(`weight_ih${suffix}`)!, params.get(`weight_hh${suffix}`)!);
+        weights.push(params.get(`bias_ih${suffix}`) ?? null, params.get(`bias_hh${suffix}`) ?? null);
+      }
+      const rows = (t: Tensor | null) => (t && this.numLayers > 1 ? t.slice(0, layer * D, (layer + 1) * D) : t);
+      const result = recurrentLayer(this.cell, x, rows(h0), rows(c0), weights, lengths, H, D);
+      hs.push(result.h);
+      if (result.c) cs.push(result.c);
+      const last = layer === this.numLayers - 1;
+      x = !last && this.training && this.dropout > 0 ? dropout(result.y, this.dropout, true) : result.y;
+    }
+    let output = x;
+    let h = hs.length === 1 ? hs[0] : Tensor.concat(hs, 0);
+    let c = isLstm ? (cs.length === 1 ? cs[0] : Tensor.concat(cs, 0)) : null;
+    if (unbatched) {
+      output = output.reshape([T, D * H]);
+      h = h.reshape([stateRows, H]);
+      c = c && c.reshape([stateRows, H]);
+    } else if (this.batchFirst) {
+      output = output.transpose(0, 1);
+    }
+    return { output, h, c };
+  }
+
+  private checkLengths(value: unknown, T: number, B: number, name: string): Int32Array | null {
+    if (value === undefined || value === null) return null;
+    if (!Array.isArray(value) && !(value instanceof Int32Array)) {
+      throw typeError(`${name}: expected options.lengths to be an array of ${B} integers but received ${describe(value)}`);
+    }
+    if (value.length !== B) {
+      throw rangeError(`${name}: expected options.lengths to have one entry per batch row (${B}) but received ${value.length}`, 'ERR_SHAPE_MISMATCH');
+    }
+    const lengths = new Int32Array(B);
+    for (let b = 0; b < B; ++b) lengths[b] = expectInteger(value[b], `options.lengths[${b}]`, 1, T);
+    return lengths;
+  }
+}
+
+/**
+ * One layer, both directions, over the whole sequence: a single native call forward
+ * and a single one backward. x: [T, B, I]; h0, c0: [D, B, H] or null;
+ * weights: [w_ih, w_hh, b_ih, b_hh] per direction.
+ */
+function recurrentLayer(
+  cell: Cell,
+  x: Tensor,
+  h0: Tensor | null,
+  c0: Tensor | null,
+  weights: (Tensor | null)[],
+  lengths: Int32Array | null,
+  H: number,
+  D: number,
+): { y: Tensor; h: Tensor; c: Tensor | null } {
+  const [T, B, I] = x.shape;
+  const isLstm = cell === Cell.Lstm;
+  const y = Tensor.zeros([T, B, D * H]);
+  const h = Tensor.zeros([D, B, H]);
+  const c = isLstm ? Tensor.zeros([D, B, H]) : null;
+  const inputs: Tensor[] = [x, ...(h0 ? [h0] : []), ...(c0 ? [c0] : []), ...weights.filter((w): w is Tensor => w !== null)];
+  const needsGrad = isGradEnabled() && inputs.some((t) => t.requiresGrad);
+  const reserve = needsGrad ? new native.Storage(native.layerReserveSize(cell, T, B, I, H, D)) : null;
+  const storages = weights.map((w) => (w ? w.storage : null));
+  native.layerForward(cell, T, B, I, H, D, y.storage, h.storage, c ? c.storage : null, reserve, x.storage, lengths,
+    h0 ? h0.storage : null, c0 ? c0.storage : null, storages);
+
+  const outputs = c ? [y, h, c] : [y, h];
+  record(`${['rnn_tanh', 'rnn_relu', 'lstm', 'gru'][cell]}_layer`, inputs, outputs, ([dy, dh, dc]) => {
+    const dx = Tensor.zeros(x.shape);
+    const dh0 = h0 ? Tensor.zeros(h0.shape) : null;
+    const dc0 = c0 ? Tensor.zeros(c0.shape) : null;
+    const grads = weights.map((w) => (w ? Tensor.zeros(w.shape) : null));
+    native.layerBackward(cell, T, B, I, H, D, dx.storage, dh0 ? dh0.storage : null, dc0 ? dc0.storage : null,
+      grads.map((g) => (g ? g.storage : null)), dy ? dy.storage : null, dh ? dh.storage : null,
+      dc ? dc.storage : null, reserve!, x.storage, lengths, storages);
+    return [dx, ...(dh0 ? [dh0] : []), ...(dc0 ? [dc0] : []), ...grads.filter((g): g is Tensor => g !== null)];
+  });
+  return { y, h, c };
+}
+
+/**
+ * Elman RNN: h_t = act(W_ih x_t + b_ih + W_hh h_(t-1) + b_hh), act = tanh or relu.
+ *
+ * Options: inputSize, hiddenSize, numLayers = 1, nonlinearity = 'tanh', bias = true,
+ * batchFirst = false, dropout = 0, bidirectional = false.
+ * Inputs: input [T, B, I] ([B, T, I] with batchFirst, or unbatched [T, I]);
+ *   options.h0 [numLayers * D, B, H]; options.lengths (B integers).
+ * Outputs: { output [T, B, D*H], h [numLayers * D, B, H] }.
+ *
+ * @example
+ * const rnn = new RNN({ inputSize: 10, hiddenSize: 20, numLayers: 2, nonlinearity: 'relu' });
+ * const { output, h } = rnn.forward(Tensor.randn([5, 3, 10]));
+ */
+export class RNN extends RecurrentBase {
+  readonly nonlinearity: 'tanh' | 'relu';
+
+  constructor(options: RNNOptions) {
+    const opts = expectOptions(options, 'options');
+    expectKnownKeys(opts, [...OPTION_KEYS, 'nonlinearity'], 'options');
+    const nonlinearity = opts.nonlinearity ?? 'tanh';
+    if (nonlinearity !== 'tanh' && nonlinearity !== 'relu') {
+      throw rangeError(`Expected options.nonlinearity to be 'tanh' or 'relu' but received ${describe(nonlinearity)}`);
+    }
+    super('RNN', nonlinearity === 'relu' ? Cell.RnnRelu : Cell.RnnTanh, opts);
+    this.nonlinearity = nonlinearity;
+  }
+
+  forward(input: Tensor, options?: ForwardOptions): RecurrentOutput {
+    const { output, h } = this.run(input, options);
+    return { output, h };
+  }
+}
+
+/**
+ * Long short-term memory (PyTorch's gate order i, f, g, o):
+ *   i = s(W_ii x + b_ii + W_hi h + b_hi)    f = s(W_if x + b_if + W_hf h + b_hf)
+ *   g = tanh(W_ig x + b_ig + W_hg h + b_hg) o = s(W_io x + b_io + W_ho h + b_ho)
+ *   c' = f * c + i * g                      h' = o * tanh(c')
+ *
+ * Options: inputSize, hiddenSize, numLayers = 1, bias = true, batchFirst = false,
+ * dropout = 0, bidirectional = false.
+ * Inputs: input [T, B, I]; options.h0, options.c0 [numLayers * D, B, H]; options.lengths.
+ * Outputs: { output [T, B, D*H], h, c [numLayers * D, B, H] }.
+ * Parameters: weight_ih_l{k}[_reverse] (4H, I or D*H), weight_hh_l{k} (4H, H),
+ * bias_ih_l{k}, bias_hh_l{k} (4H).
+ *
+ * @example
+ * const lstm = new LSTM({ inputSize: 32, hiddenSize: 64, numLayers: 2, bidirectional: true });
+ * const { output, h, c } = lstm.forward(x, { lengths: [10, 7, 3] });
+ */
+export class LSTM extends RecurrentBase {
+  constructor(options: RecurrentOptions) {
+    const opts = expectOptions(options, 'options');
+    expectKnownKeys(opts, OPTION_KEYS, 'options');
+    super('LSTM', Cell.Lstm, opts);
+  }
+
+  forward(input: Tensor, options?: ForwardOptions): LSTMOutput {
+    const { output, h, c } = this.run(input, options);
+    return { output, h, c: c! };
+  }
+}
+
+/**
+ * Gated recurrent unit (PyTorch's variant: reset applied after the recurrent matmul):
+ *   r = s(W_ir x + b_ir + W_hr h + b_hr)    z = s(W_iz x + b_iz + W_hz h + b_hz)
+ *   n = tanh(W_in x + b_in + r * (W_hn h + b_hn))
+ *   h' = (1 - z) * n + z * h
+ *
+ * Options and shapes as LSTM, without the cell state; gates r, z, n (3H rows).
+ */
+export class GRU extends RecurrentBase {
+  constructor(options: RecurrentOptions) {
+    const opts = expectOptions(options, 'options');
+    expectKnownKeys(opts, OPTION_KEYS, 'options');
+    super('GRU', Cell.Gru, opts);
+  }
+
+  forward(input: Tensor, options?: ForwardOptions): RecurrentOutput {
+    const { output, h } = this.run(input, options);
+    return { output, h };
+  }
+}
