@@ -1,0 +1,43 @@
+import { expect } from 'chai';
+import { backends } from '../lib/index';
+import { native } from '../lib/native';
+
+describe('native addon', () => {
+  it('loads through lib/native.ts and exposes the kernels', () => {
+    for (const name of ['Storage', 'layerForward', 'layerBackward', 'gemm', 'referenceForward']) {
+      expect(native).to.have.property(name).that.is.a('function');
+    }
+  });
+
+  it('backends() reports the CPU, and CUDA as compiled-or-not with a reason when unusable', () => {
+    const b = backends();
+    expect(b.cpu.threads).to.be.at.least(1);
+    expect(b.cpu.isa).to.be.a('string');
+    expect(b.cuda.compiled).to.be.a('boolean');
+    expect(b.cuda.deviceCount).to.be.a('number');
+    if (b.cuda.deviceCount === 0) expect(b.cuda.reason).to.be.a('string').and.not.be.empty;
+  });
+
+  it('Storage owns zeroed float32 memory, copies in and out, and refuses use after dispose', () => {
+    const s = new native.Storage(5);
+    expect(Array.from(s.read(0, 5))).to.deep.equal([0, 0, 0, 0, 0]);
+    s.write(new Float32Array([1, 2, 3]), 2);
+    expect(Array.from(s.read(1, 4))).to.deep.equal([0, 1, 2, 3]);
+    expect(() => s.write(new Float32Array(4), 2)).to.throw(RangeError);
+    expect(() => s.read(4, 2)).to.throw(RangeError);
+    s.dispose();
+    expect(s.disposed).to.equal(true);
+    expect(() => s.read(0, 1)).to.throw(TypeError);
+  });
+
+  it('re-checks bounds natively: out-of-range spans throw instead of touching memory', () => {
+    const a = new native.Storage(4);
+    const b = new native.Storage(4);
+    const c = new native.Storage(4);
+    expect(() => native.gemm(false, false, 2, 2, 3, 1, a, 0, 3, b, 0, 2, 0, c, 0, 2, 1, 0, 0, 0)).to.throw(RangeError);
+    expect(() => native.stridedCopy(a, 0, [1], b, 2, [1], [4], false)).to.throw(RangeError);
+    expect(() => native.layerForward(2, 2, 1, 1, 2, 1, a, a, a, null, a, null, null, null, [a, a, null, null])).to.throw(RangeError);
+    expect(() => native.embeddingForward(a, b, Int32Array.from([0, 7]), 2, 2)).to.throw(RangeError);
+    expect(() => native.unary(0, {} as never, a, 1)).to.throw(TypeError);
+  });
+});
