@@ -109,7 +109,7 @@ describe('recurrent layers (CPU) against the double reference', () => {
         const outputs = [result.output, result.h];
         const grads = [tensorOf(dy, result.output.shape), tensorOf(dhN, result.h.shape)];
         if (cell === 'lstm') {
-          const lstmC = (result as { c: Tensor }).c;
+          const lstmC = (result as unknown as { c: Tensor }).c;
           expectClose(lstmC.toArray(), ref.cN!, 'c');
           outputs.push(lstmC);
           grads.push(tensorOf(dcN!, lstmC.shape));
