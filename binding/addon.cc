@@ -5,6 +5,8 @@
 #include "ops.h"
 #include "layers.h"
 #include "storage.h"
+#include "stream.h"
+#include "args.h"
 
 namespace recurrent {
 
@@ -39,8 +41,25 @@ Napi::Value Backends(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// setAsync(on): queue ops on the stream (true) or run them on the caller's thread (false).
+Napi::Value SetAsync(const Napi::CallbackInfo& info) {
+  expect_args(info, 1, "setAsync");
+  stream_of(info.Env()).set_async(bool_arg(info[0], "async"));
+  return info.Env().Undefined();
+}
+
+Napi::Value IsAsync(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), stream_of(info.Env()).async());
+}
+
+// synchronize(): a promise settled when every queued op has run.
+Napi::Value Synchronize(const Napi::CallbackInfo& info) { return stream_of(info.Env()).synchronize(info.Env()); }
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Storage", Storage::Init(env));
+  exports.Set("setAsync", Napi::Function::New<SetAsync>(env, "setAsync"));
+  exports.Set("isAsync", Napi::Function::New<IsAsync>(env, "isAsync"));
+  exports.Set("synchronize", Napi::Function::New<Synchronize>(env, "synchronize"));
   exports.Set("backends", Napi::Function::New<Backends>(env, "backends"));
   exports.Set("stridedCopy", Napi::Function::New<StridedCopy>(env, "stridedCopy"));
   exports.Set("unary", Napi::Function::New<Unary>(env, "unary"));

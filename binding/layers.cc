@@ -13,6 +13,7 @@
 #include "../cpp/reference.h"
 #include "args.h"
 #include "storage.h"
+#include "stream.h"
 
 namespace recurrent {
 
@@ -108,6 +109,7 @@ Napi::Value LayerReserveSize(const Napi::CallbackInfo& info) {
 // layerForward(cell, T, B, I, H, D, y, hN, cN, reserve, x, lengths, h0, c0, weights)
 Napi::Value LayerForward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
+  begin_op();
   expect_args(info, 15, "layerForward");
   const LayerDims d = dims_arg(info);
   const int64_t rows = static_cast<int64_t>(d.steps) * d.batch;
@@ -124,14 +126,16 @@ Napi::Value LayerForward(const Napi::CallbackInfo& info) {
   std::vector<LayerWeights> weights(d.directions);
   for (int dir = 0; dir < d.directions; ++dir)
     weights[dir] = LayerWeights{w[4 * dir], w[4 * dir + 1], w[4 * dir + 2], w[4 * dir + 3]};
-  layer_forward_cpu(d, y, h_n, c_n, reserve, x, lengths.empty() ? nullptr : lengths.data(), h0, c0,
-                    weights.data());
+  dispatch(env, [=] {
+    layer_forward_cpu(d, y, h_n, c_n, reserve, x, lengths.empty() ? nullptr : lengths.data(), h0, c0, weights.data());
+  });
   return env.Undefined();
 }
 
 // layerBackward(cell, T, B, I, H, D, dx, dh0, dc0, grads, dy, dhN, dcN, reserve, x, lengths, weights)
 Napi::Value LayerBackward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
+  begin_op();
   expect_args(info, 17, "layerBackward");
   const LayerDims d = dims_arg(info);
   const int64_t rows = static_cast<int64_t>(d.steps) * d.batch;
@@ -156,8 +160,10 @@ Napi::Value LayerBackward(const Napi::CallbackInfo& info) {
     if ((weights[dir].b_ih == nullptr) != (grads[dir].b_ih == nullptr))
       throw_type(env, "grads must have biases exactly where weights do");
   }
-  layer_backward_cpu(d, dx, dh0, dc0, grads.data(), dy, dh_n, dc_n, reserve, x,
-                     lengths.empty() ? nullptr : lengths.data(), weights.data());
+  dispatch(env, [=] {
+    layer_backward_cpu(d, dx, dh0, dc0, grads.data(), dy, dh_n, dc_n, reserve, x,
+                       lengths.empty() ? nullptr : lengths.data(), weights.data());
+  });
   return env.Undefined();
 }
 

@@ -8,6 +8,7 @@
 #include "../cpp/ops.h"
 #include "args.h"
 #include "storage.h"
+#include "stream.h"
 
 namespace recurrent {
 
@@ -36,6 +37,7 @@ void same_rank(Napi::Env env, const std::vector<int64_t>& shape, const std::vect
 // stridedCopy(dst, dstOffset, dstStrides, src, srcOffset, srcStrides, shape, accumulate)
 Napi::Value StridedCopy(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
+  begin_op();
   expect_args(info, 8, "stridedCopy");
   const auto shape = int_list_arg(info[6], "shape", kMaxRank);
   const auto dst_strides = int_list_arg(info[2], "dstStrides", kMaxRank);
@@ -47,33 +49,41 @@ Napi::Value StridedCopy(const Napi::CallbackInfo& info) {
                                shape.data(), dst_strides.data(), rank);
   const float* src = strided_span_of(info[3], "src", int_arg(info[4], "srcOffset", 0, kMaxElements),
                                      shape.data(), src_strides.data(), rank);
-  strided_copy_cpu(dst, dst_strides.data(), src, src_strides.data(), shape.data(), rank,
-                   bool_arg(info[7], "accumulate"));
+  const bool accumulate = bool_arg(info[7], "accumulate");
+  dispatch(env, [=] { strided_copy_cpu(dst, dst_strides.data(), src, src_strides.data(), shape.data(), rank, accumulate); });
   return env.Undefined();
 }
 
 // unary(op, out, in, count)
 Napi::Value Unary(const Napi::CallbackInfo& info) {
+  begin_op();
   expect_args(info, 4, "unary");
   const auto op = static_cast<UnaryOp>(int_arg(info[0], "op", 0, 7));
   const int64_t n = int_arg(info[3], "count", 0, kMaxElements);
-  unary_forward_cpu(op, span_of(info[1], "out", 0, n), span_of(info[2], "input", 0, n), n);
+  float* out = span_of(info[1], "out", 0, n);
+  const float* in = span_of(info[2], "input", 0, n);
+  dispatch(info.Env(), [=] { unary_forward_cpu(op, out, in, n); });
   return info.Env().Undefined();
 }
 
 // unaryBackward(op, gradIn, input, output, gradOut, count)
 Napi::Value UnaryBackward(const Napi::CallbackInfo& info) {
+  begin_op();
   expect_args(info, 6, "unaryBackward");
   const auto op = static_cast<UnaryOp>(int_arg(info[0], "op", 0, 7));
   const int64_t n = int_arg(info[5], "count", 0, kMaxElements);
-  unary_backward_cpu(op, span_of(info[1], "gradIn", 0, n), span_of(info[2], "input", 0, n),
-                     span_of(info[3], "output", 0, n), span_of(info[4], "gradOut", 0, n), n);
+  float* grad_in = span_of(info[1], "gradIn", 0, n);
+  const float* in = span_of(info[2], "input", 0, n);
+  const float* out = span_of(info[3], "output", 0, n);
+  const float* grad_out = span_of(info[4], "gradOut", 0, n);
+  dispatch(info.Env(), [=] { unary_backward_cpu(op, grad_in, in, out, grad_out, n); });
   return info.Env().Undefined();
 }
 
 // binary(op, out, a, aOffset, aStrides, b, bOffset, bStrides, shape)
 Napi::Value Binary(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
+  begin_op();
   expect_args(info, 9, "binary");
   const auto op = static_cast<BinaryOp>(int_arg(info[0], "op", 0, 3));
   const auto shape = int_list_arg(info[8], "shape", kMaxRank);
@@ -87,25 +97,32 @@ Napi::Value Binary(const Napi::CallbackInfo& info) {
                                    a_strides.data(), rank);
   const float* b = strided_span_of(info[5], "b", int_arg(info[6], "bOffset", 0, kMaxElements), shape.data(),
                                    b_strides.data(), rank);
-  binary_cpu(op, out, a, a_strides.data(), b, b_strides.data(), shape.data(), rank);
+  dispatch(env, [=] { binary_cpu(op, out, a, a_strides.data(), b, b_strides.data(), shape.data(), rank); });
   return env.Undefined();
 }
 
 // affine(out, in, alpha, beta, count): out = alpha * in + beta
 Napi::Value Affine(const Napi::CallbackInfo& info) {
+  begin_op();
   expect_args(info, 5, "affine");
   const int64_t n = int_arg(info[4], "count", 0, kMaxElements);
-  affine_cpu(span_of(info[0], "out", 0, n), span_of(info[1], "input", 0, n),
-             static_cast<float>(number_arg(info[2], "alpha")), static_cast<float>(number_arg(info[3], "beta")), n);
+  float* out = span_of(info[0], "out", 0, n);
+  const float* in = span_of(info[1], "input", 0, n);
+  const float alpha = static_cast<float>(number_arg(info[2], "alpha"));
+  const float beta = static_cast<float>(number_arg(info[3], "beta"));
+  dispatch(info.Env(), [=] { affine_cpu(out, in, alpha, beta, n); });
   return info.Env().Undefined();
 }
 
 // fill(out, value, offset, count)
 Napi::Value Fill(const Napi::CallbackInfo& info) {
+  begin_op();
   expect_args(info, 4, "fill");
   const int64_t offset = int_arg(info[2], "offset", 0, kMaxElements);
   const int64_t n = int_arg(info[3], "count", 0, kMaxElements);
-  fill_cpu(span_of(info[0], "out", offset, n), static_cast<float>(number_arg(info[1], "value")), n);
+  float* out = span_of(info[0], "out", offset, n);
+  const float value = static_cast<float>(number_arg(info[1], "value"));
+  dispatch(info.Env(), [=] { fill_cpu(out, value, n); });
   return info.Env().Undefined();
 }
 
@@ -113,6 +130,7 @@ Napi::Value Fill(const Napi::CallbackInfo& info) {
 //      batch, strideA, strideB, strideC): batch independent row-major GEMMs.
 Napi::Value Gemm(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
+  begin_op();
   expect_args(info, 20, "gemm");
   const int32_t kMaxDim = 0x7fffffff;
   const bool ta = bool_arg(info[0], "transA"), tb = bool_arg(info[1], "transB");
@@ -139,74 +157,96 @@ Napi::Value Gemm(const Napi::CallbackInfo& info) {
                      last * stride_b + extent(b_rows, b_cols, ldb));
   float* c = span_of(info[13], "c", int_arg(info[14], "cOffset", 0, kMaxElements),
                      last * stride_c + extent(m, n, ldc));
-  for (int64_t i = 0; i < batch; ++i)
-    gemm_cpu(ta, tb, static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), alpha, a + i * stride_a,
-             static_cast<int>(lda), b + i * stride_b, static_cast<int>(ldb), beta, c + i * stride_c,
-             static_cast<int>(ldc));
+  dispatch(env, [=] {
+    for (int64_t i = 0; i < batch; ++i)
+      gemm_cpu(ta, tb, static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), alpha, a + i * stride_a,
+               static_cast<int>(lda), b + i * stride_b, static_cast<int>(ldb), beta, c + i * stride_c,
+               static_cast<int>(ldc));
+  });
   return env.Undefined();
 }
 
 // softmax(out, in, rows, cols, log)
 Napi::Value Softmax(const Napi::CallbackInfo& info) {
+  begin_op();
   expect_args(info, 5, "softmax");
   const int64_t rows = int_arg(info[2], "rows", 0, kMaxElements);
   const int64_t cols = int_arg(info[3], "cols", 1, kMaxElements);
   if (rows > kMaxElements / cols) throw_range(info.Env(), "softmax: too many elements");
-  softmax_forward_cpu(span_of(info[0], "out", 0, rows * cols), span_of(info[1], "input", 0, rows * cols), rows,
-                      cols, bool_arg(info[4], "log"));
+  float* out = span_of(info[0], "out", 0, rows * cols);
+  const float* in = span_of(info[1], "input", 0, rows * cols);
+  const bool log = bool_arg(info[4], "log");
+  dispatch(info.Env(), [=] { softmax_forward_cpu(out, in, rows, cols, log); });
   return info.Env().Undefined();
 }
 
 // softmaxBackward(gradIn, out, gradOut, rows, cols, log)
 Napi::Value SoftmaxBackward(const Napi::CallbackInfo& info) {
+  begin_op();
   expect_args(info, 6, "softmaxBackward");
   const int64_t rows = int_arg(info[3], "rows", 0, kMaxElements);
   const int64_t cols = int_arg(info[4], "cols", 1, kMaxElements);
   if (rows > kMaxElements / cols) throw_range(info.Env(), "softmaxBackward: too many elements");
   const int64_t n = rows * cols;
-  softmax_backward_cpu(span_of(info[0], "gradIn", 0, n), span_of(info[1], "output", 0, n),
-                       span_of(info[2], "gradOut", 0, n), rows, cols, bool_arg(info[5], "log"));
+  float* grad_in = span_of(info[0], "gradIn", 0, n);
+  const float* out = span_of(info[1], "output", 0, n);
+  const float* grad_out = span_of(info[2], "gradOut", 0, n);
+  const bool log = bool_arg(info[5], "log");
+  dispatch(info.Env(), [=] { softmax_backward_cpu(grad_in, out, grad_out, rows, cols, log); });
   return info.Env().Undefined();
 }
 
 // uniformFill(out, count, low, high, seed)
 Napi::Value UniformFill(const Napi::CallbackInfo& info) {
+  begin_op();
   expect_args(info, 5, "uniformFill");
   const int64_t n = int_arg(info[1], "count", 0, kMaxElements);
-  uniform_fill_cpu(span_of(info[0], "out", 0, n), n, static_cast<float>(number_arg(info[2], "low")),
-                   static_cast<float>(number_arg(info[3], "high")), seed_arg(info[4], "seed"));
+  float* out = span_of(info[0], "out", 0, n);
+  const float low = static_cast<float>(number_arg(info[2], "low"));
+  const float high = static_cast<float>(number_arg(info[3], "high"));
+  const uint64_t seed = seed_arg(info[4], "seed");
+  dispatch(info.Env(), [=] { uniform_fill_cpu(out, n, low, high, seed); });
   return info.Env().Undefined();
 }
 
 // normalFill(out, count, mean, std, seed)
 Napi::Value NormalFill(const Napi::CallbackInfo& info) {
+  begin_op();
   expect_args(info, 5, "normalFill");
   const int64_t n = int_arg(info[1], "count", 0, kMaxElements);
-  normal_fill_cpu(span_of(info[0], "out", 0, n), n, static_cast<float>(number_arg(info[2], "mean")),
-                  static_cast<float>(number_arg(info[3], "std")), seed_arg(info[4], "seed"));
+  float* out = span_of(info[0], "out", 0, n);
+  const float mean = static_cast<float>(number_arg(info[2], "mean"));
+  const float stddev = static_cast<float>(number_arg(info[3], "std"));
+  const uint64_t seed = seed_arg(info[4], "seed");
+  dispatch(info.Env(), [=] { normal_fill_cpu(out, n, mean, stddev, seed); });
   return info.Env().Undefined();
 }
 
 // dropoutMask(out, count, p, seed)
 Napi::Value DropoutMask(const Napi::CallbackInfo& info) {
+  begin_op();
   expect_args(info, 4, "dropoutMask");
   const int64_t n = int_arg(info[1], "count", 0, kMaxElements);
   const double p = number_arg(info[2], "p");
   if (!(p >= 0.0 && p < 1.0)) throw_range(info.Env(), "p must be in [0, 1)");
-  dropout_mask_cpu(span_of(info[0], "out", 0, n), n, static_cast<float>(p), seed_arg(info[3], "seed"));
+  float* out = span_of(info[0], "out", 0, n);
+  const uint64_t seed = seed_arg(info[3], "seed");
+  dispatch(info.Env(), [=] { dropout_mask_cpu(out, n, static_cast<float>(p), seed); });
   return info.Env().Undefined();
 }
 
 namespace {
 // Indices as an Int32Array whose every entry is a valid row of `rows`.
-Napi::Int32Array indices_arg(const Napi::Value& value, int64_t rows) {
+// A copy, since the job may run after JS changed or dropped the array.
+std::vector<int32_t> indices_arg(const Napi::Value& value, int64_t rows) {
   Napi::Env env = value.Env();
   if (!value.IsTypedArray() || value.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
     throw_type(env, "indices must be an Int32Array");
-  Napi::Int32Array indices = value.As<Napi::Int32Array>();
-  for (size_t i = 0; i < indices.ElementLength(); ++i)
-    if (indices[i] < 0 || indices[i] >= rows)
-      throw_range(env, "index " + std::to_string(indices[i]) + " is out of range for an embedding of " +
+  Napi::Int32Array array = value.As<Napi::Int32Array>();
+  std::vector<int32_t> indices(array.Data(), array.Data() + array.ElementLength());
+  for (int32_t index : indices)
+    if (index < 0 || index >= rows)
+      throw_range(env, "index " + std::to_string(index) + " is out of range for an embedding of " +
                            std::to_string(rows) + " rows");
   return indices;
 }
@@ -214,25 +254,29 @@ Napi::Int32Array indices_arg(const Napi::Value& value, int64_t rows) {
 
 // embeddingForward(out, weight, indices, rows, dim)
 Napi::Value EmbeddingForward(const Napi::CallbackInfo& info) {
+  begin_op();
   expect_args(info, 5, "embeddingForward");
   const int64_t rows = int_arg(info[3], "rows", 0, kMaxElements);
   const int64_t dim = int_arg(info[4], "dim", 0, kMaxElements);
-  Napi::Int32Array indices = indices_arg(info[2], rows);
-  const int64_t count = static_cast<int64_t>(indices.ElementLength());
-  embedding_forward_cpu(span_of(info[0], "out", 0, count * dim), span_of(info[1], "weight", 0, rows * dim),
-                        indices.Data(), count, dim);
+  std::vector<int32_t> indices = indices_arg(info[2], rows);
+  const int64_t count = static_cast<int64_t>(indices.size());
+  float* out = span_of(info[0], "out", 0, count * dim);
+  const float* weight = span_of(info[1], "weight", 0, rows * dim);
+  dispatch(info.Env(), [=] { embedding_forward_cpu(out, weight, indices.data(), count, dim); });
   return info.Env().Undefined();
 }
 
 // embeddingBackward(gradWeight, gradOut, indices, rows, dim): accumulates into gradWeight
 Napi::Value EmbeddingBackward(const Napi::CallbackInfo& info) {
+  begin_op();
   expect_args(info, 5, "embeddingBackward");
   const int64_t rows = int_arg(info[3], "rows", 0, kMaxElements);
   const int64_t dim = int_arg(info[4], "dim", 0, kMaxElements);
-  Napi::Int32Array indices = indices_arg(info[2], rows);
-  const int64_t count = static_cast<int64_t>(indices.ElementLength());
-  embedding_backward_cpu(span_of(info[0], "gradWeight", 0, rows * dim), span_of(info[1], "gradOut", 0, count * dim),
-                         indices.Data(), count, dim);
+  std::vector<int32_t> indices = indices_arg(info[2], rows);
+  const int64_t count = static_cast<int64_t>(indices.size());
+  float* grad_weight = span_of(info[0], "gradWeight", 0, rows * dim);
+  const float* grad_out = span_of(info[1], "gradOut", 0, count * dim);
+  dispatch(info.Env(), [=] { embedding_backward_cpu(grad_weight, grad_out, indices.data(), count, dim); });
   return info.Env().Undefined();
 }
 

@@ -3,18 +3,32 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <new>
 #include <string>
 
 #include "args.h"
+#include "stream.h"
 
 namespace recurrent {
 
 namespace {
-// Per-environment constructor, so the addon also works in worker_threads.
+// Per-environment state, so the addon also works in worker_threads.
 struct AddonData {
   Napi::FunctionReference storage_constructor;
+  Stream stream;
 };
 }  // namespace
+
+Stream& stream_of(Napi::Env env) { return env.GetInstanceData<AddonData>()->stream; }
+
+Buffer::Buffer(int64_t n) : length(n) {
+  if (n > 0) {
+    data = static_cast<float*>(std::calloc(static_cast<size_t>(n), sizeof(float)));
+    if (!data) throw std::bad_alloc();
+  }
+}
+
+Buffer::~Buffer() { std::free(data); }
 
 Napi::Function Storage::Init(Napi::Env env) {
   Napi::Function ctor = DefineClass(
@@ -34,8 +48,7 @@ Storage* Storage::From(const Napi::Value& value, const char* name) {
   if (!value.IsObject() || !value.As<Napi::Object>().InstanceOf(data->storage_constructor.Value()))
     throw_type(env, std::string(name) + " must be a native Storage (a Tensor's memory)");
   Storage* storage = Unwrap(value.As<Napi::Object>());
-  if (storage->released_)
-    throw_type(env, std::string(name) + " refers to a disposed tensor");
+  if (storage->released_) throw_type(env, std::string(name) + " refers to a disposed tensor");
   return storage;
 }
 
@@ -45,26 +58,22 @@ Storage::Storage(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Storage>(inf
   expect_args(info, 1, "Storage");
   // 2^34 floats = 64 GiB: far beyond any sensible tensor, small enough to never overflow.
   length_ = int_arg(info[0], "length", 0, int64_t{1} << 34);
-  if (length_ > 0) {
-    data_ = static_cast<float*>(std::calloc(static_cast<size_t>(length_), sizeof(float)));
-    if (!data_) throw_range(env, "out of memory allocating " + std::to_string(length_) + " floats");
-    Napi::MemoryManagement::AdjustExternalMemory(env, length_ * static_cast<int64_t>(sizeof(float)));
+  try {
+    buffer_ = std::make_shared<Buffer>(length_);
+  } catch (const std::bad_alloc&) {
+    throw_range(env, "out of memory allocating a tensor of " + std::to_string(length_) + " floats");
   }
+  if (length_ > 0) Napi::MemoryManagement::AdjustExternalMemory(env, length_ * static_cast<int64_t>(sizeof(float)));
 }
 
-// Garbage collection reached the handle: free the memory and tell V8.
+// Garbage collection reached the handle: drop our reference to the memory.
 void Storage::Finalize(Napi::Env env) { Release(env); }
-
-Storage::~Storage() { std::free(data_); }
 
 void Storage::Release(Napi::Env env) {
   if (released_) return;
   released_ = true;
-  if (data_) {
-    std::free(data_);
-    data_ = nullptr;
-    Napi::MemoryManagement::AdjustExternalMemory(env, -length_ * static_cast<int64_t>(sizeof(float)));
-  }
+  buffer_.reset();  // a queued job may still hold it; it is freed after that job
+  if (length_ > 0) Napi::MemoryManagement::AdjustExternalMemory(env, -length_ * static_cast<int64_t>(sizeof(float)));
 }
 
 Napi::Value Storage::Length(const Napi::CallbackInfo& info) {
@@ -78,14 +87,16 @@ Napi::Value Storage::Disposed(const Napi::CallbackInfo& info) {
 }
 
 // read(offset, count): a copy of elements [offset, offset + count) as a Float32Array.
+// Waits for queued jobs first, so it sees the result of every op called before it.
 Napi::Value Storage::Read(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   expect_args(info, 2, "read");
   if (released_) throw_type(env, "cannot read a disposed tensor");
   const int64_t offset = int_arg(info[0], "offset", 0, length_);
   const int64_t count = int_arg(info[1], "count", 0, length_ - offset);
+  stream_of(env).wait_idle();
   Napi::Float32Array out = Napi::Float32Array::New(env, static_cast<size_t>(count));
-  if (count > 0) std::memcpy(out.Data(), data_ + offset, static_cast<size_t>(count) * sizeof(float));
+  if (count > 0) std::memcpy(out.Data(), buffer_->data + offset, static_cast<size_t>(count) * sizeof(float));
   return out;
 }
 
@@ -102,7 +113,9 @@ Napi::Value Storage::Write(const Napi::CallbackInfo& info) {
   if (count > length_ - offset)
     throw_range(env, "writing " + std::to_string(count) + " values at offset " + std::to_string(offset) +
                          " overflows a tensor of " + std::to_string(length_) + " elements");
-  if (count > 0) std::memcpy(data_ + offset, values.Data(), static_cast<size_t>(count) * sizeof(float));
+  // A buffer no queued job can reference (only this handle owns it) is written at once.
+  if (buffer_.use_count() > 1) stream_of(env).wait_idle();
+  if (count > 0) std::memcpy(buffer_->data + offset, values.Data(), static_cast<size_t>(count) * sizeof(float));
   return env.Undefined();
 }
 
@@ -117,7 +130,8 @@ float* span_of(const Napi::Value& value, const char* name, int64_t offset, int64
     throw_range(value.Env(), std::string(name) + ": elements [" + std::to_string(offset) + ", " +
                                  std::to_string(offset + count) + ") lie outside a tensor of " +
                                  std::to_string(storage->length()) + " elements");
-  return storage->data() + offset;
+  current_keep().push_back(storage->buffer());
+  return storage->buffer()->data + offset;
 }
 
 float* strided_span_of(const Napi::Value& value, const char* name, int64_t offset,
@@ -127,8 +141,7 @@ float* strided_span_of(const Napi::Value& value, const char* name, int64_t offse
     if (shape[k] == 0) return span_of(value, name, offset, 0);
     last += (shape[k] - 1) * strides[k];
   }
-  float* base = span_of(value, name, offset, last - offset + 1);
-  return base;
+  return span_of(value, name, offset, last - offset + 1);
 }
 
 }  // namespace recurrent

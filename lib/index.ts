@@ -23,3 +23,4 @@ import { native } from './native';
 export function backends(): ReturnType<typeof native.backends> {
   return native.backends();
 }
+export { runAsync, synchronize } from './stream';

@@ -27,6 +27,9 @@ export interface CudaStatus {
 
 export interface NativeAddon {
   Storage: new (length: number) => NativeStorage;
+  setAsync(async: boolean): void;
+  isAsync(): boolean;
+  synchronize(): Promise<void>;
   backends(): { cpu: { isa: string; threads: number }; cuda: CudaStatus };
   stridedCopy(dst: S, dstOffset: number, dstStrides: number[], src: S, srcOffset: number, srcStrides: number[], shape: number[], accumulate: boolean): void;
   unary(op: number, out: S, input: S, count: number): void;
