@@ -6,6 +6,7 @@
 #include "layers.h"
 #include "storage.h"
 #include "stream.h"
+#include "train.h"
 #include "args.h"
 
 namespace recurrent {
@@ -75,6 +76,11 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("dropoutMask", Napi::Function::New<DropoutMask>(env, "dropoutMask"));
   exports.Set("embeddingForward", Napi::Function::New<EmbeddingForward>(env, "embeddingForward"));
   exports.Set("embeddingBackward", Napi::Function::New<EmbeddingBackward>(env, "embeddingBackward"));
+  exports.Set("crossEntropy", Napi::Function::New<CrossEntropy>(env, "crossEntropy"));
+  exports.Set("crossEntropyBackward", Napi::Function::New<CrossEntropyBackward>(env, "crossEntropyBackward"));
+  exports.Set("optimizerStep", Napi::Function::New<OptimizerStep>(env, "optimizerStep"));
+  exports.Set("clipGradNorm", Napi::Function::New<ClipGradNorm>(env, "clipGradNorm"));
+  exports.Set("clipGradValue", Napi::Function::New<ClipGradValue>(env, "clipGradValue"));
   exports.Set("layerReserveSize", Napi::Function::New<LayerReserveSize>(env, "layerReserveSize"));
   exports.Set("layerForward", Napi::Function::New<LayerForward>(env, "layerForward"));
   exports.Set("layerBackward", Napi::Function::New<LayerBackward>(env, "layerBackward"));

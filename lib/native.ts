@@ -47,6 +47,11 @@ export interface NativeAddon {
   dropoutMask(out: S, count: number, p: number, seed: number): void;
   embeddingForward(out: S, weight: S, indices: Int32Array, rows: number, dim: number): void;
   embeddingBackward(gradWeight: S, gradOut: S, indices: Int32Array, rows: number, dim: number): void;
+  crossEntropy(losses: S, logits: S, targets: Int32Array, rows: number, classes: number, ignoreIndex: number): void;
+  crossEntropyBackward(gradLogits: S, logits: S, targets: Int32Array, gradLosses: S, rows: number, classes: number, ignoreIndex: number): void;
+  optimizerStep(kind: number, hyper: number[], steps: number[], params: S[], grads: MaybeS[], state0: MaybeS[], state1: MaybeS[], state2: MaybeS[]): void;
+  clipGradNorm(grads: S[], maxNorm: number, normOut: S): void;
+  clipGradValue(grads: S[], clip: number): void;
   layerReserveSize(cell: number, T: number, B: number, I: number, H: number, D: number): number;
   layerForward(cell: number, T: number, B: number, I: number, H: number, D: number,
     y: S, hN: S, cN: MaybeS, reserve: MaybeS, x: S, lengths: Int32Array | null, h0: MaybeS, c0: MaybeS,

@@ -1,0 +1,17 @@
+// Fused softmax cross-entropy over logits (N, V) with integer targets (N).
+// Rows whose target equals ignore_index get loss 0 and gradient 0.
+#pragma once
+
+#include <cstdint>
+
+namespace recurrent {
+
+// losses (N) = -log softmax(logits)[target]
+void cross_entropy_forward_cpu(float* losses, const float* logits, const int32_t* targets, int64_t rows,
+                               int64_t classes, int32_t ignore_index);
+
+// grad_logits (N, V) = (softmax(logits) - onehot(target)) * grad_losses[n]
+void cross_entropy_backward_cpu(float* grad_logits, const float* logits, const int32_t* targets,
+                                const float* grad_losses, int64_t rows, int64_t classes, int32_t ignore_index);
+
+}  // namespace recurrent

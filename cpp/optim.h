@@ -1,0 +1,42 @@
+// Fused optimizer updates: one pass over a parameter updates it and its state in place.
+// Semantics follow torch.optim (SGD, Adam, AdamW, RMSprop) exactly.
+#pragma once
+
+#include <cstdint>
+
+namespace recurrent {
+
+struct SgdHyper {
+  float lr, momentum, dampening, weight_decay;
+  bool nesterov;
+};
+
+// momentum_buf may be null when momentum == 0. first_step: the buffer starts as the gradient.
+void sgd_step_cpu(float* param, const float* grad, float* momentum_buf, int64_t n, const SgdHyper& h,
+                  bool first_step);
+
+struct AdamHyper {
+  float lr, beta1, beta2, eps, weight_decay;
+  bool decoupled;  // AdamW: weight decay applied to the parameter, not the gradient
+};
+
+// step: this parameter's step count after this update (1 on the first step).
+void adam_step_cpu(float* param, const float* grad, float* exp_avg, float* exp_avg_sq, int64_t n,
+                   const AdamHyper& h, int64_t step);
+
+struct RmspropHyper {
+  float lr, alpha, eps, weight_decay, momentum;
+  bool centered;
+};
+
+// grad_avg only when centered, momentum_buf only when momentum > 0.
+void rmsprop_step_cpu(float* param, const float* grad, float* square_avg, float* grad_avg,
+                      float* momentum_buf, int64_t n, const RmspropHyper& h);
+
+// Sum of squares in double precision.
+double sum_squares_cpu(const float* x, int64_t n);
+
+// x = clamp(x, low, high)
+void clamp_cpu(float* x, int64_t n, float low, float high);
+
+}  // namespace recurrent
