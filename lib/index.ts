@@ -24,3 +24,16 @@ export function backends(): ReturnType<typeof native.backends> {
   return native.backends();
 }
 export { runAsync, synchronize } from './stream';
+export { crossEntropyLoss, mseLoss, huberLoss } from './losses';
+export type { Reduction } from './losses';
+export { Optimizer, SGD, Adam, AdamW, RMSprop, clipGradNorm, clipGradValue, LRScheduler, StepLR, CosineAnnealingLR, LinearLR } from './optim';
+export type { OptimizerState, SGDOptions, AdamOptions, RMSpropOptions } from './optim';
+export { saveSafetensors, loadSafetensors, serializeSafetensors, parseSafetensors } from './safetensors';
+export type { SafetensorsContent } from './safetensors';
+export { save, load, loadModel, registerModule, saveCheckpoint, loadCheckpoint } from './serialize';
+export type { ModelSpec, CheckpointContent } from './serialize';
+export { SequenceModel } from './nn/sequence-model';
+export type { SequenceModelOptions, RecurrentState, CellType } from './nn/sequence-model';
+export { fit } from './fit';
+export type { FitData, FitOptions, History, Progress, EpochInfo, LossFn, LossContext } from './fit';
+export { manualSeed as seed } from './random';

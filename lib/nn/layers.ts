@@ -46,6 +46,10 @@ export class Linear extends Module {
   forward(input: Tensor): Tensor {
     return linear(input, this.weight, this.bias);
   }
+
+  override config(): Record<string, unknown> {
+    return { inFeatures: this.inFeatures, outFeatures: this.outFeatures, bias: this.bias !== null };
+  }
 }
 
 export interface EmbeddingOptions {
@@ -84,6 +88,10 @@ export class Embedding extends Module {
   forward(indices: Tensor | Int32Array | readonly number[]): Tensor {
     return embedding(indices, this.weight, this.paddingIdx);
   }
+
+  override config(): Record<string, unknown> {
+    return { numEmbeddings: this.numEmbeddings, embeddingDim: this.embeddingDim, ...(this.paddingIdx === null ? {} : { paddingIdx: this.paddingIdx }) };
+  }
 }
 
 /** Inverted dropout with probability p (default 0.5), active in training mode only. */
@@ -99,6 +107,10 @@ export class Dropout extends Module {
 
   forward(input: Tensor): Tensor {
     return dropout(input, this.p, this.training);
+  }
+
+  override config(): Record<string, unknown> {
+    return { p: this.p };
   }
 }
 
@@ -131,5 +143,9 @@ export class Sequential extends Module {
     }
     if (!(value instanceof Tensor)) throw typeError(`Sequential: the last module returned ${describe(value)} instead of a Tensor`);
     return value;
+  }
+
+  override config(): Record<string, unknown> {
+    return { layers: this.layers.map((m) => ({ class: m.constructor.name, config: m.config() })) };
   }
 }

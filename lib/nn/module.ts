@@ -29,6 +29,14 @@ export abstract class Module {
 
   abstract forward(...args: never[]): unknown;
 
+  /**
+   * The constructor options that rebuild this module (saved with its weights by
+   * save()). Modules without one cannot be saved with save().
+   */
+  config(): Record<string, unknown> {
+    throw typeError(`${this.constructor.name} has no config(); register it with registerModule() to save it`, 'ERR_INVALID_ARG_VALUE');
+  }
+
   /** [name, parameter] pairs, depth first, in registration order. */
   namedParameters(prefix = ''): [string, Tensor][] {
     const out: [string, Tensor][] = [];

@@ -111,6 +111,13 @@ abstract class RecurrentBase extends Module {
     }
   }
 
+  override config(): Record<string, unknown> {
+    return {
+      inputSize: this.inputSize, hiddenSize: this.hiddenSize, numLayers: this.numLayers, bias: this.bias,
+      batchFirst: this.batchFirst, dropout: this.dropout, bidirectional: this.bidirectional,
+    };
+  }
+
   /** Number of directions, D. */
   get directions(): number {
     return this.bidirectional ? 2 : 1;
@@ -265,6 +272,10 @@ export class RNN extends RecurrentBase {
     }
     super('RNN', nonlinearity === 'relu' ? Cell.RnnRelu : Cell.RnnTanh, opts);
     this.nonlinearity = nonlinearity;
+  }
+
+  override config(): Record<string, unknown> {
+    return { ...super.config(), nonlinearity: this.nonlinearity };
   }
 
   forward(input: Tensor, options?: ForwardOptions): RecurrentOutput {

@@ -1,0 +1,628 @@
+/**
+ * fit(): the training loop. Mini-batches (variable-length sequences grouped by length),
+ * truncated BPTT with the recurrent state carried between windows and detached,
+ * shuffling, validation, gradient clipping, callbacks, early stopping, progress,
+ * cancellation with an AbortSignal, and exact resume from checkpoints.
+ *
+ * Each step's native work (forward, loss, backward, clipping, the optimizer update) is
+ * queued in async mode and runs on a worker thread; the main thread only builds the
+ * graph and reads the loss afterwards, so timers and I/O keep running during training.
+ */
+import { noGrad } from './autograd';
+import { describe, expectBoolean, expectInteger, expectNumber, expectOptions, expectKnownKeys, formatShape, rangeError, typeError } from './errors';
+import { crossEntropyLoss, huberLoss, mseLoss } from './losses';
+import { native } from './native';
+import { Module } from './nn/module';
+import { GRU, LSTM, RNN } from './nn/recurrent';
+import { LRScheduler, Optimizer, Adam, clipGradNormTensor, clipGradValue } from './optim';
+import { getRngState, manualSeed, random, setRngState, RngState } from './random';
+import { describeModel, loadCheckpoint, saveCheckpoint } from './serialize';
+import { Tensor } from './tensor';
+
+/** Training data, in one of three forms (targets follow the inputs' sample order). */
+export type FitData =
+  /** Fixed-length samples: inputs [N, T, F] (or token ids [N, T]); targets [N, ...] (one per sequence) or [N, T, ...] (one per step). */
+  | { inputs: Tensor; targets: Tensor }
+  /** Variable-length samples, grouped by length into batches: each [T_i, F] (or token ids [T_i]); targets one per sequence, or [T_i, ...] per step. */
+  | { sequences: Tensor[]; targets: Tensor[] | Tensor }
+  /** One long stream ([L, F] or token ids [L]) with per-step targets [L, ...], split into batchSize parallel streams and trained with truncated BPTT. */
+  | { stream: Tensor; targets: Tensor };
+
+export interface LossContext {
+  /** Valid steps per batch row, when sequences were padded. */
+  lengths: number[] | null;
+}
+
+export type LossFn = (output: Tensor, target: Tensor, context: LossContext) => Tensor;
+
+export interface Progress {
+  epoch: number;
+  epochs: number;
+  batch: number;
+  batches: number;
+  step: number;
+  loss: number;
+  lr: number;
+  /** timesteps x samples processed per second, this run */
+  timestepSamplesPerSecond: number;
+  /** seconds left at the current speed */
+  etaSeconds: number;
+}
+
+export interface EpochInfo {
+  epoch: number;
+  loss: number;
+  valLoss?: number;
+  history: History;
+}
+
+export interface FitOptions {
+  epochs?: number;
+  batchSize?: number;
+  /** Default: Adam(model.parameters(), { lr: 1e-3 }). */
+  optimizer?: Optimizer;
+  /** 'mse' (default), 'crossEntropy' (integer targets), 'huber', or a function. */
+  loss?: 'mse' | 'crossEntropy' | 'huber' | LossFn;
+  /** Truncated BPTT window (per-step targets): the state is carried across windows and detached. */
+  bpttSteps?: number;
+  shuffle?: boolean;
+  /** Whether targets are one per step or one per sequence; inferred from shapes when absent. */
+  targets?: 'perStep' | 'perSequence';
+  clipGradNorm?: number;
+  clipGradValue?: number;
+  validationData?: FitData;
+  /** Stepped once per epoch. */
+  scheduler?: LRScheduler;
+  /** Stop when the monitored loss (validation if given) has not improved by minDelta for `patience` epochs. */
+  earlyStopping?: { patience: number; minDelta?: number };
+  signal?: AbortSignal;
+  onProgress?: (progress: Progress) => void;
+  onBatchEnd?: (info: { epoch: number; batch: number; step: number; loss: number }) => void | Promise<void>;
+  onEpochEnd?: (info: EpochInfo) => void | Promise<void>;
+  /** Save a checkpoint to `path` every `everySteps` optimizer steps and at every epoch end. */
+  checkpoint?: { path: string; everySteps?: number };
+  /** Continue a run from a checkpoint written by `checkpoint` (same data and options). */
+  resumeFrom?: string;
+  /** Seeds the generator (initialization is the caller's; shuffling and dropout are fit's). */
+  seed?: number;
+}
+
+export interface History {
+  /** mean training loss per epoch */
+  loss: number[];
+  /** validation loss per epoch (when validationData is given) */
+  valLoss: number[];
+  /** loss of every optimizer step */
+  batchLoss: number[];
+  epochs: number;
+  steps: number;
+  stopReason: 'completed' | 'earlyStopping' | 'aborted';
+}
+
+// ---------------------------------------------------------------------------
+// Data plans
+
+interface Batch {
+  input: Tensor;
+  target: Tensor | Int32Array;
+  lengths: number[] | null;
+  /** continues the previous batch's sequences (carry the state) */
+  carry: boolean;
+  /** timesteps x samples */
+  timesteps: number;
+  /** weight of this batch's loss in epoch means */
+  weight: number;
+  /** per-step mask [T, B, 1] for padded float targets */
+  mask: Tensor | null;
+}
+
+interface Plan {
+  batchesPerEpoch: number;
+  /** serializable order for one epoch (from the global generator) */
+  order(shuffle: boolean): number[][] | null;
+  batch(order: number[][] | null, index: number): Batch;
+}
+
+interface HostArray {
+  data: Float32Array;
+  shape: number[];
+}
+
+function host(t: unknown, name: string): HostArray {
+  if (!(t instanceof Tensor)) throw typeError(`fit: expected ${name} to be a Tensor but received ${describe(t)}`);
+  t.live();
+  return { data: t.toArray(), shape: t.shape };
+}
+
+function shuffled(count: number): number[] {
+  const order = [...Array(count).keys()];
+  for (let i = count - 1; i > 0; --i) {
+    const j = Math.floor(random() * (i + 1));
+    [order[i], order[j]] = [order[j], order[i]];
+  }
+  return order;
+}
+
+const IGNORE = -100;
+
+interface TargetSpec {
+  classification: boolean;
+  perStep: boolean;
+}
+
+function toInt32(values: Float32Array, name: string): Int32Array {
+  const out = new Int32Array(values.length);
+  for (let i = 0; i < values.length; ++i) {
+    if (!Number.isInteger(values[i])) throw rangeError(`fit: ${name} must hold integer class indices for crossEntropy, found ${values[i]}`);
+    out[i] = values[i];
+  }
+  return out;
+}
+
+/**
+ * Builds one batch: rows `rows` of `source` (sample-major [N, T, ...rest]) over steps
+ * [t0, t1), time-major. Rows shorter than the window are zero-padded.
+ */
+function timeMajor(source: HostArray, sampleSteps: (row: number) => number, offsetOf: (row: number) => number, rows: number[], t0: number, t1: number, width: number): Float32Array {
+  const B = rows.length;
+  const T = t1 - t0;
+  const out = new Float32Array(T * B * width);
+  rows.forEach((row, b) => {
+    const steps = Math.min(sampleSteps(row), t1) - t0;
+    const base = offsetOf(row);
+    for (let t = 0; t < steps; ++t) {
+      const src = base + (t0 + t) * width;
+      out.set(source.data.subarray(src, src + width), (t * B + b) * width);
+    }
+  });
+  return out;
+}
+
+function fixedPlan(data: { inputs: Tensor; targets: Tensor }, batchSize: number, bptt: number | undefined, targetMode: string | undefined, classification: boolean): Plan & { spec: TargetSpec } {
+  const inputs = host(data.inputs, 'data.inputs');
+  const targets = host(data.targets, 'data.targets');
+  if (inputs.shape.length < 2) throw rangeError(`fit: expected data.inputs of shape [N, T, F] or [N, T] but received ${formatShape(inputs.shape)}`, 'ERR_SHAPE_MISMATCH');
+  const [N, T] = inputs.shape;
+  const featureShape = inputs.shape.slice(2);
+  const width = featureShape.reduce((a, b) => a * b, 1);
+  if (targets.shape[0] !== N) throw rangeError(`fit: data.targets must have one entry per sample (${N}) but has shape ${formatShape(targets.shape)}`, 'ERR_SHAPE_MISMATCH');
+  const perStep = targetMode ? targetMode === 'perStep' : targets.shape.length >= 2 && targets.shape[1] === T && targets.shape.length >= inputs.shape.length;
+  const targetShape = perStep ? targets.shape.slice(2) : targets.shape.slice(1);
+  const targetWidth = targetShape.reduce((a, b) => a * b, 1);
+  const window = bptt ?? T;
+  if (!perStep && window < T) throw rangeError('fit: bpttSteps needs per-step targets (one target per sequence is only known at its end)');
+  const windows = Math.ceil(T / window);
+  const sampleBatches = Math.ceil(N / batchSize);
+  const intTargets = classification ? toInt32(targets.data, 'data.targets') : null;
+  return {
+    spec: { classification, perStep },
+    batchesPerEpoch: sampleBatches * windows,
+    order: (shuffle) => {
+      const order = shuffle ? shuffled(N) : [...Array(N).keys()];
+      const out: number[][] = [];
+      for (let i = 0; i < N; i += batchSize) out.push(order.slice(i, i + batchSize));
+      return out;
+    },
+    batch: (order, index) => {
+      const rows = order![Math.floor(index / windows)];
+      const w = index % windows;
+      const t0 = w * window;
+      const t1 = Math.min(T, t0 + window);
+      const B = rows.length;
+      const inputData = timeMajor(inputs, () => T, (r) => r * T * width, rows, t0, t1, width);
+      const input = Tensor.from(inputData, [t1 - t0, B, ...featureShape]);
+      let target: Tensor | Int32Array;
+      if (perStep) {
+        const tData = timeMajor(targets, () => T, (r) => r * T * targetWidth, rows, t0, t1, targetWidth);
+        target = classification ? toInt32(tData, 'data.targets') : Tensor.from(tData, [t1 - t0, B, ...targetShape]);
+      } else {
+        const tData = new Float32Array(B * targetWidth);
+        rows.forEach((r, b) => tData.set(targets.data.subarray(r * targetWidth, (r + 1) * targetWidth), b * targetWidth));
+        target = classification ? Int32Array.from(rows, (r) => intTargets![r]) : Tensor.from(tData, [B, ...targetShape]);
+      }
+      return { input, target, lengths: null, carry: w > 0, timesteps: (t1 - t0) * B, weight: perStep ? (t1 - t0) * B : B, mask: null };
+    },
+  };
+}
+
+function sequencePlan(data: { sequences: Tensor[]; targets: Tensor[] | Tensor }, batchSize: number, targetMode: string | undefined, classification: boolean): Plan & { spec: TargetSpec } {
+  if (!Array.isArray(data.sequences) || data.sequences.length === 0) throw typeError(`fit: expected data.sequences to be a non-empty array of Tensors but received ${describe(data.sequences)}`);
+  const seqs = data.sequences.map((s, i) => host(s, `data.sequences[${i}]`));
+  const featureShape = seqs[0].shape.slice(1);
+  const width = featureShape.reduce((a, b) => a * b, 1);
+  seqs.forEach((s, i) => {
+    if (s.shape.length !== featureShape.length + 1 || s.shape.slice(1).some((d, k) => d !== featureShape[k]) || s.shape[0] === 0) {
+      throw rangeError(`fit: expected data.sequences[${i}] of shape [T, ${featureShape.join(', ')}] but received ${formatShape(s.shape)}`, 'ERR_SHAPE_MISMATCH');
+    }
+  });
+  const lengthOf = seqs.map((s) => s.shape[0]);
+  const perSeqTargets = data.targets instanceof Tensor ? host(data.targets, 'data.targets') : null;
+  const stepTargets = Array.isArray(data.targets) ? data.targets.map((t, i) => host(t, `data.targets[${i}]`)) : null;
+  if (!perSeqTargets && !stepTargets) throw typeError(`fit: expected data.targets to be a Tensor [N, ...] or an array of Tensors but received ${describe(data.targets)}`);
+  const N = seqs.length;
+  if ((perSeqTargets ? perSeqTargets.shape[0] : stepTargets!.length) !== N) throw rangeError(`fit: data.targets must have one entry per sequence (${N})`, 'ERR_SHAPE_MISMATCH');
+  const perStep = targetMode ? targetMode === 'perStep' : stepTargets !== null;
+  if (perStep && !stepTargets) throw rangeError('fit: per-step targets for sequences must be an array of Tensors, one [T_i, ...] per sequence');
+  stepTargets?.forEach((t, i) => {
+    if (t.shape[0] !== lengthOf[i]) throw rangeError(`fit: data.targets[${i}] has ${t.shape[0]} steps but data.sequences[${i}] has ${lengthOf[i]}`, 'ERR_SHAPE_MISMATCH');
+  });
+  const targetShape = perStep ? stepTargets![0].shape.slice(1) : perSeqTargets!.shape.slice(1);
+  const targetWidth = targetShape.reduce((a, b) => a * b, 1);
+  // one flat array per sequence lets timeMajor() address them by row
+  const concat = (parts: HostArray[]): { all: HostArray; offsets: number[] } => {
+    const offsets: number[] = [];
+    let total = 0;
+    for (const p of parts) {
+      offsets.push(total);
+      total += p.data.length;
+    }
+    const all = new Float32Array(total);
+    parts.forEach((p, i) => all.set(p.data, offsets[i]));
+    return { all: { data: all, shape: [total] }, offsets };
+  };
+  const inputsFlat = concat(seqs);
+  const targetsFlat = stepTargets ? concat(stepTargets) : null;
+  return {
+    spec: { classification, perStep },
+    batchesPerEpoch: Math.ceil(N / batchSize),
+    order: (shuffle) => {
+      // sort by length (shuffled first so equal lengths mix), cut into batches, shuffle the batches
+      const base = shuffle ? shuffled(N) : [...Array(N).keys()];
+      const byLength = [...base].sort((a, b) => lengthOf[b] - lengthOf[a]);
+      const out: number[][] = [];
+      for (let i = 0; i < N; i += batchSize) out.push(byLength.slice(i, i + batchSize));
+      if (shuffle) return shuffled(out.length).map((k) => out[k]);
+      return out;
+    },
+    batch: (order, index) => {
+      const rows = order![index];
+      const B = rows.length;
+      const lengths = rows.map((r) => lengthOf[r]);
+      const T = Math.max(...lengths);
+      const input = Tensor.from(timeMajor(inputsFlat.all, (r) => lengthOf[r], (r) => inputsFlat.offsets[r], rows, 0, T, width), [T, B, ...featureShape]);
+      let target: Tensor | Int32Array;
+      let mask: Tensor | null = null;
+      if (perStep) {
+        const tData = timeMajor(targetsFlat!.all, (r) => lengthOf[r], (r) => targetsFlat!.offsets[r], rows, 0, T, targetWidth);
+        if (classification) {
+          const ints = toInt32(tData, 'data.targets');
+          rows.forEach((_, b) => {
+            for (let t = lengths[b]; t < T; ++t) ints[t * B + b] = IGNORE;
+          });
+          target = ints;
+        } else {
+          target = Tensor.from(tData, [T, B, ...targetShape]);
+          const m = new Float32Array(T * B);
+          lengths.forEach((length, b) => {
+            for (let t = 0; t < length; ++t) m[t * B + b] = 1;
+          });
+          mask = Tensor.from(m, [T, B, ...targetShape.map(() => 1)]);
+        }
+      } else {
+        const tData = new Float32Array(B * targetWidth);
+        rows.forEach((r, b) => tData.set(perSeqTargets!.data.subarray(r * targetWidth, (r + 1) * targetWidth), b * targetWidth));
+        target = classification ? toInt32(tData, 'data.targets') : Tensor.from(tData, [B, ...targetShape]);
+      }
+      const valid = lengths.reduce((a, b) => a + b, 0);
+      return { input, target, lengths, carry: false, timesteps: valid, weight: perStep ? valid : B, mask };
+    },
+  };
+}
+
+function streamPlan(data: { stream: Tensor; targets: Tensor }, batchSize: number, bptt: number | undefined, classification: boolean): Plan & { spec: TargetSpec } {
+  const stream = host(data.stream, 'data.stream');
+  const targets = host(data.targets, 'data.targets');
+  const L = stream.shape[0];
+  if (targets.shape[0] !== L) throw rangeError(`fit: data.targets must have one entry per stream step (${L}) but has shape ${formatShape(targets.shape)}`, 'ERR_SHAPE_MISMATCH');
+  const featureShape = stream.shape.slice(1);
+  const width = featureShape.reduce((a, b) => a * b, 1);
+  const targetShape = targets.shape.slice(1);
+  const targetWidth = targetShape.reduce((a, b) => a * b, 1);
+  const B = Math.min(batchSize, L);
+  const perStream = Math.floor(L / B);
+  const window = Math.min(bptt ?? perStream, perStream);
+  const windows = Math.ceil(perStream / window);
+  const rows = [...Array(B).keys()];
+  return {
+    spec: { classification, perStep: true },
+    batchesPerEpoch: windows,
+    order: () => null,
+    batch: (_, index) => {
+      const t0 = index * window;
+      const t1 = Math.min(perStream, t0 + window);
+      const input = Tensor.from(timeMajor(stream, () => perStream, (r) => r * perStream * width, rows, t0, t1, width), [t1 - t0, B, ...featureShape]);
+      const tData = timeMajor(targets, () => perStream, (r) => r * perStream * targetWidth, rows, t0, t1, targetWidth);
+      const target = classification ? toInt32(tData, 'data.targets') : Tensor.from(tData, [t1 - t0, B, ...targetShape]);
+      return { input, target, lengths: null, carry: index > 0, timesteps: (t1 - t0) * B, weight: (t1 - t0) * B, mask: null };
+    },
+  };
+}
+
+function makePlan(data: unknown, name: string, batchSize: number, bptt: number | undefined, targetMode: string | undefined, classification: boolean): Plan & { spec: TargetSpec } {
+  const d = expectOptions(data, name);
+  if ('inputs' in d) return fixedPlan(d as { inputs: Tensor; targets: Tensor }, batchSize, bptt, targetMode, classification);
+  if ('sequences' in d) {
+    if (bptt !== undefined) throw rangeError('fit: bpttSteps is for fixed-length inputs and streams, not variable-length sequences');
+    return sequencePlan(d as { sequences: Tensor[]; targets: Tensor[] | Tensor }, batchSize, targetMode, classification);
+  }
+  if ('stream' in d) return streamPlan(d as { stream: Tensor; targets: Tensor }, batchSize, bptt, classification);
+  throw typeError(`fit: expected ${name} to have inputs, sequences or stream (with targets) but received keys ${Object.keys(d).join(', ') || '(none)'}`);
+}
+
+// ---------------------------------------------------------------------------
+// Model protocol
+
+interface State {
+  h: Tensor;
+  c?: Tensor;
+}
+
+function callModel(model: Module, input: Tensor, state: State | null, lengths: number[] | null): { output: Tensor; state: State | null } {
+  if (model instanceof LSTM || model instanceof GRU || model instanceof RNN) {
+    const r = model.forward(input, { h0: state?.h ?? null, ...(model instanceof LSTM && state?.c ? { c0: state.c } : {}), lengths });
+    return { output: r.output, state: { h: r.h, ...('c' in r ? { c: (r as { c: Tensor }).c } : {}) } };
+  }
+  const r = (model as unknown as { forward(x: Tensor, o: object): unknown }).forward(input, { state, lengths });
+  if (r instanceof Tensor) return { output: r, state: null };
+  const out = r as { output?: unknown; state?: State | null };
+  if (!out || !(out.output instanceof Tensor)) throw typeError(`fit: the model returned ${describe(r)}; expected a Tensor or { output, state }`);
+  return { output: out.output, state: out.state ?? null };
+}
+
+function detachState(state: State | null): State | null {
+  if (!state) return null;
+  return { h: state.h.detach(), ...(state.c ? { c: state.c.detach() } : {}) };
+}
+
+function computeLoss(loss: FitOptions['loss'], output: Tensor, batch: Batch): Tensor {
+  if (typeof loss === 'function') {
+    const target = batch.target instanceof Tensor ? batch.target : Tensor.from(Float32Array.from(batch.target), [batch.target.length]);
+    const value = loss(output, target, { lengths: batch.lengths });
+    if (!(value instanceof Tensor) || value.size !== 1) throw typeError(`fit: the loss function must return a one-element Tensor but returned ${describe(value)}`);
+    return value;
+  }
+  if (loss === 'crossEntropy') {
+    if (!(batch.target instanceof Int32Array)) throw typeError('fit: crossEntropy needs integer class targets');
+    return crossEntropyLoss(output, batch.target, { ignoreIndex: IGNORE });
+  }
+  const target = batch.target as Tensor;
+  if (output.shape.length !== target.shape.length || output.shape.some((s, i) => s !== target.shape[i])) {
+    throw rangeError(`fit: the model's output has shape ${formatShape(output.shape)} but the targets of this batch have shape ${formatShape(target.shape)}`, 'ERR_SHAPE_MISMATCH');
+  }
+  if (batch.mask) {
+    // padded steps contribute nothing; the mean is over valid elements only
+    const diff = output.sub(target).mul(batch.mask);
+    const count = batch.timesteps * (output.size / (output.shape[0] * output.shape[1]));
+    const values = loss === 'huber' ? huberLoss(diff, Tensor.zeros(diff.shape), { reduction: 'sum' }) : diff.square().sum();
+    return values.mul(1 / count);
+  }
+  return loss === 'huber' ? huberLoss(output, target) : mseLoss(output, target);
+}
+
+// ---------------------------------------------------------------------------
+
+interface Position {
+  epoch: number;
+  batch: number;
+  step: number;
+  order: number[][] | null;
+}
+
+/**
+ * Trains `model` on `data`. Resolves with the history once training completes, stops
+ * early, or is aborted through options.signal (the model keeps the weights of the last
+ * finished step).
+ */
+export async function fit(model: Module, data: FitData, options: FitOptions = {}): Promise<History> {
+  if (!(model instanceof Module)) throw typeError(`fit: expected model to be a Module but received ${describe(model)}`);
+  const opts = expectOptions(options, 'options');
+  expectKnownKeys(opts, ['epochs', 'batchSize', 'optimizer', 'loss', 'bpttSteps', 'shuffle', 'targets', 'clipGradNorm', 'clipGradValue', 'validationData',
+    'scheduler', 'earlyStopping', 'signal', 'onProgress', 'onBatchEnd', 'onEpochEnd', 'checkpoint', 'resumeFrom', 'seed'], 'options');
+  const epochs = opts.epochs === undefined ? 1 : expectInteger(opts.epochs, 'options.epochs', 1);
+  const batchSize = opts.batchSize === undefined ? 32 : expectInteger(opts.batchSize, 'options.batchSize', 1);
+  const bptt = opts.bpttSteps === undefined ? undefined : expectInteger(opts.bpttSteps, 'options.bpttSteps', 1);
+  const shuffle = opts.shuffle === undefined ? true : expectBoolean(opts.shuffle, 'options.shuffle');
+  const loss = (opts.loss ?? 'mse') as FitOptions['loss'];
+  if (typeof loss !== 'function' && !['mse', 'crossEntropy', 'huber'].includes(loss as string)) {
+    throw rangeError(`Expected options.loss to be 'mse', 'crossEntropy', 'huber' or a function but received ${describe(loss)}`);
+  }
+  const targetMode = opts.targets as string | undefined;
+  if (targetMode !== undefined && targetMode !== 'perStep' && targetMode !== 'perSequence') throw rangeError(`Expected options.targets to be 'perStep' or 'perSequence' but received ${describe(targetMode)}`);
+  const clipNorm = opts.clipGradNorm === undefined ? undefined : expectNumber(opts.clipGradNorm, 'options.clipGradNorm');
+  const clipValue = opts.clipGradValue === undefined ? undefined : expectNumber(opts.clipGradValue, 'options.clipGradValue');
+  const optimizer = (opts.optimizer as Optimizer | undefined) ?? new Adam(model.parameters(), { lr: 1e-3 });
+  if (!(optimizer instanceof Optimizer)) throw typeError(`Expected options.optimizer to be an Optimizer but received ${describe(optimizer)}`);
+  const scheduler = opts.scheduler as LRScheduler | undefined;
+  if (scheduler !== undefined && !(scheduler instanceof LRScheduler)) throw typeError(`Expected options.scheduler to be an LRScheduler but received ${describe(scheduler)}`);
+  const signal = opts.signal as AbortSignal | undefined;
+  if (signal !== undefined && !(signal instanceof AbortSignal)) throw typeError(`Expected options.signal to be an AbortSignal but received ${describe(signal)}`);
+  const early = opts.earlyStopping === undefined ? null : expectOptions(opts.earlyStopping, 'options.earlyStopping');
+  const patience = early ? expectInteger(early.patience, 'options.earlyStopping.patience', 1) : Infinity;
+  const minDelta = early?.minDelta === undefined ? 0 : expectNumber(early.minDelta, 'options.earlyStopping.minDelta');
+  const checkpoint = opts.checkpoint === undefined ? null : expectOptions(opts.checkpoint, 'options.checkpoint');
+  if (checkpoint && typeof checkpoint.path !== 'string') throw typeError('Expected options.checkpoint.path to be a file path');
+  const checkpointEvery = checkpoint?.everySteps === undefined ? Infinity : expectInteger(checkpoint.everySteps, 'options.checkpoint.everySteps', 1);
+  for (const name of ['onProgress', 'onBatchEnd', 'onEpochEnd'] as const) {
+    if (opts[name] !== undefined && typeof opts[name] !== 'function') throw typeError(`Expected options.${name} to be a function but received ${describe(opts[name])}`);
+  }
+  if (opts.seed !== undefined) manualSeed(expectInteger(opts.seed, 'options.seed', 0, 0xffffffff));
+
+  const classification = loss === 'crossEntropy';
+  const plan = makePlan(data, 'data', batchSize, bptt, targetMode, classification);
+  const validation = opts.validationData === undefined ? null : makePlan(opts.validationData, 'options.validationData', batchSize, bptt, targetMode, classification);
+  const params = optimizer.params;
+
+  const history: History = { loss: [], valLoss: [], batchLoss: [], epochs: 0, steps: 0, stopReason: 'completed' };
+  let position: Position = { epoch: 0, batch: 0, step: 0, order: null };
+  let carried: State | null = null;
+  let best = Infinity;
+  let badEpochs = 0;
+  let epochLossSum = 0;
+  let epochWeight = 0;
+
+  if (opts.resumeFrom !== undefined) {
+    if (typeof opts.resumeFrom !== 'string') throw typeError('Expected options.resumeFrom to be a checkpoint path');
+    const saved = await loadCheckpoint(opts.resumeFrom);
+    const s = saved.state as {
+      position: Position; history: History; rng: RngState; optimizer: { type: string; hyper: Record<string, number | boolean>; steps: number[] };
+      scheduler?: { lastEpoch: number }; best: number | null; badEpochs: number; epochLossSum: number; epochWeight: number;
+    };
+    model.loadStateDict(saved.model);
+    optimizer.loadStateDict({ ...s.optimizer, buffers: saved.optimizerBuffers });
+    if (scheduler && s.scheduler) scheduler.loadStateDict(s.scheduler);
+    position = s.position;
+    Object.assign(history, s.history, { stopReason: 'completed' });
+    best = s.best ?? Infinity;
+    badEpochs = s.badEpochs;
+    epochLossSum = s.epochLossSum;
+    epochWeight = s.epochWeight;
+    carried = saved.tensors.h ? { h: saved.tensors.h, ...(saved.tensors.c ? { c: saved.tensors.c } : {}) } : null;
+    setRngState(s.rng);
+  }
+
+  const writeCheckpoint = async (): Promise<void> => {
+    if (!checkpoint) return;
+    const optState = optimizer.stateDict();
+    let modelSpec = null;
+    try {
+      modelSpec = describeModel(model);
+    } catch {
+      modelSpec = null; // custom modules without config() still checkpoint their weights
+    }
+    await saveCheckpoint(checkpoint.path as string, {
+      model: model.stateDict(),
+      modelSpec,
+      optimizerBuffers: optState.buffers,
+      tensors: carried ? { h: carried.h, ...(carried.c ? { c: carried.c } : {}) } : {},
+      state: {
+        position, history, rng: getRngState(), optimizer: { type: optState.type, hyper: optState.hyper, steps: optState.steps },
+        scheduler: scheduler?.stateDict(), best: Number.isFinite(best) ? best : null, badEpochs, epochLossSum, epochWeight,
+      },
+    });
+  };
+
+  const wasTraining = model.training;
+  const started = performance.now();
+  let timestepsDone = 0;
+  let batchesThisRun = 0;
+  const totalBatches = epochs * plan.batchesPerEpoch;
+  try {
+    for (; position.epoch < epochs; position.epoch += 1, position.batch = 0, position.order = null) {
+      if (position.order === null && position.batch === 0) {
+        position.order = plan.order(shuffle);
+        epochLossSum = 0;
+        epochWeight = 0;
+      }
+      model.train();
+      for (; position.batch < plan.batchesPerEpoch; ) {
+        if (signal?.aborted) {
+          history.stopReason = 'aborted';
+          return history;
+        }
+        const batch = plan.batch(position.order, position.batch);
+        if (!batch.carry) carried = null;
+        let lossTensor: Tensor;
+        native.setAsync(true);
+        try {
+          const { output, state } = callModel(model, batch.input, carried, batch.lengths);
+          lossTensor = computeLoss(loss, output, batch);
+          optimizer.zeroGrad();
+          lossTensor.backward();
+          if (clipNorm !== undefined) clipGradNormTensor(params, clipNorm);
+          if (clipValue !== undefined) clipGradValue(params, clipValue);
+          optimizer.step();
+          carried = detachState(state);
+        } finally {
+          native.setAsync(false);
+        }
+        await native.synchronize();
+        const value = lossTensor.item();
+        history.batchLoss.push(value);
+        epochLossSum += value * batch.weight;
+        epochWeight += batch.weight;
+        position.batch += 1;
+        position.step += 1;
+        history.steps = position.step;
+        timestepsDone += batch.timesteps;
+        batchesThisRun += 1;
+        if (opts.onProgress) {
+          const elapsed = (performance.now() - started) / 1000;
+          const done = position.epoch * plan.batchesPerEpoch + position.batch;
+          (opts.onProgress as (p: Progress) => void)({
+            epoch: position.epoch, epochs, batch: position.batch, batches: plan.batchesPerEpoch, step: position.step, loss: value, lr: optimizer.lr,
+            timestepSamplesPerSecond: timestepsDone / Math.max(elapsed, 1e-9),
+            etaSeconds: (elapsed / batchesThisRun) * (totalBatches - done),
+          });
+        }
+        if (opts.onBatchEnd) await (opts.onBatchEnd as NonNullable<FitOptions['onBatchEnd']>)({ epoch: position.epoch, batch: position.batch - 1, step: position.step, loss: value });
+        if (position.step % checkpointEvery === 0) await writeCheckpoint();
+      }
+      history.loss.push(epochLossSum / Math.max(epochWeight, 1e-12));
+      let monitored = history.loss[history.loss.length - 1];
+      if (validation) {
+        const valLoss = await evaluate(model, validation, loss);
+        history.valLoss.push(valLoss);
+        monitored = valLoss;
+      }
+      history.epochs = position.epoch + 1;
+      scheduler?.step();
+      if (monitored < best - minDelta) {
+        best = monitored;
+        badEpochs = 0;
+      } else {
+        badEpochs += 1;
+      }
+      const info: EpochInfo = { epoch: position.epoch, loss: history.loss[history.loss.length - 1], history };
+      if (validation) info.valLoss = history.valLoss[history.valLoss.length - 1];
+      if (opts.onEpochEnd) await (opts.onEpochEnd as NonNullable<FitOptions['onEpochEnd']>)(info);
+      if (checkpoint) {
+        // the next run starts the following epoch
+        const next = { ...position, epoch: position.epoch + 1, batch: 0, order: null };
+        const saved = position;
+        position = next;
+        await writeCheckpoint();
+        position = saved;
+      }
+      if (badEpochs >= patience) {
+        history.stopReason = 'earlyStopping';
+        return history;
+      }
+    }
+    return history;
+  } finally {
+    model.train(wasTraining);
+  }
+}
+
+/** Mean loss of `model` over a dataset, in evaluation mode, without gradients. */
+async function evaluate(model: Module, plan: Plan & { spec: TargetSpec }, loss: FitOptions['loss']): Promise<number> {
+  const wasTraining = model.training;
+  model.eval();
+  let sum = 0;
+  let weight = 0;
+  let carried: State | null = null;
+  const order = plan.order(false);
+  try {
+    for (let i = 0; i < plan.batchesPerEpoch; ++i) {
+      const batch = plan.batch(order, i);
+      if (!batch.carry) carried = null;
+      let value: Tensor;
+      native.setAsync(true);
+      try {
+        value = noGrad(() => {
+          const { output, state } = callModel(model, batch.input, carried, batch.lengths);
+          carried = state;
+          return computeLoss(loss, output, batch);
+        });
+      } finally {
+        native.setAsync(false);
+      }
+      await native.synchronize();
+      sum += value.item() * batch.weight;
+      weight += batch.weight;
+    }
+  } finally {
+    model.train(wasTraining);
+  }
+  return sum / Math.max(weight, 1e-12);
+}

@@ -1,0 +1,111 @@
+/**
+ * SequenceModel: the common sequence network in one module, an optional embedding for
+ * token inputs, a stack of recurrent layers and a linear head, with the recurrent
+ * state passed in and out so training can carry it across windows (truncated BPTT).
+ */
+import { describe, expectInteger, expectOptions, expectKnownKeys, rangeError } from '../errors';
+import { dropout } from '../functional';
+import { Tensor } from '../tensor';
+import { Embedding, Linear } from './layers';
+import { Module } from './module';
+import { GRU, LSTM, RNN } from './recurrent';
+
+export type CellType = 'lstm' | 'gru' | 'rnn' | 'rnn_relu';
+
+export interface SequenceModelOptions {
+  /** Recurrent cell. Default 'lstm'. 'rnn' is tanh, 'rnn_relu' relu. */
+  cell?: CellType;
+  /** Features per step for continuous inputs [T, B, inputSize]. */
+  inputSize?: number;
+  /** Token inputs [T, B] (integer ids < vocabSize) go through an Embedding first. */
+  vocabSize?: number;
+  /** Embedding width. Default hiddenSize. */
+  embeddingDim?: number;
+  hiddenSize: number;
+  numLayers?: number;
+  /** Dropout between recurrent layers and before the head, in training. Default 0. */
+  dropout?: number;
+  bidirectional?: boolean;
+  /** Features of the head's output (classes, or regression targets). */
+  outputSize: number;
+  /** 'sequence': an output per step [T, B, outputSize]; 'last': one per sequence [B, outputSize]. Default 'sequence'. */
+  outputs?: 'sequence' | 'last';
+}
+
+export interface RecurrentState {
+  h: Tensor;
+  c?: Tensor;
+}
+
+export class SequenceModel extends Module {
+  readonly options: Required<Omit<SequenceModelOptions, 'inputSize' | 'vocabSize' | 'embeddingDim'>> & Pick<SequenceModelOptions, 'inputSize' | 'vocabSize' | 'embeddingDim'>;
+  readonly embedding: Embedding | null;
+  readonly rnn: RNN | LSTM | GRU;
+  readonly head: Linear;
+
+  constructor(options: SequenceModelOptions) {
+    super();
+    const opts = expectOptions(options, 'options');
+    expectKnownKeys(opts, ['cell', 'inputSize', 'vocabSize', 'embeddingDim', 'hiddenSize', 'numLayers', 'dropout', 'bidirectional', 'outputSize', 'outputs'], 'options');
+    const cell = (opts.cell ?? 'lstm') as CellType;
+    if (!['lstm', 'gru', 'rnn', 'rnn_relu'].includes(cell)) {
+      throw rangeError(`Expected options.cell to be 'lstm', 'gru', 'rnn' or 'rnn_relu' but received ${describe(cell)}`);
+    }
+    const outputs = opts.outputs ?? 'sequence';
+    if (outputs !== 'sequence' && outputs !== 'last') throw rangeError(`Expected options.outputs to be 'sequence' or 'last' but received ${describe(outputs)}`);
+    if ((opts.inputSize === undefined) === (opts.vocabSize === undefined)) {
+      throw rangeError('SequenceModel needs exactly one of options.inputSize (continuous inputs) or options.vocabSize (tokens)');
+    }
+    const hiddenSize = expectInteger(opts.hiddenSize, 'options.hiddenSize', 1);
+    const embeddingDim = opts.vocabSize === undefined ? undefined : opts.embeddingDim === undefined ? hiddenSize : expectInteger(opts.embeddingDim, 'options.embeddingDim', 1);
+    this.embedding = opts.vocabSize === undefined ? null
+      : this.registerModule('embedding', new Embedding({ numEmbeddings: expectInteger(opts.vocabSize, 'options.vocabSize', 1), embeddingDim: embeddingDim! }));
+    const recurrent = {
+      inputSize: this.embedding ? embeddingDim! : expectInteger(opts.inputSize, 'options.inputSize', 1),
+      hiddenSize,
+      numLayers: opts.numLayers as number | undefined,
+      dropout: opts.dropout as number | undefined,
+      bidirectional: opts.bidirectional as boolean | undefined,
+    };
+    this.rnn = this.registerModule('rnn', cell === 'lstm' ? new LSTM(recurrent) : cell === 'gru' ? new GRU(recurrent)
+      : new RNN({ ...recurrent, nonlinearity: cell === 'rnn_relu' ? 'relu' : 'tanh' }));
+    const width = hiddenSize * this.rnn.directions;
+    this.head = this.registerModule('head', new Linear({ inFeatures: width, outFeatures: expectInteger(opts.outputSize, 'options.outputSize', 1) }));
+    this.options = {
+      cell, hiddenSize, numLayers: this.rnn.numLayers, dropout: this.rnn.dropout, bidirectional: this.rnn.bidirectional,
+      outputSize: this.head.outFeatures, outputs,
+      ...(opts.inputSize !== undefined ? { inputSize: recurrent.inputSize } : { vocabSize: opts.vocabSize as number, embeddingDim }),
+    };
+  }
+
+  override config(): Record<string, unknown> {
+    return { ...this.options };
+  }
+
+  /**
+   * input: [T, B, inputSize] floats, or [T, B] token ids (a Tensor of integers) with vocabSize.
+   * options.state: the state returned by a previous call (carried across windows);
+   * options.lengths: valid steps per row.
+   * Returns { output: [T, B, outputSize] or [B, outputSize], state }.
+   */
+  forward(input: Tensor, options: { state?: RecurrentState | null; lengths?: readonly number[] | Int32Array | null } = {}): { output: Tensor; state: RecurrentState } {
+    const opts = expectOptions(options, 'options');
+    expectKnownKeys(opts, ['state', 'lengths'], 'options');
+    const x = this.embedding ? this.embedding.forward(input) : input;
+    const state = opts.state as RecurrentState | null | undefined;
+    const result = this.rnn.forward(x, { h0: state?.h ?? null, ...(state?.c ? { c0: state.c } : {}), lengths: opts.lengths as number[] | undefined });
+    const nextState: RecurrentState = { h: result.h, ...('c' in result ? { c: (result as { c: Tensor }).c } : {}) };
+    let features: Tensor;
+    if (this.options.outputs === 'last') {
+      // the last layer's final state; both directions side by side: [B, D*H]
+      const D = this.rnn.directions;
+      const L = this.rnn.numLayers;
+      const last = L === 1 ? result.h : result.h.slice(0, (L - 1) * D, L * D);
+      features = D === 1 ? last.select(0, 0) : last.permute([1, 0, 2]).reshape([last.shape[1], D * this.options.hiddenSize]);
+    } else {
+      features = result.output;
+    }
+    if (this.training && this.options.dropout > 0) features = dropout(features, this.options.dropout, true);
+    return { output: this.head.forward(features), state: nextState };
+  }
+}

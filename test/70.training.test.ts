@@ -1,0 +1,218 @@
+/**
+ * Losses, optimizers, clipping and schedules against plain-JS transcriptions of
+ * PyTorch's definitions (torch.nn.functional, torch.optim).
+ */
+import { expect } from 'chai';
+import {
+  Adam, AdamW, CosineAnnealingLR, LinearLR, RMSprop, SGD, StepLR, Tensor, clipGradNorm, clipGradValue, crossEntropyLoss, huberLoss, mseLoss,
+} from '../lib/index';
+import { expectClose, randomArray, seededRandom } from './helpers';
+
+const arr = (t: Tensor) => Array.from(t.toArray());
+
+describe('losses', () => {
+  it('crossEntropyLoss matches -log softmax[target], with mean/sum/none and ignoreIndex', () => {
+    const logits = [[1, 2, 3], [0, 0, 0], [5, -1, 2], [0.5, 0.2, -3]];
+    const targets = [2, 0, -100, 1];
+    const nll = logits.map((row, i) => {
+      const lse = Math.log(row.reduce((s, v) => s + Math.exp(v), 0));
+      return targets[i] === -100 ? 0 : lse - row[targets[i]];
+    });
+    const x = Tensor.from(logits, undefined, { requiresGrad: true });
+    expectClose(crossEntropyLoss(x, targets, { reduction: 'none' }).toArray(), nll, 'none', { rtol: 1e-6 });
+    expect(crossEntropyLoss(x, targets, { reduction: 'sum' }).item()).to.be.closeTo(nll.reduce((a, b) => a + b), 1e-5);
+    const mean = crossEntropyLoss(x, Int32Array.from(targets));
+    expect(mean.item()).to.be.closeTo(nll.reduce((a, b) => a + b) / 3, 1e-6); // the ignored row does not count
+    mean.backward();
+    const grad = x.grad!.toArray();
+    logits.forEach((row, i) => {
+      const z = row.reduce((s, v) => s + Math.exp(v), 0);
+      row.forEach((v, j) => {
+        const expected = targets[i] === -100 ? 0 : (Math.exp(v) / z - (j === targets[i] ? 1 : 0)) / 3;
+        expect(grad[i * 3 + j]).to.be.closeTo(expected, 1e-6);
+      });
+    });
+  });
+
+  it('crossEntropyLoss takes [T, B, V] logits with [T, B] targets and rejects bad targets', () => {
+    const logits = Tensor.randn([4, 3, 5]);
+    const targets = Tensor.from([[0, 1, 2], [3, 4, 0], [1, 1, 1], [4, 3, 2]]);
+    const a = crossEntropyLoss(logits, targets).item();
+    const b = crossEntropyLoss(logits.reshape([12, 5]), targets.reshape([12])).item();
+    expect(a).to.be.closeTo(b, 1e-6);
+    expect(() => crossEntropyLoss(logits, [0, 1])).to.throw(RangeError, /12 targets/);
+    expect(() => crossEntropyLoss(logits.reshape([12, 5]), Array(12).fill(5))).to.throw(RangeError, /targets\[0\] = 5/);
+    expect(() => crossEntropyLoss(logits.reshape([12, 5]), Array(12).fill(0.5))).to.throw(RangeError, /integer/);
+  });
+
+  it('mseLoss and huberLoss match their definitions', () => {
+    const input = Tensor.from([0, 1, 3, -2]);
+    const target = Tensor.from([0.5, 1, 0, 0]);
+    expect(mseLoss(input, target).item()).to.be.closeTo((0.25 + 0 + 9 + 4) / 4, 1e-6);
+    expect(mseLoss(input, target, { reduction: 'sum' }).item()).to.be.closeTo(13.25, 1e-5);
+    // delta 1: 0.5 d^2 for |d| < 1, |d| - 0.5 otherwise
+    expectClose(huberLoss(input, target, { reduction: 'none' }).toArray(), [0.125, 0, 2.5, 1.5], 'huber', { rtol: 1e-6 });
+    expect(huberLoss(input, target, { delta: 2 }).item()).to.be.closeTo((0.125 + 0 + 2 * (3 - 1) + 2 * (2 - 1)) / 4, 1e-6);
+    expect(() => mseLoss(Tensor.zeros([4, 1]), Tensor.zeros([4]))).to.throw(RangeError, /target of shape \[4, 1\]/);
+  });
+});
+
+// ---------------------------------------------------------------------------
+// torch.optim transcribed (single-tensor, foreach=False), in double precision
+
+type Rule = (p: number[], g: number[], state: Record<string, number[]>, step: number) => void;
+
+const rules: Record<string, { make: (params: Tensor[]) => { step(): void }; rule: Rule }> = {
+  'SGD momentum + weight decay + dampening': {
+    make: (ps) => new SGD(ps, { lr: 0.1, momentum: 0.9, dampening: 0.1, weightDecay: 0.01 }),
+    rule: (p, g, s, step) => p.forEach((_, i) => {
+      const d = g[i] + 0.01 * p[i];
+      s.buf ??= [];
+      s.buf[i] = step === 1 ? d : 0.9 * s.buf[i] + 0.9 * d;
+      p[i] -= 0.1 * s.buf[i];
+    }),
+  },
+  'SGD Nesterov': {
+    make: (ps) => new SGD(ps, { lr: 0.05, momentum: 0.8, nesterov: true }),
+    rule: (p, g, s, step) => p.forEach((_, i) => {
+      s.buf ??= [];
+      s.buf[i] = step === 1 ? g[i] : 0.8 * s.buf[i] + g[i];
+      p[i] -= 0.05 * (g[i] + 0.8 * s.buf[i]);
+    }),
+  },
+  'Adam with L2 weight decay': {
+    make: (ps) => new Adam(ps, { lr: 0.01, betas: [0.8, 0.9], eps: 1e-6, weightDecay: 0.1 }),
+    rule: (p, g, s, step) => p.forEach((_, i) => {
+      const d = g[i] + 0.1 * p[i];
+      s.m ??= p.map(() => 0);
+      s.v ??= p.map(() => 0);
+      s.m[i] = 0.8 * s.m[i] + 0.2 * d;
+      s.v[i] = 0.9 * s.v[i] + 0.1 * d * d;
+      const mHat = s.m[i] / (1 - 0.8 ** step);
+      const vHat = s.v[i] / (1 - 0.9 ** step);
+      p[i] -= (0.01 * mHat) / (Math.sqrt(vHat) + 1e-6);
+    }),
+  },
+  'AdamW (decoupled decay 0.01 by default)': {
+    make: (ps) => new AdamW(ps, { lr: 0.01 }),
+    rule: (p, g, s, step) => p.forEach((_, i) => {
+      p[i] *= 1 - 0.01 * 0.01;
+      s.m ??= p.map(() => 0);
+      s.v ??= p.map(() => 0);
+      s.m[i] = 0.9 * s.m[i] + 0.1 * g[i];
+      s.v[i] = 0.999 * s.v[i] + 0.001 * g[i] * g[i];
+      p[i] -= (0.01 * s.m[i] / (1 - 0.9 ** step)) / (Math.sqrt(s.v[i] / (1 - 0.999 ** step)) + 1e-8);
+    }),
+  },
+  'RMSprop centered with momentum': {
+    make: (ps) => new RMSprop(ps, { lr: 0.01, alpha: 0.9, momentum: 0.5, centered: true }),
+    rule: (p, g, s) => p.forEach((_, i) => {
+      s.sq ??= p.map(() => 0);
+      s.ga ??= p.map(() => 0);
+      s.buf ??= p.map(() => 0);
+      s.sq[i] = 0.9 * s.sq[i] + 0.1 * g[i] * g[i];
+      s.ga[i] = 0.9 * s.ga[i] + 0.1 * g[i];
+      const avg = Math.sqrt(s.sq[i] - s.ga[i] * s.ga[i]) + 1e-8;
+      s.buf[i] = 0.5 * s.buf[i] + g[i] / avg;
+      p[i] -= 0.01 * s.buf[i];
+    }),
+  },
+};
+
+describe('optimizers against torch.optim transcribed', () => {
+  for (const [name, { make, rule }] of Object.entries(rules)) {
+    it(`${name}: five steps`, () => {
+      const rand = seededRandom(name.length);
+      const start = Array.from(randomArray(rand, 6));
+      const p = Tensor.from(Float32Array.from(start), [2, 3], { requiresGrad: true });
+      const opt = make([p]);
+      const expected = [...Float32Array.from(start)];
+      const state: Record<string, number[]> = {};
+      for (let step = 1; step <= 5; ++step) {
+        const g = Array.from(Float32Array.from(randomArray(rand, 6)));
+        p.grad = Tensor.from(Float32Array.from(g), [2, 3]);
+        opt.step();
+        rule(expected, g, state, step);
+      }
+      expectClose(p.toArray(), expected, 'parameters', { rtol: 1e-5, atol: 1e-6 });
+    });
+  }
+
+  it('stateDict / loadStateDict continue identically', () => {
+    const make = () => Tensor.from([1, -2, 3], [3], { requiresGrad: true });
+    const a = make();
+    const b = make();
+    const optA = new Adam([a], { lr: 0.1 });
+    const grads = [[0.1, 0.2, -0.3], [0.5, -0.1, 0.2], [-0.2, 0.3, 0.1]];
+    a.grad = Tensor.from(grads[0]);
+    optA.step();
+    const optB = new Adam([b], { lr: 0.5 });
+    b.grad = Tensor.from(grads[0]);
+    optB.step();
+    // b now follows a: copy a's parameters and optimizer state
+    b.storage.write(a.toArray(), 0);
+    optB.loadStateDict(optA.stateDict());
+    for (const g of grads.slice(1)) {
+      a.grad = Tensor.from(g);
+      b.grad = Tensor.from(g);
+      optA.step();
+      optB.step();
+    }
+    expect(arr(b)).to.deep.equal(arr(a));
+    expect(optB.lr).to.equal(0.1);
+  });
+
+  it('parameters without a gradient are left alone; bad options are rejected', () => {
+    const p = Tensor.from([1, 2], [2], { requiresGrad: true });
+    const q = Tensor.from([3], [1], { requiresGrad: true });
+    const opt = new SGD([p, q], { lr: 1 });
+    p.grad = Tensor.from([1, 1]);
+    opt.step();
+    expect(arr(p)).to.deep.equal([0, 1]);
+    expect(arr(q)).to.deep.equal([3]);
+    expect(() => new Adam([p], { lr: -1 })).to.throw(RangeError, /options\.lr/);
+    expect(() => new Adam([p], { betas: [1, 0.9] })).to.throw(RangeError, /betas\[0\]/);
+    expect(() => new SGD([Tensor.zeros([2])])).to.throw(TypeError, /leaf tensor that requires grad/);
+    expect(() => new SGD([])).to.throw(TypeError, /non-empty/);
+    expect(() => new SGD([p, p])).to.throw(TypeError, /twice/);
+    expect(() => new SGD([p], { lr: 0.1, nesterov: true })).to.throw(RangeError, /Nesterov/);
+  });
+});
+
+describe('clipping and schedules', () => {
+  it('clipGradNorm returns the global norm and scales all grads together', () => {
+    const a = Tensor.zeros([2], { requiresGrad: true });
+    const b = Tensor.zeros([1], { requiresGrad: true });
+    a.grad = Tensor.from([3, 0]);
+    b.grad = Tensor.from([4]);
+    expect(clipGradNorm([a, b], 10)).to.be.closeTo(5, 1e-6);
+    expect(arr(a.grad)).to.deep.equal([3, 0]);
+    expect(clipGradNorm([a, b], 1)).to.be.closeTo(5, 1e-6);
+    expectClose(a.grad.toArray(), [0.6, 0], 'a.grad', { rtol: 1e-5 });
+    expectClose(b.grad!.toArray(), [0.8], 'b.grad', { rtol: 1e-5 });
+    clipGradValue([a, b], 0.7);
+    expectClose(b.grad!.toArray(), [0.7], 'clipped', { rtol: 1e-6 });
+  });
+
+  it('StepLR, CosineAnnealingLR and LinearLR follow their formulas', () => {
+    const p = Tensor.zeros([1], { requiresGrad: true });
+    const step = new StepLR(new SGD([p], { lr: 1 }), { stepSize: 2, gamma: 0.5 });
+    const lrs = [];
+    for (let i = 0; i < 5; ++i) {
+      step.step();
+      lrs.push(step.getLastLr());
+    }
+    expect(lrs).to.deep.equal([1, 0.5, 0.5, 0.25, 0.25]);
+    const cosine = new CosineAnnealingLR(new SGD([p], { lr: 1 }), { tMax: 4, etaMin: 0.2 });
+    cosine.step();
+    cosine.step();
+    expect(cosine.getLastLr()).to.be.closeTo(0.6, 1e-12);
+    const warm = new LinearLR(new SGD([p], { lr: 0.9 }), { startFactor: 1 / 3, totalIters: 3 });
+    expect(warm.getLastLr()).to.be.closeTo(0.3, 1e-12);
+    warm.step();
+    warm.step();
+    warm.step();
+    warm.step();
+    expect(warm.getLastLr()).to.be.closeTo(0.9, 1e-12);
+  });
+});
