@@ -1,6 +1,7 @@
 // The addon's registration: exports only. Each op family lives in its own file.
 #include <napi.h>
 
+#include "../cpp/allocator.h"
 #include "../cuda/device.h"
 #include "ops.h"
 #include "layers.h"
@@ -56,11 +57,24 @@ Napi::Value IsAsync(const Napi::CallbackInfo& info) {
 // synchronize(): a promise settled when every queued op has run.
 Napi::Value Synchronize(const Napi::CallbackInfo& info) { return stream_of(info.Env()).synchronize(info.Env()); }
 
+// memoryStats() -> { cachedBytes }; emptyCache() -> bytes returned to the system
+Napi::Value MemoryStats(const Napi::CallbackInfo& info) {
+  Napi::Object out = Napi::Object::New(info.Env());
+  out.Set("cachedBytes", static_cast<double>(cached_bytes()));
+  return out;
+}
+
+Napi::Value EmptyCache(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(cached_release_all()));
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Storage", Storage::Init(env));
   exports.Set("setAsync", Napi::Function::New<SetAsync>(env, "setAsync"));
   exports.Set("isAsync", Napi::Function::New<IsAsync>(env, "isAsync"));
   exports.Set("synchronize", Napi::Function::New<Synchronize>(env, "synchronize"));
+  exports.Set("memoryStats", Napi::Function::New<MemoryStats>(env, "memoryStats"));
+  exports.Set("emptyCache", Napi::Function::New<EmptyCache>(env, "emptyCache"));
   exports.Set("backends", Napi::Function::New<Backends>(env, "backends"));
   exports.Set("stridedCopy", Napi::Function::New<StridedCopy>(env, "stridedCopy"));
   exports.Set("unary", Napi::Function::New<Unary>(env, "unary"));

@@ -6,6 +6,7 @@
 #include <new>
 #include <string>
 
+#include "../cpp/allocator.h"
 #include "args.h"
 #include "stream.h"
 
@@ -21,14 +22,9 @@ struct AddonData {
 
 Stream& stream_of(Napi::Env env) { return env.GetInstanceData<AddonData>()->stream; }
 
-Buffer::Buffer(int64_t n) : length(n) {
-  if (n > 0) {
-    data = static_cast<float*>(std::calloc(static_cast<size_t>(n), sizeof(float)));
-    if (!data) throw std::bad_alloc();
-  }
-}
+Buffer::Buffer(int64_t n) : data(cached_alloc(static_cast<size_t>(n))), length(n) {}
 
-Buffer::~Buffer() { std::free(data); }
+Buffer::~Buffer() { cached_free(data, static_cast<size_t>(length)); }
 
 Napi::Function Storage::Init(Napi::Env env) {
   Napi::Function ctor = DefineClass(

@@ -19,6 +19,16 @@ export type { CodedError, ErrorCode } from './errors';
 
 import { native } from './native';
 
+/** Bytes of freed tensor memory kept for reuse. */
+export function memoryStats(): { cachedBytes: number } {
+  return native.memoryStats();
+}
+
+/** Returns cached tensor memory to the system; resolves nothing, returns the bytes released. */
+export function emptyCache(): number {
+  return native.emptyCache();
+}
+
 /** What this build can run on: CPU details, and whether CUDA is compiled in and usable. */
 export function backends(): ReturnType<typeof native.backends> {
   return native.backends();

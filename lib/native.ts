@@ -30,6 +30,8 @@ export interface NativeAddon {
   setAsync(async: boolean): void;
   isAsync(): boolean;
   synchronize(): Promise<void>;
+  memoryStats(): { cachedBytes: number };
+  emptyCache(): number;
   backends(): { cpu: { isa: string; threads: number }; cuda: CudaStatus };
   stridedCopy(dst: S, dstOffset: number, dstStrides: number[], src: S, srcOffset: number, srcStrides: number[], shape: number[], accumulate: boolean): void;
   unary(op: number, out: S, input: S, count: number): void;

@@ -1,0 +1,113 @@
+// Caching allocator (see allocator.h).
+#include "allocator.h"
+
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <new>
+#include <vector>
+
+namespace recurrent {
+
+namespace {
+
+constexpr size_t kMinCachedBytes = size_t{64} << 10;
+// Blocks held beyond this are returned to the system (RECURRENT_CACHE_LIMIT_MB overrides).
+size_t cache_limit() {
+  static const size_t limit = [] {
+    const char* env = std::getenv("RECURRENT_CACHE_LIMIT_MB");
+    return env ? static_cast<size_t>(std::strtoull(env, nullptr, 10)) << 20 : size_t{2} << 30;
+  }();
+  return limit;
+}
+
+// Size classes at most 1/8 apart, so a block fits requests within 12.5% of its size.
+size_t size_class(size_t bytes) {
+  size_t top = 1;
+  while ((top << 1) <= bytes) top <<= 1;
+  const size_t step = top >= 8 * kMinCachedBytes ? top / 8 : kMinCachedBytes;
+  return (bytes + step - 1) / step * step;
+}
+
+struct Cache {
+  std::mutex mutex;
+  std::map<size_t, std::vector<void*>> free_blocks;
+  size_t held = 0;
+};
+
+Cache& cache() {
+  static Cache* c = new Cache();  // never destroyed: blocks may be freed during exit
+  return *c;
+}
+
+}  // namespace
+
+float* cached_alloc(size_t count) {
+  if (count == 0) return nullptr;
+  const size_t bytes = count * sizeof(float);
+  if (bytes < kMinCachedBytes) {
+    void* p = std::calloc(count, sizeof(float));
+    if (!p) throw std::bad_alloc();
+    return static_cast<float*>(p);
+  }
+  const size_t cls = size_class(bytes);
+  {
+    Cache& c = cache();
+    std::lock_guard<std::mutex> lock(c.mutex);
+    auto it = c.free_blocks.find(cls);
+    if (it != c.free_blocks.end() && !it->second.empty()) {
+      void* p = it->second.back();
+      it->second.pop_back();
+      c.held -= cls;
+      std::memset(p, 0, bytes);
+      return static_cast<float*>(p);
+    }
+  }
+  void* p = std::calloc(cls, 1);
+  if (!p) throw std::bad_alloc();
+  return static_cast<float*>(p);
+}
+
+void cached_free(float* data, size_t count) {
+  if (!data) return;
+  const size_t bytes = count * sizeof(float);
+  if (bytes < kMinCachedBytes) {
+    std::free(data);
+    return;
+  }
+  const size_t cls = size_class(bytes);
+  Cache& c = cache();
+  {
+    std::lock_guard<std::mutex> lock(c.mutex);
+    if (c.held + cls <= cache_limit()) {
+      c.free_blocks[cls].push_back(data);
+      c.held += cls;
+      return;
+    }
+  }
+  std::free(data);
+}
+
+size_t cached_release_all() {
+  Cache& c = cache();
+  std::map<size_t, std::vector<void*>> blocks;
+  size_t released;
+  {
+    std::lock_guard<std::mutex> lock(c.mutex);
+    blocks.swap(c.free_blocks);
+    released = c.held;
+    c.held = 0;
+  }
+  for (auto& [cls, list] : blocks)
+    for (void* p : list) std::free(p);
+  return released;
+}
+
+size_t cached_bytes() {
+  Cache& c = cache();
+  std::lock_guard<std::mutex> lock(c.mutex);
+  return c.held;
+}
+
+}  // namespace recurrent
