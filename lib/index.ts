@@ -47,3 +47,4 @@ export type { SequenceModelOptions, RecurrentState, CellType } from './nn/sequen
 export { fit } from './fit';
 export type { FitData, FitOptions, History, Progress, EpochInfo, LossFn, LossContext } from './fit';
 export { manualSeed as seed } from './random';
+export { addingProblem } from './datasets';
