@@ -53,6 +53,8 @@ export interface EpochInfo {
   epoch: number;
   loss: number;
   valLoss?: number;
+  /** classification (crossEntropy): share of validation targets whose arg-max class is right */
+  valAccuracy?: number;
   history: History;
 }
 
@@ -90,8 +92,10 @@ export interface FitOptions {
 export interface History {
   /** mean training loss per epoch */
   loss: number[];
-  /** validation loss per epoch (when validationData is given) */
+  /** validation loss per epoch (when validationData is given); with crossEntropy, in nats: bits = valLoss / Math.LN2 */
   valLoss: number[];
+  /** validation accuracy per epoch (crossEntropy) */
+  valAccuracy: number[];
   /** loss of every optimizer step */
   batchLoss: number[];
   epochs: number;
@@ -452,7 +456,7 @@ export async function fit(model: Module, data: FitData, options: FitOptions = {}
   const validation = opts.validationData === undefined ? null : makePlan(opts.validationData, 'options.validationData', batchSize, bptt, targetMode, classification);
   const params = optimizer.params;
 
-  const history: History = { loss: [], valLoss: [], batchLoss: [], epochs: 0, steps: 0, stopReason: 'completed' };
+  const history: History = { loss: [], valLoss: [], valAccuracy: [], batchLoss: [], epochs: 0, steps: 0, stopReason: 'completed' };
   let position: Position = { epoch: 0, batch: 0, step: 0, order: null };
   let carried: State | null = null;
   let best = Infinity;
@@ -559,10 +563,12 @@ export async function fit(model: Module, data: FitData, options: FitOptions = {}
       }
       history.loss.push(epochLossSum / Math.max(epochWeight, 1e-12));
       let monitored = history.loss[history.loss.length - 1];
+      let valAccuracy: number | null = null;
       if (validation) {
-        const valLoss = await evaluate(model, validation, loss);
-        history.valLoss.push(valLoss);
-        monitored = valLoss;
+        const result = await evaluate(model, validation, loss);
+        history.valLoss.push(result.loss);
+        if (result.accuracy !== null) history.valAccuracy.push((valAccuracy = result.accuracy));
+        monitored = result.loss;
       }
       history.epochs = position.epoch + 1;
       scheduler?.step();
@@ -574,6 +580,7 @@ export async function fit(model: Module, data: FitData, options: FitOptions = {}
       }
       const info: EpochInfo = { epoch: position.epoch, loss: history.loss[history.loss.length - 1], history };
       if (validation) info.valLoss = history.valLoss[history.valLoss.length - 1];
+      if (valAccuracy !== null) info.valAccuracy = valAccuracy;
       if (opts.onEpochEnd) await (opts.onEpochEnd as NonNullable<FitOptions['onEpochEnd']>)(info);
       if (checkpoint) {
         // the next run starts the following epoch
@@ -595,11 +602,13 @@ export async function fit(model: Module, data: FitData, options: FitOptions = {}
 }
 
 /** Mean loss of `model` over a dataset, in evaluation mode, without gradients. */
-async function evaluate(model: Module, plan: Plan & { spec: TargetSpec }, loss: FitOptions['loss']): Promise<number> {
+async function evaluate(model: Module, plan: Plan & { spec: TargetSpec }, loss: FitOptions['loss']): Promise<{ loss: number; accuracy: number | null }> {
   const wasTraining = model.training;
   model.eval();
   let sum = 0;
   let weight = 0;
+  let correct = 0;
+  let counted = 0;
   let carried: State | null = null;
   const order = plan.order(false);
   try {
@@ -607,11 +616,13 @@ async function evaluate(model: Module, plan: Plan & { spec: TargetSpec }, loss: 
       const batch = plan.batch(order, i);
       if (!batch.carry) carried = null;
       let value: Tensor;
+      let output: Tensor;
       native.setAsync(true);
       try {
         value = noGrad(() => {
-          const { output, state } = callModel(model, batch.input, carried, batch.lengths);
-          carried = state;
+          const result = callModel(model, batch.input, carried, batch.lengths);
+          carried = result.state;
+          output = result.output;
           return computeLoss(loss, output, batch);
         });
       } finally {
@@ -620,9 +631,21 @@ async function evaluate(model: Module, plan: Plan & { spec: TargetSpec }, loss: 
       await native.synchronize();
       sum += value.item() * batch.weight;
       weight += batch.weight;
+      if (batch.target instanceof Int32Array) {
+        // accuracy: the arg-max class against the target, padded steps excluded
+        const scores = output!.toArray();
+        const classes = output!.shape[output!.ndim - 1];
+        batch.target.forEach((target, row) => {
+          if (target === IGNORE) return;
+          let best = 0;
+          for (let k = 1; k < classes; ++k) if (scores[row * classes + k] > scores[row * classes + best]) best = k;
+          correct += best === target ? 1 : 0;
+          counted += 1;
+        });
+      }
     }
   } finally {
     model.train(wasTraining);
   }
-  return sum / Math.max(weight, 1e-12);
+  return { loss: sum / Math.max(weight, 1e-12), accuracy: counted > 0 ? correct / counted : null };
 }
