@@ -48,3 +48,7 @@ export { fit } from './fit';
 export type { FitData, FitOptions, History, Progress, EpochInfo, LossFn, LossContext } from './fit';
 export { manualSeed as seed } from './random';
 export { addingProblem } from './datasets';
+export { CharTokenizer, WordTokenizer, CharLanguageModel, sampleLogits, tokenizerFromJSON } from './text';
+export type { Tokenizer, CharModelOptions, CharTrainOptions } from './text';
+export { lineChartSvg, lossChartSvg } from './chart';
+export type { Series } from './chart';

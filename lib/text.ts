@@ -1,0 +1,318 @@
+/**
+ * Text: tokenizers whose vocabulary is saved with the model, and CharLanguageModel,
+ * the whole job of "train on this text and generate more of it" in a few lines.
+ *
+ * @example
+ * const lm = new CharLanguageModel(text, { hiddenSize: 256, numLayers: 2 });
+ * await lm.train(text, { epochs: 3 });
+ * console.log(lm.generate({ prime: 'The ', length: 300, temperature: 0.8 }));
+ * await lm.save('model.safetensors');
+ */
+import * as fs from 'node:fs';
+import { noGrad } from './autograd';
+import { describe, expectInteger, expectNumber, expectOptions, expectKnownKeys, rangeError, typeError } from './errors';
+import { fit, FitOptions, History, Progress, EpochInfo } from './fit';
+import { Adam } from './optim';
+import { random, manualSeed } from './random';
+import { loadModel, save } from './serialize';
+import { SequenceModel, CellType, RecurrentState } from './nn/sequence-model';
+import { Tensor } from './tensor';
+
+/** Maps characters to ids and back. Id 0 stands for characters not seen when it was built. */
+export class CharTokenizer {
+  readonly chars: readonly string[];
+  private readonly index: Map<string, number>;
+
+  constructor(chars: readonly string[]) {
+    if (!Array.isArray(chars) || chars.some((c) => typeof c !== 'string')) throw typeError(`Expected chars to be an array of strings but received ${describe(chars)}`);
+    this.chars = Object.freeze(['\u0000', ...chars.filter((c) => c !== '\u0000')]);
+    this.index = new Map(this.chars.map((c, i) => [c, i]));
+  }
+
+  /** A tokenizer over every distinct character (code point) of `text`. */
+  static fromText(text: string): CharTokenizer {
+    if (typeof text !== 'string') throw typeError(`Expected text to be a string but received ${describe(text)}`);
+    return new CharTokenizer([...new Set(Array.from(text))].sort());
+  }
+
+  get vocabSize(): number {
+    return this.chars.length;
+  }
+
+  encode(text: string): Int32Array {
+    if (typeof text !== 'string') throw typeError(`Expected text to be a string but received ${describe(text)}`);
+    return Int32Array.from(Array.from(text), (c) => this.index.get(c) ?? 0);
+  }
+
+  decode(ids: ArrayLike<number>): string {
+    let out = '';
+    for (let i = 0; i < ids.length; ++i) out += ids[i] > 0 && ids[i] < this.chars.length ? this.chars[ids[i]] : '';
+    return out;
+  }
+
+  toJSON(): { type: 'char'; chars: string[] } {
+    return { type: 'char', chars: this.chars.slice(1) };
+  }
+}
+
+/**
+ * Words, punctuation and whitespace runs as tokens, so decode(encode(text)) gives the
+ * text back (up to words outside the vocabulary, which become <unk>).
+ */
+export class WordTokenizer {
+  readonly tokens: readonly string[];
+  readonly lowercase: boolean;
+  private readonly index: Map<string, number>;
+  static readonly pattern = /[\p{L}\p{N}'’]+|\s+|[^\p{L}\p{N}\s]/gu;
+
+  constructor(tokens: readonly string[], options: { lowercase?: boolean } = {}) {
+    if (!Array.isArray(tokens) || tokens.some((c) => typeof c !== 'string')) throw typeError(`Expected tokens to be an array of strings but received ${describe(tokens)}`);
+    this.tokens = Object.freeze(['<unk>', ...tokens.filter((t) => t !== '<unk>')]);
+    this.lowercase = options.lowercase ?? false;
+    this.index = new Map(this.tokens.map((t, i) => [t, i]));
+  }
+
+  /** The `maxVocab` most frequent tokens of `text` (ties broken alphabetically). */
+  static fromText(text: string, options: { maxVocab?: number; lowercase?: boolean } = {}): WordTokenizer {
+    if (typeof text !== 'string') throw typeError(`Expected text to be a string but received ${describe(text)}`);
+    const opts = expectOptions(options, 'options');
+    expectKnownKeys(opts, ['maxVocab', 'lowercase'], 'options');
+    const maxVocab = opts.maxVocab === undefined ? 10000 : expectInteger(opts.maxVocab, 'options.maxVocab', 2);
+    const lowercase = (opts.lowercase as boolean | undefined) ?? false;
+    const counts = new Map<string, number>();
+    for (const token of WordTokenizer.split(text, lowercase)) counts.set(token, (counts.get(token) ?? 0) + 1);
+    const sorted = [...counts.entries()].sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1)).slice(0, maxVocab - 1).map(([t]) => t);
+    return new WordTokenizer(sorted, { lowercase });
+  }
+
+  static split(text: string, lowercase = false): string[] {
+    return (lowercase ? text.toLowerCase() : text).match(WordTokenizer.pattern) ?? [];
+  }
+
+  get vocabSize(): number {
+    return this.tokens.length;
+  }
+
+  encode(text: string): Int32Array {
+    if (typeof text !== 'string') throw typeError(`Expected text to be a string but received ${describe(text)}`);
+    return Int32Array.from(WordTokenizer.split(text, this.lowercase), (t) => this.index.get(t) ?? 0);
+  }
+
+  decode(ids: ArrayLike<number>): string {
+    let out = '';
+    for (let i = 0; i < ids.length; ++i) out += this.tokens[ids[i]] ?? '<unk>';
+    return out;
+  }
+
+  toJSON(): { type: 'word'; tokens: string[]; lowercase: boolean } {
+    return { type: 'word', tokens: this.tokens.slice(1), lowercase: this.lowercase };
+  }
+}
+
+export type Tokenizer = CharTokenizer | WordTokenizer;
+
+export function tokenizerFromJSON(json: unknown): Tokenizer {
+  const value = json as { type?: string; chars?: string[]; tokens?: string[]; lowercase?: boolean };
+  if (value?.type === 'char') return new CharTokenizer(value.chars ?? []);
+  if (value?.type === 'word') return new WordTokenizer(value.tokens ?? [], { lowercase: value.lowercase });
+  throw rangeError(`Unknown tokenizer description ${describe(json)}`);
+}
+
+/** Samples an index from logits with temperature and optional top-k, using the global generator. */
+export function sampleLogits(logits: ArrayLike<number>, temperature = 1, topK?: number): number {
+  expectNumber(temperature, 'temperature');
+  if (temperature < 0) throw rangeError(`Expected temperature to be >= 0 but received ${temperature}`);
+  const n = logits.length;
+  const order = [...Array(n).keys()].sort((a, b) => logits[b] - logits[a]);
+  if (temperature === 0) return order[0];
+  const keep = topK === undefined ? n : Math.min(n, expectInteger(topK, 'topK', 1));
+  const kept = order.slice(0, keep);
+  const max = logits[kept[0]];
+  const weights = kept.map((i) => Math.exp((logits[i] - max) / temperature));
+  const total = weights.reduce((a, b) => a + b, 0);
+  let r = random() * total;
+  for (let k = 0; k < kept.length; ++k) {
+    r -= weights[k];
+    if (r <= 0) return kept[k];
+  }
+  return kept[kept.length - 1];
+}
+
+export interface CharModelOptions {
+  cell?: CellType;
+  hiddenSize?: number;
+  numLayers?: number;
+  embeddingDim?: number;
+  dropout?: number;
+}
+
+export interface CharTrainOptions {
+  epochs?: number;
+  batchSize?: number;
+  bpttSteps?: number;
+  lr?: number;
+  /** Share of the text (its end) held out for validation. Default 0.1. */
+  validationSplit?: number;
+  clipGradNorm?: number;
+  signal?: AbortSignal;
+  onProgress?: (p: Progress) => void;
+  /** Called after each epoch with the validation bits per character. */
+  onEpochEnd?: (info: EpochInfo & { valBitsPerChar?: number }) => void | Promise<void>;
+  checkpoint?: FitOptions['checkpoint'];
+  resumeFrom?: string;
+  seed?: number;
+}
+
+/** A character-level language model: a tokenizer, an embedding, stacked recurrent layers and a softmax head. */
+export class CharLanguageModel {
+  readonly tokenizer: CharTokenizer;
+  readonly model: SequenceModel;
+  history: History | null = null;
+
+  /** Builds the vocabulary from `text` (a string) and a fresh model. */
+  constructor(text: string | CharTokenizer, options: CharModelOptions = {}, model?: SequenceModel) {
+    this.tokenizer = text instanceof CharTokenizer ? text : CharTokenizer.fromText(text);
+    const opts = expectOptions(options, 'options');
+    expectKnownKeys(opts, ['cell', 'hiddenSize', 'numLayers', 'embeddingDim', 'dropout'], 'options');
+    this.model = model ?? new SequenceModel({
+      cell: (opts.cell as CellType | undefined) ?? 'lstm',
+      vocabSize: this.tokenizer.vocabSize,
+      embeddingDim: (opts.embeddingDim as number | undefined) ?? 64,
+      hiddenSize: (opts.hiddenSize as number | undefined) ?? 256,
+      numLayers: (opts.numLayers as number | undefined) ?? 2,
+      dropout: (opts.dropout as number | undefined) ?? 0,
+      outputSize: this.tokenizer.vocabSize,
+    });
+  }
+
+  /** Trains on `text` (a string or the path of a UTF-8 file) with truncated BPTT. */
+  async train(text: string, options: CharTrainOptions = {}): Promise<History> {
+    const corpus = readText(text);
+    const opts = expectOptions(options, 'options');
+    expectKnownKeys(opts, ['epochs', 'batchSize', 'bpttSteps', 'lr', 'validationSplit', 'clipGradNorm', 'signal', 'onProgress', 'onEpochEnd', 'checkpoint', 'resumeFrom', 'seed'], 'options');
+    const split = opts.validationSplit === undefined ? 0.1 : expectNumber(opts.validationSplit, 'options.validationSplit');
+    if (split < 0 || split >= 0.5) throw rangeError(`Expected options.validationSplit to be in [0, 0.5) but received ${split}`);
+    const ids = this.tokenizer.encode(corpus);
+    const cut = Math.floor(ids.length * (1 - split));
+    if (cut < 2) throw rangeError(`The text is too short to train on (${ids.length} characters)`);
+    const streamOf = (from: number, to: number) => ({
+      stream: Tensor.from(Float32Array.from(ids.subarray(from, to - 1)), [to - 1 - from]),
+      targets: Tensor.from(Float32Array.from(ids.subarray(from + 1, to)), [to - 1 - from]),
+    });
+    const batchSize = (opts.batchSize as number | undefined) ?? 32;
+    const validation = split > 0 && ids.length - cut > 2 ? streamOf(cut, ids.length) : undefined;
+    const userEpochEnd = opts.onEpochEnd as CharTrainOptions['onEpochEnd'];
+    this.history = await fit(this.model, streamOf(0, cut), {
+      epochs: opts.epochs as number | undefined,
+      batchSize,
+      bpttSteps: (opts.bpttSteps as number | undefined) ?? 64,
+      loss: 'crossEntropy',
+      optimizer: new Adam(this.model.parameters(), { lr: (opts.lr as number | undefined) ?? 2e-3 }),
+      clipGradNorm: (opts.clipGradNorm as number | undefined) ?? 1,
+      shuffle: false,
+      validationData: validation,
+      signal: opts.signal as AbortSignal | undefined,
+      onProgress: opts.onProgress as FitOptions['onProgress'],
+      onEpochEnd: userEpochEnd ? (info) => userEpochEnd({ ...info, ...(info.valLoss !== undefined ? { valBitsPerChar: info.valLoss / Math.LN2 } : {}) }) : undefined,
+      checkpoint: opts.checkpoint as FitOptions['checkpoint'],
+      resumeFrom: opts.resumeFrom as string | undefined,
+      seed: opts.seed as number | undefined,
+    });
+    return this.history;
+  }
+
+  /** Average bits per character the model needs to encode `text` (lower is better). */
+  bitsPerChar(text: string): number {
+    const ids = this.tokenizer.encode(readText(text));
+    if (ids.length < 2) throw rangeError('bitsPerChar needs at least two characters');
+    const wasTraining = this.model.training;
+    this.model.eval();
+    try {
+      return noGrad(() => {
+        const input = Tensor.from(Float32Array.from(ids.subarray(0, -1)), [ids.length - 1, 1]);
+        const { output } = this.model.forward(input);
+        const logProbs = output.logSoftmax().toArray();
+        const V = this.tokenizer.vocabSize;
+        let nats = 0;
+        for (let t = 0; t < ids.length - 1; ++t) nats -= logProbs[t * V + ids[t + 1]];
+        return nats / (ids.length - 1) / Math.LN2;
+      });
+    } finally {
+      this.model.train(wasTraining);
+    }
+  }
+
+  /**
+   * Generates `length` characters after `prime`. temperature < 1 sharpens the
+   * distribution (0: always the most likely character), topK keeps the k likeliest.
+   */
+  generate(options: { prime?: string; length?: number; temperature?: number; topK?: number; seed?: number } = {}): string {
+    const opts = expectOptions(options, 'options');
+    expectKnownKeys(opts, ['prime', 'length', 'temperature', 'topK', 'seed'], 'options');
+    const prime = (opts.prime as string | undefined) ?? '';
+    if (typeof prime !== 'string') throw typeError(`Expected options.prime to be a string but received ${describe(prime)}`);
+    const length = opts.length === undefined ? 200 : expectInteger(opts.length, 'options.length', 0, 1_000_000);
+    const temperature = opts.temperature === undefined ? 1 : expectNumber(opts.temperature, 'options.temperature');
+    const topK = opts.topK === undefined ? undefined : expectInteger(opts.topK, 'options.topK', 1);
+    if (opts.seed !== undefined) manualSeed(expectInteger(opts.seed, 'options.seed', 0, 0xffffffff));
+    const wasTraining = this.model.training;
+    this.model.eval();
+    try {
+      return noGrad(() => {
+        const V = this.tokenizer.vocabSize;
+        const primeIds = this.tokenizer.encode(prime);
+        let state: RecurrentState | null = null;
+        let logits: Float32Array;
+        // the prime in one call; then one call per generated character (sampling is sequential)
+        const start = primeIds.length > 0 ? primeIds : Int32Array.of(this.tokenizer.encode('\n')[0] ?? 0);
+        const first = this.model.forward(Tensor.from(Float32Array.from(start), [start.length, 1]), { state });
+        state = first.state;
+        logits = first.output.select(0, start.length - 1).toArray();
+        const out: number[] = [];
+        for (let i = 0; i < length; ++i) {
+          const next = sampleLogits(logits.subarray(0, V), temperature, topK);
+          out.push(next);
+          const step = this.model.forward(Tensor.from([next], [1, 1]), { state });
+          state = step.state;
+          logits = step.output.toArray();
+        }
+        return prime + this.tokenizer.decode(out);
+      });
+    } finally {
+      this.model.train(wasTraining);
+    }
+  }
+
+  /** Saves weights, config, vocabulary and training history in one safetensors file. */
+  async save(path: string): Promise<void> {
+    await save(this.model, path, {
+      'recurrent.tokenizer': JSON.stringify(this.tokenizer.toJSON()),
+      ...(this.history ? { 'recurrent.history': JSON.stringify(this.history) } : {}),
+    });
+  }
+
+  static async load(path: string): Promise<CharLanguageModel> {
+    const { model, metadata } = await loadModel(path);
+    if (!(model instanceof SequenceModel) || !metadata['recurrent.tokenizer']) {
+      throw rangeError(`${path} is not a character language model (no tokenizer in its metadata)`, 'ERR_INVALID_ARG_VALUE');
+    }
+    const tokenizer = tokenizerFromJSON(JSON.parse(metadata['recurrent.tokenizer']));
+    if (!(tokenizer instanceof CharTokenizer)) throw rangeError(`${path} holds a word-level model`);
+    const lm = new CharLanguageModel(tokenizer, {}, model);
+    lm.history = metadata['recurrent.history'] ? (JSON.parse(metadata['recurrent.history']) as History) : null;
+    return lm;
+  }
+}
+
+/** A string, or the contents of the UTF-8 file it names (when it names one). */
+function readText(textOrPath: string): string {
+  if (typeof textOrPath !== 'string') throw typeError(`Expected text to be a string or a file path but received ${describe(textOrPath)}`);
+  if (textOrPath.length < 4096 && !textOrPath.includes('\n')) {
+    try {
+      if (fs.statSync(textOrPath).isFile()) return fs.readFileSync(textOrPath, 'utf8');
+    } catch {
+      // not a file: the string is the text
+    }
+  }
+  return textOrPath;
+}
