@@ -1,0 +1,219 @@
+/**
+ * The `recurrent` command line: train a character-level model on a text file, sample
+ * from it, and describe a saved model.
+ *
+ *   recurrent train --text FILE [--cell lstm|gru|rnn] [--hidden 256] [--layers 2] ... --out model.safetensors
+ *   recurrent sample MODEL --prime "..." --length 500 --temperature 0.8
+ *   recurrent info MODEL
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { SingleBar, Presets } from 'cli-progress';
+import { lossChartSvg } from './chart';
+import { loadModel } from './serialize';
+import { CharLanguageModel } from './text';
+import { backends } from './index';
+
+function integer(name: string, min: number) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!Number.isInteger(n) || n < min) throw new InvalidArgumentError(`${name} must be an integer >= ${min}`);
+    return n;
+  };
+}
+
+function number(name: string, min: number, max = Infinity) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!Number.isFinite(n) || n < min || n > max) throw new InvalidArgumentError(`${name} must be a number in [${min}, ${max}]`);
+    return n;
+  };
+}
+
+function formatSeconds(seconds: number): string {
+  if (!Number.isFinite(seconds)) return '--';
+  const s = Math.round(seconds);
+  return s >= 3600 ? `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m` : `${Math.floor(s / 60)}:${String(s % 60).padStart(2, '0')}`;
+}
+
+function readableFile(file: string, what: string): void {
+  let stat: fs.Stats;
+  try {
+    stat = fs.statSync(file);
+  } catch {
+    throw new Error(`${what} ${file} does not exist`);
+  }
+  if (!stat.isFile()) throw new Error(`${what} ${file} is not a file`);
+}
+
+interface TrainFlags {
+  text: string;
+  out: string;
+  cell: 'lstm' | 'gru' | 'rnn';
+  hidden: number;
+  layers: number;
+  embedding: number;
+  dropout: number;
+  epochs: number;
+  batchSize: number;
+  bptt: number;
+  lr: number;
+  valSplit: number;
+  chart?: string;
+  checkpoint?: string;
+  resume?: string | boolean;
+  seed: number;
+  maxMinutes?: number;
+  sample: number;
+  temperature: number;
+}
+
+async function train(flags: TrainFlags): Promise<void> {
+  readableFile(flags.text, 'text file');
+  const text = fs.readFileSync(flags.text, 'utf8');
+  if (text.length < 100) throw new Error(`${flags.text} has only ${text.length} characters; give it at least a few thousand`);
+  const outDir = path.dirname(path.resolve(flags.out));
+  fs.mkdirSync(outDir, { recursive: true });
+  const chartPath = flags.chart ?? flags.out.replace(/\.safetensors$/, '') + '.loss.svg';
+  const checkpointPath = flags.checkpoint ?? flags.out.replace(/\.safetensors$/, '') + '.ckpt.safetensors';
+  const resumeFrom = flags.resume === true ? checkpointPath : typeof flags.resume === 'string' ? flags.resume : undefined;
+  if (resumeFrom) readableFile(resumeFrom, 'checkpoint');
+
+  const lm = new CharLanguageModel(text, { cell: flags.cell, hiddenSize: flags.hidden, numLayers: flags.layers, embeddingDim: flags.embedding, dropout: flags.dropout });
+  const cpu = backends().cpu;
+  console.log(`recurrent: ${flags.cell.toUpperCase()} ${flags.layers}x${flags.hidden} on ${flags.text} (${text.length.toLocaleString('en-US')} characters, ` +
+    `${lm.tokenizer.vocabSize} symbols), ${lm.model.numParameters().toLocaleString('en-US')} parameters, CPU ${cpu.isa}`);
+  const unigram = unigramBits(text);
+  console.log(`unigram entropy of the text: ${unigram.toFixed(3)} bits/char (what a model without context can do)`);
+
+  const controller = new AbortController();
+  const onSignal = () => controller.abort();
+  process.once('SIGINT', onSignal);
+  const deadline = flags.maxMinutes ? Date.now() + flags.maxMinutes * 60_000 : Infinity;
+  const bar = new SingleBar({
+    format: ' {bar} {percentage}% | epoch {epoch}/{epochs} | loss {loss} | {speed} timestep-samples/s | ETA {eta_text}',
+    hideCursor: true, noTTYOutput: true, notTTYSchedule: 5000, etaBuffer: 50,
+  }, Presets.shades_classic);
+  let barEpoch = -1;
+  const history = await lm.train(text, {
+    epochs: flags.epochs, batchSize: flags.batchSize, bpttSteps: flags.bptt, lr: flags.lr, validationSplit: flags.valSplit,
+    seed: flags.seed, signal: controller.signal, checkpoint: { path: checkpointPath, everySteps: 100 }, resumeFrom,
+    onProgress: (p) => {
+      if (p.epoch !== barEpoch) {
+        bar.start(p.batches, 0, { epoch: p.epoch + 1, epochs: p.epochs, loss: '-', speed: '-', eta_text: '--' });
+        barEpoch = p.epoch;
+      }
+      bar.update(p.batch, { epoch: p.epoch + 1, epochs: p.epochs, loss: (p.loss / Math.LN2).toFixed(3) + ' bits', speed: Math.round(p.timestepSamplesPerSecond).toLocaleString('en-US'), eta_text: formatSeconds(p.etaSeconds) });
+      if (Date.now() > deadline) controller.abort();
+    },
+    onEpochEnd: ({ epoch, loss, valBitsPerChar }) => {
+      bar.stop();
+      barEpoch = -1;
+      console.log(`epoch ${epoch + 1}: train ${(loss / Math.LN2).toFixed(3)} bits/char` + (valBitsPerChar !== undefined ? `, validation ${valBitsPerChar.toFixed(3)} bits/char` : ''));
+    },
+  });
+  bar.stop();
+  process.removeListener('SIGINT', onSignal);
+  if (history.stopReason === 'aborted') console.log(`stopped after ${history.steps} steps (${flags.maxMinutes ? 'time limit' : 'interrupted'}); the checkpoint ${checkpointPath} resumes it (--resume)`);
+
+  await lm.save(flags.out);
+  console.log(`saved the model to ${flags.out}`);
+  if (history.batchLoss.length > 0) {
+    fs.writeFileSync(chartPath, await lossChartSvg(history, { title: `${path.basename(flags.text)}: loss`, yTitle: 'bits per character', scale: 1 / Math.LN2 }));
+    console.log(`saved the loss chart to ${chartPath}`);
+  }
+  const finalVal = history.valLoss.at(-1);
+  if (finalVal !== undefined) console.log(`validation: ${(finalVal / Math.LN2).toFixed(3)} bits/char (unigram entropy ${unigram.toFixed(3)})`);
+  if (flags.sample > 0) {
+    console.log(`\nsample (temperature ${flags.temperature}):\n`);
+    console.log(lm.generate({ prime: text.slice(0, 1).toUpperCase() === text.slice(0, 1) ? 'The ' : '', length: flags.sample, temperature: flags.temperature }));
+  }
+}
+
+function unigramBits(text: string): number {
+  const counts = new Map<string, number>();
+  for (const c of text) counts.set(c, (counts.get(c) ?? 0) + 1);
+  let bits = 0;
+  for (const n of counts.values()) bits -= (n / text.length) * Math.log2(n / text.length);
+  return bits;
+}
+
+async function sample(model: string, flags: { prime: string; length: number; temperature: number; topK?: number; seed?: number }): Promise<void> {
+  readableFile(model, 'model');
+  const lm = await CharLanguageModel.load(model);
+  process.stdout.write(lm.generate({ prime: flags.prime, length: flags.length, temperature: flags.temperature, topK: flags.topK, seed: flags.seed }) + '\n');
+}
+
+async function info(model: string): Promise<void> {
+  readableFile(model, 'model');
+  const { model: m, metadata } = await loadModel(model);
+  const spec = JSON.parse(metadata['recurrent.model']);
+  console.log(`file:        ${model} (${fs.statSync(model).size.toLocaleString('en-US')} bytes)`);
+  console.log(`model:       ${spec.class}`);
+  for (const [key, value] of Object.entries(spec.config as Record<string, unknown>)) console.log(`  ${key.padEnd(12)} ${value}`);
+  console.log(`parameters:  ${m.numParameters().toLocaleString('en-US')}`);
+  for (const [name, p] of m.namedParameters()) console.log(`  ${name.padEnd(28)} [${p.shape.join(', ')}]`);
+  if (metadata['recurrent.tokenizer']) {
+    const tokenizer = JSON.parse(metadata['recurrent.tokenizer']);
+    console.log(`tokenizer:   ${tokenizer.type}, ${(tokenizer.chars ?? tokenizer.tokens).length + 1} symbols`);
+  }
+  if (metadata['recurrent.history']) {
+    const h = JSON.parse(metadata['recurrent.history']);
+    const bits = (v: number | undefined) => (v === undefined ? '-' : (v / Math.LN2).toFixed(3));
+    console.log(`training:    ${h.epochs} epochs, ${h.steps} steps (${h.stopReason})`);
+    h.loss.forEach((loss: number, i: number) => console.log(`  epoch ${i + 1}: train ${bits(loss)} bits/char, validation ${bits(h.valLoss[i])} bits/char`));
+  }
+}
+
+export async function main(argv: string[]): Promise<void> {
+  const program = new Command('recurrent')
+    .description('Train recurrent networks (RNN, LSTM, GRU) at native speed')
+    .showHelpAfterError('(run with --help for usage)')
+    .configureOutput({ outputError: (text, write) => write(text) });
+  program.command('train')
+    .description('train a character-level language model on a text file')
+    .requiredOption('--text <file>', 'UTF-8 text to learn from')
+    .option('--out <file>', 'where to save the model', 'model.safetensors')
+    .addOption(new Option('--cell <type>', 'recurrent cell').choices(['lstm', 'gru', 'rnn']).default('lstm'))
+    .option('--hidden <n>', 'hidden units per layer', integer('--hidden', 1), 256)
+    .option('--layers <n>', 'stacked layers', integer('--layers', 1), 2)
+    .option('--embedding <n>', 'character embedding width', integer('--embedding', 1), 64)
+    .option('--dropout <p>', 'dropout between layers', number('--dropout', 0, 0.99), 0)
+    .option('--epochs <n>', 'passes over the text', integer('--epochs', 1), 3)
+    .option('--batch-size <n>', 'parallel streams', integer('--batch-size', 1), 32)
+    .option('--bptt <n>', 'truncated BPTT window (characters)', integer('--bptt', 1), 64)
+    .option('--lr <x>', 'Adam learning rate', number('--lr', 0, 10), 2e-3)
+    .option('--val-split <x>', 'share of the text held out for validation', number('--val-split', 0, 0.49), 0.1)
+    .option('--chart <file>', 'loss chart (SVG); default: next to --out')
+    .option('--checkpoint <file>', 'checkpoint written every 100 steps and each epoch; default: next to --out')
+    .option('--resume [file]', 'continue from a checkpoint (default: the --checkpoint file)')
+    .option('--seed <n>', 'random seed', integer('--seed', 0), 1)
+    .option('--max-minutes <x>', 'stop (and save) after this much time', number('--max-minutes', 0))
+    .option('--sample <n>', 'characters to generate at the end', integer('--sample', 0), 300)
+    .option('--temperature <x>', 'sampling temperature', number('--temperature', 0, 10), 0.8)
+    .action((flags: TrainFlags) => train(flags));
+  program.command('sample')
+    .description('generate text from a trained model')
+    .argument('<model>', 'a model saved by `recurrent train`')
+    .option('--prime <text>', 'text to start from', '')
+    .option('--length <n>', 'characters to generate', integer('--length', 0), 500)
+    .option('--temperature <x>', 'sampling temperature (0: most likely)', number('--temperature', 0, 10), 0.8)
+    .option('--top-k <n>', 'sample among the k likeliest characters', integer('--top-k', 1))
+    .option('--seed <n>', 'random seed', integer('--seed', 0))
+    .action((model: string, flags) => sample(model, flags));
+  program.command('info')
+    .description('describe a saved model: architecture, parameters, training history')
+    .argument('<model>', 'a .safetensors file written by recurrent')
+    .action((model: string) => info(model));
+  program.exitOverride((error) => {
+    process.exitCode = error.exitCode;
+    throw Object.assign(new Error(''), { silent: true, exitCode: error.exitCode });
+  });
+  try {
+    await program.parseAsync(argv);
+  } catch (error) {
+    if ((error as { silent?: boolean }).silent) return; // commander already printed the message
+    throw error;
+  }
+}
