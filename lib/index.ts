@@ -52,3 +52,5 @@ export { CharTokenizer, WordTokenizer, CharLanguageModel, sampleLogits, tokenize
 export type { Tokenizer, CharModelOptions, CharTrainOptions } from './text';
 export { lineChartSvg, lossChartSvg } from './chart';
 export type { Series } from './chart';
+export { TimeSeriesForecaster, makeWindows } from './timeseries';
+export type { SeriesInput, WindowOptions, ForecasterOptions, ForecasterConfig } from './timeseries';
