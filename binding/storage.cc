@@ -5,6 +5,7 @@
 #include <cstring>
 #include <new>
 #include <string>
+#include <vector>
 
 #include "../cpp/allocator.h"
 #include "args.h"
@@ -22,7 +23,7 @@ struct AddonData {
 
 Stream& stream_of(Napi::Env env) { return env.GetInstanceData<AddonData>()->stream; }
 
-Buffer::Buffer(int64_t n) : data(cached_alloc(static_cast<size_t>(n))), length(n) {}
+Buffer::Buffer(int64_t n) : data(cached_alloc(static_cast<size_t>(n), &zeroed)), length(n) {}
 
 Buffer::~Buffer() { cached_free(data, static_cast<size_t>(length)); }
 
@@ -60,6 +61,15 @@ Storage::Storage(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Storage>(inf
     throw_range(env, "out of memory allocating a tensor of " + std::to_string(length_) + " floats");
   }
   if (length_ > 0) Napi::MemoryManagement::AdjustExternalMemory(env, length_ * static_cast<int64_t>(sizeof(float)));
+  if (!buffer_->zeroed) {
+    // A reused block: zero it as an op of its own, so in async mode the worker thread
+    // does it (in order, before any op that uses this tensor) instead of the main thread.
+    begin_op();
+    current_keep().push_back(buffer_);
+    float* data = buffer_->data;
+    const size_t bytes = static_cast<size_t>(length_) * sizeof(float);
+    dispatch(env, [data, bytes] { std::memset(data, 0, bytes); });
+  }
 }
 
 // Garbage collection reached the handle: drop our reference to the memory.
@@ -109,9 +119,20 @@ Napi::Value Storage::Write(const Napi::CallbackInfo& info) {
   if (count > length_ - offset)
     throw_range(env, "writing " + std::to_string(count) + " values at offset " + std::to_string(offset) +
                          " overflows a tensor of " + std::to_string(length_) + " elements");
-  // A buffer no queued job can reference (only this handle owns it) is written at once.
-  if (buffer_.use_count() > 1) stream_of(env).wait_idle();
-  if (count > 0) std::memcpy(buffer_->data + offset, values.Data(), static_cast<size_t>(count) * sizeof(float));
+  if (count == 0) return env.Undefined();
+  Stream& stream = stream_of(env);
+  if (buffer_.use_count() > 1 && stream.async()) {
+    // queued jobs may still use this buffer: the write becomes a job too, in order
+    std::vector<float> copy(values.Data(), values.Data() + count);
+    begin_op();
+    current_keep().push_back(buffer_);
+    float* dst = buffer_->data + offset;
+    dispatch(env, [dst, copy = std::move(copy)] { std::memcpy(dst, copy.data(), copy.size() * sizeof(float)); });
+    return env.Undefined();
+  }
+  // only this handle owns the buffer (or we are in sync mode): write at once
+  if (buffer_.use_count() > 1) stream.wait_idle();
+  std::memcpy(buffer_->data + offset, values.Data(), static_cast<size_t>(count) * sizeof(float));
   return env.Undefined();
 }
 

@@ -14,6 +14,7 @@ namespace recurrent {
 struct Buffer {
   float* data = nullptr;
   int64_t length = 0;
+  bool zeroed = true;  // false: a reused block whose zero-fill is still to be done
   explicit Buffer(int64_t n);
   ~Buffer();
   Buffer(const Buffer&) = delete;

@@ -43,7 +43,8 @@ Cache& cache() {
 
 }  // namespace
 
-float* cached_alloc(size_t count) {
+float* cached_alloc(size_t count, bool* zeroed) {
+  *zeroed = true;
   if (count == 0) return nullptr;
   const size_t bytes = count * sizeof(float);
   if (bytes < kMinCachedBytes) {
@@ -60,7 +61,7 @@ float* cached_alloc(size_t count) {
       void* p = it->second.back();
       it->second.pop_back();
       c.held -= cls;
-      std::memset(p, 0, bytes);
+      *zeroed = false;
       return static_cast<float*>(p);
     }
   }

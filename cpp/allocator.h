@@ -11,8 +11,10 @@
 
 namespace recurrent {
 
-// Zero-filled memory for `count` floats (nullptr only when count is 0).
-float* cached_alloc(size_t count);
+// Memory for `count` floats (nullptr only when count is 0). *zeroed tells whether it
+// is already zero-filled (fresh from the system); a reused block is not, and the
+// caller zeroes it where that costs least (see binding/storage.cc).
+float* cached_alloc(size_t count, bool* zeroed);
 void cached_free(float* data, size_t count);
 
 // Returns every cached block to the system; the number of bytes released.
