@@ -183,7 +183,7 @@ export async function main(argv: string[]): Promise<void> {
     .option('--epochs <n>', 'passes over the text', integer('--epochs', 1), 3)
     .option('--batch-size <n>', 'parallel streams', integer('--batch-size', 1), 32)
     .option('--bptt <n>', 'truncated BPTT window (characters)', integer('--bptt', 1), 64)
-    .option('--lr <x>', 'Adam learning rate', number('--lr', 0, 10), 2e-3)
+    .option('--lr <x>', 'Adam learning rate', number('--lr', 0, 10), 4e-3)
     .option('--val-split <x>', 'share of the text held out for validation', number('--val-split', 0, 0.49), 0.1)
     .option('--chart <file>', 'loss chart (SVG); default: next to --out')
     .option('--checkpoint <file>', 'checkpoint written every 100 steps and each epoch; default: next to --out')

@@ -207,7 +207,7 @@ export class CharLanguageModel {
       batchSize,
       bpttSteps: (opts.bpttSteps as number | undefined) ?? 64,
       loss: 'crossEntropy',
-      optimizer: new Adam(this.model.parameters(), { lr: (opts.lr as number | undefined) ?? 2e-3 }),
+      optimizer: new Adam(this.model.parameters(), { lr: (opts.lr as number | undefined) ?? 4e-3 }),
       clipGradNorm: (opts.clipGradNorm as number | undefined) ?? 1,
       shuffle: false,
       validationData: validation,
