@@ -2,6 +2,7 @@
 #include <napi.h>
 
 #include "../cpp/allocator.h"
+#include "../cpp/gemm.h"
 #include "../cuda/device.h"
 #include "ops.h"
 #include "layers.h"
@@ -18,7 +19,7 @@ namespace {
 Napi::Value Backends(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object cpu = Napi::Object::New(env);
-  cpu.Set("isa", "baseline");
+  cpu.Set("isa", gemm_isa());
   cpu.Set("threads", 1);
   const CudaStatus status = cuda_status();
   Napi::Object cuda = Napi::Object::New(env);

@@ -3,14 +3,16 @@
 // Blocking (Goto/BLIS style): for each KC x NC block of op(B), pack it into NR-wide
 // column panels; for each MC x KC block of op(A), pack it into MR-tall row panels; then
 // an MR x NR micro-kernel accumulates in registers over KC. The micro-kernel is written
-// with fixed-size loops the compiler vectorizes; `target_clones` compiles it for
-// AVX-512, AVX2+FMA and the portable baseline, and the loader picks the best one this
-// CPU supports (the shipped binary's baseline stays plain x86-64).
+// on GCC vectors and compiled three times, for AVX-512, AVX2+FMA and the portable
+// baseline; the best one this CPU supports is chosen at run time (RECURRENT_ISA can
+// force a lower one), so the shipped binary's baseline stays plain x86-64.
 // The multithreaded, hand-tuned version is a later step; callers see only gemm_cpu().
 #include "gemm.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
+#include <string>
 #include <vector>
 
 namespace recurrent {
@@ -23,40 +25,82 @@ constexpr int kKC = 256;
 constexpr int kMC = 64;
 constexpr int kNC = 2048;
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define RECURRENT_CLONES __attribute__((target_clones("avx512f", "arch=haswell", "default")))
-#else
-#define RECURRENT_CLONES
+// acc(MR x NR) = sum_k a[k][0..MR) (x) b[k][0..NR); C tile += alpha * acc (only the
+// rows x cols part that exists). A row of NR floats is one zmm register under AVX-512,
+// two ymm under AVX2, four xmm on the baseline.
+
+// The kernel body for a vector type V of W floats (NR / W vectors per row): the
+// accumulators are MR x (NR / W) vectors that stay in registers.
+#define RECURRENT_MICRO_KERNEL(NAME, TARGET, V, W)                                                    \
+  TARGET void NAME(int kc, const float* __restrict a, const float* __restrict b, float alpha, float* c, \
+                   int ldc, int rows, int cols) {                                                     \
+    constexpr int kParts = kNR / (W);                                                                 \
+    V acc[kMR][kParts];                                                                               \
+    for (int r = 0; r < kMR; ++r)                                                                     \
+      for (int p = 0; p < kParts; ++p) acc[r][p] = V{};                                               \
+    for (int k = 0; k < kc; ++k) {                                                                    \
+      const V* bk = reinterpret_cast<const V*>(b + k * kNR);                                          \
+      const float* ak = a + k * kMR;                                                                  \
+      for (int r = 0; r < kMR; ++r)                                                                   \
+        for (int p = 0; p < kParts; ++p) acc[r][p] += ak[r] * bk[p];                                  \
+    }                                                                                                 \
+    for (int r = 0; r < rows; ++r) {                                                                  \
+      float* crow = c + static_cast<long>(r) * ldc;                                                   \
+      if (cols == kNR) {                                                                              \
+        V* current = reinterpret_cast<V*>(crow);                                                      \
+        for (int p = 0; p < kParts; ++p) current[p] += alpha * acc[r][p];                             \
+      } else {                                                                                        \
+        for (int j = 0; j < cols; ++j) crow[j] += alpha * acc[r][j / (W)][j % (W)];                   \
+      }                                                                                               \
+    }                                                                                                 \
+  }
+
+// Unaligned, aliasing vector types: loads and stores straight from float arrays.
+typedef float Vec4 __attribute__((vector_size(16), aligned(4), may_alias));
+typedef float Vec8 __attribute__((vector_size(32), aligned(4), may_alias));
+typedef float Vec16 __attribute__((vector_size(64), aligned(4), may_alias));
+
+using MicroKernel = void (*)(int, const float*, const float*, float, float*, int, int, int);
+
+RECURRENT_MICRO_KERNEL(micro_kernel_baseline, , Vec4, 4)
+#if defined(__x86_64__) && defined(__GNUC__)
+#define RECURRENT_X86_DISPATCH 1
+RECURRENT_MICRO_KERNEL(micro_kernel_avx2, __attribute__((target("avx2,fma"))), Vec8, 8)
+RECURRENT_MICRO_KERNEL(micro_kernel_avx512, __attribute__((target("avx512f,avx2,fma"))), Vec16, 16)
 #endif
 
-// acc(MR x NR) = sum_k a[k][0..MR) (x) b[k][0..NR); C tile += alpha * acc (only the
-// rows x cols part that exists). NR floats are one GCC vector: a single zmm register
-// under AVX-512, two ymm under AVX2, four xmm on the baseline.
-typedef float VecNR __attribute__((vector_size(kNR * sizeof(float))));
+struct Dispatch {
+  MicroKernel kernel;
+  const char* isa;
+};
 
-RECURRENT_CLONES
-void micro_kernel(int kc, const float* __restrict a, const float* __restrict b, float alpha, float* c, int ldc,
-                  int rows, int cols) {
-  VecNR acc[kMR];
-  for (int r = 0; r < kMR; ++r) acc[r] = VecNR{} ;
-  for (int k = 0; k < kc; ++k) {
-    VecNR bk;
-    std::memcpy(&bk, b + k * kNR, sizeof(VecNR));
-    const float* ak = a + k * kMR;
-    for (int r = 0; r < kMR; ++r) acc[r] += ak[r] * bk;
-  }
-  for (int r = 0; r < rows; ++r) {
-    float* crow = c + static_cast<long>(r) * ldc;
-    if (cols == kNR) {
-      VecNR current;
-      std::memcpy(&current, crow, sizeof(VecNR));
-      current += alpha * acc[r];
-      std::memcpy(crow, &current, sizeof(VecNR));
-    } else {
-      for (int j = 0; j < cols; ++j) crow[j] += alpha * acc[r][j];
-    }
-  }
+// The best kernel this CPU runs, or the one RECURRENT_ISA asks for (baseline, avx2,
+// avx512) when the CPU supports it, so every variant can be tested on one machine.
+Dispatch choose_kernel() {
+#ifdef RECURRENT_X86_DISPATCH
+  __builtin_cpu_init();
+  const bool has_avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  const bool has_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  const char* forced = std::getenv("RECURRENT_ISA");
+  const std::string want = forced ? forced : "";
+  if (want == "baseline") return {micro_kernel_baseline, "baseline"};
+  if (want == "avx2" && has_avx2) return {micro_kernel_avx2, "avx2"};
+  if ((want.empty() || want == "avx512") && has_avx512) return {micro_kernel_avx512, "avx512"};
+  if (has_avx2) return {micro_kernel_avx2, "avx2"};
+#endif
+  return {micro_kernel_baseline, "baseline"};
 }
+
+const Dispatch& dispatch() {
+  static const Dispatch chosen = choose_kernel();
+  return chosen;
+}
+
+}  // namespace
+
+const char* gemm_isa() { return dispatch().isa; }
+
+namespace {
 
 // op(B)[k0:k0+kc, n0:n0+nc] into panels of NR columns: panel p holds kc rows of NR.
 void pack_b(bool trans, const float* b, int ldb, int k0, int kc, int n0, int nc, float* out) {
@@ -106,6 +150,7 @@ void gemm_cpu(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
   }
   if (k <= 0 || alpha == 0.0f) return;
 
+  const MicroKernel micro_kernel = dispatch().kernel;
   thread_local std::vector<float> packed_a, packed_b;
   packed_b.resize(static_cast<size_t>(kKC) * (kNC + kNR));
   packed_a.resize(static_cast<size_t>(kKC) * (kMC + kMR));

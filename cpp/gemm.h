@@ -11,4 +11,7 @@ void gemm_cpu(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
               const float* a, int lda, const float* b, int ldb, float beta,
               float* c, int ldc);
 
+// The instruction set the GEMM kernels use on this CPU: "avx512", "avx2" or "baseline".
+const char* gemm_isa();
+
 }  // namespace recurrent

@@ -1,4 +1,6 @@
 import { expect } from 'chai';
+import { execFileSync } from 'node:child_process';
+import * as path from 'node:path';
 import { backends } from '../lib/index';
 import { native } from '../lib/native';
 
@@ -16,6 +18,14 @@ describe('native addon', () => {
     expect(b.cuda.compiled).to.be.a('boolean');
     expect(b.cuda.deviceCount).to.be.a('number');
     if (b.cuda.deviceCount === 0) expect(b.cuda.reason).to.be.a('string').and.not.be.empty;
+  });
+
+  it('picks the best GEMM kernel for this CPU, and RECURRENT_ISA forces the portable one', () => {
+    expect(['avx512', 'avx2', 'baseline']).to.include(backends().cpu.isa);
+    const forced = execFileSync(process.execPath, ['-e', "console.log(require('node-gyp-build')('.').backends().cpu.isa)"], {
+      cwd: path.join(__dirname, '..'), env: { ...process.env, RECURRENT_ISA: 'baseline' },
+    });
+    expect(forced.toString().trim()).to.equal('baseline');
   });
 
   it('Storage owns zeroed float32 memory, copies in and out, and refuses use after dispose', () => {
