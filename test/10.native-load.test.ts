@@ -28,6 +28,28 @@ describe('native addon', () => {
     expect(forced.toString().trim()).to.equal('baseline');
   });
 
+  it('a failed load says which platform, what was tried and what to do', () => {
+    const fs = require('node:fs') as typeof import('node:fs');
+    const os = require('node:os') as typeof import('node:os');
+    const root = path.join(__dirname, '..');
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'recurrent-noaddon-'));
+    try {
+      // the package without any binary: no build/, no prebuilds/
+      fs.cpSync(path.join(root, 'dist'), path.join(dir, 'dist'), { recursive: true });
+      fs.copyFileSync(path.join(root, 'package.json'), path.join(dir, 'package.json'));
+      fs.symlinkSync(path.join(root, 'node_modules'), path.join(dir, 'node_modules'));
+      const probe = "try { require('./dist/native.js'); } catch (e) { console.log(JSON.stringify({ name: e.name, code: e.code, message: e.message })); }";
+      const out = JSON.parse(execFileSync(process.execPath, ['-e', probe], { cwd: dir }).toString());
+      expect(out.code).to.equal('ERR_NATIVE_LOAD');
+      expect(out.message).to.include(`${process.platform}-${process.arch}`);
+      expect(out.message).to.include(`Node-API ${process.versions.napi}`);
+      expect(out.message).to.include(path.join(dir, 'prebuilds'));
+      expect(out.message).to.include('npm install --build-from-source');
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('Storage owns zeroed float32 memory, copies in and out, and refuses use after dispose', () => {
     const s = new native.Storage(5);
     expect(Array.from(s.read(0, 5))).to.deep.equal([0, 0, 0, 0, 0]);

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Packs the package, installs the tarball into a fresh project whose PATH has node and
+# npm but no compiler, make or cmake, and runs an LSTM forward and a training step from
+# CommonJS and from ESM. Run after `npm run prebuildify` (the tarball must carry the
+# prebuilt binary). Usage: bash test/packaging/install-from-tarball.sh
+set -euo pipefail
+root="$(cd "$(dirname "$0")/../.." && pwd)"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+
+[ -f "$root/prebuilds/linux-x64/recurrent.node" ] || { echo "no prebuild: run npm run prebuildify first"; exit 1; }
+(cd "$root" && npm pack --silent --pack-destination "$work" > /dev/null)
+tarball="$(ls "$work"/recurrent-*.tgz)"
+echo "tarball: $(basename "$tarball") ($(du -k "$tarball" | cut -f1) KB)"
+listing="$(tar tzf "$tarball")"
+grep -q 'package/prebuilds/linux-x64/recurrent.node' <<< "$listing" || { echo "the tarball has no prebuild"; exit 1; }
+grep -q 'package/dist/index.d.ts' <<< "$listing" || { echo "the tarball has no type declarations"; exit 1; }
+if grep -qE 'package/(test|node_modules|build)/' <<< "$listing"; then echo "the tarball carries tests or build output"; exit 1; fi
+
+# a PATH with node, npm and sh only
+mkdir "$work/bin"
+ln -s "$(command -v node)" "$work/bin/node"
+ln -s "$(command -v npm)" "$work/bin/npm"
+ln -s "$(command -v sh)" "$work/bin/sh"  # npm runs lifecycle scripts with sh
+for tool in g++ gcc c++ cc clang make cmake; do
+  if PATH="$work/bin" command -v "$tool" > /dev/null 2>&1; then echo "$tool is still on PATH"; exit 1; fi
+done
+
+mkdir "$work/app"
+cd "$work/app"
+echo '{ "name": "app", "version": "1.0.0", "private": true }' > package.json
+started=$(date +%s.%N)
+PATH="$work/bin" npm install --no-audit --no-fund --prefer-offline --loglevel=error "$tarball"
+finished=$(date +%s.%N)
+echo "installed in $(echo "$finished - $started" | bc) s (dependencies included; no compile step)"
+[ ! -d node_modules/recurrent/build ] || { echo "the install compiled the addon"; exit 1; }
+
+script='
+const lstm = new LSTM({ inputSize: 3, hiddenSize: 8, numLayers: 2 });
+const head = new Linear({ inFeatures: 8, outFeatures: 1 });
+const params = [...lstm.parameters(), ...head.parameters()];
+const opt = new Adam(params, { lr: 0.01 });
+const x = Tensor.randn([6, 4, 3]);
+const target = Tensor.zeros([4, 1]);
+const step = () => {
+  const { output } = lstm.forward(x);
+  const loss = mseLoss(head.forward(output.select(0, 5)), target);
+  opt.zeroGrad(); loss.backward(); opt.step();
+  return loss.item();
+};
+const first = step();
+let last = first;
+for (let i = 0; i < 20; ++i) last = step();
+if (!(last < first)) throw new Error(`loss did not fall: ${first} -> ${last}`);
+console.log(`${FLAVOR}: loss ${first.toFixed(4)} -> ${last.toFixed(4)}, isa ${backends().cpu.isa}`);
+'
+PATH="$work/bin" node -e "const { Tensor, LSTM, Linear, Adam, mseLoss, backends } = require('recurrent'); const FLAVOR = 'CommonJS'; $script"
+PATH="$work/bin" node --input-type=module -e "import { Tensor, LSTM, Linear, Adam, mseLoss, backends } from 'recurrent'; const FLAVOR = 'ESM'; $script"
+echo "installed package works from CommonJS and ESM"
