@@ -53,6 +53,34 @@ describe('runAsync()', () => {
     expect(maxLate).to.be.below(50);
   });
 
+  it('the addon loads and trains in worker_threads, alongside the main thread', async () => {
+    const { Worker } = await import('node:worker_threads');
+    const path = await import('node:path');
+    const code = `
+      const { parentPort } = require('node:worker_threads');
+      const { LSTM, Tensor, manualSeed, runAsync } = require(${JSON.stringify(path.join(__dirname, '..', 'dist', 'index.js'))});
+      manualSeed(9);
+      const lstm = new LSTM({ inputSize: 4, hiddenSize: 8 });
+      const x = Tensor.randn([5, 3, 4]);
+      runAsync(() => { const y = lstm.forward(x).output.sum(); y.backward(); return y; })
+        .then((y) => parentPort.postMessage({ loss: y.item(), grad: Array.from(lstm.parameters()[0].grad.toArray().slice(0, 4)) }));
+    `;
+    const fromWorker = (): Promise<{ loss: number; grad: number[] }> => new Promise((resolve, reject) => {
+      const worker = new Worker(code, { eval: true });
+      worker.once('message', (m) => { void worker.terminate(); resolve(m); });
+      worker.once('error', reject);
+    });
+    const [a, b] = await Promise.all([fromWorker(), fromWorker()]);
+    manualSeed(9);
+    const lstm = new LSTM({ inputSize: 4, hiddenSize: 8 });
+    const x = Tensor.randn([5, 3, 4]);
+    const y = lstm.forward(x).output.sum();
+    y.backward();
+    expect(a).to.deep.equal(b);
+    expect(a.loss).to.equal(y.item());
+    expect(a.grad).to.deep.equal(Array.from(lstm.parameters()[0].grad!.toArray().slice(0, 4)));
+  });
+
   it('finishes queued work whose tensors lost every JS reference', async () => {
     const lstm = new LSTM({ inputSize: 8, hiddenSize: 8 });
     const pending = runAsync(() => {
