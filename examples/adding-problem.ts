@@ -5,7 +5,7 @@
  *
  *   npx tsx examples/adding-problem.ts [maxEpochs]
  */
-import { Adam, SequenceModel, addingProblem, fit, mseLoss, noGrad, seed } from '../lib/index';
+import { Adam, LSTM, SequenceModel, addingProblem, fit, initForgetGateBias, mseLoss, noGrad, seed } from '../lib/index';
 import type { CellType } from '../lib/index';
 
 const maxEpochs = Number(process.argv[2] ?? 15);
@@ -15,12 +15,7 @@ async function run(cell: CellType, steps: number): Promise<{ mse: number; epochs
   const test = addingProblem({ samples: 1000, steps, seed: 2 });
   seed(1);
   const model = new SequenceModel({ cell, inputSize: 2, hiddenSize: 32, outputSize: 1, outputs: 'last' });
-  if (cell === 'lstm') {
-    const bias = model.rnn.stateDict().bias_ih_l0; // forget-gate bias 1: the usual start for long lags
-    const values = bias.toArray();
-    values.fill(1, 32, 64);
-    bias.storage.write(values, 0);
-  }
+  if (cell === 'lstm') initForgetGateBias(model.rnn as LSTM); // forget-gate bias 1: the usual start for long lags
   const controller = new AbortController();
   const started = performance.now();
   const history = await fit(model, train, {

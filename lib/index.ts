@@ -14,6 +14,7 @@ export type { StateDict } from './nn/module';
 export { Linear, Embedding, Dropout, Sequential } from './nn/layers';
 export type { LinearOptions, EmbeddingOptions } from './nn/layers';
 export { RNN, LSTM, GRU } from './nn/recurrent';
+export { initForgetGateBias } from './nn/init';
 export type { RecurrentOptions, RNNOptions, ForwardOptions, RecurrentOutput, LSTMOutput } from './nn/recurrent';
 export type { CodedError, ErrorCode } from './errors';
 

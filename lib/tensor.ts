@@ -146,7 +146,7 @@ function checkDevice(device: unknown, name = 'options.device'): Device {
       ? (cuda.reason ?? 'CUDA was not compiled in')
       : cuda.deviceCount === 0
         ? (cuda.reason ?? 'no CUDA device')
-        : 'CUDA tensors are not implemented in this version of recurrent';
+        : 'this version of recurrent keeps tensors on the CPU; CUDA tensors come with the CUDA backend';
     throw Object.assign(typeError(`Cannot create a tensor on 'cuda': ${reason}`), { code: 'ERR_CUDA_UNAVAILABLE' });
   }
   throw typeError(`Expected ${name} to be 'cpu' or 'cuda' but received ${describe(device)}`);

@@ -4,7 +4,7 @@
  * cells must learn it to a test MSE below 0.01; the tanh RNN is reported beside them.
  */
 import { expect } from 'chai';
-import { Adam, SequenceModel, addingProblem, fit, mseLoss, noGrad, seed } from '../lib/index';
+import { Adam, LSTM, SequenceModel, addingProblem, fit, initForgetGateBias, mseLoss, noGrad, seed } from '../lib/index';
 import type { CellType } from '../lib/index';
 
 const T = 100;
@@ -15,13 +15,7 @@ const results: Record<string, { testMse: number; epochs: number; seconds: number
 async function solve(cell: CellType, maxEpochs: number, stopBelow: number): Promise<number> {
   seed(1);
   const model = new SequenceModel({ cell, inputSize: 2, hiddenSize: 32, outputSize: 1, outputs: 'last' });
-  if (cell === 'lstm') {
-    // forget-gate bias 1 (Jozefowicz et al., 2015): the usual LSTM trick for long lags; rows H..2H are f
-    const bias = model.rnn.stateDict().bias_ih_l0;
-    const values = bias.toArray();
-    values.fill(1, 32, 64);
-    bias.storage.write(values, 0);
-  }
+  if (cell === 'lstm') initForgetGateBias(model.rnn as LSTM); // forget-gate bias 1: the usual start for long lags
   const controller = new AbortController();
   const started = performance.now();
   const history = await fit(model, train, {
