@@ -12,7 +12,8 @@ export type ErrorCode =
   | 'ERR_STATE_DICT'
   | 'ERR_GRAPH'
   | 'ERR_CUDA_UNAVAILABLE'
-  | 'ERR_NATIVE_LOAD';
+  | 'ERR_NATIVE_LOAD'
+  | 'ERR_NON_FINITE';
 
 export interface CodedError extends Error {
   code: ErrorCode;

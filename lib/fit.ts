@@ -87,6 +87,8 @@ export interface FitOptions {
   resumeFrom?: string;
   /** Seeds the generator (initialization is the caller's; shuffling and dropout are fit's). */
   seed?: number;
+  /** On a NaN or infinite loss or gradient: 'stop' (default) throws a RangeError (code ERR_NON_FINITE) before the update; 'skip' drops the step. */
+  nonFinite?: 'stop' | 'skip';
 }
 
 export interface History {
@@ -100,6 +102,8 @@ export interface History {
   batchLoss: number[];
   epochs: number;
   steps: number;
+  /** steps dropped for a non-finite loss or gradient (nonFinite: 'skip') */
+  skippedSteps: number;
   stopReason: 'completed' | 'earlyStopping' | 'aborted';
 }
 
@@ -421,7 +425,9 @@ export async function fit(model: Module, data: FitData, options: FitOptions = {}
   if (!(model instanceof Module)) throw typeError(`fit: expected model to be a Module but received ${describe(model)}`);
   const opts = expectOptions(options, 'options');
   expectKnownKeys(opts, ['epochs', 'batchSize', 'optimizer', 'loss', 'bpttSteps', 'shuffle', 'targets', 'clipGradNorm', 'clipGradValue', 'validationData',
-    'scheduler', 'earlyStopping', 'signal', 'onProgress', 'onBatchEnd', 'onEpochEnd', 'checkpoint', 'resumeFrom', 'seed'], 'options');
+    'scheduler', 'earlyStopping', 'signal', 'onProgress', 'onBatchEnd', 'onEpochEnd', 'checkpoint', 'resumeFrom', 'seed', 'nonFinite'], 'options');
+  const nonFinite = opts.nonFinite ?? 'stop';
+  if (nonFinite !== 'stop' && nonFinite !== 'skip') throw rangeError(`Expected options.nonFinite to be 'stop' or 'skip' but received ${describe(nonFinite)}`);
   const epochs = opts.epochs === undefined ? 1 : expectInteger(opts.epochs, 'options.epochs', 1);
   const batchSize = opts.batchSize === undefined ? 32 : expectInteger(opts.batchSize, 'options.batchSize', 1);
   const bptt = opts.bpttSteps === undefined ? undefined : expectInteger(opts.bpttSteps, 'options.bpttSteps', 1);
@@ -456,7 +462,7 @@ export async function fit(model: Module, data: FitData, options: FitOptions = {}
   const validation = opts.validationData === undefined ? null : makePlan(opts.validationData, 'options.validationData', batchSize, bptt, targetMode, classification);
   const params = optimizer.params;
 
-  const history: History = { loss: [], valLoss: [], valAccuracy: [], batchLoss: [], epochs: 0, steps: 0, stopReason: 'completed' };
+  const history: History = { loss: [], valLoss: [], valAccuracy: [], batchLoss: [], epochs: 0, steps: 0, skippedSteps: 0, stopReason: 'completed' };
   let position: Position = { epoch: 0, batch: 0, step: 0, order: null };
   let carried: State | null = null;
   let best = Infinity;
@@ -525,22 +531,46 @@ export async function fit(model: Module, data: FitData, options: FitOptions = {}
         }
         const batch = plan.batch(position.order, position.batch);
         if (!batch.carry) carried = null;
+        // forward and backward, then (after reading the loss and the gradient norm) the update:
+        // a non-finite loss or gradient never reaches the weights
         let lossTensor: Tensor;
+        let gradNorm: Tensor;
+        let nextState: State | null = null;
         native.setAsync(true);
         try {
           const { output, state } = callModel(model, batch.input, carried, batch.lengths);
           lossTensor = computeLoss(loss, output, batch);
           optimizer.zeroGrad();
           lossTensor.backward();
-          if (clipNorm !== undefined) clipGradNormTensor(params, clipNorm);
-          if (clipValue !== undefined) clipGradValue(params, clipValue);
-          optimizer.step();
-          carried = detachState(state);
+          gradNorm = clipGradNormTensor(params, clipNorm ?? Number.MAX_VALUE);
+          nextState = detachState(state);
         } finally {
           native.setAsync(false);
         }
         await native.synchronize();
         const value = lossTensor.item();
+        if (!Number.isFinite(value) || !Number.isFinite(gradNorm.item())) {
+          const what = Number.isFinite(value) ? `a non-finite gradient (norm ${gradNorm.item()})` : `a non-finite loss (${value})`;
+          if (nonFinite === 'stop') {
+            throw rangeError(`fit: step ${position.step + 1} (epoch ${position.epoch + 1}, batch ${position.batch + 1}) produced ${what}; ` +
+              "the weights are those of the last good step. Lower the learning rate, clip gradients, or pass nonFinite: 'skip'", 'ERR_NON_FINITE');
+          }
+          optimizer.zeroGrad();
+          history.skippedSteps += 1;
+          position.batch += 1;
+          position.step += 1;
+          history.steps = position.step;
+          continue;
+        }
+        native.setAsync(true);
+        try {
+          if (clipValue !== undefined) clipGradValue(params, clipValue);
+          optimizer.step();
+          carried = nextState;
+        } finally {
+          native.setAsync(false);
+        }
+        await native.synchronize();
         history.batchLoss.push(value);
         epochLossSum += value * batch.weight;
         epochWeight += batch.weight;

@@ -190,6 +190,26 @@ describe('fit()', () => {
     expect(history.valLoss[history.valLoss.length - 1]).to.be.below(history.valLoss[0]);
   });
 
+  it('stops on a non-finite loss before it reaches the weights, or skips such steps on request', async () => {
+    seed(7);
+    const data = regressionData(32, 4, 3, 9);
+    const x = data.inputs.toArray();
+    x[5 * 12] = NaN; // one poisoned sample
+    const poisoned = { inputs: Tensor.from(x, data.inputs.shape), targets: data.targets };
+    const model = new SequenceModel({ cell: 'gru', inputSize: 3, hiddenSize: 6, outputSize: 1, outputs: 'last' });
+    let error: unknown;
+    await fit(model, poisoned, { epochs: 1, batchSize: 8, shuffle: false }).catch((e) => (error = e));
+    expect(error).to.be.instanceOf(RangeError);
+    expect((error as { code: string }).code).to.equal('ERR_NON_FINITE');
+    expect((error as Error).message).to.match(/step 1 \(epoch 1, batch 1\) produced a non-finite loss/);
+    expect(model.parameters().every((p) => p.toArray().every(Number.isFinite))).to.equal(true);
+    const history = await fit(model, poisoned, { epochs: 2, batchSize: 8, shuffle: false, nonFinite: 'skip' });
+    expect(history.skippedSteps).to.equal(2);
+    expect(history.steps).to.equal(8);
+    expect(history.batchLoss).to.have.length(6);
+    expect(model.parameters().every((p) => p.toArray().every(Number.isFinite))).to.equal(true);
+  });
+
   it('rejects bad data and options with errors naming them', async () => {
     const model = new SequenceModel({ cell: 'gru', inputSize: 3, hiddenSize: 4, outputSize: 1, outputs: 'last' });
     const data = regressionData(8, 4, 3, 8);
