@@ -4,8 +4,8 @@
  * Reports timestep-samples per second (T x B / s), GFLOP/s and the ratio to each peer,
  * as medians of repeated runs; writes bench/results.md and bench/results.svg.
  *
- *   npm run bench            (about 5 minutes)
- *   npm run bench -- --quick (fewer repeats, smaller peers)
+ *   npm run bench            (about 10 minutes on 2 cores: the JS peers are slow)
+ *   npm run bench -- --quick (fewer repeats)
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
