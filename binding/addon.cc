@@ -3,6 +3,7 @@
 
 #include "../cpp/allocator.h"
 #include "../cpp/gemm.h"
+#include "../cpp/thread_pool.h"
 #include "../cuda/device.h"
 #include "ops.h"
 #include "layers.h"
@@ -20,7 +21,7 @@ Napi::Value Backends(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object cpu = Napi::Object::New(env);
   cpu.Set("isa", gemm_isa());
-  cpu.Set("threads", 1);
+  cpu.Set("threads", num_threads());
   const CudaStatus status = cuda_status();
   Napi::Object cuda = Napi::Object::New(env);
   cuda.Set("compiled", status.compiled);
@@ -58,6 +59,13 @@ Napi::Value IsAsync(const Napi::CallbackInfo& info) {
 // synchronize(): a promise settled when every queued op has run.
 Napi::Value Synchronize(const Napi::CallbackInfo& info) { return stream_of(info.Env()).synchronize(info.Env()); }
 
+// setNumThreads(n): threads the CPU kernels split work across (1 = serial).
+Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
+  expect_args(info, 1, "setNumThreads");
+  set_num_threads(static_cast<int>(int_arg(info[0], "threads", 1, 256)));
+  return info.Env().Undefined();
+}
+
 // memoryStats() -> { cachedBytes }; emptyCache() -> bytes returned to the system
 Napi::Value MemoryStats(const Napi::CallbackInfo& info) {
   Napi::Object out = Napi::Object::New(info.Env());
@@ -74,6 +82,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setAsync", Napi::Function::New<SetAsync>(env, "setAsync"));
   exports.Set("isAsync", Napi::Function::New<IsAsync>(env, "isAsync"));
   exports.Set("synchronize", Napi::Function::New<Synchronize>(env, "synchronize"));
+  exports.Set("setNumThreads", Napi::Function::New<SetNumThreads>(env, "setNumThreads"));
   exports.Set("memoryStats", Napi::Function::New<MemoryStats>(env, "memoryStats"));
   exports.Set("emptyCache", Napi::Function::New<EmptyCache>(env, "emptyCache"));
   exports.Set("backends", Napi::Function::New<Backends>(env, "backends"));

@@ -9,6 +9,8 @@
 // The multithreaded, hand-tuned version is a later step; callers see only gemm_cpu().
 #include "gemm.h"
 
+#include "thread_pool.h"
+
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -138,9 +140,11 @@ void pack_a(bool trans, const float* a, int lda, int m0, int mc, int k0, int kc,
 
 }  // namespace
 
-void gemm_cpu(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
-              const float* a, int lda, const float* b, int ldb, float beta,
-              float* c, int ldc) {
+namespace {
+
+void gemm_serial(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
+                 const float* a, int lda, const float* b, int ldb, float beta,
+                 float* c, int ldc) {
   if (m <= 0 || n <= 0) return;
   for (int i = 0; i < m; ++i) {
     float* row = c + static_cast<long>(i) * ldc;
@@ -173,6 +177,47 @@ void gemm_cpu(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
         }
       }
     }
+  }
+}
+
+// Below this many multiply-adds (or with a short K, where packing dominates) a GEMM is
+// not worth waking other threads for.
+constexpr double kParallelWork = 1 << 22;
+constexpr int kParallelMinK = 64;
+
+}  // namespace
+
+// Splits C into column slices (or row slices when C is narrow) of whole micro-tiles, one
+// per thread. Every element is computed by one thread in the serial order, so results
+// are identical whatever the thread count.
+void gemm_cpu(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
+              const float* a, int lda, const float* b, int ldb, float beta,
+              float* c, int ldc) {
+  const int threads = num_threads();
+  if (threads <= 1 || k < kParallelMinK || static_cast<double>(m) * n * k < kParallelWork) {
+    gemm_serial(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    return;
+  }
+  if (n >= threads * 2 * kNR) {
+    const int tiles = (n + kNR - 1) / kNR;
+    const int per = (tiles + threads - 1) / threads;
+    parallel_for(threads, [&](int t) {
+      const int n0 = std::min(n, t * per * kNR);
+      const int n1 = std::min(n, (t + 1) * per * kNR);
+      if (n1 <= n0) return;
+      const float* bs = trans_b ? b + static_cast<long>(n0) * ldb : b + n0;
+      gemm_serial(trans_a, trans_b, m, n1 - n0, k, alpha, a, lda, bs, ldb, beta, c + n0, ldc);
+    });
+  } else {
+    const int tiles = (m + kMR - 1) / kMR;
+    const int per = (tiles + threads - 1) / threads;
+    parallel_for(threads, [&](int t) {
+      const int m0 = std::min(m, t * per * kMR);
+      const int m1 = std::min(m, (t + 1) * per * kMR);
+      if (m1 <= m0) return;
+      const float* as = trans_a ? a + m0 : a + static_cast<long>(m0) * lda;
+      gemm_serial(trans_a, trans_b, m1 - m0, n, k, alpha, as, lda, b, ldb, beta, c + static_cast<long>(m0) * ldc, ldc);
+    });
   }
 }
 

@@ -19,6 +19,15 @@ export type { RecurrentOptions, RNNOptions, ForwardOptions, RecurrentOutput, LST
 export type { CodedError, ErrorCode } from './errors';
 
 import { native } from './native';
+import { expectInteger } from './errors';
+
+/**
+ * Threads the CPU kernels split large GEMMs across (default: the machine's cores, or
+ * RECURRENT_NUM_THREADS). Results are identical for any count.
+ */
+export function setNumThreads(threads: number): void {
+  native.setNumThreads(expectInteger(threads, 'threads', 1, 256));
+}
 
 /** Bytes of freed tensor memory kept for reuse. */
 export function memoryStats(): { cachedBytes: number } {

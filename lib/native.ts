@@ -30,6 +30,7 @@ export interface NativeAddon {
   setAsync(async: boolean): void;
   isAsync(): boolean;
   synchronize(): Promise<void>;
+  setNumThreads(threads: number): void;
   memoryStats(): { cachedBytes: number };
   emptyCache(): number;
   backends(): { cpu: { isa: string; threads: number }; cuda: CudaStatus };

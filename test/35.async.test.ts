@@ -4,7 +4,7 @@
  * JS references mid-flight.
  */
 import { expect } from 'chai';
-import { LSTM, Tensor, backward, manualSeed, runAsync } from '../lib/index';
+import { LSTM, Tensor, backends, backward, manualSeed, runAsync, setNumThreads } from '../lib/index';
 
 function trainStep(lstm: LSTM, x: Tensor): { loss: Tensor } {
   const lengths = Array.from({ length: x.shape[1] }, (_, b) => x.shape[0] - (b % 3));
@@ -27,6 +27,22 @@ describe('runAsync()', () => {
     const ga = a.parameters().map((p) => Array.from(p.grad!.toArray()));
     const gb = b.parameters().map((p) => Array.from(p.grad!.toArray()));
     expect(gb).to.deep.equal(ga);
+  });
+
+  it('gives bit-identical results with one thread and with several', () => {
+    const run = (threads: number) => {
+      setNumThreads(threads);
+      manualSeed(4);
+      const lstm = new LSTM({ inputSize: 256, hiddenSize: 256 });
+      const x = Tensor.randn([8, 32, 256]);
+      const { loss } = trainStep(lstm, x);
+      return [loss.item(), ...lstm.parameters().map((p) => Array.from(p.grad!.toArray().slice(0, 64)))];
+    };
+    const before = backends().cpu.threads;
+    const serial = run(1);
+    const parallel = run(2);
+    setNumThreads(before);
+    expect(parallel).to.deep.equal(serial);
   });
 
   it('keeps the event loop free while a large layer computes', async () => {
