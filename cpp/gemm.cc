@@ -187,6 +187,83 @@ constexpr int kParallelMinK = 64;
 
 }  // namespace
 
+namespace {
+
+// Columns [tile0 * NR, tile1 * NR) of C = alpha * A * op(B) + beta * C, op(B) packed.
+void gemm_packed_tiles(int m, float alpha, const float* a, int lda, const PackedMatrix& b, float beta, float* c,
+                       int ldc, int tile0, int tile1) {
+  const int n = b.cols(), k = b.rows();
+  const int col0 = tile0 * kNR, col1 = std::min(n, tile1 * kNR);
+  if (m <= 0 || col1 <= col0) return;
+  for (int i = 0; i < m; ++i) {
+    float* row = c + static_cast<long>(i) * ldc;
+    if (beta == 0.0f) std::fill(row + col0, row + col1, 0.0f);
+    else if (beta != 1.0f)
+      for (int j = col0; j < col1; ++j) row[j] *= beta;
+  }
+  if (k <= 0 || alpha == 0.0f) return;
+  const MicroKernel micro_kernel = dispatch().kernel;
+  thread_local std::vector<float> packed_a;
+  packed_a.resize(static_cast<size_t>(kKC) * (kMC + kMR));
+  for (int k0 = 0; k0 < k; k0 += kKC) {
+    const int kc = std::min(kKC, k - k0);
+    for (int m0 = 0; m0 < m; m0 += kMC) {
+      const int mc = std::min(kMC, m - m0);
+      pack_a(false, a, lda, m0, mc, k0, kc, packed_a.data());
+      for (int tile = tile0; tile < tile1 && tile * kNR < n; ++tile) {
+        const int col = tile * kNR;
+        const int block = col / kNC * kNC;
+        const float* bp = b.panel(block, k0) + static_cast<long>(col - block) * kc;
+        for (int ir = 0; ir < mc; ir += kMR) {
+          micro_kernel(kc, packed_a.data() + static_cast<long>(ir) * kc, bp, alpha,
+                       c + static_cast<long>(m0 + ir) * ldc + col, ldc, std::min(kMR, mc - ir), std::min(kNR, n - col));
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void PackedMatrix::pack(bool trans, int k, int n, const float* b, int ldb) {
+  k_ = k;
+  n_ = n;
+  // blocks of kNC columns, each split into blocks of kKC rows, each stored as pack_b lays it out
+  size_t total = 0;
+  for (int n0 = 0; n0 < n; n0 += kNC) total += static_cast<size_t>(k) * ((std::min(kNC, n - n0) + kNR - 1) / kNR * kNR);
+  data_.resize(total);
+  float* out = data_.data();
+  for (int n0 = 0; n0 < n; n0 += kNC) {
+    const int nc = std::min(kNC, n - n0);
+    const int padded = (nc + kNR - 1) / kNR * kNR;
+    for (int k0 = 0; k0 < k; k0 += kKC) {
+      const int kc = std::min(kKC, k - k0);
+      pack_b(trans, b, ldb, k0, kc, n0, nc, out);
+      out += static_cast<size_t>(kc) * padded;
+    }
+  }
+}
+
+const float* PackedMatrix::panel(int n0, int k0) const {
+  // blocks before n0 are full kNC wide; within the block, k-blocks before k0 are kKC tall
+  const size_t before = static_cast<size_t>(k_) * n0;
+  const int padded = (std::min(kNC, n_ - n0) + kNR - 1) / kNR * kNR;
+  return data_.data() + before + static_cast<size_t>(k0) * padded;
+}
+
+void gemm_packed_cpu(int m, float alpha, const float* a, int lda, const PackedMatrix& b, float beta, float* c,
+                     int ldc) {
+  const int tiles = (b.cols() + kNR - 1) / kNR;
+  const int threads = num_threads();
+  if (threads <= 1 || tiles < 2 * threads || b.rows() < kParallelMinK ||
+      static_cast<double>(m) * b.cols() * b.rows() < kParallelWork) {
+    gemm_packed_tiles(m, alpha, a, lda, b, beta, c, ldc, 0, tiles);
+    return;
+  }
+  const int per = (tiles + threads - 1) / threads;
+  parallel_for(threads, [&](int t) { gemm_packed_tiles(m, alpha, a, lda, b, beta, c, ldc, t * per, std::min(tiles, (t + 1) * per)); });
+}
+
 // Splits C into column slices (or row slices when C is narrow) of whole micro-tiles, one
 // per thread. Every element is computed by one thread in the serial order, so results
 // are identical whatever the thread count.

@@ -5,11 +5,33 @@
 // written without being read (it may hold garbage or NaN).
 #pragma once
 
+#include <vector>
+
 namespace recurrent {
 
 void gemm_cpu(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
               const float* a, int lda, const float* b, int ldb, float beta,
               float* c, int ldc);
+
+// op(B) packed once into the panel layout of gemm_cpu, for products that reuse the same
+// B many times (the recurrent weights at every time step).
+class PackedMatrix {
+ public:
+  // op(B) is (k, n): B itself is (n, k) with row stride ldb when trans, else (k, n).
+  void pack(bool trans, int k, int n, const float* b, int ldb);
+  int rows() const { return k_; }
+  int cols() const { return n_; }
+  // The panels of the block starting at column n0 (a multiple of the block width) and row k0.
+  const float* panel(int n0, int k0) const;
+
+ private:
+  std::vector<float> data_;
+  int k_ = 0, n_ = 0;
+};
+
+// C (M, N) = alpha * A (M, K) * op(B) + beta * C with op(B) packed; A not transposed.
+void gemm_packed_cpu(int m, float alpha, const float* a, int lda, const PackedMatrix& b, float beta,
+                     float* c, int ldc);
 
 // The instruction set the GEMM kernels use on this CPU: "avx512", "avx2" or "baseline".
 const char* gemm_isa();

@@ -2,7 +2,8 @@
 //
 // The plan, per direction:
 //   1. xproj (T*B, G*H) = x (T*B, I) * w_ih^T: one GEMM for all steps.
-//   2. Each step: hproj (B, G*H) = h (B, H) * w_hh^T on w_hh packed once per call,
+//   2. Each step: hproj (B, G*H) = h (B, H) * w_hh^T on w_hh packed once per call
+//      (PackedMatrix: the GEMM's own panel layout, so steps skip packing B),
 //      then one fused pass over the gates (cells.h) that writes h, c, y and saves
 //      what backward needs into the reserve.
 //   3. Backward: one reverse sweep producing the pre-activation gradients of every
@@ -25,7 +26,8 @@ namespace {
 // Scratch reused across calls on the same thread: nothing is allocated per step,
 // and after the first call of a given size nothing is allocated at all.
 struct Scratch {
-  std::vector<float> xproj, hproj, w_hh_packed, h, c, reserve;
+  PackedMatrix w_hh_packed;
+  std::vector<float> xproj, hproj, h, c, reserve;
   std::vector<float> dgates_x, dgates_h, dh, dc, dh_partial, tmp;
 };
 
@@ -113,7 +115,6 @@ void layer_forward_cpu(const LayerDims& dims, float* y, float* h_n, float* c_n, 
 
   float* xproj = sized(s.xproj, static_cast<size_t>(T) * B * GH);
   float* hproj = sized(s.hproj, static_cast<size_t>(B) * GH);
-  float* w_hh_t = sized(s.w_hh_packed, static_cast<size_t>(H) * GH);
   float* h = sized(s.h, static_cast<size_t>(B) * H);
   float* c = sized(s.c, static_cast<size_t>(B) * H);
 
@@ -122,8 +123,7 @@ void layer_forward_cpu(const LayerDims& dims, float* y, float* h_n, float* c_n, 
     const Reserve r = reserve_views(dims, reserve, d);
 
     gemm_cpu(false, true, T * B, GH, I, 1.0f, x, I, w.w_ih, I, 0.0f, xproj, GH);
-    for (int g = 0; g < GH; ++g)
-      for (int k = 0; k < H; ++k) w_hh_t[static_cast<size_t>(k) * GH + g] = w.w_hh[static_cast<size_t>(g) * H + k];
+    s.w_hh_packed.pack(true, H, GH, w.w_hh, H);  // w_hh^T (H, G*H), packed once for all steps
 
     const size_t state = static_cast<size_t>(B) * H;
     if (h0) std::memcpy(h, h0 + d * state, state * sizeof(float));
@@ -136,7 +136,7 @@ void layer_forward_cpu(const LayerDims& dims, float* y, float* h_n, float* c_n, 
     for (int step = 0; step < T; ++step) {
       const int t = time_of(d, step, T);
       const int rows = gemm_rows(lengths, B, sorted, t);
-      if (rows > 0) gemm_cpu(false, false, rows, GH, H, 1.0f, h, H, w_hh_t, GH, 0.0f, hproj, GH);
+      if (rows > 0) gemm_packed_cpu(rows, 1.0f, h, H, s.w_hh_packed, 0.0f, hproj, GH);
 
       for (int b = 0; b < B; ++b) {
         const size_t row = static_cast<size_t>(t) * B + b;
@@ -228,6 +228,7 @@ void layer_backward_cpu(const LayerDims& dims, float* dx, float* dh0, float* dc0
     const LayerWeights& w = weights[d];
     const LayerGrads& g = grads[d];
     const Reserve r = reserve_views(dims, const_cast<float*>(reserve), d);
+    s.w_hh_packed.pack(false, GH, H, w.w_hh, H);  // w_hh (G*H, H), packed once for all steps
 
     if (dh_n) std::memcpy(dh, dh_n + d * state, state * sizeof(float));
     else std::fill(dh, dh + state, 0.0f);
@@ -285,9 +286,7 @@ void layer_backward_cpu(const LayerDims& dims, float* dx, float* dh0, float* dc0
         }
       }
       const int rows = gemm_rows(lengths, B, sorted, t);
-      if (rows > 0)
-        gemm_cpu(false, false, rows, H, GH, 1.0f, dgh + static_cast<size_t>(t) * B * GH, GH, w.w_hh, H,
-                 0.0f, tmp, H);
+      if (rows > 0) gemm_packed_cpu(rows, 1.0f, dgh + static_cast<size_t>(t) * B * GH, GH, s.w_hh_packed, 0.0f, tmp, H);
       for (int b = 0; b < B; ++b) {
         if (!is_active(lengths, b, t)) continue;
         float* dhb = dh + static_cast<size_t>(b) * H;
