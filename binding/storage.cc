@@ -23,7 +23,9 @@ struct AddonData {
 
 Stream& stream_of(Napi::Env env) { return env.GetInstanceData<AddonData>()->stream; }
 
-Buffer::Buffer(int64_t n) : data(cached_alloc(static_cast<size_t>(n), &zeroed)), length(n) {}
+// In the body, not the initializer list: `zeroed` has a default member initializer that
+// would run after `data`'s and overwrite what cached_alloc reported.
+Buffer::Buffer(int64_t n) : length(n) { data = cached_alloc(static_cast<size_t>(n), &zeroed); }
 
 Buffer::~Buffer() { cached_free(data, static_cast<size_t>(length)); }
 

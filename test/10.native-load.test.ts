@@ -50,6 +50,25 @@ describe('native addon', () => {
     }
   });
 
+  it('a reused (cached) block comes back zero-filled, in sync and async mode', async () => {
+    const n = 1 << 16; // 256 KB: served by the caching allocator
+    for (const asyncMode of [false, true]) {
+      const dirty = new native.Storage(n);
+      dirty.write(new Float32Array(n).fill(NaN), 0);
+      dirty.dispose(); // back to the cache
+      native.setAsync(asyncMode);
+      let fresh: InstanceType<typeof native.Storage>;
+      try {
+        fresh = new native.Storage(n);
+      } finally {
+        native.setAsync(false);
+      }
+      await native.synchronize();
+      const values = fresh.read(0, n);
+      expect(values.every((v) => v === 0), `async ${asyncMode}`).to.equal(true);
+    }
+  });
+
   it('Storage owns zeroed float32 memory, copies in and out, and refuses use after dispose', () => {
     const s = new native.Storage(5);
     expect(Array.from(s.read(0, 5))).to.deep.equal([0, 0, 0, 0, 0]);

@@ -1,0 +1,37 @@
+/**
+ * Resident memory over a long run: 10,000 training steps of a small LSTM through fit(),
+ * sampling the resident set size every 500 steps. Passes when the RSS grows less than 5%
+ * between the end of warm-up (step 1,000) and the end.
+ *
+ *   npx tsx bench/memory.ts [steps]
+ */
+import { Adam, SequenceModel, Tensor, fit, seed } from '../lib/index';
+
+const steps = Number(process.argv[2] ?? 10_000);
+
+async function main(): Promise<void> {
+  seed(1);
+  const model = new SequenceModel({ cell: 'lstm', inputSize: 8, hiddenSize: 64, numLayers: 2, outputSize: 1, outputs: 'last' });
+  const data = { inputs: Tensor.randn([512, 20, 8]), targets: Tensor.randn([512, 1]) };
+  const batchesPerEpoch = 512 / 16;
+  const samples: { step: number; rssMb: number }[] = [];
+  const started = performance.now();
+  await fit(model, data, {
+    epochs: Math.ceil(steps / batchesPerEpoch), batchSize: 16, optimizer: new Adam(model.parameters(), { lr: 1e-3 }),
+    onBatchEnd: ({ step }) => {
+      if (step % 500 === 0) samples.push({ step, rssMb: process.memoryUsage().rss / 2 ** 20 });
+    },
+  });
+  const seconds = (performance.now() - started) / 1000;
+  for (const s of samples) console.log(`step ${String(s.step).padStart(6)}: RSS ${s.rssMb.toFixed(1)} MB`);
+  const warm = samples.find((s) => s.step >= 1000) ?? samples[0];
+  const last = samples[samples.length - 1];
+  const growth = (last.rssMb - warm.rssMb) / warm.rssMb;
+  console.log(`${last.step} steps in ${seconds.toFixed(0)} s; RSS ${warm.rssMb.toFixed(1)} MB at step ${warm.step} -> ${last.rssMb.toFixed(1)} MB: ${(growth * 100).toFixed(1)}% growth (limit 5%)`);
+  if (growth >= 0.05) process.exitCode = 1;
+}
+
+main().catch((error) => {
+  console.error(error);
+  process.exitCode = 1;
+});
