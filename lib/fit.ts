@@ -11,7 +11,7 @@
 import { noGrad } from './autograd';
 import { describe, expectBoolean, expectInteger, expectNumber, expectOptions, expectKnownKeys, formatShape, rangeError, typeError } from './errors';
 import { crossEntropyLoss, huberLoss, mseLoss } from './losses';
-import { native } from './native';
+import { runAsync } from './stream';
 import { Module } from './nn/module';
 import { GRU, LSTM, RNN } from './nn/recurrent';
 import { LRScheduler, Optimizer, Adam, clipGradNormTensor, clipGradValue } from './optim';
@@ -533,21 +533,13 @@ export async function fit(model: Module, data: FitData, options: FitOptions = {}
         if (!batch.carry) carried = null;
         // forward and backward, then (after reading the loss and the gradient norm) the update:
         // a non-finite loss or gradient never reaches the weights
-        let lossTensor: Tensor;
-        let gradNorm: Tensor;
-        let nextState: State | null = null;
-        native.setAsync(true);
-        try {
+        const { lossTensor, gradNorm, nextState } = await runAsync(() => {
           const { output, state } = callModel(model, batch.input, carried, batch.lengths);
-          lossTensor = computeLoss(loss, output, batch);
+          const lossValue = computeLoss(loss, output, batch);
           optimizer.zeroGrad();
-          lossTensor.backward();
-          gradNorm = clipGradNormTensor(params, clipNorm ?? Number.MAX_VALUE);
-          nextState = detachState(state);
-        } finally {
-          native.setAsync(false);
-        }
-        await native.synchronize();
+          lossValue.backward();
+          return { lossTensor: lossValue, gradNorm: clipGradNormTensor(params, clipNorm ?? Number.MAX_VALUE), nextState: detachState(state) };
+        });
         const value = lossTensor.item();
         if (!Number.isFinite(value) || !Number.isFinite(gradNorm.item())) {
           const what = Number.isFinite(value) ? `a non-finite gradient (norm ${gradNorm.item()})` : `a non-finite loss (${value})`;
@@ -562,15 +554,11 @@ export async function fit(model: Module, data: FitData, options: FitOptions = {}
           history.steps = position.step;
           continue;
         }
-        native.setAsync(true);
-        try {
+        await runAsync(() => {
           if (clipValue !== undefined) clipGradValue(params, clipValue);
           optimizer.step();
-          carried = nextState;
-        } finally {
-          native.setAsync(false);
-        }
-        await native.synchronize();
+        });
+        carried = nextState;
         history.batchLoss.push(value);
         epochLossSum += value * batch.weight;
         epochWeight += batch.weight;
@@ -645,26 +633,19 @@ async function evaluate(model: Module, plan: Plan & { spec: TargetSpec }, loss: 
     for (let i = 0; i < plan.batchesPerEpoch; ++i) {
       const batch = plan.batch(order, i);
       if (!batch.carry) carried = null;
-      let value: Tensor;
-      let output: Tensor;
-      native.setAsync(true);
-      try {
-        value = noGrad(() => {
+      const { value, output } = await runAsync(() =>
+        noGrad(() => {
           const result = callModel(model, batch.input, carried, batch.lengths);
           carried = result.state;
-          output = result.output;
-          return computeLoss(loss, output, batch);
-        });
-      } finally {
-        native.setAsync(false);
-      }
-      await native.synchronize();
+          return { value: computeLoss(loss, result.output, batch), output: result.output };
+        }),
+      );
       sum += value.item() * batch.weight;
       weight += batch.weight;
       if (batch.target instanceof Int32Array) {
         // accuracy: the arg-max class against the target, padded steps excluded
-        const scores = output!.toArray();
-        const classes = output!.shape[output!.ndim - 1];
+        const scores = output.toArray();
+        const classes = output.shape[output.ndim - 1];
         batch.target.forEach((target, row) => {
           if (target === IGNORE) return;
           let best = 0;
