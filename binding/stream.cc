@@ -2,6 +2,11 @@
 #include "stream.h"
 
 #include <exception>
+#if defined(__linux__)
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 #include <utility>
 
 #include "storage.h"
@@ -14,7 +19,20 @@ namespace {
 class StreamWorker : public Napi::AsyncWorker {
  public:
   StreamWorker(Napi::Env env, Stream* stream) : Napi::AsyncWorker(env, "recurrent:stream"), stream_(stream) {}
-  void Execute() override { stream_->drain(); }
+  // The kernels run a little below the event loop's priority (Linux nice +5 for this
+  // thread while it drains), so on a machine whose cores are all busy computing, the
+  // main thread still gets a core as soon as a timer or I/O needs it.
+  void Execute() override {
+#if defined(__linux__)
+    const id_t tid = static_cast<id_t>(syscall(SYS_gettid));
+    const int before = getpriority(PRIO_PROCESS, tid);
+    setpriority(PRIO_PROCESS, tid, before + 5);
+    stream_->drain();
+    setpriority(PRIO_PROCESS, tid, before);  // lowering back may be refused; the thread stays polite
+#else
+    stream_->drain();
+#endif
+  }
   void OnOK() override { stream_->on_drained(Env()); }
 
  private:

@@ -9,6 +9,11 @@
 #include <mutex>
 #include <thread>
 #include <vector>
+#if defined(__linux__)
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 namespace recurrent {
 
@@ -58,6 +63,10 @@ class Pool {
   }
 
   void work() {
+#if defined(__linux__)
+    // compute threads yield to the thread that runs the JS event loop (see binding/stream.cc)
+    setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)), 5);
+#endif
     unsigned long seen = 0;
     while (true) {
       {
