@@ -15,7 +15,7 @@ import { runAsync } from './stream';
 import { Module } from './nn/module';
 import { GRU, LSTM, RNN } from './nn/recurrent';
 import { LRScheduler, Optimizer, Adam, clipGradNormTensor, clipGradValue } from './optim';
-import { getRngState, manualSeed, random, setRngState, RngState } from './random';
+import { Generator, random, RngState } from './random';
 import { describeModel, loadCheckpoint, saveCheckpoint } from './serialize';
 import { Tensor } from './tensor';
 
@@ -455,7 +455,9 @@ export async function fit(model: Module, data: FitData, options: FitOptions = {}
   for (const name of ['onProgress', 'onBatchEnd', 'onEpochEnd'] as const) {
     if (opts[name] !== undefined && typeof opts[name] !== 'function') throw typeError(`Expected options.${name} to be a function but received ${describe(opts[name])}`);
   }
-  if (opts.seed !== undefined) manualSeed(expectInteger(opts.seed, 'options.seed', 0, 0xffffffff));
+  // this run's own generator (shuffling, dropout): seeded by options.seed, else drawn from the
+  // global one, so concurrent fits draw what each would draw alone
+  const rng = new Generator(opts.seed !== undefined ? expectInteger(opts.seed, 'options.seed', 0, 0xffffffff) : Math.floor(random() * 0x100000000));
 
   const classification = loss === 'crossEntropy';
   const plan = makePlan(data, 'data', batchSize, bptt, targetMode, classification);
@@ -487,7 +489,7 @@ export async function fit(model: Module, data: FitData, options: FitOptions = {}
     epochLossSum = s.epochLossSum;
     epochWeight = s.epochWeight;
     carried = saved.tensors.h ? { h: saved.tensors.h, ...(saved.tensors.c ? { c: saved.tensors.c } : {}) } : null;
-    setRngState(s.rng);
+    rng.setState(s.rng);
   }
 
   const writeCheckpoint = async (): Promise<void> => {
@@ -505,7 +507,7 @@ export async function fit(model: Module, data: FitData, options: FitOptions = {}
       optimizerBuffers: optState.buffers,
       tensors: carried ? { h: carried.h, ...(carried.c ? { c: carried.c } : {}) } : {},
       state: {
-        position, history, rng: getRngState(), optimizer: { type: optState.type, hyper: optState.hyper, steps: optState.steps },
+        position, history, rng: rng.getState(), optimizer: { type: optState.type, hyper: optState.hyper, steps: optState.steps },
         scheduler: scheduler?.stateDict(), best: Number.isFinite(best) ? best : null, badEpochs, epochLossSum, epochWeight,
       },
     });
@@ -519,7 +521,7 @@ export async function fit(model: Module, data: FitData, options: FitOptions = {}
   try {
     for (; position.epoch < epochs; position.epoch += 1, position.batch = 0, position.order = null) {
       if (position.order === null && position.batch === 0) {
-        position.order = plan.order(shuffle);
+        position.order = rng.run(() => plan.order(shuffle));
         epochLossSum = 0;
         epochWeight = 0;
       }
@@ -533,13 +535,13 @@ export async function fit(model: Module, data: FitData, options: FitOptions = {}
         if (!batch.carry) carried = null;
         // forward and backward, then (after reading the loss and the gradient norm) the update:
         // a non-finite loss or gradient never reaches the weights
-        const { lossTensor, gradNorm, nextState } = await runAsync(() => {
+        const { lossTensor, gradNorm, nextState } = await runAsync(() => rng.run(() => {
           const { output, state } = callModel(model, batch.input, carried, batch.lengths);
           const lossValue = computeLoss(loss, output, batch);
           optimizer.zeroGrad();
           lossValue.backward();
           return { lossTensor: lossValue, gradNorm: clipGradNormTensor(params, clipNorm ?? Number.MAX_VALUE), nextState: detachState(state) };
-        });
+        }));
         const value = lossTensor.item();
         if (!Number.isFinite(value) || !Number.isFinite(gradNorm.item())) {
           const what = Number.isFinite(value) ? `a non-finite gradient (norm ${gradNorm.item()})` : `a non-finite loss (${value})`;

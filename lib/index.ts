@@ -6,7 +6,7 @@ export { Tensor, numel } from './tensor';
 export type { Device, TensorOptions, TensorData } from './tensor';
 export { backward, noGrad, isGradEnabled, GradNode } from './autograd';
 export type { BackwardOptions } from './autograd';
-export { manualSeed, getRngState, setRngState } from './random';
+export { manualSeed, getRngState, setRngState, Generator } from './random';
 export type { RngState } from './random';
 export { linear, dropout, embedding } from './functional';
 export { Module } from './nn/module';

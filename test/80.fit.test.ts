@@ -228,4 +228,39 @@ describe('fit()', () => {
     await fails(fit({} as never, data), TypeError, /model to be a Module/);
     await fails(fit(model, data, { epochz: 1 } as never), TypeError, /options\.epochz/);
   });
+  it('trains two models concurrently with the same results as one after the other', async () => {
+    // dropout and shuffling draw random numbers: each fit draws them from its own generator
+    const setup = (): { a: SequenceModel; b: SequenceModel } => {
+      seed(21);
+      return {
+        a: new SequenceModel({ cell: 'lstm', inputSize: 4, hiddenSize: 16, numLayers: 2, dropout: 0.3, outputSize: 1, outputs: 'last' }),
+        b: new SequenceModel({ cell: 'gru', inputSize: 4, hiddenSize: 12, numLayers: 2, dropout: 0.2, bidirectional: true, outputSize: 1, outputs: 'last' }),
+      };
+    };
+    const dataA = regressionData(64, 12, 4, 5);
+    const dataB = regressionData(48, 9, 4, 6);
+    const options = (m: Module, s: number) => ({ epochs: 3, batchSize: 8, seed: s, optimizer: new Adam(m.parameters(), { lr: 1e-2 }) });
+    const flat = (m: Module): number[] => m.parameters().flatMap((p) => Array.from(p.toArray()));
+
+    const one = setup();
+    const hA1 = await fit(one.a, dataA, options(one.a, 1));
+    const hB1 = await fit(one.b, dataB, options(one.b, 2));
+    const two = setup();
+    let interleaved = 0;
+    let last = '';
+    const note = (who: string) => () => {
+      if (last !== who) interleaved += 1;
+      last = who;
+    };
+    const [hA2, hB2] = await Promise.all([
+      fit(two.a, dataA, { ...options(two.a, 1), onBatchEnd: note('a') }),
+      fit(two.b, dataB, { ...options(two.b, 2), onBatchEnd: note('b') }),
+    ]);
+    expect(interleaved).to.be.greaterThan(4); // the two really ran at the same time
+    expect(hA2.batchLoss).to.deep.equal(hA1.batchLoss);
+    expect(hB2.batchLoss).to.deep.equal(hB1.batchLoss);
+    expect(flat(two.a)).to.deep.equal(flat(one.a));
+    expect(flat(two.b)).to.deep.equal(flat(one.b));
+    expect(hA1.batchLoss[hA1.batchLoss.length - 1]).to.be.lessThan(hA1.batchLoss[0]);
+  });
 });
