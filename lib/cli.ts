@@ -11,7 +11,7 @@ import * as path from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { SingleBar, Presets } from 'cli-progress';
 import { lossChartSvg } from './chart';
-import { loadModel } from './serialize';
+import { loadModel, parseJson } from './serialize';
 import { CharLanguageModel } from './text';
 import { backends } from './index';
 
@@ -148,18 +148,18 @@ async function sample(model: string, flags: { prime: string; length: number; tem
 async function info(model: string): Promise<void> {
   readableFile(model, 'model');
   const { model: m, metadata } = await loadModel(model);
-  const spec = JSON.parse(metadata['recurrent.model']);
+  const spec = parseJson(metadata['recurrent.model'], 'recurrent.model', model) as { class: string; config: Record<string, unknown> };
   console.log(`file:        ${model} (${fs.statSync(model).size.toLocaleString('en-US')} bytes)`);
   console.log(`model:       ${spec.class}`);
   for (const [key, value] of Object.entries(spec.config as Record<string, unknown>)) console.log(`  ${key.padEnd(12)} ${value}`);
   console.log(`parameters:  ${m.numParameters().toLocaleString('en-US')}`);
   for (const [name, p] of m.namedParameters()) console.log(`  ${name.padEnd(28)} [${p.shape.join(', ')}]`);
   if (metadata['recurrent.tokenizer']) {
-    const tokenizer = JSON.parse(metadata['recurrent.tokenizer']);
-    console.log(`tokenizer:   ${tokenizer.type}, ${(tokenizer.chars ?? tokenizer.tokens).length + 1} symbols`);
+    const tokenizer = parseJson(metadata['recurrent.tokenizer'], 'recurrent.tokenizer', model) as { type: string; chars?: string[]; tokens?: string[] };
+    console.log(`tokenizer:   ${tokenizer.type}, ${(tokenizer.chars ?? tokenizer.tokens ?? []).length + 1} symbols`);
   }
   if (metadata['recurrent.history']) {
-    const h = JSON.parse(metadata['recurrent.history']);
+    const h = parseJson(metadata['recurrent.history'], 'recurrent.history', model) as { epochs: number; steps: number; stopReason: string; loss: number[]; valLoss: number[] };
     const bits = (v: number | undefined) => (v === undefined ? '-' : (v / Math.LN2).toFixed(3));
     console.log(`training:    ${h.epochs} epochs, ${h.steps} steps (${h.stopReason})`);
     h.loss.forEach((loss: number, i: number) => console.log(`  epoch ${i + 1}: train ${bits(loss)} bits/char, validation ${bits(h.valLoss[i])} bits/char`));

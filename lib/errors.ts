@@ -13,7 +13,8 @@ export type ErrorCode =
   | 'ERR_GRAPH'
   | 'ERR_CUDA_UNAVAILABLE'
   | 'ERR_NATIVE_LOAD'
-  | 'ERR_NON_FINITE';
+  | 'ERR_NON_FINITE'
+  | 'ERR_BAD_FILE';
 
 export interface CodedError extends Error {
   code: ErrorCode;
@@ -29,6 +30,14 @@ export function typeError(message: string, code: ErrorCode = 'ERR_INVALID_ARG_TY
 
 export function rangeError(message: string, code: ErrorCode = 'ERR_INVALID_ARG_VALUE'): RangeError & CodedError {
   return withCode(new RangeError(message), code);
+}
+
+/**
+ * Sets an own enumerable property, even for keys like "__proto__" that a plain assignment
+ * would treat as the prototype: records keyed by names from a file use this.
+ */
+export function setOwn<V>(record: Record<string, V>, key: string, value: V): void {
+  Object.defineProperty(record, key, { value, enumerable: true, writable: true, configurable: true });
 }
 
 /** A short description of what a value is, for "but received ..." messages. */

@@ -74,6 +74,9 @@ export interface NativeAddon {
 function load(): NativeAddon {
   const root = path.join(__dirname, '..');
   try {
+    // an explicit build (the sanitizer build of `npm run test:asan`, say)
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    if (process.env.RECURRENT_ADDON) return require(path.resolve(process.env.RECURRENT_ADDON)) as NativeAddon;
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     const nodeGypBuild = require('node-gyp-build') as (dir: string) => unknown;
     return nodeGypBuild(root) as NativeAddon;

@@ -12,7 +12,7 @@
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { describe, rangeError, typeError } from './errors';
+import { describe, rangeError, setOwn, typeError } from './errors';
 import { Tensor } from './tensor';
 
 export interface SafetensorsContent {
@@ -26,7 +26,7 @@ const DTYPE_SIZES: Record<string, number> = {
 const MAX_HEADER = 100 * 1024 * 1024; // the reference implementation's limit
 
 function badFile(message: string, file: string): RangeError {
-  return rangeError(`Invalid safetensors file ${file}: ${message}`, 'ERR_INVALID_ARG_VALUE') as RangeError;
+  return rangeError(`Invalid safetensors file ${file}: ${message}`, 'ERR_BAD_FILE') as RangeError;
 }
 
 function checkName(name: string): void {
@@ -56,7 +56,7 @@ export function serializeSafetensors(tensors: Record<string, Tensor> | Map<strin
   let offset = 0;
   for (const [name, t] of entries) {
     const bytes = t.size * 4;
-    header[name] = { dtype: 'F32', shape: t.shape, data_offsets: [offset, offset + bytes] };
+    setOwn(header, name, { dtype: 'F32', shape: t.shape, data_offsets: [offset, offset + bytes] });
     offset += bytes;
   }
   let json = JSON.stringify(header);
@@ -101,14 +101,14 @@ function parseHeader(json: string, dataSize: number, file: string): { entries: H
       if (!value || typeof value !== 'object' || Array.isArray(value)) throw badFile('__metadata__ is not an object', file);
       for (const [k, v] of Object.entries(value as Record<string, unknown>)) {
         if (typeof v !== 'string') throw badFile(`__metadata__.${k} is not a string`, file);
-        metadata[k] = v;
+        setOwn(metadata, k, v);
       }
       continue;
     }
     const info = value as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
     if (!info || typeof info !== 'object') throw badFile(`entry ${JSON.stringify(name)} is not an object`, file);
     const dtype = info.dtype;
-    if (typeof dtype !== 'string' || !(dtype in DTYPE_SIZES)) throw badFile(`tensor ${JSON.stringify(name)} has unsupported dtype ${JSON.stringify(dtype)}`, file);
+    if (typeof dtype !== 'string' || !Object.hasOwn(DTYPE_SIZES, dtype)) throw badFile(`tensor ${JSON.stringify(name)} has unsupported dtype ${JSON.stringify(dtype)}`, file);
     const shape = info.shape;
     if (!Array.isArray(shape) || shape.length > 8 || !shape.every((s) => Number.isSafeInteger(s) && s >= 0)) {
       throw badFile(`tensor ${JSON.stringify(name)} has an invalid shape ${JSON.stringify(shape)}`, file);
@@ -182,7 +182,7 @@ export function parseSafetensors(bytes: Uint8Array, file = '<buffer>'): Safetens
   const tensors: Record<string, Tensor> = {};
   for (const e of entries) {
     const count = (e.end - e.begin) / DTYPE_SIZES[e.dtype];
-    tensors[e.name] = Tensor.from(decode(buffer.subarray(dataStart + e.begin, dataStart + e.end), e.dtype, count), e.shape);
+    setOwn(tensors, e.name, Tensor.from(decode(buffer.subarray(dataStart + e.begin, dataStart + e.end), e.dtype, count), e.shape));
   }
   return { tensors, metadata };
 }
@@ -216,7 +216,7 @@ export async function loadSafetensors(file: string): Promise<SafetensorsContent>
       const bytes = Buffer.alloc(e.end - e.begin);
       const { bytesRead } = await handle.read(bytes, 0, bytes.length, dataStart + e.begin);
       if (bytesRead !== bytes.length) throw badFile(`tensor ${JSON.stringify(e.name)} is truncated`, file);
-      tensors[e.name] = Tensor.from(decode(bytes, e.dtype, bytes.length / DTYPE_SIZES[e.dtype]), e.shape);
+      setOwn(tensors, e.name, Tensor.from(decode(bytes, e.dtype, bytes.length / DTYPE_SIZES[e.dtype]), e.shape));
     }
     return { tensors, metadata };
   } finally {

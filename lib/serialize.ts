@@ -7,13 +7,13 @@
  * rebuilds it. Checkpoints add the optimizer state, the training position and the
  * random generator's state, so that training resumes exactly.
  */
-import { describe, rangeError, typeError } from './errors';
+import { describe, rangeError, setOwn, typeError } from './errors';
 import { GRU, LSTM, RNN } from './nn/recurrent';
 import { Dropout, Embedding, Linear, Sequential } from './nn/layers';
 import { Module } from './nn/module';
 import { SequenceModel } from './nn/sequence-model';
-import { loadSafetensors, saveSafetensors } from './safetensors';
-import { Tensor } from './tensor';
+import { loadSafetensors, saveSafetensors, SafetensorsContent } from './safetensors';
+import { Tensor, withAllocationBudget } from './tensor';
 
 type Factory = (config: Record<string, unknown>) => Module;
 
@@ -69,16 +69,25 @@ export async function load(path: string): Promise<Module> {
 
 /** Like load(), and also returns the file's metadata. */
 export async function loadModel(path: string): Promise<{ model: Module; metadata: Record<string, string> }> {
-  const { tensors, metadata } = await loadSafetensors(path);
+  return modelFromContent(await loadSafetensors(path), path);
+}
+
+/** Rebuilds a model from parsed safetensors content (what loadModel does after reading the file). */
+export function modelFromContent({ tensors, metadata }: SafetensorsContent, path = '<buffer>'): { model: Module; metadata: Record<string, string> } {
   const raw = metadata[MODEL_KEY];
-  if (raw === undefined) throw rangeError(`${path} has no model description (${MODEL_KEY} in __metadata__); was it written by save()?`, 'ERR_INVALID_ARG_VALUE');
-  let spec: ModelSpec;
+  if (raw === undefined) throw rangeError(`${path} has no model description (${MODEL_KEY} in __metadata__); was it written by save()?`, 'ERR_BAD_FILE');
+  const spec = parseJson(raw, MODEL_KEY, path) as ModelSpec;
+  // the description comes from the file: building it may allocate no more than the file holds
+  let held = 0;
+  for (const t of Object.values(tensors)) held += t.size;
+  let model: Module;
   try {
-    spec = JSON.parse(raw) as ModelSpec;
-  } catch {
-    throw rangeError(`${path}: ${MODEL_KEY} is not valid JSON`, 'ERR_INVALID_ARG_VALUE');
+    model = withAllocationBudget(held + 4096, (requested) => rangeError(
+      `its model description asks for more parameters than the file's ${held} values (a tensor of ${requested})`, 'ERR_BAD_FILE',
+    ), () => buildModel(spec));
+  } catch (error) {
+    throw rangeError(`Invalid model file ${path}: ${(error as Error).message}`, 'ERR_BAD_FILE');
   }
-  const model = buildModel(spec);
   model.loadStateDict(tensors);
   return { model, metadata };
 }
@@ -114,19 +123,30 @@ export async function saveCheckpoint(path: string, content: Omit<CheckpointConte
 export async function loadCheckpoint(path: string): Promise<CheckpointContent> {
   const { tensors, metadata } = await loadSafetensors(path);
   const raw = metadata[CHECKPOINT_KEY];
-  if (raw === undefined) throw rangeError(`${path} is not a recurrent checkpoint`, 'ERR_INVALID_ARG_VALUE');
+  if (raw === undefined) throw rangeError(`${path} is not a recurrent checkpoint`, 'ERR_BAD_FILE');
+  const state = parseJson(raw, CHECKPOINT_KEY, path);
+  if (!state || typeof state !== 'object' || Array.isArray(state)) throw rangeError(`Invalid checkpoint ${path}: ${CHECKPOINT_KEY} is not a JSON object`, 'ERR_BAD_FILE');
   const content: CheckpointContent = {
     model: {}, optimizerBuffers: {}, tensors: {},
-    modelSpec: metadata[MODEL_KEY] ? (JSON.parse(metadata[MODEL_KEY]) as ModelSpec) : null,
-    state: JSON.parse(raw) as Record<string, unknown>,
+    modelSpec: metadata[MODEL_KEY] ? (parseJson(metadata[MODEL_KEY], MODEL_KEY, path) as ModelSpec) : null,
+    state: state as Record<string, unknown>,
   };
   for (const [key, t] of Object.entries(tensors)) {
     const dot = key.indexOf('.');
     const group = key.slice(0, dot);
     const name = key.slice(dot + 1);
-    if (group === 'model') content.model[name] = t;
-    else if (group === 'optimizer') content.optimizerBuffers[name] = t;
-    else if (group === 'extra') content.tensors[name] = t;
+    if (group === 'model') setOwn(content.model, name, t);
+    else if (group === 'optimizer') setOwn(content.optimizerBuffers, name, t);
+    else if (group === 'extra') setOwn(content.tensors, name, t);
   }
   return content;
+}
+
+/** JSON.parse for a metadata entry of a file: a syntax error becomes an ERR_BAD_FILE RangeError. */
+export function parseJson(raw: string, key: string, path: string): unknown {
+  try {
+    return JSON.parse(raw);
+  } catch (error) {
+    throw rangeError(`Invalid file ${path}: ${key} in __metadata__ is not valid JSON (${(error as Error).message})`, 'ERR_BAD_FILE');
+  }
 }

@@ -222,7 +222,7 @@ export class Tensor {
         'ERR_SHAPE_MISMATCH',
       );
     }
-    const storage = new native.Storage(values.length);
+    const storage = allocate(values.length);
     storage.write(values, 0);
     return new Tensor(storage, finalShape, opts.requiresGrad, opts.device);
   }
@@ -231,7 +231,7 @@ export class Tensor {
   static zeros(shape: readonly number[], options?: TensorOptions): Tensor {
     const checked = checkShape(shape);
     const opts = tensorOptions(options);
-    return new Tensor(new native.Storage(numel(checked)), checked, opts.requiresGrad, opts.device);
+    return new Tensor(allocate(numel(checked)), checked, opts.requiresGrad, opts.device);
   }
 
   /** A tensor filled with `value`. */
@@ -800,3 +800,29 @@ function softmaxOp(x: Tensor, dim: number, log: boolean): Tensor {
 }
 
 export { noGrad };
+
+// ---------------------------------------------------------------------------
+// Allocation budget: code that builds something from an untrusted description (a model
+// config read from a file) runs under a budget, so that a file can never make us
+// allocate more than it could fill.
+
+let budget: { left: number; onExceeded: (requested: number) => Error } | null = null;
+
+function allocate(count: number): NativeStorage {
+  if (budget) {
+    if (count > budget.left) throw budget.onExceeded(count);
+    budget.left -= count;
+  }
+  return new native.Storage(count);
+}
+
+/** Runs `fn`; any tensor allocation past `elements` float32 elements in all throws `onExceeded(requested)`. */
+export function withAllocationBudget<R>(elements: number, onExceeded: (requested: number) => Error, fn: () => R): R {
+  const previous = budget;
+  budget = { left: elements, onExceeded };
+  try {
+    return fn();
+  } finally {
+    budget = previous;
+  }
+}

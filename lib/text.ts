@@ -14,7 +14,7 @@ import { describe, expectInteger, expectNumber, expectOptions, expectKnownKeys, 
 import { fit, FitOptions, History, Progress, EpochInfo } from './fit';
 import { Adam } from './optim';
 import { random, manualSeed } from './random';
-import { loadModel, save } from './serialize';
+import { loadModel, parseJson, save } from './serialize';
 import { SequenceModel, CellType, RecurrentState } from './nn/sequence-model';
 import { Tensor } from './tensor';
 
@@ -296,10 +296,10 @@ export class CharLanguageModel {
     if (!(model instanceof SequenceModel) || !metadata['recurrent.tokenizer']) {
       throw rangeError(`${path} is not a character language model (no tokenizer in its metadata)`, 'ERR_INVALID_ARG_VALUE');
     }
-    const tokenizer = tokenizerFromJSON(JSON.parse(metadata['recurrent.tokenizer']));
+    const tokenizer = tokenizerFromJSON(parseJson(metadata['recurrent.tokenizer'], 'recurrent.tokenizer', path));
     if (!(tokenizer instanceof CharTokenizer)) throw rangeError(`${path} holds a word-level model`);
     const lm = new CharLanguageModel(tokenizer, {}, model);
-    lm.history = metadata['recurrent.history'] ? (JSON.parse(metadata['recurrent.history']) as History) : null;
+    lm.history = metadata['recurrent.history'] ? (parseJson(metadata['recurrent.history'], 'recurrent.history', path) as History) : null;
     return lm;
   }
 }

@@ -16,7 +16,7 @@ import { noGrad } from './autograd';
 import { describe, expectInteger, expectOptions, expectKnownKeys, rangeError, typeError } from './errors';
 import { fit, FitOptions, History } from './fit';
 import { Adam } from './optim';
-import { loadModel, save } from './serialize';
+import { loadModel, parseJson, save } from './serialize';
 import { SequenceModel, CellType } from './nn/sequence-model';
 import { Tensor } from './tensor';
 
@@ -186,11 +186,11 @@ export class TimeSeriesForecaster {
   static async load(path: string): Promise<TimeSeriesForecaster> {
     const { model, metadata } = await loadModel(path);
     if (!(model instanceof SequenceModel) || !metadata['recurrent.forecaster']) throw rangeError(`${path} is not a forecaster`, 'ERR_INVALID_ARG_VALUE');
-    const config = JSON.parse(metadata['recurrent.forecaster']) as ForecasterConfig;
+    const config = parseJson(metadata['recurrent.forecaster'], 'recurrent.forecaster', path) as ForecasterConfig;
     const f = new TimeSeriesForecaster({ lookback: config.lookback, horizon: config.horizon, targets: config.targets });
     f.model = model;
     f.config = config;
-    f.history = metadata['recurrent.history'] ? (JSON.parse(metadata['recurrent.history']) as History) : null;
+    f.history = metadata['recurrent.history'] ? (parseJson(metadata['recurrent.history'], 'recurrent.history', path) as History) : null;
     return f;
   }
 }

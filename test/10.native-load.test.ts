@@ -39,7 +39,9 @@ describe('native addon', () => {
       fs.copyFileSync(path.join(root, 'package.json'), path.join(dir, 'package.json'));
       fs.symlinkSync(path.join(root, 'node_modules'), path.join(dir, 'node_modules'));
       const probe = "try { require('./dist/native.js'); } catch (e) { console.log(JSON.stringify({ name: e.name, code: e.code, message: e.message })); }";
-      const out = JSON.parse(execFileSync(process.execPath, ['-e', probe], { cwd: dir }).toString());
+      const env = { ...process.env };
+      delete env.RECURRENT_ADDON; // (set by npm run test:asan)
+      const out = JSON.parse(execFileSync(process.execPath, ['-e', probe], { cwd: dir, env }).toString());
       expect(out.code).to.equal('ERR_NATIVE_LOAD');
       expect(out.message).to.include(`${process.platform}-${process.arch}`);
       expect(out.message).to.include(`Node-API ${process.versions.napi}`);

@@ -44,7 +44,10 @@ describe('fit()', () => {
     const elapsed = performance.now() - started;
     expect(elapsed).to.be.above(300); // long enough for the measurement to mean something
     expect(lateness.length).to.be.above(elapsed / 10 / 3);
-    expect(Math.max(...lateness)).to.be.below(50);
+    const worst = Math.max(...lateness);
+    console.log(`      worst timer delay ${worst.toFixed(1)} ms over ${lateness.length} ticks`);
+    // under a sanitizer every native call is several times slower: the bound means nothing there
+    if (!process.env.RECURRENT_SANITIZER) expect(worst).to.be.below(50);
   });
 
   it('stops cleanly on an AbortSignal and leaves a usable model', async () => {
