@@ -1,0 +1,179 @@
+// Vectorized activations and fused gate kernels, compiled once per instruction set by
+// gates.cc, which defines before including this file:
+//   RECURRENT_GATES_NS  the namespace of this variant (avx512, avx2, baseline)
+//   V, VI               GCC vector types of W floats and W int32
+//   W                   the vector width in floats (16, 8 or 4)
+// No library functions are called in here (they would not be compiled for the target).
+//
+// The math is the same as cells.h (PyTorch's equations); only sigmoid and tanh differ in
+// the last bits: expf is Cephes' range reduction with a degree-5 polynomial (< 2 ulp),
+// and tanh uses Cephes' odd polynomial below |x| = 0.625 and 1 - 2 / (exp(2|x|) + 1)
+// above, so the relative error stays below 1e-6 everywhere (tested in kernel_tests.cc).
+//
+// Block kernels work on one batch row and one block of 16 hidden units. Pointers are at
+// the block's first unit; gate q of the x-side pre-activations, of the biases and of the
+// saved gates is at q * gs (gs = H in the real arrays, 16 in padded scratch); gate q of
+// the recurrent projection hp is at q * 16 (the permuted layout of the forward GEMM).
+
+namespace RECURRENT_GATES_NS {
+
+static inline V load(const float* p) { return *reinterpret_cast<const V*>(p); }
+static inline void store(float* p, V v) { *reinterpret_cast<V*>(p) = v; }
+static inline V splat(float x) { return V{} + x; }
+
+static inline V vexp(V x) {
+  // exp(x) = 2^n * exp(r), n = round(x / ln 2), r = x - n ln 2 (ln 2 split in two parts)
+  x = x > splat(88.3762626647949f) ? splat(88.3762626647949f) : x;
+  x = x < splat(-87.3365478515625f) ? splat(-87.3365478515625f) : x;
+  const V magic = splat(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
+  const V n = (x * 1.44269504088896341f + magic) - magic;
+  const V r = x - n * 0.693359375f + n * 2.12194440e-4f;
+  V p = splat(1.9875691500E-4f);
+  p = p * r + 1.3981999507E-3f;
+  p = p * r + 8.3334519073E-3f;
+  p = p * r + 4.1665795894E-2f;
+  p = p * r + 1.6666665459E-1f;
+  p = p * r + 5.0000001201E-1f;
+  p = p * (r * r) + r + 1.0f;
+  const VI bits = (__builtin_convertvector(n, VI) + 127) << 23;
+  V scale;
+  __builtin_memcpy(&scale, &bits, sizeof scale);
+  return p * scale;
+}
+
+static inline V vsigmoid(V x) { return 1.0f / (1.0f + vexp(-x)); }
+
+static inline V vtanh(V x) {
+  const V a = x < splat(0.0f) ? -x : x;
+  // small |x|: x + x^3 P(x^2)
+  const V z = x * x;
+  V p = splat(-5.70498872745E-3f);
+  p = p * z + 2.06390887954E-2f;
+  p = p * z - 5.37397155531E-2f;
+  p = p * z + 1.33314422036E-1f;
+  p = p * z - 3.33332819422E-1f;
+  const V small = p * z * x + x;
+  // large |x|: sign(x) (1 - 2 / (exp(2|x|) + 1))
+  const V big = 1.0f - 2.0f / (vexp(a + a) + 1.0f);
+  const V large = x < splat(0.0f) ? -big : big;
+  return a < splat(0.625f) ? small : large;
+}
+
+void sigmoid_array(const float* x, float* y, int n) {
+  int i = 0;
+  for (; i + W <= n; i += W) store(y + i, vsigmoid(load(x + i)));
+  if (i < n) {
+    float in[W] = {}, out[W];
+    for (int k = 0; i + k < n; ++k) in[k] = x[i + k];
+    store(out, vsigmoid(load(in)));
+    for (int k = 0; i + k < n; ++k) y[i + k] = out[k];
+  }
+}
+
+void tanh_array(const float* x, float* y, int n) {
+  int i = 0;
+  for (; i + W <= n; i += W) store(y + i, vtanh(load(x + i)));
+  if (i < n) {
+    float in[W] = {}, out[W];
+    for (int k = 0; i + k < n; ++k) in[k] = x[i + k];
+    store(out, vtanh(load(in)));
+    for (int k = 0; i + k < n; ++k) y[i + k] = out[k];
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Forward. b_ih / b_hh point at zeros when the layer has no bias.
+
+void lstm_forward_block(const float* xp, const float* b_ih, const float* b_hh, int gs, const float* hp,
+                        float* c, float* h, float* y, float* gates) {
+  for (int p = 0; p < 16; p += W) {
+    V pre[4];
+    for (int q = 0; q < 4; ++q) pre[q] = load(xp + q * gs + p) + load(hp + q * 16 + p) + load(b_ih + q * gs + p) + load(b_hh + q * gs + p);
+    const V i = vsigmoid(pre[0]), f = vsigmoid(pre[1]), g = vtanh(pre[2]), o = vsigmoid(pre[3]);
+    const V cn = f * load(c + p) + i * g;
+    const V hn = o * vtanh(cn);
+    store(c + p, cn);
+    store(h + p, hn);
+    store(y + p, hn);
+    store(gates + p, i);
+    store(gates + gs + p, f);
+    store(gates + 2 * gs + p, g);
+    store(gates + 3 * gs + p, o);
+  }
+}
+
+void gru_forward_block(const float* xp, const float* b_ih, const float* b_hh, int gs, const float* hp,
+                       const float* h_prev, float* h, float* y, float* gates, float* h_n) {
+  for (int p = 0; p < 16; p += W) {
+    const V r = vsigmoid(load(xp + p) + load(b_ih + p) + (load(hp + p) + load(b_hh + p)));
+    const V z = vsigmoid(load(xp + gs + p) + load(b_ih + gs + p) + (load(hp + 16 + p) + load(b_hh + gs + p)));
+    const V hn = load(hp + 32 + p) + load(b_hh + 2 * gs + p);
+    const V n = vtanh(load(xp + 2 * gs + p) + load(b_ih + 2 * gs + p) + r * hn);
+    const V hv = (1.0f - z) * n + z * load(h_prev + p);
+    store(h + p, hv);
+    store(y + p, hv);
+    store(gates + p, r);
+    store(gates + gs + p, z);
+    store(gates + 2 * gs + p, n);
+    store(h_n + p, hn);
+  }
+}
+
+void rnn_forward_block(const float* xp, const float* b_ih, const float* b_hh, const float* hp, bool relu,
+                       float* h, float* y, float* gates) {
+  for (int p = 0; p < 16; p += W) {
+    const V pre = load(xp + p) + load(hp + p) + load(b_ih + p) + load(b_hh + p);
+    const V hv = relu ? (pre > splat(0.0f) ? pre : splat(0.0f)) : vtanh(pre);
+    store(h + p, hv);
+    store(y + p, hv);
+    store(gates + p, hv);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Backward. dh holds the gradient of the state leaving the step (dy already added);
+// the kernels overwrite it with the part of dh_prev that bypasses the recurrent GEMM.
+
+void lstm_backward_block(const float* gates, int gs, const float* c_prev, float* dh, float* dc, float* dgx) {
+  for (int p = 0; p < 16; p += W) {
+    const V i = load(gates + p), f = load(gates + gs + p), g = load(gates + 2 * gs + p), o = load(gates + 3 * gs + p);
+    const V cp = load(c_prev + p), dhv = load(dh + p);
+    const V tc = vtanh(f * cp + i * g);
+    const V dct = load(dc + p) + dhv * o * (1.0f - tc * tc);
+    store(dc + p, dct * f);
+    store(dgx + p, dct * g * i * (1.0f - i));
+    store(dgx + gs + p, dct * cp * f * (1.0f - f));
+    store(dgx + 2 * gs + p, dct * i * (1.0f - g * g));
+    store(dgx + 3 * gs + p, dhv * tc * o * (1.0f - o));
+    store(dh + p, splat(0.0f));
+  }
+}
+
+void gru_backward_block(const float* gates, int gs, const float* h_n, const float* h_prev, float* dh, float* dgx, float* dgh) {
+  for (int p = 0; p < 16; p += W) {
+    const V r = load(gates + p), z = load(gates + gs + p), n = load(gates + 2 * gs + p);
+    const V dhv = load(dh + p);
+    const V dn = dhv * (1.0f - z);
+    const V dz = dhv * (load(h_prev + p) - n);
+    const V dnx = dn * (1.0f - n * n);
+    const V dr = dnx * load(h_n + p) * r * (1.0f - r);
+    const V dzz = dz * z * (1.0f - z);
+    store(dgx + p, dr);
+    store(dgh + p, dr);
+    store(dgx + gs + p, dzz);
+    store(dgh + gs + p, dzz);
+    store(dgx + 2 * gs + p, dnx);
+    store(dgh + 2 * gs + p, dnx * r);
+    store(dh + p, dhv * z);
+  }
+}
+
+void rnn_backward_block(const float* h, bool relu, float* dh, float* dgx) {
+  for (int p = 0; p < 16; p += W) {
+    const V hv = load(h + p), dhv = load(dh + p);
+    store(dgx + p, relu ? (hv > splat(0.0f) ? dhv : splat(0.0f)) : dhv * (1.0f - hv * hv));
+    store(dh + p, splat(0.0f));
+  }
+}
+
+}  // namespace RECURRENT_GATES_NS
