@@ -23,6 +23,7 @@ namespace {
 
 constexpr int kMR = 4;
 constexpr int kNR = 16;
+static_assert(kNR == kGemmTile, "gemm.h promises tiles of kGemmTile columns");
 constexpr int kKC = 256;
 constexpr int kMC = 64;
 constexpr int kNC = 2048;
@@ -187,8 +188,6 @@ constexpr int kParallelMinK = 64;
 
 }  // namespace
 
-namespace {
-
 // Columns [tile0 * NR, tile1 * NR) of C = alpha * A * op(B) + beta * C, op(B) packed.
 void gemm_packed_tiles(int m, float alpha, const float* a, int lda, const PackedMatrix& b, float beta, float* c,
                        int ldc, int tile0, int tile1) {
@@ -222,8 +221,6 @@ void gemm_packed_tiles(int m, float alpha, const float* a, int lda, const Packed
     }
   }
 }
-
-}  // namespace
 
 void PackedMatrix::pack(bool trans, int k, int n, const float* b, int ldb) {
   k_ = k;

@@ -33,6 +33,12 @@ class PackedMatrix {
 void gemm_packed_cpu(int m, float alpha, const float* a, int lda, const PackedMatrix& b, float beta,
                      float* c, int ldc);
 
+// The same on columns [tile0 * kGemmTile, tile1 * kGemmTile) of C only, on the calling
+// thread: for kernels that split one product between the threads of a team.
+constexpr int kGemmTile = 16;
+void gemm_packed_tiles(int m, float alpha, const float* a, int lda, const PackedMatrix& b, float beta, float* c,
+                       int ldc, int tile0, int tile1);
+
 // The instruction set the GEMM kernels use on this CPU: "avx512", "avx2" or "baseline".
 const char* gemm_isa();
 

@@ -17,7 +17,9 @@
 #include <cstring>
 #include <vector>
 
+#include "gates.h"
 #include "gemm.h"
+#include "thread_pool.h"
 
 namespace recurrent {
 
@@ -27,8 +29,8 @@ namespace {
 // and after the first call of a given size nothing is allocated at all.
 struct Scratch {
   PackedMatrix w_hh_packed;
-  std::vector<float> xproj, hproj, h, c, reserve;
-  std::vector<float> dgates_x, dgates_h, dh, dc, dh_partial, tmp;
+  std::vector<float> xproj, hproj, h, c, reserve, zeros, wperm;
+  std::vector<float> dgates_x, dgates_h, dh, dc;
 };
 
 Scratch& scratch() {
@@ -100,6 +102,43 @@ size_t layer_reserve_size(const LayerDims& dims) {
 }
 
 // ===========================================================================
+// Work split. The hidden units are cut into blocks of kGateBlock; each thread of a team
+// owns a range of blocks for the whole sequence and, at every step, computes the slice
+// of the recurrent GEMM that feeds its units (all gates of them: the forward GEMM runs
+// on w_hh with its rows permuted so that a block's gates are adjacent columns) and then
+// the fused gate kernels of those units. One barrier per step: the next step's GEMM
+// needs every unit of the new state. Backward is the mirror image: gate gradients of
+// the owned units, the barrier, then the owned columns of dh_prev = dgates * w_hh.
+// Nothing depends on the number of threads: every value is computed the same way.
+
+namespace {
+
+int team_for(int blocks, int batch, int gh, int hidden) {
+  // below ~64k multiply-adds a step, the barrier costs more than the second thread saves
+  if (blocks < 2 || static_cast<double>(batch) * gh * hidden < 65536.0) return 1;
+  return std::min(num_threads(), blocks);
+}
+
+// Gate kernels on a partial block (H not a multiple of kGateBlock): the block's values
+// are copied into zero-padded arrays with gate stride kGateBlock, and back.
+struct Pad {
+  float x[4 * kGateBlock], b_ih[4 * kGateBlock], b_hh[4 * kGateBlock], gates[4 * kGateBlock], gates2[4 * kGateBlock];
+  float a[kGateBlock], b[kGateBlock], c[kGateBlock], d[kGateBlock], e[kGateBlock];
+};
+
+void gather(float* dst, const float* src, int gs, int gates, int width) {
+  for (int q = 0; q < gates; ++q)
+    for (int j = 0; j < kGateBlock; ++j) dst[q * kGateBlock + j] = j < width ? src[q * gs + j] : 0.0f;
+}
+
+void scatter(float* dst, const float* src, int gs, int gates, int width) {
+  for (int q = 0; q < gates; ++q)
+    for (int j = 0; j < width; ++j) dst[q * gs + j] = src[q * kGateBlock + j];
+}
+
+}  // namespace
+
+// ===========================================================================
 // Forward
 
 void layer_forward_cpu(const LayerDims& dims, float* y, float* h_n, float* c_n, float* reserve,
@@ -110,92 +149,114 @@ void layer_forward_cpu(const LayerDims& dims, float* y, float* h_n, float* c_n, 
   const CellKind cell = dims.cell;
   const bool relu = cell == CellKind::kRnnRelu;
   const bool sorted = sorted_decreasing(lengths, B);
+  const bool training = reserve != nullptr;
+  const int blocks = (H + kGateBlock - 1) / kGateBlock;
+  const int P = blocks * G * kGateBlock;  // columns of the permuted recurrent projection
+  const GateKernels& k = gate_kernels();
   Scratch& s = scratch();
-  if (!reserve) reserve = sized(s.reserve, layer_reserve_size(dims));
 
   float* xproj = sized(s.xproj, static_cast<size_t>(T) * B * GH);
-  float* hproj = sized(s.hproj, static_cast<size_t>(B) * GH);
-  float* h = sized(s.h, static_cast<size_t>(B) * H);
-  float* c = sized(s.c, static_cast<size_t>(B) * H);
+  float* hproj = sized(s.hproj, static_cast<size_t>(B) * P);
+  const size_t state = static_cast<size_t>(B) * H;
+  float* hbuf = sized(s.h, 2 * state);
+  float* c = sized(s.c, state);
+  float* zeros = sized(s.zeros, GH);
+  std::fill(zeros, zeros + GH, 0.0f);
+  float* wperm = sized(s.wperm, static_cast<size_t>(P) * H);
 
   for (int d = 0; d < D; ++d) {
     const LayerWeights& w = weights[d];
-    const Reserve r = reserve_views(dims, reserve, d);
+    const Reserve r = training ? reserve_views(dims, reserve, d) : Reserve{};
+    const float* b_ih = w.b_ih ? w.b_ih : zeros;
+    const float* b_hh = w.b_hh ? w.b_hh : zeros;
 
     gemm_cpu(false, true, T * B, GH, I, 1.0f, x, I, w.w_ih, I, 0.0f, xproj, GH);
-    s.w_hh_packed.pack(true, H, GH, w.w_hh, H);  // w_hh^T (H, G*H), packed once for all steps
+    // w_hh rows in block order (block, gate, unit), zero rows past H; packed transposed once
+    for (int blk = 0; blk < blocks; ++blk)
+      for (int q = 0; q < G; ++q)
+        for (int j = 0; j < kGateBlock; ++j) {
+          float* dst = wperm + (static_cast<size_t>(blk) * G * kGateBlock + q * kGateBlock + j) * H;
+          const int unit = blk * kGateBlock + j;
+          if (unit < H) std::memcpy(dst, w.w_hh + (static_cast<size_t>(q) * H + unit) * H, H * sizeof(float));
+          else std::fill(dst, dst + H, 0.0f);
+        }
+    s.w_hh_packed.pack(true, H, P, wperm, H);
 
-    const size_t state = static_cast<size_t>(B) * H;
-    if (h0) std::memcpy(h, h0 + d * state, state * sizeof(float));
-    else std::fill(h, h + state, 0.0f);
+    if (h0) std::memcpy(hbuf, h0 + d * state, state * sizeof(float));
+    else std::fill(hbuf, hbuf + state, 0.0f);
     if (cell == CellKind::kLstm) {
       if (c0) std::memcpy(c, c0 + d * state, state * sizeof(float));
       else std::fill(c, c + state, 0.0f);
     }
 
-    for (int step = 0; step < T; ++step) {
-      const int t = time_of(d, step, T);
-      const int rows = gemm_rows(lengths, B, sorted, t);
-      if (rows > 0) gemm_packed_cpu(rows, 1.0f, h, H, s.w_hh_packed, 0.0f, hproj, GH);
-
-      for (int b = 0; b < B; ++b) {
-        const size_t row = static_cast<size_t>(t) * B + b;
-        float* hb = h + static_cast<size_t>(b) * H;
-        float* yb = y + row * D * H + static_cast<size_t>(d) * H;
-        float* gates = r.gates + row * GH;
-        std::memcpy(r.h_prev + row * H, hb, H * sizeof(float));
-        if (cell == CellKind::kLstm)
-          std::memcpy(r.c_prev + row * H, c + static_cast<size_t>(b) * H, H * sizeof(float));
-        if (!is_active(lengths, b, t)) {
-          std::fill(yb, yb + H, 0.0f);
-          std::fill(gates, gates + GH, 0.0f);
-          if (cell == CellKind::kGru) std::fill(r.h_n + row * H, r.h_n + (row + 1) * H, 0.0f);
-          continue;
-        }
-        const float* xp = xproj + row * GH;
-        const float* hp = hproj + static_cast<size_t>(b) * GH;
-        if (cell == CellKind::kLstm) {
+    run_team(team_for(blocks, B, GH, H), [&](int id, int team, Barrier& barrier) {
+      const int blk0 = blocks * id / team, blk1 = blocks * (id + 1) / team;
+      const int u0 = blk0 * kGateBlock, u1 = std::min(H, blk1 * kGateBlock);
+      std::vector<float> discard(training ? 0 : GH + H);  // inference: gates and h_n go nowhere
+      Pad pad;
+      float* h_cur = hbuf;
+      float* h_next = hbuf + state;
+      for (int step = 0; step < T; ++step) {
+        const int t = time_of(d, step, T);
+        const int rows = gemm_rows(lengths, B, sorted, t);
+        if (rows > 0 && blk1 > blk0)
+          gemm_packed_tiles(rows, 1.0f, h_cur, H, s.w_hh_packed, 0.0f, hproj, P, blk0 * G, blk1 * G);
+        for (int b = 0; b < B; ++b) {
+          const size_t row = static_cast<size_t>(t) * B + b;
+          const float* hb = h_cur + static_cast<size_t>(b) * H;
+          float* hb_next = h_next + static_cast<size_t>(b) * H;
           float* cb = c + static_cast<size_t>(b) * H;
-          for (int j = 0; j < H; ++j) {
-            float pre[4];
-            for (int q = 0; q < 4; ++q) {
-              const int idx = q * H + j;
-              pre[q] = xp[idx] + hp[idx] + bias_at(w.b_ih, idx) + bias_at(w.b_hh, idx);
+          float* yb = y + row * D * H + static_cast<size_t>(d) * H;
+          float* gates = training ? r.gates + row * GH : discard.data();
+          float* hn_saved = training && cell == CellKind::kGru ? r.h_n + row * H : discard.data() + GH;
+          if (training) {
+            std::memcpy(r.h_prev + row * H + u0, hb + u0, (u1 - u0) * sizeof(float));
+            if (cell == CellKind::kLstm) std::memcpy(r.c_prev + row * H + u0, cb + u0, (u1 - u0) * sizeof(float));
+          }
+          if (!is_active(lengths, b, t)) {
+            std::fill(yb + u0, yb + u1, 0.0f);
+            std::memcpy(hb_next + u0, hb + u0, (u1 - u0) * sizeof(float));
+            if (training) {
+              for (int q = 0; q < G; ++q) std::fill(gates + q * H + u0, gates + q * H + u1, 0.0f);
+              if (cell == CellKind::kGru) std::fill(hn_saved + u0, hn_saved + u1, 0.0f);
             }
-            const LstmGates gv = lstm_cell_forward(pre[0], pre[1], pre[2], pre[3], cb[j], &cb[j], &hb[j]);
-            gates[j] = gv.i;
-            gates[H + j] = gv.f;
-            gates[2 * H + j] = gv.g;
-            gates[3 * H + j] = gv.o;
-            yb[j] = hb[j];
+            continue;
           }
-        } else if (cell == CellKind::kGru) {
-          float* hn_saved = r.h_n + row * H;
-          for (int j = 0; j < H; ++j) {
-            const float x_r = xp[j] + bias_at(w.b_ih, j);
-            const float x_z = xp[H + j] + bias_at(w.b_ih, H + j);
-            const float x_n = xp[2 * H + j] + bias_at(w.b_ih, 2 * H + j);
-            const float h_r = hp[j] + bias_at(w.b_hh, j);
-            const float h_z = hp[H + j] + bias_at(w.b_hh, H + j);
-            const float h_n_pre = hp[2 * H + j] + bias_at(w.b_hh, 2 * H + j);
-            const GruGates gv = gru_cell_forward(x_r, x_z, x_n, h_r, h_z, h_n_pre, hb[j], &hb[j]);
-            gates[j] = gv.r;
-            gates[H + j] = gv.z;
-            gates[2 * H + j] = gv.n;
-            hn_saved[j] = h_n_pre;
-            yb[j] = hb[j];
-          }
-        } else {
-          for (int j = 0; j < H; ++j) {
-            const float pre = xp[j] + hp[j] + bias_at(w.b_ih, j) + bias_at(w.b_hh, j);
-            hb[j] = rnn_cell_forward(pre, relu);
-            gates[j] = hb[j];
-            yb[j] = hb[j];
+          const float* xrow = xproj + row * GH;
+          for (int blk = blk0; blk < blk1; ++blk) {
+            const int j0 = blk * kGateBlock, width = std::min(kGateBlock, H - j0);
+            const float* hp = hproj + static_cast<size_t>(b) * P + static_cast<size_t>(blk) * G * kGateBlock;
+            if (width == kGateBlock) {
+              if (cell == CellKind::kLstm) k.lstm_forward(xrow + j0, b_ih + j0, b_hh + j0, H, hp, cb + j0, hb_next + j0, yb + j0, gates + j0);
+              else if (cell == CellKind::kGru) k.gru_forward(xrow + j0, b_ih + j0, b_hh + j0, H, hp, hb + j0, hb_next + j0, yb + j0, gates + j0, hn_saved + j0);
+              else k.rnn_forward(xrow + j0, b_ih + j0, b_hh + j0, hp, relu, hb_next + j0, yb + j0, gates + j0);
+              continue;
+            }
+            gather(pad.x, xrow + j0, H, G, width);
+            gather(pad.b_ih, b_ih + j0, H, G, width);
+            gather(pad.b_hh, b_hh + j0, H, G, width);
+            if (cell == CellKind::kLstm) {
+              gather(pad.c, cb + j0, 0, 1, width);
+              k.lstm_forward(pad.x, pad.b_ih, pad.b_hh, kGateBlock, hp, pad.c, pad.a, pad.b, pad.gates);
+              scatter(cb + j0, pad.c, 0, 1, width);
+            } else if (cell == CellKind::kGru) {
+              gather(pad.d, hb + j0, 0, 1, width);
+              k.gru_forward(pad.x, pad.b_ih, pad.b_hh, kGateBlock, hp, pad.d, pad.a, pad.b, pad.gates, pad.e);
+              scatter(hn_saved + j0, pad.e, 0, 1, width);
+            } else {
+              k.rnn_forward(pad.x, pad.b_ih, pad.b_hh, hp, relu, pad.a, pad.b, pad.gates);
+            }
+            scatter(hb_next + j0, pad.a, 0, 1, width);
+            scatter(yb + j0, pad.b, 0, 1, width);
+            scatter(gates + j0, pad.gates, H, G, width);
           }
         }
+        barrier.wait();
+        std::swap(h_cur, h_next);
       }
-    }
-    std::memcpy(h_n + d * state, h, state * sizeof(float));
+    });
+    const float* final_h = T % 2 == 0 ? hbuf : hbuf + state;
+    std::memcpy(h_n + d * state, final_h, state * sizeof(float));
     if (cell == CellKind::kLstm) std::memcpy(c_n + d * state, c, state * sizeof(float));
   }
 }
@@ -214,6 +275,8 @@ void layer_backward_cpu(const LayerDims& dims, float* dx, float* dh0, float* dc0
   const bool sorted = sorted_decreasing(lengths, B);
   const size_t rows_all = static_cast<size_t>(T) * B;
   const size_t state = static_cast<size_t>(B) * H;
+  const int blocks = (H + kGateBlock - 1) / kGateBlock;
+  const GateKernels& k = gate_kernels();
   Scratch& s = scratch();
 
   float* dgx = sized(s.dgates_x, rows_all * GH);
@@ -221,8 +284,6 @@ void layer_backward_cpu(const LayerDims& dims, float* dx, float* dh0, float* dc0
   float* dgh = cell == CellKind::kGru ? sized(s.dgates_h, rows_all * GH) : dgx;
   float* dh = sized(s.dh, state);
   float* dc = sized(s.dc, state);
-  float* partial = sized(s.dh_partial, state);
-  float* tmp = sized(s.tmp, state);
 
   for (int d = 0; d < D; ++d) {
     const LayerWeights& w = weights[d];
@@ -237,64 +298,64 @@ void layer_backward_cpu(const LayerDims& dims, float* dx, float* dh0, float* dc0
       else std::fill(dc, dc + state, 0.0f);
     }
 
-    for (int step = T - 1; step >= 0; --step) {
-      const int t = time_of(d, step, T);
-      for (int b = 0; b < B; ++b) {
-        const size_t row = static_cast<size_t>(t) * B + b;
-        float* gx = dgx + row * GH;
-        float* gh = dgh + row * GH;
-        if (!is_active(lengths, b, t)) {
-          std::fill(gx, gx + GH, 0.0f);
-          if (gh != gx) std::fill(gh, gh + GH, 0.0f);
-          continue;
-        }
-        const float* gates = r.gates + row * GH;
-        const float* dyb = dy ? dy + row * D * H + static_cast<size_t>(d) * H : nullptr;
-        float* dhb = dh + static_cast<size_t>(b) * H;
-        float* pb = partial + static_cast<size_t>(b) * H;
-        if (cell == CellKind::kLstm) {
+    run_team(team_for(blocks, B, GH, H), [&](int id, int team, Barrier& barrier) {
+      const int blk0 = blocks * id / team, blk1 = blocks * (id + 1) / team;
+      const int u0 = blk0 * kGateBlock, u1 = std::min(H, blk1 * kGateBlock);
+      Pad pad;
+      for (int step = T - 1; step >= 0; --step) {
+        const int t = time_of(d, step, T);
+        for (int b = 0; b < B; ++b) {
+          const size_t row = static_cast<size_t>(t) * B + b;
+          float* gx = dgx + row * GH;
+          float* gh = dgh + row * GH;
+          if (!is_active(lengths, b, t)) {
+            for (int q = 0; q < G; ++q) {
+              std::fill(gx + q * H + u0, gx + q * H + u1, 0.0f);
+              if (gh != gx) std::fill(gh + q * H + u0, gh + q * H + u1, 0.0f);
+            }
+            continue;
+          }
+          const float* gates = r.gates + row * GH;
+          float* dhb = dh + static_cast<size_t>(b) * H;
           float* dcb = dc + static_cast<size_t>(b) * H;
-          const float* cp = r.c_prev + row * H;
-          for (int j = 0; j < H; ++j) {
-            const float dht = dhb[j] + (dyb ? dyb[j] : 0.0f);
-            const LstmGates gv{gates[j], gates[H + j], gates[2 * H + j], gates[3 * H + j]};
-            const LstmGates da = lstm_cell_backward(gv, cp[j], dht, dcb[j], &dcb[j]);
-            gx[j] = da.i;
-            gx[H + j] = da.f;
-            gx[2 * H + j] = da.g;
-            gx[3 * H + j] = da.o;
-            pb[j] = 0.0f;
+          if (dy) {
+            const float* dyb = dy + row * D * H + static_cast<size_t>(d) * H;
+            for (int j = u0; j < u1; ++j) dhb[j] += dyb[j];
           }
-        } else if (cell == CellKind::kGru) {
-          const float* hp = r.h_prev + row * H;
-          const float* hn = r.h_n + row * H;
-          for (int j = 0; j < H; ++j) {
-            const float dht = dhb[j] + (dyb ? dyb[j] : 0.0f);
-            const GruGates gv{gates[j], gates[H + j], gates[2 * H + j]};
-            const GruGrads da = gru_cell_backward(gv, hn[j], hp[j], dht, &pb[j]);
-            gx[j] = gh[j] = da.r;
-            gx[H + j] = gh[H + j] = da.z;
-            gx[2 * H + j] = da.n_x;
-            gh[2 * H + j] = da.n_h;
-          }
-        } else {
-          for (int j = 0; j < H; ++j) {
-            const float dht = dhb[j] + (dyb ? dyb[j] : 0.0f);
-            gx[j] = rnn_cell_backward(gates[j], dht, relu);
-            pb[j] = 0.0f;
+          for (int blk = blk0; blk < blk1; ++blk) {
+            const int j0 = blk * kGateBlock, width = std::min(kGateBlock, H - j0);
+            if (width == kGateBlock) {
+              if (cell == CellKind::kLstm) k.lstm_backward(gates + j0, H, r.c_prev + row * H + j0, dhb + j0, dcb + j0, gx + j0);
+              else if (cell == CellKind::kGru) k.gru_backward(gates + j0, H, r.h_n + row * H + j0, r.h_prev + row * H + j0, dhb + j0, gx + j0, gh + j0);
+              else k.rnn_backward(gates + j0, relu, dhb + j0, gx + j0);
+              continue;
+            }
+            gather(pad.gates, gates + j0, H, G, width);
+            gather(pad.a, dhb + j0, 0, 1, width);
+            if (cell == CellKind::kLstm) {
+              gather(pad.b, r.c_prev + row * H + j0, 0, 1, width);
+              gather(pad.c, dcb + j0, 0, 1, width);
+              k.lstm_backward(pad.gates, kGateBlock, pad.b, pad.a, pad.c, pad.x);
+              scatter(dcb + j0, pad.c, 0, 1, width);
+            } else if (cell == CellKind::kGru) {
+              gather(pad.b, r.h_n + row * H + j0, 0, 1, width);
+              gather(pad.c, r.h_prev + row * H + j0, 0, 1, width);
+              k.gru_backward(pad.gates, kGateBlock, pad.b, pad.c, pad.a, pad.x, pad.gates2);
+              scatter(gh + j0, pad.gates2, H, G, width);
+            } else {
+              k.rnn_backward(pad.gates, relu, pad.a, pad.x);
+            }
+            scatter(dhb + j0, pad.a, 0, 1, width);
+            scatter(gx + j0, pad.x, H, G, width);
           }
         }
+        barrier.wait();
+        // dh_prev (owned columns) = the part that bypasses the GEMM (in dh now) + dgates_h * w_hh
+        const int rows = gemm_rows(lengths, B, sorted, t);
+        if (rows > 0 && blk1 > blk0)
+          gemm_packed_tiles(rows, 1.0f, dgh + static_cast<size_t>(t) * B * GH, GH, s.w_hh_packed, 1.0f, dh, H, blk0, blk1);
       }
-      const int rows = gemm_rows(lengths, B, sorted, t);
-      if (rows > 0) gemm_packed_cpu(rows, 1.0f, dgh + static_cast<size_t>(t) * B * GH, GH, s.w_hh_packed, 0.0f, tmp, H);
-      for (int b = 0; b < B; ++b) {
-        if (!is_active(lengths, b, t)) continue;
-        float* dhb = dh + static_cast<size_t>(b) * H;
-        const float* tb = tmp + static_cast<size_t>(b) * H;
-        const float* pb = partial + static_cast<size_t>(b) * H;
-        for (int j = 0; j < H; ++j) dhb[j] = tb[j] + pb[j];
-      }
-    }
+    });
     if (dh0) std::memcpy(dh0 + d * state, dh, state * sizeof(float));
     if (dc0 && cell == CellKind::kLstm) std::memcpy(dc0 + d * state, dc, state * sizeof(float));
 

@@ -32,7 +32,7 @@ class Pool {
     std::lock_guard<std::mutex> guard(busy_);
     stop();
     stopping_ = false;
-    for (int i = 1; i < std::max(threads, 1); ++i) workers_.emplace_back([this] { work(); });
+    for (int i = 1; i < std::max(threads, 1); ++i) workers_.emplace_back([this, i] { work(i); });
     size_.store(static_cast<int>(workers_.size()) + 1);
   }
 
@@ -42,27 +42,54 @@ class Pool {
       for (int i = 0; i < count; ++i) fn(i);
       return;
     }
+    start(&fn, count, nullptr, 0, nullptr);
+    drain();
+    finish();
+  }
+
+  void run_team(int want, const std::function<void(int, int, Barrier&)>& fn) {
+    std::unique_lock<std::mutex> guard(busy_, std::try_to_lock);
+    const int team = guard.owns_lock() ? std::min(want, static_cast<int>(workers_.size()) + 1) : 1;
+    Barrier barrier(std::max(team, 1));
+    if (team <= 1) {
+      fn(0, 1, barrier);
+      return;
+    }
+    start(nullptr, 0, &fn, team, &barrier);
+    fn(0, team, barrier);
+    finish();
+  }
+
+ private:
+  void start(const std::function<void(int)>* fn, int count, const std::function<void(int, int, Barrier&)>* team_fn,
+             int team, Barrier* barrier) {
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      fn_ = &fn;
+      fn_ = fn;
       count_ = count;
       next_.store(0);
+      team_fn_ = team_fn;
+      team_ = team;
+      barrier_ = barrier;
       active_ = static_cast<int>(workers_.size());
       ++generation_;
     }
     wake_.notify_all();
-    drain();
+  }
+
+  void finish() {
     std::unique_lock<std::mutex> lock(mutex_);
     done_.wait(lock, [this] { return active_ == 0; });
     fn_ = nullptr;
+    team_fn_ = nullptr;
+    barrier_ = nullptr;
   }
 
- private:
   void drain() {
     for (int i = next_.fetch_add(1); i < count_; i = next_.fetch_add(1)) (*fn_)(i);
   }
 
-  void work() {
+  void work(int id) {
 #if defined(__linux__)
     // compute threads yield to the thread that runs the JS event loop (see binding/stream.cc)
     setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)), 5);
@@ -75,7 +102,11 @@ class Pool {
         if (stopping_) return;
         seen = generation_;
       }
-      drain();
+      if (team_fn_) {
+        if (id < team_) (*team_fn_)(id, team_, *barrier_);
+      } else {
+        drain();
+      }
       std::lock_guard<std::mutex> lock(mutex_);
       if (--active_ == 0) done_.notify_one();
     }
@@ -96,6 +127,9 @@ class Pool {
   std::condition_variable wake_, done_;
   std::vector<std::thread> workers_;
   const std::function<void(int)>* fn_ = nullptr;
+  const std::function<void(int, int, Barrier&)>* team_fn_ = nullptr;
+  int team_ = 0;
+  Barrier* barrier_ = nullptr;
   int count_ = 0;
   std::atomic<int> next_{0};
   int active_ = 0;
@@ -126,5 +160,27 @@ int num_threads() { return pool().size(); }
 void set_num_threads(int threads) { pool().resize(std::min(std::max(threads, 1), 256)); }
 
 void parallel_for(int count, const std::function<void(int)>& fn) { pool().run(count, fn); }
+
+void run_team(int want, const std::function<void(int, int, Barrier&)>& fn) { pool().run_team(want, fn); }
+
+void Barrier::wait() {
+  if (threads_ <= 1) return;
+  const unsigned phase = phase_.load(std::memory_order_acquire);
+  if (arrived_.fetch_add(1, std::memory_order_acq_rel) == threads_ - 1) {
+    arrived_.store(0, std::memory_order_relaxed);
+    phase_.fetch_add(1, std::memory_order_release);
+    return;
+  }
+  // a time step is tens of microseconds: spin about that long, then give the core away
+  for (int spins = 0; phase_.load(std::memory_order_acquire) == phase; ++spins) {
+    if (spins < 20000) {
+#if defined(__x86_64__) || defined(__i386__)
+      __builtin_ia32_pause();
+#endif
+    } else {
+      std::this_thread::yield();
+    }
+  }
+}
 
 }  // namespace recurrent

@@ -7,6 +7,7 @@
 // RECURRENT_NUM_THREADS, or set_num_threads().
 #pragma once
 
+#include <atomic>
 #include <functional>
 
 namespace recurrent {
@@ -14,5 +15,22 @@ namespace recurrent {
 int num_threads();
 void set_num_threads(int threads);
 void parallel_for(int count, const std::function<void(int)>& fn);
+
+// A barrier for the threads of one team: spins briefly, then yields the core.
+class Barrier {
+ public:
+  explicit Barrier(int threads) : threads_(threads) {}
+  void wait();
+
+ private:
+  const int threads_;
+  std::atomic<int> arrived_{0};
+  std::atomic<unsigned> phase_{0};
+};
+
+// Runs fn(id, team, barrier) on `team` threads at once (ids 0..team-1, the caller is 0),
+// team = min(want, num_threads()), or 1 when another caller holds the pool. The threads
+// may synchronize on the barrier (all of them must call wait() the same number of times).
+void run_team(int want, const std::function<void(int id, int team, Barrier& barrier)>& fn);
 
 }  // namespace recurrent
