@@ -3,6 +3,8 @@
 #include "thread_pool.h"
 
 #include <algorithm>
+#include <chrono>
+#include <cstdint>
 #include <atomic>
 #include <condition_variable>
 #include <cstdlib>
@@ -10,6 +12,7 @@
 #include <thread>
 #include <vector>
 #if defined(__linux__)
+#include <linux/futex.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -18,6 +21,41 @@
 namespace recurrent {
 
 namespace {
+
+// Sleep while *word == expected / wake every sleeper: futex on Linux, a yield loop elsewhere.
+void wait_while(std::atomic<unsigned>* word, unsigned expected) {
+#if defined(__linux__)
+  syscall(SYS_futex, reinterpret_cast<unsigned*>(word), FUTEX_WAIT_PRIVATE, expected, nullptr, nullptr, 0);
+#else
+  if (word->load() == expected) std::this_thread::yield();
+#endif
+}
+
+void wake_all(std::atomic<unsigned>* word) {
+#if defined(__linux__)
+  syscall(SYS_futex, reinterpret_cast<unsigned*>(word), FUTEX_WAKE_PRIVATE, INT32_MAX, nullptr, nullptr, 0);
+#else
+  (void)word;
+#endif
+}
+
+// Spins until ready() or about `micros` have passed; true when ready. Sleeping costs far
+// more than it saves between the back-to-back calls of a training step: on virtual
+// machines a sleeping core is halted, and waking it takes hundreds of microseconds.
+template <class Ready>
+bool spin_until(Ready ready, int micros) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(micros);
+  for (int i = 0;; ++i) {
+    if (ready()) return true;
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+    if ((i & 255) == 255 && std::chrono::steady_clock::now() > deadline) return ready();
+  }
+}
+
+constexpr int kIdleSpinMicros = 2000;     // a worker waiting for the next call
+constexpr int kBarrierSpinMicros = 2000;  // a team thread waiting at a step's barrier
 
 class Pool {
  public:
@@ -31,7 +69,7 @@ class Pool {
   void resize(int threads) {
     std::lock_guard<std::mutex> guard(busy_);
     stop();
-    stopping_ = false;
+    stopping_.store(false);
     for (int i = 1; i < std::max(threads, 1); ++i) workers_.emplace_back([this, i] { work(i); });
     size_.store(static_cast<int>(workers_.size()) + 1);
   }
@@ -71,15 +109,18 @@ class Pool {
       team_fn_ = team_fn;
       team_ = team;
       barrier_ = barrier;
-      active_ = static_cast<int>(workers_.size());
-      ++generation_;
+      active_.store(static_cast<int>(workers_.size()));
+      generation_.fetch_add(1, std::memory_order_release);
     }
     wake_.notify_all();
   }
 
   void finish() {
-    std::unique_lock<std::mutex> lock(mutex_);
-    done_.wait(lock, [this] { return active_ == 0; });
+    if (!spin_until([this] { return active_.load(std::memory_order_acquire) == 0; }, kIdleSpinMicros)) {
+      std::unique_lock<std::mutex> lock(mutex_);
+      done_.wait(lock, [this] { return active_.load() == 0; });
+    }
+    std::lock_guard<std::mutex> lock(mutex_);
     fn_ = nullptr;
     team_fn_ = nullptr;
     barrier_ = nullptr;
@@ -96,26 +137,34 @@ class Pool {
 #endif
     unsigned long seen = 0;
     while (true) {
-      {
+      const auto called = [&] { return stopping_.load() || generation_.load(std::memory_order_acquire) != seen; };
+      if (!spin_until(called, kIdleSpinMicros)) {
         std::unique_lock<std::mutex> lock(mutex_);
-        wake_.wait(lock, [&] { return stopping_ || generation_ != seen; });
-        if (stopping_) return;
-        seen = generation_;
+        wake_.wait(lock, called);
       }
-      if (team_fn_) {
-        if (id < team_) (*team_fn_)(id, team_, *barrier_);
+      std::unique_lock<std::mutex> lock(mutex_);  // orders the reads of the call's fields below
+      if (stopping_.load()) return;
+      seen = generation_.load();
+      const auto* team_fn = team_fn_;
+      const int team = team_;
+      Barrier* barrier = barrier_;
+      lock.unlock();
+      if (team_fn) {
+        if (id < team) (*team_fn)(id, team, *barrier);
       } else {
         drain();
       }
-      std::lock_guard<std::mutex> lock(mutex_);
-      if (--active_ == 0) done_.notify_one();
+      if (active_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+        std::lock_guard<std::mutex> done_lock(mutex_);
+        done_.notify_one();
+      }
     }
   }
 
   void stop() {
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      stopping_ = true;
+      stopping_.store(true);
     }
     wake_.notify_all();
     for (auto& t : workers_) t.join();
@@ -123,7 +172,7 @@ class Pool {
   }
 
   std::mutex busy_;   // held by the caller using the pool
-  std::mutex mutex_;  // guards the fields below
+  std::mutex mutex_;  // guards the call's fields below
   std::condition_variable wake_, done_;
   std::vector<std::thread> workers_;
   const std::function<void(int)>* fn_ = nullptr;
@@ -132,9 +181,9 @@ class Pool {
   Barrier* barrier_ = nullptr;
   int count_ = 0;
   std::atomic<int> next_{0};
-  int active_ = 0;
-  unsigned long generation_ = 0;
-  bool stopping_ = false;
+  std::atomic<int> active_{0};
+  std::atomic<unsigned long> generation_{0};
+  std::atomic<bool> stopping_{false};
   std::atomic<int> size_{1};
 };
 
@@ -168,19 +217,15 @@ void Barrier::wait() {
   const unsigned phase = phase_.load(std::memory_order_acquire);
   if (arrived_.fetch_add(1, std::memory_order_acq_rel) == threads_ - 1) {
     arrived_.store(0, std::memory_order_relaxed);
-    phase_.fetch_add(1, std::memory_order_release);
+    phase_.fetch_add(1, std::memory_order_seq_cst);
+    if (sleepers_.load(std::memory_order_seq_cst) > 0) wake_all(&phase_);
     return;
   }
-  // a time step is tens of microseconds: spin about that long, then give the core away
-  for (int spins = 0; phase_.load(std::memory_order_acquire) == phase; ++spins) {
-    if (spins < 20000) {
-#if defined(__x86_64__) || defined(__i386__)
-      __builtin_ia32_pause();
-#endif
-    } else {
-      std::this_thread::yield();
-    }
-  }
+  // a step takes microseconds: spin (see spin_until), sleep in the kernel only after ~2 ms
+  if (spin_until([&] { return phase_.load(std::memory_order_acquire) != phase; }, kBarrierSpinMicros)) return;
+  sleepers_.fetch_add(1, std::memory_order_seq_cst);
+  while (phase_.load(std::memory_order_seq_cst) == phase) wait_while(&phase_, phase);
+  sleepers_.fetch_sub(1, std::memory_order_relaxed);
 }
 
 }  // namespace recurrent

@@ -16,7 +16,7 @@ int num_threads();
 void set_num_threads(int threads);
 void parallel_for(int count, const std::function<void(int)>& fn);
 
-// A barrier for the threads of one team: spins briefly, then yields the core.
+// A barrier for the threads of one team: spins briefly, then sleeps (futex on Linux).
 class Barrier {
  public:
   explicit Barrier(int threads) : threads_(threads) {}
@@ -26,6 +26,7 @@ class Barrier {
   const int threads_;
   std::atomic<int> arrived_{0};
   std::atomic<unsigned> phase_{0};
+  std::atomic<int> sleepers_{0};
 };
 
 // Runs fn(id, team, barrier) on `team` threads at once (ids 0..team-1, the caller is 0),

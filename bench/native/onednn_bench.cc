@@ -1,0 +1,102 @@
+// oneDNN's LSTM and GRU primitives (Debian's libdnnl-dev) on the jobs of layer_bench.cc:
+// forward_training + backward, or forward_inference; f32; weights in the layouts
+// oneDNN prefers (format_tag::any, reorders not timed: favourable to oneDNN). The GRU is
+// oneDNN's linear-before-reset GRU, which is PyTorch's GRU.
+//   onednn_bench [threads...]
+#include <omp.h>
+
+#include <cstring>
+#include <dnnl.hpp>
+#include <random>
+#include <unordered_map>
+
+#include "bench/native/common.h"
+
+using namespace dnnl;
+using tag = memory::format_tag;
+using dt = memory::data_type;
+
+namespace {
+
+const int kArgs[] = {DNNL_ARG_SRC_LAYER, DNNL_ARG_SRC_ITER, DNNL_ARG_SRC_ITER_C, DNNL_ARG_WEIGHTS_LAYER,
+                     DNNL_ARG_WEIGHTS_ITER, DNNL_ARG_BIAS, DNNL_ARG_DST_LAYER, DNNL_ARG_DST_ITER, DNNL_ARG_DST_ITER_C,
+                     DNNL_ARG_WORKSPACE, DNNL_ARG_DIFF_SRC_LAYER, DNNL_ARG_DIFF_SRC_ITER, DNNL_ARG_DIFF_SRC_ITER_C,
+                     DNNL_ARG_DIFF_WEIGHTS_LAYER, DNNL_ARG_DIFF_WEIGHTS_ITER, DNNL_ARG_DIFF_BIAS,
+                     DNNL_ARG_DIFF_DST_LAYER, DNNL_ARG_DIFF_DST_ITER, DNNL_ARG_DIFF_DST_ITER_C};
+
+// Memory for every argument the primitive takes, filled with small values; arguments
+// shared with `shared` (the forward's, for backward) reuse its memory.
+std::unordered_map<int, memory> arguments(const primitive_desc_base& pd, const engine& eng, std::mt19937& rng,
+                                          const std::unordered_map<int, memory>* shared = nullptr) {
+  std::uniform_real_distribution<float> dist(-0.1f, 0.1f);
+  std::unordered_map<int, memory> args;
+  for (int arg : kArgs) {
+    const memory::desc md = pd.query_md(query::exec_arg_md, arg);
+    if (md.get_size() == 0) continue;
+    if (shared && shared->count(arg) && shared->at(arg).get_desc() == md) {
+      args[arg] = shared->at(arg);
+      continue;
+    }
+    memory m(md, eng);
+    float* p = static_cast<float*>(m.get_data_handle());
+    for (size_t i = 0; i < md.get_size() / sizeof(float); ++i) p[i] = dist(rng);
+    args[arg] = m;
+  }
+  return args;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<int> thread_counts;
+  for (int i = 1; i < argc; ++i) thread_counts.push_back(std::atoi(argv[i]));
+  if (thread_counts.empty()) thread_counts.push_back(omp_get_max_threads());
+  engine eng(engine::kind::cpu, 0);
+  stream strm(eng);
+  std::mt19937 rng(1);
+  for (const bench::Job& job : bench::jobs()) {
+    const bool lstm = std::strcmp(job.cell, "lstm") == 0;
+    const memory::dim T = bench::kSteps, N = bench::kBatch, H = job.hidden, C = H, G = lstm ? 4 : 3;
+    const memory::desc src_layer({T, N, C}, dt::f32, tag::tnc), dst_layer({T, N, H}, dt::f32, tag::tnc);
+    const memory::desc iter({1, 1, N, H}, dt::f32, tag::ldnc);
+    const memory::desc w_layer({1, 1, C, G, H}, dt::f32, tag::any), w_iter({1, 1, H, G, H}, dt::f32, tag::any);
+    const memory::desc bias({1, 1, lstm ? G : G + 1, H}, dt::f32, tag::ldgo);
+    const auto direction = rnn_direction::unidirectional_left2right;
+    const prop_kind fwd_kind = job.train ? prop_kind::forward_training : prop_kind::forward_inference;
+    primitive fwd, bwd;
+    std::unordered_map<int, memory> fwd_args, bwd_args;
+    if (lstm) {
+      lstm_forward::primitive_desc fpd({fwd_kind, direction, src_layer, iter, iter, w_layer, w_iter, bias, dst_layer, iter, iter}, eng);
+      fwd = lstm_forward(fpd);
+      fwd_args = arguments(fpd, eng, rng);
+      if (job.train) {
+        lstm_backward::primitive_desc bpd({prop_kind::backward, direction, src_layer, iter, iter, w_layer, w_iter, bias, dst_layer,
+                                           iter, iter, src_layer, iter, iter, w_layer, w_iter, bias, dst_layer, iter, iter},
+                                          eng, fpd);
+        bwd = lstm_backward(bpd);
+        bwd_args = arguments(bpd, eng, rng, &fwd_args);
+      }
+    } else {
+      lbr_gru_forward::primitive_desc fpd({fwd_kind, direction, src_layer, iter, w_layer, w_iter, bias, dst_layer, iter}, eng);
+      fwd = lbr_gru_forward(fpd);
+      fwd_args = arguments(fpd, eng, rng);
+      if (job.train) {
+        lbr_gru_backward::primitive_desc bpd({prop_kind::backward, direction, src_layer, iter, w_layer, w_iter, bias, dst_layer, iter,
+                                              src_layer, iter, w_layer, w_iter, bias, dst_layer, iter},
+                                             eng, fpd);
+        bwd = lbr_gru_backward(bpd);
+        bwd_args = arguments(bpd, eng, rng, &fwd_args);
+      }
+    }
+    for (int threads : thread_counts) {
+      omp_set_num_threads(threads);
+      const double seconds = bench::median_seconds([&] {
+        fwd.execute(strm, fwd_args);
+        if (job.train) bwd.execute(strm, bwd_args);
+        strm.wait();
+      });
+      bench::report("oneDNN", job, threads, seconds);
+    }
+  }
+  return 0;
+}
