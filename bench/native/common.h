@@ -45,7 +45,9 @@ double median_seconds(F&& fn, int warmup = 3, int reps = 15, double min_seconds 
   for (int i = 0; i < warmup; ++i) fn();
   std::vector<double> times;
   const double start = now();
-  while (static_cast<int>(times.size()) < reps || now() - start < min_seconds) {
+  // at least `reps` runs (3 when a run is slow: stop after ~2 s) and at least `min_seconds`
+  while ((static_cast<int>(times.size()) < reps && !(times.size() >= 3 && now() - start > 2.0)) ||
+         now() - start < min_seconds) {
     const double t0 = now();
     fn();
     times.push_back(now() - t0);

@@ -1,0 +1,184 @@
+/**
+ * The layer alone, in C++: recurrent's CPU kernels against oneDNN's LSTM and GRU
+ * primitives (Debian's libdnnl-dev) and recurrent's GEMM against OpenBLAS sgemm
+ * (libopenblas-dev), on the same machine in the same run. The harnesses live in
+ * bench/native/ and build with CMake (RECURRENT_BENCH=ON) into build/bench; a library
+ * that is not installed is reported as skipped, with the package to install.
+ *
+ * Rounds alternate between the libraries (this kind of machine drifts by 10-30% over
+ * minutes) and the tables show medians over rounds. Also measured: 2-thread scaling,
+ * and throughput as T grows from 32 to 4,096 (linear cost in T).
+ *
+ *   npm run bench:native                 (about 4 minutes on 2 cores)
+ *   npx tsx bench/native.ts --rounds 3
+ * Writes bench/native-results.json and bench/native-results.md.
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+
+const root = path.join(__dirname, '..');
+const buildDir = path.join(root, 'build', 'bench');
+
+interface LayerResult {
+  library: string;
+  cell: string;
+  hidden: number;
+  mode: string;
+  threads: number;
+  steps: number;
+  batch: number;
+  seconds: number;
+  timestepSamplesPerSecond: number;
+  gflops: number;
+}
+
+interface GemmResult {
+  shape: string;
+  m: number;
+  n: number;
+  k: number;
+  threads: number;
+  recurrentGflops: number;
+  openblasGflops: number;
+}
+
+export interface NativeReport {
+  machine: string;
+  rounds: number;
+  skipped: string[];
+  layers: (LayerResult & { samples: number[] })[];
+  gemm: (GemmResult & { samples: number })[];
+  steps: LayerResult[];
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)];
+}
+
+function build(): void {
+  const cmake = (args: string[]) => {
+    const r = spawnSync('cmake', args, { cwd: root, encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`cmake ${args.join(' ')} failed:\n${r.stdout}${r.stderr}`);
+    return r.stdout;
+  };
+  const configured = cmake(['-S', '.', '-B', buildDir, '-DCMAKE_BUILD_TYPE=Release', '-DRECURRENT_BENCH=ON', '-DRECURRENT_TESTS=OFF', '-DRECURRENT_CUDA=OFF']);
+  for (const line of configured.split('\n')) if (line.includes('recurrent:')) console.log(line.replace(/^-- /, ''));
+  cmake(['--build', buildDir, '-j', String(os.cpus().length)]);
+}
+
+function runJsonLines<T>(exe: string, args: string[]): T[] {
+  const out = execFileSync(path.join(buildDir, exe), args, { encoding: 'utf8', maxBuffer: 1 << 26 });
+  return out.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as T);
+}
+
+export function runNative(rounds: number): NativeReport {
+  build();
+  const threadCounts = [...new Set([1, os.cpus().length])].map(String);
+  const has = (exe: string) => fs.existsSync(path.join(buildDir, exe));
+  const skipped: string[] = [];
+  if (!has('onednn_bench')) skipped.push('oneDNN: not installed (Debian: apt-get install libdnnl-dev)');
+  if (!has('gemm_bench')) skipped.push('OpenBLAS: not installed (Debian: apt-get install libopenblas-dev)');
+  for (const s of skipped) console.log(`skipped: ${s}`);
+
+  const samples = new Map<string, { first: LayerResult; values: number[] }>();
+  const add = (r: LayerResult) => {
+    const key = `${r.library}|${r.cell}|${r.hidden}|${r.mode}|${r.threads}`;
+    const entry = samples.get(key) ?? { first: r, values: [] };
+    entry.values.push(r.timestepSamplesPerSecond);
+    samples.set(key, entry);
+  };
+  for (let round = 1; round <= rounds; ++round) {
+    const started = Date.now();
+    runJsonLines<LayerResult>('layer_bench', threadCounts).forEach(add);
+    if (has('onednn_bench')) runJsonLines<LayerResult>('onednn_bench', threadCounts).forEach(add);
+    console.log(`round ${round}/${rounds}: ${((Date.now() - started) / 1000).toFixed(0)} s`);
+  }
+  const layers = [...samples.values()].map(({ first, values }) => {
+    const rate = median(values);
+    return { ...first, timestepSamplesPerSecond: rate, seconds: (first.steps * first.batch) / rate, gflops: (first.gflops * rate) / first.timestepSamplesPerSecond, samples: values };
+  });
+
+  const gemmSamples = new Map<string, GemmResult[]>();
+  if (has('gemm_bench')) {
+    for (let round = 1; round <= Math.min(rounds, 3); ++round) {
+      for (const g of runJsonLines<GemmResult>('gemm_bench', threadCounts)) {
+        const key = `${g.shape}|${g.m}|${g.threads}`;
+        gemmSamples.set(key, [...(gemmSamples.get(key) ?? []), g]);
+      }
+    }
+  }
+  const gemm = [...gemmSamples.values()].map((list) => ({
+    ...list[0], recurrentGflops: median(list.map((g) => g.recurrentGflops)), openblasGflops: median(list.map((g) => g.openblasGflops)), samples: list.length,
+  }));
+
+  console.log('throughput as T grows (LSTM, both cores)...');
+  const steps = runJsonLines<LayerResult>('layer_bench', [String(os.cpus().length), '--only', 'lstm-128-train', '--only', 'lstm-512-train', '--steps', '32,256,1024,4096']);
+
+  const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
+  const machine = `${cpu} (${os.cpus().length} cores), ${os.platform()} ${os.arch()}`;
+  return { machine, rounds, skipped, layers, gemm, steps };
+}
+
+function rate(v: number): string {
+  return v >= 1e5 ? `${(v / 1000).toFixed(0)}k` : v >= 1e3 ? `${(v / 1000).toFixed(1)}k` : v.toFixed(0);
+}
+
+export function nativeMarkdown(report: NativeReport): string {
+  const find = (library: string, cell: string, hidden: number, mode: string, threads: number) =>
+    report.layers.find((r) => r.library === library && r.cell === cell && r.hidden === hidden && r.mode === mode && r.threads === threads);
+  const maxThreads = Math.max(...report.layers.map((r) => r.threads));
+  const lines = [
+    '## The layer alone: recurrent vs oneDNN (C++)',
+    '',
+    `Machine: ${report.machine}. One layer, T = 32, B = 32, I = H, float32; training = forward + backward. ` +
+      `Timestep-samples per second (T x B / s), medians of ${report.rounds} alternating rounds; GFLOP/s counts the matmuls ` +
+      '(3 x 2 x B x (I + H) x G x H per step for training). oneDNN 2.6 from Debian (OpenMP), weights in its preferred layouts, ' +
+      'reorders not timed; its GRU is the linear-before-reset GRU, which is PyTorch\'s.',
+    '',
+    `| job | recurrent ${maxThreads} threads | oneDNN ${maxThreads} threads | ratio | recurrent 1 thread | oneDNN 1 thread | ratio | recurrent ${maxThreads}t/1t |`,
+    '|---|---|---|---|---|---|---|---|',
+  ];
+  for (const cell of ['lstm', 'gru']) {
+    for (const hidden of [128, 512]) {
+      for (const mode of ['train', 'inference']) {
+        const ours = find('recurrent', cell, hidden, mode, maxThreads);
+        const theirs = find('oneDNN', cell, hidden, mode, maxThreads);
+        const ours1 = find('recurrent', cell, hidden, mode, 1);
+        const theirs1 = find('oneDNN', cell, hidden, mode, 1);
+        if (!ours) continue;
+        const cellText = (r?: LayerResult) => (r ? `${rate(r.timestepSamplesPerSecond)} (${r.gflops.toFixed(0)} GF/s)` : 'skipped');
+        const ratio = (a?: LayerResult, b?: LayerResult) => (a && b ? `${(a.timestepSamplesPerSecond / b.timestepSamplesPerSecond).toFixed(2)}x` : '-');
+        lines.push(`| ${cell.toUpperCase()} H=${hidden} ${mode} | ${cellText(ours)} | ${cellText(theirs)} | ${ratio(ours, theirs)} | ` +
+          `${cellText(ours1)} | ${cellText(theirs1)} | ${ratio(ours1, theirs1)} | ${ours1 ? (ours.timestepSamplesPerSecond / ours1.timestepSamplesPerSecond).toFixed(2) + 'x' : '-'} |`);
+      }
+    }
+  }
+  if (report.skipped.length) lines.push('', ...report.skipped.map((s) => `Skipped: ${s}.`));
+  if (report.gemm.length) {
+    lines.push('', '## GEMM at the shapes of a layer (B = 32, T = 32): recurrent vs OpenBLAS sgemm, GFLOP/s', '',
+      '| product | M x N x K | threads | recurrent | OpenBLAS | ratio |', '|---|---|---|---|---|---|',
+      ...report.gemm.map((g) => `| ${g.shape} | ${g.m} x ${g.n} x ${g.k} | ${g.threads} | ${g.recurrentGflops.toFixed(0)} | ${g.openblasGflops.toFixed(0)} | ${(g.recurrentGflops / g.openblasGflops).toFixed(2)}x |`));
+  }
+  if (report.steps.length) {
+    lines.push('', '## Linear cost in T (LSTM training, both cores)', '', '| H | T = ' + [...new Set(report.steps.map((s) => s.steps))].join(' | T = ') + ' |',
+      '|---|' + [...new Set(report.steps.map((s) => s.steps))].map(() => '---').join('|') + '|');
+    for (const hidden of [...new Set(report.steps.map((s) => s.hidden))]) {
+      lines.push(`| ${hidden} | ` + report.steps.filter((s) => s.hidden === hidden).map((s) => rate(s.timestepSamplesPerSecond)).join(' | ') + ' |');
+    }
+  }
+  return lines.join('\n') + '\n';
+}
+
+if (require.main === module) {
+  const i = process.argv.indexOf('--rounds');
+  const rounds = i >= 0 ? Number(process.argv[i + 1]) : 5;
+  const report = runNative(rounds);
+  const md = nativeMarkdown(report);
+  console.log('\n' + md);
+  fs.writeFileSync(path.join(__dirname, 'native-results.json'), JSON.stringify(report, null, 2) + '\n');
+  fs.writeFileSync(path.join(__dirname, 'native-results.md'), md);
+  console.log('wrote bench/native-results.json and bench/native-results.md');
+}
