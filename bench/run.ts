@@ -2,7 +2,8 @@
  * Side-by-side training and inference throughput of recurrent layers: recurrent against
  * TensorFlow.js (cpu and wasm backends), brain.js and synaptic, in the same process.
  * Reports timestep-samples per second (T x B / s), GFLOP/s and the ratio to each peer,
- * as medians of repeated runs; writes bench/results.md and bench/results.svg.
+ * as medians of repeated runs; writes bench/results.md, bench/results.json and bench/results.svg.
+ * `npm run bench` then runs bench/native.ts: the layer alone against oneDNN, the GEMM against OpenBLAS.
  *
  *   npm run bench            (about 10 minutes on 2 cores: the JS peers are slow)
  *   npm run bench -- --quick (fewer repeats)
@@ -198,6 +199,7 @@ async function main(): Promise<void> {
     '',
   ];
   fs.writeFileSync(path.join(__dirname, 'results.md'), lines.join('\n'));
+  fs.writeFileSync(path.join(__dirname, 'results.json'), JSON.stringify({ machine, T, B, rows }, null, 2) + '\n');
   const vega = await import('vega');
   const vegaLite = await import('vega-lite');
   const values = rows.flatMap((r) => [
@@ -215,7 +217,7 @@ async function main(): Promise<void> {
   } as never).spec;
   const view = new vega.View(vega.parse(spec), { renderer: 'none' });
   fs.writeFileSync(path.join(__dirname, 'results.svg'), await view.toSVG());
-  console.log('\nwrote bench/results.md and bench/results.svg');
+  console.log('\nwrote bench/results.md, bench/results.json and bench/results.svg');
 }
 
 main().catch((error) => {

@@ -51,10 +51,12 @@ Storage* Storage::From(const Napi::Value& value, const char* name) {
   return storage;
 }
 
-// new Storage(length): zero-filled float32 memory of `length` elements.
+// new Storage(length[, uninitialized]): float32 memory of `length` elements, zero-filled
+// unless `uninitialized` is true (for outputs a kernel overwrites entirely).
 Storage::Storage(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Storage>(info) {
   Napi::Env env = info.Env();
   expect_args(info, 1, "Storage");
+  const bool uninitialized = info.Length() > 1 && info[1].IsBoolean() && info[1].As<Napi::Boolean>().Value();
   // 2^34 floats = 64 GiB: far beyond any sensible tensor, small enough to never overflow.
   length_ = int_arg(info[0], "length", 0, int64_t{1} << 34);
   try {
@@ -63,7 +65,7 @@ Storage::Storage(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Storage>(inf
     throw_range(env, "out of memory allocating a tensor of " + std::to_string(length_) + " floats");
   }
   if (length_ > 0) Napi::MemoryManagement::AdjustExternalMemory(env, length_ * static_cast<int64_t>(sizeof(float)));
-  if (!buffer_->zeroed) {
+  if (!buffer_->zeroed && !uninitialized) {
     // A reused block: zero it as an op of its own, so in async mode the worker thread
     // does it (in order, before any op that uses this tensor) instead of the main thread.
     begin_op();

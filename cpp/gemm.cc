@@ -64,6 +64,44 @@ constexpr int kNC = 2048;
     }                                                                                                 \
   }
 
+// MR x 2NR: two B panels at once (b0, b1), so each broadcast of A feeds two FMAs: on
+// AVX-512, 8 x 32 needs 10 loads per 16 FMAs where 16 x 16 needs 17.
+#define RECURRENT_MICRO_KERNEL_WIDE(NAME, TARGET, V, W, MR)                                               \
+  TARGET void NAME(int kc, const float* __restrict a, const float* __restrict b0, const float* __restrict b1, \
+                   float alpha, float* c, int ldc, int rows, int cols, bool overwrite) {                 \
+    constexpr int kParts = kNR / (W);                                                                    \
+    constexpr int kMR = (MR);                                                                            \
+    V acc[kMR][2 * kParts];                                                                              \
+    for (int r = 0; r < kMR; ++r)                                                                        \
+      for (int p = 0; p < 2 * kParts; ++p) acc[r][p] = V{};                                              \
+    for (int k = 0; k < kc; ++k) {                                                                       \
+      const V* p0 = reinterpret_cast<const V*>(b0 + k * kNR);                                            \
+      const V* p1 = reinterpret_cast<const V*>(b1 + k * kNR);                                            \
+      const float* ak = a + k * kMR;                                                                     \
+      for (int r = 0; r < kMR; ++r) {                                                                    \
+        const float x = ak[r];                                                                           \
+        for (int p = 0; p < kParts; ++p) {                                                               \
+          acc[r][p] += x * p0[p];                                                                        \
+          acc[r][kParts + p] += x * p1[p];                                                               \
+        }                                                                                                \
+      }                                                                                                  \
+    }                                                                                                    \
+    for (int r = 0; r < rows; ++r) {                                                                     \
+      float* crow = c + static_cast<long>(r) * ldc;                                                      \
+      if (cols == 2 * kNR) {                                                                             \
+        V* current = reinterpret_cast<V*>(crow);                                                         \
+        if (overwrite)                                                                                   \
+          for (int p = 0; p < 2 * kParts; ++p) current[p] = alpha * acc[r][p];                           \
+        else                                                                                             \
+          for (int p = 0; p < 2 * kParts; ++p) current[p] += alpha * acc[r][p];                          \
+      } else {                                                                                           \
+        float tile[2 * kNR];                                                                             \
+        for (int p = 0; p < 2 * kParts; ++p) *reinterpret_cast<V*>(tile + p * (W)) = acc[r][p];         \
+        for (int j = 0; j < cols; ++j) crow[j] = (overwrite ? 0.0f : crow[j]) + alpha * tile[j];         \
+      }                                                                                                  \
+    }                                                                                                    \
+  }
+
 // Unaligned, aliasing vector types: loads and stores straight from float arrays.
 typedef float Vec4 __attribute__((vector_size(16), aligned(4), may_alias));
 typedef float Vec8 __attribute__((vector_size(32), aligned(4), may_alias));
@@ -71,19 +109,21 @@ typedef float Vec16 __attribute__((vector_size(64), aligned(4), may_alias));
 
 // overwrite: C tile = alpha * acc (C is not read), else C tile += alpha * acc.
 using MicroKernel = void (*)(int, const float*, const float*, float, float*, int, int, int, bool);
+using WideKernel = void (*)(int, const float*, const float*, const float*, float, float*, int, int, int, bool);
 
 RECURRENT_MICRO_KERNEL(micro_kernel_baseline, , Vec4, 4, 4)
 #if defined(__x86_64__) && defined(__GNUC__)
 #define RECURRENT_X86_DISPATCH 1
 RECURRENT_MICRO_KERNEL(micro_kernel_avx2, __attribute__((target("avx2,fma"))), Vec8, 8, 6)
-// 16 x 16 on AVX-512, A blocks of 256 rows (L2): 16 accumulators hide the FMA latency on two
-// 512-bit pipes (measured
-// on Zen 5: 8 rows 130, 12 rows 145, 16 rows 150 GFLOP/s on one core, peak 194)
-RECURRENT_MICRO_KERNEL(micro_kernel_avx512, __attribute__((target("avx512f,avx2,fma"))), Vec16, 16, 16)
+// AVX-512: 8 x 32 (two panels; 16 accumulators hide the FMA latency on two 512-bit pipes),
+// and 8 x 16 for a last single panel; A blocks of 256 rows (L2).
+RECURRENT_MICRO_KERNEL(micro_kernel_avx512, __attribute__((target("avx512f,avx2,fma"))), Vec16, 16, 8)
+RECURRENT_MICRO_KERNEL_WIDE(micro_kernel_avx512_wide, __attribute__((target("avx512f,avx2,fma"))), Vec16, 16, 8)
 #endif
 
 struct Dispatch {
   MicroKernel kernel;
+  WideKernel wide;  // or null
   const char* isa;
   int mr;  // rows of the micro-kernel (A panels are packed this tall)
   int mc;  // rows of an A block: a multiple of mr
@@ -98,12 +138,12 @@ Dispatch choose_kernel() {
   const bool has_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   const char* forced = std::getenv("RECURRENT_ISA");
   const std::string want = forced ? forced : "";
-  if (want == "baseline") return {micro_kernel_baseline, "baseline", 4, 64};
-  if (want == "avx2" && has_avx2) return {micro_kernel_avx2, "avx2", 6, 60};
-  if ((want.empty() || want == "avx512") && has_avx512) return {micro_kernel_avx512, "avx512", 16, 256};
-  if (has_avx2) return {micro_kernel_avx2, "avx2", 6, 60};
+  if (want == "baseline") return {micro_kernel_baseline, nullptr, "baseline", 4, 64};
+  if (want == "avx2" && has_avx2) return {micro_kernel_avx2, nullptr, "avx2", 6, 60};
+  if ((want.empty() || want == "avx512") && has_avx512) return {micro_kernel_avx512, micro_kernel_avx512_wide, "avx512", 8, 256};
+  if (has_avx2) return {micro_kernel_avx2, nullptr, "avx2", 6, 60};
 #endif
-  return {micro_kernel_baseline, "baseline", 4, 64};
+  return {micro_kernel_baseline, nullptr, "baseline", 4, 64};
 }
 
 const Dispatch& dispatch() {
@@ -184,13 +224,24 @@ void gemm_serial(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
       for (int m0 = 0; m0 < m; m0 += block_m) {
         const int mc = std::min(block_m, m - m0);
         pack_a(trans_a, a, lda, m0, mc, k0, kc, mr, packed_a.data());
-        for (int jr = 0; jr < nc; jr += kNR) {
+        const bool overwrite = beta == 0.0f && k0 == 0;
+        for (int jr = 0; jr < nc;) {
           const float* bp = packed_b.data() + static_cast<long>(jr) * kc;
+          if (isa.wide && jr + kNR < nc) {  // two panels
+            for (int ir = 0; ir < mc; ir += mr) {
+              isa.wide(kc, packed_a.data() + static_cast<long>(ir) * kc, bp, bp + static_cast<long>(kNR) * kc, alpha,
+                       c + static_cast<long>(m0 + ir) * ldc + n0 + jr, ldc, std::min(mr, mc - ir),
+                       std::min(2 * kNR, nc - jr), overwrite);
+            }
+            jr += 2 * kNR;
+            continue;
+          }
           for (int ir = 0; ir < mc; ir += mr) {
             micro_kernel(kc, packed_a.data() + static_cast<long>(ir) * kc, bp, alpha,
                          c + static_cast<long>(m0 + ir) * ldc + n0 + jr, ldc, std::min(mr, mc - ir),
-                         std::min(kNR, nc - jr), beta == 0.0f && k0 == 0);
+                         std::min(kNR, nc - jr), overwrite);
           }
+          jr += kNR;
         }
       }
     }
@@ -228,15 +279,31 @@ void gemm_packed_tiles(int m, float alpha, const float* a, int lda, const Packed
     for (int m0 = 0; m0 < m; m0 += block_m) {
       const int mc = std::min(block_m, m - m0);
       pack_a(false, a, lda, m0, mc, k0, kc, mr, packed_a.data());
-      for (int tile = tile0; tile < tile1 && tile * kNR < n; ++tile) {
+      const bool overwrite = beta == 0.0f && k0 == 0;
+      const auto panel = [&](int tile) {
+        const int col = tile * kNR, block = col / kNC * kNC;
+        return b.panel(block, k0) + static_cast<long>(col - block) * kc;
+      };
+      for (int tile = tile0; tile < tile1 && tile * kNR < n;) {
         const int col = tile * kNR;
-        const int block = col / kNC * kNC;
-        const float* bp = b.panel(block, k0) + static_cast<long>(col - block) * kc;
+        if (isa.wide && tile + 1 < tile1 && col + kNR < n) {  // two panels
+          const float* b0 = panel(tile);
+          const float* b1 = panel(tile + 1);
+          for (int ir = 0; ir < mc; ir += mr) {
+            isa.wide(kc, packed_a.data() + static_cast<long>(ir) * kc, b0, b1, alpha,
+                     c + static_cast<long>(m0 + ir) * ldc + col, ldc, std::min(mr, mc - ir), std::min(2 * kNR, n - col),
+                     overwrite);
+          }
+          tile += 2;
+          continue;
+        }
+        const float* bp = panel(tile);
         for (int ir = 0; ir < mc; ir += mr) {
           micro_kernel(kc, packed_a.data() + static_cast<long>(ir) * kc, bp, alpha,
                        c + static_cast<long>(m0 + ir) * ldc + col, ldc, std::min(mr, mc - ir), std::min(kNR, n - col),
-                       beta == 0.0f && k0 == 0);
+                       overwrite);
         }
+        tile += 1;
       }
     }
   }

@@ -8,7 +8,8 @@
 import { describe, formatShape, rangeError, typeError } from './errors';
 import type { Tensor } from './tensor';
 
-export type BackwardFn = (gradOutputs: (Tensor | null)[]) => (Tensor | null)[];
+/** retainGraph: whether the graph will be used again (else saved buffers may be released). */
+export type BackwardFn = (gradOutputs: (Tensor | null)[], retainGraph: boolean) => (Tensor | null)[];
 
 export class GradNode {
   /** Name of the op, for error messages and debugging. */
@@ -34,7 +35,7 @@ export class GradNode {
     }
     const fn = this.backwardFn;
     if (!retainGraph) this.backwardFn = null; // frees saved tensors
-    return fn(gradOutputs);
+    return fn(gradOutputs, retainGraph);
   }
 }
 

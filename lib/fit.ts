@@ -17,7 +17,7 @@ import { GRU, LSTM, RNN } from './nn/recurrent';
 import { LRScheduler, Optimizer, Adam, clipGradNormTensor, clipGradValue } from './optim';
 import { Generator, random, RngState } from './random';
 import { describeModel, loadCheckpoint, saveCheckpoint } from './serialize';
-import { Tensor } from './tensor';
+import { Tensor, scope } from './tensor';
 
 /** Training data, in one of three forms (targets follow the inputs' sample order). */
 export type FitData =
@@ -535,13 +535,17 @@ export async function fit(model: Module, data: FitData, options: FitOptions = {}
         if (!batch.carry) carried = null;
         // forward and backward, then (after reading the loss and the gradient norm) the update:
         // a non-finite loss or gradient never reaches the weights
-        const { lossTensor, gradNorm, nextState } = await runAsync(() => rng.run(() => {
+        // scope(): the step's intermediates go back to the allocator's cache as soon as the
+        // queued work that uses them has run, not at the next garbage collection
+        const { lossTensor, gradNorm, nextState } = await runAsync(() => rng.run(() => scope(() => {
           const { output, state } = callModel(model, batch.input, carried, batch.lengths);
           const lossValue = computeLoss(loss, output, batch);
+          // the last step's gradients are fit's own: their memory goes straight back to the cache
+          for (const p of params) p.grad?.dispose();
           optimizer.zeroGrad();
           lossValue.backward();
           return { lossTensor: lossValue, gradNorm: clipGradNormTensor(params, clipNorm ?? Number.MAX_VALUE), nextState: detachState(state) };
-        }));
+        })));
         const value = lossTensor.item();
         if (!Number.isFinite(value) || !Number.isFinite(gradNorm.item())) {
           const what = Number.isFinite(value) ? `a non-finite gradient (norm ${gradNorm.item()})` : `a non-finite loss (${value})`;

@@ -2,7 +2,7 @@
  * recurrent: RNN, LSTM and GRU for Node.js at native speed, with PyTorch's names,
  * shapes and equations.
  */
-export { Tensor, numel } from './tensor';
+export { Tensor, numel, scope, keep } from './tensor';
 export type { Device, TensorOptions, TensorData } from './tensor';
 export { backward, noGrad, isGradEnabled, GradNode } from './autograd';
 export type { BackwardOptions } from './autograd';

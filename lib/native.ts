@@ -26,7 +26,8 @@ export interface CudaStatus {
 }
 
 export interface NativeAddon {
-  Storage: new (length: number) => NativeStorage;
+  /** uninitialized: skip zero-filling a reused block (for outputs a kernel overwrites entirely). */
+  Storage: new (length: number, uninitialized?: boolean) => NativeStorage;
   setAsync(async: boolean): void;
   isAsync(): boolean;
   synchronize(): Promise<void>;

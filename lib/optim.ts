@@ -5,7 +5,7 @@
 import { describe, expectBoolean, expectNumber, expectOptions, expectKnownKeys, formatShape, rangeError, typeError } from './errors';
 import { native, NativeStorage } from './native';
 import { runAsync } from './stream';
-import { Tensor } from './tensor';
+import { Tensor, keep } from './tensor';
 
 type Hyper = Record<string, number | boolean>;
 
@@ -85,7 +85,7 @@ export abstract class Optimizer {
       grads.push(p.grad.storage);
       this.steps[i] += 1;
       used.forEach((isUsed, k) => {
-        if (isUsed && !this.buffers[k][i]) this.buffers[k][i] = Tensor.zeros(p.shape);
+        if (isUsed && !this.buffers[k][i]) this.buffers[k][i] = keep(Tensor.zeros(p.shape));
       });
     });
     const state = (k: number) => this.buffers[k].map((b) => (b ? b.storage : null));

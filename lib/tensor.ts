@@ -234,6 +234,16 @@ export class Tensor {
     return new Tensor(allocate(numel(checked)), checked, opts.requiresGrad, opts.device);
   }
 
+  /**
+   * A tensor whose values are unspecified (memory reused from freed tensors is not cleared),
+   * like torch.empty: for outputs that are about to be overwritten entirely.
+   */
+  static empty(shape: readonly number[], options?: TensorOptions): Tensor {
+    const checked = checkShape(shape);
+    const opts = tensorOptions(options);
+    return new Tensor(allocate(numel(checked), true), checked, opts.requiresGrad, opts.device);
+  }
+
   /** A tensor filled with `value`. */
   static full(shape: readonly number[], value: number, options?: TensorOptions): Tensor {
     const t = Tensor.zeros(shape, options);
@@ -383,7 +393,7 @@ export class Tensor {
   /** @internal adds `grad` into this.grad. */
   accumulateGrad(grad: Tensor): void {
     if (!this.grad) {
-      this.grad = grad.copyData();
+      this.grad = keep(grad.copyData());
     } else {
       native.binary(Binary.Add, this.grad.storage, this.grad.storage, 0, contiguousStrides(this.dims), grad.storage, 0, contiguousStrides(this.dims), [...this.dims]);
     }
@@ -808,12 +818,76 @@ export { noGrad };
 
 let budget: { left: number; onExceeded: (requested: number) => Error } | null = null;
 
-function allocate(count: number): NativeStorage {
+export function allocate(count: number, uninitialized = false): NativeStorage {
   if (budget) {
     if (count > budget.left) throw budget.onExceeded(count);
     budget.left -= count;
   }
-  return new native.Storage(count);
+  const storage = new native.Storage(count, uninitialized);
+  if (scopes.length > 0) scopes[scopes.length - 1].add(storage);
+  return storage;
+}
+
+// ---------------------------------------------------------------------------
+// Scopes: free the memory of a loop iteration's intermediates now, not at the next
+// garbage collection (native memory that waits for V8 costs page faults and RSS).
+
+const scopes: Set<NativeStorage>[] = [];
+const kept = new WeakSet<NativeStorage>();
+
+/**
+ * Marks a tensor's memory as owned beyond any scope it was created in (parameters,
+ * gradients and optimizer state are marked by the library itself). Returns the tensor.
+ */
+export function keep<T extends Tensor>(tensor: T): T {
+  kept.add(tensor.storage);
+  return tensor;
+}
+
+function survivors(value: unknown, into: Set<NativeStorage>, depth: number): void {
+  if (value instanceof Tensor) {
+    into.add(value.storage);
+    if (value.grad) into.add(value.grad.storage);
+  } else if (depth < 4 && value && typeof value === 'object') {
+    for (const v of Array.isArray(value) ? value : value instanceof Map ? value.values() : Object.values(value)) survivors(v, into, depth + 1);
+  }
+}
+
+/**
+ * Runs `fn` (synchronously) and then frees the memory of every tensor created inside it,
+ * except the tensors it returns (found in arrays and objects up to 4 levels deep) and
+ * those marked with keep() (parameters, gradients, optimizer state). Like tf.tidy: a
+ * tensor freed here throws ERR_DISPOSED if used later, so return what you need.
+ * Work already queued in async mode keeps its memory until it has run.
+ *
+ * @example
+ * for (const batch of batches) {
+ *   const loss = scope(() => {
+ *     const l = crossEntropyLoss(model.forward(batch.x), batch.y);
+ *     l.backward();
+ *     return l.item();
+ *   });
+ *   optimizer.step();
+ * }
+ */
+export function scope<R>(fn: () => R): R {
+  if (typeof fn !== 'function') throw typeError(`Expected fn to be a function but received ${describe(fn)}`);
+  const allocated = new Set<NativeStorage>();
+  scopes.push(allocated);
+  let result: R | undefined;
+  try {
+    result = fn();
+    return result;
+  } finally {
+    scopes.pop();
+    const keepAlive = new Set<NativeStorage>();
+    survivors(result, keepAlive, 0);
+    const parent = scopes.length > 0 ? scopes[scopes.length - 1] : null;
+    for (const storage of allocated) {
+      if (kept.has(storage) || keepAlive.has(storage)) parent?.add(storage);
+      else if (!storage.disposed) storage.dispose();
+    }
+  }
 }
 
 /** Runs `fn`; any tensor allocation past `elements` float32 elements in all throws `onExceeded(requested)`. */

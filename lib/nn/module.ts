@@ -5,7 +5,7 @@
 import { noGrad } from '../autograd';
 import { describe, expectBoolean, expectOptions, expectKnownKeys, formatShape, rangeError, typeError } from '../errors';
 import { native } from '../native';
-import { Tensor } from '../tensor';
+import { Tensor, keep } from '../tensor';
 
 export type StateDict = Record<string, Tensor>;
 
@@ -17,7 +17,7 @@ export abstract class Module {
 
   /** Registers a parameter (null: declared but absent, like PyTorch's bias=False). */
   protected registerParameter(name: string, tensor: Tensor | null): Tensor | null {
-    if (tensor) tensor.requiresGrad = true;
+    if (tensor) keep(tensor).requiresGrad = true;
     this.ownParameters.set(name, tensor);
     return tensor;
   }

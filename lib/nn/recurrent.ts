@@ -8,7 +8,7 @@ import { isGradEnabled } from '../autograd';
 import { describe, expectBoolean, expectInteger, expectNumber, expectOptions, expectKnownKeys, formatShape, rangeError, typeError } from '../errors';
 import { dropout } from '../functional';
 import { native } from '../native';
-import { Tensor, expectTensor, record } from '../tensor';
+import { Tensor, allocate, expectTensor, record } from '../tensor';
 import { uniform_ } from './init';
 import { Module } from './module';
 
@@ -223,25 +223,32 @@ function recurrentLayer(
 ): { y: Tensor; h: Tensor; c: Tensor | null } {
   const [T, B, I] = x.shape;
   const isLstm = cell === Cell.Lstm;
-  const y = Tensor.zeros([T, B, D * H]);
-  const h = Tensor.zeros([D, B, H]);
-  const c = isLstm ? Tensor.zeros([D, B, H]) : null;
+  // every output, the reserve and every gradient below are written entirely by the kernels
+  const y = Tensor.empty([T, B, D * H]);
+  const h = Tensor.empty([D, B, H]);
+  const c = isLstm ? Tensor.empty([D, B, H]) : null;
   const inputs: Tensor[] = [x, ...(h0 ? [h0] : []), ...(c0 ? [c0] : []), ...weights.filter((w): w is Tensor => w !== null)];
   const needsGrad = isGradEnabled() && inputs.some((t) => t.requiresGrad);
-  const reserve = needsGrad ? new native.Storage(native.layerReserveSize(cell, T, B, I, H, D)) : null;
+  let reserve = needsGrad ? allocate(native.layerReserveSize(cell, T, B, I, H, D), true) : null;
   const storages = weights.map((w) => (w ? w.storage : null));
   native.layerForward(cell, T, B, I, H, D, y.storage, h.storage, c ? c.storage : null, reserve, x.storage, lengths,
     h0 ? h0.storage : null, c0 ? c0.storage : null, storages);
 
   const outputs = c ? [y, h, c] : [y, h];
-  record(`${['rnn_tanh', 'rnn_relu', 'lstm', 'gru'][cell]}_layer`, inputs, outputs, ([dy, dh, dc]) => {
-    const dx = Tensor.zeros(x.shape);
-    const dh0 = h0 ? Tensor.zeros(h0.shape) : null;
-    const dc0 = c0 ? Tensor.zeros(c0.shape) : null;
-    const grads = weights.map((w) => (w ? Tensor.zeros(w.shape) : null));
+  record(`${['rnn_tanh', 'rnn_relu', 'lstm', 'gru'][cell]}_layer`, inputs, outputs, ([dy, dh, dc], retainGraph) => {
+    const dx = Tensor.empty(x.shape);
+    const dh0 = h0 ? Tensor.empty(h0.shape) : null;
+    const dc0 = c0 ? Tensor.empty(c0.shape) : null;
+    const grads = weights.map((w) => (w ? Tensor.empty(w.shape) : null));
     native.layerBackward(cell, T, B, I, H, D, dx.storage, dh0 ? dh0.storage : null, dc0 ? dc0.storage : null,
       grads.map((g) => (g ? g.storage : null)), dy ? dy.storage : null, dh ? dh.storage : null,
       dc ? dc.storage : null, reserve!, x.storage, lengths, storages);
+    if (!retainGraph) {
+      // nothing can read the reserve again: give its memory back to the cache now, not at the
+      // next garbage collection (queued work that uses it keeps it alive until it has run)
+      reserve!.dispose();
+      reserve = null;
+    }
     return [dx, ...(dh0 ? [dh0] : []), ...(dc0 ? [dc0] : []), ...grads.filter((g): g is Tensor => g !== null)];
   });
   return { y, h, c };
