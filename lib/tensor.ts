@@ -138,7 +138,7 @@ function flatten(data: NestedArray, shape: number[], out: Float32Array): void {
   walk(data, 0, '');
 }
 
-function checkDevice(device: unknown, name = 'options.device'): Device {
+export function checkDevice(device: unknown, name = 'options.device'): Device {
   if (device === undefined || device === 'cpu') return 'cpu';
   if (device === 'cuda') {
     const cuda = native.backends().cuda;
@@ -357,6 +357,16 @@ export class Tensor {
   item(): number {
     if (this.size !== 1) throw rangeError(`item() needs a one-element tensor but this one has shape ${formatShape(this.dims)}`, 'ERR_SHAPE_MISMATCH');
     return this.toArray()[0];
+  }
+
+  /**
+   * This tensor on `device`: itself when it is already there (no copy, as in PyTorch).
+   * 'cuda' throws ERR_CUDA_UNAVAILABLE with the reason (no CUDA compiled in, no device, or,
+   * in this version, device tensors not implemented yet).
+   */
+  to(device: Device): Tensor {
+    checkDevice(device, 'device'); // every tensor is on the CPU: 'cuda' throws with the reason
+    return this;
   }
 
   /** Frees the native memory now (also that of views sharing it). */

@@ -5,7 +5,7 @@
 import { noGrad } from '../autograd';
 import { describe, expectBoolean, expectOptions, expectKnownKeys, formatShape, rangeError, typeError } from '../errors';
 import { native } from '../native';
-import { Tensor, keep } from '../tensor';
+import { Device, Tensor, checkDevice, keep } from '../tensor';
 
 export type StateDict = Record<string, Tensor>;
 
@@ -43,6 +43,16 @@ export abstract class Module {
     for (const [name, tensor] of this.ownParameters) if (tensor) out.push([prefix + name, tensor]);
     for (const [name, child] of this.children) out.push(...child.namedParameters(`${prefix}${name}.`));
     return out;
+  }
+
+  /**
+   * Moves the parameters to `device` and returns the module. 'cpu' is where they are;
+   * 'cuda' throws ERR_CUDA_UNAVAILABLE with the reason, before changing anything.
+   */
+  to(device: Device): this {
+    checkDevice(device, 'device');
+    for (const p of this.parameters()) p.to(device);
+    return this;
   }
 
   parameters(): Tensor[] {

@@ -1,0 +1,54 @@
+/**
+ * The CUDA backend. Where no GPU is usable these tests are pending (mocha lists them as
+ * such), never passed. tensor.to('cuda') / module.to('cuda') explain why CUDA is not
+ * available on every machine.
+ */
+import { expect } from 'chai';
+import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { LSTM, Tensor, backends } from '../lib/index';
+
+describe('CUDA: availability', () => {
+  it("to('cpu') is the tensor itself; to('cuda') throws ERR_CUDA_UNAVAILABLE with the reason", () => {
+    const t = Tensor.ones([2]);
+    expect(t.to('cpu')).to.equal(t);
+    const lstm = new LSTM({ inputSize: 2, hiddenSize: 3 });
+    expect(lstm.to('cpu')).to.equal(lstm);
+    for (const attempt of [() => t.to('cuda'), () => lstm.to('cuda'), () => Tensor.from([1, 2], [2], { device: 'cuda' })]) {
+      try {
+        attempt();
+        expect.fail('expected an error');
+      } catch (error) {
+        expect((error as { code: string }).code).to.equal('ERR_CUDA_UNAVAILABLE');
+        expect((error as Error).message).to.match(/Cannot create a tensor on 'cuda': .+/);
+        const cuda = backends().cuda;
+        if (cuda.reason) expect((error as Error).message).to.include(cuda.reason);
+      }
+    }
+    expect(() => t.to('tpu' as never)).to.throw(TypeError, /'cpu' or 'cuda'/);
+  });
+});
+
+describe('CUDA: kernels on a GPU', function () {
+  this.timeout(600_000);
+  const cuda = backends().cuda;
+  before(function () {
+    // pending, with the reason, where there is nothing to run them on
+    if (!cuda.compiled || cuda.deviceCount === 0) {
+      console.log(`      (CUDA tests pending: ${cuda.reason ?? 'not compiled in'})`);
+      this.skip();
+    }
+  });
+
+  it('the GEMM and the layer (every cell, ragged, bidirectional) match the double reference (C++ cuda_tests)', () => {
+    const root = path.join(__dirname, '..');
+    const exe = path.join(root, 'build', 'ctest', 'cuda_tests');
+    if (!fs.existsSync(exe)) {
+      execFileSync('cmake', ['-S', '.', '-B', 'build/ctest', '-DCMAKE_BUILD_TYPE=Release'], { cwd: root, stdio: 'inherit' });
+      execFileSync('cmake', ['--build', 'build/ctest', '-j', '4'], { cwd: root, stdio: 'inherit' });
+    }
+    const out = execFileSync(exe, { encoding: 'utf8' });
+    expect(out).to.include('all CUDA kernel comparisons passed');
+  });
+});
