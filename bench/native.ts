@@ -105,7 +105,7 @@ export function runNative(rounds: number): NativeReport {
   if (has('gemm_bench')) {
     for (let round = 1; round <= Math.min(rounds, 3); ++round) {
       for (const g of runJsonLines<GemmResult>('gemm_bench', threadCounts)) {
-        const key = `${g.shape}|${g.m}|${g.threads}`;
+        const key = `${g.shape}|${g.m}|${g.n}|${g.k}|${g.threads}`;
         gemmSamples.set(key, [...(gemmSamples.get(key) ?? []), g]);
       }
     }
