@@ -37,7 +37,7 @@ describe('fit()', () => {
     }, 10);
     const started = performance.now();
     try {
-      await fit(model, data, { epochs: 1, batchSize: 32 });
+      await fit(model, data, { epochs: 3, batchSize: 32 });
     } finally {
       clearInterval(timer);
     }
