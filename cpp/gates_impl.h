@@ -59,27 +59,21 @@ static inline V vtanh(V x) {
   return a < splat(0.625f) ? small : large;
 }
 
-void sigmoid_array(const float* x, float* y, int n) {
+// y[i] = f(x[i]) over whole vectors, the tail through a zero-padded one.
+template <V (*F)(V)>
+void apply_array(const float* x, float* y, int n) {
   int i = 0;
-  for (; i + W <= n; i += W) store(y + i, vsigmoid(load(x + i)));
+  for (; i + W <= n; i += W) store(y + i, F(load(x + i)));
   if (i < n) {
     float in[W] = {}, out[W];
     for (int k = 0; i + k < n; ++k) in[k] = x[i + k];
-    store(out, vsigmoid(load(in)));
+    store(out, F(load(in)));
     for (int k = 0; i + k < n; ++k) y[i + k] = out[k];
   }
 }
 
-void tanh_array(const float* x, float* y, int n) {
-  int i = 0;
-  for (; i + W <= n; i += W) store(y + i, vtanh(load(x + i)));
-  if (i < n) {
-    float in[W] = {}, out[W];
-    for (int k = 0; i + k < n; ++k) in[k] = x[i + k];
-    store(out, vtanh(load(in)));
-    for (int k = 0; i + k < n; ++k) y[i + k] = out[k];
-  }
-}
+void sigmoid_array(const float* x, float* y, int n) { apply_array<vsigmoid>(x, y, n); }
+void tanh_array(const float* x, float* y, int n) { apply_array<vtanh>(x, y, n); }
 
 // ---------------------------------------------------------------------------
 // Forward. b_ih / b_hh point at zeros when the layer has no bias.

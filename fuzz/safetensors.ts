@@ -196,14 +196,7 @@ function buildGenerated(g: Generated): Buffer {
 // ---------------------------------------------------------------------------
 // the property
 
-interface Stats {
-  inputs: number;
-  accepted: number;
-  rejected: number;
-  modelsBuilt: number;
-  slowestMs: number;
-  errorCodes: Record<string, number>;
-}
+type Stats = Omit<FuzzReport, 'seconds'>;
 
 function check(bytes: Uint8Array, stats: Stats, hangMs: number): void {
   const started = performance.now();

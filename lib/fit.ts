@@ -639,13 +639,14 @@ async function evaluate(model: Module, plan: Plan & { spec: TargetSpec }, loss: 
     for (let i = 0; i < plan.batchesPerEpoch; ++i) {
       const batch = plan.batch(order, i);
       if (!batch.carry) carried = null;
-      const { value, output } = await runAsync(() =>
-        noGrad(() => {
-          const result = callModel(model, batch.input, carried, batch.lengths);
-          carried = result.state;
-          return { value: computeLoss(loss, result.output, batch), output: result.output };
-        }),
+      const previous = carried;
+      const { value, output, state } = await runAsync(() =>
+        noGrad(() => scope(() => {
+          const result = callModel(model, batch.input, previous, batch.lengths);
+          return { value: computeLoss(loss, result.output, batch), output: result.output, state: result.state };
+        })),
       );
+      carried = state;
       sum += value.item() * batch.weight;
       weight += batch.weight;
       if (batch.target instanceof Int32Array) {
