@@ -140,7 +140,8 @@ Dispatch choose_kernel() {
   const std::string want = forced ? forced : "";
   if (want == "baseline") return {micro_kernel_baseline, nullptr, "baseline", 4, 64};
   if (want == "avx2" && has_avx2) return {micro_kernel_avx2, nullptr, "avx2", 6, 60};
-  if ((want.empty() || want == "avx512") && has_avx512) return {micro_kernel_avx512, micro_kernel_avx512_wide, "avx512", 8, 256};
+  if ((want.empty() || want == "avx512") && has_avx512)
+    return {micro_kernel_avx512, micro_kernel_avx512_wide, "avx512", 8, 256};
   if (has_avx2) return {micro_kernel_avx2, nullptr, "avx2", 6, 60};
 #endif
   return {micro_kernel_baseline, nullptr, "baseline", 4, 64};
@@ -316,16 +317,20 @@ void PackedMatrix::pack(bool trans, int k, int n, const float* b, int ldb) {
   size_t total = 0;
   for (int n0 = 0; n0 < n; n0 += kNC) total += static_cast<size_t>(k) * ((std::min(kNC, n - n0) + kNR - 1) / kNR * kNR);
   data_.resize(total);
-  float* out = data_.data();
-  for (int n0 = 0; n0 < n; n0 += kNC) {
-    const int nc = std::min(kNC, n - n0);
-    const int padded = (nc + kNR - 1) / kNR * kNR;
-    for (int k0 = 0; k0 < k; k0 += kKC) {
-      const int kc = std::min(kKC, k - k0);
-      pack_b(trans, b, ldb, k0, kc, n0, nc, out);
-      out += static_cast<size_t>(kc) * padded;
-    }
-  }
+  // the (column block, row block) pieces are independent: pack them on all threads
+  struct Piece {
+    int n0, k0;
+  };
+  std::vector<Piece> pieces;
+  for (int n0 = 0; n0 < n; n0 += kNC)
+    for (int k0 = 0; k0 < k; k0 += kKC) pieces.push_back({n0, k0});
+  const auto pack_piece = [&](int i) {
+    const Piece& piece = pieces[i];
+    const int nc = std::min(kNC, n - piece.n0), kc = std::min(kKC, k - piece.k0);
+    pack_b(trans, b, ldb, piece.k0, kc, piece.n0, nc, const_cast<float*>(panel(piece.n0, piece.k0)));
+  };
+  if (static_cast<double>(k) * n >= 1 << 18) parallel_for(static_cast<int>(pieces.size()), pack_piece);
+  else for (int i = 0; i < static_cast<int>(pieces.size()); ++i) pack_piece(i);
 }
 
 const float* PackedMatrix::panel(int n0, int k0) const {

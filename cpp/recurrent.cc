@@ -172,7 +172,7 @@ void layer_forward_cpu(const LayerDims& dims, float* y, float* h_n, float* c_n, 
 
     gemm_cpu(false, true, T * B, GH, I, 1.0f, x, I, w.w_ih, I, 0.0f, xproj, GH);
     // w_hh rows in block order (block, gate, unit), zero rows past H; packed transposed once
-    for (int blk = 0; blk < blocks; ++blk)
+    const auto permute = [&](int blk) {
       for (int q = 0; q < G; ++q)
         for (int j = 0; j < kGateBlock; ++j) {
           float* dst = wperm + (static_cast<size_t>(blk) * G * kGateBlock + q * kGateBlock + j) * H;
@@ -180,6 +180,9 @@ void layer_forward_cpu(const LayerDims& dims, float* y, float* h_n, float* c_n, 
           if (unit < H) std::memcpy(dst, w.w_hh + (static_cast<size_t>(q) * H + unit) * H, H * sizeof(float));
           else std::fill(dst, dst + H, 0.0f);
         }
+    };
+    if (static_cast<double>(P) * H >= 1 << 18) parallel_for(blocks, permute);
+    else for (int blk = 0; blk < blocks; ++blk) permute(blk);
     s.w_hh_packed.pack(true, H, P, wperm, H);
 
     if (h0) std::memcpy(hbuf, h0 + d * state, state * sizeof(float));
@@ -364,16 +367,22 @@ void layer_backward_cpu(const LayerDims& dims, float* dx, float* dh0, float* dc0
     gemm_cpu(true, false, GH, I, n, 1.0f, dgx, GH, x, I, 0.0f, g.w_ih, I);
     gemm_cpu(true, false, GH, H, n, 1.0f, dgh, GH, r.h_prev, H, 0.0f, g.w_hh, H);
     if (g.b_ih) {
-      std::fill(g.b_ih, g.b_ih + GH, 0.0f);
-      std::fill(g.b_hh, g.b_hh + GH, 0.0f);
-      for (int i = 0; i < n; ++i) {
-        const float* gx = dgx + static_cast<size_t>(i) * GH;
-        const float* gh = dgh + static_cast<size_t>(i) * GH;
-        for (int k = 0; k < GH; ++k) {
-          g.b_ih[k] += gx[k];
-          g.b_hh[k] += gh[k];
+      // column sums, split by columns across threads (each column summed in row order, so
+      // the result does not depend on the thread count)
+      const int chunks = GH * static_cast<double>(n) >= 1 << 18 ? std::min(num_threads(), (GH + 15) / 16) : 1;
+      parallel_for(chunks, [&](int part) {
+        const int c0 = GH * part / chunks / 16 * 16, c1 = part + 1 == chunks ? GH : GH * (part + 1) / chunks / 16 * 16;
+        std::fill(g.b_ih + c0, g.b_ih + c1, 0.0f);
+        std::fill(g.b_hh + c0, g.b_hh + c1, 0.0f);
+        for (int i = 0; i < n; ++i) {
+          const float* gx = dgx + static_cast<size_t>(i) * GH;
+          const float* gh = dgh + static_cast<size_t>(i) * GH;
+          for (int k = c0; k < c1; ++k) {
+            g.b_ih[k] += gx[k];
+            g.b_hh[k] += gh[k];
+          }
         }
-      }
+      });
     }
   }
 }
