@@ -14,7 +14,7 @@ import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import * as tfl from '@tensorflow/tfjs-layers';
-import { GRU, LSTM, RNN, Tensor, backward, backends, noGrad } from '../lib/index';
+import { GRU, LSTM, RNN, Tensor, backward, backends, noGrad, scope } from '../lib/index';
 
 const quick = process.argv.includes('--quick');
 const T = 32;
@@ -65,12 +65,17 @@ function benchRecurrent(job: Job): number {
   const layer = job.cell === 'lstm' ? new LSTM({ inputSize: H, hiddenSize: H }) : job.cell === 'gru' ? new GRU({ inputSize: H, hiddenSize: H }) : new RNN({ inputSize: H, hiddenSize: H });
   const x = Tensor.randn([T, B, H]);
   const grad = Tensor.ones([T, B, H]);
+  // a training step as fit() runs it: in a scope (the step's memory goes back to the cache
+  // at once), the previous step's gradients disposed before the new ones are made
   const step = job.mode === 'train'
-    ? () => {
+    ? () => scope(() => {
+        for (const p of layer.parameters()) p.grad?.dispose();
+        layer.zeroGrad();
         const { output } = layer.forward(x);
         backward([output], [grad]);
-      }
-    : () => noGrad(() => layer.forward(x).output.toArray());
+        return null;
+      })
+    : () => scope(() => noGrad(() => layer.forward(x).output.toArray()));
   return (T * B) / timeIt(step, quick ? 2 : 5, 5);
 }
 

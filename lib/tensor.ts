@@ -859,13 +859,15 @@ function survivors(value: unknown, into: Set<NativeStorage>, depth: number): voi
     into.add(value.storage);
     if (value.grad) into.add(value.grad.storage);
   } else if (depth < 4 && value && typeof value === 'object') {
-    for (const v of Array.isArray(value) ? value : value instanceof Map ? value.values() : Object.values(value)) survivors(v, into, depth + 1);
+    // arrays, Maps and plain objects only (never the elements of a typed array)
+    if (Array.isArray(value) || value instanceof Map) for (const v of value.values()) survivors(v, into, depth + 1);
+    else if ([Object.prototype, null].includes(Object.getPrototypeOf(value))) for (const v of Object.values(value)) survivors(v, into, depth + 1);
   }
 }
 
 /**
  * Runs `fn` (synchronously) and then frees the memory of every tensor created inside it,
- * except the tensors it returns (found in arrays and objects up to 4 levels deep) and
+ * except the tensors it returns (found in arrays, Maps and plain objects up to 4 levels deep) and
  * those marked with keep() (parameters, gradients, optimizer state). Like tf.tidy: a
  * tensor freed here throws ERR_DISPOSED if used later, so return what you need.
  * Work already queued in async mode keeps its memory until it has run.
