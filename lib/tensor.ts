@@ -361,8 +361,8 @@ export class Tensor {
 
   /**
    * This tensor on `device`: itself when it is already there (no copy, as in PyTorch).
-   * 'cuda' throws ERR_CUDA_UNAVAILABLE with the reason (no CUDA compiled in, no device, or,
-   * in this version, device tensors not implemented yet).
+   * 'cuda' throws ERR_CUDA_UNAVAILABLE with the reason (no CUDA compiled in, no device, or
+   * that this version keeps every tensor in host memory).
    */
   to(device: Device): Tensor {
     checkDevice(device, 'device'); // every tensor is on the CPU: 'cuda' throws with the reason

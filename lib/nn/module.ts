@@ -50,8 +50,7 @@ export abstract class Module {
    * 'cuda' throws ERR_CUDA_UNAVAILABLE with the reason, before changing anything.
    */
   to(device: Device): this {
-    checkDevice(device, 'device');
-    for (const p of this.parameters()) p.to(device);
+    checkDevice(device, 'device'); // parameters are where every tensor is, in host memory
     return this;
   }
 
