@@ -5,6 +5,7 @@
 #include "../cpp/gemm.h"
 #include "../cpp/thread_pool.h"
 #include "../cuda/device.h"
+#include "../cuda/ops.h"
 #include "ops.h"
 #include "layers.h"
 #include "storage.h"
@@ -56,8 +57,21 @@ Napi::Value IsAsync(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), stream_of(info.Env()).async());
 }
 
-// synchronize(): a promise settled when every queued op has run.
-Napi::Value Synchronize(const Napi::CallbackInfo& info) { return stream_of(info.Env()).synchronize(info.Env()); }
+// synchronize(): a promise settled when every queued op has run (the GPU's too, once a
+// tensor was ever put on 'cuda'; a kernel's failure rejects it).
+Napi::Value Synchronize(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (cuda_used()) {
+    try {
+      cuda::synchronize();
+    } catch (const std::exception& e) {
+      Napi::Promise::Deferred failed = Napi::Promise::Deferred::New(env);
+      failed.Reject(Napi::Error::New(env, e.what()).Value());
+      return failed.Promise();
+    }
+  }
+  return stream_of(env).synchronize(env);
+}
 
 // setNumThreads(n): threads the CPU kernels split work across (1 = serial).
 Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
@@ -66,15 +80,24 @@ Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// memoryStats() -> { cachedBytes }; emptyCache() -> bytes returned to the system
+// memoryStats() -> { cachedBytes, cuda?: { allocatedBytes, cachedBytes } };
+// emptyCache() -> bytes returned to the system (and the GPU driver)
 Napi::Value MemoryStats(const Napi::CallbackInfo& info) {
   Napi::Object out = Napi::Object::New(info.Env());
   out.Set("cachedBytes", static_cast<double>(cached_bytes()));
+  if (cuda_used()) {
+    Napi::Object gpu = Napi::Object::New(info.Env());
+    gpu.Set("allocatedBytes", static_cast<double>(cuda::device_allocated_bytes()));
+    gpu.Set("cachedBytes", static_cast<double>(cuda::device_cached_bytes()));
+    out.Set("cuda", gpu);
+  }
   return out;
 }
 
 Napi::Value EmptyCache(const Napi::CallbackInfo& info) {
-  return Napi::Number::New(info.Env(), static_cast<double>(cached_release_all()));
+  size_t released = cached_release_all();
+  if (cuda_used()) released += cuda::device_release_all();
+  return Napi::Number::New(info.Env(), static_cast<double>(released));
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
@@ -86,6 +109,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("memoryStats", Napi::Function::New<MemoryStats>(env, "memoryStats"));
   exports.Set("emptyCache", Napi::Function::New<EmptyCache>(env, "emptyCache"));
   exports.Set("backends", Napi::Function::New<Backends>(env, "backends"));
+  exports.Set("copyBetween", Napi::Function::New<CopyBetween>(env, "copyBetween"));
   exports.Set("stridedCopy", Napi::Function::New<StridedCopy>(env, "stridedCopy"));
   exports.Set("unary", Napi::Function::New<Unary>(env, "unary"));
   exports.Set("unaryBackward", Napi::Function::New<UnaryBackward>(env, "unaryBackward"));

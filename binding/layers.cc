@@ -11,6 +11,7 @@
 
 #include "../cpp/recurrent.h"
 #include "../cpp/reference.h"
+#include "../cuda/kernels.h"
 #include "args.h"
 #include "storage.h"
 #include "stream.h"
@@ -126,9 +127,20 @@ Napi::Value LayerForward(const Napi::CallbackInfo& info) {
   std::vector<LayerWeights> weights(d.directions);
   for (int dir = 0; dir < d.directions; ++dir)
     weights[dir] = LayerWeights{w[4 * dir], w[4 * dir + 1], w[4 * dir + 2], w[4 * dir + 3]};
-  dispatch(env, [=] {
-    layer_forward_cpu(d, y, h_n, c_n, reserve, x, lengths.empty() ? nullptr : lengths.data(), h0, c0, weights.data());
-  });
+  run(
+      env,
+      [=] {
+        layer_forward_cpu(d, y, h_n, c_n, reserve, x, lengths.empty() ? nullptr : lengths.data(), h0, c0,
+                          weights.data());
+      },
+      [&] {
+        // the CUDA layer always writes a reserve; inference gets a temporary one
+        DeviceFloats scratch_reserve(reserve ? 0 : layer_reserve_size(d));
+        DeviceFloats workspace(cuda::layer_workspace_size(d));
+        DeviceInts device_lengths(lengths);
+        cuda::layer_forward(cuda::stream(), d, y, h_n, c_n, reserve ? reserve : scratch_reserve.data, x,
+                            lengths.empty() ? nullptr : device_lengths.data, h0, c0, weights.data(), workspace.data);
+      });
   return env.Undefined();
 }
 
@@ -160,10 +172,18 @@ Napi::Value LayerBackward(const Napi::CallbackInfo& info) {
     if ((weights[dir].b_ih == nullptr) != (grads[dir].b_ih == nullptr))
       throw_type(env, "grads must have biases exactly where weights do");
   }
-  dispatch(env, [=] {
-    layer_backward_cpu(d, dx, dh0, dc0, grads.data(), dy, dh_n, dc_n, reserve, x,
-                       lengths.empty() ? nullptr : lengths.data(), weights.data());
-  });
+  run(
+      env,
+      [=] {
+        layer_backward_cpu(d, dx, dh0, dc0, grads.data(), dy, dh_n, dc_n, reserve, x,
+                           lengths.empty() ? nullptr : lengths.data(), weights.data());
+      },
+      [&] {
+        DeviceFloats workspace(cuda::layer_workspace_size(d));
+        DeviceInts device_lengths(lengths);
+        cuda::layer_backward(cuda::stream(), d, dx, dh0, dc0, grads.data(), dy, dh_n, dc_n, reserve, x,
+                             lengths.empty() ? nullptr : device_lengths.data, weights.data(), workspace.data);
+      });
   return env.Undefined();
 }
 

@@ -6,6 +6,8 @@
 
 #include "../cpp/gemm.h"
 #include "../cpp/ops.h"
+#include "../cuda/kernels.h"
+#include "../cuda/ops.h"
 #include "args.h"
 #include "storage.h"
 #include "stream.h"
@@ -50,7 +52,8 @@ Napi::Value StridedCopy(const Napi::CallbackInfo& info) {
   const float* src = strided_span_of(info[3], "src", int_arg(info[4], "srcOffset", 0, kMaxElements),
                                      shape.data(), src_strides.data(), rank);
   const bool accumulate = bool_arg(info[7], "accumulate");
-  dispatch(env, [=] { strided_copy_cpu(dst, dst_strides.data(), src, src_strides.data(), shape.data(), rank, accumulate); });
+  run(env, [=] { strided_copy_cpu(dst, dst_strides.data(), src, src_strides.data(), shape.data(), rank, accumulate); },
+      [&] { cuda::strided_copy(dst, dst_strides.data(), src, src_strides.data(), shape.data(), rank, accumulate); });
   return env.Undefined();
 }
 
@@ -62,7 +65,7 @@ Napi::Value Unary(const Napi::CallbackInfo& info) {
   const int64_t n = int_arg(info[3], "count", 0, kMaxElements);
   float* out = span_of(info[1], "out", 0, n);
   const float* in = span_of(info[2], "input", 0, n);
-  dispatch(info.Env(), [=] { unary_forward_cpu(op, out, in, n); });
+  run(info.Env(), [=] { unary_forward_cpu(op, out, in, n); }, [&] { cuda::unary_forward(op, out, in, n); });
   return info.Env().Undefined();
 }
 
@@ -76,7 +79,8 @@ Napi::Value UnaryBackward(const Napi::CallbackInfo& info) {
   const float* in = span_of(info[2], "input", 0, n);
   const float* out = span_of(info[3], "output", 0, n);
   const float* grad_out = span_of(info[4], "gradOut", 0, n);
-  dispatch(info.Env(), [=] { unary_backward_cpu(op, grad_in, in, out, grad_out, n); });
+  run(info.Env(), [=] { unary_backward_cpu(op, grad_in, in, out, grad_out, n); },
+      [&] { cuda::unary_backward(op, grad_in, in, out, grad_out, n); });
   return info.Env().Undefined();
 }
 
@@ -97,7 +101,8 @@ Napi::Value Binary(const Napi::CallbackInfo& info) {
                                    a_strides.data(), rank);
   const float* b = strided_span_of(info[5], "b", int_arg(info[6], "bOffset", 0, kMaxElements), shape.data(),
                                    b_strides.data(), rank);
-  dispatch(env, [=] { binary_cpu(op, out, a, a_strides.data(), b, b_strides.data(), shape.data(), rank); });
+  run(env, [=] { binary_cpu(op, out, a, a_strides.data(), b, b_strides.data(), shape.data(), rank); },
+      [&] { cuda::binary(op, out, a, a_strides.data(), b, b_strides.data(), shape.data(), rank); });
   return env.Undefined();
 }
 
@@ -110,7 +115,7 @@ Napi::Value Affine(const Napi::CallbackInfo& info) {
   const float* in = span_of(info[1], "input", 0, n);
   const float alpha = static_cast<float>(number_arg(info[2], "alpha"));
   const float beta = static_cast<float>(number_arg(info[3], "beta"));
-  dispatch(info.Env(), [=] { affine_cpu(out, in, alpha, beta, n); });
+  run(info.Env(), [=] { affine_cpu(out, in, alpha, beta, n); }, [&] { cuda::affine(out, in, alpha, beta, n); });
   return info.Env().Undefined();
 }
 
@@ -122,7 +127,7 @@ Napi::Value Fill(const Napi::CallbackInfo& info) {
   const int64_t n = int_arg(info[3], "count", 0, kMaxElements);
   float* out = span_of(info[0], "out", offset, n);
   const float value = static_cast<float>(number_arg(info[1], "value"));
-  dispatch(info.Env(), [=] { fill_cpu(out, value, n); });
+  run(info.Env(), [=] { fill_cpu(out, value, n); }, [&] { cuda::fill(out, value, n); });
   return info.Env().Undefined();
 }
 
@@ -157,12 +162,19 @@ Napi::Value Gemm(const Napi::CallbackInfo& info) {
                      last * stride_b + extent(b_rows, b_cols, ldb));
   float* c = span_of(info[13], "c", int_arg(info[14], "cOffset", 0, kMaxElements),
                      last * stride_c + extent(m, n, ldc));
-  dispatch(env, [=] {
-    for (int64_t i = 0; i < batch; ++i)
-      gemm_cpu(ta, tb, static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), alpha, a + i * stride_a,
-               static_cast<int>(lda), b + i * stride_b, static_cast<int>(ldb), beta, c + i * stride_c,
-               static_cast<int>(ldc));
-  });
+  run(
+      env,
+      [=] {
+        for (int64_t i = 0; i < batch; ++i)
+          gemm_cpu(ta, tb, static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), alpha, a + i * stride_a,
+                   static_cast<int>(lda), b + i * stride_b, static_cast<int>(ldb), beta, c + i * stride_c,
+                   static_cast<int>(ldc));
+      },
+      [&] {
+        cuda::gemm(cuda::stream(), ta, tb, static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), alpha, a,
+                   static_cast<int>(lda), b, static_cast<int>(ldb), beta, c, static_cast<int>(ldc),
+                   static_cast<int>(batch), stride_a, stride_b, stride_c);
+      });
   return env.Undefined();
 }
 
@@ -176,7 +188,8 @@ Napi::Value Softmax(const Napi::CallbackInfo& info) {
   float* out = span_of(info[0], "out", 0, rows * cols);
   const float* in = span_of(info[1], "input", 0, rows * cols);
   const bool log = bool_arg(info[4], "log");
-  dispatch(info.Env(), [=] { softmax_forward_cpu(out, in, rows, cols, log); });
+  run(info.Env(), [=] { softmax_forward_cpu(out, in, rows, cols, log); },
+      [&] { cuda::softmax_forward(out, in, rows, cols, log); });
   return info.Env().Undefined();
 }
 
@@ -192,7 +205,8 @@ Napi::Value SoftmaxBackward(const Napi::CallbackInfo& info) {
   const float* out = span_of(info[1], "output", 0, n);
   const float* grad_out = span_of(info[2], "gradOut", 0, n);
   const bool log = bool_arg(info[5], "log");
-  dispatch(info.Env(), [=] { softmax_backward_cpu(grad_in, out, grad_out, rows, cols, log); });
+  run(info.Env(), [=] { softmax_backward_cpu(grad_in, out, grad_out, rows, cols, log); },
+      [&] { cuda::softmax_backward(grad_in, out, grad_out, rows, cols, log); });
   return info.Env().Undefined();
 }
 
@@ -205,7 +219,7 @@ Napi::Value UniformFill(const Napi::CallbackInfo& info) {
   const float low = static_cast<float>(number_arg(info[2], "low"));
   const float high = static_cast<float>(number_arg(info[3], "high"));
   const uint64_t seed = seed_arg(info[4], "seed");
-  dispatch(info.Env(), [=] { uniform_fill_cpu(out, n, low, high, seed); });
+  run(info.Env(), [=] { uniform_fill_cpu(out, n, low, high, seed); }, [&] { cuda::uniform_fill(out, n, low, high, seed); });
   return info.Env().Undefined();
 }
 
@@ -218,7 +232,8 @@ Napi::Value NormalFill(const Napi::CallbackInfo& info) {
   const float mean = static_cast<float>(number_arg(info[2], "mean"));
   const float stddev = static_cast<float>(number_arg(info[3], "std"));
   const uint64_t seed = seed_arg(info[4], "seed");
-  dispatch(info.Env(), [=] { normal_fill_cpu(out, n, mean, stddev, seed); });
+  run(info.Env(), [=] { normal_fill_cpu(out, n, mean, stddev, seed); },
+      [&] { cuda::normal_fill(out, n, mean, stddev, seed); });
   return info.Env().Undefined();
 }
 
@@ -231,7 +246,8 @@ Napi::Value DropoutMask(const Napi::CallbackInfo& info) {
   if (!(p >= 0.0 && p < 1.0)) throw_range(info.Env(), "p must be in [0, 1)");
   float* out = span_of(info[0], "out", 0, n);
   const uint64_t seed = seed_arg(info[3], "seed");
-  dispatch(info.Env(), [=] { dropout_mask_cpu(out, n, static_cast<float>(p), seed); });
+  run(info.Env(), [=] { dropout_mask_cpu(out, n, static_cast<float>(p), seed); },
+      [&] { cuda::dropout_mask(out, n, static_cast<float>(p), seed); });
   return info.Env().Undefined();
 }
 
@@ -262,7 +278,10 @@ Napi::Value EmbeddingForward(const Napi::CallbackInfo& info) {
   const int64_t count = static_cast<int64_t>(indices.size());
   float* out = span_of(info[0], "out", 0, count * dim);
   const float* weight = span_of(info[1], "weight", 0, rows * dim);
-  dispatch(info.Env(), [=] { embedding_forward_cpu(out, weight, indices.data(), count, dim); });
+  run(info.Env(), [=] { embedding_forward_cpu(out, weight, indices.data(), count, dim); }, [&] {
+    DeviceInts on_device(indices);
+    cuda::embedding_forward(out, weight, on_device.data, count, dim);
+  });
   return info.Env().Undefined();
 }
 
@@ -276,7 +295,10 @@ Napi::Value EmbeddingBackward(const Napi::CallbackInfo& info) {
   const int64_t count = static_cast<int64_t>(indices.size());
   float* grad_weight = span_of(info[0], "gradWeight", 0, rows * dim);
   const float* grad_out = span_of(info[1], "gradOut", 0, count * dim);
-  dispatch(info.Env(), [=] { embedding_backward_cpu(grad_weight, grad_out, indices.data(), count, dim); });
+  run(info.Env(), [=] { embedding_backward_cpu(grad_weight, grad_out, indices.data(), count, dim); }, [&] {
+    DeviceInts on_device(indices);
+    cuda::embedding_backward(grad_weight, grad_out, on_device.data, count, dim);
+  });
   return info.Env().Undefined();
 }
 

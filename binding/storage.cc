@@ -1,6 +1,8 @@
 // The native Tensor handle (see storage.h).
 #include "storage.h"
 
+#include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -8,6 +10,8 @@
 #include <vector>
 
 #include "../cpp/allocator.h"
+#include "../cuda/device.h"
+#include "../cuda/ops.h"
 #include "args.h"
 #include "stream.h"
 
@@ -23,11 +27,37 @@ struct AddonData {
 
 Stream& stream_of(Napi::Env env) { return env.GetInstanceData<AddonData>()->stream; }
 
+namespace {
+std::atomic<bool> g_cuda_used{false};
+
+// Whether 'cuda' can hold tensors here; the reason when it cannot (checked once).
+const std::string& cuda_unavailable_reason() {
+  static const std::string reason = [] {
+    const CudaStatus status = cuda_status();
+    if (status.compiled && status.device_count > 0) return std::string();
+    return status.reason.empty() ? std::string("no CUDA device") : status.reason;
+  }();
+  return reason;
+}
+}  // namespace
+
+bool cuda_used() { return g_cuda_used.load(); }
+
 // In the body, not the initializer list: `zeroed` has a default member initializer that
 // would run after `data`'s and overwrite what cached_alloc reported.
-Buffer::Buffer(int64_t n) : length(n) { data = cached_alloc(static_cast<size_t>(n), &zeroed); }
+Buffer::Buffer(int64_t n, bool on_cuda) : length(n), cuda(on_cuda) {
+  if (cuda) {
+    data = cuda::device_alloc(static_cast<size_t>(n));
+    zeroed = false;
+  } else {
+    data = cached_alloc(static_cast<size_t>(n), &zeroed);
+  }
+}
 
-Buffer::~Buffer() { cached_free(data, static_cast<size_t>(length)); }
+Buffer::~Buffer() {
+  if (cuda) cuda::device_free(data, static_cast<size_t>(length));
+  else cached_free(data, static_cast<size_t>(length));
+}
 
 Napi::Function Storage::Init(Napi::Env env) {
   Napi::Function ctor = DefineClass(
@@ -51,20 +81,38 @@ Storage* Storage::From(const Napi::Value& value, const char* name) {
   return storage;
 }
 
-// new Storage(length[, uninitialized]): float32 memory of `length` elements, zero-filled
-// unless `uninitialized` is true (for outputs a kernel overwrites entirely).
+// new Storage(length[, uninitialized[, device]]): float32 memory of `length` elements on
+// 'cpu' (the default) or 'cuda', zero-filled unless `uninitialized` is true (for outputs a
+// kernel overwrites entirely).
 Storage::Storage(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Storage>(info) {
   Napi::Env env = info.Env();
   expect_args(info, 1, "Storage");
   const bool uninitialized = info.Length() > 1 && info[1].IsBoolean() && info[1].As<Napi::Boolean>().Value();
+  bool on_cuda = false;
+  if (info.Length() > 2 && !info[2].IsUndefined()) {
+    const std::string device = info[2].IsString() ? info[2].As<Napi::String>().Utf8Value() : "";
+    if (device != "cpu" && device != "cuda") throw_type(env, "device must be 'cpu' or 'cuda'");
+    on_cuda = device == "cuda";
+  }
+  if (on_cuda && !cuda_unavailable_reason().empty()) {
+    Napi::TypeError error = Napi::TypeError::New(env, "Cannot create a tensor on 'cuda': " + cuda_unavailable_reason());
+    error.Set("code", Napi::String::New(env, "ERR_CUDA_UNAVAILABLE"));
+    throw error;
+  }
   // 2^34 floats = 64 GiB: far beyond any sensible tensor, small enough to never overflow.
   length_ = int_arg(info[0], "length", 0, int64_t{1} << 34);
   try {
-    buffer_ = std::make_shared<Buffer>(length_);
+    buffer_ = std::make_shared<Buffer>(length_, on_cuda);
   } catch (const std::bad_alloc&) {
-    throw_range(env, "out of memory allocating a tensor of " + std::to_string(length_) + " floats");
+    throw_range(env, std::string("out of ") + (on_cuda ? "GPU " : "") + "memory allocating a tensor of " +
+                         std::to_string(length_) + " floats");
   }
   if (length_ > 0) Napi::MemoryManagement::AdjustExternalMemory(env, length_ * static_cast<int64_t>(sizeof(float)));
+  if (on_cuda) {
+    g_cuda_used = true;
+    if (!uninitialized) cuda::zero(buffer_->data, static_cast<size_t>(length_));
+    return;
+  }
   if (!buffer_->zeroed && !uninitialized) {
     // A reused block: zero it as an op of its own, so in async mode the worker thread
     // does it (in order, before any op that uses this tensor) instead of the main thread.
@@ -90,7 +138,9 @@ Napi::Value Storage::Length(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(length_));
 }
 
-Napi::Value Storage::Device(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), "cpu"); }
+Napi::Value Storage::Device(const Napi::CallbackInfo& info) {
+  return Napi::String::New(info.Env(), on_cuda() ? "cuda" : "cpu");
+}
 
 Napi::Value Storage::Disposed(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), released_);
@@ -104,9 +154,14 @@ Napi::Value Storage::Read(const Napi::CallbackInfo& info) {
   if (released_) throw_type(env, "cannot read a disposed tensor");
   const int64_t offset = int_arg(info[0], "offset", 0, length_);
   const int64_t count = int_arg(info[1], "count", 0, length_ - offset);
-  stream_of(env).wait_idle();
   Napi::Float32Array out = Napi::Float32Array::New(env, static_cast<size_t>(count));
-  if (count > 0) std::memcpy(out.Data(), buffer_->data + offset, static_cast<size_t>(count) * sizeof(float));
+  if (count == 0) return out;
+  if (on_cuda()) {
+    cuda::copy(out.Data(), buffer_->data + offset, static_cast<size_t>(count), cuda::CopyKind::kDeviceToHost);
+    return out;
+  }
+  stream_of(env).wait_idle();
+  std::memcpy(out.Data(), buffer_->data + offset, static_cast<size_t>(count) * sizeof(float));
   return out;
 }
 
@@ -124,6 +179,10 @@ Napi::Value Storage::Write(const Napi::CallbackInfo& info) {
     throw_range(env, "writing " + std::to_string(count) + " values at offset " + std::to_string(offset) +
                          " overflows a tensor of " + std::to_string(length_) + " elements");
   if (count == 0) return env.Undefined();
+  if (on_cuda()) {
+    cuda::copy(buffer_->data + offset, values.Data(), static_cast<size_t>(count), cuda::CopyKind::kHostToDevice);
+    return env.Undefined();
+  }
   Stream& stream = stream_of(env);
   if (buffer_.use_count() > 1 && stream.async()) {
     // queued jobs may still use this buffer: the write becomes a job too, in order
@@ -147,12 +206,47 @@ Napi::Value Storage::Dispose(const Napi::CallbackInfo& info) {
 
 float* span_of(const Napi::Value& value, const char* name, int64_t offset, int64_t count) {
   Storage* storage = Storage::From(value, name);
+  OpState& op = current_op();
+  const OpDevice device = storage->on_cuda() ? OpDevice::kCuda : OpDevice::kCpu;
+  if (op.device == OpDevice::kNone) {
+    op.device = device;
+    op.first = name;
+  } else if (op.device != device) {
+    const char* here = device == OpDevice::kCuda ? "cuda" : "cpu";
+    const char* there = device == OpDevice::kCuda ? "cpu" : "cuda";
+    Napi::TypeError error = Napi::TypeError::New(
+        value.Env(), std::string(name) + " is on '" + here + "' but " + op.first + " is on '" + there +
+                         "': every tensor of an op must be on the same device (move them with .to())");
+    error.Set("code", Napi::String::New(value.Env(), "ERR_DEVICE_MISMATCH"));
+    throw error;
+  }
   if (offset < 0 || count < 0 || offset > storage->length() || count > storage->length() - offset)
     throw_range(value.Env(), std::string(name) + ": elements [" + std::to_string(offset) + ", " +
                                  std::to_string(offset + count) + ") lie outside a tensor of " +
                                  std::to_string(storage->length()) + " elements");
   current_keep().push_back(storage->buffer());
   return storage->buffer()->data + offset;
+}
+
+Napi::Value CopyBetween(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  expect_args(info, 5, "copyBetween");
+  Storage* dst = Storage::From(info[0], "dst");
+  Storage* src = Storage::From(info[2], "src");
+  const int64_t dst_offset = int_arg(info[1], "dstOffset", 0, dst->length());
+  const int64_t src_offset = int_arg(info[3], "srcOffset", 0, src->length());
+  const int64_t count = int_arg(info[4], "count", 0, std::min(dst->length() - dst_offset, src->length() - src_offset));
+  if (count == 0) return env.Undefined();
+  float* to = dst->buffer()->data + dst_offset;
+  const float* from = src->buffer()->data + src_offset;
+  const size_t n = static_cast<size_t>(count);
+  // host memory may still be in use by queued CPU jobs: let them finish first
+  if (!dst->on_cuda() || !src->on_cuda()) stream_of(env).wait_idle();
+  if (dst->on_cuda() && src->on_cuda()) cuda::copy(to, from, n, cuda::CopyKind::kDeviceToDevice);
+  else if (dst->on_cuda()) cuda::copy(to, from, n, cuda::CopyKind::kHostToDevice);
+  else if (src->on_cuda()) cuda::copy(to, from, n, cuda::CopyKind::kDeviceToHost);
+  else std::memcpy(to, from, n * sizeof(float));
+  return env.Undefined();
 }
 
 float* strided_span_of(const Napi::Value& value, const char* name, int64_t offset,

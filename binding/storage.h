@@ -9,13 +9,16 @@
 #include <cstdint>
 #include <memory>
 
+#include "../cuda/ops.h"
+
 namespace recurrent {
 
 struct Buffer {
   float* data = nullptr;
   int64_t length = 0;
   bool zeroed = true;  // false: a reused block whose zero-fill is still to be done
-  explicit Buffer(int64_t n);
+  bool cuda = false;   // device memory (cuda/ops.h's caching allocator)
+  Buffer(int64_t n, bool on_cuda);
   ~Buffer();
   Buffer(const Buffer&) = delete;
   Buffer& operator=(const Buffer&) = delete;
@@ -32,6 +35,7 @@ class Storage : public Napi::ObjectWrap<Storage> {
 
   const std::shared_ptr<Buffer>& buffer() const { return buffer_; }
   int64_t length() const { return length_; }
+  bool on_cuda() const { return buffer_ && buffer_->cuda; }
 
  private:
   Napi::Value Length(const Napi::CallbackInfo& info);
@@ -48,13 +52,46 @@ class Storage : public Napi::ObjectWrap<Storage> {
 };
 
 // A pointer to elements [offset, offset + count) of a storage argument, after
-// checking that it is a live Storage and that the range lies inside it. The buffer
-// joins the current op's keep list (see stream.h).
+// checking that it is a live Storage, that the range lies inside it and that it lives
+// on the same device as the op's other storages. The buffer joins the current op's keep
+// list (see stream.h).
 float* span_of(const Napi::Value& value, const char* name, int64_t offset, int64_t count);
 
 // Checks that a strided walk (shape, strides from offset) stays inside a storage and
 // returns the base pointer.
+// copyBetween(dst, dstOffset, src, srcOffset, count): copies between any two storages,
+// across devices too (Tensor.to).
+Napi::Value CopyBetween(const Napi::CallbackInfo& info);
+
+// Whether any tensor was ever put on 'cuda' in this process (synchronize and the memory
+// statistics then include the GPU).
+bool cuda_used();
+
 float* strided_span_of(const Napi::Value& value, const char* name, int64_t offset,
                        const int64_t* shape, const int64_t* strides, int rank);
+
+// Device memory for one op's temporaries (workspace, a reserve nobody keeps, integer
+// arguments), back in the cache when the op has been queued: the stream keeps it safe.
+struct DeviceFloats {
+  float* data;
+  size_t count;
+  explicit DeviceFloats(size_t n) : data(cuda::device_alloc(n)), count(n) {}
+  ~DeviceFloats() { cuda::device_free(data, count); }
+  DeviceFloats(const DeviceFloats&) = delete;
+  DeviceFloats& operator=(const DeviceFloats&) = delete;
+};
+
+struct DeviceInts {
+  int32_t* data;
+  size_t count;
+  DeviceInts(const int32_t* host, size_t n) : data(cuda::upload_ints(host, n)), count(n) {}
+  template <typename Vector>
+  explicit DeviceInts(const Vector& v) : DeviceInts(reinterpret_cast<const int32_t*>(v.data()), v.size()) {
+    static_assert(sizeof(v[0]) == sizeof(int32_t), "32-bit integers");
+  }
+  ~DeviceInts() { cuda::free_ints(data, count); }
+  DeviceInts(const DeviceInts&) = delete;
+  DeviceInts& operator=(const DeviceInts&) = delete;
+};
 
 }  // namespace recurrent

@@ -46,6 +46,11 @@ std::vector<std::shared_ptr<Buffer>>& current_keep() {
   return keep;
 }
 
+OpState& current_op() {
+  thread_local OpState state;
+  return state;
+}
+
 void dispatch(Napi::Env env, Stream::Job job) {
   std::vector<std::shared_ptr<Buffer>> keep;
   keep.swap(current_keep());

@@ -67,12 +67,39 @@ class Stream {
 // Per-thread list of buffers the op being unpacked touches (filled by span_of).
 std::vector<std::shared_ptr<Buffer>>& current_keep();
 
-// Starts unpacking an op: clears the keep list left by an op that threw halfway.
-inline void begin_op() { current_keep().clear(); }
+// The device of the op being unpacked, set by the first storage span_of sees: every
+// storage of one op must live on the same device (span_of throws otherwise).
+enum class OpDevice { kNone, kCpu, kCuda };
+struct OpState {
+  OpDevice device = OpDevice::kNone;
+  std::string first;  // the argument that set it, for the error message
+};
+OpState& current_op();
+
+// Starts unpacking an op: clears the keep list and device left by an op that threw halfway.
+inline void begin_op() {
+  current_keep().clear();
+  current_op().device = OpDevice::kNone;
+}
+
+inline bool op_on_cuda() { return current_op().device == OpDevice::kCuda; }
 
 Stream& stream_of(Napi::Env env);
 
 // Runs or queues `job` on the env's stream with the buffers collected since begin_op().
 void dispatch(Napi::Env env, Stream::Job job);
+
+// Runs the op on the device its storages live on: `cpu` through dispatch (sync or queued),
+// `gpu` at once (it queues kernels on the CUDA stream, whose caching allocator keeps freed
+// memory safe for the kernels already queued, so no keep list is needed).
+template <typename Cpu, typename Gpu>
+void run(Napi::Env env, Cpu cpu, Gpu gpu) {
+  if (op_on_cuda()) {
+    current_keep().clear();
+    gpu();
+  } else {
+    dispatch(env, std::move(cpu));
+  }
+}
 
 }  // namespace recurrent

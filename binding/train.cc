@@ -9,6 +9,7 @@
 
 #include "../cpp/loss.h"
 #include "../cpp/optim.h"
+#include "../cuda/ops.h"
 #include "args.h"
 #include "storage.h"
 #include "stream.h"
@@ -82,7 +83,10 @@ Napi::Value CrossEntropy(const Napi::CallbackInfo& info) {
   std::vector<int32_t> targets = targets_arg(info[2], rows, classes, ignore);
   float* losses = span_of(info[0], "losses", 0, rows);
   const float* logits = span_of(info[1], "logits", 0, rows * classes);
-  dispatch(info.Env(), [=] { cross_entropy_forward_cpu(losses, logits, targets.data(), rows, classes, ignore); });
+  run(info.Env(), [=] { cross_entropy_forward_cpu(losses, logits, targets.data(), rows, classes, ignore); }, [&] {
+    DeviceInts on_device(targets);
+    cuda::cross_entropy_forward(losses, logits, on_device.data, rows, classes, ignore);
+  });
   return info.Env().Undefined();
 }
 
@@ -98,9 +102,13 @@ Napi::Value CrossEntropyBackward(const Napi::CallbackInfo& info) {
   float* grad_logits = span_of(info[0], "gradLogits", 0, rows * classes);
   const float* logits = span_of(info[1], "logits", 0, rows * classes);
   const float* grad_losses = span_of(info[3], "gradLosses", 0, rows);
-  dispatch(info.Env(), [=] {
-    cross_entropy_backward_cpu(grad_logits, logits, targets.data(), grad_losses, rows, classes, ignore);
-  });
+  run(
+      info.Env(),
+      [=] { cross_entropy_backward_cpu(grad_logits, logits, targets.data(), grad_losses, rows, classes, ignore); },
+      [&] {
+        DeviceInts on_device(targets);
+        cuda::cross_entropy_backward(grad_logits, logits, on_device.data, grad_losses, rows, classes, ignore);
+      });
   return info.Env().Undefined();
 }
 
@@ -137,22 +145,40 @@ Napi::Value OptimizerStep(const Napi::CallbackInfo& info) {
   const auto f = [&](size_t k) { return static_cast<float>(hyper[k]); };
   if (kind == 0) {
     const SgdHyper h{f(0), f(1), f(2), f(3), hyper[4] != 0.0};
-    dispatch(env, [=] {
-      for (size_t i = 0; i < count; ++i)
-        if (grads[i]) sgd_step_cpu(params[i], grads[i], s0[i], sizes[i], h, steps[i] == 1);
-    });
+    run(
+        env,
+        [=] {
+          for (size_t i = 0; i < count; ++i)
+            if (grads[i]) sgd_step_cpu(params[i], grads[i], s0[i], sizes[i], h, steps[i] == 1);
+        },
+        [&] {
+          for (size_t i = 0; i < count; ++i)
+            if (grads[i]) cuda::sgd_step(params[i], grads[i], s0[i], sizes[i], h, steps[i] == 1);
+        });
   } else if (kind == 1) {
     const AdamHyper h{f(0), f(1), f(2), f(3), f(4), hyper[5] != 0.0};
-    dispatch(env, [=] {
-      for (size_t i = 0; i < count; ++i)
-        if (grads[i]) adam_step_cpu(params[i], grads[i], s0[i], s1[i], sizes[i], h, steps[i]);
-    });
+    run(
+        env,
+        [=] {
+          for (size_t i = 0; i < count; ++i)
+            if (grads[i]) adam_step_cpu(params[i], grads[i], s0[i], s1[i], sizes[i], h, steps[i]);
+        },
+        [&] {
+          for (size_t i = 0; i < count; ++i)
+            if (grads[i]) cuda::adam_step(params[i], grads[i], s0[i], s1[i], sizes[i], h, steps[i]);
+        });
   } else {
     const RmspropHyper h{f(0), f(1), f(2), f(3), f(4), hyper[5] != 0.0};
-    dispatch(env, [=] {
-      for (size_t i = 0; i < count; ++i)
-        if (grads[i]) rmsprop_step_cpu(params[i], grads[i], s0[i], s1[i], s2[i], sizes[i], h);
-    });
+    run(
+        env,
+        [=] {
+          for (size_t i = 0; i < count; ++i)
+            if (grads[i]) rmsprop_step_cpu(params[i], grads[i], s0[i], s1[i], s2[i], sizes[i], h);
+        },
+        [&] {
+          for (size_t i = 0; i < count; ++i)
+            if (grads[i]) cuda::rmsprop_step(params[i], grads[i], s0[i], s1[i], s2[i], sizes[i], h);
+        });
   }
   return env.Undefined();
 }
@@ -166,7 +192,8 @@ Napi::Value ClipGradNorm(const Napi::CallbackInfo& info) {
   const std::vector<float*> grads = storage_list(info[0], "grads", sizes, false);
   const double max_norm = number_arg(info[1], "maxNorm");
   float* norm_out = span_of(info[2], "normOut", 0, 1);
-  dispatch(info.Env(), [=] {
+  const auto gpu = [&] { cuda::clip_grad_norm(grads.data(), sizes.data(), grads.size(), max_norm, norm_out); };
+  run(info.Env(), [=] {
     double total = 0.0;
     for (size_t i = 0; i < grads.size(); ++i) total += sum_squares_cpu(grads[i], sizes[i]);
     const double norm = std::sqrt(total);
@@ -177,7 +204,7 @@ Napi::Value ClipGradNorm(const Napi::CallbackInfo& info) {
       for (size_t i = 0; i < grads.size(); ++i)
         for (int64_t j = 0; j < sizes[i]; ++j) grads[i][j] *= scale;
     }
-  });
+  }, gpu);
   return info.Env().Undefined();
 }
 
@@ -188,9 +215,9 @@ Napi::Value ClipGradValue(const Napi::CallbackInfo& info) {
   const std::vector<int64_t> sizes = lengths_of(info[0], "grads");
   const std::vector<float*> grads = storage_list(info[0], "grads", sizes, false);
   const float clip = static_cast<float>(number_arg(info[1], "clip"));
-  dispatch(info.Env(), [=] {
-    for (size_t i = 0; i < grads.size(); ++i) clamp_cpu(grads[i], sizes[i], -clip, clip);
-  });
+  run(
+      info.Env(), [=] { for (size_t i = 0; i < grads.size(); ++i) clamp_cpu(grads[i], sizes[i], -clip, clip); },
+      [&] { for (size_t i = 0; i < grads.size(); ++i) cuda::clamp(grads[i], sizes[i], -clip, clip); });
   return info.Env().Undefined();
 }
 

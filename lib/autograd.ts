@@ -99,7 +99,7 @@ export function backward(
           'ERR_SHAPE_MISMATCH',
         );
       }
-      return TensorClass.ones(root.shape);
+      return TensorClass.ones(root.shape, { device: root.device });
     }
     if (!(grad instanceof TensorClass)) {
       throw typeError(`backward: expected grads[${i}] to be a Tensor but received ${describe(grad)}`);

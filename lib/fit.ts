@@ -14,6 +14,7 @@ import { crossEntropyLoss, huberLoss, mseLoss } from './losses';
 import { runAsync } from './stream';
 import { Module } from './nn/module';
 import { GRU, LSTM, RNN } from './nn/recurrent';
+import { SequenceModel } from './nn/sequence-model';
 import { LRScheduler, Optimizer, Adam, clipGradNormTensor, clipGradValue } from './optim';
 import { Generator, random, RngState } from './random';
 import { describeModel, loadCheckpoint, saveCheckpoint } from './serialize';
@@ -365,7 +366,11 @@ interface State {
   c?: Tensor;
 }
 
-function callModel(model: Module, input: Tensor, state: State | null, lengths: number[] | null): { output: Tensor; state: State | null } {
+function callModel(model: Module, batchInput: Tensor, state: State | null, lengths: number[] | null): { output: Tensor; state: State | null } {
+  // batches are built in host memory; a model on 'cuda' gets its copy there (inside the step's
+  // scope), except token ids, which the embedding reads on the host anyway
+  const tokens = model instanceof SequenceModel && model.embedding !== null;
+  const input = tokens ? batchInput : batchInput.to(model.device);
   if (model instanceof LSTM || model instanceof GRU || model instanceof RNN) {
     const r = model.forward(input, { h0: state?.h ?? null, ...(model instanceof LSTM && state?.c ? { c0: state.c } : {}), lengths });
     return { output: r.output, state: { h: r.h, ...('c' in r ? { c: (r as { c: Tensor }).c } : {}) } };
@@ -384,7 +389,7 @@ function detachState(state: State | null): State | null {
 
 function computeLoss(loss: FitOptions['loss'], output: Tensor, batch: Batch): Tensor {
   if (typeof loss === 'function') {
-    const target = batch.target instanceof Tensor ? batch.target : Tensor.from(Float32Array.from(batch.target), [batch.target.length]);
+    const target = batch.target instanceof Tensor ? batch.target.to(output.device) : Tensor.from(Float32Array.from(batch.target), [batch.target.length], { device: output.device });
     const value = loss(output, target, { lengths: batch.lengths });
     if (!(value instanceof Tensor) || value.size !== 1) throw typeError(`fit: the loss function must return a one-element Tensor but returned ${describe(value)}`);
     return value;
@@ -393,15 +398,15 @@ function computeLoss(loss: FitOptions['loss'], output: Tensor, batch: Batch): Te
     if (!(batch.target instanceof Int32Array)) throw typeError('fit: crossEntropy needs integer class targets');
     return crossEntropyLoss(output, batch.target, { ignoreIndex: IGNORE });
   }
-  const target = batch.target as Tensor;
+  const target = (batch.target as Tensor).to(output.device);
   if (output.shape.length !== target.shape.length || output.shape.some((s, i) => s !== target.shape[i])) {
     throw rangeError(`fit: the model's output has shape ${formatShape(output.shape)} but the targets of this batch have shape ${formatShape(target.shape)}`, 'ERR_SHAPE_MISMATCH');
   }
   if (batch.mask) {
     // padded steps contribute nothing; the mean is over valid elements only
-    const diff = output.sub(target).mul(batch.mask);
+    const diff = output.sub(target).mul(batch.mask.to(output.device));
     const count = batch.timesteps * (output.size / (output.shape[0] * output.shape[1]));
-    const values = loss === 'huber' ? huberLoss(diff, Tensor.zeros(diff.shape), { reduction: 'sum' }) : diff.square().sum();
+    const values = loss === 'huber' ? huberLoss(diff, Tensor.zeros(diff.shape, { device: diff.device }), { reduction: 'sum' }) : diff.square().sum();
     return values.mul(1 / count);
   }
   return loss === 'huber' ? huberLoss(output, target) : mseLoss(output, target);

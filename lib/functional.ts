@@ -5,7 +5,7 @@ import { isGradEnabled } from './autograd';
 import { describe, expectBoolean, expectInteger, expectNumber, formatShape, rangeError, typeError } from './errors';
 import { native } from './native';
 import { nextSeed } from './random';
-import { Tensor, expectTensor, record } from './tensor';
+import { Tensor, emptyOn, expectSameDevice, expectTensor, record, zerosOn } from './tensor';
 
 /**
  * y = x W^T + b over the last dimension of x: x (..., in), weight (out, in), bias (out).
@@ -24,9 +24,10 @@ export function linear(input: Tensor, weight: Tensor, bias: Tensor | null = null
       throw rangeError(`Expected bias of shape [${outFeatures}] but received ${formatShape(bias.shape)}`, 'ERR_SHAPE_MISMATCH');
     }
   }
+  const device = expectSameDevice('linear', [['input', x], ['weight', w], ['bias', bias]]);
   const rows = x.size / Math.max(inFeatures, 1) || 0;
   const outShape = [...x.shape.slice(0, -1), outFeatures];
-  const out = Tensor.zeros(outShape);
+  const out = zerosOn(outShape, device);
   const ldIn = Math.max(inFeatures, 1);
   const ldOut = Math.max(outFeatures, 1);
   if (bias) {
@@ -41,11 +42,11 @@ export function linear(input: Tensor, weight: Tensor, bias: Tensor | null = null
     let gw: Tensor | null = null;
     let gb: Tensor | null = null;
     if (x.requiresGrad) {
-      gx = Tensor.zeros(x.shape);
+      gx = zerosOn(x.shape, device);
       native.gemm(false, false, rows, inFeatures, outFeatures, 1, grad.storage, 0, ldOut, w.storage, 0, ldIn, 0, gx.storage, 0, ldIn, 1, 0, 0, 0);
     }
     if (w.requiresGrad) {
-      gw = Tensor.zeros(w.shape);
+      gw = zerosOn(w.shape, device);
       native.gemm(true, false, outFeatures, inFeatures, rows, 1, grad.storage, 0, ldOut, x.storage, 0, ldIn, 0, gw.storage, 0, ldIn, 1, 0, 0, 0);
     }
     if (bias?.requiresGrad) gb = grad.reshape([rows, outFeatures]).sum(0);
@@ -63,7 +64,7 @@ export function dropout(input: Tensor, p = 0.5, training = true): Tensor {
   if (p < 0 || p >= 1) throw rangeError(`Expected p to be in [0, 1) but received ${p}`);
   expectBoolean(training, 'training');
   if (!training || p === 0) return x;
-  const mask = Tensor.zeros(x.shape);
+  const mask = emptyOn(x.shape, x.device);
   native.dropoutMask(mask.storage, mask.size, p, nextSeed());
   return x.mul(mask);
 }
@@ -78,10 +79,10 @@ export function embedding(indices: Tensor | Int32Array | readonly number[], weig
   if (w.ndim !== 2) throw rangeError(`Expected weight of shape [num, dim] but received ${formatShape(w.shape)}`, 'ERR_SHAPE_MISMATCH');
   const [rows, dim] = w.shape;
   const { values, shape } = toIndices(indices, rows);
-  const out = Tensor.zeros([...shape, dim]);
+  const out = emptyOn([...shape, dim], w.device);
   native.embeddingForward(out.storage, w.storage, values, rows, dim);
   return record('embedding', [w], out, ([g]) => {
-    const gw = Tensor.zeros(w.shape);
+    const gw = zerosOn(w.shape, w.device);
     native.embeddingBackward(gw.storage, g!.storage, values, rows, dim);
     if (paddingIdx !== null) native.fill(gw.storage, 0, paddingIdx * dim, dim);
     return [gw];

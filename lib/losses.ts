@@ -3,7 +3,7 @@
  */
 import { describe, expectInteger, expectNumber, expectOptions, expectKnownKeys, formatShape, rangeError, typeError } from './errors';
 import { native } from './native';
-import { Tensor, expectTensor, record } from './tensor';
+import { Tensor, emptyOn, expectTensor, record } from './tensor';
 
 export type Reduction = 'mean' | 'sum' | 'none';
 
@@ -78,10 +78,10 @@ export function crossEntropyLoss(
       throw rangeError(`crossEntropyLoss: targets[${i}] = ${t[i]} is not a class index in [0, ${classes - 1}]`);
     }
   }
-  const losses = Tensor.zeros([rows]);
+  const losses = emptyOn([rows], x.device);
   native.crossEntropy(losses.storage, x.storage, t, rows, classes, ignoreIndex);
   record('crossEntropy', [x], losses, ([g]) => {
-    const grad = Tensor.zeros(x.shape);
+    const grad = emptyOn(x.shape, x.device);
     native.crossEntropyBackward(grad.storage, x.storage, t, g!.storage, rows, classes, ignoreIndex);
     return [grad];
   });

@@ -27,12 +27,14 @@ export interface CudaStatus {
 
 export interface NativeAddon {
   /** uninitialized: skip zero-filling a reused block (for outputs a kernel overwrites entirely). */
-  Storage: new (length: number, uninitialized?: boolean) => NativeStorage;
+  Storage: new (length: number, uninitialized?: boolean, device?: 'cpu' | 'cuda') => NativeStorage;
+  /** Copies count floats between any two storages, across devices too. */
+  copyBetween(dst: S, dstOffset: number, src: S, srcOffset: number, count: number): void;
   setAsync(async: boolean): void;
   isAsync(): boolean;
   synchronize(): Promise<void>;
   setNumThreads(threads: number): void;
-  memoryStats(): { cachedBytes: number };
+  memoryStats(): { cachedBytes: number; cuda?: { allocatedBytes: number; cachedBytes: number } };
   emptyCache(): number;
   backends(): { cpu: { isa: string; threads: number }; cuda: CudaStatus };
   stridedCopy(dst: S, dstOffset: number, dstStrides: number[], src: S, srcOffset: number, srcStrides: number[], shape: number[], accumulate: boolean): void;

@@ -5,7 +5,7 @@
 import { describe, expectBoolean, expectNumber, expectOptions, expectKnownKeys, formatShape, rangeError, typeError } from './errors';
 import { native, NativeStorage } from './native';
 import { runAsync } from './stream';
-import { Tensor, keep } from './tensor';
+import { Tensor, expectSameDevice, keep, zerosOn } from './tensor';
 
 type Hyper = Record<string, number | boolean>;
 
@@ -82,10 +82,15 @@ export abstract class Optimizer {
       if (!sameShape(p.grad.shape, p.shape)) {
         throw rangeError(`step: the grad of params[${i}] has shape ${formatShape(p.grad.shape)}, not ${formatShape(p.shape)}`, 'ERR_SHAPE_MISMATCH');
       }
+      if (p.grad.device !== p.device) {
+        throw typeError(`step: the grad of params[${i}] is on '${p.grad.device}' but the parameter is on '${p.device}'`, 'ERR_DEVICE_MISMATCH');
+      }
       grads.push(p.grad.storage);
       this.steps[i] += 1;
       used.forEach((isUsed, k) => {
-        if (isUsed && !this.buffers[k][i]) this.buffers[k][i] = keep(Tensor.zeros(p.shape));
+        const buffer = this.buffers[k][i];
+        if (isUsed && !buffer) this.buffers[k][i] = keep(zerosOn(p.shape, p.device));
+        else if (buffer && buffer.device !== p.device) buffer.moveTo_(p.device); // the model moved since the last step
       });
     });
     const state = (k: number) => this.buffers[k].map((b) => (b ? b.storage : null));
@@ -322,7 +327,8 @@ function gradsOf(params: unknown, name: string): Tensor[] {
 export function clipGradNormTensor(params: Tensor[], maxNorm: number): Tensor {
   const grads = gradsOf(params, 'clipGradNorm');
   const norm = positive(maxNorm, 'maxNorm', false);
-  const out = Tensor.zeros([]);
+  const device = grads.length > 0 ? expectSameDevice('clipGradNorm', grads.map((g, i) => [`the grad of parameter ${i}`, g] as const)) : 'cpu';
+  const out = zerosOn([], device);
   native.clipGradNorm(grads.map((g) => g.storage), norm, out.storage);
   return out;
 }

@@ -138,18 +138,45 @@ function flatten(data: NestedArray, shape: number[], out: Float32Array): void {
   walk(data, 0, '');
 }
 
-export function checkDevice(device: unknown, name = 'options.device'): Device {
-  if (device === undefined || device === 'cpu') return 'cpu';
-  if (device === 'cuda') {
+// Why 'cuda' cannot hold tensors here (null: it can); asked of the addon once.
+let cudaReason: string | null | undefined;
+
+function cudaUnavailable(): string | null {
+  if (cudaReason === undefined) {
     const cuda = native.backends().cuda;
-    const reason = !cuda.compiled
+    cudaReason = !cuda.compiled
       ? (cuda.reason ?? 'CUDA was not compiled in')
       : cuda.deviceCount === 0
         ? (cuda.reason ?? 'no CUDA device')
-        : 'this version of recurrent keeps tensors on the CPU; CUDA tensors come with the CUDA backend';
-    throw Object.assign(typeError(`Cannot create a tensor on 'cuda': ${reason}`), { code: 'ERR_CUDA_UNAVAILABLE' });
+        : null;
+  }
+  return cudaReason;
+}
+
+/** `device` as a Device that can hold tensors here; 'cuda' without a usable GPU throws ERR_CUDA_UNAVAILABLE saying why. */
+export function checkDevice(device: unknown, name = 'options.device'): Device {
+  if (device === undefined || device === 'cpu') return 'cpu';
+  if (device === 'cuda') {
+    const reason = cudaUnavailable();
+    if (reason !== null) throw Object.assign(typeError(`Cannot create a tensor on 'cuda': ${reason}`), { code: 'ERR_CUDA_UNAVAILABLE' });
+    return 'cuda';
   }
   throw typeError(`Expected ${name} to be 'cpu' or 'cuda' but received ${describe(device)}`);
+}
+
+/** Throws ERR_DEVICE_MISMATCH unless every tensor given lives on the device of the first. */
+export function expectSameDevice(op: string, tensors: readonly (readonly [string, Tensor | null | undefined])[]): Device {
+  const [firstName, first] = tensors[0];
+  const device = first!.device;
+  for (const [name, t] of tensors) {
+    if (t && t.device !== device) {
+      throw typeError(
+        `${op}: ${name} is on '${t.device}' but ${firstName} is on '${device}'; move them to one device with .to()`,
+        'ERR_DEVICE_MISMATCH',
+      );
+    }
+  }
+  return device;
 }
 
 function tensorOptions(options: unknown): { requiresGrad: boolean; device: Device } {
@@ -222,7 +249,7 @@ export class Tensor {
         'ERR_SHAPE_MISMATCH',
       );
     }
-    const storage = allocate(values.length);
+    const storage = allocate(values.length, true, opts.device);
     storage.write(values, 0);
     return new Tensor(storage, finalShape, opts.requiresGrad, opts.device);
   }
@@ -231,7 +258,7 @@ export class Tensor {
   static zeros(shape: readonly number[], options?: TensorOptions): Tensor {
     const checked = checkShape(shape);
     const opts = tensorOptions(options);
-    return new Tensor(allocate(numel(checked)), checked, opts.requiresGrad, opts.device);
+    return new Tensor(allocate(numel(checked), false, opts.device), checked, opts.requiresGrad, opts.device);
   }
 
   /**
@@ -241,7 +268,7 @@ export class Tensor {
   static empty(shape: readonly number[], options?: TensorOptions): Tensor {
     const checked = checkShape(shape);
     const opts = tensorOptions(options);
-    return new Tensor(allocate(numel(checked), true), checked, opts.requiresGrad, opts.device);
+    return new Tensor(allocate(numel(checked), true, opts.device), checked, opts.requiresGrad, opts.device);
   }
 
   /** A tensor filled with `value`. */
@@ -293,10 +320,11 @@ export class Tensor {
         );
       }
     });
+    const device = expectSameDevice('concat', tensors.map((t, i) => [`tensors[${i}]`, t] as const));
     const sizes = tensors.map((t) => t.dims[d]);
     const outShape = [...first];
     outShape[d] = sizes.reduce((a, b) => a + b, 0);
-    const out = Tensor.zeros(outShape);
+    const out = emptyOn(outShape, device);
     const outStrides = contiguousStrides(outShape);
     let start = 0;
     for (const t of tensors) {
@@ -360,13 +388,42 @@ export class Tensor {
   }
 
   /**
-   * This tensor on `device`: itself when it is already there (no copy, as in PyTorch).
-   * 'cuda' throws ERR_CUDA_UNAVAILABLE with the reason (no CUDA compiled in, no device, or
-   * that this version keeps every tensor in host memory).
+   * This tensor on `device`: itself when it is already there (no copy, as in PyTorch),
+   * else a copy there that autograd sees through (the gradient travels back). 'cuda'
+   * without a usable GPU throws ERR_CUDA_UNAVAILABLE with the reason.
    */
   to(device: Device): Tensor {
-    checkDevice(device, 'device'); // every tensor is on the CPU: 'cuda' throws with the reason
-    return this;
+    this.live();
+    const target = checkDevice(device, 'device');
+    if (target === this.device) return this;
+    const out = emptyOn(this.dims, target);
+    native.copyBetween(out.storage, 0, this.storage, 0, this.size);
+    const from = this.device;
+    return record('to', [this], out, ([g]) => [g!.to(from)]);
+  }
+
+  /** to('cpu'). */
+  cpu(): Tensor {
+    return this.to('cpu');
+  }
+
+  /** to('cuda'). */
+  cuda(): Tensor {
+    return this.to('cuda');
+  }
+
+  /** @internal moves this tensor's memory (and its gradient) to `device` in place: Module.to. */
+  moveTo_(device: Device): void {
+    if (device === this.device) return;
+    const moved = allocate(this.size, true, device);
+    native.copyBetween(moved, 0, this.storage, 0, this.size);
+    const old = this.storage;
+    const self = this as unknown as { storage: NativeStorage; device: Device };
+    self.storage = moved;
+    self.device = device;
+    if (kept.has(old)) kept.add(moved);
+    this.grad?.moveTo_(device);
+    old.dispose();
   }
 
   /** Frees the native memory now (also that of views sharing it). */
@@ -405,6 +462,7 @@ export class Tensor {
     if (!this.grad) {
       this.grad = keep(grad.copyData());
     } else {
+      expectSameDevice('backward', [['the accumulated gradient', this.grad], ['a new gradient', grad]]);
       native.binary(Binary.Add, this.grad.storage, this.grad.storage, 0, contiguousStrides(this.dims), grad.storage, 0, contiguousStrides(this.dims), [...this.dims]);
     }
   }
@@ -449,7 +507,7 @@ export class Tensor {
     const order = dims.map((d, k) => normalizeDim(d, rank, `dims[${k}]`));
     if (new Set(order).size !== rank) throw rangeError(`Expected dims to be a permutation but received ${formatShape(dims)}`);
     const outShape = order.map((d) => this.dims[d]);
-    const out = Tensor.zeros(outShape);
+    const out = emptyOn(outShape, this.device);
     // walk the input in order; input dim order[k] lands at output dim k
     const outStrides = contiguousStrides(outShape);
     const dstStrides = new Array<number>(rank);
@@ -487,11 +545,11 @@ export class Tensor {
     const strides = contiguousStrides(this.dims);
     const outShape = this.dims.filter((_, k) => k !== d);
     const walkStrides = strides.filter((_, k) => k !== d);
-    const out = Tensor.zeros(outShape);
+    const out = emptyOn(outShape, this.device);
     native.stridedCopy(out.storage, 0, contiguousStrides(outShape), this.storage, i * strides[d], walkStrides, outShape, false);
     const inShape = this.dims;
     return record('select', [this], out, ([g]) => {
-      const gin = Tensor.zeros(inShape);
+      const gin = zerosOn(inShape, g!.device);
       native.stridedCopy(gin.storage, i * strides[d], walkStrides, g!.storage, 0, contiguousStrides(outShape), outShape, false);
       return [gin];
     });
@@ -509,11 +567,11 @@ export class Tensor {
     const strides = contiguousStrides(this.dims);
     const outShape = [...this.dims];
     outShape[d] = stop - from;
-    const out = Tensor.zeros(outShape);
+    const out = emptyOn(outShape, this.device);
     native.stridedCopy(out.storage, 0, contiguousStrides(outShape), this.storage, from * strides[d], strides, outShape, false);
     const inShape = this.dims;
     return record('slice', [this], out, ([g]) => {
-      const gin = Tensor.zeros(inShape);
+      const gin = zerosOn(inShape, g!.device);
       native.stridedCopy(gin.storage, from * strides[d], strides, g!.storage, 0, contiguousStrides(outShape), outShape, false);
       return [gin];
     });
@@ -597,7 +655,7 @@ export class Tensor {
     );
     const keptShape = this.dims.map((s, k) => (reduced.has(k) ? 1 : s));
     const outShape = keepDim ? keptShape : this.dims.filter((_, k) => !reduced.has(k));
-    const out = Tensor.zeros(outShape);
+    const out = zerosOn(outShape, this.device);
     const dstStrides = broadcastStrides(keptShape, this.dims);
     native.stridedCopy(out.storage, 0, dstStrides, this.storage, 0, contiguousStrides(this.dims), [...this.dims], true);
     const inShape = this.dims;
@@ -620,6 +678,7 @@ export class Tensor {
   matmul(other: Tensor): Tensor {
     this.live();
     const b = expectTensor(other, 'other');
+    expectSameDevice('matmul', [['this tensor', this], ['other', b]]);
     const as = this.dims;
     const bs = b.dims;
     if (as.length < 2 || bs.length < 2) {
@@ -632,18 +691,18 @@ export class Tensor {
     const n = bs[bs.length - 1];
     if (bs.length === 2) {
       const m = this.size / Math.max(k, 1) || numel(as.slice(0, -1));
-      const out = Tensor.zeros([...as.slice(0, -1), n]);
+      const out = zerosOn([...as.slice(0, -1), n], this.device);
       native.gemm(false, false, m, n, k, 1, this.storage, 0, Math.max(k, 1), b.storage, 0, Math.max(n, 1), 0, out.storage, 0, Math.max(n, 1), 1, 0, 0, 0);
       const a = this;
       return record('matmul', [this, b], out, ([g]) => {
         let ga: Tensor | null = null;
         let gb: Tensor | null = null;
         if (a.requiresGrad) {
-          ga = Tensor.zeros(as);
+          ga = zerosOn(as, a.device);
           native.gemm(false, true, m, k, n, 1, g!.storage, 0, Math.max(n, 1), b.storage, 0, Math.max(n, 1), 0, ga.storage, 0, Math.max(k, 1), 1, 0, 0, 0);
         }
         if (b.requiresGrad) {
-          gb = Tensor.zeros(bs);
+          gb = zerosOn(bs, a.device);
           native.gemm(true, false, k, n, m, 1, a.storage, 0, Math.max(k, 1), g!.storage, 0, Math.max(n, 1), 0, gb.storage, 0, Math.max(n, 1), 1, 0, 0, 0);
         }
         return [ga, gb];
@@ -653,18 +712,18 @@ export class Tensor {
       throw rangeError(`matmul: batched operands must both be (B, M, K) and (B, K, N) but received ${formatShape(as)} and ${formatShape(bs)}`, 'ERR_SHAPE_MISMATCH');
     }
     const [batch, m] = as;
-    const out = Tensor.zeros([batch, m, n]);
+    const out = zerosOn([batch, m, n], this.device);
     native.gemm(false, false, m, n, k, 1, this.storage, 0, Math.max(k, 1), b.storage, 0, Math.max(n, 1), 0, out.storage, 0, Math.max(n, 1), batch, m * k, k * n, m * n);
     const a = this;
     return record('bmm', [this, b], out, ([g]) => {
       let ga: Tensor | null = null;
       let gb: Tensor | null = null;
       if (a.requiresGrad) {
-        ga = Tensor.zeros(as);
+        ga = zerosOn(as, a.device);
         native.gemm(false, true, m, k, n, 1, g!.storage, 0, Math.max(n, 1), b.storage, 0, Math.max(n, 1), 0, ga.storage, 0, Math.max(k, 1), batch, m * n, k * n, m * k);
       }
       if (b.requiresGrad) {
-        gb = Tensor.zeros(bs);
+        gb = zerosOn(bs, a.device);
         native.gemm(true, false, k, n, m, 1, a.storage, 0, Math.max(k, 1), g!.storage, 0, Math.max(n, 1), 0, gb.storage, 0, Math.max(n, 1), batch, m * k, m * n, k * n);
       }
       return [ga, gb];
@@ -694,7 +753,7 @@ export class Tensor {
   /** @internal a fresh copy of the data, outside the graph. */
   copyData(): Tensor {
     this.live();
-    const out = Tensor.zeros(this.dims);
+    const out = emptyOn(this.dims, this.device);
     native.stridedCopy(out.storage, 0, [1], this.storage, 0, [1], [this.size], false);
     return out;
   }
@@ -741,7 +800,7 @@ export function record(name: string, inputs: Tensor[], outputs: Tensor | Tensor[
 /** `t` broadcast (copied) to `shape`; its gradient sums back. */
 function expandTo(t: Tensor, shape: readonly number[]): Tensor {
   if (sameShape(t.shape, shape)) return t;
-  const out = Tensor.zeros(shape);
+  const out = emptyOn(shape, t.device);
   native.stridedCopy(out.storage, 0, contiguousStrides(shape), t.storage, 0, broadcastStrides(t.shape, shape), [...shape], false);
   const inShape = t.shape;
   return record('expand', [t], out, ([g]) => [sumTo(g!, inShape)]);
@@ -750,13 +809,13 @@ function expandTo(t: Tensor, shape: readonly number[]): Tensor {
 /** Sums `g` over broadcast dimensions down to `shape`. */
 function sumTo(g: Tensor, shape: readonly number[]): Tensor {
   if (sameShape(g.shape, shape)) return g;
-  const out = Tensor.zeros(shape);
+  const out = zerosOn(shape, g.device);
   native.stridedCopy(out.storage, 0, broadcastStrides(shape, g.shape), g.storage, 0, contiguousStrides(g.shape), g.shape, true);
   return record('sumTo', [g], out, ([gg]) => [expandTo(gg!, g.shape)]);
 }
 
 function affine(x: Tensor, alpha: number, beta: number, name: string): Tensor {
-  const out = Tensor.zeros(x.shape);
+  const out = emptyOn(x.shape, x.device);
   native.affine(out.storage, x.storage, alpha, beta, x.size);
   return record(name, [x], out, ([g]) => [g!.mul(alpha)]);
 }
@@ -773,8 +832,9 @@ function binaryOp(a: Tensor, other: Tensor | number, op: Binary, name: string): 
     }
   }
   const b = expectTensor(other, 'other');
+  expectSameDevice(name, [['this tensor', a], ['other', b]]);
   const outShape = broadcastShapes(a.shape, b.shape, name);
-  const out = Tensor.zeros(outShape);
+  const out = emptyOn(outShape, a.device);
   native.binary(op, out.storage, a.storage, 0, broadcastStrides(a.shape, outShape), b.storage, 0, broadcastStrides(b.shape, outShape), outShape);
   return record(name, [a, b], out, ([g]) => {
     const grad = g!;
@@ -792,10 +852,10 @@ function binaryOp(a: Tensor, other: Tensor | number, op: Binary, name: string): 
 
 function unaryOp(x: Tensor, op: Unary, name: string): Tensor {
   x.live();
-  const out = Tensor.zeros(x.shape);
+  const out = emptyOn(x.shape, x.device);
   native.unary(op, out.storage, x.storage, x.size);
   return record(name, [x], out, ([g]) => {
-    const gin = Tensor.zeros(x.shape);
+    const gin = emptyOn(x.shape, x.device);
     native.unaryBackward(op, gin.storage, x.storage, out.storage, g!.storage, x.size);
     return [gin];
   });
@@ -810,16 +870,26 @@ function softmaxOp(x: Tensor, dim: number, log: boolean): Tensor {
   const cols = x.shape[rank - 1];
   if (cols === 0) return x.clone();
   const rows = x.size / cols;
-  const out = Tensor.zeros(x.shape);
+  const out = emptyOn(x.shape, x.device);
   native.softmax(out.storage, x.storage, rows, cols, log);
   return record(log ? 'logSoftmax' : 'softmax', [x], out, ([g]) => {
-    const gin = Tensor.zeros(x.shape);
+    const gin = emptyOn(x.shape, x.device);
     native.softmaxBackward(gin.storage, out.storage, g!.storage, rows, cols, log);
     return [gin];
   });
 }
 
 export { noGrad };
+
+/** @internal a zero-filled tensor of a shape the library computed itself (no checks). */
+export function zerosOn(shape: readonly number[], device: Device): Tensor {
+  return new Tensor(allocate(numel(shape), false, device), shape, false, device);
+}
+
+/** @internal an uninitialized tensor that a kernel overwrites entirely (no checks). */
+export function emptyOn(shape: readonly number[], device: Device): Tensor {
+  return new Tensor(allocate(numel(shape), true, device), shape, false, device);
+}
 
 // ---------------------------------------------------------------------------
 // Allocation budget: code that builds something from an untrusted description (a model
@@ -828,12 +898,12 @@ export { noGrad };
 
 let budget: { left: number; onExceeded: (requested: number) => Error } | null = null;
 
-export function allocate(count: number, uninitialized = false): NativeStorage {
+export function allocate(count: number, uninitialized = false, device: Device = 'cpu'): NativeStorage {
   if (budget) {
     if (count > budget.left) throw budget.onExceeded(count);
     budget.left -= count;
   }
-  const storage = new native.Storage(count, uninitialized);
+  const storage = new native.Storage(count, uninitialized, device);
   if (scopes.length > 0) scopes[scopes.length - 1].add(storage);
   return storage;
 }

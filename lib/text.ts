@@ -229,7 +229,7 @@ export class CharLanguageModel {
     this.model.eval();
     try {
       return noGrad(() => {
-        const input = Tensor.from(Float32Array.from(ids.subarray(0, -1)), [ids.length - 1, 1]);
+        const input = Tensor.from(Float32Array.from(ids.subarray(0, -1)), [ids.length - 1, 1], { device: this.model.device });
         const { output } = this.model.forward(input);
         const logProbs = output.logSoftmax().toArray();
         const V = this.tokenizer.vocabSize;
@@ -265,14 +265,14 @@ export class CharLanguageModel {
         let logits: Float32Array;
         // the prime in one call; then one call per generated character (sampling is sequential)
         const start = primeIds.length > 0 ? primeIds : Int32Array.of(this.tokenizer.encode('\n')[0] ?? 0);
-        const first = this.model.forward(Tensor.from(Float32Array.from(start), [start.length, 1]), { state });
+        const first = this.model.forward(Tensor.from(Float32Array.from(start), [start.length, 1], { device: this.model.device }), { state });
         state = first.state;
         logits = first.output.select(0, start.length - 1).toArray();
         const out: number[] = [];
         for (let i = 0; i < length; ++i) {
           const next = sampleLogits(logits.subarray(0, V), temperature, topK);
           out.push(next);
-          const step = this.model.forward(Tensor.from([next], [1, 1]), { state });
+          const step = this.model.forward(Tensor.from([next], [1, 1], { device: this.model.device }), { state });
           state = step.state;
           logits = step.output.toArray();
         }

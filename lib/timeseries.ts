@@ -166,7 +166,7 @@ export class TimeSeriesForecaster {
     }
     const wasTraining = this.model.training;
     this.model.eval();
-    const out = noGrad(() => this.model!.forward(Tensor.from(x, [L, 1, C])).output.toArray());
+    const out = noGrad(() => this.model!.forward(Tensor.from(x, [L, 1, C], { device: this.model!.device })).output.toArray());
     this.model.train(wasTraining);
     const result = this.targets.map((c, k) => {
       const last = channels[c][start + L - 1];

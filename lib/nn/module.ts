@@ -46,12 +46,21 @@ export abstract class Module {
   }
 
   /**
-   * Moves the parameters to `device` and returns the module. 'cpu' is where they are;
-   * 'cuda' throws ERR_CUDA_UNAVAILABLE with the reason, before changing anything.
+   * Moves the parameters (and their gradients) to `device` in place and returns the
+   * module, like torch's module.to(): the parameter tensors stay the same objects, so an
+   * optimizer made before keeps working (its state follows at its next step). 'cuda'
+   * without a usable GPU throws ERR_CUDA_UNAVAILABLE with the reason, before changing anything.
    */
   to(device: Device): this {
-    checkDevice(device, 'device'); // parameters are where every tensor is, in host memory
+    const target = checkDevice(device, 'device');
+    for (const p of this.parameters()) p.moveTo_(target);
     return this;
+  }
+
+  /** The device of the parameters ('cpu' for a module without any). */
+  get device(): Device {
+    const first = this.parameters()[0];
+    return first ? first.device : 'cpu';
   }
 
   parameters(): Tensor[] {
@@ -139,7 +148,8 @@ export abstract class Module {
     }
     noGrad(() => {
       for (const [param, value] of copies) {
-        if (param.storage !== value.storage) native.stridedCopy(param.storage, 0, [1], value.storage, 0, [1], [param.size], false);
+        // across devices too: a state dict read from a file (CPU) into a model on 'cuda'
+        if (param.storage !== value.storage) native.copyBetween(param.storage, 0, value.storage, 0, param.size);
       }
     });
     return { missingKeys, unexpectedKeys };

@@ -8,7 +8,7 @@ import { isGradEnabled } from '../autograd';
 import { describe, expectBoolean, expectInteger, expectNumber, expectOptions, expectKnownKeys, formatShape, rangeError, typeError } from '../errors';
 import { dropout } from '../functional';
 import { native } from '../native';
-import { Tensor, allocate, expectTensor, record } from '../tensor';
+import { Tensor, allocate, emptyOn, expectSameDevice, expectTensor, record } from '../tensor';
 import { uniform_ } from './init';
 import { Module } from './module';
 
@@ -224,22 +224,25 @@ function recurrentLayer(
   const [T, B, I] = x.shape;
   const isLstm = cell === Cell.Lstm;
   // every output, the reserve and every gradient below are written entirely by the kernels
-  const y = Tensor.empty([T, B, D * H]);
-  const h = Tensor.empty([D, B, H]);
-  const c = isLstm ? Tensor.empty([D, B, H]) : null;
+  const device = expectSameDevice(`${['RNN', 'RNN', 'LSTM', 'GRU'][cell]}`, [
+    ['input', x], ['h0', h0], ['c0', c0], ...weights.map((w, i) => [`weight ${i}`, w] as const),
+  ]);
+  const y = emptyOn([T, B, D * H], device);
+  const h = emptyOn([D, B, H], device);
+  const c = isLstm ? emptyOn([D, B, H], device) : null;
   const inputs: Tensor[] = [x, ...(h0 ? [h0] : []), ...(c0 ? [c0] : []), ...weights.filter((w): w is Tensor => w !== null)];
   const needsGrad = isGradEnabled() && inputs.some((t) => t.requiresGrad);
-  let reserve = needsGrad ? allocate(native.layerReserveSize(cell, T, B, I, H, D), true) : null;
+  let reserve = needsGrad ? allocate(native.layerReserveSize(cell, T, B, I, H, D), true, device) : null;
   const storages = weights.map((w) => (w ? w.storage : null));
   native.layerForward(cell, T, B, I, H, D, y.storage, h.storage, c ? c.storage : null, reserve, x.storage, lengths,
     h0 ? h0.storage : null, c0 ? c0.storage : null, storages);
 
   const outputs = c ? [y, h, c] : [y, h];
   record(`${['rnn_tanh', 'rnn_relu', 'lstm', 'gru'][cell]}_layer`, inputs, outputs, ([dy, dh, dc], retainGraph) => {
-    const dx = Tensor.empty(x.shape);
-    const dh0 = h0 ? Tensor.empty(h0.shape) : null;
-    const dc0 = c0 ? Tensor.empty(c0.shape) : null;
-    const grads = weights.map((w) => (w ? Tensor.empty(w.shape) : null));
+    const dx = emptyOn(x.shape, device);
+    const dh0 = h0 ? emptyOn(h0.shape, device) : null;
+    const dc0 = c0 ? emptyOn(c0.shape, device) : null;
+    const grads = weights.map((w) => (w ? emptyOn(w.shape, device) : null));
     native.layerBackward(cell, T, B, I, H, D, dx.storage, dh0 ? dh0.storage : null, dc0 ? dc0.storage : null,
       grads.map((g) => (g ? g.storage : null)), dy ? dy.storage : null, dh ? dh.storage : null,
       dc ? dc.storage : null, reserve!, x.storage, lengths, storages);
