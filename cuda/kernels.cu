@@ -230,6 +230,13 @@ void gemm(Stream stream, bool trans_a, bool trans_b, int m, int n, int k, float 
           const float* b, int ldb, float beta, float* c, int ldc, int batch, long stride_a, long stride_b,
           long stride_c) {
   if (m <= 0 || n <= 0 || batch <= 0) return;
+  constexpr int kMaxGridZ = 65535;
+  for (; batch > kMaxGridZ; batch -= kMaxGridZ) {  // more products than one grid holds: in chunks
+    gemm(stream, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, kMaxGridZ, stride_a, stride_b, stride_c);
+    a += kMaxGridZ * stride_a;
+    b += kMaxGridZ * stride_b;
+    c += kMaxGridZ * stride_c;
+  }
   const dim3 grid((n + kTile - 1) / kTile, (m + kTile - 1) / kTile, batch);
   const cudaStream_t s = as_stream(stream);
   if (!trans_a && !trans_b) gemm_kernel<false, false><<<grid, kThreads, 0, s>>>(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, stride_a, stride_b, stride_c);

@@ -29,8 +29,8 @@ export function setNumThreads(threads: number): void {
   native.setNumThreads(expectInteger(threads, 'threads', 1, 256));
 }
 
-/** Bytes of freed tensor memory kept for reuse. */
-export function memoryStats(): { cachedBytes: number } {
+/** Bytes of freed tensor memory kept for reuse (and, once tensors were put on 'cuda', the GPU's: in use and cached). */
+export function memoryStats(): ReturnType<typeof native.memoryStats> {
   return native.memoryStats();
 }
 
