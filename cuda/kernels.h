@@ -20,6 +20,16 @@ void gemm(Stream stream, bool trans_a, bool trans_b, int m, int n, int k, float 
           const float* b, int ldb, float beta, float* c, int ldc, int batch = 1, long stride_a = 0,
           long stride_b = 0, long stride_c = 0);
 
+// The persistent kernels (one cooperative launch for all time steps, w_hh held in shared
+// memory) run where they fit and, in kAuto, the batch is at most kPersistentMaxBatch; the
+// per-step GEMM + gate kernels run otherwise. RECURRENT_CUDA_PERSISTENT=0 / 1 in the
+// environment starts in kNever / kAlways.
+enum class PersistentMode { kAuto = 0, kNever = 1, kAlways = 2 };
+constexpr int kPersistentMaxBatch = 32;
+void set_persistent_mode(PersistentMode mode);
+// Whether layer_forward (backward = false) or layer_backward would take the persistent path.
+bool uses_persistent(const LayerDims& dims, bool backward);
+
 // Floats of device workspace layer_forward / layer_backward need (beside the reserve,
 // whose size is layer_reserve_size(dims), as on the CPU).
 size_t layer_workspace_size(const LayerDims& dims);

@@ -26,6 +26,8 @@ namespace cuda {
 void gemm(Stream, bool, bool, int, int, int, float, const float*, int, const float*, int, float, float*, int, int,
           long, long, long) { unavailable(); }
 size_t layer_workspace_size(const LayerDims&) { unavailable(); }
+void set_persistent_mode(PersistentMode) {}
+bool uses_persistent(const LayerDims&, bool) { return false; }
 void layer_forward(Stream, const LayerDims&, float*, float*, float*, float*, const float*, const int*, const float*,
                    const float*, const LayerWeights*, float*) { unavailable(); }
 void layer_backward(Stream, const LayerDims&, float*, float*, float*, const LayerGrads*, const float*, const float*,

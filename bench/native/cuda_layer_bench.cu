@@ -24,9 +24,17 @@ int main() {
     const CellKind cell = std::string(name) == "lstm" ? CellKind::kLstm : CellKind::kGru;
     for (int H : {128, 512}) {
       for (int B : {1, 8, 32, 256}) {
-        for (bool train : {true, false}) {
+        for (bool train : {true, false})
+        for (cuda::PersistentMode mode : {cuda::PersistentMode::kNever, cuda::PersistentMode::kAlways}) {
           const int I = H, GH = gate_count(cell) * H;
           const LayerDims dims{cell, T, B, I, H, 1};
+          cuda::set_persistent_mode(mode);
+          const bool fwd_persistent = cuda::uses_persistent(dims, false), bwd_persistent = cuda::uses_persistent(dims, true);
+          if (mode == cuda::PersistentMode::kAlways && !fwd_persistent && !(train && bwd_persistent)) continue;
+          const char* path = mode == cuda::PersistentMode::kNever ? "stepwise"
+                             : !train ? "persistent"
+                             : fwd_persistent && bwd_persistent ? "persistent"
+                             : fwd_persistent ? "persistent forward" : "persistent backward";
           auto alloc = [](size_t n) {
             float* p = nullptr;
             cudaMalloc(&p, std::max<size_t>(n, 1) * sizeof(float));
@@ -64,9 +72,9 @@ int main() {
           std::sort(times.begin(), times.end());
           const double seconds = times[times.size() / 2];
           const double flops = 2.0 * B * (I + H) * GH * T * (train ? 3 : 1);
-          std::printf("{\"library\":\"recurrent (CUDA)\",\"cell\":\"%s\",\"hidden\":%d,\"batch\":%d,\"mode\":\"%s\",\"steps\":%d,"
+          std::printf("{\"library\":\"recurrent (CUDA)\",\"path\":\"%s\",\"cell\":\"%s\",\"hidden\":%d,\"batch\":%d,\"mode\":\"%s\",\"steps\":%d,"
                       "\"seconds\":%g,\"timestepSamplesPerSecond\":%.1f,\"gflops\":%.2f,\"device\":\"%s\"}\n",
-                      name, H, B, train ? "train" : "inference", T, seconds, T * B / seconds, flops / seconds / 1e9, prop.name);
+                      path, name, H, B, train ? "train" : "inference", T, seconds, T * B / seconds, flops / seconds / 1e9, prop.name);
           for (float* p : {x, y, hn, cn, w_ih, w_hh, b_ih, b_hh, g_ih, g_hh, gb_ih, gb_hh, dx, dy, reserve, workspace}) cudaFree(p);
           cudaEventDestroy(start);
           cudaEventDestroy(stop);

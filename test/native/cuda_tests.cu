@@ -92,8 +92,10 @@ void check_layer(CellKind cell, int directions, const std::vector<int>& lengths,
   const int T = 7, B = static_cast<int>(lengths.empty() ? 3 : lengths.size()), I = 5;
   const int GH = gate_count(cell) * H;
   const LayerDims dims{cell, T, B, I, H, directions};
-  std::printf("cell %d, D=%d, H=%d, %s lengths, %s bias\n", static_cast<int>(cell), directions, H,
-              lengths.empty() ? "full" : "ragged", bias ? "with" : "no");
+  std::printf("cell %d, D=%d, H=%d, B=%d, %s lengths, %s bias, %s forward, %s backward\n", static_cast<int>(cell),
+              directions, H, B, lengths.empty() ? "full" : "ragged", bias ? "with" : "no",
+              cuda::uses_persistent(dims, false) ? "persistent" : "stepwise",
+              cuda::uses_persistent(dims, true) ? "persistent" : "stepwise");
   std::mt19937 rng(99 + static_cast<int>(cell) * 10 + directions);
   const size_t state = static_cast<size_t>(directions) * B * H, ysize = static_cast<size_t>(T) * B * directions * H;
   auto x = random_vector(rng, static_cast<size_t>(T) * B * I, 1.0f);
@@ -179,14 +181,25 @@ int main() {
       check_gemm(ta, tb, 37, 29, 53, 0.0f, 1);
       check_gemm(ta, tb, 128, 96, 300, 1.0f, 1);
       check_gemm(ta, tb, 5, 70, 17, 0.5f, 3);
+      // few tiles, long K: the split-K path (partial products added with atomics)
+      check_gemm(ta, tb, 8, 100, 2048, 0.0f, 1);
+      check_gemm(ta, tb, 8, 100, 2048, 1.0f, 1);
+      check_gemm(ta, tb, 3, 64, 1000, 0.5f, 1);
     }
   const CellKind cells[] = {CellKind::kRnnTanh, CellKind::kRnnRelu, CellKind::kLstm, CellKind::kGru};
-  for (CellKind cell : cells)
-    for (int directions = 1; directions <= 2; ++directions) {
-      check_layer(cell, directions, {}, true, 6);
-      check_layer(cell, directions, {7, 5, 5, 2}, true, 6);
-      check_layer(cell, directions, {3, 7, 1, 6, 7}, false, 37);
-    }
+  // every layer case on both paths: the per-step kernels and the persistent kernels
+  for (cuda::PersistentMode mode : {cuda::PersistentMode::kNever, cuda::PersistentMode::kAlways}) {
+    cuda::set_persistent_mode(mode);
+    for (CellKind cell : cells)
+      for (int directions = 1; directions <= 2; ++directions) {
+        check_layer(cell, directions, {}, true, 6);
+        check_layer(cell, directions, {7, 5, 5, 2}, true, 6);
+        check_layer(cell, directions, {3, 7, 1, 6, 7}, false, 37);
+        // more units than SMs: several units per block, the last block partly empty
+        check_layer(cell, directions, {7, 2, 6}, true, 301);
+      }
+  }
+  cuda::set_persistent_mode(cuda::PersistentMode::kAuto);
   if (failures) {
     std::printf("%d CUDA comparisons FAILED\n", failures);
     return 1;
