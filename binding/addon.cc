@@ -5,6 +5,7 @@
 #include "../cpp/gemm.h"
 #include "../cpp/thread_pool.h"
 #include "../cuda/device.h"
+#include "../cuda/kernels.h"
 #include "../cuda/ops.h"
 #include "ops.h"
 #include "layers.h"
@@ -80,6 +81,13 @@ Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// setTf32(on): large CUDA matrix products through the tensor cores in TF32.
+Napi::Value SetTf32(const Napi::CallbackInfo& info) {
+  expect_args(info, 1, "setTf32");
+  cuda::set_tf32(bool_arg(info[0], "enabled"));
+  return info.Env().Undefined();
+}
+
 // memoryStats() -> { cachedBytes, cuda?: { allocatedBytes, cachedBytes } };
 // emptyCache() -> bytes returned to the system (and the GPU driver)
 Napi::Value MemoryStats(const Napi::CallbackInfo& info) {
@@ -106,6 +114,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("isAsync", Napi::Function::New<IsAsync>(env, "isAsync"));
   exports.Set("synchronize", Napi::Function::New<Synchronize>(env, "synchronize"));
   exports.Set("setNumThreads", Napi::Function::New<SetNumThreads>(env, "setNumThreads"));
+  exports.Set("setTf32", Napi::Function::New<SetTf32>(env, "setTf32"));
   exports.Set("memoryStats", Napi::Function::New<MemoryStats>(env, "memoryStats"));
   exports.Set("emptyCache", Napi::Function::New<EmptyCache>(env, "emptyCache"));
   exports.Set("backends", Napi::Function::New<Backends>(env, "backends"));

@@ -4,6 +4,7 @@
 // reverse sweep of gate kernels and recurrent GEMMs, then the weight gradients as one
 // GEMM each and the bias gradients as one column reduction.
 #include <cuda_runtime.h>
+#include <mma.h>
 
 #include <algorithm>
 #include <atomic>
@@ -32,6 +33,7 @@ cudaStream_t as_stream(Stream s) { return static_cast<cudaStream_t>(s); }
 
 constexpr int kTile = 64, kDepth = 16, kThreads = 256;
 constexpr size_t kBarrierFloats = 64;  // the persistent kernels' grid barrier, at the end of the workspace
+std::atomic<bool> g_tf32{false};      // set_tf32
 
 // SPLIT: blockIdx.z splits K into chunks of k_chunk (one product only), each adding
 // alpha times its partial product into C with atomics (C already scaled by beta).
@@ -89,6 +91,128 @@ __global__ void __launch_bounds__(kThreads) gemm_kernel(int M, int N, int K, flo
       if (SPLIT) atomicAdd(out, alpha * acc[i][j]);
       else *out = alpha * acc[i][j] + (beta == 0.0f ? 0.0f : beta * *out);
     }
+  }
+}
+
+// Large products: 128 x 128 tiles of C per block of 256 threads, K in steps of 8, the next
+// tile's loads in registers while this one is multiplied. FP32: 8 x 8 outputs per thread.
+// TF32 (opt-in): the same tiles through the tensor cores (wmma m16n16k8, FP32 accumulate),
+// each of the 8 warps computing 64 x 32.
+constexpr int kBig = 128, kBigDepth = 8, kBigPad = 4;
+
+template <bool TA, bool TB, bool TF32>
+__global__ void __launch_bounds__(256) gemm_big_kernel(int M, int N, int K, float alpha, const float* __restrict__ A,
+                                                       int lda, const float* __restrict__ B, int ldb, float beta,
+                                                       float* __restrict__ C, int ldc, long sa, long sb, long sc) {
+  A += blockIdx.z * sa;
+  B += blockIdx.z * sb;
+  C += blockIdx.z * sc;
+  __shared__ __align__(32) float as[kBigDepth][kBig + kBigPad];  // as[k][m]
+  __shared__ __align__(32) float bs[kBigDepth][kBig + kBigPad];  // bs[k][n]
+  const int t = threadIdx.x;
+  const int m0 = blockIdx.y * kBig, n0 = blockIdx.x * kBig;
+  // this thread's 4 loads of each tile: (row, col) of the A tile (m, k) and B tile (k, n)
+  const int am = TA ? (t % 32) * 4 : t / 2, ak = TA ? t / 32 : (t % 2) * 4;
+  const int bk = TB ? (t % 2) * 4 : t / 32, bn = TB ? t / 2 : (t % 32) * 4;
+  float ra[4], rb[4];
+  auto load = [&](int k0) {
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+      const int m = m0 + am + (TA ? q : 0), ka = k0 + ak + (TA ? 0 : q);
+      ra[q] = m < M && ka < K ? (TA ? A[static_cast<long>(ka) * lda + m] : A[static_cast<long>(m) * lda + ka]) : 0.0f;
+      const int n = n0 + bn + (TB ? 0 : q), kb = k0 + bk + (TB ? q : 0);
+      rb[q] = n < N && kb < K ? (TB ? B[static_cast<long>(n) * ldb + kb] : B[static_cast<long>(kb) * ldb + n]) : 0.0f;
+    }
+  };
+  auto store = [&] {
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+      as[ak + (TA ? 0 : q)][am + (TA ? q : 0)] = ra[q];
+      bs[bk + (TB ? q : 0)][bn + (TB ? 0 : q)] = rb[q];
+    }
+  };
+  load(0);
+  if constexpr (!TF32) {
+    const int tx = t % 16, ty = t / 16;
+    float acc[8][8] = {};
+    for (int k0 = 0; k0 < K; k0 += kBigDepth) {
+      __syncthreads();
+      store();
+      __syncthreads();
+      if (k0 + kBigDepth < K) load(k0 + kBigDepth);
+#pragma unroll
+      for (int k = 0; k < kBigDepth; ++k) {
+        float a[8], b[8];
+#pragma unroll
+        for (int i = 0; i < 8; ++i) a[i] = as[k][ty * 8 + i];
+#pragma unroll
+        for (int j = 0; j < 8; ++j) b[j] = bs[k][tx * 8 + j];
+#pragma unroll
+        for (int i = 0; i < 8; ++i)
+#pragma unroll
+          for (int j = 0; j < 8; ++j) acc[i][j] += a[i] * b[j];
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      const int gm = m0 + ty * 8 + i;
+      if (gm >= M) continue;
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        const int gn = n0 + tx * 8 + j;
+        if (gn >= N) continue;
+        float* out = C + static_cast<long>(gm) * ldc + gn;
+        *out = alpha * acc[i][j] + (beta == 0.0f ? 0.0f : beta * *out);
+      }
+    }
+  } else {
+    using namespace nvcuda;
+    const int warp = t / 32, lane = t % 32, wm = (warp / 4) * 64, wn = (warp % 4) * 32;
+    wmma::fragment<wmma::accumulator, 16, 16, 8, float> acc[4][2];
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+      for (int j = 0; j < 2; ++j) wmma::fill_fragment(acc[i][j], 0.0f);
+    for (int k0 = 0; k0 < K; k0 += kBigDepth) {
+      __syncthreads();
+      store();
+      __syncthreads();
+      if (k0 + kBigDepth < K) load(k0 + kBigDepth);
+      wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::col_major> fa[4];
+      wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::row_major> fb[2];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        wmma::load_matrix_sync(fa[i], &as[0][wm + i * 16], kBig + kBigPad);
+#pragma unroll
+        for (int e = 0; e < fa[i].num_elements; ++e) fa[i].x[e] = wmma::__float_to_tf32(fa[i].x[e]);
+      }
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        wmma::load_matrix_sync(fb[j], &bs[0][wn + j * 16], kBig + kBigPad);
+#pragma unroll
+        for (int e = 0; e < fb[j].num_elements; ++e) fb[j].x[e] = wmma::__float_to_tf32(fb[j].x[e]);
+      }
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 2; ++j) wmma::mma_sync(acc[i][j], fa[i], fb[j], acc[i][j]);
+    }
+    __shared__ __align__(32) float scratch[8][16 * 16];
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        wmma::store_matrix_sync(scratch[warp], acc[i][j], 16, wmma::mem_row_major);
+        __syncwarp();
+        for (int e = lane; e < 256; e += 32) {
+          const int gm = m0 + wm + i * 16 + e / 16, gn = n0 + wn + j * 16 + e % 16;
+          if (gm < M && gn < N) {
+            float* out = C + static_cast<long>(gm) * ldc + gn;
+            *out = alpha * scratch[warp][e] + (beta == 0.0f ? 0.0f : beta * *out);
+          }
+        }
+        __syncwarp();
+      }
   }
 }
 
@@ -441,16 +565,31 @@ void gemm(Stream stream, bool trans_a, bool trans_b, int m, int n, int k, float 
     c += kMaxGridZ * stride_c;
   }
   const cudaStream_t s = as_stream(stream);
+  int sms = 0, device = 0;
+  cudaGetDevice(&device);
+  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+  const long big_tiles = static_cast<long>((n + kBig - 1) / kBig) * ((m + kBig - 1) / kBig) * batch;
+  if (big_tiles >= sms) {
+    const dim3 grid((n + kBig - 1) / kBig, (m + kBig - 1) / kBig, batch);
+    const bool tf32 = g_tf32.load();
+#define RECURRENT_BIG(TA, TB)                                                                                        \
+  (tf32 ? gemm_big_kernel<TA, TB, true><<<grid, 256, 0, s>>>(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, stride_a, \
+                                                             stride_b, stride_c)                                    \
+        : gemm_big_kernel<TA, TB, false><<<grid, 256, 0, s>>>(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, stride_a, \
+                                                              stride_b, stride_c))
+    if (!trans_a && !trans_b) RECURRENT_BIG(false, false);
+    else if (!trans_a) RECURRENT_BIG(false, true);
+    else if (!trans_b) RECURRENT_BIG(true, false);
+    else RECURRENT_BIG(true, true);
+#undef RECURRENT_BIG
+    check_launch("gemm (128 x 128 tiles)");
+    return;
+  }
   const int tiles = ((n + kTile - 1) / kTile) * ((m + kTile - 1) / kTile);
   // Too few tiles to fill the GPU (the per-step products of a layer: B x H x 4H) and a
   // long K: split K across blocks that add their partial products with atomics.
   int splits = 1;
-  if (batch == 1 && k >= 512) {
-    int sms = 0, device = 0;
-    cudaGetDevice(&device);
-    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
-    if (tiles < sms) splits = std::min((2 * sms + tiles - 1) / tiles, k / 256);
-  }
+  if (batch == 1 && k >= 512 && tiles < sms) splits = std::min((2 * sms + tiles - 1) / tiles, k / 256);
   if (splits > 1) {
     const int chunk = ((k + splits - 1) / splits + kDepth - 1) / kDepth * kDepth;
     splits = (k + chunk - 1) / chunk;
@@ -538,7 +677,9 @@ PersistentPlan persistent_plan(const LayerDims& d, bool backward) {
             &per_sm, backward ? persistent_backward_kernel : persistent_forward_kernel, 256, plan.smem),
         "occupancy");
   if (per_sm < 1 || plan.blocks > per_sm * l.sms) return plan;
-  plan.use = mode == PersistentMode::kAlways || d.batch <= kPersistentMaxBatch;
+  // measured on an H200 (bench/gpu): the persistent kernels win up to about 4096 state values
+  // per step (B = 8 at H = 512, B = 32 at H = 128); the per-step GEMMs beyond
+  plan.use = mode == PersistentMode::kAlways || (d.batch <= kPersistentMaxBatch && B * H <= kPersistentMaxState);
   return plan;
 }
 
@@ -552,6 +693,10 @@ void launch_persistent(bool backward, const PersistentPlan& plan, PersistentArgs
 }
 
 }  // namespace
+
+void set_tf32(bool enabled) { g_tf32 = enabled; }
+
+bool tf32() { return g_tf32.load(); }
 
 void set_persistent_mode(PersistentMode mode) { g_persistent_mode = static_cast<int>(mode); }
 

@@ -15,7 +15,10 @@ namespace cuda {
 using Stream = void*;
 
 // Row-major C (M, N) = alpha op(A) op(B) + beta C, `batch` products at strides sa/sb/sc.
-// beta == 0: C is not read. A tiled shared-memory FP32 kernel.
+// beta == 0: C is not read. Tiled shared-memory FP32 kernels (128 x 128 tiles for large
+// products, 64 x 64 with K split across blocks for small ones); with set_tf32(true) the
+// large products use the tensor cores in TF32 (10-bit mantissa inputs, FP32 accumulation),
+// as torch.backends.cuda.matmul.allow_tf32 does.
 void gemm(Stream stream, bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float* a, int lda,
           const float* b, int ldb, float beta, float* c, int ldc, int batch = 1, long stride_a = 0,
           long stride_b = 0, long stride_c = 0);
@@ -26,9 +29,13 @@ void gemm(Stream stream, bool trans_a, bool trans_b, int m, int n, int k, float 
 // environment starts in kNever / kAlways.
 enum class PersistentMode { kAuto = 0, kNever = 1, kAlways = 2 };
 constexpr int kPersistentMaxBatch = 32;
+constexpr size_t kPersistentMaxState = 4096;  // B * H
 void set_persistent_mode(PersistentMode mode);
 // Whether layer_forward (backward = false) or layer_backward would take the persistent path.
 bool uses_persistent(const LayerDims& dims, bool backward);
+
+void set_tf32(bool enabled);
+bool tf32();
 
 // Floats of device workspace layer_forward / layer_backward need (beside the reserve,
 // whose size is layer_reserve_size(dims), as on the CPU).

@@ -19,7 +19,7 @@ export type { RecurrentOptions, RNNOptions, ForwardOptions, RecurrentOutput, LST
 export type { CodedError, ErrorCode } from './errors';
 
 import { native } from './native';
-import { expectInteger } from './errors';
+import { describe, expectInteger, typeError } from './errors';
 
 /**
  * Threads the CPU kernels split large GEMMs across (default: the machine's cores, or
@@ -27,6 +27,27 @@ import { expectInteger } from './errors';
  */
 export function setNumThreads(threads: number): void {
   native.setNumThreads(expectInteger(threads, 'threads', 1, 256));
+}
+
+let matmulPrecision: 'highest' | 'high' = 'highest';
+
+/**
+ * Precision of float32 matrix products on 'cuda', as torch.set_float32_matmul_precision:
+ * 'highest' (the default) computes in FP32; 'high' lets large products (the input
+ * projections and weight gradients of the layers, big matmuls) use the tensor cores in
+ * TF32 (inputs rounded to 10-bit mantissas, FP32 accumulation), several times faster.
+ * The CPU always computes in FP32.
+ */
+export function setFloat32MatmulPrecision(precision: 'highest' | 'high'): void {
+  if (precision !== 'highest' && precision !== 'high') {
+    throw typeError(`Expected precision to be 'highest' or 'high' but received ${describe(precision)}`);
+  }
+  native.setTf32(precision === 'high');
+  matmulPrecision = precision;
+}
+
+export function getFloat32MatmulPrecision(): 'highest' | 'high' {
+  return matmulPrecision;
 }
 
 /** Bytes of freed tensor memory kept for reuse (and, once tensors were put on 'cuda', the GPU's: in use and cached). */

@@ -34,6 +34,7 @@ export interface NativeAddon {
   isAsync(): boolean;
   synchronize(): Promise<void>;
   setNumThreads(threads: number): void;
+  setTf32(enabled: boolean): void;
   memoryStats(): { cachedBytes: number; cuda?: { allocatedBytes: number; cachedBytes: number } };
   emptyCache(): number;
   backends(): { cpu: { isa: string; threads: number }; cuda: CudaStatus };

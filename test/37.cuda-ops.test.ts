@@ -11,7 +11,7 @@ import * as path from 'node:path';
 import {
   Adam, AdamW, Device, GRU, LSTM, Linear, RNN, RMSprop, SGD, SequenceModel, Tensor, backends, clipGradNorm,
   clipGradValue, crossEntropyLoss, dropout, embedding, emptyCache, fit, huberLoss, linear, load, manualSeed,
-  memoryStats, mseLoss, runAsync, save, scope, synchronize,
+  memoryStats, mseLoss, runAsync, save, scope, setFloat32MatmulPrecision, synchronize,
 } from '../lib/index';
 import { expectClose, randomArray, seededRandom } from './helpers';
 
@@ -228,6 +228,23 @@ describe('CUDA: the CPU test cases on the GPU, compared', function () {
       seqs.push(await fit(model, { inputs, targets }, { epochs: 3, batchSize: 8, loss: 'mse', seed: 6 }));
     }
     expectClose(seqs[1].batchLoss, seqs[0].batchLoss, 'GRU regression batch losses', { rtol: 1e-3, atol: 1e-5 });
+  });
+
+  it("setFloat32MatmulPrecision('high'): large products go through the TF32 tensor cores (close to FP32, not equal)", () => {
+    manualSeed(71);
+    const a = Tensor.randn([2048, 512], { device: 'cuda' });
+    const b = Tensor.randn([512, 1536], { device: 'cuda' });
+    const fp32 = a.matmul(b).toArray();
+    setFloat32MatmulPrecision('high');
+    let tf32: Float32Array;
+    try {
+      tf32 = a.matmul(b).toArray();
+    } finally {
+      setFloat32MatmulPrecision('highest');
+    }
+    const maxDiff = expectClose(tf32, fp32, 'TF32 against FP32', { rtol: 2e-2, atol: 0.2 });
+    expect(maxDiff).to.be.above(1e-3); // really rounded to TF32
+    expect(Array.from(a.matmul(b).toArray().subarray(0, 64))).to.deep.equal(Array.from(fp32.subarray(0, 64))); // back to FP32
   });
 
   it('scope frees device memory; memoryStats reports the GPU; emptyCache returns it; async steps synchronize', async () => {

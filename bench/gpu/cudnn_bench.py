@@ -5,6 +5,7 @@ Runs on the GPU machine (it has PyTorch; no package registry is needed):
     python3 bench/gpu/cudnn_bench.py            # T = 32, B in {1, 8, 32, 256}, H in {128, 512}
 """
 import json
+import os
 import sys
 import time
 
@@ -30,8 +31,10 @@ def main():
         print("no CUDA device: skipped", file=sys.stderr)
         return 0
     torch.backends.cudnn.benchmark = True
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False  # FP32, as recurrent's default
+    # FP32, as recurrent's default; RECURRENT_TF32=1 lets both use TF32 tensor cores
+    tf32 = os.environ.get("RECURRENT_TF32") == "1"
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
     steps = 32
     for cell in ("lstm", "gru"):
         for hidden in (128, 512):
@@ -52,7 +55,7 @@ def main():
                     gates = 4 if cell == "lstm" else 3
                     flops = 2.0 * batch * 2 * hidden * gates * hidden * steps * (3 if mode == "train" else 1)
                     print(json.dumps({
-                        "library": "cuDNN (PyTorch %s)" % torch.__version__, "cell": cell, "hidden": hidden, "batch": batch,
+                        "library": "cuDNN (PyTorch %s)" % torch.__version__, "precision": "tf32" if tf32 else "fp32", "cell": cell, "hidden": hidden, "batch": batch,
                         "mode": mode, "steps": steps, "seconds": seconds,
                         "timestepSamplesPerSecond": steps * batch / seconds, "gflops": flops / seconds / 1e9,
                         "device": torch.cuda.get_device_name(0),

@@ -3,6 +3,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -20,6 +21,8 @@ int main() {
   cudaDeviceProp prop;
   cudaGetDeviceProperties(&prop, 0);
   const int T = 32;
+  const bool tf32 = std::getenv("RECURRENT_TF32") && std::string(std::getenv("RECURRENT_TF32")) == "1";
+  cuda::set_tf32(tf32);
   for (const char* name : {"lstm", "gru"}) {
     const CellKind cell = std::string(name) == "lstm" ? CellKind::kLstm : CellKind::kGru;
     for (int H : {128, 512}) {
@@ -72,9 +75,9 @@ int main() {
           std::sort(times.begin(), times.end());
           const double seconds = times[times.size() / 2];
           const double flops = 2.0 * B * (I + H) * GH * T * (train ? 3 : 1);
-          std::printf("{\"library\":\"recurrent (CUDA)\",\"path\":\"%s\",\"cell\":\"%s\",\"hidden\":%d,\"batch\":%d,\"mode\":\"%s\",\"steps\":%d,"
+          std::printf("{\"library\":\"recurrent (CUDA)\",\"precision\":\"%s\",\"path\":\"%s\",\"cell\":\"%s\",\"hidden\":%d,\"batch\":%d,\"mode\":\"%s\",\"steps\":%d,"
                       "\"seconds\":%g,\"timestepSamplesPerSecond\":%.1f,\"gflops\":%.2f,\"device\":\"%s\"}\n",
-                      path, name, H, B, train ? "train" : "inference", T, seconds, T * B / seconds, flops / seconds / 1e9, prop.name);
+                      tf32 ? "tf32" : "fp32", path, name, H, B, train ? "train" : "inference", T, seconds, T * B / seconds, flops / seconds / 1e9, prop.name);
           for (float* p : {x, y, hn, cn, w_ih, w_hh, b_ih, b_hh, g_ih, g_hh, gb_ih, gb_hh, dx, dy, reserve, workspace}) cudaFree(p);
           cudaEventDestroy(start);
           cudaEventDestroy(stop);

@@ -7,6 +7,7 @@
 #include <cuda_runtime.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <cstdio>
 #include <random>
 #include <string>
@@ -51,7 +52,7 @@ std::vector<float> random_vector(std::mt19937& rng, size_t n, float scale) {
   return v;
 }
 
-void expect_close(const std::string& what, const std::vector<float>& got, const double* ref, size_t n,
+double expect_close(const std::string& what, const std::vector<float>& got, const double* ref, size_t n,
                   double atol = 2e-5, double rtol = 1e-3) {
   double max_diff = 0.0;
   bool ok = got.size() >= n;
@@ -65,9 +66,10 @@ void expect_close(const std::string& what, const std::vector<float>& got, const 
   }
   if (!ok) ++failures;
   std::printf("  %-8s %s (max |diff| %.3g)\n", what.c_str(), ok ? "ok" : "MISMATCH", max_diff);
+  return max_diff;
 }
 
-void check_gemm(bool ta, bool tb, int m, int n, int k, float beta, int batch) {
+void check_gemm(bool ta, bool tb, int m, int n, int k, float beta, int batch, bool tf32 = false) {
   std::mt19937 rng(m * 31 + n * 7 + k);
   const int lda = ta ? m : k, ldb = tb ? k : n;
   const long sa = static_cast<long>(m) * k, sb = static_cast<long>(k) * n, sc = static_cast<long>(m) * n;
@@ -79,10 +81,20 @@ void check_gemm(bool ta, bool tb, int m, int n, int k, float beta, int batch) {
     for (long i = 0; i < sc; ++i) expected[z * sc + i] = out[i];
   }
   float *da = to_device(a), *db = to_device(b), *dc = to_device(c);
+  cuda::set_tf32(tf32);
   cuda::gemm(nullptr, ta, tb, m, n, k, 0.5f, da, lda, db, ldb, beta, dc, n, batch, sa, sb, sc);
+  cuda::set_tf32(false);
   char name[96];
-  std::snprintf(name, sizeof name, "gemm %c%c %dx%dx%d b%g x%d", ta ? 'T' : 'N', tb ? 'T' : 'N', m, n, k, beta, batch);
-  expect_close(name, to_host(dc, c.size()), expected.data(), c.size(), 1e-4, 1e-4);
+  std::snprintf(name, sizeof name, "gemm%s %c%c %dx%dx%d b%g x%d", tf32 ? " tf32" : "", ta ? 'T' : 'N', tb ? 'T' : 'N', m,
+                n, k, beta, batch);
+  // TF32 rounds the inputs to 10-bit mantissas: looser, and it must differ from FP32 (the
+  // tensor cores really ran)
+  const double tol = tf32 ? 2e-2 : 1e-4;
+  const double max_diff = expect_close(name, to_host(dc, c.size()), expected.data(), c.size(), tol, tol);
+  if (tf32 && max_diff < 1e-5) {
+    std::printf("    %s: identical to FP32, so TF32 was not used\n", name);
+    ++failures;
+  }
   cudaFree(da), cudaFree(db), cudaFree(dc);
 }
 
@@ -176,8 +188,12 @@ int main() {
   cudaDeviceProp prop;
   check(cudaGetDeviceProperties(&prop, 0), "device properties");
   std::printf("device 0: %s (sm_%d%d)\n", prop.name, prop.major, prop.minor);
+  // RECURRENT_CUDA_TESTS_QUICK=1: a subset that still reaches every kernel (for the slow
+  // compute-sanitizer tools)
+  const bool quick = std::getenv("RECURRENT_CUDA_TESTS_QUICK") != nullptr;
   for (bool ta : {false, true})
     for (bool tb : {false, true}) {
+      if (quick && ta != tb) continue;
       check_gemm(ta, tb, 37, 29, 53, 0.0f, 1);
       check_gemm(ta, tb, 128, 96, 300, 1.0f, 1);
       check_gemm(ta, tb, 5, 70, 17, 0.5f, 3);
@@ -185,6 +201,11 @@ int main() {
       check_gemm(ta, tb, 8, 100, 2048, 0.0f, 1);
       check_gemm(ta, tb, 8, 100, 2048, 1.0f, 1);
       check_gemm(ta, tb, 3, 64, 1000, 0.5f, 1);
+      // many tiles: the 128 x 128 kernel (FP32, then TF32 tensor cores), edges included
+      check_gemm(ta, tb, 1061, 2053, 77, 0.5f, 1);
+      check_gemm(ta, tb, 300, 257, 40, 0.0f, 20);
+      check_gemm(ta, tb, 1061, 2053, 77, 0.5f, 1, true);
+      check_gemm(ta, tb, 300, 257, 40, 0.0f, 20, true);
     }
   const CellKind cells[] = {CellKind::kRnnTanh, CellKind::kRnnRelu, CellKind::kLstm, CellKind::kGru};
   // every layer case on both paths: the per-step kernels and the persistent kernels
@@ -192,6 +213,7 @@ int main() {
     cuda::set_persistent_mode(mode);
     for (CellKind cell : cells)
       for (int directions = 1; directions <= 2; ++directions) {
+        if (quick && (directions == 1 || cell == CellKind::kRnnRelu)) continue;
         check_layer(cell, directions, {}, true, 6);
         check_layer(cell, directions, {7, 5, 5, 2}, true, 6);
         check_layer(cell, directions, {3, 7, 1, 6, 7}, false, 37);
