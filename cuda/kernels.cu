@@ -34,6 +34,8 @@ cudaStream_t as_stream(Stream s) { return static_cast<cudaStream_t>(s); }
 constexpr int kTile = 64, kDepth = 16, kThreads = 256;
 constexpr size_t kBarrierFloats = 64;  // the persistent kernels' grid barrier, at the end of the workspace
 std::atomic<bool> g_tf32{false};      // set_tf32
+// split-K on 128 x 128 tiles (RECURRENT_CUDA_BIG_SPLIT=0 turns it off, for comparison)
+std::atomic<bool> g_big_split{!(std::getenv("RECURRENT_CUDA_BIG_SPLIT") && std::string(std::getenv("RECURRENT_CUDA_BIG_SPLIT")) == "0")};
 
 // SPLIT: blockIdx.z splits K into chunks of k_chunk (one product only), each adding
 // alpha times its partial product into C with atomics (C already scaled by beta).
@@ -100,13 +102,19 @@ __global__ void __launch_bounds__(kThreads) gemm_kernel(int M, int N, int K, flo
 // each of the 8 warps computing 64 x 32.
 constexpr int kBig = 128, kBigDepth = 8, kBigPad = 4;
 
-template <bool TA, bool TB, bool TF32>
+// SPLIT: as in gemm_kernel, blockIdx.z takes a chunk of K and adds into C with atomics.
+template <bool TA, bool TB, bool TF32, bool SPLIT>
 __global__ void __launch_bounds__(256) gemm_big_kernel(int M, int N, int K, float alpha, const float* __restrict__ A,
                                                        int lda, const float* __restrict__ B, int ldb, float beta,
-                                                       float* __restrict__ C, int ldc, long sa, long sb, long sc) {
-  A += blockIdx.z * sa;
-  B += blockIdx.z * sb;
-  C += blockIdx.z * sc;
+                                                       float* __restrict__ C, int ldc, long sa, long sb, long sc,
+                                                       int k_chunk) {
+  const int kb = SPLIT ? blockIdx.z * k_chunk : 0;
+  const int ke = SPLIT ? min(K, kb + k_chunk) : K;
+  if (!SPLIT) {
+    A += blockIdx.z * sa;
+    B += blockIdx.z * sb;
+    C += blockIdx.z * sc;
+  }
   __shared__ __align__(32) float as[kBigDepth][kBig + kBigPad];  // as[k][m]
   __shared__ __align__(32) float bs[kBigDepth][kBig + kBigPad];  // bs[k][n]
   const int t = threadIdx.x;
@@ -119,9 +127,9 @@ __global__ void __launch_bounds__(256) gemm_big_kernel(int M, int N, int K, floa
 #pragma unroll
     for (int q = 0; q < 4; ++q) {
       const int m = m0 + am + (TA ? q : 0), ka = k0 + ak + (TA ? 0 : q);
-      ra[q] = m < M && ka < K ? (TA ? A[static_cast<long>(ka) * lda + m] : A[static_cast<long>(m) * lda + ka]) : 0.0f;
-      const int n = n0 + bn + (TB ? 0 : q), kb = k0 + bk + (TB ? q : 0);
-      rb[q] = n < N && kb < K ? (TB ? B[static_cast<long>(n) * ldb + kb] : B[static_cast<long>(kb) * ldb + n]) : 0.0f;
+      ra[q] = m < M && ka < ke ? (TA ? A[static_cast<long>(ka) * lda + m] : A[static_cast<long>(m) * lda + ka]) : 0.0f;
+      const int n = n0 + bn + (TB ? 0 : q), kq = k0 + bk + (TB ? q : 0);
+      rb[q] = n < N && kq < ke ? (TB ? B[static_cast<long>(n) * ldb + kq] : B[static_cast<long>(kq) * ldb + n]) : 0.0f;
     }
   };
   auto store = [&] {
@@ -131,15 +139,15 @@ __global__ void __launch_bounds__(256) gemm_big_kernel(int M, int N, int K, floa
       bs[bk + (TB ? q : 0)][bn + (TB ? 0 : q)] = rb[q];
     }
   };
-  load(0);
+  load(kb);
   if constexpr (!TF32) {
     const int tx = t % 16, ty = t / 16;
     float acc[8][8] = {};
-    for (int k0 = 0; k0 < K; k0 += kBigDepth) {
+    for (int k0 = kb; k0 < ke; k0 += kBigDepth) {
       __syncthreads();
       store();
       __syncthreads();
-      if (k0 + kBigDepth < K) load(k0 + kBigDepth);
+      if (k0 + kBigDepth < ke) load(k0 + kBigDepth);
 #pragma unroll
       for (int k = 0; k < kBigDepth; ++k) {
         float a[8], b[8];
@@ -162,7 +170,8 @@ __global__ void __launch_bounds__(256) gemm_big_kernel(int M, int N, int K, floa
         const int gn = n0 + tx * 8 + j;
         if (gn >= N) continue;
         float* out = C + static_cast<long>(gm) * ldc + gn;
-        *out = alpha * acc[i][j] + (beta == 0.0f ? 0.0f : beta * *out);
+        if (SPLIT) atomicAdd(out, alpha * acc[i][j]);
+        else *out = alpha * acc[i][j] + (beta == 0.0f ? 0.0f : beta * *out);
       }
     }
   } else {
@@ -173,11 +182,11 @@ __global__ void __launch_bounds__(256) gemm_big_kernel(int M, int N, int K, floa
     for (int i = 0; i < 4; ++i)
 #pragma unroll
       for (int j = 0; j < 2; ++j) wmma::fill_fragment(acc[i][j], 0.0f);
-    for (int k0 = 0; k0 < K; k0 += kBigDepth) {
+    for (int k0 = kb; k0 < ke; k0 += kBigDepth) {
       __syncthreads();
       store();
       __syncthreads();
-      if (k0 + kBigDepth < K) load(k0 + kBigDepth);
+      if (k0 + kBigDepth < ke) load(k0 + kBigDepth);
       wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::col_major> fa[4];
       wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::row_major> fb[2];
 #pragma unroll
@@ -208,7 +217,8 @@ __global__ void __launch_bounds__(256) gemm_big_kernel(int M, int N, int K, floa
           const int gm = m0 + wm + i * 16 + e / 16, gn = n0 + wn + j * 16 + e % 16;
           if (gm < M && gn < N) {
             float* out = C + static_cast<long>(gm) * ldc + gn;
-            *out = alpha * scratch[warp][e] + (beta == 0.0f ? 0.0f : beta * *out);
+            if (SPLIT) atomicAdd(out, alpha * scratch[warp][e]);
+            else *out = alpha * scratch[warp][e] + (beta == 0.0f ? 0.0f : beta * *out);
           }
         }
         __syncwarp();
@@ -220,6 +230,12 @@ __global__ void __launch_bounds__(256) gemm_big_kernel(int M, int N, int K, floa
 __global__ void scale_rows_kernel(float* c, int ldc, int n, float beta) {
   const int col = blockIdx.x * blockDim.x + threadIdx.x;
   if (col < n) c[static_cast<long>(blockIdx.y) * ldc + col] *= beta;
+}
+
+// C = beta C before split-K blocks add their parts (beta == 0: zeroed, C is not read).
+void scale_c(cudaStream_t s, float* c, int ldc, int m, int n, float beta) {
+  if (beta == 0.0f) check(cudaMemset2DAsync(c, sizeof(float) * ldc, 0, sizeof(float) * n, m, s), "zero C");
+  else if (beta != 1.0f) scale_rows_kernel<<<dim3((n + 255) / 256, m), 256, 0, s>>>(c, ldc, n, beta);
 }
 
 // ---------------------------------------------------------------------------
@@ -569,18 +585,32 @@ void gemm(Stream stream, bool trans_a, bool trans_b, int m, int n, int k, float 
   cudaGetDevice(&device);
   cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
   const long big_tiles = static_cast<long>((n + kBig - 1) / kBig) * ((m + kBig - 1) / kBig) * batch;
-  if (big_tiles >= sms) {
-    const dim3 grid((n + kBig - 1) / kBig, (m + kBig - 1) / kBig, batch);
+  // Fewer 128 x 128 tiles than SMs but a long K (the per-step products of a layer at large
+  // batch: B x 4H x H forward, B x H x 4H backward): split K across blocks of 128 x 128 tiles.
+  int big_splits = 1;
+  if (big_tiles < sms && batch == 1 && g_big_split.load())
+    big_splits = static_cast<int>(std::min<long>((sms + big_tiles - 1) / big_tiles, k / 128));
+  if (big_tiles >= sms || (big_splits >= 2 && big_tiles * big_splits >= sms / 2)) {
+    const bool split = big_tiles < sms;
+    int chunk = 0, zdim = batch;
+    if (split) {
+      chunk = ((k + big_splits - 1) / big_splits + kBigDepth - 1) / kBigDepth * kBigDepth;
+      zdim = (k + chunk - 1) / chunk;
+      scale_c(s, c, ldc, m, n, beta);
+    }
+    const dim3 grid((n + kBig - 1) / kBig, (m + kBig - 1) / kBig, zdim);
     const bool tf32 = g_tf32.load();
-#define RECURRENT_BIG(TA, TB)                                                                                        \
-  (tf32 ? gemm_big_kernel<TA, TB, true><<<grid, 256, 0, s>>>(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, stride_a, \
-                                                             stride_b, stride_c)                                    \
-        : gemm_big_kernel<TA, TB, false><<<grid, 256, 0, s>>>(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, stride_a, \
-                                                              stride_b, stride_c))
-    if (!trans_a && !trans_b) RECURRENT_BIG(false, false);
-    else if (!trans_a) RECURRENT_BIG(false, true);
-    else if (!trans_b) RECURRENT_BIG(true, false);
-    else RECURRENT_BIG(true, true);
+#define RECURRENT_BIG(TA, TB, SPLIT)                                                                              \
+  (tf32 ? gemm_big_kernel<TA, TB, true, SPLIT><<<grid, 256, 0, s>>>(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc,  \
+                                                                    stride_a, stride_b, stride_c, chunk)           \
+        : gemm_big_kernel<TA, TB, false, SPLIT><<<grid, 256, 0, s>>>(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, \
+                                                                     stride_a, stride_b, stride_c, chunk))
+#define RECURRENT_BIG_T(TA, TB) (split ? RECURRENT_BIG(TA, TB, true) : RECURRENT_BIG(TA, TB, false))
+    if (!trans_a && !trans_b) RECURRENT_BIG_T(false, false);
+    else if (!trans_a) RECURRENT_BIG_T(false, true);
+    else if (!trans_b) RECURRENT_BIG_T(true, false);
+    else RECURRENT_BIG_T(true, true);
+#undef RECURRENT_BIG_T
 #undef RECURRENT_BIG
     check_launch("gemm (128 x 128 tiles)");
     return;
@@ -593,11 +623,7 @@ void gemm(Stream stream, bool trans_a, bool trans_b, int m, int n, int k, float 
   if (splits > 1) {
     const int chunk = ((k + splits - 1) / splits + kDepth - 1) / kDepth * kDepth;
     splits = (k + chunk - 1) / chunk;
-    if (beta == 0.0f) {
-      check(cudaMemset2DAsync(c, sizeof(float) * ldc, 0, sizeof(float) * n, m, s), "zero C");
-    } else if (beta != 1.0f) {
-      scale_rows_kernel<<<dim3((n + 255) / 256, m), 256, 0, s>>>(c, ldc, n, beta);
-    }
+    scale_c(s, c, ldc, m, n, beta);
     const dim3 grid((n + kTile - 1) / kTile, (m + kTile - 1) / kTile, splits);
     if (!trans_a && !trans_b) gemm_kernel<false, false, true><<<grid, kThreads, 0, s>>>(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, 0, 0, 0, chunk);
     else if (!trans_a) gemm_kernel<false, true, true><<<grid, kThreads, 0, s>>>(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, 0, 0, 0, chunk);

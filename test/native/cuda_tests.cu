@@ -202,6 +202,10 @@ int main() {
       check_gemm(ta, tb, 8, 100, 2048, 1.0f, 1);
       check_gemm(ta, tb, 3, 64, 1000, 0.5f, 1);
       // many tiles: the 128 x 128 kernel (FP32, then TF32 tensor cores), edges included
+      // few 128 x 128 tiles, long K: those tiles with K split (the layer's per-step products at large batch)
+      check_gemm(ta, tb, 256, 512, 2048, 0.5f, 1);
+      check_gemm(ta, tb, 300, 700, 1500, 0.0f, 1);
+      check_gemm(ta, tb, 256, 512, 2048, 1.0f, 1, true);
       check_gemm(ta, tb, 1061, 2053, 77, 0.5f, 1);
       check_gemm(ta, tb, 300, 257, 40, 0.0f, 20);
       check_gemm(ta, tb, 1061, 2053, 77, 0.5f, 1, true);
@@ -220,6 +224,13 @@ int main() {
         // more units than SMs: several units per block, the last block partly empty
         check_layer(cell, directions, {7, 2, 6}, true, 301);
       }
+  }
+  // a large batch on the per-step path: its products take the split-K 128 x 128 tiles
+  if (!quick) {
+    cuda::set_persistent_mode(cuda::PersistentMode::kNever);
+    std::vector<int> lengths(256, 7);
+    for (int b = 0; b < 256; b += 5) lengths[b] = 1 + b % 7;
+    check_layer(CellKind::kLstm, 1, lengths, true, 512);
   }
   cuda::set_persistent_mode(cuda::PersistentMode::kAuto);
   if (failures) {
