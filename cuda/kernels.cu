@@ -720,6 +720,30 @@ void launch_persistent(bool backward, const PersistentPlan& plan, PersistentArgs
         backward ? "persistent backward" : "persistent forward");
 }
 
+// dst = src (device, n floats), or zeros where src is null
+void copy_or_zero(float* dst, const float* src, size_t n, cudaStream_t s) {
+  if (src) check(cudaMemcpyAsync(dst, src, n * sizeof(float), cudaMemcpyDeviceToDevice, s), "copy state");
+  else check(cudaMemsetAsync(dst, 0, n * sizeof(float), s), "zero state");
+}
+
+// What both persistent kernels take: the step arguments, sizes, w_hh, the reserve's views and
+// the barrier (two unsigned ints of the workspace).
+PersistentArgs persistent_args(const StepArgs& base, const LayerDims& dims, const PersistentPlan& plan,
+                               const float* w_hh, const ReserveViews& r, float* barrier) {
+  PersistentArgs p{};
+  p.s = base;
+  p.T = dims.steps;
+  p.U = plan.units;
+  p.cell = static_cast<int>(dims.cell);
+  p.w_hh = w_hh;
+  p.gates = r.gates;
+  p.h_prev = r.h_prev;
+  p.c_prev = r.c_prev;
+  p.h_n = r.h_n;
+  p.barrier = reinterpret_cast<unsigned int*>(barrier);
+  return p;
+}
+
 }  // namespace
 
 void set_tf32(bool enabled) { g_tf32 = enabled; }
@@ -744,29 +768,17 @@ void layer_forward(Stream stream, const LayerDims& dims, float* y, float* h_n, f
     const LayerWeights& w = weights[d];
     const ReserveViews r = views(dims, reserve, d);
     gemm(stream, false, true, T * B, GH, I, 1.0f, x, I, w.w_ih, I, 0.0f, xproj, GH);
-    if (h0) check(cudaMemcpyAsync(h, h0 + d * state, state * sizeof(float), cudaMemcpyDeviceToDevice, s), "copy h0");
-    else check(cudaMemsetAsync(h, 0, state * sizeof(float), s), "zero h");
-    if (c0) check(cudaMemcpyAsync(c, c0 + d * state, state * sizeof(float), cudaMemcpyDeviceToDevice, s), "copy c0");
-    else check(cudaMemsetAsync(c, 0, state * sizeof(float), s), "zero c");
+    copy_or_zero(h, h0 ? h0 + d * state : nullptr, state, s);
+    copy_or_zero(c, c0 ? c0 + d * state : nullptr, state, s);
     const StepArgs base{B, H, D, d, 0, lengths, w.b_ih, w.b_hh};
     const PersistentPlan plan = persistent_plan(dims, false);
     if (plan.use) {
-      PersistentArgs p{};
-      p.s = base;
-      p.T = T;
-      p.U = plan.units;
-      p.cell = static_cast<int>(dims.cell);
+      PersistentArgs p = persistent_args(base, dims, plan, w.w_hh, r, c + state);
       p.xproj = xproj;
-      p.w_hh = w.w_hh;
       p.state[0] = h;
       p.state[1] = hproj;
       p.c = c;
       p.y = y + static_cast<size_t>(d) * H;
-      p.gates = r.gates;
-      p.h_prev = r.h_prev;
-      p.c_prev = r.c_prev;
-      p.h_n = r.h_n;
-      p.barrier = reinterpret_cast<unsigned int*>(c + state);
       launch_persistent(false, plan, p, s);
       check(cudaMemcpyAsync(h_n + d * state, p.state[T & 1], state * sizeof(float), cudaMemcpyDeviceToDevice, s), "copy h_n");
       if (dims.cell == CellKind::kLstm && c_n)
@@ -804,29 +816,17 @@ void layer_backward(Stream stream, const LayerDims& dims, float* dx, float* dh0,
     const LayerWeights& w = weights[d];
     const LayerGrads& g = grads[d];
     const ReserveViews r = views(dims, const_cast<float*>(reserve), d);
-    if (dh_n) check(cudaMemcpyAsync(dh, dh_n + d * state, state * sizeof(float), cudaMemcpyDeviceToDevice, s), "copy dh_n");
-    else check(cudaMemsetAsync(dh, 0, state * sizeof(float), s), "zero dh");
-    if (dc_n) check(cudaMemcpyAsync(dc, dc_n + d * state, state * sizeof(float), cudaMemcpyDeviceToDevice, s), "copy dc_n");
-    else check(cudaMemsetAsync(dc, 0, state * sizeof(float), s), "zero dc");
+    copy_or_zero(dh, dh_n ? dh_n + d * state : nullptr, state, s);
+    copy_or_zero(dc, dc_n ? dc_n + d * state : nullptr, state, s);
     const StepArgs base{B, H, D, d, 0, lengths, w.b_ih, w.b_hh};
     const PersistentPlan plan = persistent_plan(dims, true);
     if (plan.use) {
-      PersistentArgs p{};
-      p.s = base;
-      p.T = T;
-      p.U = plan.units;
-      p.cell = static_cast<int>(dims.cell);
-      p.w_hh = w.w_hh;
+      PersistentArgs p = persistent_args(base, dims, plan, w.w_hh, r, dc + state);
       p.c = dc;
       p.dh = dh;
       p.dy = dy ? dy + static_cast<size_t>(d) * H : nullptr;
-      p.gates = r.gates;
-      p.h_prev = r.h_prev;
-      p.c_prev = r.c_prev;
-      p.h_n = r.h_n;
       p.dgx = dgx;
       p.dgh = dgh;
-      p.barrier = reinterpret_cast<unsigned int*>(dc + state);
       launch_persistent(true, plan, p, s);
     }
     for (int step = T - 1; step >= 0 && !plan.use; --step) {
