@@ -7,7 +7,7 @@ import { expect } from 'chai';
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { LSTM, Tensor, backends } from '../lib/index';
+import { LSTM, Tensor, backends, getFloat32MatmulPrecision, setFloat32MatmulPrecision } from '../lib/index';
 
 describe('CUDA: availability', () => {
   it("to('cpu') is the tensor itself; without a usable GPU, to('cuda') throws ERR_CUDA_UNAVAILABLE with the reason", function () {
@@ -29,6 +29,25 @@ describe('CUDA: availability', () => {
       }
     }
     expect(() => t.to('tpu' as never)).to.throw(TypeError, /'cpu' or 'cuda'/);
+  });
+});
+
+describe('CUDA: device API on any machine', () => {
+  it("modules report their device; setFloat32MatmulPrecision validates and leaves CPU results unchanged", () => {
+    const lstm = new LSTM({ inputSize: 2, hiddenSize: 3 });
+    expect(lstm.device).to.equal('cpu');
+    expect(getFloat32MatmulPrecision()).to.equal('highest');
+    expect(() => setFloat32MatmulPrecision('medium' as never)).to.throw(TypeError, /'highest' or 'high'/);
+    const a = Tensor.randn([64, 48]);
+    const b = Tensor.randn([48, 40]);
+    const fp32 = a.matmul(b).toArray();
+    setFloat32MatmulPrecision('high');
+    try {
+      expect(getFloat32MatmulPrecision()).to.equal('high');
+      expect(Array.from(a.matmul(b).toArray())).to.deep.equal(Array.from(fp32)); // TF32 is a GPU option only
+    } finally {
+      setFloat32MatmulPrecision('highest');
+    }
   });
 });
 
