@@ -226,6 +226,17 @@ __global__ void __launch_bounds__(256) gemm_big_kernel(int M, int N, int K, floa
   }
 }
 
+// The device's SM count, asked once (every GEMM call sizes its grid by it).
+int sm_count() {
+  static const int sms = [] {
+    int device = 0, count = 0;
+    check(cudaGetDevice(&device), "cudaGetDevice");
+    check(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device), "SM count");
+    return count;
+  }();
+  return sms;
+}
+
 // C (rows m, leading dimension ldc, n columns) *= beta
 __global__ void scale_rows_kernel(float* c, int ldc, int n, float beta) {
   const int col = blockIdx.x * blockDim.x + threadIdx.x;
@@ -581,9 +592,7 @@ void gemm(Stream stream, bool trans_a, bool trans_b, int m, int n, int k, float 
     c += kMaxGridZ * stride_c;
   }
   const cudaStream_t s = as_stream(stream);
-  int sms = 0, device = 0;
-  cudaGetDevice(&device);
-  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+  const int sms = sm_count();
   const long big_tiles = static_cast<long>((n + kBig - 1) / kBig) * ((m + kBig - 1) / kBig) * batch;
   // Fewer 128 x 128 tiles than SMs but a long K (the per-step products of a layer at large
   // batch: B x 4H x H forward, B x H x 4H backward): in TF32, split K across blocks of 128 x 128
@@ -670,11 +679,10 @@ struct DeviceLimits {
 const DeviceLimits& limits() {
   static const DeviceLimits l = [] {
     DeviceLimits out;
-    int device = 0, sms = 0, smem = 0;
+    int device = 0, smem = 0;
     check(cudaGetDevice(&device), "cudaGetDevice");
-    check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device), "SM count");
     check(cudaDeviceGetAttribute(&smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, device), "shared memory size");
-    out.sms = sms;
+    out.sms = sm_count();
     out.smem = static_cast<size_t>(smem);
     check(cudaFuncSetAttribute(persistent_forward_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem), "smem");
     check(cudaFuncSetAttribute(persistent_backward_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem), "smem");
@@ -747,8 +755,6 @@ PersistentArgs persistent_args(const StepArgs& base, const LayerDims& dims, cons
 }  // namespace
 
 void set_tf32(bool enabled) { g_tf32 = enabled; }
-
-bool tf32() { return g_tf32.load(); }
 
 void set_persistent_mode(PersistentMode mode) { g_persistent_mode = static_cast<int>(mode); }
 

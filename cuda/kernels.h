@@ -35,7 +35,6 @@ void set_persistent_mode(PersistentMode mode);
 bool uses_persistent(const LayerDims& dims, bool backward);
 
 void set_tf32(bool enabled);
-bool tf32();
 
 // Floats of device workspace layer_forward / layer_backward need (beside the reserve,
 // whose size is layer_reserve_size(dims), as on the CPU).

@@ -28,7 +28,6 @@ void gemm(Stream, bool, bool, int, int, int, float, const float*, int, const flo
 size_t layer_workspace_size(const LayerDims&) { unavailable(); }
 void set_persistent_mode(PersistentMode) {}
 void set_tf32(bool) {}
-bool tf32() { return false; }
 bool uses_persistent(const LayerDims&, bool) { return false; }
 void layer_forward(Stream, const LayerDims&, float*, float*, float*, float*, const float*, const int*, const float*,
                    const float*, const LayerWeights*, float*) { unavailable(); }

@@ -678,7 +678,7 @@ export class Tensor {
   matmul(other: Tensor): Tensor {
     this.live();
     const b = expectTensor(other, 'other');
-    expectSameDevice('matmul', [['this tensor', this], ['other', b]]);
+    if (b.device !== this.device) expectSameDevice('matmul', [['this tensor', this], ['other', b]]);
     const as = this.dims;
     const bs = b.dims;
     if (as.length < 2 || bs.length < 2) {
@@ -832,7 +832,7 @@ function binaryOp(a: Tensor, other: Tensor | number, op: Binary, name: string): 
     }
   }
   const b = expectTensor(other, 'other');
-  expectSameDevice(name, [['this tensor', a], ['other', b]]);
+  if (b.device !== a.device) expectSameDevice(name, [['this tensor', a], ['other', b]]); // builds the message only on a mismatch
   const outShape = broadcastShapes(a.shape, b.shape, name);
   const out = emptyOn(outShape, a.device);
   native.binary(op, out.storage, a.storage, 0, broadcastStrides(a.shape, outShape), b.storage, 0, broadcastStrides(b.shape, outShape), outShape);

@@ -8,6 +8,7 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { LSTM, Tensor, backends, getFloat32MatmulPrecision, setFloat32MatmulPrecision } from '../lib/index';
+import { pendingWithoutCuda } from './helpers';
 
 describe('CUDA: availability', () => {
   it("to('cpu') is the tensor itself; without a usable GPU, to('cuda') throws ERR_CUDA_UNAVAILABLE with the reason", function () {
@@ -53,13 +54,8 @@ describe('CUDA: device API on any machine', () => {
 
 describe('CUDA: kernels on a GPU', function () {
   this.timeout(600_000);
-  const cuda = backends().cuda;
   before(function () {
-    // pending, with the reason, where there is nothing to run them on
-    if (!cuda.compiled || cuda.deviceCount === 0) {
-      console.log(`      (CUDA tests pending: ${cuda.reason ?? 'not compiled in'})`);
-      this.skip();
-    }
+    pendingWithoutCuda(this, 'CUDA tests');
   });
 
   it('the GEMM and the layer (every cell, ragged, bidirectional) match the double reference (C++ cuda_tests)', () => {

@@ -9,11 +9,11 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import {
-  Adam, AdamW, Device, GRU, LSTM, Linear, RNN, RMSprop, SGD, SequenceModel, Tensor, backends, clipGradNorm,
+  Adam, AdamW, Device, GRU, LSTM, Linear, RNN, RMSprop, SGD, SequenceModel, Tensor, clipGradNorm,
   clipGradValue, crossEntropyLoss, dropout, embedding, emptyCache, fit, huberLoss, linear, load, manualSeed,
   memoryStats, mseLoss, runAsync, save, scope, setFloat32MatmulPrecision, synchronize,
 } from '../lib/index';
-import { expectClose, randomArray, seededRandom } from './helpers';
+import { expectClose, pendingWithoutCuda, randomArray, seededRandom } from './helpers';
 
 const devices: Device[] = ['cpu', 'cuda'];
 
@@ -30,12 +30,8 @@ function sameOnBoth(what: string, fn: (device: Device) => Float32Array[], tol = 
 
 describe('CUDA: the CPU test cases on the GPU, compared', function () {
   this.timeout(300_000);
-  const cuda = backends().cuda;
   before(function () {
-    if (!cuda.compiled || cuda.deviceCount === 0) {
-      console.log(`      (CUDA comparisons pending: ${cuda.reason ?? 'not compiled in'})`);
-      this.skip();
-    }
+    pendingWithoutCuda(this, 'CUDA comparisons');
   });
 
   it('creation, copies both ways, zero-fill and the random fills (same numbers as the CPU for a seed)', () => {

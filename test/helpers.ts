@@ -6,6 +6,18 @@ import { expect } from 'chai';
 import { Tensor } from '../lib/index';
 import { native } from '../lib/native';
 
+/**
+ * In a before() hook: marks the suite pending, saying why, where CUDA is not usable (never
+ * passed silently). Returns nothing; mocha skips the suite's tests.
+ */
+export function pendingWithoutCuda(context: Mocha.Context, what: string): void {
+  const cuda = native.backends().cuda;
+  if (!cuda.compiled || cuda.deviceCount === 0) {
+    console.log(`      (${what} pending: ${cuda.reason ?? 'not compiled in'})`);
+    context.skip();
+  }
+}
+
 /** Asserts |a - b| <= atol + rtol * |b| elementwise, reporting the worst mismatch. */
 export function expectClose(
   actual: ArrayLike<number>,
