@@ -152,4 +152,17 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
 
 static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) { return recurrent::Init(env, exports); }
 
-NODE_API_MODULE(recurrent_addon, InitAddon)
+// Registration by hand instead of NODE_API_MODULE, to report the module's Node-API
+// version as NAPI_VERSION_EXPERIMENTAL. Node then runs finalizers synchronously inside
+// garbage collection instead of deferring them to the next turn of the event loop
+// (where a synchronous training loop never lets them run and native memory piles up:
+// see binding/storage.h). The API calls compiled in are still exactly those of
+// NAPI_VERSION (8), all present in every Node version we support; what changes is
+// only when finalizers run, and the only one here (Storage's destructor) just frees
+// memory.
+extern "C" {
+NAPI_MODULE_EXPORT int32_t NODE_API_MODULE_GET_API_VERSION(void) { return NAPI_VERSION_EXPERIMENTAL; }
+NAPI_MODULE_EXPORT napi_value NAPI_MODULE_INITIALIZER(napi_env env, napi_value exports) {
+  return Napi::RegisterModule(env, exports, InitAddon);
+}
+}

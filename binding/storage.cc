@@ -22,7 +22,15 @@ namespace {
 struct AddonData {
   Napi::FunctionReference storage_constructor;
   Stream stream;
+  std::shared_ptr<std::atomic<int64_t>> unreported_frees = std::make_shared<std::atomic<int64_t>>(0);
 };
+
+// Tells V8 about `change` bytes of external memory, net of what handles collected
+// since the last call freed (see storage.h). Call from JS context only.
+void report_external(Napi::Env env, AddonData* data, int64_t change) {
+  change -= data->unreported_frees->exchange(0);
+  if (change != 0) Napi::MemoryManagement::AdjustExternalMemory(env, change);
+}
 }  // namespace
 
 Stream& stream_of(Napi::Env env) { return env.GetInstanceData<AddonData>()->stream; }
@@ -107,7 +115,10 @@ Storage::Storage(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Storage>(inf
     throw_range(env, std::string("out of ") + (on_cuda ? "GPU " : "") + "memory allocating a tensor of " +
                          std::to_string(length_) + " floats");
   }
-  if (length_ > 0) Napi::MemoryManagement::AdjustExternalMemory(env, length_ * static_cast<int64_t>(sizeof(float)));
+  AddonData* data = env.GetInstanceData<AddonData>();
+  unreported_frees_ = data->unreported_frees;
+  reported_bytes_ = length_ * static_cast<int64_t>(sizeof(float));
+  report_external(env, data, reported_bytes_);
   if (on_cuda) {
     g_cuda_used = true;
     if (!uninitialized) cuda::zero(buffer_->data, static_cast<size_t>(length_));
@@ -124,14 +135,19 @@ Storage::Storage(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Storage>(inf
   }
 }
 
-// Garbage collection reached the handle: drop our reference to the memory.
-void Storage::Finalize(Napi::Env env) { Release(env); }
+// Garbage collection reached the handle (this runs inside GC: no napi or V8 calls).
+Storage::~Storage() {
+  if (released_) return;
+  buffer_.reset();  // a queued job may still hold it; it is freed after that job
+  if (reported_bytes_ > 0) *unreported_frees_ += reported_bytes_;
+}
 
 void Storage::Release(Napi::Env env) {
   if (released_) return;
   released_ = true;
   buffer_.reset();  // a queued job may still hold it; it is freed after that job
-  if (length_ > 0) Napi::MemoryManagement::AdjustExternalMemory(env, -length_ * static_cast<int64_t>(sizeof(float)));
+  report_external(env, env.GetInstanceData<AddonData>(), -reported_bytes_);
+  reported_bytes_ = 0;
 }
 
 Napi::Value Storage::Length(const Napi::CallbackInfo& info) {

@@ -1,11 +1,20 @@
 // The native Tensor handle: a block of float32 memory owned by C++ on one device.
 // JS keeps shapes and autograd; this object only owns memory, reports it to V8 so
-// that garbage collection sees it, and frees it on dispose() or finalization (or,
-// when a queued job still uses it, right after that job).
+// that garbage collection sees it, and frees it on dispose() or when V8 collects the
+// handle (or, when a queued job still uses it, right after that job).
+//
+// Collection frees the memory inside the garbage collection itself, not at the next
+// turn of the event loop: the addon registers as Node-API "experimental" (addon.cc),
+// under which Node runs finalizers synchronously from GC, and the handle has no
+// Finalize() override, so node-addon-api deletes it right there. Code that runs inside
+// GC must not call into JS or V8, so the destructor only frees memory and records the
+// bytes in a per-environment counter; the next allocation or dispose() reports them to
+// V8 (napi_adjust_external_memory) from ordinary JS context.
 #pragma once
 
 #include <napi.h>
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 
@@ -31,7 +40,7 @@ class Storage : public Napi::ObjectWrap<Storage> {
   static Storage* From(const Napi::Value& value, const char* name);
 
   explicit Storage(const Napi::CallbackInfo& info);
-  void Finalize(Napi::Env env) override;
+  ~Storage() override;
 
   const std::shared_ptr<Buffer>& buffer() const { return buffer_; }
   int64_t length() const { return length_; }
@@ -48,7 +57,11 @@ class Storage : public Napi::ObjectWrap<Storage> {
 
   std::shared_ptr<Buffer> buffer_;
   int64_t length_ = 0;
+  int64_t reported_bytes_ = 0;  // what this handle added to V8's external memory
   bool released_ = false;
+  // Bytes freed during GC and not yet subtracted from V8's count (shared with the
+  // environment's AddonData, so it outlives whichever of the two goes first).
+  std::shared_ptr<std::atomic<int64_t>> unreported_frees_;
 };
 
 // A pointer to elements [offset, offset + count) of a storage argument, after
