@@ -1,50 +1,169 @@
 /**
- * Resident memory over a long run: 10,000 training steps of a small LSTM through fit(),
- * sampling the resident set size every 500 steps. Passes when the RSS grows less than 5%
- * between the end of warm-up (step 1,000) and the end.
+ * Resident memory over long training runs, written four ways, side by side:
  *
- *   npm run memcheck            (node --min-semi-space-size=16 --require tsx/cjs bench/memory.ts [steps])
+ *   fit     fit() (each step in a scope(), native work on the worker thread)
+ *   scoped  a manual loop, each step inside scope(): the reference for peak and speed
+ *   sync    the same manual loop with no scope() and no dispose(): what the README's quick
+ *           start turns into when a user writes a plain `for` loop
+ *   async   the same, unscoped, each step in `await runAsync(...)` (native work on the worker
+ *           thread, the event loop turning between steps)
  *
- * V8 starts its young generation small and doubles it once garbage keeps surviving: with
- * default flags that one-time resize (about 8 MB of V8 heap, 14 MB of RSS, near step
- * 4,500 here) lands after any fixed warm-up and reads as growth, though the heap is flat
- * before and after it. `npm run memcheck` therefore starts V8's young generation at its
- * 16 MB maximum; the heap size is printed beside the RSS so either run can be read.
- * Measured here (10,000 steps, 34-43 s): with the flag 126.6 MB at step 1,000 and 125.6 MB
- * at 10,000 (-0.8%); without it 87.2 -> 95.3 MB, all of it one step at step ~6,500 where V8's
- * heap went from 16.5 to 24.5 MB, flat before and after.
+ * The model is the quick start's: an LSTM 2 -> 64 with a Linear head (SequenceModel, last
+ * step), Adam, gradient clipping at 1, T = 100, B = 64. Each way runs in its own process
+ * (so one's memory never shows in another's), for 10,000 steps by default, sampling the
+ * resident set size every 500 steps; the peak is the kernel's maxRSS. Targets (issue 13):
+ * RSS growth after step 1,000 below 5% for every way; the unscoped synchronous loop's peak
+ * within 1.5x of the scoped loop's and its speed within 10% of it; fit's growth under 5%
+ * in each of its runs.
+ *
+ *   npm run memcheck                    (all four; fit three times; about 12 minutes on 2 cores)
+ *   npm run memcheck -- --steps 2000    (shorter)
+ *   npm run memcheck -- --only sync     (one way)
+ *
+ * Results go to bench/memory-results.md and .json. Node runs with --min-semi-space-size=16
+ * (package.json): V8 otherwise doubles its young generation once, late in a run, and that
+ * one-time step of about 8 MB reads as growth of a 100 MB process.
  */
-import { Adam, SequenceModel, Tensor, fit, memoryStats, seed } from '../lib/index';
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { Adam, SequenceModel, Tensor, clipGradNorm, fit, mseLoss, runAsync, scope, seed } from '../lib/index';
 
-const steps = Number(process.argv[2] ?? 10_000);
+type Way = 'fit' | 'scoped' | 'sync' | 'async';
+const WAYS: Way[] = ['fit', 'scoped', 'sync', 'async'];
+const T = 100;
+const B = 64;
+const SAMPLE_EVERY = 500;
+const WARM_STEP = 1000;
 
-async function main(): Promise<void> {
-  seed(1);
-  const model = new SequenceModel({ cell: 'lstm', inputSize: 8, hiddenSize: 64, numLayers: 2, outputSize: 1, outputs: 'last' });
-  const data = { inputs: Tensor.randn([512, 20, 8]), targets: Tensor.randn([512, 1]) };
-  const batchesPerEpoch = 512 / 16;
-  const samples: { step: number; rssMb: number; heapMb: number }[] = [];
-  const started = performance.now();
-  await fit(model, data, {
-    epochs: Math.ceil(steps / batchesPerEpoch), batchSize: 16, optimizer: new Adam(model.parameters(), { lr: 1e-3 }),
-    onBatchEnd: ({ step }) => {
-      if (step % 500 === 0) {
-        const m = process.memoryUsage();
-        samples.push({ step, rssMb: m.rss / 2 ** 20, heapMb: m.heapTotal / 2 ** 20 });
-      }
-    },
-  });
-  const seconds = (performance.now() - started) / 1000;
-  for (const s of samples) console.log(`step ${String(s.step).padStart(6)}: RSS ${s.rssMb.toFixed(1)} MB (V8 heap ${s.heapMb.toFixed(1)} MB)`);
-  const warm = samples.find((s) => s.step >= 1000) ?? samples[0];
-  const last = samples[samples.length - 1];
-  const growth = (last.rssMb - warm.rssMb) / warm.rssMb;
-  console.log(`${last.step} steps in ${seconds.toFixed(0)} s; RSS ${warm.rssMb.toFixed(1)} MB at step ${warm.step} -> ${last.rssMb.toFixed(1)} MB: ${(growth * 100).toFixed(1)}% growth (limit 5%)`);
-  console.log(`native: ${(memoryStats().cachedBytes / 2 ** 20).toFixed(1)} MB in the tensor cache; V8 flags: ${process.execArgv.join(' ') || '(default)'}`);
-  if (growth >= 0.05) process.exitCode = 1;
+interface Sample { step: number; rssMb: number; heapMb: number }
+interface Report { way: Way; steps: number; samples: Sample[]; peakMb: number; msPerStep: number; growth: number }
+
+function arg(name: string): string | undefined {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? process.argv[i + 1] : undefined;
 }
 
-main().catch((error) => {
+function sample(step: number, into: Sample[]): void {
+  const m = process.memoryUsage();
+  into.push({ step, rssMb: m.rss / 2 ** 20, heapMb: m.heapTotal / 2 ** 20 });
+}
+
+/** One way, in this process: trains and prints its report as JSON on the last line. */
+async function child(way: Way, steps: number): Promise<void> {
+  seed(1);
+  const model = new SequenceModel({ cell: 'lstm', inputSize: 2, hiddenSize: 64, outputSize: 1, outputs: 'last' });
+  const optimizer = new Adam(model.parameters(), { lr: 1e-3 });
+  const params = model.parameters();
+  const samples: Sample[] = [];
+  let warmAt = 0;
+  const mark = (step: number) => {
+    if (step === WARM_STEP) warmAt = performance.now();
+    if (step % SAMPLE_EVERY === 0) sample(step, samples);
+  };
+
+  if (way === 'fit') {
+    const samplesPerEpoch = 64 * B;
+    const data = { inputs: Tensor.randn([samplesPerEpoch, T, 2]), targets: Tensor.randn([samplesPerEpoch, 1]) };
+    await fit(model, data, {
+      epochs: Math.ceil(steps / (samplesPerEpoch / B)), batchSize: B, optimizer, clipGradNorm: 1,
+      onBatchEnd: ({ step }) => mark(step),
+    });
+  } else {
+    const x = Tensor.randn([T, B, 2]);
+    const y = Tensor.randn([B, 1]);
+    const step = () => {
+      const loss = mseLoss(model.forward(x).output, y);
+      optimizer.zeroGrad();
+      loss.backward();
+      clipGradNorm(params, 1);
+      optimizer.step();
+    };
+    for (let s = 1; s <= steps; ++s) {
+      if (way === 'scoped') scope(step);
+      else if (way === 'sync') step();
+      else await runAsync(step);
+      mark(s);
+    }
+  }
+  const elapsed = performance.now() - warmAt;
+  const warm = samples.find((s) => s.step >= WARM_STEP) ?? samples[0];
+  const last = samples[samples.length - 1];
+  const report: Report = {
+    way, steps, samples,
+    peakMb: process.resourceUsage().maxRSS / 1024,
+    msPerStep: elapsed / (steps - WARM_STEP),
+    growth: (last.rssMb - warm.rssMb) / warm.rssMb,
+  };
+  console.log(JSON.stringify(report));
+}
+
+function runChild(way: Way, steps: number): Report {
+  const started = performance.now();
+  const result = spawnSync(process.execPath, [...process.execArgv, __filename, '--child', way, '--steps', String(steps)], {
+    encoding: 'utf8', maxBuffer: 64 * 2 ** 20,
+  });
+  if (result.status !== 0) throw new Error(`${way} failed (exit ${result.status}):\n${result.stderr}`);
+  const lines = result.stdout.trim().split('\n');
+  const report = JSON.parse(lines[lines.length - 1]) as Report;
+  console.log(`  ${way.padEnd(6)} ${((performance.now() - started) / 1000).toFixed(0)} s: RSS ${report.samples.find((s) => s.step >= WARM_STEP)?.rssMb.toFixed(1)} -> ` +
+    `${report.samples[report.samples.length - 1].rssMb.toFixed(1)} MB (${(report.growth * 100).toFixed(1)}%), peak ${report.peakMb.toFixed(0)} MB, ${report.msPerStep.toFixed(2)} ms/step`);
+  return report;
+}
+
+async function parent(): Promise<void> {
+  const steps = Number(arg('steps') ?? 10_000);
+  if (!Number.isInteger(steps) || steps < 2 * WARM_STEP) throw new RangeError(`--steps must be an integer >= ${2 * WARM_STEP}`);
+  const only = arg('only') as Way | undefined;
+  if (only !== undefined && !WAYS.includes(only)) throw new RangeError(`--only must be one of ${WAYS.join(', ')}`);
+  const fitRuns = Number(arg('fit-runs') ?? 3);
+  console.log(`memcheck: ${steps} steps each, LSTM 2 -> 64 + Linear, T = ${T}, B = ${B}; ${os.cpus()[0]?.model} x ${os.cpus().length}; node ${process.version} ${process.execArgv.filter((a) => a.startsWith('--')).join(' ')}`);
+  const reports: Report[] = [];
+  for (const way of only ? [only] : WAYS) {
+    for (let run = 0; run < (way === 'fit' ? fitRuns : 1); ++run) reports.push(runChild(way, steps));
+  }
+
+  const checks: { what: string; ok: boolean }[] = [];
+  for (const r of reports) checks.push({ what: `${r.way}: RSS growth after step ${WARM_STEP} ${(r.growth * 100).toFixed(1)}% < 5%`, ok: r.growth < 0.05 });
+  const scoped = reports.find((r) => r.way === 'scoped');
+  const sync = reports.find((r) => r.way === 'sync');
+  if (scoped && sync) {
+    const peak = sync.peakMb / scoped.peakMb;
+    const speed = sync.msPerStep / scoped.msPerStep;
+    checks.push({ what: `sync: peak RSS ${peak.toFixed(2)}x the scoped loop's (<= 1.5x)`, ok: peak <= 1.5 });
+    checks.push({ what: `sync: time per step ${speed.toFixed(2)}x the scoped loop's (<= 1.10x)`, ok: speed <= 1.1 });
+  }
+
+  const table = [
+    `| step | ${reports.map((r) => r.way).join(' | ')} |`,
+    `|---|${reports.map(() => '---').join('|')}|`,
+    ...reports[0].samples.map((s, i) => `| ${s.step} | ${reports.map((r) => r.samples[i]?.rssMb.toFixed(1) ?? '').join(' | ')} |`),
+    `| growth after ${WARM_STEP} | ${reports.map((r) => `${(r.growth * 100).toFixed(1)}%`).join(' | ')} |`,
+    `| peak RSS | ${reports.map((r) => r.peakMb.toFixed(0)).join(' | ')} |`,
+    `| ms / step | ${reports.map((r) => r.msPerStep.toFixed(2)).join(' | ')} |`,
+  ].join('\n');
+  const md = [
+    '# memcheck: resident memory (MB) over a long run',
+    '',
+    `${steps} steps of the quick start model (LSTM 2 -> 64 + Linear, Adam, clipGradNorm 1, T = ${T}, B = ${B}); ` +
+      `each column its own process. ${os.cpus()[0]?.model}, ${os.cpus().length} cores, node ${process.version}, ${new Date().toISOString().slice(0, 10)}.`,
+    '',
+    table,
+    '',
+    ...checks.map((c) => `- ${c.ok ? 'met' : 'NOT met'}: ${c.what}`),
+    '',
+  ].join('\n');
+  console.log(`\n${md}`);
+  if (!only) {
+    fs.writeFileSync(path.join(__dirname, 'memory-results.md'), md);
+    fs.writeFileSync(path.join(__dirname, 'memory-results.json'), `${JSON.stringify({ steps, reports, checks }, null, 1)}\n`);
+  }
+  if (checks.some((c) => !c.ok)) process.exitCode = 1;
+}
+
+const childWay = arg('child') as Way | undefined;
+(childWay ? child(childWay, Number(arg('steps'))) : parent()).catch((error) => {
   console.error(error);
   process.exitCode = 1;
 });

@@ -88,10 +88,11 @@ Napi::Value SetTf32(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// memoryStats() -> { cachedBytes, cuda?: { allocatedBytes, cachedBytes } };
+// memoryStats() -> { allocatedBytes, cachedBytes, cuda?: { allocatedBytes, cachedBytes } };
 // emptyCache() -> bytes returned to the system (and the GPU driver)
 Napi::Value MemoryStats(const Napi::CallbackInfo& info) {
   Napi::Object out = Napi::Object::New(info.Env());
+  out.Set("allocatedBytes", static_cast<double>(allocated_bytes()));
   out.Set("cachedBytes", static_cast<double>(cached_bytes()));
   if (cuda_used()) {
     Napi::Object gpu = Napi::Object::New(info.Env());

@@ -1,6 +1,7 @@
 // Caching allocator (see allocator.h).
 #include "allocator.h"
 
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -36,6 +37,9 @@ struct Cache {
   size_t held = 0;
 };
 
+// Bytes of tensor memory handed out and not yet freed (what tensors hold, not the cache).
+std::atomic<size_t> g_in_use{0};
+
 Cache& cache() {
   static Cache* c = new Cache();  // never destroyed: blocks may be freed during exit
   return *c;
@@ -50,6 +54,7 @@ float* cached_alloc(size_t count, bool* zeroed) {
   if (bytes < kMinCachedBytes) {
     void* p = std::calloc(count, sizeof(float));
     if (!p) throw std::bad_alloc();
+    g_in_use += bytes;
     return static_cast<float*>(p);
   }
   const size_t cls = size_class(bytes);
@@ -62,17 +67,20 @@ float* cached_alloc(size_t count, bool* zeroed) {
       it->second.pop_back();
       c.held -= cls;
       *zeroed = false;
+      g_in_use += bytes;
       return static_cast<float*>(p);
     }
   }
   void* p = std::calloc(cls, 1);
   if (!p) throw std::bad_alloc();
+  g_in_use += bytes;
   return static_cast<float*>(p);
 }
 
 void cached_free(float* data, size_t count) {
   if (!data) return;
   const size_t bytes = count * sizeof(float);
+  g_in_use -= bytes;
   if (bytes < kMinCachedBytes) {
     std::free(data);
     return;
@@ -104,6 +112,8 @@ size_t cached_release_all() {
     for (void* p : list) std::free(p);
   return released;
 }
+
+size_t allocated_bytes() { return g_in_use.load(); }
 
 size_t cached_bytes() {
   Cache& c = cache();

@@ -20,6 +20,9 @@ void cached_free(float* data, size_t count);
 // Returns every cached block to the system; the number of bytes released.
 size_t cached_release_all();
 
+// Bytes of tensor memory in use: handed out by cached_alloc and not yet freed.
+size_t allocated_bytes();
+
 // Bytes currently held in the cache (not in use by any tensor).
 size_t cached_bytes();
 

@@ -6,6 +6,7 @@
  * feeds several ops, and accumulates into the `.grad` of leaf tensors.
  */
 import { describe, formatShape, rangeError, typeError } from './errors';
+import type { NativeStorage } from './native';
 import type { Tensor } from './tensor';
 
 /** retainGraph: whether the graph will be used again (else saved buffers may be released). */
@@ -14,28 +15,61 @@ export type BackwardFn = (gradOutputs: (Tensor | null)[], retainGraph: boolean) 
 export class GradNode {
   /** Name of the op, for error messages and debugging. */
   readonly name: string;
-  readonly inputs: Tensor[];
   readonly outputCount: number;
+  private inputList: readonly Tensor[];
   private backwardFn: BackwardFn | null;
+  private savedStorages: NativeStorage[];
 
-  constructor(name: string, inputs: Tensor[], outputCount: number, backwardFn: BackwardFn) {
+  /**
+   * `saved`: memory only this op's backward reads (a recurrent layer's reserve of gate
+   * activations, a dropout mask). It is freed as soon as backward has used it, unless the
+   * graph is retained.
+   */
+  constructor(name: string, inputs: Tensor[], outputCount: number, backwardFn: BackwardFn, saved: NativeStorage[] = []) {
     this.name = name;
-    this.inputs = inputs;
+    this.inputList = inputs;
     this.outputCount = outputCount;
     this.backwardFn = backwardFn;
+    this.savedStorages = saved;
+  }
+
+  /** The op's inputs; empty once a backward without retainGraph has gone through it. */
+  get inputs(): readonly Tensor[] {
+    return this.inputList;
+  }
+
+  /** Whether a backward without retainGraph has freed what this op saved. */
+  get released(): boolean {
+    return this.backwardFn === null;
+  }
+
+  /** What the op saved for backward beyond its inputs (freed by backward unless retained). */
+  get saved(): readonly NativeStorage[] {
+    return this.savedStorages;
   }
 
   apply(gradOutputs: (Tensor | null)[], retainGraph: boolean): (Tensor | null)[] {
     if (!this.backwardFn) {
       throw typeError(
-        `Trying to backward through the graph of ${this.name} a second time; pass { retainGraph: true } ` +
-          'to the first backward() to keep it',
+        `Trying to backward through the graph of ${this.name} a second time (its saved tensors were freed ` +
+          'by the first backward); pass { retainGraph: true } to the first backward() to keep them',
         'ERR_GRAPH',
       );
     }
-    const fn = this.backwardFn;
-    if (!retainGraph) this.backwardFn = null; // frees saved tensors
-    return fn(gradOutputs, retainGraph);
+    return this.backwardFn(gradOutputs, retainGraph);
+  }
+
+  /**
+   * Drops everything the graph holds at this node: the backward closure (and with it the
+   * inputs and outputs it saved), the references to the inputs, and the memory in `saved`,
+   * which nothing else can read (queued native work that still uses it keeps it until it
+   * has run). Memory the user can still reach stays valid; the rest is collected.
+   */
+  release(): void {
+    this.backwardFn = null;
+    this.inputList = [];
+    for (const storage of this.savedStorages) if (!storage.disposed) storage.dispose();
+    this.savedStorages = [];
   }
 }
 
@@ -174,6 +208,9 @@ function runBackward(roots: Tensor[], seeds: Tensor[], retainGraph: boolean): vo
         if (left === 0) ready.push(fn);
       }
     });
+    // PyTorch's retain_graph=False: the node's saved memory goes now, during backward, so
+    // the peak is lower too, and nothing the graph held outlives this call.
+    if (!retainGraph) node.release();
   }
 }
 

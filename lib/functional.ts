@@ -1,7 +1,7 @@
 /**
  * Differentiable ops that modules are built from, usable on their own.
  */
-import { isGradEnabled } from './autograd';
+import { isGradEnabled, noGrad } from './autograd';
 import { describe, expectBoolean, expectInteger, expectNumber, formatShape, rangeError, typeError } from './errors';
 import { native } from './native';
 import { nextSeed } from './random';
@@ -66,7 +66,9 @@ export function dropout(input: Tensor, p = 0.5, training = true): Tensor {
   if (!training || p === 0) return x;
   const mask = emptyOn(x.shape, x.device);
   native.dropoutMask(mask.storage, mask.size, p, nextSeed());
-  return x.mul(mask);
+  const out = noGrad(() => x.mul(mask));
+  // the mask is saved for backward only: freed now without a graph, else by backward
+  return record('dropout', [x], out, ([g]) => [g!.mul(mask)], [mask.storage]);
 }
 
 /**

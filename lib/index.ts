@@ -50,7 +50,10 @@ export function getFloat32MatmulPrecision(): 'highest' | 'high' {
   return matmulPrecision;
 }
 
-/** Bytes of freed tensor memory kept for reuse (and, once tensors were put on 'cuda', the GPU's: in use and cached). */
+/**
+ * Native memory: `allocatedBytes` held by live tensors on the CPU, `cachedBytes` freed and kept
+ * for reuse; once tensors were put on 'cuda', the GPU's in use and cached (`cuda`).
+ */
 export function memoryStats(): ReturnType<typeof native.memoryStats> {
   return native.memoryStats();
 }

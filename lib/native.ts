@@ -35,7 +35,7 @@ export interface NativeAddon {
   synchronize(): Promise<void>;
   setNumThreads(threads: number): void;
   setTf32(enabled: boolean): void;
-  memoryStats(): { cachedBytes: number; cuda?: { allocatedBytes: number; cachedBytes: number } };
+  memoryStats(): { allocatedBytes: number; cachedBytes: number; cuda?: { allocatedBytes: number; cachedBytes: number } };
   emptyCache(): number;
   backends(): { cpu: { isa: string; threads: number }; cuda: CudaStatus };
   stridedCopy(dst: S, dstOffset: number, dstStrides: number[], src: S, srcOffset: number, srcStrides: number[], shape: number[], accumulate: boolean): void;

@@ -782,17 +782,22 @@ export class Tensor {
  * Attaches a backward function to `outputs` when gradients are being recorded and an
  * input requires them. Returns the first output.
  */
-export function record<T extends Tensor>(name: string, inputs: Tensor[], output: T, backwardFn: BackwardFn): T;
-export function record(name: string, inputs: Tensor[], outputs: Tensor[], backwardFn: BackwardFn): Tensor[];
-export function record(name: string, inputs: Tensor[], outputs: Tensor | Tensor[], backwardFn: BackwardFn): Tensor | Tensor[] {
+export function record<T extends Tensor>(name: string, inputs: Tensor[], output: T, backwardFn: BackwardFn, saved?: NativeStorage[]): T;
+export function record(name: string, inputs: Tensor[], outputs: Tensor[], backwardFn: BackwardFn, saved?: NativeStorage[]): Tensor[];
+export function record(
+  name: string, inputs: Tensor[], outputs: Tensor | Tensor[], backwardFn: BackwardFn, saved: NativeStorage[] = [],
+): Tensor | Tensor[] {
   const list = Array.isArray(outputs) ? outputs : [outputs];
   if (isGradEnabled() && inputs.some((t) => t.requiresGrad)) {
-    const node = new GradNode(name, inputs, list.length, backwardFn);
+    const node = new GradNode(name, inputs, list.length, backwardFn, saved);
     list.forEach((t, i) => {
       t.requiresGrad = true;
       t.gradFn = node;
       t.outputIndex = i;
     });
+  } else {
+    // no graph will read what the op saved for backward
+    for (const storage of saved) storage.dispose();
   }
   return outputs;
 }

@@ -232,13 +232,14 @@ function recurrentLayer(
   const c = isLstm ? emptyOn([D, B, H], device) : null;
   const inputs: Tensor[] = [x, ...(h0 ? [h0] : []), ...(c0 ? [c0] : []), ...weights.filter((w): w is Tensor => w !== null)];
   const needsGrad = isGradEnabled() && inputs.some((t) => t.requiresGrad);
-  let reserve = needsGrad ? allocate(native.layerReserveSize(cell, T, B, I, H, D), true, device) : null;
+  const reserve = needsGrad ? allocate(native.layerReserveSize(cell, T, B, I, H, D), true, device) : null;
   const storages = weights.map((w) => (w ? w.storage : null));
   native.layerForward(cell, T, B, I, H, D, y.storage, h.storage, c ? c.storage : null, reserve, x.storage, lengths,
     h0 ? h0.storage : null, c0 ? c0.storage : null, storages);
 
   const outputs = c ? [y, h, c] : [y, h];
-  record(`${['rnn_tanh', 'rnn_relu', 'lstm', 'gru'][cell]}_layer`, inputs, outputs, ([dy, dh, dc], retainGraph) => {
+  // the reserve (gate activations and states of every step) is freed by backward itself
+  record(`${['rnn_tanh', 'rnn_relu', 'lstm', 'gru'][cell]}_layer`, inputs, outputs, ([dy, dh, dc]) => {
     const dx = emptyOn(x.shape, device);
     const dh0 = h0 ? emptyOn(h0.shape, device) : null;
     const dc0 = c0 ? emptyOn(c0.shape, device) : null;
@@ -246,14 +247,8 @@ function recurrentLayer(
     native.layerBackward(cell, T, B, I, H, D, dx.storage, dh0 ? dh0.storage : null, dc0 ? dc0.storage : null,
       grads.map((g) => (g ? g.storage : null)), dy ? dy.storage : null, dh ? dh.storage : null,
       dc ? dc.storage : null, reserve!, x.storage, lengths, storages);
-    if (!retainGraph) {
-      // nothing can read the reserve again: give its memory back to the cache now, not at the
-      // next garbage collection (queued work that uses it keeps it alive until it has run)
-      reserve!.dispose();
-      reserve = null;
-    }
     return [dx, ...(dh0 ? [dh0] : []), ...(dc0 ? [dc0] : []), ...grads.filter((g): g is Tensor => g !== null)];
-  });
+  }, reserve ? [reserve] : []);
   return { y, h, c };
 }
 
