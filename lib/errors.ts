@@ -14,7 +14,8 @@ export type ErrorCode =
   | 'ERR_CUDA_UNAVAILABLE'
   | 'ERR_NATIVE_LOAD'
   | 'ERR_NON_FINITE'
-  | 'ERR_BAD_FILE';
+  | 'ERR_BAD_FILE'
+  | 'ERR_UNSUPPORTED';
 
 export interface CodedError extends Error {
   code: ErrorCode;

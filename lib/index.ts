@@ -87,4 +87,6 @@ export type { Tokenizer, CharModelOptions, CharTrainOptions } from './text';
 export { lineChartSvg, lossChartSvg } from './chart';
 export type { Series } from './chart';
 export { TimeSeriesForecaster, makeWindows } from './timeseries';
+export { exportOnnx, exportOnnxBuffer, importOnnx, importOnnxBuffer, importOnnxFile, ONNX_OPSET } from './onnx';
+export type { OnnxExportOptions } from './onnx';
 export type { SeriesInput, WindowOptions, ForecasterOptions, ForecasterConfig } from './timeseries';

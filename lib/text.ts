@@ -14,6 +14,7 @@ import { describe, expectInteger, expectNumber, expectOptions, expectKnownKeys, 
 import { fit, FitOptions, History, Progress, EpochInfo } from './fit';
 import { Adam } from './optim';
 import { random, manualSeed } from './random';
+import { importOnnxFile } from './onnx';
 import { loadModel, parseJson, save } from './serialize';
 import { SequenceModel, CellType, RecurrentState } from './nn/sequence-model';
 import { Tensor } from './tensor';
@@ -289,6 +290,20 @@ export class CharLanguageModel {
       'recurrent.tokenizer': JSON.stringify(this.tokenizer.toJSON()),
       ...(this.history ? { 'recurrent.history': JSON.stringify(this.history) } : {}),
     });
+  }
+
+  /** What exportOnnx puts in the file's metadata_props: the vocabulary (`recurrent.tokenizer`, ids are indices into ['\u0000', ...chars]). */
+  onnxMetadata(): Record<string, string> {
+    return { 'recurrent.tokenizer': JSON.stringify(this.tokenizer.toJSON()) };
+  }
+
+  /** A character model from an ONNX file written by exportOnnx(lm, ...). */
+  static async fromOnnx(path: string): Promise<CharLanguageModel> {
+    const { model, metadata } = await importOnnxFile(path);
+    if (!(model instanceof SequenceModel) || !metadata['recurrent.tokenizer']) {
+      throw rangeError(`${path} is not a character language model (no tokenizer in its metadata)`, 'ERR_INVALID_ARG_VALUE');
+    }
+    return new CharLanguageModel(tokenizerFromJSON(parseJson(metadata['recurrent.tokenizer'], 'recurrent.tokenizer', path)) as CharTokenizer, {}, model);
   }
 
   static async load(path: string): Promise<CharLanguageModel> {
