@@ -36,6 +36,13 @@ const { AttributeType } = onnx.AttributeProto;
 export interface OnnxExportOptions {
   /** Add the `sequence_lens` input ([B] int32) for variable-length batches. Default false. */
   lengths?: boolean;
+  /**
+   * Make `h0` (and `c0`) required inputs. By default they are overridable initializers: zeros
+   * unless fed, so `run({ input })` works; onnxruntime's Python and C APIs feed them by name, but
+   * its JavaScript API (onnxruntime-node, onnxruntime-web) feeds only required inputs and ignores
+   * others, so pass true to give a state from JS (e.g. generating step by step). Default false.
+   */
+  stateInputs?: boolean;
   /** Extra key/value pairs for the model's metadata_props. */
   metadata?: Record<string, string>;
   /** Model name in the file's graph. Default the class name. */
@@ -184,9 +191,13 @@ function emitRecurrent(g: GraphBuilder, module: Recurrent, prefix: string, x: st
   return { output: input, h: concat(hs, `${prefix}h_layers`), c: cs.length ? concat(cs, `${prefix}c_layers`) : null };
 }
 
-/** An optional state input: zeros [rows, 1, H] unless fed, broadcast to the batch of `x`. */
-function stateInput(g: GraphBuilder, name: string, rows: number, H: number, batchOf: string, batchAxis: number): string {
+/**
+ * A state input [rows, B, H]. Optional (an overridable initializer of zeros [rows, 1, H],
+ * broadcast to the batch of `batchOf`) unless `required`.
+ */
+function stateInput(g: GraphBuilder, name: string, rows: number, H: number, batchOf: string, batchAxis: number, required: boolean): string {
   g.input(name, DataType.FLOAT, [rows, 'batch', H]);
+  if (required) return name;
   g.initializers.push({ name, dims: [rows, 1, H], dataType: DataType.FLOAT, rawData: new Uint8Array(new Float32Array(rows * H).buffer) });
   const shape = g.node('Shape', [batchOf], 1, {}, `${name}_input_shape`)[0];
   const batch = g.node('Gather', [shape, g.int64s('batch_axis', [batchAxis])], 1, { axis: 0 }, `${name}_batch`)[0];
@@ -215,14 +226,15 @@ function emitEmbedding(g: GraphBuilder, module: Embedding, prefix: string, ids: 
 
 function buildGraph(model: Module, opts: OnnxExportOptions): onnx.IModelProto {
   const g = new GraphBuilder();
+  const required = opts.stateInputs ?? false;
   const lengths = opts.lengths ? g.input('sequence_lens', DataType.INT32, ['batch']) : null;
 
   const recurrentModel = (module: Recurrent, inputName: string, inputType: number, inputDims: Dim[], prefix: string, batchFirst: boolean) => {
     const x = g.input(inputName, inputType, inputDims);
     const timeMajor = batchFirst ? g.node('Transpose', [x], 1, { perm: [1, 0, 2] }, `${prefix}input_time_major`)[0] : x;
     const rows = module.numLayers * module.directions;
-    const h0 = stateInput(g, 'h0', rows, module.hiddenSize, x, batchFirst ? 0 : 1);
-    const c0 = module instanceof LSTM ? stateInput(g, 'c0', rows, module.hiddenSize, x, batchFirst ? 0 : 1) : null;
+    const h0 = stateInput(g, 'h0', rows, module.hiddenSize, x, batchFirst ? 0 : 1, required);
+    const c0 = module instanceof LSTM ? stateInput(g, 'c0', rows, module.hiddenSize, x, batchFirst ? 0 : 1, required) : null;
     return { timeMajor, ...emitRecurrent(g, module, prefix, timeMajor, h0, c0, lengths) };
   };
   const stateOutputs = (module: Recurrent, h: string, c: string | null) => {
@@ -246,8 +258,8 @@ function buildGraph(model: Module, opts: OnnxExportOptions): onnx.IModelProto {
       const ids = g.input('input', DataType.INT64, ['time', 'batch']);
       const embedded = emitEmbedding(g, embedding, 'embedding.', ids);
       const rows = rnn.numLayers * rnn.directions;
-      const h0 = stateInput(g, 'h0', rows, rnn.hiddenSize, ids, 1);
-      const c0 = rnn instanceof LSTM ? stateInput(g, 'c0', rows, rnn.hiddenSize, ids, 1) : null;
+      const h0 = stateInput(g, 'h0', rows, rnn.hiddenSize, ids, 1, required);
+      const c0 = rnn instanceof LSTM ? stateInput(g, 'c0', rows, rnn.hiddenSize, ids, 1, required) : null;
       state = emitRecurrent(g, rnn, 'rnn.', embedded, h0, c0, lengths);
     } else {
       state = recurrentModel(rnn, 'input', DataType.FLOAT, ['time', 'batch', rnn.inputSize], 'rnn.', false);
@@ -289,7 +301,7 @@ function buildGraph(model: Module, opts: OnnxExportOptions): onnx.IModelProto {
           timeMajor = layer.batchFirst ? g.node('Transpose', [x], 1, { perm: [1, 0, 2] }, `${prefix}input_time_major`)[0] : x;
         }
         const rows = layer.numLayers * layer.directions;
-        const zeros = (name: string) => stateInput(g, g.fresh(`${prefix}${name}`), rows, layer.hiddenSize, timeMajor, 1);
+        const zeros = (name: string) => stateInput(g, g.fresh(`${prefix}${name}`), rows, layer.hiddenSize, timeMajor, 1, false);
         const state = emitRecurrent(g, layer, prefix, timeMajor, zeros('h0'), layer instanceof LSTM ? zeros('c0') : null, lengths);
         x = layer.batchFirst ? g.node('Transpose', [state.output], 1, { perm: [1, 0, 2] }, `${prefix}output_batch_first`)[0] : state.output;
         dims = layer.batchFirst ? ['batch', 'time', layer.directions * layer.hiddenSize] : ['time', 'batch', layer.directions * layer.hiddenSize];
@@ -331,8 +343,9 @@ function packageVersion(): string {
 
 function exportOptions(options: unknown): OnnxExportOptions {
   const opts = expectOptions(options, 'options');
-  expectKnownKeys(opts, ['lengths', 'metadata', 'name'], 'options');
+  expectKnownKeys(opts, ['lengths', 'stateInputs', 'metadata', 'name'], 'options');
   if (opts.lengths !== undefined) expectBoolean(opts.lengths, 'options.lengths');
+  if (opts.stateInputs !== undefined) expectBoolean(opts.stateInputs, 'options.stateInputs');
   if (opts.metadata !== undefined) {
     const m = expectOptions(opts.metadata, 'options.metadata');
     for (const [key, value] of Object.entries(m)) {
