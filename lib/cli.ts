@@ -5,12 +5,14 @@
  *   recurrent train --text FILE [--cell lstm|gru|rnn] [--hidden 256] [--layers 2] ... --out model.safetensors
  *   recurrent sample MODEL --prime "..." --length 500 --temperature 0.8
  *   recurrent info MODEL
+ *   recurrent export MODEL --onnx model.onnx [--state-inputs] [--lengths]
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { SingleBar, Presets } from 'cli-progress';
 import { lossChartSvg } from './chart';
+import { exportOnnx } from './onnx';
 import { loadModel, parseJson } from './serialize';
 import { CharLanguageModel } from './text';
 import { backends } from './index';
@@ -166,6 +168,16 @@ async function info(model: string): Promise<void> {
   }
 }
 
+async function exportModel(model: string, flags: { onnx: string; stateInputs?: boolean; lengths?: boolean }): Promise<void> {
+  readableFile(model, 'model');
+  const { model: m, metadata } = await loadModel(model);
+  // a character model keeps its vocabulary, so the ONNX file can be used on its own
+  const kept = Object.fromEntries(Object.entries(metadata).filter(([key]) => key === 'recurrent.tokenizer'));
+  fs.mkdirSync(path.dirname(path.resolve(flags.onnx)), { recursive: true });
+  await exportOnnx(m, flags.onnx, { metadata: kept, stateInputs: flags.stateInputs ?? false, lengths: flags.lengths ?? false });
+  console.log(`wrote ${flags.onnx} (${fs.statSync(flags.onnx).size.toLocaleString('en-US')} bytes, ONNX opset 17): ${m.constructor.name}, ${m.numParameters().toLocaleString('en-US')} parameters`);
+}
+
 export async function main(argv: string[]): Promise<void> {
   const program = new Command('recurrent')
     .description('Train recurrent networks (RNN, LSTM, GRU) at native speed')
@@ -206,6 +218,13 @@ export async function main(argv: string[]): Promise<void> {
     .description('describe a saved model: architecture, parameters, training history')
     .argument('<model>', 'a .safetensors file written by recurrent')
     .action((model: string) => info(model));
+  program.command('export')
+    .description('write a saved model as ONNX (onnxruntime in Python, C++, C#, Java, the browser...)')
+    .argument('<model>', 'a .safetensors file written by recurrent')
+    .requiredOption('--onnx <file>', 'the ONNX file to write')
+    .option('--state-inputs', 'h0/c0 as required inputs (for onnxruntime-node/-web, which cannot feed optional ones)')
+    .option('--lengths', 'add a sequence_lens input for variable-length batches')
+    .action((model: string, flags) => exportModel(model, flags));
   program.exitOverride((error) => {
     process.exitCode = error.exitCode;
     throw Object.assign(new Error(''), { silent: true, exitCode: error.exitCode });

@@ -8,6 +8,7 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { CharLanguageModel } from '../lib/index';
 
 const root = path.join(__dirname, '..');
 const bin = path.join(root, 'bin', 'recurrent.js');
@@ -74,6 +75,17 @@ describe('recurrent CLI', function () {
     expect(r.stdout).to.match(/parameters:\s+[0-9,]+/);
     expect(r.stdout).to.match(/rnn\.weight_ih_l0\s+\[96, 8\]/);
     expect(r.stdout).to.match(/epoch 3: train [0-9.]+ bits\/char/);
+  });
+
+  it('export --onnx: an ONNX file with the vocabulary that generates what the model generates', async () => {
+    const r = cli('export', 'out/model.safetensors', '--onnx', 'out/model.onnx', '--state-inputs');
+    expect(r.status, r.stderr).to.equal(0);
+    expect(r.stdout).to.match(/wrote out\/model\.onnx \([0-9,]+ bytes, ONNX opset 17\): SequenceModel/);
+    const fromOnnx = await CharLanguageModel.fromOnnx(path.join(dir, 'out', 'model.onnx'));
+    const original = await CharLanguageModel.load(path.join(dir, 'out', 'model.safetensors'));
+    expect(fromOnnx.generate({ prime: 'the ', length: 40, temperature: 0 })).to.equal(original.generate({ prime: 'the ', length: 40, temperature: 0 }));
+    expectCleanFailure(cli('export', 'out/model.safetensors'), /required option '--onnx <file>'/);
+    expectCleanFailure(cli('export', 'nope.safetensors', '--onnx', 'x.onnx'), /model nope\.safetensors does not exist/);
   });
 
   it('bad flags, missing or broken files: a clear message and exit code 1', () => {
