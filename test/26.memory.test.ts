@@ -19,6 +19,9 @@ function runLoop(mode: 'train' | 'inference', steps: number): Sample[] {
 }
 
 const MB = 2 ** 20;
+// AddressSanitizer holds freed memory in quarantine (256 MB), so under npm run test:asan the RSS
+// bounds are reported, not asserted; the live tensor memory (our own count) still is
+const sanitized = Boolean(process.env.RECURRENT_SANITIZER);
 
 function gc(): void {
   (global as unknown as { gc: () => void }).gc();
@@ -69,7 +72,7 @@ describe('native memory and garbage collection', () => {
     console.log(`      RSS at step 50 ${(warm.rss / MB).toFixed(0)} MB, growth to step 300 ${(rssGrowth / MB).toFixed(1)} MB; ` +
       `live tensor memory at most ${(peakAllocated / MB).toFixed(0)} MB`);
     // without collection inside GC this loop grows by ~870 MB over these 250 steps
-    expect(rssGrowth).to.be.below(64 * MB);
+    if (!sanitized) expect(rssGrowth).to.be.below(64 * MB);
     expect(peakAllocated).to.be.below(200 * MB);
   });
 
@@ -78,7 +81,7 @@ describe('native memory and garbage collection', () => {
     const samples = runLoop('inference', 300);
     const warm = samples[1];
     const rssGrowth = Math.max(...samples.slice(2).map((s) => s.rss)) - warm.rss;
-    expect(rssGrowth).to.be.below(64 * MB); // ~420 MB without
+    if (!sanitized) expect(rssGrowth).to.be.below(64 * MB); // ~420 MB without
     expect(Math.max(...samples.map((s) => s.allocated))).to.be.below(200 * MB);
   });
 });

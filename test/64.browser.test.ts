@@ -34,7 +34,11 @@ describe('browser demo (onnxruntime-web in headless Chromium)', function () {
     const file = path.join(dir, 'lm.onnx');
     await exportOnnx(lm, file, { stateInputs: true });
     server = await startServer(file);
-    browser = await puppeteer.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'] });
+    // Chromium gets the environment without the sanitizer runtime that npm run test:asan preloads into node
+    const { LD_PRELOAD: _preloaded, ...env } = process.env;
+    browser = await puppeteer.launch({
+      executablePath: CHROMIUM, headless: true, env, args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'],
+    });
     fs.mkdirSync(outputDir, { recursive: true });
   });
 
