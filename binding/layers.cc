@@ -150,6 +150,8 @@ Napi::Value LayerBackward(const Napi::CallbackInfo& info) {
   begin_op();
   expect_args(info, 17, "layerBackward");
   const LayerDims d = dims_arg(info);
+  // optional 18th argument: dL/dh of every step, (D, T, B, H) (diagnostics; CPU only)
+  float* dh_steps = info.Length() > 17 ? optional_span(info[17], "dhSteps", static_cast<int64_t>(d.directions) * d.steps * d.batch * d.hidden_size) : nullptr;
   const int64_t rows = static_cast<int64_t>(d.steps) * d.batch;
   float* dx = span_of(info[6], "dx", 0, rows * d.input_size);
   float* dh0 = optional_span(info[7], "dh0", state_size(d));
@@ -176,9 +178,10 @@ Napi::Value LayerBackward(const Napi::CallbackInfo& info) {
       env,
       [=] {
         layer_backward_cpu(d, dx, dh0, dc0, grads.data(), dy, dh_n, dc_n, reserve, x,
-                           lengths.empty() ? nullptr : lengths.data(), weights.data());
+                           lengths.empty() ? nullptr : lengths.data(), weights.data(), dh_steps);
       },
       [&] {
+        if (dh_steps) throw_type(env, "dhSteps (gradient flow) is computed on the CPU only");
         DeviceFloats workspace(cuda::layer_workspace_size(d));
         DeviceInts device_lengths(lengths);
         cuda::layer_backward(cuda::stream(), d, dx, dh0, dc0, grads.data(), dy, dh_n, dc_n, reserve, x,

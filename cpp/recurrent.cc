@@ -270,7 +270,7 @@ void layer_forward_cpu(const LayerDims& dims, float* y, float* h_n, float* c_n, 
 void layer_backward_cpu(const LayerDims& dims, float* dx, float* dh0, float* dc0,
                         const LayerGrads* grads, const float* dy, const float* dh_n,
                         const float* dc_n, const float* reserve, const float* x,
-                        const int* lengths, const LayerWeights* weights) {
+                        const int* lengths, const LayerWeights* weights, float* dh_steps) {
   const int T = dims.steps, B = dims.batch, I = dims.input_size, H = dims.hidden_size;
   const int D = dims.directions, G = gate_count(dims.cell), GH = G * H;
   const CellKind cell = dims.cell;
@@ -311,7 +311,9 @@ void layer_backward_cpu(const LayerDims& dims, float* dx, float* dh0, float* dc0
           const size_t row = static_cast<size_t>(t) * B + b;
           float* gx = dgx + row * GH;
           float* gh = dgh + row * GH;
+          float* dh_step = dh_steps ? dh_steps + ((static_cast<size_t>(d) * T + t) * B + b) * H : nullptr;
           if (!is_active(lengths, b, t)) {
+            if (dh_step) std::fill(dh_step + u0, dh_step + u1, 0.0f);
             for (int q = 0; q < G; ++q) {
               std::fill(gx + q * H + u0, gx + q * H + u1, 0.0f);
               if (gh != gx) std::fill(gh + q * H + u0, gh + q * H + u1, 0.0f);
@@ -325,6 +327,7 @@ void layer_backward_cpu(const LayerDims& dims, float* dx, float* dh0, float* dc0
             const float* dyb = dy + row * D * H + static_cast<size_t>(d) * H;
             for (int j = u0; j < u1; ++j) dhb[j] += dyb[j];
           }
+          if (dh_step) std::copy(dhb + u0, dhb + u1, dh_step + u0);
           for (int blk = blk0; blk < blk1; ++blk) {
             const int j0 = blk * kGateBlock, width = std::min(kGateBlock, H - j0);
             if (width == kGateBlock) {

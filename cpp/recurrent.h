@@ -51,9 +51,12 @@ void layer_forward_cpu(const LayerDims& dims, float* y, float* h_n, float* c_n, 
                        const LayerWeights* weights);
 
 // Writes (does not accumulate) every gradient. dh0/dc0 may be null when not wanted.
+// dh_steps (D, T, B, H), when not null, receives dL/dh_t of every step: the total gradient
+// of the state after step t (from y_t and from the steps after it), zero past a row's length
+// (diagnostics: gradient flow over time).
 void layer_backward_cpu(const LayerDims& dims, float* dx, float* dh0, float* dc0,
                         const LayerGrads* grads, const float* dy, const float* dh_n,
                         const float* dc_n, const float* reserve, const float* x,
-                        const int* lengths, const LayerWeights* weights);
+                        const int* lengths, const LayerWeights* weights, float* dh_steps = nullptr);
 
 }  // namespace recurrent

@@ -88,5 +88,7 @@ export { lineChartSvg, lossChartSvg } from './chart';
 export type { Series } from './chart';
 export { TimeSeriesForecaster, makeWindows } from './timeseries';
 export { exportOnnx, exportOnnxBuffer, importOnnx, importOnnxBuffer, importOnnxFile, ONNX_OPSET } from './onnx';
+export { gradientFlow, gateStatistics } from './diagnostics';
+export type { GradientFlow, GradientFlowLayer, GradientFlowOptions, GateSummary, GateStatisticsLayer } from './diagnostics';
 export type { OnnxExportOptions } from './onnx';
 export type { SeriesInput, WindowOptions, ForecasterOptions, ForecasterConfig } from './timeseries';

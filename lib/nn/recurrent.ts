@@ -206,6 +206,30 @@ abstract class RecurrentBase extends Module {
   }
 }
 
+/** What a diagnostic pass (lib/diagnostics.ts) learns about one layer call. */
+export interface LayerProbe {
+  cell: number;
+  dims: { T: number; B: number; H: number; D: number };
+  lengths: Int32Array | null;
+  /** The reserve (gate activations of every step), while the graph holds it. */
+  reserve: Tensor | null;
+  /** dL/dh_t of every step, (D, T, B, H), filled by backward. */
+  dhSteps: Tensor | null;
+}
+
+let probes: LayerProbe[] | null = null;
+
+/** @internal runs fn with every recurrent layer call recorded into `into` (in call order). */
+export function probeLayers<R>(into: LayerProbe[], fn: () => R): R {
+  const previous = probes;
+  probes = into;
+  try {
+    return fn();
+  } finally {
+    probes = previous;
+  }
+}
+
 /**
  * One layer, both directions, over the whole sequence: a single native call forward
  * and a single one backward. x: [T, B, I]; h0, c0: [D, B, H] or null;
@@ -238,15 +262,20 @@ function recurrentLayer(
     h0 ? h0.storage : null, c0 ? c0.storage : null, storages);
 
   const outputs = c ? [y, h, c] : [y, h];
+  const probe: LayerProbe | null = probes
+    ? { cell, dims: { T, B, H, D }, lengths, reserve: reserve ? new Tensor(reserve, [reserve.length], false, device) : null, dhSteps: null }
+    : null;
+  probes?.push(probe!);
   // the reserve (gate activations and states of every step) is freed by backward itself
   record(`${['rnn_tanh', 'rnn_relu', 'lstm', 'gru'][cell]}_layer`, inputs, outputs, ([dy, dh, dc]) => {
+    if (probe) probe.dhSteps = emptyOn([D, T, B, H], device);
     const dx = emptyOn(x.shape, device);
     const dh0 = h0 ? emptyOn(h0.shape, device) : null;
     const dc0 = c0 ? emptyOn(c0.shape, device) : null;
     const grads = weights.map((w) => (w ? emptyOn(w.shape, device) : null));
     native.layerBackward(cell, T, B, I, H, D, dx.storage, dh0 ? dh0.storage : null, dc0 ? dc0.storage : null,
       grads.map((g) => (g ? g.storage : null)), dy ? dy.storage : null, dh ? dh.storage : null,
-      dc ? dc.storage : null, reserve!, x.storage, lengths, storages);
+      dc ? dc.storage : null, reserve!, x.storage, lengths, storages, probe?.dhSteps?.storage ?? null);
     return [dx, ...(dh0 ? [dh0] : []), ...(dc0 ? [dc0] : []), ...grads.filter((g): g is Tensor => g !== null)];
   }, reserve ? [reserve] : []);
   return { y, h, c };
