@@ -84,7 +84,7 @@ export { manualSeed as seed } from './random';
 export { addingProblem } from './datasets';
 export { CharTokenizer, WordTokenizer, CharLanguageModel, sampleLogits, tokenizerFromJSON } from './text';
 export type { Tokenizer, CharModelOptions, CharTrainOptions } from './text';
-export { lineChartSvg, lossChartSvg } from './chart';
+export { lineChartSvg, lossChartSvg, gradientFlowChartSvg, forgetTimeChartSvg } from './chart';
 export type { Series } from './chart';
 export { TimeSeriesForecaster, makeWindows } from './timeseries';
 export { exportOnnx, exportOnnxBuffer, importOnnx, importOnnxBuffer, importOnnxFile, ONNX_OPSET } from './onnx';
