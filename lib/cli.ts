@@ -6,13 +6,20 @@
  *   recurrent sample MODEL --prime "..." --length 500 --temperature 0.8
  *   recurrent info MODEL
  *   recurrent export MODEL --onnx model.onnx [--state-inputs] [--lengths]
+ *   recurrent diagnose MODEL --text FILE [--out DIR]
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { SingleBar, Presets } from 'cli-progress';
 import { lossChartSvg } from './chart';
+import { forgetTimeChartSvg, gradientFlowChartSvg } from './chart';
+import { gateStatistics, gradientFlow } from './diagnostics';
+import { noGrad } from './autograd';
 import { exportOnnx } from './onnx';
+import { SequenceModel } from './nn/sequence-model';
+import { GRU, LSTM, RNN } from './nn/recurrent';
+import { Tensor } from './tensor';
 import { loadModel, parseJson } from './serialize';
 import { CharLanguageModel } from './text';
 import { backends } from './index';
@@ -178,6 +185,63 @@ async function exportModel(model: string, flags: { onnx: string; stateInputs?: b
   console.log(`wrote ${flags.onnx} (${fs.statSync(flags.onnx).size.toLocaleString('en-US')} bytes, ONNX opset 17): ${m.constructor.name}, ${m.numParameters().toLocaleString('en-US')} parameters`);
 }
 
+async function diagnose(model: string, flags: { text?: string; out: string; steps: number; batch: number }): Promise<void> {
+  readableFile(model, 'model');
+  const { model: m } = await loadModel(model);
+  let rnn: RNN | LSTM | GRU;
+  let input: Tensor;
+  if (m instanceof SequenceModel && m.embedding) {
+    if (!flags.text) throw new Error('--text <file> is needed: the model reads characters');
+    readableFile(flags.text, 'text file');
+    const lm = await CharLanguageModel.load(model);
+    const ids = lm.tokenizer.encode(fs.readFileSync(flags.text, 'utf8'));
+    const T = flags.steps;
+    const B = Math.max(1, Math.min(flags.batch, Math.floor(ids.length / T)));
+    if (ids.length < T) throw new Error(`${flags.text} has fewer than --steps ${T} characters`);
+    // B windows spread over the text, time-major [T, B]
+    const windows = new Float32Array(T * B);
+    const stride = B > 1 ? Math.floor((ids.length - T) / (B - 1)) : 0;
+    for (let b = 0; b < B; ++b) for (let t = 0; t < T; ++t) windows[t * B + b] = ids[b * stride + t];
+    input = noGrad(() => lm.model.embedding!.forward(Tensor.from(windows, [T, B])));
+    rnn = lm.model.rnn;
+  } else {
+    const recurrent = m instanceof SequenceModel ? m.rnn : m;
+    if (!(recurrent instanceof RNN || recurrent instanceof LSTM || recurrent instanceof GRU)) throw new Error(`${model} holds a ${m.constructor.name}; diagnose reads RNN, LSTM, GRU or SequenceModel files`);
+    rnn = recurrent;
+    input = Tensor.randn(rnn.batchFirst ? [flags.batch, flags.steps, rnn.inputSize] : [flags.steps, flags.batch, rnn.inputSize]);
+    console.log('(no token input: the probe batch is standard normal noise)');
+  }
+  rnn.eval();
+  const flow = gradientFlow(rnn, input);
+  const stats = gateStatistics(rnn, input);
+  console.log(`${rnn.constructor.name}, ${rnn.numLayers} layer(s) x ${rnn.hiddenSize} units${rnn.bidirectional ? ', bidirectional' : ''}; probe batch [${input.shape.join(', ')}]`);
+  console.log('gradient flow (loss: sum of the last step\'s output):');
+  for (const l of flow.layers) {
+    console.log(`  layer ${l.layer}${l.direction ? ' reverse' : ''}: ||dL/dh_0|| / ||dL/dh_${l.norms.length - 1}|| = ${l.ratio.toExponential(2)}; ` +
+      `largest singular value of W_hh ${l.largestSingularValue.map((v) => v.toFixed(2)).join(', ')}`);
+  }
+  console.log('gates (mean, share saturated below 0.05 or above 0.95):');
+  for (const l of stats.layers) {
+    const gates = Object.entries(l.gates).map(([name, g]) => `${name} ${g.mean.toFixed(3)} (${(g.saturated * 100).toFixed(0)}%)`).join(', ');
+    let line = `  layer ${l.layer}${l.direction ? ' reverse' : ''}: ${gates || '(no gates: a plain RNN)'}`;
+    if (l.forgetTimeConstants) {
+      const taus = [...l.forgetTimeConstants].sort((a, b) => a - b);
+      line += `; forget time constant median ${taus[taus.length >> 1].toFixed(1)} steps, max ${taus[taus.length - 1].toFixed(1)}`;
+    }
+    console.log(line);
+  }
+  fs.mkdirSync(flags.out, { recursive: true });
+  const base = path.basename(model).replace(/\.safetensors$/, '');
+  const flowChart = path.join(flags.out, `${base}.gradient-flow.svg`);
+  fs.writeFileSync(flowChart, await gradientFlowChartSvg([{ name: rnn.constructor.name, flow }]));
+  console.log(`wrote ${flowChart}`);
+  if (rnn instanceof LSTM) {
+    const tauChart = path.join(flags.out, `${base}.forget-time-constants.svg`);
+    fs.writeFileSync(tauChart, await forgetTimeChartSvg(stats));
+    console.log(`wrote ${tauChart}`);
+  }
+}
+
 export async function main(argv: string[]): Promise<void> {
   const program = new Command('recurrent')
     .description('Train recurrent networks (RNN, LSTM, GRU) at native speed')
@@ -225,6 +289,14 @@ export async function main(argv: string[]): Promise<void> {
     .option('--state-inputs', 'h0/c0 as required inputs (for onnxruntime-node/-web, which cannot feed optional ones)')
     .option('--lengths', 'add a sequence_lens input for variable-length batches')
     .action((model: string, flags) => exportModel(model, flags));
+  program.command('diagnose')
+    .description('gradient flow over time and gate statistics of a saved model, printed and drawn as SVG charts')
+    .argument('<model>', 'a .safetensors file written by recurrent')
+    .option('--text <file>', 'text to probe a character model with')
+    .option('--out <dir>', 'where to write the charts', '.')
+    .option('--steps <n>', 'time steps of the probe batch', integer('--steps', 2), 100)
+    .option('--batch <n>', 'sequences in the probe batch', integer('--batch', 1), 16)
+    .action((model: string, flags) => diagnose(model, flags));
   program.exitOverride((error) => {
     process.exitCode = error.exitCode;
     throw Object.assign(new Error(''), { silent: true, exitCode: error.exitCode });

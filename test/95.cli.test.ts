@@ -88,6 +88,18 @@ describe('recurrent CLI', function () {
     expectCleanFailure(cli('export', 'nope.safetensors', '--onnx', 'x.onnx'), /model nope\.safetensors does not exist/);
   });
 
+  it('diagnose: gradient flow and gate statistics printed, charts written', () => {
+    const r = cli('diagnose', 'out/model.safetensors', '--text', 'my-text.txt', '--out', 'charts', '--steps', '40', '--batch', '4');
+    expect(r.status, r.stderr).to.equal(0);
+    expect(r.stdout).to.match(/LSTM, 1 layer\(s\) x 24 units; probe batch \[40, 4, 8\]/);
+    expect(r.stdout).to.match(/layer 0: \|\|dL\/dh_0\|\| \/ \|\|dL\/dh_39\|\| = [0-9.e+-]+; largest singular value of W_hh [0-9.]+, [0-9.]+, [0-9.]+, [0-9.]+/);
+    expect(r.stdout).to.match(/layer 0: i 0\.[0-9]+ \([0-9]+%\), f 0\.[0-9]+ \([0-9]+%\), o 0\.[0-9]+ \([0-9]+%\); forget time constant median [0-9.]+ steps/);
+    for (const chart of ['model.gradient-flow.svg', 'model.forget-time-constants.svg']) {
+      expect(fs.readFileSync(path.join(dir, 'charts', chart), 'utf8')).to.match(/^<svg[\s\S]*<\/svg>$/);
+    }
+    expectCleanFailure(cli('diagnose', 'out/model.safetensors'), /--text <file> is needed/);
+  });
+
   it('bad flags, missing or broken files: a clear message and exit code 1', () => {
     expectCleanFailure(cli('train', '--text', 'my-text.txt', '--hidden', 'abc'), /--hidden must be an integer/);
     expectCleanFailure(cli('train', '--text', 'nope.txt'), /text file nope\.txt does not exist/);
