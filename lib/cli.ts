@@ -76,6 +76,7 @@ interface TrainFlags {
   maxMinutes?: number;
   sample: number;
   temperature: number;
+  dashboard?: string | boolean;
 }
 
 async function train(flags: TrainFlags): Promise<void> {
@@ -108,6 +109,9 @@ async function train(flags: TrainFlags): Promise<void> {
   const history = await lm.train(text, {
     epochs: flags.epochs, batchSize: flags.batchSize, bpttSteps: flags.bptt, lr: flags.lr, validationSplit: flags.valSplit,
     seed: flags.seed, signal: controller.signal, checkpoint: { path: checkpointPath, everySteps: 100 }, resumeFrom,
+    ...(flags.dashboard !== undefined ? {
+      dashboard: { port: flags.dashboard === true ? 8090 : Number(flags.dashboard), onReady: (url: string) => console.log(`dashboard: ${url}`) },
+    } : {}),
     onProgress: (p) => {
       if (p.epoch !== barEpoch) {
         bar.start(p.batches, 0, { epoch: p.epoch + 1, epochs: p.epochs, loss: '-', speed: '-', eta_text: '--' });
@@ -268,6 +272,7 @@ export async function main(argv: string[]): Promise<void> {
     .option('--max-minutes <x>', 'stop (and save) after this much time', number('--max-minutes', 0))
     .option('--sample <n>', 'characters to generate at the end', integer('--sample', 0), 300)
     .option('--temperature <x>', 'sampling temperature', number('--temperature', 0, 10), 0.8)
+    .option('--dashboard [port]', 'serve a live training dashboard on 127.0.0.1 (default port 8090)')
     .action((flags: TrainFlags) => train(flags));
   program.command('sample')
     .description('generate text from a trained model')

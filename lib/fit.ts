@@ -16,6 +16,8 @@ import { Module } from './nn/module';
 import { GRU, LSTM, RNN } from './nn/recurrent';
 import { SequenceModel } from './nn/sequence-model';
 import { LRScheduler, Optimizer, Adam, clipGradNormTensor, clipGradValue } from './optim';
+import { Dashboard, DashboardOptions, startDashboard } from './dashboard';
+import { gateStatistics, gradientFlow } from './diagnostics';
 import { Generator, random, RngState } from './random';
 import { describeModel, loadCheckpoint, saveCheckpoint } from './serialize';
 import { Tensor, scope } from './tensor';
@@ -90,6 +92,12 @@ export interface FitOptions {
   seed?: number;
   /** On a NaN or infinite loss or gradient: 'stop' (default) throws a RangeError (code ERR_NON_FINITE) before the update; 'skip' drops the step. */
   nonFinite?: 'stop' | 'skip';
+  /**
+   * Serve a live dashboard on 127.0.0.1 while training (a port, or { port, every, onReady }):
+   * loss, validation, throughput, learning rate, gradient norm, and every `every` steps (50) the
+   * gradient flow and gate statistics of the recurrent layers; Pause/Resume hold training.
+   */
+  dashboard?: number | DashboardOptions;
 }
 
 export interface History {
@@ -430,7 +438,7 @@ export async function fit(model: Module, data: FitData, options: FitOptions = {}
   if (!(model instanceof Module)) throw typeError(`fit: expected model to be a Module but received ${describe(model)}`);
   const opts = expectOptions(options, 'options');
   expectKnownKeys(opts, ['epochs', 'batchSize', 'optimizer', 'loss', 'bpttSteps', 'shuffle', 'targets', 'clipGradNorm', 'clipGradValue', 'validationData',
-    'scheduler', 'earlyStopping', 'signal', 'onProgress', 'onBatchEnd', 'onEpochEnd', 'checkpoint', 'resumeFrom', 'seed', 'nonFinite'], 'options');
+    'scheduler', 'earlyStopping', 'signal', 'onProgress', 'onBatchEnd', 'onEpochEnd', 'checkpoint', 'resumeFrom', 'seed', 'nonFinite', 'dashboard'], 'options');
   const nonFinite = opts.nonFinite ?? 'stop';
   if (nonFinite !== 'stop' && nonFinite !== 'skip') throw rangeError(`Expected options.nonFinite to be 'stop' or 'skip' but received ${describe(nonFinite)}`);
   const epochs = opts.epochs === undefined ? 1 : expectInteger(opts.epochs, 'options.epochs', 1);
@@ -459,6 +467,18 @@ export async function fit(model: Module, data: FitData, options: FitOptions = {}
   const checkpointEvery = checkpoint?.everySteps === undefined ? Infinity : expectInteger(checkpoint.everySteps, 'options.checkpoint.everySteps', 1);
   for (const name of ['onProgress', 'onBatchEnd', 'onEpochEnd'] as const) {
     if (opts[name] !== undefined && typeof opts[name] !== 'function') throw typeError(`Expected options.${name} to be a function but received ${describe(opts[name])}`);
+  }
+  let dashboardOptions: DashboardOptions | null = null;
+  if (typeof opts.dashboard === 'number') dashboardOptions = { port: expectInteger(opts.dashboard, 'options.dashboard', 0, 65535) };
+  else if (opts.dashboard !== undefined) {
+    const d = expectOptions(opts.dashboard, 'options.dashboard');
+    expectKnownKeys(d, ['port', 'every', 'onReady'], 'options.dashboard');
+    dashboardOptions = {
+      ...(d.port !== undefined ? { port: expectInteger(d.port, 'options.dashboard.port', 0, 65535) } : {}),
+      ...(d.every !== undefined ? { every: expectInteger(d.every, 'options.dashboard.every', 1) } : {}),
+      ...(d.onReady !== undefined ? { onReady: d.onReady as DashboardOptions['onReady'] } : {}),
+    };
+    if (d.onReady !== undefined && typeof d.onReady !== 'function') throw typeError(`Expected options.dashboard.onReady to be a function but received ${describe(d.onReady)}`);
   }
   // this run's own generator (shuffling, dropout): seeded by options.seed, else drawn from the
   // global one, so concurrent fits draw what each would draw alone
@@ -518,6 +538,7 @@ export async function fit(model: Module, data: FitData, options: FitOptions = {}
     });
   };
 
+  const dashboard = dashboardOptions ? await startDashboard(dashboardOptions) : null;
   const wasTraining = model.training;
   const started = performance.now();
   let timestepsDone = 0;
@@ -532,6 +553,7 @@ export async function fit(model: Module, data: FitData, options: FitOptions = {}
       }
       model.train();
       for (; position.batch < plan.batchesPerEpoch; ) {
+        if (dashboard) await dashboard.waitIfPaused();
         if (signal?.aborted) {
           history.stopReason = 'aborted';
           return history;
@@ -587,6 +609,13 @@ export async function fit(model: Module, data: FitData, options: FitOptions = {}
             etaSeconds: (elapsed / batchesThisRun) * (totalBatches - done),
           });
         }
+        if (dashboard) {
+          dashboard.send('step', {
+            step: position.step, epoch: position.epoch, loss: value, lr: optimizer.lr, gradNorm: gradNorm.item(),
+            samplesPerSecond: timestepsDone / Math.max((performance.now() - started) / 1000, 1e-9),
+          });
+          if (position.step % dashboard.every === 0 || position.step === 1) sendDiagnostics(dashboard, model, batch.input, position.step);
+        }
         if (opts.onBatchEnd) await (opts.onBatchEnd as NonNullable<FitOptions['onBatchEnd']>)({ epoch: position.epoch, batch: position.batch - 1, step: position.step, loss: value });
         if (position.step % checkpointEvery === 0) await writeCheckpoint();
       }
@@ -610,6 +639,7 @@ export async function fit(model: Module, data: FitData, options: FitOptions = {}
       const info: EpochInfo = { epoch: position.epoch, loss: history.loss[history.loss.length - 1], history };
       if (validation) info.valLoss = history.valLoss[history.valLoss.length - 1];
       if (valAccuracy !== null) info.valAccuracy = valAccuracy;
+      dashboard?.send('epoch', { epoch: position.epoch, step: position.step, loss: info.loss, valLoss: info.valLoss ?? null });
       if (opts.onEpochEnd) await (opts.onEpochEnd as NonNullable<FitOptions['onEpochEnd']>)(info);
       if (checkpoint) {
         // the next run starts the following epoch
@@ -625,6 +655,31 @@ export async function fit(model: Module, data: FitData, options: FitOptions = {}
       }
     }
     return history;
+  } finally {
+    model.train(wasTraining);
+    if (dashboard) {
+      dashboard.send('done', { steps: history.steps, stopReason: history.stopReason });
+      await dashboard.close();
+    }
+  }
+}
+
+/**
+ * The dashboard's gradient flow and gate statistics on the current batch (recurrent models on
+ * the CPU), in evaluation mode so that no dropout mask draws from fit's generator; a failure
+ * here never stops training.
+ */
+function sendDiagnostics(dashboard: Dashboard, model: Module, input: Tensor, step: number): void {
+  const rnn = model instanceof SequenceModel ? model.rnn : model instanceof LSTM || model instanceof GRU || model instanceof RNN ? model : null;
+  if (!rnn || rnn.device !== 'cpu') return;
+  const wasTraining = model.training;
+  model.eval();
+  try {
+    const x = model instanceof SequenceModel && model.embedding ? noGrad(() => model.embedding!.forward(input)) : input;
+    dashboard.send('flow', { step, ...gradientFlow(rnn, x) });
+    dashboard.send('gates', { step, ...gateStatistics(rnn, x) });
+  } catch (error) {
+    dashboard.send('diagnostics-error', { step, message: (error as Error).message });
   } finally {
     model.train(wasTraining);
   }

@@ -162,6 +162,8 @@ export interface CharTrainOptions {
   checkpoint?: FitOptions['checkpoint'];
   resumeFrom?: string;
   seed?: number;
+  /** A live dashboard while training (see FitOptions.dashboard). */
+  dashboard?: FitOptions['dashboard'];
 }
 
 /** A character-level language model: a tokenizer, an embedding, stacked recurrent layers and a softmax head. */
@@ -190,7 +192,7 @@ export class CharLanguageModel {
   async train(text: string, options: CharTrainOptions = {}): Promise<History> {
     const corpus = readText(text);
     const opts = expectOptions(options, 'options');
-    expectKnownKeys(opts, ['epochs', 'batchSize', 'bpttSteps', 'lr', 'validationSplit', 'clipGradNorm', 'signal', 'onProgress', 'onEpochEnd', 'checkpoint', 'resumeFrom', 'seed'], 'options');
+    expectKnownKeys(opts, ['epochs', 'batchSize', 'bpttSteps', 'lr', 'validationSplit', 'clipGradNorm', 'signal', 'onProgress', 'onEpochEnd', 'checkpoint', 'resumeFrom', 'seed', 'dashboard'], 'options');
     const split = opts.validationSplit === undefined ? 0.1 : expectNumber(opts.validationSplit, 'options.validationSplit');
     if (split < 0 || split >= 0.5) throw rangeError(`Expected options.validationSplit to be in [0, 0.5) but received ${split}`);
     const ids = this.tokenizer.encode(corpus);
@@ -218,6 +220,7 @@ export class CharLanguageModel {
       checkpoint: opts.checkpoint as FitOptions['checkpoint'],
       resumeFrom: opts.resumeFrom as string | undefined,
       seed: opts.seed as number | undefined,
+      ...(opts.dashboard !== undefined ? { dashboard: opts.dashboard as FitOptions['dashboard'] } : {}),
     });
     return this.history;
   }

@@ -11,9 +11,10 @@ import { expect } from 'chai';
 import puppeteer, { Browser } from 'puppeteer-core';
 import { startServer } from '../examples/browser/serve';
 import { CharLanguageModel, exportOnnx, seed } from '../lib/index';
+import { chromiumEnv, findChromium } from './helpers';
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? ['/usr/bin/chromium', '/usr/bin/chromium-browser', '/usr/bin/google-chrome'].find((p) => fs.existsSync(p));
-export const outputDir = path.join(__dirname, '..', 'test-output');
+const CHROMIUM = findChromium();
+const outputDir = path.join(__dirname, '..', 'test-output');
 
 describe('browser demo (onnxruntime-web in headless Chromium)', function () {
   this.timeout(120_000);
@@ -34,10 +35,8 @@ describe('browser demo (onnxruntime-web in headless Chromium)', function () {
     const file = path.join(dir, 'lm.onnx');
     await exportOnnx(lm, file, { stateInputs: true });
     server = await startServer(file);
-    // Chromium gets the environment without the sanitizer runtime that npm run test:asan preloads into node
-    const { LD_PRELOAD: _preloaded, ...env } = process.env;
     browser = await puppeteer.launch({
-      executablePath: CHROMIUM, headless: true, env, args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'],
+      executablePath: CHROMIUM, headless: true, env: chromiumEnv(), args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'],
     });
     fs.mkdirSync(outputDir, { recursive: true });
   });

@@ -2,6 +2,7 @@
  * Test helpers: closeness checks that print the worst element, a deterministic RNG,
  * and a composition of the native double-precision reference into stacked layers.
  */
+import * as fs from 'node:fs';
 import { expect } from 'chai';
 import { Tensor } from '../lib/index';
 import { native } from '../lib/native';
@@ -182,4 +183,15 @@ export function referenceStackBackward(
     upstream = out.dx;
   }
   return { dx: upstream, dh0, dc0, params: grads };
+}
+
+/** Chromium for the browser tests (CHROMIUM_PATH, or Debian's), or undefined. */
+export function findChromium(): string | undefined {
+  return process.env.CHROMIUM_PATH ?? ['/usr/bin/chromium', '/usr/bin/chromium-browser', '/usr/bin/google-chrome'].find((p) => fs.existsSync(p));
+}
+
+/** Chromium's environment: this one without the sanitizer runtime npm run test:asan preloads into node. */
+export function chromiumEnv(): Record<string, string | undefined> {
+  const { LD_PRELOAD: _preloaded, ...env } = process.env;
+  return env;
 }

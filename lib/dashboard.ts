@@ -1,0 +1,112 @@
+/**
+ * A live training dashboard: a page on localhost that shows, while fit() runs, the loss and
+ * validation curves, throughput, learning rate and gradient norm, and (refreshed every N
+ * steps) the gradient flow over time and the gate statistics. Charts are Vega-Lite, rendered
+ * in the page by Vega (served from this package's own dependencies, no network); updates come
+ * as server-sent events; Pause and Resume buttons hold training between steps.
+ *
+ *   await fit(model, data, { dashboard: 8090 });      // or { dashboard: { port, every, onReady } }
+ *   npx recurrent train --text corpus.txt --dashboard
+ */
+import * as fs from 'node:fs';
+import * as http from 'node:http';
+import * as path from 'node:path';
+import { DASHBOARD_PAGE } from './dashboard-page';
+
+export interface DashboardOptions {
+  /** Port on 127.0.0.1 (0: any free port). Default 8090. */
+  port?: number;
+  /** Steps between gradient-flow and gate-statistics refreshes. Default 50. */
+  every?: number;
+  /** Called with the page's address once the server listens. */
+  onReady?: (url: string) => void;
+}
+
+export interface Dashboard {
+  readonly url: string;
+  readonly every: number;
+  /** Sends one event to every open page (and to pages opened later). */
+  send(type: string, data: unknown): void;
+  /** Resolves at once, or when the page's Resume button is pressed after Pause. */
+  waitIfPaused(): Promise<void>;
+  close(): Promise<void>;
+}
+
+function asset(module: string, file: string): string {
+  // the packages' browser builds, next to their resolved entry points
+  let dir = path.dirname(require.resolve(module));
+  while (!fs.existsSync(path.join(dir, 'package.json'))) dir = path.dirname(dir);
+  return path.join(dir, 'build', file);
+}
+
+export async function startDashboard(options: DashboardOptions = {}): Promise<Dashboard> {
+  const scripts: Record<string, string> = {
+    '/vega.min.js': asset('vega', 'vega.min.js'),
+    '/vega-lite.min.js': asset('vega-lite', 'vega-lite.min.js'),
+  };
+  const clients = new Set<http.ServerResponse>();
+  const history: string[] = []; // every event so far, replayed to a page opened late
+  let paused = false;
+  let resume: (() => void) | null = null;
+  let resumed: Promise<void> | null = null;
+  const broadcast = (line: string) => {
+    for (const client of clients) client.write(line);
+  };
+  const setPaused = (value: boolean) => {
+    if (value && !paused) {
+      paused = true;
+      resumed = new Promise<void>((done) => { resume = done; });
+    } else if (!value && paused) {
+      paused = false;
+      resume?.();
+      resume = null;
+      resumed = null;
+    }
+    const line = `event: control\ndata: ${JSON.stringify({ paused })}\n\n`;
+    history.push(line);
+    broadcast(line);
+  };
+  const server = http.createServer((request, response) => {
+    const url = new URL(request.url ?? '/', 'http://localhost');
+    if (request.method === 'POST' && (url.pathname === '/pause' || url.pathname === '/resume')) {
+      setPaused(url.pathname === '/pause');
+      response.writeHead(204).end();
+    } else if (url.pathname === '/events') {
+      response.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
+      for (const line of history) response.write(line);
+      clients.add(response);
+      request.on('close', () => clients.delete(response));
+    } else if (url.pathname === '/') {
+      response.writeHead(200, { 'content-type': 'text/html; charset=utf-8' }).end(DASHBOARD_PAGE);
+    } else if (scripts[url.pathname]) {
+      response.writeHead(200, { 'content-type': 'text/javascript; charset=utf-8' });
+      fs.createReadStream(scripts[url.pathname]).pipe(response);
+    } else {
+      response.writeHead(404, { 'content-type': 'text/plain' }).end('not found');
+    }
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options.port ?? 8090, '127.0.0.1', () => resolve());
+  });
+  server.unref(); // never keeps the process alive on its own
+  const address = server.address() as { port: number };
+  const url = `http://127.0.0.1:${address.port}/`;
+  options.onReady?.(url);
+  return {
+    url,
+    every: options.every ?? 50,
+    send(type, data) {
+      const line = `event: ${type}\ndata: ${JSON.stringify(data)}\n\n`;
+      history.push(line);
+      broadcast(line);
+    },
+    waitIfPaused: () => resumed ?? Promise.resolve(),
+    close: () => new Promise<void>((done) => {
+      for (const client of clients) client.end();
+      clients.clear();
+      resume?.();
+      server.close(() => done());
+    }),
+  };
+}
