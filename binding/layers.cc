@@ -70,8 +70,9 @@ std::vector<int> lengths_arg(const Napi::Value& value, const LayerDims& d) {
   return out;
 }
 
-// The flat [w_ih, w_hh, b_ih, b_hh] x D array of storages, checked for size. With
-// `bias_from` given, the biases must be present exactly where they are there.
+// The flat [w_ih, w_hh, b_ih, b_hh] x D array of storages, checked for size; biases may
+// be null (a layer without bias). LayerBackward checks that grads have biases exactly
+// where the weights do.
 template <typename Span>
 void weights_arg(const Napi::Value& value, const LayerDims& d, const char* name, Span span,
                  std::vector<typename Span::result_type>& out) {

@@ -70,8 +70,6 @@ class Storage : public Napi::ObjectWrap<Storage> {
 // list (see stream.h).
 float* span_of(const Napi::Value& value, const char* name, int64_t offset, int64_t count);
 
-// Checks that a strided walk (shape, strides from offset) stays inside a storage and
-// returns the base pointer.
 // copyBetween(dst, dstOffset, src, srcOffset, count): copies between any two storages,
 // across devices too (Tensor.to).
 Napi::Value CopyBetween(const Napi::CallbackInfo& info);
@@ -80,6 +78,8 @@ Napi::Value CopyBetween(const Napi::CallbackInfo& info);
 // statistics then include the GPU).
 bool cuda_used();
 
+// Checks that a strided walk (shape, strides from offset) stays inside a storage and
+// returns the base pointer.
 float* strided_span_of(const Napi::Value& value, const char* name, int64_t offset,
                        const int64_t* shape, const int64_t* strides, int rank);
 

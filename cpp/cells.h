@@ -1,7 +1,8 @@
-// Gate math of the three recurrent cells, for one hidden unit of one batch row.
-// Shared by the CPU kernels (cpp/) and the CUDA kernels (cuda/): the functions are
-// __host__ __device__ under nvcc and plain inline functions under g++, so both
-// backends compute the same thing by construction.
+// Gate math of the three recurrent cells, for one hidden unit of one batch row, and the
+// cell kinds both backends share. The CUDA kernels call these functions (__host__
+// __device__ under nvcc, plain inline under g++); the CPU's vectorized gate kernels
+// (gates_impl.h) write the same equations on SIMD vectors, with their own sigmoid and
+// tanh, and are tested against the double-precision reference (reference.cc).
 //
 // Equations and gate orders are PyTorch's (nn.RNN, nn.LSTM, nn.GRU):
 //   RNN   h' = act(W_ih x + b_ih + W_hh h + b_hh), act = tanh | relu

@@ -5,8 +5,9 @@
 // an MR x NR micro-kernel accumulates in registers over KC. The micro-kernel is written
 // on GCC vectors and compiled three times, for AVX-512, AVX2+FMA and the portable
 // baseline; the best one this CPU supports is chosen at run time (RECURRENT_ISA can
-// force a lower one), so the shipped binary's baseline stays plain x86-64.
-// The multithreaded, hand-tuned version is a later step; callers see only gemm_cpu().
+// force a lower one), so the shipped binary's baseline stays plain x86-64. gemm_cpu()
+// splits C across the thread pool; the recurrent layer drives gemm_packed_tiles() on
+// its own slices.
 #include "gemm.h"
 
 #include "thread_pool.h"
@@ -338,19 +339,6 @@ const float* PackedMatrix::panel(int n0, int k0) const {
   const size_t before = static_cast<size_t>(k_) * n0;
   const int padded = (std::min(kNC, n_ - n0) + kNR - 1) / kNR * kNR;
   return data_.data() + before + static_cast<size_t>(k0) * padded;
-}
-
-void gemm_packed_cpu(int m, float alpha, const float* a, int lda, const PackedMatrix& b, float beta, float* c,
-                     int ldc) {
-  const int tiles = (b.cols() + kNR - 1) / kNR;
-  const int threads = num_threads();
-  if (threads <= 1 || tiles < 2 * threads || b.rows() < kParallelMinK ||
-      static_cast<double>(m) * b.cols() * b.rows() < kParallelWork) {
-    gemm_packed_tiles(m, alpha, a, lda, b, beta, c, ldc, 0, tiles);
-    return;
-  }
-  const int per = (tiles + threads - 1) / threads;
-  parallel_for(threads, [&](int t) { gemm_packed_tiles(m, alpha, a, lda, b, beta, c, ldc, t * per, std::min(tiles, (t + 1) * per)); });
 }
 
 // Splits C into column slices (or row slices when C is narrow) of whole micro-tiles, one

@@ -29,11 +29,8 @@ class PackedMatrix {
   int k_ = 0, n_ = 0;
 };
 
-// C (M, N) = alpha * A (M, K) * op(B) + beta * C with op(B) packed; A not transposed.
-void gemm_packed_cpu(int m, float alpha, const float* a, int lda, const PackedMatrix& b, float beta,
-                     float* c, int ldc);
-
-// The same on columns [tile0 * kGemmTile, tile1 * kGemmTile) of C only, on the calling
+// C (M, N) = alpha * A (M, K) * op(B) + beta * C with op(B) packed and A not transposed,
+// on columns [tile0 * kGemmTile, tile1 * kGemmTile) of C only, on the calling
 // thread: for kernels that split one product between the threads of a team.
 constexpr int kGemmTile = 16;
 void gemm_packed_tiles(int m, float alpha, const float* a, int lda, const PackedMatrix& b, float beta, float* c,

@@ -4,7 +4,7 @@
 //   1. xproj (T*B, G*H) = x (T*B, I) * w_ih^T: one GEMM for all steps.
 //   2. Each step: hproj (B, G*H) = h (B, H) * w_hh^T on w_hh packed once per call
 //      (PackedMatrix: the GEMM's own panel layout, so steps skip packing B),
-//      then one fused pass over the gates (cells.h) that writes h, c, y and saves
+//      then one fused pass over the gates (gates.h, vectorized) that writes h, c, y and saves
 //      what backward needs into the reserve.
 //   3. Backward: one reverse sweep producing the pre-activation gradients of every
 //      step (dgates, (T*B, G*H)), then dx, dw_ih, dw_hh, db with one GEMM or one

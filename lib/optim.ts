@@ -72,20 +72,20 @@ export abstract class Optimizer {
   /** Applies one update to every parameter that has a gradient. */
   step(): void {
     const used = this.usedBuffers();
-    const grads: (NativeStorage | null)[] = [];
-    this.params.forEach((p, i) => {
+    // every parameter is checked before anything changes: a bad one leaves steps and state as they were
+    const grads: (NativeStorage | null)[] = this.params.map((p, i) => {
       p.live();
-      if (!p.grad) {
-        grads.push(null);
-        return;
-      }
+      if (!p.grad) return null;
       if (!sameShape(p.grad.shape, p.shape)) {
         throw rangeError(`step: the grad of params[${i}] has shape ${formatShape(p.grad.shape)}, not ${formatShape(p.shape)}`, 'ERR_SHAPE_MISMATCH');
       }
       if (p.grad.device !== p.device) {
         throw typeError(`step: the grad of params[${i}] is on '${p.grad.device}' but the parameter is on '${p.device}'`, 'ERR_DEVICE_MISMATCH');
       }
-      grads.push(p.grad.storage);
+      return p.grad.storage;
+    });
+    this.params.forEach((p, i) => {
+      if (!grads[i]) return;
       this.steps[i] += 1;
       used.forEach((isUsed, k) => {
         const buffer = this.buffers[k][i];

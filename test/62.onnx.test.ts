@@ -15,12 +15,17 @@ import {
 } from '../lib/index';
 import { expectClose } from './helpers';
 
-const sessionOptions: ort.InferenceSession.SessionOptions = { logSeverityLevel: 3 };
+// one thread and released after use: onnxruntime's thread pools spin, and later tests time the event loop
+const sessionOptions: ort.InferenceSession.SessionOptions = { logSeverityLevel: 3, intraOpNumThreads: 1, interOpNumThreads: 1 };
 
 async function run(bytes: Uint8Array, feeds: Record<string, ort.Tensor>): Promise<Record<string, Float32Array>> {
   const session = await ort.InferenceSession.create(bytes, sessionOptions);
-  const result = await session.run(feeds);
-  return Object.fromEntries(Object.entries(result).map(([k, v]) => [k, v.data as Float32Array]));
+  try {
+    const result = await session.run(feeds);
+    return Object.fromEntries(Object.entries(result).map(([k, v]) => [k, v.data as Float32Array]));
+  } finally {
+    await session.release();
+  }
 }
 
 function feed(t: Tensor): ort.Tensor {

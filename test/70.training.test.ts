@@ -177,6 +177,21 @@ describe('optimizers against torch.optim transcribed', () => {
     expect(() => new SGD([p, p])).to.throw(TypeError, /twice/);
     expect(() => new SGD([p], { lr: 0.1, nesterov: true })).to.throw(RangeError, /Nesterov/);
   });
+
+  it('step() checks every parameter before changing anything', () => {
+    const a = Tensor.from([1, 2], [2], { requiresGrad: true });
+    const b = Tensor.from([3, 4], [2], { requiresGrad: true });
+    const opt = new Adam([a, b], { lr: 0.1 });
+    a.grad = Tensor.from([1, 1]);
+    b.grad = Tensor.from([1, 1, 1]); // the wrong shape
+    expect(() => opt.step()).to.throw(RangeError, /params\[1\]/).with.property('code', 'ERR_SHAPE_MISMATCH');
+    expect(opt.stateDict().steps).to.deep.equal([0, 0]);
+    expect(arr(a)).to.deep.equal([1, 2]);
+    b.grad = Tensor.from([1, 1]);
+    opt.step();
+    expect(opt.stateDict().steps).to.deep.equal([1, 1]);
+    expect(arr(a)[0]).to.be.closeTo(0.9, 1e-6); // Adam's first step moves by lr
+  });
 });
 
 describe('clipping and schedules', () => {
