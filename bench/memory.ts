@@ -52,11 +52,8 @@ function sample(step: number, into: Sample[]): void {
   into.push({ step, rssMb: m.rss / 2 ** 20, heapMb: m.heapTotal / 2 ** 20 });
 }
 
-/**
- * Speed, in one process: blocks of 100 steps alternating scoped and unscoped, so the machine's
- * drift over minutes falls on both alike; medians of the blocks' ms per step.
- */
-function speed(rounds: number): void {
+/** The quick start model, its optimizer, and one training step of a manual loop on a fixed batch. */
+function quickStart(): { model: SequenceModel; optimizer: Adam; step: () => void } {
   seed(1);
   const model = new SequenceModel({ cell: 'lstm', inputSize: 2, hiddenSize: 64, outputSize: 1, outputs: 'last' });
   const optimizer = new Adam(model.parameters(), { lr: 1e-3 });
@@ -70,6 +67,15 @@ function speed(rounds: number): void {
     clipGradNorm(params, 1);
     optimizer.step();
   };
+  return { model, optimizer, step };
+}
+
+/**
+ * Speed, in one process: blocks of 100 steps alternating scoped and unscoped, so the machine's
+ * drift over minutes falls on both alike; medians of the blocks' ms per step.
+ */
+function speed(rounds: number): void {
+  const { step } = quickStart();
   const block = (scoped: boolean) => {
     const t0 = performance.now();
     for (let s = 0; s < 100; ++s) {
@@ -93,10 +99,7 @@ function speed(rounds: number): void {
 
 /** One way, in this process: trains and prints its report as JSON on the last line. */
 async function child(way: Way, steps: number): Promise<void> {
-  seed(1);
-  const model = new SequenceModel({ cell: 'lstm', inputSize: 2, hiddenSize: 64, outputSize: 1, outputs: 'last' });
-  const optimizer = new Adam(model.parameters(), { lr: 1e-3 });
-  const params = model.parameters();
+  const { model, optimizer, step } = quickStart();
   const samples: Sample[] = [];
   let warmAt = 0;
   const mark = (step: number) => {
@@ -112,15 +115,6 @@ async function child(way: Way, steps: number): Promise<void> {
       onBatchEnd: ({ step }) => mark(step),
     });
   } else {
-    const x = Tensor.randn([T, B, 2]);
-    const y = Tensor.randn([B, 1]);
-    const step = () => {
-      const loss = mseLoss(model.forward(x).output, y);
-      optimizer.zeroGrad();
-      loss.backward();
-      clipGradNorm(params, 1);
-      optimizer.step();
-    };
     for (let s = 1; s <= steps; ++s) {
       if (way === 'scoped') scope(step);
       else if (way === 'sync') step();

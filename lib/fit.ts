@@ -574,8 +574,9 @@ export async function fit(model: Module, data: FitData, options: FitOptions = {}
           return { lossTensor: lossValue, gradNorm: clipGradNormTensor(params, clipNorm ?? Number.MAX_VALUE), nextState: detachState(state) };
         })));
         const value = lossTensor.item();
-        if (!Number.isFinite(value) || !Number.isFinite(gradNorm.item())) {
-          const what = Number.isFinite(value) ? `a non-finite gradient (norm ${gradNorm.item()})` : `a non-finite loss (${value})`;
+        const norm = gradNorm.item();
+        if (!Number.isFinite(value) || !Number.isFinite(norm)) {
+          const what = Number.isFinite(value) ? `a non-finite gradient (norm ${norm})` : `a non-finite loss (${value})`;
           if (nonFinite === 'stop') {
             throw rangeError(`fit: step ${position.step + 1} (epoch ${position.epoch + 1}, batch ${position.batch + 1}) produced ${what}; ` +
               "the weights are those of the last good step. Lower the learning rate, clip gradients, or pass nonFinite: 'skip'", 'ERR_NON_FINITE');
@@ -611,7 +612,7 @@ export async function fit(model: Module, data: FitData, options: FitOptions = {}
         }
         if (dashboard) {
           dashboard.send('step', {
-            step: position.step, epoch: position.epoch, loss: value, lr: optimizer.lr, gradNorm: gradNorm.item(),
+            step: position.step, epoch: position.epoch, loss: value, lr: optimizer.lr, gradNorm: norm,
             samplesPerSecond: timestepsDone / Math.max((performance.now() - started) / 1000, 1e-9),
           });
           if (position.step % dashboard.every === 0 || position.step === 1) sendDiagnostics(dashboard, model, batch.input, position.step);

@@ -293,13 +293,8 @@ function buildGraph(model: Module, opts: OnnxExportOptions): onnx.IModelProto {
       } else if (layer instanceof Dropout) {
         if (x === null) throw typeError('exportOnnx: a Sequential cannot start with Dropout (its input size is unknown)', 'ERR_INVALID_ARG_VALUE');
       } else if (layer instanceof RNN || layer instanceof LSTM || layer instanceof GRU) {
-        let timeMajor: string;
-        if (x === null) {
-          x = g.input('input', DataType.FLOAT, layer.batchFirst ? ['batch', 'time', layer.inputSize] : ['time', 'batch', layer.inputSize]);
-          timeMajor = layer.batchFirst ? g.node('Transpose', [x], 1, { perm: [1, 0, 2] }, `${prefix}input_time_major`)[0] : x;
-        } else {
-          timeMajor = layer.batchFirst ? g.node('Transpose', [x], 1, { perm: [1, 0, 2] }, `${prefix}input_time_major`)[0] : x;
-        }
+        if (x === null) x = g.input('input', DataType.FLOAT, layer.batchFirst ? ['batch', 'time', layer.inputSize] : ['time', 'batch', layer.inputSize]);
+        const timeMajor = layer.batchFirst ? g.node('Transpose', [x], 1, { perm: [1, 0, 2] }, `${prefix}input_time_major`)[0] : x;
         const rows = layer.numLayers * layer.directions;
         const zeros = (name: string) => stateInput(g, g.fresh(`${prefix}${name}`), rows, layer.hiddenSize, timeMajor, 1, false);
         const state = emitRecurrent(g, layer, prefix, timeMajor, zeros('h0'), layer instanceof LSTM ? zeros('c0') : null, lengths);

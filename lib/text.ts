@@ -302,15 +302,14 @@ export class CharLanguageModel {
 
   /** A character model from an ONNX file written by exportOnnx(lm, ...). */
   static async fromOnnx(path: string): Promise<CharLanguageModel> {
-    const { model, metadata } = await importOnnxFile(path);
-    if (!(model instanceof SequenceModel) || !metadata['recurrent.tokenizer']) {
-      throw rangeError(`${path} is not a character language model (no tokenizer in its metadata)`, 'ERR_INVALID_ARG_VALUE');
-    }
-    return new CharLanguageModel(tokenizerFromJSON(parseJson(metadata['recurrent.tokenizer'], 'recurrent.tokenizer', path)) as CharTokenizer, {}, model);
+    return CharLanguageModel.fromParts(await importOnnxFile(path), path);
   }
 
   static async load(path: string): Promise<CharLanguageModel> {
-    const { model, metadata } = await loadModel(path);
+    return CharLanguageModel.fromParts(await loadModel(path), path);
+  }
+
+  private static fromParts({ model, metadata }: { model: unknown; metadata: Record<string, string> }, path: string): CharLanguageModel {
     if (!(model instanceof SequenceModel) || !metadata['recurrent.tokenizer']) {
       throw rangeError(`${path} is not a character language model (no tokenizer in its metadata)`, 'ERR_INVALID_ARG_VALUE');
     }

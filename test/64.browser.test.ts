@@ -8,10 +8,10 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { expect } from 'chai';
-import puppeteer, { Browser } from 'puppeteer-core';
+import type { Browser } from 'puppeteer-core';
 import { startServer } from '../examples/browser/serve';
 import { CharLanguageModel, exportOnnx, seed } from '../lib/index';
-import { chromiumEnv, findChromium } from './helpers';
+import { findChromium, launchChromium } from './helpers';
 
 const CHROMIUM = findChromium();
 const outputDir = path.join(__dirname, '..', 'test-output');
@@ -35,9 +35,7 @@ describe('browser demo (onnxruntime-web in headless Chromium)', function () {
     const file = path.join(dir, 'lm.onnx');
     await exportOnnx(lm, file, { stateInputs: true });
     server = await startServer(file);
-    browser = await puppeteer.launch({
-      executablePath: CHROMIUM, headless: true, env: chromiumEnv(), args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'],
-    });
+    browser = await launchChromium(CHROMIUM);
     fs.mkdirSync(outputDir, { recursive: true });
   });
 

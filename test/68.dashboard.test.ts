@@ -6,9 +6,9 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { expect } from 'chai';
-import puppeteer, { Browser, Page } from 'puppeteer-core';
+import type { Browser, Page } from 'puppeteer-core';
 import { SequenceModel, Tensor, fit, seed } from '../lib/index';
-import { chromiumEnv, findChromium } from './helpers';
+import { findChromium, launchChromium } from './helpers';
 
 const CHROMIUM = findChromium();
 const outputDir = path.join(__dirname, '..', 'test-output');
@@ -26,7 +26,7 @@ describe('fit(..., { dashboard }) in headless Chromium', function () {
       console.log('      (dashboard tests pending: no chromium found; .ci/run installs Debian\'s chromium, or set CHROMIUM_PATH)');
       this.skip();
     }
-    browser = await puppeteer.launch({ executablePath: CHROMIUM, headless: true, env: chromiumEnv(), args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'] });
+    browser = await launchChromium(CHROMIUM);
     fs.mkdirSync(outputDir, { recursive: true });
   });
   after(async () => browser?.close());

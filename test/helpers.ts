@@ -4,6 +4,7 @@
  */
 import * as fs from 'node:fs';
 import { expect } from 'chai';
+import puppeteer, { Browser } from 'puppeteer-core';
 import { Tensor } from '../lib/index';
 import { native } from '../lib/native';
 
@@ -190,8 +191,11 @@ export function findChromium(): string | undefined {
   return process.env.CHROMIUM_PATH ?? ['/usr/bin/chromium', '/usr/bin/chromium-browser', '/usr/bin/google-chrome'].find((p) => fs.existsSync(p));
 }
 
-/** Chromium's environment: this one without the sanitizer runtime npm run test:asan preloads into node. */
-export function chromiumEnv(): Record<string, string | undefined> {
+/**
+ * Headless Chromium for the browser tests, with this process's environment minus the sanitizer
+ * runtime that npm run test:asan preloads into node.
+ */
+export function launchChromium(executablePath: string): Promise<Browser> {
   const { LD_PRELOAD: _preloaded, ...env } = process.env;
-  return env;
+  return puppeteer.launch({ executablePath, headless: true, env, args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'] });
 }
