@@ -13,6 +13,7 @@
 #include "stream.h"
 #include "train.h"
 #include "args.h"
+#include "distributed.h"
 
 namespace recurrent {
 
@@ -144,6 +145,17 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("layerBackward", Napi::Function::New<LayerBackward>(env, "layerBackward"));
   exports.Set("referenceForward", Napi::Function::New<ReferenceForward>(env, "referenceForward"));
   exports.Set("referenceBackward", Napi::Function::New<ReferenceBackward>(env, "referenceBackward"));
+  exports.Set("distributedStatus", Napi::Function::New<DistributedStatus>(env, "distributedStatus"));
+  exports.Set("distributedInit", Napi::Function::New<DistributedInit>(env, "distributedInit"));
+  exports.Set("allReduce", Napi::Function::New<AllReduce>(env, "allReduce"));
+  exports.Set("allReduceStart", Napi::Function::New<AllReduceStart>(env, "allReduceStart"));
+  exports.Set("allReduceWait", Napi::Function::New<AllReduceWait>(env, "allReduceWait"));
+  exports.Set("allReduceScalars", Napi::Function::New<AllReduceScalars>(env, "allReduceScalars"));
+  exports.Set("broadcast", Napi::Function::New<Broadcast>(env, "broadcast"));
+  exports.Set("broadcastBytes", Napi::Function::New<BroadcastBytes>(env, "broadcastBytes"));
+  exports.Set("barrier", Napi::Function::New<Barrier>(env, "barrier"));
+  exports.Set("distributedAbort", Napi::Function::New<DistributedAbort>(env, "distributedAbort"));
+  exports.Set("distributedShutdown", Napi::Function::New<DistributedShutdown>(env, "distributedShutdown"));
   return exports;
 }
 

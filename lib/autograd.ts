@@ -173,13 +173,31 @@ function runBackward(roots: Tensor[], seeds: Tensor[], retainGraph: boolean): vo
     }
   }
 
+  // For every leaf that requires grad, how many gradients will reach it: its post-accumulate
+  // hooks run once, after the last one (PyTorch's register_post_accumulate_grad_hook).
+  const leafEdges = new Map<Tensor, number>();
+  const countLeaf = (tensor: Tensor): void => {
+    if (!tensor.gradFn && tensor.requiresGrad) leafEdges.set(tensor, (leafEdges.get(tensor) ?? 0) + 1);
+  };
+  roots.forEach(countLeaf);
+  for (const node of dependencies.keys()) node.inputs.forEach(countLeaf);
+
   const pending = new Map<GradNode, (Tensor | null)[]>();
-  const addGrad = (tensor: Tensor, grad: Tensor): void => {
+  const leafDone = (tensor: Tensor): void => {
+    const left = leafEdges.get(tensor)! - 1;
+    leafEdges.set(tensor, left);
+    if (left === 0) tensor.runPostAccumulateGradHooks();
+  };
+  const addGrad = (tensor: Tensor, grad: Tensor | null): void => {
     const fn = tensor.gradFn;
     if (!fn) {
-      if (tensor.requiresGrad) tensor.accumulateGrad(grad);
+      if (tensor.requiresGrad) {
+        if (grad) tensor.accumulateGrad(grad);
+        leafDone(tensor);
+      }
       return;
     }
+    if (!grad) return;
     let slots = pending.get(fn);
     if (!slots) {
       slots = new Array<Tensor | null>(fn.outputCount).fill(null);
@@ -200,7 +218,7 @@ function runBackward(roots: Tensor[], seeds: Tensor[], retainGraph: boolean): vo
       : new Array<Tensor | null>(node.inputs.length).fill(null);
     node.inputs.forEach((input, i) => {
       const grad = gradInputs[i];
-      if (grad && input.requiresGrad) addGrad(input, grad);
+      if (input.requiresGrad) addGrad(input, grad ?? null);
       const fn = input.gradFn;
       if (fn) {
         const left = dependencies.get(fn)! - 1;
@@ -212,6 +230,19 @@ function runBackward(roots: Tensor[], seeds: Tensor[], retainGraph: boolean): vo
     // the peak is lower too, and nothing the graph held outlives this call.
     if (!retainGraph) node.release();
   }
+  for (const hook of [...backwardEndHooks]) hook();
+}
+
+const backwardEndHooks = new Set<() => void>();
+
+/**
+ * Runs `hook` at the end of every backward() (after the last gradient was accumulated), like
+ * PyTorch's Variable._execution_engine.queue_callback; returns the function that removes it.
+ * Data-parallel training uses it to wait for the gradients' all-reduce.
+ */
+export function registerBackwardEndHook(hook: () => void): () => void {
+  backwardEndHooks.add(hook);
+  return () => backwardEndHooks.delete(hook);
 }
 
 export function sameShape(a: readonly number[], b: readonly number[]): boolean {

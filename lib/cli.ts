@@ -7,9 +7,11 @@
  *   recurrent info MODEL
  *   recurrent export MODEL --onnx model.onnx [--state-inputs] [--lengths]
  *   recurrent diagnose MODEL --text FILE [--out DIR]
+ *   recurrent launch -n 4 script.js [args]     (N ranks of a data-parallel script, through mpirun)
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { spawn } from 'node:child_process';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { SingleBar, Presets } from 'cli-progress';
 import { lossChartSvg } from './chart';
@@ -246,9 +248,64 @@ async function diagnose(model: string, flags: { text?: string; out: string; step
   }
 }
 
+interface LaunchFlags {
+  np: number;
+  hostfile?: string;
+  mpirun: string;
+  threads?: number;
+  require: string[];
+  mca: string[];
+}
+
+/**
+ * `recurrent launch -n N script.js [args]`: N ranks of `node script.js args` through Open MPI's
+ * mpirun, on this machine (oversubscribed when N exceeds the cores: each rank then gets a
+ * share of them) or on the hosts of --hostfile. Resolves with mpirun's exit code.
+ */
+export function launch(script: string, args: string[], flags: LaunchFlags): Promise<number> {
+  readableFile(script, 'script');
+  const mpiArgs = ['-n', String(flags.np), '--bind-to', 'none'];
+  if (flags.hostfile) {
+    readableFile(flags.hostfile, 'hostfile');
+    mpiArgs.push('--hostfile', flags.hostfile);
+  } else {
+    mpiArgs.push('--oversubscribe');
+  }
+  if (process.getuid?.() === 0) mpiArgs.push('--allow-run-as-root'); // containers and CI run as root
+  for (const setting of flags.mca) {
+    const [key, ...value] = setting.split('=');
+    if (!key || value.length === 0) throw new Error(`--mca expects KEY=VALUE, received ${setting}`);
+    mpiArgs.push('--mca', key, value.join('='));
+  }
+  const env = { ...process.env };
+  if (flags.threads !== undefined) env.RECURRENT_NUM_THREADS = String(flags.threads);
+  // environment the ranks need on other hosts too
+  for (const name of ['RECURRENT_NUM_THREADS', 'RECURRENT_ISA', 'RECURRENT_ADDON', 'NODE_PATH', 'NODE_OPTIONS']) {
+    if (env[name] !== undefined) mpiArgs.push('-x', name);
+  }
+  const nodeArgs = flags.require.flatMap((module) => ['-r', module]);
+  const child = spawn(flags.mpirun, [...mpiArgs, process.execPath, ...nodeArgs, script, ...args], { stdio: 'inherit', env });
+  const forward = (signal: NodeJS.Signals) => child.kill(signal);
+  process.on('SIGINT', forward);
+  process.on('SIGTERM', forward);
+  return new Promise((resolve, reject) => {
+    child.on('error', (error: NodeJS.ErrnoException) => {
+      reject(error.code === 'ENOENT'
+        ? new Error(`${flags.mpirun} was not found: install Open MPI (Debian/Ubuntu: apt-get install openmpi-bin libopenmpi-dev) or pass --mpirun PATH`)
+        : error);
+    });
+    child.on('exit', (code, signal) => {
+      process.off('SIGINT', forward);
+      process.off('SIGTERM', forward);
+      resolve(code ?? (signal ? 128 + 15 : 1));
+    });
+  });
+}
+
 export async function main(argv: string[]): Promise<void> {
   const program = new Command('recurrent')
     .description('Train recurrent networks (RNN, LSTM, GRU) at native speed')
+    .enablePositionalOptions()
     .showHelpAfterError('(run with --help for usage)')
     .configureOutput({ outputError: (text, write) => write(text) });
   program.command('train')
@@ -302,6 +359,21 @@ export async function main(argv: string[]): Promise<void> {
     .option('--steps <n>', 'time steps of the probe batch', integer('--steps', 2), 100)
     .option('--batch <n>', 'sequences in the probe batch', integer('--batch', 1), 16)
     .action((model: string, flags) => diagnose(model, flags));
+  program.command('launch')
+    .description('run N ranks of a data-parallel training script (initDistributed, fit with distributed: true) through mpirun')
+    .requiredOption('-n, --np <n>', 'number of ranks (processes)', integer('-n', 1))
+    .option('--hostfile <file>', 'Open MPI hostfile: ranks on several machines (default: all on this one)')
+    .option('--mpirun <path>', 'the MPI launcher', 'mpirun')
+    .option('--threads <n>', 'CPU threads per rank (default: the cores of a host shared among its ranks)', integer('--threads', 1))
+    .option('-r, --require <module>', 'preload a module in every rank (node -r), e.g. ts-node/register', (v: string, all: string[]) => [...all, v], [] as string[])
+    .option('--mca <key=value>', 'an Open MPI MCA parameter (repeatable)', (v: string, all: string[]) => [...all, v], [] as string[])
+    .argument('<script>', 'the script every rank runs')
+    .argument('[args...]', "the script's own arguments")
+    .passThroughOptions()
+    .action(async (script: string, args: string[], flags: LaunchFlags) => {
+      const code = await launch(script, args, flags);
+      if (code !== 0) process.exitCode = code;
+    });
   program.exitOverride((error) => {
     process.exitCode = error.exitCode;
     throw Object.assign(new Error(''), { silent: true, exitCode: error.exitCode });

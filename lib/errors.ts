@@ -15,7 +15,11 @@ export type ErrorCode =
   | 'ERR_NATIVE_LOAD'
   | 'ERR_NON_FINITE'
   | 'ERR_BAD_FILE'
-  | 'ERR_UNSUPPORTED';
+  | 'ERR_UNSUPPORTED'
+  /** a bad value found by the native side's own checks (binding/args.h) */
+  | 'ERR_OUT_OF_RANGE'
+  /** the collectives of data-parallel training: not available, not initialized, or another rank failed */
+  | 'ERR_DISTRIBUTED';
 
 export interface CodedError extends Error {
   code: ErrorCode;
@@ -31,6 +35,10 @@ export function typeError(message: string, code: ErrorCode = 'ERR_INVALID_ARG_TY
 
 export function rangeError(message: string, code: ErrorCode = 'ERR_INVALID_ARG_VALUE'): RangeError & CodedError {
   return withCode(new RangeError(message), code);
+}
+
+export function distributedError(message: string): Error & CodedError {
+  return withCode(new Error(message), 'ERR_DISTRIBUTED');
 }
 
 /**

@@ -8,10 +8,11 @@
  * queued in async mode and runs on a worker thread; the main thread only builds the
  * graph and reads the loss afterwards, so timers and I/O keep running during training.
  */
+import * as fs from 'node:fs';
 import { noGrad } from './autograd';
 import { describe, expectBoolean, expectInteger, expectNumber, expectOptions, expectKnownKeys, formatShape, rangeError, typeError } from './errors';
 import { crossEntropyLoss, huberLoss, mseLoss } from './losses';
-import { runAsync } from './stream';
+import { runAsync, synchronize } from './stream';
 import { Module } from './nn/module';
 import { GRU, LSTM, RNN } from './nn/recurrent';
 import { SequenceModel } from './nn/sequence-model';
@@ -19,8 +20,12 @@ import { LRScheduler, Optimizer, Adam, clipGradNormTensor, clipGradValue } from 
 import { Dashboard, DashboardOptions, startDashboard } from './dashboard';
 import { gateStatistics, gradientFlow } from './diagnostics';
 import { Generator, random, RngState } from './random';
-import { describeModel, loadCheckpoint, saveCheckpoint } from './serialize';
+import { checkpointFromContent, describeModel, loadCheckpoint, saveCheckpoint, CheckpointContent } from './serialize';
+import { parseSafetensors } from './safetensors';
 import { Tensor, scope } from './tensor';
+import {
+  DistributedDataParallel, DistributedWorld, GradReducer, agree, allReduce, allReduceNumbers, broadcastBytes, broadcastJson, broadcastParameters, initDistributed,
+} from './distributed';
 
 /** Training data, in one of three forms (targets follow the inputs' sample order). */
 export type FitData =
@@ -98,6 +103,15 @@ export interface FitOptions {
    * gradient flow and gate statistics of the recurrent layers; Pause/Resume hold training.
    */
   dashboard?: number | DashboardOptions;
+  /**
+   * Data-parallel training across the ranks of an MPI job (see initDistributed): `true`, or
+   * { bucketCapMB }. Every rank trains on its share of each epoch (batchSize samples a step,
+   * so a step's global batch is batchSize x worldSize); gradients are averaged across ranks;
+   * parameters start as rank 0's; the loss and history are global means; checkpoints are
+   * written by rank 0 (resume on any world size); onProgress and the dashboard run on rank 0;
+   * an error on one rank is thrown on every rank.
+   */
+  distributed?: boolean | { bucketCapMB?: number };
 }
 
 export interface History {
@@ -162,6 +176,28 @@ function shuffled(count: number): number[] {
 
 const IGNORE = -100;
 
+/** This rank's share of the samples in data-parallel training. */
+interface Shard {
+  rank: number;
+  worldSize: number;
+  /** repeat samples so every rank gets as many (training: the same number of steps everywhere) */
+  pad: boolean;
+}
+
+/** The share of `order` rank `s.rank` trains on: every worldSize-th sample, like PyTorch's DistributedSampler. */
+function shardOf(order: number[], s: Shard | null): number[] {
+  if (!s || s.worldSize === 1) return order;
+  const total = s.pad ? Math.ceil(order.length / s.worldSize) * s.worldSize : order.length;
+  const out: number[] = [];
+  for (let i = s.rank; i < total; i += s.worldSize) out.push(order[i % order.length]);
+  return out;
+}
+
+function shareSize(count: number, s: Shard | null): number {
+  if (!s || s.worldSize === 1) return count;
+  return s.pad ? Math.ceil(count / s.worldSize) : Math.floor(count / s.worldSize) + (s.rank < count % s.worldSize ? 1 : 0);
+}
+
 interface TargetSpec {
   classification: boolean;
   perStep: boolean;
@@ -195,7 +231,7 @@ function timeMajor(source: HostArray, sampleSteps: (row: number) => number, offs
   return out;
 }
 
-function fixedPlan(data: { inputs: Tensor; targets: Tensor }, batchSize: number, bptt: number | undefined, targetMode: string | undefined, classification: boolean): Plan & { spec: TargetSpec } {
+function fixedPlan(data: { inputs: Tensor; targets: Tensor }, batchSize: number, bptt: number | undefined, targetMode: string | undefined, classification: boolean, shard: Shard | null): Plan & { spec: TargetSpec } {
   const inputs = host(data.inputs, 'data.inputs');
   const targets = host(data.targets, 'data.targets');
   if (inputs.shape.length < 2) throw rangeError(`fit: expected data.inputs of shape [N, T, F] or [N, T] but received ${formatShape(inputs.shape)}`, 'ERR_SHAPE_MISMATCH');
@@ -209,15 +245,15 @@ function fixedPlan(data: { inputs: Tensor; targets: Tensor }, batchSize: number,
   const window = bptt ?? T;
   if (!perStep && window < T) throw rangeError('fit: bpttSteps needs per-step targets (one target per sequence is only known at its end)');
   const windows = Math.ceil(T / window);
-  const sampleBatches = Math.ceil(N / batchSize);
+  const sampleBatches = Math.ceil(shareSize(N, shard) / batchSize);
   const intTargets = classification ? toInt32(targets.data, 'data.targets') : null;
   return {
     spec: { classification, perStep },
     batchesPerEpoch: sampleBatches * windows,
     order: (shuffle) => {
-      const order = shuffle ? shuffled(N) : [...Array(N).keys()];
+      const order = shardOf(shuffle ? shuffled(N) : [...Array(N).keys()], shard);
       const out: number[][] = [];
-      for (let i = 0; i < N; i += batchSize) out.push(order.slice(i, i + batchSize));
+      for (let i = 0; i < order.length; i += batchSize) out.push(order.slice(i, i + batchSize));
       return out;
     },
     batch: (order, index) => {
@@ -242,7 +278,7 @@ function fixedPlan(data: { inputs: Tensor; targets: Tensor }, batchSize: number,
   };
 }
 
-function sequencePlan(data: { sequences: Tensor[]; targets: Tensor[] | Tensor }, batchSize: number, targetMode: string | undefined, classification: boolean): Plan & { spec: TargetSpec } {
+function sequencePlan(data: { sequences: Tensor[]; targets: Tensor[] | Tensor }, batchSize: number, targetMode: string | undefined, classification: boolean, shard: Shard | null): Plan & { spec: TargetSpec } {
   if (!Array.isArray(data.sequences) || data.sequences.length === 0) throw typeError(`fit: expected data.sequences to be a non-empty array of Tensors but received ${describe(data.sequences)}`);
   const seqs = data.sequences.map((s, i) => host(s, `data.sequences[${i}]`));
   const featureShape = seqs[0].shape.slice(1);
@@ -281,13 +317,13 @@ function sequencePlan(data: { sequences: Tensor[]; targets: Tensor[] | Tensor },
   const targetsFlat = stepTargets ? concat(stepTargets) : null;
   return {
     spec: { classification, perStep },
-    batchesPerEpoch: Math.ceil(N / batchSize),
+    batchesPerEpoch: Math.ceil(shareSize(N, shard) / batchSize),
     order: (shuffle) => {
       // sort by length (shuffled first so equal lengths mix), cut into batches, shuffle the batches
-      const base = shuffle ? shuffled(N) : [...Array(N).keys()];
+      const base = shardOf(shuffle ? shuffled(N) : [...Array(N).keys()], shard);
       const byLength = [...base].sort((a, b) => lengthOf[b] - lengthOf[a]);
       const out: number[][] = [];
-      for (let i = 0; i < N; i += batchSize) out.push(byLength.slice(i, i + batchSize));
+      for (let i = 0; i < byLength.length; i += batchSize) out.push(byLength.slice(i, i + batchSize));
       if (shuffle) return shuffled(out.length).map((k) => out[k]);
       return out;
     },
@@ -326,7 +362,7 @@ function sequencePlan(data: { sequences: Tensor[]; targets: Tensor[] | Tensor },
   };
 }
 
-function streamPlan(data: { stream: Tensor; targets: Tensor }, batchSize: number, bptt: number | undefined, classification: boolean): Plan & { spec: TargetSpec } {
+function streamPlan(data: { stream: Tensor; targets: Tensor }, batchSize: number, bptt: number | undefined, classification: boolean, shard: Shard | null): Plan & { spec: TargetSpec } {
   const stream = host(data.stream, 'data.stream');
   const targets = host(data.targets, 'data.targets');
   const L = stream.shape[0];
@@ -335,8 +371,13 @@ function streamPlan(data: { stream: Tensor; targets: Tensor }, batchSize: number
   const width = featureShape.reduce((a, b) => a * b, 1);
   const targetShape = targets.shape.slice(1);
   const targetWidth = targetShape.reduce((a, b) => a * b, 1);
-  const B = Math.min(batchSize, L);
-  const perStream = Math.floor(L / B);
+  // data-parallel: the stream is cut into batchSize x worldSize parallel streams, and rank r
+  // trains on streams [r * B, (r + 1) * B), as one process with the whole batch would
+  const W = shard?.worldSize ?? 1;
+  const first = (shard?.rank ?? 0) * Math.min(batchSize, Math.floor(L / W));
+  const B = Math.min(batchSize, Math.floor(L / W));
+  if (B < 1) throw rangeError(`fit: data.stream has ${L} steps, fewer than the ${W} ranks that share it`);
+  const perStream = Math.floor(L / (B * W));
   const window = Math.min(bptt ?? perStream, perStream);
   const windows = Math.ceil(perStream / window);
   const rows = [...Array(B).keys()];
@@ -347,22 +388,22 @@ function streamPlan(data: { stream: Tensor; targets: Tensor }, batchSize: number
     batch: (_, index) => {
       const t0 = index * window;
       const t1 = Math.min(perStream, t0 + window);
-      const input = Tensor.from(timeMajor(stream, () => perStream, (r) => r * perStream * width, rows, t0, t1, width), [t1 - t0, B, ...featureShape]);
-      const tData = timeMajor(targets, () => perStream, (r) => r * perStream * targetWidth, rows, t0, t1, targetWidth);
+      const input = Tensor.from(timeMajor(stream, () => perStream, (r) => (first + r) * perStream * width, rows, t0, t1, width), [t1 - t0, B, ...featureShape]);
+      const tData = timeMajor(targets, () => perStream, (r) => (first + r) * perStream * targetWidth, rows, t0, t1, targetWidth);
       const target = classification ? toInt32(tData, 'data.targets') : Tensor.from(tData, [t1 - t0, B, ...targetShape]);
       return { input, target, lengths: null, carry: index > 0, timesteps: (t1 - t0) * B, weight: (t1 - t0) * B, mask: null };
     },
   };
 }
 
-function makePlan(data: unknown, name: string, batchSize: number, bptt: number | undefined, targetMode: string | undefined, classification: boolean): Plan & { spec: TargetSpec } {
+function makePlan(data: unknown, name: string, batchSize: number, bptt: number | undefined, targetMode: string | undefined, classification: boolean, shard: Shard | null = null): Plan & { spec: TargetSpec } {
   const d = expectOptions(data, name);
-  if ('inputs' in d) return fixedPlan(d as { inputs: Tensor; targets: Tensor }, batchSize, bptt, targetMode, classification);
+  if ('inputs' in d) return fixedPlan(d as { inputs: Tensor; targets: Tensor }, batchSize, bptt, targetMode, classification, shard);
   if ('sequences' in d) {
     if (bptt !== undefined) throw rangeError('fit: bpttSteps is for fixed-length inputs and streams, not variable-length sequences');
-    return sequencePlan(d as { sequences: Tensor[]; targets: Tensor[] | Tensor }, batchSize, targetMode, classification);
+    return sequencePlan(d as { sequences: Tensor[]; targets: Tensor[] | Tensor }, batchSize, targetMode, classification, shard);
   }
-  if ('stream' in d) return streamPlan(d as { stream: Tensor; targets: Tensor }, batchSize, bptt, classification);
+  if ('stream' in d) return streamPlan(d as { stream: Tensor; targets: Tensor }, batchSize, bptt, classification, shard);
   throw typeError(`fit: expected ${name} to have inputs, sequences or stream (with targets) but received keys ${Object.keys(d).join(', ') || '(none)'}`);
 }
 
@@ -427,6 +468,8 @@ interface Position {
   batch: number;
   step: number;
   order: number[][] | null;
+  /** the shared generator's state when this epoch's order was drawn (re-derives it on resume) */
+  epochRng?: RngState;
 }
 
 /**
@@ -438,7 +481,7 @@ export async function fit(model: Module, data: FitData, options: FitOptions = {}
   if (!(model instanceof Module)) throw typeError(`fit: expected model to be a Module but received ${describe(model)}`);
   const opts = expectOptions(options, 'options');
   expectKnownKeys(opts, ['epochs', 'batchSize', 'optimizer', 'loss', 'bpttSteps', 'shuffle', 'targets', 'clipGradNorm', 'clipGradValue', 'validationData',
-    'scheduler', 'earlyStopping', 'signal', 'onProgress', 'onBatchEnd', 'onEpochEnd', 'checkpoint', 'resumeFrom', 'seed', 'nonFinite', 'dashboard'], 'options');
+    'scheduler', 'earlyStopping', 'signal', 'onProgress', 'onBatchEnd', 'onEpochEnd', 'checkpoint', 'resumeFrom', 'seed', 'nonFinite', 'dashboard', 'distributed'], 'options');
   const nonFinite = opts.nonFinite ?? 'stop';
   if (nonFinite !== 'stop' && nonFinite !== 'skip') throw rangeError(`Expected options.nonFinite to be 'stop' or 'skip' but received ${describe(nonFinite)}`);
   const epochs = opts.epochs === undefined ? 1 : expectInteger(opts.epochs, 'options.epochs', 1);
@@ -480,13 +523,40 @@ export async function fit(model: Module, data: FitData, options: FitOptions = {}
     };
     if (d.onReady !== undefined && typeof d.onReady !== 'function') throw typeError(`Expected options.dashboard.onReady to be a function but received ${describe(d.onReady)}`);
   }
+  let reducer: GradReducer | null = null;
+  let ownReducer = false;
+  let world: DistributedWorld | null = null;
+  if (model instanceof DistributedDataParallel) {
+    reducer = model.reducer;
+    model = model.module;
+    world = initDistributed();
+  }
+  if (opts.distributed !== undefined && opts.distributed !== false) {
+    const d = opts.distributed === true ? {} : expectOptions(opts.distributed, 'options.distributed');
+    expectKnownKeys(d, ['bucketCapMB'], 'options.distributed');
+    if (d.bucketCapMB !== undefined) expectNumber(d.bucketCapMB, 'options.distributed.bucketCapMB');
+    world = initDistributed();
+    if (!reducer) {
+      broadcastParameters(model, 0);
+      reducer = new GradReducer(optimizer.params, d.bucketCapMB === undefined ? {} : { bucketCapMB: d.bucketCapMB as number });
+      ownReducer = true;
+    }
+  }
+  const rank = world?.rank ?? 0;
+  const worldSize = world?.worldSize ?? 1;
+  const lead = rank === 0;
   // this run's own generator (shuffling, dropout): seeded by options.seed, else drawn from the
-  // global one, so concurrent fits draw what each would draw alone
-  const rng = new Generator(opts.seed !== undefined ? expectInteger(opts.seed, 'options.seed', 0, 0xffffffff) : Math.floor(random() * 0x100000000));
+  // global one, so concurrent fits draw what each would draw alone; every rank shuffles with
+  // rank 0's seed, and draws its dropout masks from a generator of its own
+  let seed = opts.seed !== undefined ? expectInteger(opts.seed, 'options.seed', 0, 0xffffffff) : Math.floor(random() * 0x100000000);
+  if (world) seed = broadcastJson(seed);
+  const rng = new Generator(seed);
+  const stepRng = worldSize > 1 ? new Generator((seed ^ Math.imul(rank + 1, 0x9e3779b9)) >>> 0) : rng;
 
   const classification = loss === 'crossEntropy';
-  const plan = makePlan(data, 'data', batchSize, bptt, targetMode, classification);
-  const validation = opts.validationData === undefined ? null : makePlan(opts.validationData, 'options.validationData', batchSize, bptt, targetMode, classification);
+  const shard = (pad: boolean) => (world ? { rank, worldSize, pad } : null);
+  const plan = makePlan(data, 'data', batchSize, bptt, targetMode, classification, shard(true));
+  const validation = opts.validationData === undefined ? null : makePlan(opts.validationData, 'options.validationData', batchSize, bptt, targetMode, classification, shard(false));
   const params = optimizer.params;
 
   const history: History = { loss: [], valLoss: [], valAccuracy: [], batchLoss: [], epochs: 0, steps: 0, skippedSteps: 0, stopReason: 'completed' };
@@ -499,10 +569,11 @@ export async function fit(model: Module, data: FitData, options: FitOptions = {}
 
   if (opts.resumeFrom !== undefined) {
     if (typeof opts.resumeFrom !== 'string') throw typeError('Expected options.resumeFrom to be a checkpoint path');
-    const saved = await loadCheckpoint(opts.resumeFrom);
+    const saved = world ? await loadCheckpointShared(opts.resumeFrom) : await loadCheckpoint(opts.resumeFrom);
     const s = saved.state as {
       position: Position; history: History; rng: RngState; optimizer: { type: string; hyper: Record<string, number | boolean>; steps: number[] };
       scheduler?: { lastEpoch: number }; best: number | null; badEpochs: number; epochLossSum: number; epochWeight: number;
+      distributed?: { worldSize: number; stepRngs: RngState[] };
     };
     model.loadStateDict(saved.model);
     optimizer.loadStateDict({ ...s.optimizer, buffers: saved.optimizerBuffers });
@@ -515,10 +586,42 @@ export async function fit(model: Module, data: FitData, options: FitOptions = {}
     epochWeight = s.epochWeight;
     carried = saved.tensors.h ? { h: saved.tensors.h, ...(saved.tensors.c ? { c: saved.tensors.c } : {}) } : null;
     rng.setState(s.rng);
+    const savedWorld = s.distributed?.worldSize ?? 1;
+    if (s.distributed) {
+      // written by a data-parallel run: states and dropout generators of every rank
+      carried = savedWorld === worldSize && carried ? { h: rankSlice(carried.h, rank), ...(carried.c ? { c: rankSlice(carried.c, rank) } : {}) } : null;
+      if (savedWorld === worldSize && s.distributed.stepRngs[rank]) stepRng.setState(s.distributed.stepRngs[rank]);
+    }
+    if (position.batch > 0 && (position.order === null || savedWorld !== worldSize)) {
+      // this epoch's order again, from the same draw, cut for this rank (data-parallel
+      // checkpoints keep only the draw); on another world size the batches already trained
+      // are skipped (as many samples) and the carried state restarts
+      if (position.epochRng) {
+        const draw = new Generator();
+        draw.setState(position.epochRng);
+        position.order = draw.run(() => plan.order(shuffle));
+        if (savedWorld !== worldSize) position.batch = Math.min(plan.batchesPerEpoch, Math.round((position.batch * savedWorld) / worldSize));
+      } else if (savedWorld !== worldSize) {
+        position = { ...position, epoch: position.epoch + 1, batch: 0, order: null };
+      }
+    }
+    if (savedWorld !== worldSize) carried = null;
   }
 
   const writeCheckpoint = async (): Promise<void> => {
     if (!checkpoint) return;
+    if (world) {
+      // every rank's carried state and dropout generator go to rank 0, which writes the file;
+      // a failure there is thrown on every rank
+      const states = gatherState(carried, rank, worldSize);
+      const rngs = gatherRng(stepRng.getState(), rank, worldSize);
+      await agree(() => (lead ? writeFile(states, { worldSize, stepRngs: rngs }) : undefined));
+      return;
+    }
+    await writeFile(carried, undefined);
+  };
+
+  const writeFile = async (states: State | null, distributed: { worldSize: number; stepRngs: RngState[] } | undefined): Promise<void> => {
     const optState = optimizer.stateDict();
     let modelSpec = null;
     try {
@@ -526,19 +629,21 @@ export async function fit(model: Module, data: FitData, options: FitOptions = {}
     } catch {
       modelSpec = null; // custom modules without config() still checkpoint their weights
     }
-    await saveCheckpoint(checkpoint.path as string, {
+    await saveCheckpoint(checkpoint!.path as string, {
       model: model.stateDict(),
       modelSpec,
       optimizerBuffers: optState.buffers,
-      tensors: carried ? { h: carried.h, ...(carried.c ? { c: carried.c } : {}) } : {},
+      tensors: states ? { h: states.h, ...(states.c ? { c: states.c } : {}) } : {},
       state: {
-        position, history, rng: rng.getState(), optimizer: { type: optState.type, hyper: optState.hyper, steps: optState.steps },
+        position: distributed ? { ...position, order: null } : position, history, rng: rng.getState(),
+        optimizer: { type: optState.type, hyper: optState.hyper, steps: optState.steps },
         scheduler: scheduler?.stateDict(), best: Number.isFinite(best) ? best : null, badEpochs, epochLossSum, epochWeight,
+        ...(distributed ? { distributed } : {}),
       },
     });
   };
 
-  const dashboard = dashboardOptions ? await startDashboard(dashboardOptions) : null;
+  const dashboard = dashboardOptions && lead ? await startDashboard(dashboardOptions) : null;
   const wasTraining = model.training;
   const started = performance.now();
   let timestepsDone = 0;
@@ -547,6 +652,7 @@ export async function fit(model: Module, data: FitData, options: FitOptions = {}
   try {
     for (; position.epoch < epochs; position.epoch += 1, position.batch = 0, position.order = null) {
       if (position.order === null && position.batch === 0) {
+        position.epochRng = rng.getState();
         position.order = rng.run(() => plan.order(shuffle));
         epochLossSum = 0;
         epochWeight = 0;
@@ -554,7 +660,7 @@ export async function fit(model: Module, data: FitData, options: FitOptions = {}
       model.train();
       for (; position.batch < plan.batchesPerEpoch; ) {
         if (dashboard) await dashboard.waitIfPaused();
-        if (signal?.aborted) {
+        if (signal?.aborted && !reducer) {
           history.stopReason = 'aborted';
           return history;
         }
@@ -564,16 +670,44 @@ export async function fit(model: Module, data: FitData, options: FitOptions = {}
         // a non-finite loss or gradient never reaches the weights
         // scope(): the step's intermediates go back to the allocator's cache as soon as the
         // queued work that uses them has run, not at the next garbage collection
-        const { lossTensor, gradNorm, nextState } = await runAsync(() => rng.run(() => scope(() => {
+        const runStep = () => runAsync(() => stepRng.run(() => scope(() => {
           const { output, state } = callModel(model, batch.input, carried, batch.lengths);
           const lossValue = computeLoss(loss, output, batch);
           // the last step's gradients are fit's own: their memory goes straight back to the cache
           for (const p of params) p.grad?.dispose();
           optimizer.zeroGrad();
+          // data-parallel: the gradients are averaged across ranks as backward produces them
+          // (the reducer's waits are queued at its end, before the norm is computed)
           lossValue.backward();
           return { lossTensor: lossValue, gradNorm: clipGradNormTensor(params, clipNorm ?? Number.MAX_VALUE), nextState: detachState(state) };
         })));
-        const value = lossTensor.item();
+        let stepResult: Awaited<ReturnType<typeof runStep>>;
+        let value: number;
+        let stopRequested = false;
+        if (!reducer) {
+          stepResult = await runStep();
+          value = stepResult.lossTensor.item();
+        } else {
+          // every rank reduces the same buckets even when its step failed, then all agree on
+          // the outcome: the mean loss, whether a rank failed (all throw its error), whether
+          // one was aborted (all stop after this step)
+          const r = reducer;
+          const before = r.finishedSteps;
+          const agreed = await agree(async () => {
+            try {
+              return await runStep();
+            } finally {
+              if (r.finishedSteps === before) {
+                r.finish();
+                await synchronize().catch(() => undefined);
+              }
+            }
+          }, (done) => [done ? done.lossTensor.item() : 0, signal?.aborted ? 1 : 0]);
+          stepResult = agreed.result;
+          value = agreed.totals[0] / worldSize;
+          stopRequested = agreed.totals[1] > 0;
+        }
+        const { gradNorm, nextState } = stepResult;
         const norm = gradNorm.item();
         if (!Number.isFinite(value) || !Number.isFinite(norm)) {
           const what = Number.isFinite(value) ? `a non-finite gradient (norm ${norm})` : `a non-finite loss (${value})`;
@@ -599,9 +733,9 @@ export async function fit(model: Module, data: FitData, options: FitOptions = {}
         position.batch += 1;
         position.step += 1;
         history.steps = position.step;
-        timestepsDone += batch.timesteps;
+        timestepsDone += batch.timesteps * worldSize;
         batchesThisRun += 1;
-        if (opts.onProgress) {
+        if (opts.onProgress && lead) {
           const elapsed = (performance.now() - started) / 1000;
           const done = position.epoch * plan.batchesPerEpoch + position.batch;
           (opts.onProgress as (p: Progress) => void)({
@@ -615,16 +749,27 @@ export async function fit(model: Module, data: FitData, options: FitOptions = {}
             step: position.step, epoch: position.epoch, loss: value, lr: optimizer.lr, gradNorm: norm,
             samplesPerSecond: timestepsDone / Math.max((performance.now() - started) / 1000, 1e-9),
           });
-          if (position.step % dashboard.every === 0 || position.step === 1) sendDiagnostics(dashboard, model, batch.input, position.step);
+          if (position.step % dashboard.every === 0 || position.step === 1) {
+            if (reducer) reducer.enabled = false;  // the diagnostics' own backward stays on this rank
+            try {
+              sendDiagnostics(dashboard, model, batch.input, position.step);
+            } finally {
+              if (reducer) reducer.enabled = true;
+            }
+          }
         }
         if (opts.onBatchEnd) await (opts.onBatchEnd as NonNullable<FitOptions['onBatchEnd']>)({ epoch: position.epoch, batch: position.batch - 1, step: position.step, loss: value });
         if (position.step % checkpointEvery === 0) await writeCheckpoint();
+        if (stopRequested) {
+          history.stopReason = 'aborted';
+          return history;
+        }
       }
       history.loss.push(epochLossSum / Math.max(epochWeight, 1e-12));
       let monitored = history.loss[history.loss.length - 1];
       let valAccuracy: number | null = null;
       if (validation) {
-        const result = await evaluate(model, validation, loss);
+        const result = await evaluate(model, validation, loss, world !== null);
         history.valLoss.push(result.loss);
         if (result.accuracy !== null) history.valAccuracy.push((valAccuracy = result.accuracy));
         monitored = result.loss;
@@ -658,6 +803,7 @@ export async function fit(model: Module, data: FitData, options: FitOptions = {}
     return history;
   } finally {
     model.train(wasTraining);
+    if (ownReducer) reducer!.dispose();
     if (dashboard) {
       dashboard.send('done', { steps: history.steps, stopReason: history.stopReason });
       await dashboard.close();
@@ -687,7 +833,7 @@ function sendDiagnostics(dashboard: Dashboard, model: Module, input: Tensor, ste
 }
 
 /** Mean loss of `model` over a dataset, in evaluation mode, without gradients. */
-async function evaluate(model: Module, plan: Plan & { spec: TargetSpec }, loss: FitOptions['loss']): Promise<{ loss: number; accuracy: number | null }> {
+async function evaluate(model: Module, plan: Plan & { spec: TargetSpec }, loss: FitOptions['loss'], distributed = false): Promise<{ loss: number; accuracy: number | null }> {
   const wasTraining = model.training;
   model.eval();
   let sum = 0;
@@ -726,5 +872,47 @@ async function evaluate(model: Module, plan: Plan & { spec: TargetSpec }, loss: 
   } finally {
     model.train(wasTraining);
   }
+  // data-parallel: each rank evaluated its share; the totals are the whole set's
+  if (distributed) [sum, weight, correct, counted] = allReduceNumbers([sum, weight, correct, counted]);
   return { loss: sum / Math.max(weight, 1e-12), accuracy: counted > 0 ? correct / counted : null };
+}
+
+// ---------------------------------------------------------------------------
+// Data-parallel helpers
+
+/** Rank 0 reads the checkpoint; every rank parses the same bytes. */
+async function loadCheckpointShared(path: string): Promise<CheckpointContent> {
+  const { result } = await agree(async () => (getLead() ? new Uint8Array(await fs.promises.readFile(path)) : null));
+  const bytes = broadcastBytes(result, 0);
+  return checkpointFromContent(parseSafetensors(bytes, path), path);
+}
+
+function getLead(): boolean {
+  return initDistributed().rank === 0;
+}
+
+/** Every rank's state stacked as [worldSize, ...] on every rank (a sum of disjoint slots). */
+function gatherState(state: State | null, rank: number, worldSize: number): State | null {
+  if (!state) return null;
+  const stack = (t: Tensor): Tensor => {
+    const all = Tensor.zeros([worldSize, ...t.shape]);
+    all.storage.write(t.toArray(), rank * t.size);
+    return allReduce(all, 'sum');
+  };
+  return { h: stack(state.h), ...(state.c ? { c: stack(state.c) } : {}) };
+}
+
+function gatherRng(state: RngState, rank: number, worldSize: number): RngState[] {
+  const slots = new Array<number>(2 * worldSize).fill(0);
+  slots[2 * rank] = state.counter;
+  slots[2 * rank + 1] = state.high;
+  const all = allReduceNumbers(slots);
+  return [...Array(worldSize).keys()].map((r) => ({ counter: all[2 * r], high: all[2 * r + 1] }));
+}
+
+/** Rank `rank`'s slice of a state stacked by gatherState. */
+function rankSlice(t: Tensor, rank: number): Tensor {
+  const shape = t.shape.slice(1);
+  const size = shape.reduce((a, b) => a * b, 1);
+  return Tensor.from(t.toArray().slice(rank * size, (rank + 1) * size), shape);
 }

@@ -19,6 +19,7 @@ export type { RecurrentOptions, RNNOptions, ForwardOptions, RecurrentOutput, LST
 export type { CodedError, ErrorCode } from './errors';
 
 import { native } from './native';
+import { distributedBackend } from './distributed';
 import { describe, expectInteger, typeError } from './errors';
 
 /**
@@ -63,9 +64,12 @@ export function emptyCache(): number {
   return native.emptyCache();
 }
 
-/** What this build can run on: CPU details, and whether CUDA is compiled in and usable. */
-export function backends(): ReturnType<typeof native.backends> {
-  return native.backends();
+/**
+ * What this build can run on: CPU details, whether CUDA is compiled in and usable, and whether
+ * data-parallel training can load its MPI engine (`distributed`: { available, engine?, reason? }).
+ */
+export function backends(): ReturnType<typeof native.backends> & { distributed: ReturnType<typeof distributedBackend> } {
+  return { ...native.backends(), distributed: distributedBackend() };
 }
 export { runAsync, synchronize } from './stream';
 export { crossEntropyLoss, mseLoss, huberLoss } from './losses';
@@ -92,3 +96,8 @@ export { gradientFlow, gateStatistics } from './diagnostics';
 export type { GradientFlow, GradientFlowLayer, GradientFlowOptions, GateSummary, GateStatisticsLayer } from './diagnostics';
 export type { OnnxExportOptions } from './onnx';
 export type { SeriesInput, WindowOptions, ForecasterOptions, ForecasterConfig } from './timeseries';
+export {
+  initDistributed, isDistributedInitialized, getRank, getWorldSize, allReduce, broadcast, barrier, broadcastParameters,
+  DistributedDataParallel, GradReducer,
+} from './distributed';
+export type { DistributedWorld, ReduceOp, GradReducerOptions, DistributedDataParallelOptions } from './distributed';

@@ -75,15 +75,50 @@ export interface NativeAddon {
     { dx: Float64Array; dh0: Float64Array; dc0?: Float64Array; grads: (Float64Array | null)[] };
 }
 
-function load(): NativeAddon {
+export interface DistributedStatus {
+  available: boolean;
+  engine?: string;
+  library?: string;
+  reason?: string;
+  initialized: boolean;
+  rank?: number;
+  worldSize?: number;
+  mpi?: boolean;
+}
+
+export interface WorldInfo {
+  rank: number;
+  worldSize: number;
+  localRank: number;
+  localSize: number;
+  /** false: a world of one, started without an MPI launcher (no MPI loaded) */
+  mpi: boolean;
+}
+
+/** The collectives (binding/distributed.cc); op: 0 sum, 1 max, 2 min. */
+export interface NativeCollectives {
+  distributedStatus(): DistributedStatus;
+  distributedInit(): WorldInfo;
+  allReduce(storages: S[], op: number, scale: number): void;
+  allReduceStart(storages: S[], op: number, scale: number): number;
+  allReduceWait(ticket: number): void;
+  allReduceScalars(values: Float64Array, op: number): Float64Array;
+  broadcast(storage: S, root: number): void;
+  broadcastBytes(bytes: Uint8Array | null, root: number): Uint8Array;
+  barrier(): void;
+  distributedAbort(code: number): never;
+  distributedShutdown(): void;
+}
+
+function load(): NativeAddon & NativeCollectives {
   const root = path.join(__dirname, '..');
   try {
     // an explicit build (the sanitizer build of `npm run test:asan`, say)
     // eslint-disable-next-line @typescript-eslint/no-require-imports
-    if (process.env.RECURRENT_ADDON) return require(path.resolve(process.env.RECURRENT_ADDON)) as NativeAddon;
+    if (process.env.RECURRENT_ADDON) return require(path.resolve(process.env.RECURRENT_ADDON)) as NativeAddon & NativeCollectives;
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     const nodeGypBuild = require('node-gyp-build') as (dir: string) => unknown;
-    return nodeGypBuild(root) as NativeAddon;
+    return nodeGypBuild(root) as NativeAddon & NativeCollectives;
   } catch (cause) {
     const where = `${process.platform}-${process.arch}`;
     const error = typeError(
@@ -101,4 +136,4 @@ function load(): NativeAddon {
   }
 }
 
-export const native: NativeAddon = load();
+export const native: NativeAddon & NativeCollectives = load();

@@ -121,7 +121,11 @@ export async function saveCheckpoint(path: string, content: Omit<CheckpointConte
 }
 
 export async function loadCheckpoint(path: string): Promise<CheckpointContent> {
-  const { tensors, metadata } = await loadSafetensors(path);
+  return checkpointFromContent(await loadSafetensors(path), path);
+}
+
+/** A checkpoint from the parsed safetensors content of its file (`path` names it in errors). */
+export function checkpointFromContent({ tensors, metadata }: SafetensorsContent, path = '<buffer>'): CheckpointContent {
   const raw = metadata[CHECKPOINT_KEY];
   if (raw === undefined) throw rangeError(`${path} is not a recurrent checkpoint`, 'ERR_BAD_FILE');
   const state = parseJson(raw, CHECKPOINT_KEY, path);

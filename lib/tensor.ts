@@ -210,6 +210,7 @@ export class Tensor {
   grad: Tensor | null = null;
 
   private readonly dims: readonly number[];
+  private postAccumulateHooks: ((tensor: Tensor) => void)[] | null = null;
 
   /** @internal use Tensor.from / zeros / ones. */
   constructor(storage: NativeStorage, shape: readonly number[], requiresGrad = false, device: Device = 'cpu') {
@@ -458,6 +459,28 @@ export class Tensor {
   }
 
   /** @internal adds `grad` into this.grad. */
+  /**
+   * Runs `hook(this)` after backward() has accumulated the last gradient it computes for this
+   * leaf into `.grad` (PyTorch's register_post_accumulate_grad_hook). Data-parallel training
+   * starts reducing a bucket of gradients as soon as backward has produced them.
+   */
+  registerPostAccumulateGradHook(hook: (tensor: Tensor) => void): { remove(): void } {
+    if (typeof hook !== 'function') throw typeError(`Expected hook to be a function but received ${describe(hook)}`);
+    if (this.gradFn) throw typeError('registerPostAccumulateGradHook: only leaf tensors accumulate gradients', 'ERR_GRAPH');
+    (this.postAccumulateHooks ??= []).push(hook);
+    return {
+      remove: () => {
+        const at = this.postAccumulateHooks?.indexOf(hook) ?? -1;
+        if (at >= 0) this.postAccumulateHooks!.splice(at, 1);
+      },
+    };
+  }
+
+  /** @internal called by backward() once this leaf's gradient is complete */
+  runPostAccumulateGradHooks(): void {
+    if (this.postAccumulateHooks) for (const hook of [...this.postAccumulateHooks]) hook(this);
+  }
+
   accumulateGrad(grad: Tensor): void {
     if (!this.grad) {
       this.grad = keep(grad.copyData());
