@@ -24,12 +24,13 @@ interface Launched {
 }
 
 /** `recurrent launch -n N` of the worker, bounded in time (the whole job is killed past it). */
-function launch(n: number, args: string[], timeoutMs = 90_000): Promise<Launched> {
+function launch(n: number, args: string[], timeoutMs = 90_000, launchFlags: string[] = [], prefix: string[] = []): Promise<Launched> {
   const started = performance.now();
   return new Promise((resolve, reject) => {
     const cli = "require('./lib/cli').main([process.argv[0], 'recurrent', ...process.argv.slice(1)]).catch((e) => { console.error(e.message); process.exitCode = 1; })";
-    const child = spawn(process.execPath, ['--require', 'tsx/cjs', '-e', cli, '--',
-      'launch', '-n', String(n), '--require', 'tsx/cjs', WORKER, ...args], { cwd: ROOT, env: process.env, detached: true });
+    const command = [...prefix, process.execPath, '--require', 'tsx/cjs', '-e', cli, '--',
+      'launch', '-n', String(n), ...launchFlags, '--require', 'tsx/cjs', WORKER, ...args];
+    const child = spawn(command[0], command.slice(1), { cwd: ROOT, env: process.env, detached: true });
     let output = '';
     child.stdout.on('data', (d: Buffer) => (output += d.toString()));
     child.stderr.on('data', (d: Buffer) => (output += d.toString()));
@@ -242,6 +243,68 @@ describe('data-parallel training (MPI)', function () {
       expect(c.history.loss).to.have.length(2);
       expect(c.history.loss[0]).to.equal(a.history.loss[0]); // the first epoch was the 2-rank run's
       expect(Number.isFinite(c.history.loss[1])).to.equal(true);
+    });
+  });
+  describe('across two hosts', function () {
+    // Two network namespaces joined by a veth pair stand for two machines: mpirun runs in the
+    // first and starts the second rank's daemon in the other through an rsh agent (where ssh
+    // would be), and MPI may only use TCP. Where namespaces cannot be made (no root or no
+    // CAP_SYS_ADMIN), the same job runs over TCP on loopback.
+    const id = String(process.pid % 100000);
+    const ns = { a: `recurrentA${id}`, b: `recurrentB${id}`, va: `rva${id}`, vb: `rvb${id}` };
+    let namespaces = false;
+    const sh = (command: string) => spawnSync('sh', ['-c', command], { encoding: 'utf8' });
+
+    before(function () {
+      if (!haveMpirun) this.skip();
+      // RECURRENT_TEST_NO_NETNS=1 takes the loopback path on purpose
+      const made = process.env.RECURRENT_TEST_NO_NETNS ? { status: 1, stderr: 'RECURRENT_TEST_NO_NETNS is set' } : sh([
+        `ip netns add ${ns.a}`, `ip netns add ${ns.b}`, `ip link add ${ns.va} type veth peer name ${ns.vb}`,
+        `ip link set ${ns.va} netns ${ns.a}`, `ip link set ${ns.vb} netns ${ns.b}`,
+        `ip -n ${ns.a} addr add 10.231.0.1/24 dev ${ns.va}`, `ip -n ${ns.b} addr add 10.231.0.2/24 dev ${ns.vb}`,
+        `ip -n ${ns.a} link set ${ns.va} up`, `ip -n ${ns.b} link set ${ns.vb} up`, `ip -n ${ns.a} link set lo up`, `ip -n ${ns.b} link set lo up`,
+      ].join(' && '));
+      namespaces = made.status === 0;
+      if (!namespaces) {
+        sh(`ip netns del ${ns.a} 2>/dev/null; ip netns del ${ns.b} 2>/dev/null`);
+        console.log(`      (network namespaces unavailable: ${made.stderr.trim().split('\n')[0]}; the job runs over TCP on loopback)`);
+      }
+    });
+
+    after(() => {
+      if (namespaces) sh(`ip netns del ${ns.a}; ip netns del ${ns.b}`);
+    });
+
+    it('2 ranks on two hosts over TCP (a hostfile, an rsh agent): the same parameters as one process', async () => {
+      let run: Launched;
+      if (namespaces) {
+        const hostfile = path.join(dir, 'hosts');
+        fs.writeFileSync(hostfile, '10.231.0.1 slots=1\n10.231.0.2 slots=1\n');
+        const agent = path.join(dir, 'agent.sh');
+        fs.writeFileSync(agent, [
+          '#!/bin/sh', '# what ssh would do: run the command on the host (here: in its network namespace)',
+          'host="$1"; shift',
+          `case "$host" in 10.231.0.1) ns=${ns.a} ;; 10.231.0.2) ns=${ns.b} ;; *) echo "unknown host $host" >&2; exit 1 ;; esac`,
+          'exec ip netns exec "$ns" sh -c "$*"', '',
+        ].join('\n'), { mode: 0o755 });
+        run = await launch(2, ['fit', dir], 90_000, ['--hostfile', hostfile, '--mca', `plm_rsh_agent=${agent}`, '--mca', 'btl=tcp,self'], ['ip', 'netns', 'exec', ns.a]);
+      } else {
+        run = await launch(2, ['fit', dir], 90_000, ['--mca', 'btl=tcp,self', '--mca', 'btl_tcp_if_include=lo']);
+      }
+      expect(run.code, run.output).to.equal(0);
+      const ranks = results<{ params: Record<string, number[]>; history: { steps: number } }>(dir, 'fit', 2);
+      expect(maxDifference(ranks[1].params, ranks[0].params)).to.equal(0);
+      manualSeed(100);
+      const model = ddpModel();
+      await fit(model, ddpData('fit'), { ...DDP_OPTIONS.fit, batchSize: DDP_OPTIONS.fit.batchSize! * 2 });
+      const single = Object.fromEntries(model.namedParameters().map(([name, t]) => [name, Array.from(t.toArray())]));
+      expect(maxDifference(ranks[0].params, single)).to.be.below(1e-5);
+      if (namespaces) {
+        // the gradients crossed the veth: at least one 4-byte value per parameter per step each way
+        const sent = Number(sh(`ip netns exec ${ns.a} cat /sys/class/net/${ns.va}/statistics/tx_bytes`).stdout);
+        const parameters = model.parameters().reduce((n, p) => n + p.size, 0);
+        expect(sent).to.be.greaterThan(4 * parameters * ranks[0].history.steps);
+      }
     });
   });
 });
