@@ -9,16 +9,20 @@
  * CPU kernels get cores / W threads. Per job:
  *   - ms per step: the median over the timed steps (after warm-up) of rank 0's step times;
  *   - samples/s: global (B x W per step);
- *   - efficiency: samples/s at W over W x samples/s at 1 (1.0 = perfect; the cores are shared, so
- *     on a 2-core machine 2 ranks with 1 thread each compete with 1 rank with 2 threads);
+ *   - efficiency: samples/s of W ranks over W x samples/s of 1 rank with as many threads as each
+ *     of them (1.0 = perfect: the cost of communication, of the step's all-reduce waits and of
+ *     ranks sharing memory bandwidth); and the speed-up over 1 rank using all the cores;
  *   - all-reduce ms: the median time of allReduce of 8.4 MB alone (what a step would wait for
- *     without any overlap), and the step's cost over the 1-rank step time.
+ *     without any overlap);
+ *   - alone together: W independent single-process runs at the same time (no MPI), each with the
+ *     same threads as a rank: what sharing the machine's caches and memory costs by itself, so
+ *     that the step time of W ranks over it is the cost of communication and synchronization.
  *
  *   npx tsx bench/distributed.ts [--ranks 1,2] [--steps 30]
  *
  * Results go to bench/distributed-results.md and .json.
  */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -91,25 +95,52 @@ async function rank(out: string, steps: number): Promise<void> {
   }
 }
 
-function orchestrate(): void {
+/** W single processes (no launcher) training at once; the median of their step times. */
+async function aloneTogether(n: number, threads: number, steps: number, root: string): Promise<number> {
+  const outs = [...Array(n).keys()].map((i) => path.join(os.tmpdir(), `recurrent-bench-alone-${n}-${i}.json`));
+  await Promise.all(outs.map((out) => new Promise<void>((resolve, reject) => {
+    fs.rmSync(out, { force: true });
+    const child = spawn(process.execPath, ['--require', 'tsx/cjs', __filename, '--rank', out, String(steps)], {
+      cwd: root, stdio: 'inherit', env: { ...process.env, RECURRENT_NUM_THREADS: String(threads) },
+    });
+    child.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`an independent run failed (exit ${code})`))));
+  })));
+  return median(outs.map((out) => (JSON.parse(fs.readFileSync(out, 'utf8')) as RankReport).msPerStep));
+}
+
+async function orchestrate(): Promise<void> {
   const ranks = (arg('ranks') ?? '1,2').split(',').map(Number);
   const steps = Number(arg('steps') ?? 30);
   const root = path.join(__dirname, '..');
-  const reports: (RankReport & { samplesPerSecond: number; efficiency: number })[] = [];
+  const cores = os.availableParallelism();
+  const reports: (RankReport & { samplesPerSecond: number; efficiency: number; speedup: number; aloneMs: number | null })[] = [];
+  // every world size with cores / W threads per rank, and 1 rank with each of those thread counts
+  const jobs: { n: number; threads: number }[] = [];
   for (const n of ranks) {
+    const threads = Math.max(1, Math.floor(cores / n));
+    if (n > 1 && !jobs.some((j) => j.n === 1 && j.threads === threads)) jobs.push({ n: 1, threads });
+    if (!jobs.some((j) => j.n === n && j.threads === threads)) jobs.push({ n, threads });
+  }
+  jobs.sort((a, b) => a.n - b.n || b.threads - a.threads);
+  for (const { n, threads } of jobs) {
     const out = path.join(os.tmpdir(), `recurrent-bench-ddp-${n}.json`);
     fs.rmSync(out, { force: true });
     const cli = "require('./lib/cli').main([process.argv[0], 'recurrent', ...process.argv.slice(1)]).catch((e) => { console.error(e.message); process.exitCode = 1; })";
-    const r = spawnSync(process.execPath, ['--require', 'tsx/cjs', '-e', cli, '--', 'launch', '-n', String(n), '--require', 'tsx/cjs', __filename, '--rank', out, String(steps)], {
+    const r = spawnSync(process.execPath, ['--require', 'tsx/cjs', '-e', cli, '--', 'launch', '-n', String(n), '--threads', String(threads), '--require', 'tsx/cjs', __filename, '--rank', out, String(steps)], {
       cwd: root, stdio: 'inherit',
     });
     if (r.status !== 0) throw new Error(`the ${n}-rank job failed (exit ${r.status})`);
     const report = JSON.parse(fs.readFileSync(out, 'utf8')) as RankReport;
     const samplesPerSecond = (B * n * 1000) / report.msPerStep;
-    const efficiency = reports.length ? samplesPerSecond / (n * reports[0].samplesPerSecond / reports[0].worldSize) : 1;
-    reports.push({ ...report, samplesPerSecond, efficiency });
+    const single = reports.find((q) => q.worldSize === 1 && q.threads === report.threads);
+    const allCores = reports.find((q) => q.worldSize === 1 && q.threads === Math.max(...jobs.map((j) => j.threads)));
+    const efficiency = single ? samplesPerSecond / (n * single.samplesPerSecond) : 1;
+    const speedup = allCores ? samplesPerSecond / allCores.samplesPerSecond : 1;
+    const aloneMs = n > 1 ? await aloneTogether(n, threads, steps, root) : null;
+    reports.push({ ...report, samplesPerSecond, efficiency, speedup, aloneMs });
     console.log(`${n} rank(s), ${report.threads} thread(s) each: ${report.msPerStep.toFixed(1)} ms/step, ${samplesPerSecond.toFixed(0)} samples/s, ` +
-      `efficiency ${(efficiency * 100).toFixed(0)}%, all-reduce of ${report.gradientMb.toFixed(1)} MB alone ${report.allReduceMs.toFixed(2)} ms`);
+      `efficiency ${(efficiency * 100).toFixed(0)}%, speed-up ${speedup.toFixed(2)}x, all-reduce of ${report.gradientMb.toFixed(1)} MB alone ${report.allReduceMs.toFixed(2)} ms` +
+      (aloneMs ? `, ${n} independent processes at once: ${aloneMs.toFixed(1)} ms/step` : ''));
   }
   const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
   const machine = `${os.cpus().length} cores (${cpu}), ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}, ${backends().distributed.engine ?? 'no MPI'}`;
@@ -118,9 +149,9 @@ function orchestrate(): void {
     '',
     `Machine: ${machine}. LSTM ${I} -> ${H} + Linear (${reports[0].gradientMb.toFixed(1)} MB of gradients), Adam, T = ${T}, B = ${B} per rank, fit({ distributed: true }), medians over ${steps - 3} steps.`,
     '',
-    '| ranks | threads per rank | ms per step | samples/s (global) | scaling efficiency | all-reduce of the gradients alone (ms) | share of a step |',
-    '|---|---|---|---|---|---|---|',
-    ...reports.map((r) => `| ${r.worldSize} | ${r.threads} | ${r.msPerStep.toFixed(1)} | ${r.samplesPerSecond.toFixed(0)} | ${(r.efficiency * 100).toFixed(0)}% | ${r.worldSize > 1 ? r.allReduceMs.toFixed(2) : '-'} | ${r.worldSize > 1 ? ((r.allReduceMs / r.msPerStep) * 100).toFixed(0) + '%' : '-'} |`),
+    '| ranks | threads per rank | ms per step | samples/s (global) | scaling efficiency (vs 1 rank, same threads) | speed-up over 1 rank on all cores | all-reduce of the gradients alone (ms) | as many independent processes at once (ms per step) | communication and synchronization (step over that) |',
+    '|---|---|---|---|---|---|---|---|---|',
+    ...reports.map((r) => `| ${r.worldSize} | ${r.threads} | ${r.msPerStep.toFixed(1)} | ${r.samplesPerSecond.toFixed(0)} | ${r.worldSize > 1 ? (r.efficiency * 100).toFixed(0) + '%' : '-'} | ${r.speedup.toFixed(2)}x | ${r.worldSize > 1 ? r.allReduceMs.toFixed(2) : '-'} | ${r.aloneMs ? r.aloneMs.toFixed(1) : '-'} | ${r.aloneMs ? '+' + ((r.msPerStep / r.aloneMs - 1) * 100).toFixed(1) + '%' : '-'} |`),
     '',
   ];
   fs.writeFileSync(path.join(__dirname, 'distributed-results.md'), lines.join('\n'));
@@ -135,5 +166,8 @@ if (process.argv.includes('--rank')) {
     process.exitCode = 1;
   });
 } else {
-  orchestrate();
+  orchestrate().catch((error) => {
+    console.error(error);
+    process.exitCode = 1;
+  });
 }
