@@ -19,12 +19,15 @@ namespace recurrent {
 
 namespace {
 
-// backends() -> { cpu: { isa, threads }, cuda: { compiled, deviceCount, devices?, reason? } }
+// backends() -> { cpu: { isa, threads, bf16, bf16Reason?, matmul }, cuda: { compiled, deviceCount, devices?, reason? } }
 Napi::Value Backends(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object cpu = Napi::Object::New(env);
   cpu.Set("isa", gemm_isa());
   cpu.Set("threads", num_threads());
+  cpu.Set("bf16", bf16_supported());
+  if (!bf16_supported()) cpu.Set("bf16Reason", bf16_unavailable_reason());
+  cpu.Set("matmul", bf16_matmul() ? "bf16" : "fp32");
   const CudaStatus status = cuda_status();
   Napi::Object cuda = Napi::Object::New(env);
   cuda.Set("compiled", status.compiled);
@@ -89,6 +92,12 @@ Napi::Value SetTf32(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// setBf16Matmul(on) -> whether BF16 matrix products are now on (false where unsupported).
+Napi::Value SetBf16Matmul(const Napi::CallbackInfo& info) {
+  expect_args(info, 1, "setBf16Matmul");
+  return Napi::Boolean::New(info.Env(), set_bf16_matmul(bool_arg(info[0], "enabled")));
+}
+
 // memoryStats() -> { allocatedBytes, cachedBytes, cuda?: { allocatedBytes, cachedBytes } };
 // emptyCache() -> bytes returned to the system (and the GPU driver)
 Napi::Value MemoryStats(const Napi::CallbackInfo& info) {
@@ -117,6 +126,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("synchronize", Napi::Function::New<Synchronize>(env, "synchronize"));
   exports.Set("setNumThreads", Napi::Function::New<SetNumThreads>(env, "setNumThreads"));
   exports.Set("setTf32", Napi::Function::New<SetTf32>(env, "setTf32"));
+  exports.Set("setBf16Matmul", Napi::Function::New<SetBf16Matmul>(env, "setBf16Matmul"));
   exports.Set("memoryStats", Napi::Function::New<MemoryStats>(env, "memoryStats"));
   exports.Set("emptyCache", Napi::Function::New<EmptyCache>(env, "emptyCache"));
   exports.Set("backends", Napi::Function::New<Backends>(env, "backends"));

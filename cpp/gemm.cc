@@ -13,6 +13,8 @@
 #include "thread_pool.h"
 
 #include <algorithm>
+#include <atomic>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -115,11 +117,52 @@ using WideKernel = void (*)(int, const float*, const float*, const float*, float
 RECURRENT_MICRO_KERNEL(micro_kernel_baseline, , Vec4, 4, 4)
 #if defined(__x86_64__) && defined(__GNUC__)
 #define RECURRENT_X86_DISPATCH 1
+#include <immintrin.h>
 RECURRENT_MICRO_KERNEL(micro_kernel_avx2, __attribute__((target("avx2,fma"))), Vec8, 8, 6)
 // AVX-512: 8 x 32 (two panels; 16 accumulators hide the FMA latency on two 512-bit pipes),
 // and 8 x 16 for a last single panel; A blocks of 256 rows (L2).
 RECURRENT_MICRO_KERNEL(micro_kernel_avx512, __attribute__((target("avx512f,avx2,fma"))), Vec16, 16, 8)
 RECURRENT_MICRO_KERNEL_WIDE(micro_kernel_avx512_wide, __attribute__((target("avx512f,avx2,fma"))), Vec16, 16, 8)
+
+// BF16 (AVX512_BF16): A and B hold pairs of bfloat16 per 32-bit word (rows k and k + 1 of a
+// column of B; columns k and k + 1 of a row of A). vdpbf16ps multiplies the pairs and adds
+// both products to an FP32 lane, so one instruction does the work of two FMAs on half the
+// bytes. 8 rows x 16 * P columns of accumulators, as the FP32 kernels.
+#define RECURRENT_BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma")))
+constexpr int kBf16MR = 8;
+
+template <int P>
+RECURRENT_BF16_TARGET void micro_kernel_bf16(int kp, const uint32_t* __restrict a, const uint32_t* __restrict b0,
+                                             const uint32_t* __restrict b1, float alpha, float* c, int ldc, int rows,
+                                             int cols, bool overwrite) {
+  __m512 acc[kBf16MR][P];
+  for (int r = 0; r < kBf16MR; ++r)
+    for (int p = 0; p < P; ++p) acc[r][p] = _mm512_setzero_ps();
+  for (int k = 0; k < kp; ++k) {
+    __m512bh bv[P];
+    bv[0] = (__m512bh)_mm512_loadu_si512(b0 + static_cast<long>(k) * kNR);
+    if (P == 2) bv[P - 1] = (__m512bh)_mm512_loadu_si512(b1 + static_cast<long>(k) * kNR);
+    const uint32_t* ak = a + static_cast<long>(k) * kBf16MR;
+    for (int r = 0; r < kBf16MR; ++r) {
+      const __m512bh av = (__m512bh)_mm512_set1_epi32(static_cast<int>(ak[r]));
+      for (int p = 0; p < P; ++p) acc[r][p] = _mm512_dpbf16_ps(acc[r][p], av, bv[p]);
+    }
+  }
+  const __m512 scale = _mm512_set1_ps(alpha);
+  for (int r = 0; r < rows; ++r) {
+    float* crow = c + static_cast<long>(r) * ldc;
+    if (cols == P * kNR) {
+      for (int p = 0; p < P; ++p) {
+        const __m512 v = _mm512_mul_ps(scale, acc[r][p]);
+        _mm512_storeu_ps(crow + p * kNR, overwrite ? v : _mm512_add_ps(_mm512_loadu_ps(crow + p * kNR), v));
+      }
+    } else {
+      alignas(64) float tile[P * kNR];
+      for (int p = 0; p < P; ++p) _mm512_store_ps(tile + p * kNR, acc[r][p]);
+      for (int j = 0; j < cols; ++j) crow[j] = (overwrite ? 0.0f : crow[j]) + alpha * tile[j];
+    }
+  }
+}
 #endif
 
 struct Dispatch {
@@ -158,6 +201,34 @@ const Dispatch& dispatch() {
 const char* gemm_isa() { return dispatch().isa; }
 
 namespace {
+std::atomic<bool> g_bf16{false};
+
+const char* bf16_reason() {
+#ifdef RECURRENT_X86_DISPATCH
+  if (std::string(dispatch().isa) != "avx512") return "BF16 matrix products need the AVX-512 kernels (RECURRENT_ISA forces others)";
+  if (!__builtin_cpu_supports("avx512bf16")) return "this CPU has no AVX512_BF16";
+  return "";
+#else
+  return "BF16 matrix products need an x86-64 CPU with AVX512_BF16";
+#endif
+}
+}  // namespace
+
+const char* bf16_unavailable_reason() {
+  static const char* reason = bf16_reason();
+  return reason;
+}
+
+bool bf16_supported() { return bf16_unavailable_reason()[0] == '\0'; }
+
+bool set_bf16_matmul(bool on) {
+  g_bf16.store(on && bf16_supported());
+  return g_bf16.load();
+}
+
+bool bf16_matmul() { return g_bf16.load(std::memory_order_relaxed); }
+
+namespace {
 
 // op(B)[k0:k0+kc, n0:n0+nc] into panels of NR columns: panel p holds kc rows of NR.
 void pack_b(bool trans, const float* b, int ldb, int k0, int kc, int n0, int nc, float* out) {
@@ -193,6 +264,65 @@ void pack_a(bool trans, const float* a, int lda, int m0, int mc, int k0, int kc,
   }
 }
 
+// FP32 -> BF16, rounded to nearest even (NaN stays a quiet NaN).
+inline uint32_t bf16_bits(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, sizeof(u));
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (u >> 16) | 0x40u;
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return u >> 16;
+}
+
+inline uint32_t bf16_pair(float lo, float hi) { return bf16_bits(lo) | (bf16_bits(hi) << 16); }
+
+// As pack_b, in BF16 pairs: panel p holds ceil(kc / 2) rows of NR words (an odd last row of
+// op(B) is paired with zero).
+void pack_b_bf16(bool trans, const float* b, int ldb, int k0, int kc, int n0, int nc, uint32_t* out) {
+  const int kp = (kc + 1) / 2;
+  const auto at = [&](int k, int col) { return trans ? b[static_cast<long>(col) * ldb + k] : b[static_cast<long>(k) * ldb + col]; };
+  for (int p = 0; p < nc; p += kNR) {
+    const int cols = std::min(kNR, nc - p);
+    uint32_t* dst = out + static_cast<long>(p) * kp;
+    for (int q = 0; q < kp; ++q) {
+      uint32_t* row = dst + q * kNR;
+      const int k = k0 + 2 * q;
+      const bool second = 2 * q + 1 < kc;
+      for (int j = 0; j < cols; ++j) row[j] = bf16_pair(at(k, n0 + p + j), second ? at(k + 1, n0 + p + j) : 0.0f);
+      for (int j = cols; j < kNR; ++j) row[j] = 0;
+    }
+  }
+}
+
+// As pack_a, in BF16 pairs of columns, panels of kBf16MR rows.
+void pack_a_bf16(bool trans, const float* a, int lda, int m0, int mc, int k0, int kc, uint32_t* out) {
+  const int kp = (kc + 1) / 2;
+  const auto at = [&](int m, int k) { return trans ? a[static_cast<long>(k) * lda + m] : a[static_cast<long>(m) * lda + k]; };
+  for (int p = 0; p < mc; p += kBf16MR) {
+    const int rows = std::min(kBf16MR, mc - p);
+    uint32_t* dst = out + static_cast<long>(p) * kp;
+    for (int q = 0; q < kp; ++q) {
+      uint32_t* col = dst + q * kBf16MR;
+      const int k = k0 + 2 * q;
+      const bool second = 2 * q + 1 < kc;
+      for (int r = 0; r < rows; ++r) col[r] = bf16_pair(at(m0 + p + r, k), second ? at(m0 + p + r, k + 1) : 0.0f);
+      for (int r = rows; r < kBf16MR; ++r) col[r] = 0;
+    }
+  }
+}
+
+// The BF16 kernels over one packed A block and the B panels of columns [col, col + width).
+void bf16_block(int kp, const uint32_t* pa, int mc, const uint32_t* b0, const uint32_t* b1, float alpha, float* c,
+                int ldc, int cols, bool overwrite) {
+#ifdef RECURRENT_X86_DISPATCH
+  for (int ir = 0; ir < mc; ir += kBf16MR) {
+    const uint32_t* ap = pa + static_cast<long>(ir) * kp;
+    float* cp = c + static_cast<long>(ir) * ldc;
+    if (b1) micro_kernel_bf16<2>(kp, ap, b0, b1, alpha, cp, ldc, std::min(kBf16MR, mc - ir), cols, overwrite);
+    else micro_kernel_bf16<1>(kp, ap, b0, b0, alpha, cp, ldc, std::min(kBf16MR, mc - ir), cols, overwrite);
+  }
+#endif
+}
+
 }  // namespace
 
 namespace {
@@ -210,6 +340,32 @@ void gemm_serial(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
       for (int j = 0; j < n; ++j) row[j] *= beta;
   }
   if (skip) return;
+
+  if (bf16_matmul()) {
+    thread_local std::vector<uint32_t> pa, pb;
+    pb.resize(static_cast<size_t>(kKC / 2) * (kNC + kNR));
+    pa.resize(static_cast<size_t>(kKC / 2) * (dispatch().mc + kMaxMR));
+    for (int n0 = 0; n0 < n; n0 += kNC) {
+      const int nc = std::min(kNC, n - n0);
+      for (int k0 = 0; k0 < k; k0 += kKC) {
+        const int kc = std::min(kKC, k - k0), kp = (kc + 1) / 2;
+        pack_b_bf16(trans_b, b, ldb, k0, kc, n0, nc, pb.data());
+        for (int m0 = 0; m0 < m; m0 += dispatch().mc) {
+          const int mc = std::min(dispatch().mc, m - m0);
+          pack_a_bf16(trans_a, a, lda, m0, mc, k0, kc, pa.data());
+          const bool overwrite = beta == 0.0f && k0 == 0;
+          for (int jr = 0; jr < nc;) {
+            const uint32_t* bp = pb.data() + static_cast<long>(jr) * kp;
+            const bool wide = jr + kNR < nc;
+            bf16_block(kp, pa.data(), mc, bp, wide ? bp + static_cast<long>(kNR) * kp : nullptr, alpha,
+                       c + static_cast<long>(m0) * ldc + n0 + jr, ldc, std::min((wide ? 2 : 1) * kNR, nc - jr), overwrite);
+            jr += wide ? 2 * kNR : kNR;
+          }
+        }
+      }
+    }
+    return;
+  }
 
   const Dispatch& isa = dispatch();
   const MicroKernel micro_kernel = isa.kernel;
@@ -271,6 +427,31 @@ void gemm_packed_tiles(int m, float alpha, const float* a, int lda, const Packed
       for (int j = col0; j < col1; ++j) row[j] *= beta;
   }
   if (skip) return;
+  if (b.is_bf16()) {
+    thread_local std::vector<uint32_t> pa;
+    const int block_m = dispatch().mc;
+    pa.resize(static_cast<size_t>(kKC / 2) * (block_m + kMaxMR));
+    for (int k0 = 0; k0 < k; k0 += kKC) {
+      const int kc = std::min(kKC, k - k0), kp = (kc + 1) / 2;
+      for (int m0 = 0; m0 < m; m0 += block_m) {
+        const int mc = std::min(block_m, m - m0);
+        pack_a_bf16(false, a, lda, m0, mc, k0, kc, pa.data());
+        const bool overwrite = beta == 0.0f && k0 == 0;
+        const auto panel = [&](int tile) {
+          const int col = tile * kNR, block = col / kNC * kNC;
+          return b.panel_bf16(block, k0) + static_cast<long>(col - block) * kp;
+        };
+        for (int tile = tile0; tile < tile1 && tile * kNR < n;) {
+          const int col = tile * kNR;
+          const bool wide = tile + 1 < tile1 && col + kNR < n && (col + kNR) / kNC == col / kNC;
+          bf16_block(kp, pa.data(), mc, panel(tile), wide ? panel(tile + 1) : nullptr, alpha,
+                     c + static_cast<long>(m0) * ldc + col, ldc, std::min((wide ? 2 : 1) * kNR, n - col), overwrite);
+          tile += wide ? 2 : 1;
+        }
+      }
+    }
+    return;
+  }
   const Dispatch& isa = dispatch();
   const MicroKernel micro_kernel = isa.kernel;
   const int mr = isa.mr, block_m = isa.mc;
@@ -314,6 +495,19 @@ void gemm_packed_tiles(int m, float alpha, const float* a, int lda, const Packed
 void PackedMatrix::pack(bool trans, int k, int n, const float* b, int ldb) {
   k_ = k;
   n_ = n;
+  bf16_ = bf16_matmul();
+  if (bf16_) {
+    // the same blocks, in rows of BF16 pairs: a block of kc rows holds ceil(kc / 2) pair rows
+    size_t total = 0;
+    for (int n0 = 0; n0 < n; n0 += kNC) total += static_cast<size_t>((k + 1) / 2) * ((std::min(kNC, n - n0) + kNR - 1) / kNR * kNR);
+    pairs_.resize(total);
+    data_.clear();
+    for (int n0 = 0; n0 < n; n0 += kNC)
+      for (int k0 = 0; k0 < k; k0 += kKC)
+        pack_b_bf16(trans, b, ldb, k0, std::min(kKC, k - k0), n0, std::min(kNC, n - n0), const_cast<uint32_t*>(panel_bf16(n0, k0)));
+    return;
+  }
+  pairs_.clear();
   // blocks of kNC columns, each split into blocks of kKC rows, each stored as pack_b lays it out
   size_t total = 0;
   for (int n0 = 0; n0 < n; n0 += kNC) total += static_cast<size_t>(k) * ((std::min(kNC, n - n0) + kNR - 1) / kNR * kNR);
@@ -332,6 +526,13 @@ void PackedMatrix::pack(bool trans, int k, int n, const float* b, int ldb) {
   };
   if (static_cast<double>(k) * n >= 1 << 18) parallel_for(static_cast<int>(pieces.size()), pack_piece);
   else for (int i = 0; i < static_cast<int>(pieces.size()); ++i) pack_piece(i);
+}
+
+const uint32_t* PackedMatrix::panel_bf16(int n0, int k0) const {
+  // k0 is a multiple of kKC (even), so the pair rows before it are k0 / 2
+  const size_t before = static_cast<size_t>((k_ + 1) / 2) * n0;
+  const int padded = (std::min(kNC, n_ - n0) + kNR - 1) / kNR * kNR;
+  return pairs_.data() + before + static_cast<size_t>(k0 / 2) * padded;
 }
 
 const float* PackedMatrix::panel(int n0, int k0) const {

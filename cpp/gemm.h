@@ -5,6 +5,7 @@
 // written without being read (it may hold garbage or NaN).
 #pragma once
 
+#include <cstdint>
 #include <vector>
 
 namespace recurrent {
@@ -13,20 +14,37 @@ void gemm_cpu(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
               const float* a, int lda, const float* b, int ldb, float beta,
               float* c, int ldc);
 
+// BF16 matrix products (torch's float32 matmul precision 'medium'): while on, every GEMM
+// rounds its operands to bfloat16 (round to nearest even) as it packs them and multiplies
+// them with AVX512_BF16's vdpbf16ps, accumulating in FP32; C, alpha and beta stay FP32.
+// Only where the CPU has AVX512_BF16 and the AVX-512 kernels are in use; elsewhere
+// set_bf16_matmul(true) leaves it off and returns false.
+bool bf16_supported();
+bool set_bf16_matmul(bool on);
+bool bf16_matmul();
+// Why BF16 is unavailable (empty when it is available).
+const char* bf16_unavailable_reason();
+
 // op(B) packed once into the panel layout of gemm_cpu, for products that reuse the same
 // B many times (the recurrent weights at every time step).
 class PackedMatrix {
  public:
   // op(B) is (k, n): B itself is (n, k) with row stride ldb when trans, else (k, n).
+  // Packed in BF16 pairs when bf16_matmul() is on at the time.
   void pack(bool trans, int k, int n, const float* b, int ldb);
   int rows() const { return k_; }
   int cols() const { return n_; }
+  bool is_bf16() const { return bf16_; }
   // The panels of the block starting at column n0 (a multiple of the block width) and row k0.
   const float* panel(int n0, int k0) const;
+  // The same in BF16: each 32-bit word holds rows k and k + 1 of one column (k even).
+  const uint32_t* panel_bf16(int n0, int k0) const;
 
  private:
   std::vector<float> data_;
+  std::vector<uint32_t> pairs_;
   int k_ = 0, n_ = 0;
+  bool bf16_ = false;
 };
 
 // C (M, N) = alpha * A (M, K) * op(B) + beta * C with op(B) packed and A not transposed,

@@ -30,24 +30,28 @@ export function setNumThreads(threads: number): void {
   native.setNumThreads(expectInteger(threads, 'threads', 1, 256));
 }
 
-let matmulPrecision: 'highest' | 'high' = 'highest';
+let matmulPrecision: 'highest' | 'high' | 'medium' = 'highest';
 
 /**
- * Precision of float32 matrix products on 'cuda', as torch.set_float32_matmul_precision:
- * 'highest' (the default) computes in FP32; 'high' lets large products (the input
- * projections and weight gradients of the layers, big matmuls) use the tensor cores in
- * TF32 (inputs rounded to 10-bit mantissas, FP32 accumulation), several times faster.
- * The CPU always computes in FP32.
+ * Precision of float32 matrix products, as torch.set_float32_matmul_precision:
+ * - 'highest' (the default): FP32 everywhere.
+ * - 'high': on 'cuda', large products (the layers' input projections and weight gradients, big
+ *   matmuls) use the tensor cores in TF32 (10-bit mantissas, FP32 accumulation). The CPU stays FP32.
+ * - 'medium': as 'high' on 'cuda'; on the CPU every matrix product (the recurrent step's too)
+ *   rounds its operands to bfloat16 and multiplies them with AVX512_BF16 (vdpbf16ps), accumulating
+ *   in FP32; states, gates and updates stay FP32. Where the CPU lacks AVX512_BF16 it stays FP32:
+ *   `backends().cpu` says which (`matmul: 'bf16' | 'fp32'`, `bf16`, `bf16Reason`).
  */
-export function setFloat32MatmulPrecision(precision: 'highest' | 'high'): void {
-  if (precision !== 'highest' && precision !== 'high') {
-    throw typeError(`Expected precision to be 'highest' or 'high' but received ${describe(precision)}`);
+export function setFloat32MatmulPrecision(precision: 'highest' | 'high' | 'medium'): void {
+  if (precision !== 'highest' && precision !== 'high' && precision !== 'medium') {
+    throw typeError(`Expected precision to be 'highest', 'high' or 'medium' but received ${describe(precision)}`);
   }
-  native.setTf32(precision === 'high');
+  native.setTf32(precision !== 'highest');
+  native.setBf16Matmul(precision === 'medium');
   matmulPrecision = precision;
 }
 
-export function getFloat32MatmulPrecision(): 'highest' | 'high' {
+export function getFloat32MatmulPrecision(): 'highest' | 'high' | 'medium' {
   return matmulPrecision;
 }
 

@@ -35,9 +35,10 @@ export interface NativeAddon {
   synchronize(): Promise<void>;
   setNumThreads(threads: number): void;
   setTf32(enabled: boolean): void;
+  setBf16Matmul(enabled: boolean): boolean;
   memoryStats(): { allocatedBytes: number; cachedBytes: number; cuda?: { allocatedBytes: number; cachedBytes: number } };
   emptyCache(): number;
-  backends(): { cpu: { isa: string; threads: number }; cuda: CudaStatus };
+  backends(): { cpu: { isa: string; threads: number; bf16: boolean; bf16Reason?: string; matmul: 'fp32' | 'bf16' }; cuda: CudaStatus };
   stridedCopy(dst: S, dstOffset: number, dstStrides: number[], src: S, srcOffset: number, srcStrides: number[], shape: number[], accumulate: boolean): void;
   unary(op: number, out: S, input: S, count: number): void;
   unaryBackward(op: number, gradIn: S, input: S, output: S, gradOut: S, count: number): void;

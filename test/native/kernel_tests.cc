@@ -19,6 +19,9 @@ using namespace recurrent;
 namespace {
 
 int failures = 0;
+// BF16 runs: |diff| <= this share of the tensor's largest |reference| (0: the default tolerances)
+double g_share_of_max = 0.0;
+bool g_forward_only = false;  // BF16 with ReLU: rounding flips units near zero, whose gradients then differ wholly
 
 std::vector<float> random_vector(std::mt19937& rng, size_t n, float scale) {
   std::uniform_real_distribution<float> dist(-scale, scale);
@@ -32,6 +35,12 @@ std::vector<double> widen(const std::vector<float>& v) { return std::vector<doub
 // |a - b| <= atol + rtol * |ref|, printing the first mismatches and the max difference.
 void expect_close(const std::string& what, const float* got, const double* ref, size_t n,
                   double atol = 2e-5, double rtol = 1e-3) {
+  if (g_share_of_max > 0) {
+    double largest = 0;
+    for (size_t i = 0; i < n; ++i) largest = std::max(largest, std::fabs(ref[i]));
+    atol = g_share_of_max * largest + 1e-6;
+    rtol = 0;
+  }
   double max_diff = 0.0;
   int shown = 0;
   bool ok = true;
@@ -87,6 +96,7 @@ void check_layer(CellKind cell, int directions, const std::vector<int>& lengths,
   expect_close("y", y.data(), yr.data(), y.size());
   expect_close("h_n", hn.data(), hnr.data(), state);
   if (cell == CellKind::kLstm) expect_close("c_n", cn.data(), cnr.data(), state);
+  if (g_forward_only) return;
 
   std::vector<float> dx(x.size()), dh0(state), dc0(state);
   std::vector<std::vector<float>> g(4 * directions);
@@ -174,6 +184,79 @@ void check_activations() {
 
 }  // namespace
 
+// FP32 -> BF16 -> FP32, rounded to nearest even: what the BF16 GEMM multiplies.
+double bf16_round(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, sizeof(u));
+  u += 0x7fffu + ((u >> 16) & 1u);
+  u &= 0xffff0000u;
+  float r;
+  std::memcpy(&r, &u, sizeof(r));
+  return r;
+}
+
+// BF16 GEMMs (gemm_cpu and the packed tiles) at odd sizes, every transpose, alpha and beta:
+// against a double product of the BF16-rounded operands (tight: only FP32 accumulation
+// differs) and of the FP32 operands (BF16's own error).
+void check_bf16_gemm() {
+  std::printf("BF16 GEMM\n");
+  std::mt19937 rng(77);
+  struct Shape { int m, n, k; };
+  const Shape shapes[] = {{1, 1, 1}, {7, 13, 5}, {9, 33, 257}, {33, 47, 300}, {64, 2048, 512}, {3, 100, 1}};
+  for (const Shape& sh : shapes) {
+    for (int t = 0; t < 4; ++t) {
+      const bool ta = t & 1, tb = t & 2;
+      const int m = sh.m, n = sh.n, k = sh.k;
+      auto a = random_vector(rng, static_cast<size_t>(m) * k, 1.0f);
+      auto b = random_vector(rng, static_cast<size_t>(k) * n, 1.0f);
+      auto c = random_vector(rng, static_cast<size_t>(m) * n, 1.0f);
+      const float alpha = 0.75f, beta = t == 3 ? 0.0f : 0.5f;
+      const int lda = ta ? m : k, ldb = tb ? k : n;
+      std::vector<double> exact(c.size()), rounded(c.size()), scale(c.size());
+      for (int i = 0; i < m; ++i)
+        for (int j = 0; j < n; ++j) {
+          double e = 0, r = 0, s2 = 0;
+          for (int q = 0; q < k; ++q) {
+            const float av = ta ? a[static_cast<size_t>(q) * lda + i] : a[static_cast<size_t>(i) * lda + q];
+            const float bv = tb ? b[static_cast<size_t>(j) * ldb + q] : b[static_cast<size_t>(q) * ldb + j];
+            e += static_cast<double>(av) * bv;
+            r += bf16_round(av) * bf16_round(bv);
+            s2 += std::fabs(bf16_round(av) * bf16_round(bv));
+          }
+          const double base = beta == 0.0f ? 0.0 : beta * static_cast<double>(c[static_cast<size_t>(i) * n + j]);
+          exact[static_cast<size_t>(i) * n + j] = alpha * e + base;
+          rounded[static_cast<size_t>(i) * n + j] = alpha * r + base;
+          scale[static_cast<size_t>(i) * n + j] = s2;
+        }
+      std::vector<float> got = c;
+      gemm_cpu(ta, tb, m, n, k, alpha, a.data(), lda, b.data(), ldb, beta, got.data(), n);
+      bool ok = true;
+      double worst_rounded = 0, worst_exact = 0;
+      for (size_t i = 0; i < got.size(); ++i) {
+        const double dr = std::fabs(got[i] - rounded[i]), de = std::fabs(got[i] - exact[i]);
+        worst_rounded = std::max(worst_rounded, dr);
+        worst_exact = std::max(worst_exact, de / (scale[i] + 1e-3));
+        if (dr > 2e-6 * (scale[i] + 1.0) || de > 1e-2 * (scale[i] + 1.0)) ok = false;
+      }
+      if (!ok) ++failures;
+      std::printf("  gemm %3dx%4dx%3d ta=%d tb=%d %s (max |diff| vs rounded %.3g, vs FP32 %.3g of sum |ab|)\n", m, n, k, ta,
+                  tb != 0, ok ? "ok" : "MISMATCH", worst_rounded, worst_exact);
+      if (!ta && tb) {
+        // the same product through a packed B (the recurrent weights), split into tile ranges
+        PackedMatrix packed;
+        packed.pack(true, k, n, b.data(), ldb);
+        std::vector<float> tiles = c;
+        const int count = (n + kGemmTile - 1) / kGemmTile;
+        for (int t0 = 0; t0 < count; t0 += 3) gemm_packed_tiles(m, alpha, a.data(), lda, packed, beta, tiles.data(), n, t0, std::min(count, t0 + 3));
+        bool same = packed.is_bf16();
+        for (size_t i = 0; i < got.size(); ++i) same = same && tiles[i] == got[i];
+        if (!same) ++failures;
+        std::printf("  packed tiles %s\n", same ? "ok (bit-identical to gemm_cpu)" : "MISMATCH");
+      }
+    }
+  }
+}
+
 int main() {
   check_activations();
   const CellKind cells[] = {CellKind::kRnnTanh, CellKind::kRnnRelu, CellKind::kLstm, CellKind::kGru};
@@ -189,6 +272,30 @@ int main() {
         check_layer(cell, directions, {5, 9, 1, 9}, true, 64, 9);
       }
     }
+  }
+  // BF16 matrix products (setFloat32MatmulPrecision('medium')) where the CPU has them: the
+  // GEMMs exactly, the layers within BF16's tolerance
+  if (set_bf16_matmul(true)) {
+    for (int threads : {1, 2}) {
+      set_num_threads(threads);
+      check_bf16_gemm();
+    }
+    // the GEMMs above are exact; through the layers BF16's rounding (about 0.4% per operand)
+    // adds up over the steps: each tensor within a share of its largest value
+    for (CellKind cell : cells) {
+      // a ReLU unit near zero that rounding flips passes (or blocks) its whole gradient: forward only
+      g_share_of_max = 0.03;
+      g_forward_only = cell == CellKind::kRnnRelu;
+      for (int directions = 1; directions <= 2; ++directions) {
+        check_layer(cell, directions, {9, 9, 4, 2, 1, 1}, true, 37, 9);
+        check_layer(cell, directions, {5, 9, 1, 9}, false, 64, 9);
+      }
+    }
+    g_share_of_max = 0.0;
+    g_forward_only = false;
+    set_bf16_matmul(false);
+  } else {
+    std::printf("BF16 matrix products skipped: %s\n", bf16_unavailable_reason());
   }
   if (failures) {
     std::printf("%d comparisons FAILED\n", failures);
