@@ -277,7 +277,7 @@ inline uint32_t bf16_pair(float lo, float hi) { return bf16_bits(lo) | (bf16_bit
 
 // As pack_b, in BF16 pairs: panel p holds ceil(kc / 2) rows of NR words (an odd last row of
 // op(B) is paired with zero).
-void pack_b_bf16(bool trans, const float* b, int ldb, int k0, int kc, int n0, int nc, uint32_t* out) {
+[[maybe_unused]] void pack_b_bf16_scalar(bool trans, const float* b, int ldb, int k0, int kc, int n0, int nc, uint32_t* out) {
   const int kp = (kc + 1) / 2;
   const auto at = [&](int k, int col) { return trans ? b[static_cast<long>(col) * ldb + k] : b[static_cast<long>(k) * ldb + col]; };
   for (int p = 0; p < nc; p += kNR) {
@@ -294,7 +294,7 @@ void pack_b_bf16(bool trans, const float* b, int ldb, int k0, int kc, int n0, in
 }
 
 // As pack_a, in BF16 pairs of columns, panels of kBf16MR rows.
-void pack_a_bf16(bool trans, const float* a, int lda, int m0, int mc, int k0, int kc, uint32_t* out) {
+[[maybe_unused]] void pack_a_bf16_scalar(bool trans, const float* a, int lda, int m0, int mc, int k0, int kc, uint32_t* out) {
   const int kp = (kc + 1) / 2;
   const auto at = [&](int m, int k) { return trans ? a[static_cast<long>(k) * lda + m] : a[static_cast<long>(m) * lda + k]; };
   for (int p = 0; p < mc; p += kBf16MR) {
@@ -308,6 +308,115 @@ void pack_a_bf16(bool trans, const float* a, int lda, int m0, int mc, int k0, in
       for (int r = rows; r < kBf16MR; ++r) col[r] = 0;
     }
   }
+}
+
+#ifdef RECURRENT_X86_DISPATCH
+// GCC 12 warns about the _mm512_undefined_epi32() inside _mm512_srli_epi32 (a false positive)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+// The same packing with AVX-512, bit for bit: rounding is integer arithmetic on the float
+// bits (as bf16_bits), 16 values at a time.
+
+// Each lane: v rounded to BF16, in the high 16 bits (the low 16 bits cleared).
+RECURRENT_BF16_TARGET inline __m512i bf16_high(__m512 v) {
+  const __m512i u = _mm512_castps_si512(v);
+  const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+  __m512i r = _mm512_add_epi32(u, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), odd));
+  const __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+  r = _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(u, _mm512_set1_epi32(0x400000)));
+  return _mm512_and_si512(r, _mm512_set1_epi32(static_cast<int>(0xffff0000u)));
+}
+
+// Lane i: (lo[i], hi[i]) as one BF16 pair.
+RECURRENT_BF16_TARGET inline __m512i bf16_pairs_across(__m512 lo, __m512 hi) {
+  return _mm512_or_si512(_mm512_srli_epi32(bf16_high(lo), 16), bf16_high(hi));
+}
+
+// Lane q: (x[2q], x[2q + 1]) for the 32 floats x = v0 (0..15), v1 (16..31).
+RECURRENT_BF16_TARGET inline __m512i bf16_pairs_along(__m512 v0, __m512 v1) {
+  // the high 16-bit word of float f is word 2f + 1 of the concatenated vectors
+  const __m512i index = _mm512_set_epi16(63, 61, 59, 57, 55, 53, 51, 49, 47, 45, 43, 41, 39, 37, 35, 33, 31, 29, 27, 25, 23,
+                                         21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+  return _mm512_permutex2var_epi16(bf16_high(v0), index, bf16_high(v1));
+}
+
+inline __mmask16 first_lanes(int count) {
+  return count >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << std::max(count, 0)) - 1u);
+}
+
+// Pairs along a row of `count` floats (x[0..count), zero past it), pair q of the row written
+// to out[q * stride], for q < ceil(count / 2).
+RECURRENT_BF16_TARGET void pairs_of_row(const float* x, int count, uint32_t* out, int stride) {
+  const int pairs = (count + 1) / 2;
+  const __m512i offsets = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                             _mm512_set1_epi32(stride));
+  for (int q = 0; q < pairs; q += 16) {
+    const int left = count - 2 * q;
+    const __m512 v0 = _mm512_maskz_loadu_ps(first_lanes(left), x + 2 * q);
+    const __m512 v1 = _mm512_maskz_loadu_ps(first_lanes(left - 16), x + 2 * q + 16);
+    _mm512_mask_i32scatter_epi32(out + static_cast<long>(q) * stride, first_lanes(pairs - q), offsets, bf16_pairs_along(v0, v1), 4);
+  }
+}
+
+RECURRENT_BF16_TARGET void pack_b_bf16_avx512(bool trans, const float* b, int ldb, int k0, int kc, int n0, int nc, uint32_t* out) {
+  const int kp = (kc + 1) / 2;
+  for (int p = 0; p < nc; p += kNR) {
+    const int cols = std::min(kNR, nc - p);
+    uint32_t* dst = out + static_cast<long>(p) * kp;
+    if (!trans) {
+      const __mmask16 mask = first_lanes(cols);
+      for (int q = 0; q < kp; ++q) {
+        const int k = k0 + 2 * q;
+        const __m512 lo = _mm512_maskz_loadu_ps(mask, b + static_cast<long>(k) * ldb + n0 + p);
+        const __m512 hi = 2 * q + 1 < kc ? _mm512_maskz_loadu_ps(mask, b + static_cast<long>(k + 1) * ldb + n0 + p) : _mm512_setzero_ps();
+        _mm512_storeu_si512(dst + q * kNR, bf16_pairs_across(lo, hi));
+      }
+    } else {
+      // column j of op(B) is row n0 + p + j of B: its pairs are adjacent in memory
+      if (cols < kNR) std::fill(dst, dst + static_cast<long>(kp) * kNR, 0u);
+      for (int j = 0; j < cols; ++j) pairs_of_row(b + static_cast<long>(n0 + p + j) * ldb + k0, kc, dst + j, kNR);
+    }
+  }
+}
+
+RECURRENT_BF16_TARGET void pack_a_bf16_avx512(bool trans, const float* a, int lda, int m0, int mc, int k0, int kc, uint32_t* out) {
+  const int kp = (kc + 1) / 2;
+  for (int p = 0; p < mc; p += kBf16MR) {
+    const int rows = std::min(kBf16MR, mc - p);
+    uint32_t* dst = out + static_cast<long>(p) * kp;
+    if (trans) {
+      // row r of op(A) is column m0 + p + r of A: a pair's two values are in rows k, k + 1
+      const __mmask16 mask = first_lanes(rows);
+      for (int q = 0; q < kp; ++q) {
+        const int k = k0 + 2 * q;
+        const __m512 lo = _mm512_maskz_loadu_ps(mask, a + static_cast<long>(k) * lda + m0 + p);
+        const __m512 hi = 2 * q + 1 < kc ? _mm512_maskz_loadu_ps(mask, a + static_cast<long>(k + 1) * lda + m0 + p) : _mm512_setzero_ps();
+        _mm512_mask_storeu_epi32(dst + q * kBf16MR, first_lanes(kBf16MR), bf16_pairs_across(lo, hi));
+      }
+    } else {
+      if (rows < kBf16MR) std::fill(dst, dst + static_cast<long>(kp) * kBf16MR, 0u);
+      for (int r = 0; r < rows; ++r) pairs_of_row(a + static_cast<long>(m0 + p + r) * lda + k0, kc, dst + r, kBf16MR);
+    }
+  }
+}
+#pragma GCC diagnostic pop
+#endif
+
+// BF16 packing: AVX-512 where BF16 runs at all (the scalar versions are their reference).
+void pack_b_bf16(bool trans, const float* b, int ldb, int k0, int kc, int n0, int nc, uint32_t* out) {
+#ifdef RECURRENT_X86_DISPATCH
+  pack_b_bf16_avx512(trans, b, ldb, k0, kc, n0, nc, out);
+#else
+  pack_b_bf16_scalar(trans, b, ldb, k0, kc, n0, nc, out);
+#endif
+}
+
+void pack_a_bf16(bool trans, const float* a, int lda, int m0, int mc, int k0, int kc, uint32_t* out) {
+#ifdef RECURRENT_X86_DISPATCH
+  pack_a_bf16_avx512(trans, a, lda, m0, mc, k0, kc, out);
+#else
+  pack_a_bf16_scalar(trans, a, lda, m0, mc, k0, kc, out);
+#endif
 }
 
 // The BF16 kernels over one packed A block and the B panels of columns [col, col + width).
@@ -549,7 +658,9 @@ void gemm_cpu(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
               const float* a, int lda, const float* b, int ldb, float beta,
               float* c, int ldc) {
   const int threads = num_threads();
-  if (threads <= 1 || k < kParallelMinK || static_cast<double>(m) * n * k < kParallelWork) {
+  // a BF16 product takes about half the time of an FP32 one: it counts half
+  const double work = static_cast<double>(m) * n * k * (bf16_matmul() ? 0.5 : 1.0);
+  if (threads <= 1 || k < kParallelMinK || work < kParallelWork) {
     gemm_serial(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     return;
   }

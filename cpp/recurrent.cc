@@ -14,6 +14,7 @@
 #include "recurrent.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -113,9 +114,23 @@ size_t layer_reserve_size(const LayerDims& dims) {
 
 namespace {
 
+// Multiply-adds of one step's recurrent product below which the steps run on one thread: the
+// per-step barrier and the split of a short product cost more than a second thread saves.
+// Measured on Zen 5 (bench/bf16.ts, T = B = 32): at H = 128 (2.1M for an LSTM) a team of two
+// is no faster in FP32 and 1.4x slower in BF16; at H = 512 (33.5M) it is 1.2x (training) to
+// 1.6x (inference) faster in both. A BF16 product takes about half the time of an FP32 one, so
+// it counts half. RECURRENT_TEAM_MIN_WORK overrides the threshold (to measure the crossover).
+double team_min_work() {
+  static const double value = [] {
+    const char* env = std::getenv("RECURRENT_TEAM_MIN_WORK");
+    return env && *env ? std::atof(env) : 4.0e6;
+  }();
+  return value;
+}
+
 int team_for(int blocks, int batch, int gh, int hidden) {
-  // below ~64k multiply-adds a step, the barrier costs more than the second thread saves
-  if (blocks < 2 || static_cast<double>(batch) * gh * hidden < 65536.0) return 1;
+  const double work = static_cast<double>(batch) * gh * hidden * (bf16_matmul() ? 0.5 : 1.0);
+  if (blocks < 2 || work < team_min_work()) return 1;
   return std::min(num_threads(), blocks);
 }
 
