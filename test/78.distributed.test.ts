@@ -167,6 +167,17 @@ describe('data-parallel training (MPI)', function () {
       }
     });
 
+    it('plain mpirun works as well as recurrent launch', () => {
+      const root = process.getuid?.() === 0 ? ['--allow-run-as-root'] : [];
+      const r = spawnSync('mpirun', ['-n', '2', '--oversubscribe', ...root, process.execPath, '--require', 'tsx/cjs', WORKER, 'collectives', dir], {
+        cwd: ROOT, encoding: 'utf8', timeout: 90_000,
+      });
+      expect(r.status, `${r.stdout}\n${r.stderr}`).to.equal(0);
+      for (const result of results<Record<string, unknown>>(dir, 'collectives', 2)) {
+        expect(result).to.deep.include({ worldSize: 2, okSum: true, okMean: true, okBig: true, okBroadcast: true });
+      }
+    });
+
     for (const n of [2, 4]) {
       for (const scenario of ['fit', 'stream'] as const) {
         it(`${n} ranks, ${scenario === 'fit' ? 'shuffled samples' : 'one stream with truncated BPTT'}: identical parameters on every rank, equal to one process on the same global batches`, async () => {
