@@ -39,6 +39,13 @@ class StreamWorker : public Napi::AsyncWorker {
   Stream* stream_;
 };
 
+// The rejection of synchronize() when a queued job threw: coded like every other error.
+Napi::Value queued_failure(Napi::Env env, const std::string& message) {
+  Napi::Error error = Napi::Error::New(env, "a queued native op failed: " + message);
+  error.Set("code", Napi::String::New(env, "ERR_QUEUED_OP"));
+  return error.Value();
+}
+
 }  // namespace
 
 std::vector<std::shared_ptr<Buffer>>& current_keep() {
@@ -114,7 +121,7 @@ void Stream::on_drained(Napi::Env env) {
   waiters.swap(waiters_);
   for (auto& deferred : waiters) {
     if (error.empty()) deferred.Resolve(env.Undefined());
-    else deferred.Reject(Napi::Error::New(env, "a queued native op failed: " + error).Value());
+    else deferred.Reject(queued_failure(env, error));
   }
 }
 
@@ -132,7 +139,7 @@ Napi::Value Stream::synchronize(Napi::Env env) {
   } else if (error.empty()) {
     deferred.Resolve(env.Undefined());
   } else {
-    deferred.Reject(Napi::Error::New(env, "a queued native op failed: " + error).Value());
+    deferred.Reject(queued_failure(env, error));
   }
   return deferred.Promise();
 }

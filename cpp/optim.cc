@@ -71,4 +71,17 @@ void clamp_cpu(float* x, int64_t n, float low, float high) {
   for (int64_t i = 0; i < n; ++i) x[i] = std::min(std::max(x[i], low), high);
 }
 
+double clip_grad_norm_cpu(float* const* grads, const int64_t* sizes, size_t count, double max_norm) {
+  double total = 0.0;
+  for (size_t i = 0; i < count; ++i) total += sum_squares_cpu(grads[i], sizes[i]);
+  const double norm = std::sqrt(total);
+  const double coef = max_norm / (norm + 1e-6);
+  if (coef < 1.0) {
+    const float scale = static_cast<float>(coef);
+    for (size_t i = 0; i < count; ++i)
+      for (int64_t j = 0; j < sizes[i]; ++j) grads[i][j] *= scale;
+  }
+  return norm;
+}
+
 }  // namespace recurrent

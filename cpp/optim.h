@@ -2,6 +2,7 @@
 // Semantics follow torch.optim (SGD, Adam, AdamW, RMSprop) exactly.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 namespace recurrent {
@@ -38,5 +39,9 @@ double sum_squares_cpu(const float* x, int64_t n);
 
 // x = clamp(x, low, high)
 void clamp_cpu(float* x, int64_t n, float low, float high);
+
+// torch.nn.utils.clip_grad_norm_: the L2 norm of all `count` gradients (in double), and when it
+// exceeds max_norm every gradient scaled by max_norm / (norm + 1e-6). Returns the norm.
+double clip_grad_norm_cpu(float* const* grads, const int64_t* sizes, size_t count, double max_norm);
 
 }  // namespace recurrent

@@ -18,6 +18,8 @@ export type ErrorCode =
   | 'ERR_UNSUPPORTED'
   /** a bad value found by the native side's own checks (binding/args.h) */
   | 'ERR_OUT_OF_RANGE'
+  /** a native op queued by runAsync (or fit) failed on the worker thread; synchronize() rejects with it */
+  | 'ERR_QUEUED_OP'
   /** the collectives of data-parallel training: not available, not initialized, or another rank failed */
   | 'ERR_DISTRIBUTED';
 

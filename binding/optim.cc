@@ -1,13 +1,12 @@
-// Node-API glue for losses, optimizers and clipping. An optimizer step is one native
-// call over all parameters; so is clipping, which also writes the norm into a tensor
-// so that async training never has to read it back mid-step.
-#include "train.h"
+// Node-API glue for optimizers and clipping (cpp/optim.h). An optimizer step is one native
+// call over all parameters; so is clipping, which also writes the norm into a tensor so that
+// async training never has to read it back mid-step.
+#include "optim.h"
 
 #include <cmath>
 #include <string>
 #include <vector>
 
-#include "../cpp/loss.h"
 #include "../cpp/optim.h"
 #include "../cuda/ops.h"
 #include "args.h"
@@ -17,23 +16,6 @@
 namespace recurrent {
 
 namespace {
-
-constexpr int64_t kMaxElements = int64_t{1} << 34;
-
-std::vector<int32_t> targets_arg(const Napi::Value& value, int64_t rows, int64_t classes, int32_t ignore_index) {
-  Napi::Env env = value.Env();
-  if (!value.IsTypedArray() || value.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
-    throw_type(env, "targets must be an Int32Array");
-  Napi::Int32Array array = value.As<Napi::Int32Array>();
-  if (static_cast<int64_t>(array.ElementLength()) != rows)
-    throw_range(env, "targets must have " + std::to_string(rows) + " entries");
-  std::vector<int32_t> targets(array.Data(), array.Data() + rows);
-  for (int64_t n = 0; n < rows; ++n)
-    if (targets[n] != ignore_index && (targets[n] < 0 || targets[n] >= classes))
-      throw_range(env, "targets[" + std::to_string(n) + "] = " + std::to_string(targets[n]) + " is not a class in [0, " +
-                           std::to_string(classes) + ")");
-  return targets;
-}
 
 // An array of `count` storages (or nulls where allowed), as spans of `sizes[i]` floats.
 std::vector<float*> storage_list(const Napi::Value& value, const char* name, const std::vector<int64_t>& sizes,
@@ -71,47 +53,6 @@ std::vector<double> numbers_arg(const Napi::Value& value, const char* name, size
 }
 
 }  // namespace
-
-// crossEntropy(losses, logits, targets, rows, classes, ignoreIndex)
-Napi::Value CrossEntropy(const Napi::CallbackInfo& info) {
-  begin_op();
-  expect_args(info, 6, "crossEntropy");
-  const int64_t rows = int_arg(info[3], "rows", 0, kMaxElements);
-  const int64_t classes = int_arg(info[4], "classes", 1, kMaxElements);
-  if (rows > kMaxElements / classes) throw_range(info.Env(), "crossEntropy: too many elements");
-  const int32_t ignore = static_cast<int32_t>(int_arg(info[5], "ignoreIndex", INT32_MIN, INT32_MAX));
-  std::vector<int32_t> targets = targets_arg(info[2], rows, classes, ignore);
-  float* losses = span_of(info[0], "losses", 0, rows);
-  const float* logits = span_of(info[1], "logits", 0, rows * classes);
-  run(info.Env(), [=] { cross_entropy_forward_cpu(losses, logits, targets.data(), rows, classes, ignore); }, [&] {
-    DeviceInts on_device(targets);
-    cuda::cross_entropy_forward(losses, logits, on_device.data, rows, classes, ignore);
-  });
-  return info.Env().Undefined();
-}
-
-// crossEntropyBackward(gradLogits, logits, targets, gradLosses, rows, classes, ignoreIndex)
-Napi::Value CrossEntropyBackward(const Napi::CallbackInfo& info) {
-  begin_op();
-  expect_args(info, 7, "crossEntropyBackward");
-  const int64_t rows = int_arg(info[4], "rows", 0, kMaxElements);
-  const int64_t classes = int_arg(info[5], "classes", 1, kMaxElements);
-  if (rows > kMaxElements / classes) throw_range(info.Env(), "crossEntropyBackward: too many elements");
-  const int32_t ignore = static_cast<int32_t>(int_arg(info[6], "ignoreIndex", INT32_MIN, INT32_MAX));
-  std::vector<int32_t> targets = targets_arg(info[2], rows, classes, ignore);
-  float* grad_logits = span_of(info[0], "gradLogits", 0, rows * classes);
-  const float* logits = span_of(info[1], "logits", 0, rows * classes);
-  const float* grad_losses = span_of(info[3], "gradLosses", 0, rows);
-  run(
-      info.Env(),
-      [=] { cross_entropy_backward_cpu(grad_logits, logits, targets.data(), grad_losses, rows, classes, ignore); },
-      [&] {
-        DeviceInts on_device(targets);
-        cuda::cross_entropy_backward(grad_logits, logits, on_device.data, grad_losses, rows, classes, ignore);
-      });
-  return info.Env().Undefined();
-}
-
 // optimizerStep(kind, hyper, steps, params, grads, state0, state1, state2)
 //   kind 0 SGD   hyper [lr, momentum, dampening, weightDecay, nesterov]    state0 momentum
 //   kind 1 Adam  hyper [lr, beta1, beta2, eps, weightDecay, decoupled]     state0 expAvg, state1 expAvgSq
@@ -193,18 +134,7 @@ Napi::Value ClipGradNorm(const Napi::CallbackInfo& info) {
   const double max_norm = number_arg(info[1], "maxNorm");
   float* norm_out = span_of(info[2], "normOut", 0, 1);
   const auto gpu = [&] { cuda::clip_grad_norm(grads.data(), sizes.data(), grads.size(), max_norm, norm_out); };
-  run(info.Env(), [=] {
-    double total = 0.0;
-    for (size_t i = 0; i < grads.size(); ++i) total += sum_squares_cpu(grads[i], sizes[i]);
-    const double norm = std::sqrt(total);
-    *norm_out = static_cast<float>(norm);
-    const double coef = max_norm / (norm + 1e-6);
-    if (coef < 1.0) {
-      const float scale = static_cast<float>(coef);
-      for (size_t i = 0; i < grads.size(); ++i)
-        for (int64_t j = 0; j < sizes[i]; ++j) grads[i][j] *= scale;
-    }
-  }, gpu);
+  run(info.Env(), [=] { *norm_out = static_cast<float>(clip_grad_norm_cpu(grads.data(), sizes.data(), grads.size(), max_norm)); }, gpu);
   return info.Env().Undefined();
 }
 

@@ -3,7 +3,7 @@
 // then buffers in kernel order (outputs, then inputs). Weights travel as one flat
 // array of 4 * D entries, [w_ih, w_hh, b_ih, b_hh] per direction, biases null when
 // the layer has none. Sizes are re-checked against every buffer.
-#include "layers.h"
+#include "recurrent.h"
 
 #include <algorithm>
 #include <string>

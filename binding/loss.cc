@@ -1,0 +1,76 @@
+// Node-API glue for the losses (cpp/loss.h): the fused cross-entropy and its gradient.
+#include "loss.h"
+
+#include <string>
+#include <vector>
+
+#include "../cpp/loss.h"
+#include "../cuda/ops.h"
+#include "args.h"
+#include "storage.h"
+#include "stream.h"
+
+namespace recurrent {
+
+namespace {
+
+constexpr int64_t kMaxElements = int64_t{1} << 34;
+
+std::vector<int32_t> targets_arg(const Napi::Value& value, int64_t rows, int64_t classes, int32_t ignore_index) {
+  Napi::Env env = value.Env();
+  if (!value.IsTypedArray() || value.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+    throw_type(env, "targets must be an Int32Array");
+  Napi::Int32Array array = value.As<Napi::Int32Array>();
+  if (static_cast<int64_t>(array.ElementLength()) != rows)
+    throw_range(env, "targets must have " + std::to_string(rows) + " entries");
+  std::vector<int32_t> targets(array.Data(), array.Data() + rows);
+  for (int64_t n = 0; n < rows; ++n)
+    if (targets[n] != ignore_index && (targets[n] < 0 || targets[n] >= classes))
+      throw_range(env, "targets[" + std::to_string(n) + "] = " + std::to_string(targets[n]) + " is not a class in [0, " +
+                           std::to_string(classes) + ")");
+  return targets;
+}
+
+}  // namespace
+
+// crossEntropy(losses, logits, targets, rows, classes, ignoreIndex)
+Napi::Value CrossEntropy(const Napi::CallbackInfo& info) {
+  begin_op();
+  expect_args(info, 6, "crossEntropy");
+  const int64_t rows = int_arg(info[3], "rows", 0, kMaxElements);
+  const int64_t classes = int_arg(info[4], "classes", 1, kMaxElements);
+  if (rows > kMaxElements / classes) throw_range(info.Env(), "crossEntropy: too many elements");
+  const int32_t ignore = static_cast<int32_t>(int_arg(info[5], "ignoreIndex", INT32_MIN, INT32_MAX));
+  std::vector<int32_t> targets = targets_arg(info[2], rows, classes, ignore);
+  float* losses = span_of(info[0], "losses", 0, rows);
+  const float* logits = span_of(info[1], "logits", 0, rows * classes);
+  run(info.Env(), [=] { cross_entropy_forward_cpu(losses, logits, targets.data(), rows, classes, ignore); }, [&] {
+    DeviceInts on_device(targets);
+    cuda::cross_entropy_forward(losses, logits, on_device.data, rows, classes, ignore);
+  });
+  return info.Env().Undefined();
+}
+
+// crossEntropyBackward(gradLogits, logits, targets, gradLosses, rows, classes, ignoreIndex)
+Napi::Value CrossEntropyBackward(const Napi::CallbackInfo& info) {
+  begin_op();
+  expect_args(info, 7, "crossEntropyBackward");
+  const int64_t rows = int_arg(info[4], "rows", 0, kMaxElements);
+  const int64_t classes = int_arg(info[5], "classes", 1, kMaxElements);
+  if (rows > kMaxElements / classes) throw_range(info.Env(), "crossEntropyBackward: too many elements");
+  const int32_t ignore = static_cast<int32_t>(int_arg(info[6], "ignoreIndex", INT32_MIN, INT32_MAX));
+  std::vector<int32_t> targets = targets_arg(info[2], rows, classes, ignore);
+  float* grad_logits = span_of(info[0], "gradLogits", 0, rows * classes);
+  const float* logits = span_of(info[1], "logits", 0, rows * classes);
+  const float* grad_losses = span_of(info[3], "gradLosses", 0, rows);
+  run(
+      info.Env(),
+      [=] { cross_entropy_backward_cpu(grad_logits, logits, targets.data(), grad_losses, rows, classes, ignore); },
+      [&] {
+        DeviceInts on_device(targets);
+        cuda::cross_entropy_backward(grad_logits, logits, on_device.data, grad_losses, rows, classes, ignore);
+      });
+  return info.Env().Undefined();
+}
+
+}  // namespace recurrent

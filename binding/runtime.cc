@@ -1,0 +1,119 @@
+// Node-API glue for the runtime: what the build can run on (backends), async mode and
+// synchronize, threads, matmul precision, and memory statistics.
+#include "runtime.h"
+
+#include <string>
+
+#include "../cpp/allocator.h"
+#include "../cpp/gemm.h"
+#include "../cpp/thread_pool.h"
+#include "../cuda/device.h"
+#include "../cuda/kernels.h"
+#include "../cuda/ops.h"
+#include "args.h"
+#include "storage.h"
+#include "stream.h"
+
+namespace recurrent {
+
+// backends() -> { cpu: { isa, threads, bf16, bf16Reason?, matmul }, cuda: { compiled, deviceCount, devices?, reason? } }
+Napi::Value Backends(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object cpu = Napi::Object::New(env);
+  cpu.Set("isa", gemm_isa());
+  cpu.Set("threads", num_threads());
+  cpu.Set("bf16", bf16_supported());
+  if (!bf16_supported()) cpu.Set("bf16Reason", bf16_unavailable_reason());
+  cpu.Set("matmul", bf16_matmul() ? "bf16" : "fp32");
+  const CudaStatus status = cuda_status();
+  Napi::Object cuda = Napi::Object::New(env);
+  cuda.Set("compiled", status.compiled);
+  cuda.Set("deviceCount", status.device_count);
+  if (!status.reason.empty()) cuda.Set("reason", status.reason);
+  if (!status.devices.empty()) {
+    Napi::Array devices = Napi::Array::New(env, status.devices.size());
+    for (size_t i = 0; i < status.devices.size(); ++i) {
+      Napi::Object device = Napi::Object::New(env);
+      device.Set("name", status.devices[i].name);
+      device.Set("computeCapability", std::to_string(status.devices[i].major) + "." +
+                                          std::to_string(status.devices[i].minor));
+      device.Set("totalMemory", static_cast<double>(status.devices[i].total_memory));
+      devices.Set(static_cast<uint32_t>(i), device);
+    }
+    cuda.Set("devices", devices);
+  }
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("cpu", cpu);
+  out.Set("cuda", cuda);
+  return out;
+}
+
+// setAsync(on): queue ops on the stream (true) or run them on the caller's thread (false).
+Napi::Value SetAsync(const Napi::CallbackInfo& info) {
+  expect_args(info, 1, "setAsync");
+  stream_of(info.Env()).set_async(bool_arg(info[0], "async"));
+  return info.Env().Undefined();
+}
+
+Napi::Value IsAsync(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), stream_of(info.Env()).async());
+}
+
+// synchronize(): a promise settled when every queued op has run (the GPU's too, once a
+// tensor was ever put on 'cuda'; a kernel's failure rejects it).
+Napi::Value Synchronize(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (cuda_used()) {
+    try {
+      cuda::synchronize();
+    } catch (const std::exception& e) {
+      Napi::Promise::Deferred failed = Napi::Promise::Deferred::New(env);
+      failed.Reject(Napi::Error::New(env, e.what()).Value());
+      return failed.Promise();
+    }
+  }
+  return stream_of(env).synchronize(env);
+}
+
+// setNumThreads(n): threads the CPU kernels split work across (1 = serial).
+Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
+  expect_args(info, 1, "setNumThreads");
+  set_num_threads(static_cast<int>(int_arg(info[0], "threads", 1, 256)));
+  return info.Env().Undefined();
+}
+
+// setTf32(on): large CUDA matrix products through the tensor cores in TF32.
+Napi::Value SetTf32(const Napi::CallbackInfo& info) {
+  expect_args(info, 1, "setTf32");
+  cuda::set_tf32(bool_arg(info[0], "enabled"));
+  return info.Env().Undefined();
+}
+
+// setBf16Matmul(on) -> whether BF16 matrix products are now on (false where unsupported).
+Napi::Value SetBf16Matmul(const Napi::CallbackInfo& info) {
+  expect_args(info, 1, "setBf16Matmul");
+  return Napi::Boolean::New(info.Env(), set_bf16_matmul(bool_arg(info[0], "enabled")));
+}
+
+// memoryStats() -> { allocatedBytes, cachedBytes, cuda?: { allocatedBytes, cachedBytes } };
+// emptyCache() -> bytes returned to the system (and the GPU driver)
+Napi::Value MemoryStats(const Napi::CallbackInfo& info) {
+  Napi::Object out = Napi::Object::New(info.Env());
+  out.Set("allocatedBytes", static_cast<double>(allocated_bytes()));
+  out.Set("cachedBytes", static_cast<double>(cached_bytes()));
+  if (cuda_used()) {
+    Napi::Object gpu = Napi::Object::New(info.Env());
+    gpu.Set("allocatedBytes", static_cast<double>(cuda::device_allocated_bytes()));
+    gpu.Set("cachedBytes", static_cast<double>(cuda::device_cached_bytes()));
+    out.Set("cuda", gpu);
+  }
+  return out;
+}
+
+Napi::Value EmptyCache(const Napi::CallbackInfo& info) {
+  size_t released = cached_release_all();
+  if (cuda_used()) released += cuda::device_release_all();
+  return Napi::Number::New(info.Env(), static_cast<double>(released));
+}
+
+}  // namespace recurrent
