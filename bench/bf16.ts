@@ -8,7 +8,7 @@
  *    64, BPTT 64, B = 32, Adam 4e-3): the same seed and steps at FP32 and at BF16, validation
  *    bits per character after each epoch (target: within 1%).
  *
- *   npx tsx bench/bf16.ts [--epochs 1] [--rounds 9]
+ *   npm run bench:bf16 [-- --epochs 3 --rounds 9]
  *
  * Results go to bench/bf16-results.md and .json.
  */

@@ -18,7 +18,7 @@
  *     same threads as a rank: what sharing the machine's caches and memory costs by itself, so
  *     that the step time of W ranks over it is the cost of communication and synchronization.
  *
- *   npx tsx bench/distributed.ts [--ranks 1,2] [--steps 30]
+ *   npm run bench:distributed [-- --ranks 1,2,4 --steps 30]
  *
  * Results go to bench/distributed-results.md and .json.
  */
