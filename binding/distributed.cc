@@ -9,8 +9,8 @@
 //   thread, and returns a ticket; allReduceWait queues a job that waits for that ticket.
 //   Between the two, the stream worker goes on with the rest of backward, so the reduction
 //   of one bucket overlaps the computation of the next.
-// Tensors on 'cuda' are staged through host memory, synchronously (CUDA-aware MPI or NCCL
-// would slot in here).
+// Tensors on 'cuda' are staged through host memory (on_host), with the main thread waiting, so
+// no kernel is queued behind the copies' backs (CUDA-aware MPI or NCCL would slot in there).
 #include "distributed.h"
 
 #include <cstring>
@@ -81,11 +81,12 @@ std::vector<Span> spans_arg(const Napi::Value& value, const char* name) {
   return out;
 }
 
-// Reduces `spans` as one message: packed into one host buffer unless there is a single host
-// span, which is reduced where it lies.
-void reduce_spans(const std::vector<Span>& spans, ReduceOp op, float scale) {
+// Runs `fn` (a collective, in place) on the spans as one message of host memory: a single
+// host span where it lies, else packed into one buffer (device memory copied through the host,
+// in the CUDA stream's order) and unpacked after. Runs on the communication thread.
+void on_host(const std::vector<Span>& spans, const std::function<void(float*, int64_t)>& fn) {
   if (spans.size() == 1 && !spans[0].cuda) {
-    collective::allreduce_floats(spans[0].data, spans[0].count, op, scale);
+    fn(spans[0].data, spans[0].count);
     return;
   }
   int64_t total = 0;
@@ -97,13 +98,17 @@ void reduce_spans(const std::vector<Span>& spans, ReduceOp op, float scale) {
     else std::memcpy(packed.data() + at, s.data, static_cast<size_t>(s.count) * sizeof(float));
     at += s.count;
   }
-  collective::allreduce_floats(packed.data(), total, op, scale);
+  fn(packed.data(), total);
   at = 0;
   for (const Span& s : spans) {
     if (s.cuda) cuda::copy(s.data, packed.data() + at, static_cast<size_t>(s.count), cuda::CopyKind::kHostToDevice);
     else std::memcpy(s.data, packed.data() + at, static_cast<size_t>(s.count) * sizeof(float));
     at += s.count;
   }
+}
+
+void reduce_spans(const std::vector<Span>& spans, ReduceOp op, float scale) {
+  on_host(spans, [op, scale](float* data, int64_t count) { collective::allreduce_floats(data, count, op, scale); });
 }
 
 // Tickets of bucket reductions in flight: set by the start job, taken by the wait job
@@ -160,32 +165,9 @@ Napi::Value AllReduce(const Napi::CallbackInfo& info) {
   std::vector<Span> spans = spans_arg(info[0], "tensors");
   const ReduceOp op = op_arg(info[1]);
   const float scale = static_cast<float>(number_arg(info[2], "scale"));
-  std::vector<std::shared_ptr<Buffer>> keep;
+  std::vector<std::shared_ptr<Buffer>> keep;  // alive while this call blocks
   keep.swap(current_keep());
   if (spans.empty()) return env.Undefined();
-  // device memory is staged on the calling thread (the CUDA stream's order), host memory on the
-  // communication thread
-  const bool cuda = op_on_cuda();
-  if (cuda) {
-    stream_of(env).wait_idle();
-    run_blocking(env, [] {});  // earlier collectives first
-    int64_t total = 0;
-    for (const Span& s : spans) total += s.count;
-    std::vector<float> packed(static_cast<size_t>(total));
-    int64_t at = 0;
-    for (const Span& s : spans) {
-      cuda::copy(packed.data() + at, s.data, static_cast<size_t>(s.count), cuda::CopyKind::kDeviceToHost);
-      at += s.count;
-    }
-    float* data = packed.data();
-    run_blocking(env, [data, total, op, scale] { collective::allreduce_floats(data, total, op, scale); });
-    at = 0;
-    for (const Span& s : spans) {
-      cuda::copy(s.data, packed.data() + at, static_cast<size_t>(s.count), cuda::CopyKind::kHostToDevice);
-      at += s.count;
-    }
-    return env.Undefined();
-  }
   run_blocking(env, [spans, op, scale] { reduce_spans(spans, op, scale); });
   return env.Undefined();
 }
@@ -263,21 +245,13 @@ Napi::Value Broadcast(const Napi::CallbackInfo& info) {
   expect_args(info, 2, "broadcast");
   expect_initialized(env, "broadcast");
   Storage* storage = Storage::From(info[0], "tensor");
-  float* data = span_of(info[0], "tensor", 0, storage->length());
+  const std::vector<Span> spans{{span_of(info[0], "tensor", 0, storage->length()), storage->length(), storage->on_cuda()}};
   const int root = static_cast<int>(int_arg(info[1], "root", 0, collective::world().size - 1));
-  const int64_t count = storage->length();
-  std::vector<std::shared_ptr<Buffer>> keep;
+  std::vector<std::shared_ptr<Buffer>> keep;  // alive while this call blocks
   keep.swap(current_keep());
-  if (storage->on_cuda()) {
-    stream_of(env).wait_idle();
-    std::vector<float> host(static_cast<size_t>(count));
-    cuda::copy(host.data(), data, static_cast<size_t>(count), cuda::CopyKind::kDeviceToHost);
-    float* h = host.data();
-    run_blocking(env, [h, count, root] { collective::broadcast_bytes(h, count * int64_t{sizeof(float)}, root); });
-    cuda::copy(data, host.data(), static_cast<size_t>(count), cuda::CopyKind::kHostToDevice);
-    return env.Undefined();
-  }
-  run_blocking(env, [data, count, root] { collective::broadcast_bytes(data, count * int64_t{sizeof(float)}, root); });
+  run_blocking(env, [spans, root] {
+    on_host(spans, [root](float* data, int64_t count) { collective::broadcast_bytes(data, count * int64_t{sizeof(float)}, root); });
+  });
   return env.Undefined();
 }
 

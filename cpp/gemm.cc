@@ -30,6 +30,7 @@ static_assert(kNR == kGemmTile, "gemm.h promises tiles of kGemmTile columns");
 constexpr int kKC = 256;
 constexpr int kMC = 64;  // rows of an A block on the narrower ISAs
 constexpr int kNC = 2048;
+constexpr int kBf16MR = 8;  // rows of the BF16 micro-kernel (AVX512_BF16 only)
 
 // acc(MR x NR) = sum_k a[k][0..MR) (x) b[k][0..NR); C tile += alpha * acc (only the
 // rows x cols part that exists). A row of NR floats is one zmm register under AVX-512,
@@ -129,7 +130,6 @@ RECURRENT_MICRO_KERNEL_WIDE(micro_kernel_avx512_wide, __attribute__((target("avx
 // both products to an FP32 lane, so one instruction does the work of two FMAs on half the
 // bytes. 8 rows x 16 * P columns of accumulators, as the FP32 kernels.
 #define RECURRENT_BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma")))
-constexpr int kBf16MR = 8;
 
 template <int P>
 RECURRENT_BF16_TARGET void micro_kernel_bf16(int kp, const uint32_t* __restrict a, const uint32_t* __restrict b0,
@@ -264,60 +264,18 @@ void pack_a(bool trans, const float* a, int lda, int m0, int mc, int k0, int kc,
   }
 }
 
-// FP32 -> BF16, rounded to nearest even (NaN stays a quiet NaN).
-inline uint32_t bf16_bits(float x) {
-  uint32_t u;
-  std::memcpy(&u, &x, sizeof(u));
-  if ((u & 0x7fffffffu) > 0x7f800000u) return (u >> 16) | 0x40u;
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return u >> 16;
-}
-
-inline uint32_t bf16_pair(float lo, float hi) { return bf16_bits(lo) | (bf16_bits(hi) << 16); }
-
-// As pack_b, in BF16 pairs: panel p holds ceil(kc / 2) rows of NR words (an odd last row of
-// op(B) is paired with zero).
-[[maybe_unused]] void pack_b_bf16_scalar(bool trans, const float* b, int ldb, int k0, int kc, int n0, int nc, uint32_t* out) {
-  const int kp = (kc + 1) / 2;
-  const auto at = [&](int k, int col) { return trans ? b[static_cast<long>(col) * ldb + k] : b[static_cast<long>(k) * ldb + col]; };
-  for (int p = 0; p < nc; p += kNR) {
-    const int cols = std::min(kNR, nc - p);
-    uint32_t* dst = out + static_cast<long>(p) * kp;
-    for (int q = 0; q < kp; ++q) {
-      uint32_t* row = dst + q * kNR;
-      const int k = k0 + 2 * q;
-      const bool second = 2 * q + 1 < kc;
-      for (int j = 0; j < cols; ++j) row[j] = bf16_pair(at(k, n0 + p + j), second ? at(k + 1, n0 + p + j) : 0.0f);
-      for (int j = cols; j < kNR; ++j) row[j] = 0;
-    }
-  }
-}
-
-// As pack_a, in BF16 pairs of columns, panels of kBf16MR rows.
-[[maybe_unused]] void pack_a_bf16_scalar(bool trans, const float* a, int lda, int m0, int mc, int k0, int kc, uint32_t* out) {
-  const int kp = (kc + 1) / 2;
-  const auto at = [&](int m, int k) { return trans ? a[static_cast<long>(k) * lda + m] : a[static_cast<long>(m) * lda + k]; };
-  for (int p = 0; p < mc; p += kBf16MR) {
-    const int rows = std::min(kBf16MR, mc - p);
-    uint32_t* dst = out + static_cast<long>(p) * kp;
-    for (int q = 0; q < kp; ++q) {
-      uint32_t* col = dst + q * kBf16MR;
-      const int k = k0 + 2 * q;
-      const bool second = 2 * q + 1 < kc;
-      for (int r = 0; r < rows; ++r) col[r] = bf16_pair(at(m0 + p + r, k), second ? at(m0 + p + r, k + 1) : 0.0f);
-      for (int r = rows; r < kBf16MR; ++r) col[r] = 0;
-    }
-  }
-}
-
+// BF16 packing, for A and B alike. A panel holds `width` lanes (columns of op(B), rows of
+// op(A)) and ceil(kc / 2) pair rows: word q of lane i holds depths 2q and 2q + 1 (an odd last
+// depth is paired with zero), each rounded to BF16 to nearest even (NaN stays a quiet NaN).
+// `along`: the two values of a pair are adjacent in memory (x[lane * ld + depth]), else they
+// are in consecutive rows (x[depth * ld + lane]).
 #ifdef RECURRENT_X86_DISPATCH
 // GCC 12 warns about the _mm512_undefined_epi32() inside _mm512_srli_epi32 (a false positive)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-// The same packing with AVX-512, bit for bit: rounding is integer arithmetic on the float
-// bits (as bf16_bits), 16 values at a time.
 
-// Each lane: v rounded to BF16, in the high 16 bits (the low 16 bits cleared).
+// Each lane: v rounded to BF16, in the high 16 bits (the low 16 bits cleared); integer
+// arithmetic on the float bits, so the result does not depend on MXCSR.
 RECURRENT_BF16_TARGET inline __m512i bf16_high(__m512 v) {
   const __m512i u = _mm512_castps_si512(v);
   const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
@@ -358,65 +316,58 @@ RECURRENT_BF16_TARGET void pairs_of_row(const float* x, int count, uint32_t* out
   }
 }
 
-RECURRENT_BF16_TARGET void pack_b_bf16_avx512(bool trans, const float* b, int ldb, int k0, int kc, int n0, int nc, uint32_t* out) {
+// Lanes [i0, i0 + count) and depths [k0, k0 + kc) of x, in panels of `width` (at most 16) lanes.
+RECURRENT_BF16_TARGET void pack_pairs(const float* x, int ld, bool along, int k0, int kc, int i0, int count, int width,
+                                      uint32_t* out) {
   const int kp = (kc + 1) / 2;
-  for (int p = 0; p < nc; p += kNR) {
-    const int cols = std::min(kNR, nc - p);
+  for (int p = 0; p < count; p += width) {
+    const int lanes = std::min(width, count - p);
     uint32_t* dst = out + static_cast<long>(p) * kp;
-    if (!trans) {
-      const __mmask16 mask = first_lanes(cols);
-      for (int q = 0; q < kp; ++q) {
-        const int k = k0 + 2 * q;
-        const __m512 lo = _mm512_maskz_loadu_ps(mask, b + static_cast<long>(k) * ldb + n0 + p);
-        const __m512 hi = 2 * q + 1 < kc ? _mm512_maskz_loadu_ps(mask, b + static_cast<long>(k + 1) * ldb + n0 + p) : _mm512_setzero_ps();
-        _mm512_storeu_si512(dst + q * kNR, bf16_pairs_across(lo, hi));
-      }
-    } else {
-      // column j of op(B) is row n0 + p + j of B: its pairs are adjacent in memory
-      if (cols < kNR) std::fill(dst, dst + static_cast<long>(kp) * kNR, 0u);
-      for (int j = 0; j < cols; ++j) pairs_of_row(b + static_cast<long>(n0 + p + j) * ldb + k0, kc, dst + j, kNR);
+    if (along) {
+      if (lanes < width) std::fill(dst, dst + static_cast<long>(kp) * width, 0u);
+      for (int i = 0; i < lanes; ++i) pairs_of_row(x + static_cast<long>(i0 + p + i) * ld + k0, kc, dst + i, width);
+      continue;
     }
-  }
-}
-
-RECURRENT_BF16_TARGET void pack_a_bf16_avx512(bool trans, const float* a, int lda, int m0, int mc, int k0, int kc, uint32_t* out) {
-  const int kp = (kc + 1) / 2;
-  for (int p = 0; p < mc; p += kBf16MR) {
-    const int rows = std::min(kBf16MR, mc - p);
-    uint32_t* dst = out + static_cast<long>(p) * kp;
-    if (trans) {
-      // row r of op(A) is column m0 + p + r of A: a pair's two values are in rows k, k + 1
-      const __mmask16 mask = first_lanes(rows);
-      for (int q = 0; q < kp; ++q) {
-        const int k = k0 + 2 * q;
-        const __m512 lo = _mm512_maskz_loadu_ps(mask, a + static_cast<long>(k) * lda + m0 + p);
-        const __m512 hi = 2 * q + 1 < kc ? _mm512_maskz_loadu_ps(mask, a + static_cast<long>(k + 1) * lda + m0 + p) : _mm512_setzero_ps();
-        _mm512_mask_storeu_epi32(dst + q * kBf16MR, first_lanes(kBf16MR), bf16_pairs_across(lo, hi));
-      }
-    } else {
-      if (rows < kBf16MR) std::fill(dst, dst + static_cast<long>(kp) * kBf16MR, 0u);
-      for (int r = 0; r < rows; ++r) pairs_of_row(a + static_cast<long>(m0 + p + r) * lda + k0, kc, dst + r, kBf16MR);
+    const __mmask16 mask = first_lanes(lanes);
+    for (int q = 0; q < kp; ++q) {
+      const float* row = x + static_cast<long>(k0 + 2 * q) * ld + i0 + p;
+      const __m512 lo = _mm512_maskz_loadu_ps(mask, row);
+      const __m512 hi = 2 * q + 1 < kc ? _mm512_maskz_loadu_ps(mask, row + ld) : _mm512_setzero_ps();
+      _mm512_mask_storeu_epi32(dst + q * width, first_lanes(width), bf16_pairs_across(lo, hi));
     }
   }
 }
 #pragma GCC diagnostic pop
+#else
+// Elsewhere BF16 never runs (bf16_supported() is false); this plain version keeps the build whole.
+void pack_pairs(const float* x, int ld, bool along, int k0, int kc, int i0, int count, int width, uint32_t* out) {
+  const auto bits = [](float v) {
+    uint32_t u;
+    std::memcpy(&u, &v, sizeof(u));
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (u >> 16) | 0x40u;
+    return (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+  };
+  const int kp = (kc + 1) / 2;
+  for (int i = 0; i < (count + width - 1) / width * width; ++i)
+    for (int q = 0; q < kp; ++q) {
+      uint32_t word = 0;
+      for (int h = 0; h < 2 && i < count && 2 * q + h < kc; ++h) {
+        const long lane = i0 + i, depth = k0 + 2 * q + h;
+        word |= bits(along ? x[lane * ld + depth] : x[depth * ld + lane]) << (16 * h);
+      }
+      out[static_cast<long>(i / width * width) * kp + q * width + i % width] = word;
+    }
+}
 #endif
 
-// BF16 packing: AVX-512 where BF16 runs at all (the scalar versions are their reference).
+// op(B)[k0:k0+kc, n0:n0+nc] in BF16 pairs: panels of NR columns (pack_b's layout, in pair rows).
 void pack_b_bf16(bool trans, const float* b, int ldb, int k0, int kc, int n0, int nc, uint32_t* out) {
-#ifdef RECURRENT_X86_DISPATCH
-  pack_b_bf16_avx512(trans, b, ldb, k0, kc, n0, nc, out);
-#else
-  pack_b_bf16_scalar(trans, b, ldb, k0, kc, n0, nc, out);
-#endif
+  pack_pairs(b, ldb, trans, k0, kc, n0, nc, kNR, out);
 }
 
+// op(A)[m0:m0+mc, k0:k0+kc] in BF16 pairs: panels of kBf16MR rows.
 void pack_a_bf16(bool trans, const float* a, int lda, int m0, int mc, int k0, int kc, uint32_t* out) {
-#ifdef RECURRENT_X86_DISPATCH
-  pack_a_bf16_avx512(trans, a, lda, m0, mc, k0, kc, out);
-#else
-  pack_a_bf16_scalar(trans, a, lda, m0, mc, k0, kc, out);
-#endif
+  pack_pairs(a, lda, !trans, k0, kc, m0, mc, kBf16MR, out);
 }
 
 // The BF16 kernels over one packed A block and the B panels of columns [col, col + width).

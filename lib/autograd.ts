@@ -174,16 +174,20 @@ function runBackward(roots: Tensor[], seeds: Tensor[], retainGraph: boolean): vo
   }
 
   // For every leaf that requires grad, how many gradients will reach it: its post-accumulate
-  // hooks run once, after the last one (PyTorch's register_post_accumulate_grad_hook).
+  // hooks run once, after the last one (PyTorch's register_post_accumulate_grad_hook). Counted
+  // only while some tensor has such a hook.
   const leafEdges = new Map<Tensor, number>();
-  const countLeaf = (tensor: Tensor): void => {
-    if (!tensor.gradFn && tensor.requiresGrad) leafEdges.set(tensor, (leafEdges.get(tensor) ?? 0) + 1);
-  };
-  roots.forEach(countLeaf);
-  for (const node of dependencies.keys()) node.inputs.forEach(countLeaf);
+  if (postAccumulateHooks > 0) {
+    const countLeaf = (tensor: Tensor): void => {
+      if (!tensor.gradFn && tensor.requiresGrad) leafEdges.set(tensor, (leafEdges.get(tensor) ?? 0) + 1);
+    };
+    roots.forEach(countLeaf);
+    for (const node of dependencies.keys()) node.inputs.forEach(countLeaf);
+  }
 
   const pending = new Map<GradNode, (Tensor | null)[]>();
   const leafDone = (tensor: Tensor): void => {
+    if (leafEdges.size === 0) return;
     const left = leafEdges.get(tensor)! - 1;
     leafEdges.set(tensor, left);
     if (left === 0) tensor.runPostAccumulateGradHooks();
@@ -230,10 +234,16 @@ function runBackward(roots: Tensor[], seeds: Tensor[], retainGraph: boolean): vo
     // the peak is lower too, and nothing the graph held outlives this call.
     if (!retainGraph) node.release();
   }
-  for (const hook of [...backwardEndHooks]) hook();
+  if (backwardEndHooks.size > 0) for (const hook of [...backwardEndHooks]) hook();
 }
 
 const backwardEndHooks = new Set<() => void>();
+let postAccumulateHooks = 0;
+
+/** @internal Tensor.registerPostAccumulateGradHook keeps this count (backward skips leaf counting at 0). */
+export function countPostAccumulateHooks(delta: number): void {
+  postAccumulateHooks += delta;
+}
 
 /**
  * Runs `hook` at the end of every backward() (after the last gradient was accumulated), like

@@ -24,7 +24,7 @@ import { GRU, LSTM, RNN } from './nn/recurrent';
 import { Tensor } from './tensor';
 import { loadModel, parseJson } from './serialize';
 import { CharLanguageModel } from './text';
-import { backends } from './index';
+import { native } from './native';
 
 function integer(name: string, min: number) {
   return (value: string): number => {
@@ -93,7 +93,7 @@ async function train(flags: TrainFlags): Promise<void> {
   if (resumeFrom) readableFile(resumeFrom, 'checkpoint');
 
   const lm = new CharLanguageModel(text, { cell: flags.cell, hiddenSize: flags.hidden, numLayers: flags.layers, embeddingDim: flags.embedding, dropout: flags.dropout });
-  const cpu = backends().cpu;
+  const cpu = native.backends().cpu; // not backends(): that would load libmpi to report on it
   console.log(`recurrent: ${flags.cell.toUpperCase()} ${flags.layers}x${flags.hidden} on ${flags.text} (${text.length.toLocaleString('en-US')} characters, ` +
     `${lm.tokenizer.vocabSize} symbols), ${lm.model.numParameters().toLocaleString('en-US')} parameters, CPU ${cpu.isa}`);
   const unigram = unigramBits(text);

@@ -295,7 +295,7 @@ export async function fit(model: Module, data: FitData, options: FitOptions = {}
 
   if (opts.resumeFrom !== undefined) {
     if (typeof opts.resumeFrom !== 'string') throw typeError('Expected options.resumeFrom to be a checkpoint path');
-    const saved = world ? await loadCheckpointShared(opts.resumeFrom) : await loadCheckpoint(opts.resumeFrom);
+    const saved = world ? await loadCheckpointShared(opts.resumeFrom, lead) : await loadCheckpoint(opts.resumeFrom);
     const s = saved.state as {
       position: Position; history: History; rng: RngState; optimizer: { type: string; hyper: Record<string, number | boolean>; steps: number[] };
       scheduler?: { lastEpoch: number }; best: number | null; badEpochs: number; epochLossSum: number; epochWeight: number;
@@ -607,14 +607,10 @@ async function evaluate(model: Module, plan: Plan & { spec: TargetSpec }, loss: 
 // Data-parallel helpers
 
 /** Rank 0 reads the checkpoint; every rank parses the same bytes. */
-async function loadCheckpointShared(path: string): Promise<CheckpointContent> {
-  const { result } = await agree(async () => (getLead() ? new Uint8Array(await fs.promises.readFile(path)) : null));
+async function loadCheckpointShared(path: string, lead: boolean): Promise<CheckpointContent> {
+  const { result } = await agree(async () => (lead ? new Uint8Array(await fs.promises.readFile(path)) : null));
   const bytes = broadcastBytes(result, 0);
   return checkpointFromContent(parseSafetensors(bytes, path), path);
-}
-
-function getLead(): boolean {
-  return initDistributed().rank === 0;
 }
 
 /** Every rank's state stacked as [worldSize, ...] on every rank (a sum of disjoint slots). */

@@ -6,7 +6,7 @@
  * with their source; every other op returns new memory.
  */
 import { inspect } from 'node:util';
-import { BackwardFn, GradNode, backward as runBackward, isGradEnabled, noGrad, sameShape } from './autograd';
+import { BackwardFn, GradNode, backward as runBackward, countPostAccumulateHooks, isGradEnabled, noGrad, sameShape } from './autograd';
 import {
   describe,
   expectBoolean,
@@ -468,10 +468,13 @@ export class Tensor {
     if (typeof hook !== 'function') throw typeError(`Expected hook to be a function but received ${describe(hook)}`);
     if (this.gradFn) throw typeError('registerPostAccumulateGradHook: only leaf tensors accumulate gradients', 'ERR_GRAPH');
     (this.postAccumulateHooks ??= []).push(hook);
+    countPostAccumulateHooks(1);
     return {
       remove: () => {
         const at = this.postAccumulateHooks?.indexOf(hook) ?? -1;
-        if (at >= 0) this.postAccumulateHooks!.splice(at, 1);
+        if (at < 0) return;
+        this.postAccumulateHooks!.splice(at, 1);
+        countPostAccumulateHooks(-1);
       },
     };
   }
