@@ -21,7 +21,7 @@
 #include <vector>
 
 #include "../cpp/collective.h"
-#include "../cuda/ops.h"
+#include "../cuda/allocator.h"
 #include "args.h"
 #include "storage.h"
 #include "stream.h"

@@ -5,7 +5,7 @@
 #include <vector>
 
 #include "../cpp/loss.h"
-#include "../cuda/ops.h"
+#include "../cuda/loss.h"
 #include "args.h"
 #include "storage.h"
 #include "stream.h"

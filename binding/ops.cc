@@ -6,7 +6,8 @@
 
 #include "../cpp/gemm.h"
 #include "../cpp/ops.h"
-#include "../cuda/kernels.h"
+#include "../cuda/allocator.h"
+#include "../cuda/gemm.h"
 #include "../cuda/ops.h"
 #include "args.h"
 #include "storage.h"

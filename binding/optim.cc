@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "../cpp/optim.h"
-#include "../cuda/ops.h"
+#include "../cuda/optim.h"
 #include "args.h"
 #include "storage.h"
 #include "stream.h"

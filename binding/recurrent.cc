@@ -11,7 +11,8 @@
 
 #include "../cpp/recurrent.h"
 #include "../cpp/reference.h"
-#include "../cuda/kernels.h"
+#include "../cuda/allocator.h"
+#include "../cuda/recurrent.h"
 #include "args.h"
 #include "storage.h"
 #include "stream.h"

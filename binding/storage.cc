@@ -11,7 +11,7 @@
 
 #include "../cpp/allocator.h"
 #include "../cuda/device.h"
-#include "../cuda/ops.h"
+#include "../cuda/allocator.h"
 #include "args.h"
 #include "stream.h"
 

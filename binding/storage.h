@@ -18,7 +18,7 @@
 #include <cstdint>
 #include <memory>
 
-#include "../cuda/ops.h"
+#include "../cuda/allocator.h"
 
 namespace recurrent {
 
@@ -26,7 +26,7 @@ struct Buffer {
   float* data = nullptr;
   int64_t length = 0;
   bool zeroed = true;  // false: a reused block whose zero-fill is still to be done
-  bool cuda = false;   // device memory (cuda/ops.h's caching allocator)
+  bool cuda = false;   // device memory (cuda/allocator.h's caching allocator)
   Buffer(int64_t n, bool on_cuda);
   ~Buffer();
   Buffer(const Buffer&) = delete;

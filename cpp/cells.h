@@ -1,8 +1,9 @@
 // Gate math of the three recurrent cells, for one hidden unit of one batch row, and the
-// cell kinds both backends share. The CUDA kernels call these functions (__host__
-// __device__ under nvcc, plain inline under g++); the CPU's vectorized gate kernels
-// (gates_impl.h) write the same equations on SIMD vectors, with their own sigmoid and
-// tanh, and are tested against the double-precision reference (reference.cc).
+// cell kinds both backends share: written once, for any value type T and any Math that
+// supplies sigmoid, tanh and relu on it. The CUDA kernels call it on floats (ScalarMath,
+// __host__ __device__ under nvcc, plain inline under g++); the CPU's vectorized gate kernels
+// (gates_impl.h) call it on SIMD vectors, with their own polynomial sigmoid and tanh. Both
+// are tested against the double-precision reference (reference.cc).
 //
 // Equations and gate orders are PyTorch's (nn.RNN, nn.LSTM, nn.GRU):
 //   RNN   h' = act(W_ih x + b_ih + W_hh h + b_hh), act = tanh | relu
@@ -16,10 +17,16 @@
 
 #include <cmath>
 
+#include "host_device.h"
+
+// The gate functions are always inlined: the SIMD kernels instantiate them from code compiled
+// for AVX2 or AVX-512, and they must be compiled there, not as functions of their own.
 #if defined(__CUDACC__)
-#define RECURRENT_HD __host__ __device__ __forceinline__
+#define RECURRENT_CELL RECURRENT_HD
+#elif defined(__GNUC__)
+#define RECURRENT_CELL inline __attribute__((always_inline))
 #else
-#define RECURRENT_HD inline
+#define RECURRENT_CELL inline
 #endif
 
 namespace recurrent {
@@ -31,42 +38,55 @@ RECURRENT_HD int gate_count(CellKind cell) {
   return cell == CellKind::kLstm ? 4 : cell == CellKind::kGru ? 3 : 1;
 }
 
-RECURRENT_HD float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+// The activations on one float, with the C library's expf and tanhf.
+struct ScalarMath {
+  static RECURRENT_HD float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+  static RECURRENT_HD float tanh(float x) { return tanhf(x); }
+  static RECURRENT_HD float relu(float x) { return x > 0.0f ? x : 0.0f; }
+  // dh where the unit was active (h > 0), else 0
+  static RECURRENT_HD float relu_grad(float h, float dh) { return h > 0.0f ? dh : 0.0f; }
+};
+
+RECURRENT_HD float sigmoid(float x) { return ScalarMath::sigmoid(x); }
 
 // ---------------------------------------------------------------------------
 // RNN
-RECURRENT_HD float rnn_cell_forward(float pre, bool relu) {
-  return relu ? (pre > 0.0f ? pre : 0.0f) : tanhf(pre);
+template <typename T, typename Math = ScalarMath>
+RECURRENT_CELL T rnn_cell_forward(T pre, bool relu) {
+  return relu ? Math::relu(pre) : Math::tanh(pre);
 }
 
 // da: gradient of the pre-activation, from the new state h and its gradient dh.
-RECURRENT_HD float rnn_cell_backward(float h, float dh, bool relu) {
-  return relu ? (h > 0.0f ? dh : 0.0f) : dh * (1.0f - h * h);
+template <typename T, typename Math = ScalarMath>
+RECURRENT_CELL T rnn_cell_backward(T h, T dh, bool relu) {
+  return relu ? Math::relu_grad(h, dh) : dh * (1.0f - h * h);
 }
 
 // ---------------------------------------------------------------------------
 // LSTM. a_* are full pre-activations (both projections and both biases).
-struct LstmGates {
-  float i, f, g, o;
+template <typename T>
+struct LstmGatesOf {
+  T i, f, g, o;
 };
+using LstmGates = LstmGatesOf<float>;
 
-RECURRENT_HD LstmGates lstm_cell_forward(float a_i, float a_f, float a_g, float a_o,
-                                         float c_prev, float* c, float* h) {
-  LstmGates gates{sigmoid(a_i), sigmoid(a_f), tanhf(a_g), sigmoid(a_o)};
+template <typename T, typename Math = ScalarMath>
+RECURRENT_CELL LstmGatesOf<T> lstm_cell_forward(T a_i, T a_f, T a_g, T a_o, T c_prev, T* c, T* h) {
+  LstmGatesOf<T> gates{Math::sigmoid(a_i), Math::sigmoid(a_f), Math::tanh(a_g), Math::sigmoid(a_o)};
   *c = gates.f * c_prev + gates.i * gates.g;
-  *h = gates.o * tanhf(*c);
+  *h = gates.o * Math::tanh(*c);
   return gates;
 }
 
 // Given the saved gates, the previous cell state and the gradients flowing into
 // h' and c', returns the pre-activation gradients and the gradient of c.
-RECURRENT_HD LstmGates lstm_cell_backward(const LstmGates& gates, float c_prev, float dh,
-                                          float dc, float* dc_prev) {
-  const float c = gates.f * c_prev + gates.i * gates.g;
-  const float tanh_c = tanhf(c);
-  const float dc_total = dc + dh * gates.o * (1.0f - tanh_c * tanh_c);
+template <typename T, typename Math = ScalarMath>
+RECURRENT_CELL LstmGatesOf<T> lstm_cell_backward(const LstmGatesOf<T>& gates, T c_prev, T dh, T dc, T* dc_prev) {
+  const T c = gates.f * c_prev + gates.i * gates.g;
+  const T tanh_c = Math::tanh(c);
+  const T dc_total = dc + dh * gates.o * (1.0f - tanh_c * tanh_c);
   *dc_prev = dc_total * gates.f;
-  LstmGates da;
+  LstmGatesOf<T> da;
   da.i = dc_total * gates.g * gates.i * (1.0f - gates.i);
   da.f = dc_total * c_prev * gates.f * (1.0f - gates.f);
   da.g = dc_total * gates.i * (1.0f - gates.g * gates.g);
@@ -76,16 +96,18 @@ RECURRENT_HD LstmGates lstm_cell_backward(const LstmGates& gates, float c_prev, 
 
 // ---------------------------------------------------------------------------
 // GRU. x_* include b_i*, h_* include b_h*.
-struct GruGates {
-  float r, z, n;
+template <typename T>
+struct GruGatesOf {
+  T r, z, n;
 };
+using GruGates = GruGatesOf<float>;
 
-RECURRENT_HD GruGates gru_cell_forward(float x_r, float x_z, float x_n, float h_r, float h_z,
-                                       float h_n, float h_prev, float* h) {
-  GruGates gates;
-  gates.r = sigmoid(x_r + h_r);
-  gates.z = sigmoid(x_z + h_z);
-  gates.n = tanhf(x_n + gates.r * h_n);
+template <typename T, typename Math = ScalarMath>
+RECURRENT_CELL GruGatesOf<T> gru_cell_forward(T x_r, T x_z, T x_n, T h_r, T h_z, T h_n, T h_prev, T* h) {
+  GruGatesOf<T> gates;
+  gates.r = Math::sigmoid(x_r + h_r);
+  gates.z = Math::sigmoid(x_z + h_z);
+  gates.n = Math::tanh(x_n + gates.r * h_n);
   *h = (1.0f - gates.z) * gates.n + gates.z * h_prev;
   return gates;
 }
@@ -93,15 +115,17 @@ RECURRENT_HD GruGates gru_cell_forward(float x_r, float x_z, float x_n, float h_
 // Gradients of the input-side pre-activations (da_x) and of the hidden-side ones
 // (da_h: equal for r and z, times r for n); *dh_prev_direct is the part of dh_prev
 // that bypasses the recurrent matmul (dh * z).
-struct GruGrads {
-  float r, z, n_x, n_h;
+template <typename T>
+struct GruGradsOf {
+  T r, z, n_x, n_h;
 };
+using GruGrads = GruGradsOf<float>;
 
-RECURRENT_HD GruGrads gru_cell_backward(const GruGates& gates, float h_n, float h_prev,
-                                        float dh, float* dh_prev_direct) {
-  GruGrads da;
-  const float dn = dh * (1.0f - gates.z);
-  const float dz = dh * (h_prev - gates.n);
+template <typename T>
+RECURRENT_CELL GruGradsOf<T> gru_cell_backward(const GruGatesOf<T>& gates, T h_n, T h_prev, T dh, T* dh_prev_direct) {
+  GruGradsOf<T> da;
+  const T dn = dh * (1.0f - gates.z);
+  const T dz = dh * (h_prev - gates.n);
   da.n_x = dn * (1.0f - gates.n * gates.n);
   da.n_h = da.n_x * gates.r;
   da.r = da.n_x * h_n * gates.r * (1.0f - gates.r);

@@ -1,54 +1,40 @@
 // The three compiled variants of gates_impl.h and the run-time choice among them.
+// cells.h's gate functions are instantiated on AVX2 / AVX-512 vectors below and always inlined
+// into code compiled for those; GCC still warns about the ABI they would have as functions.
+#pragma GCC diagnostic ignored "-Wpsabi"
+
 #include "gates.h"
 
 #include <cstring>
 
+#include "cells.h"
 #include "gemm.h"
 
 namespace recurrent {
 
 #define RECURRENT_GATES_NS baseline_gates
-typedef float V __attribute__((vector_size(16), aligned(4), may_alias));
-typedef int VI __attribute__((vector_size(16), aligned(4), may_alias));
-constexpr int W = 4;
+#define RECURRENT_GATES_BYTES 16
 #include "gates_impl.h"
+#undef RECURRENT_GATES_BYTES
 #undef RECURRENT_GATES_NS
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #define RECURRENT_GATES_X86 1
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
-namespace avx2_types {
-typedef float V __attribute__((vector_size(32), aligned(4), may_alias));
-typedef int VI __attribute__((vector_size(32), aligned(4), may_alias));
-constexpr int W = 8;
-}  // namespace avx2_types
 #define RECURRENT_GATES_NS avx2_gates
-#define V avx2_types::V
-#define VI avx2_types::VI
-#define W avx2_types::W
+#define RECURRENT_GATES_BYTES 32
 #include "gates_impl.h"
-#undef V
-#undef VI
-#undef W
+#undef RECURRENT_GATES_BYTES
 #undef RECURRENT_GATES_NS
 #pragma GCC pop_options
 
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx2,fma")
-namespace avx512_types {
-typedef float V __attribute__((vector_size(64), aligned(4), may_alias));
-typedef int VI __attribute__((vector_size(64), aligned(4), may_alias));
-constexpr int W = 16;
-}  // namespace avx512_types
 #define RECURRENT_GATES_NS avx512_gates
-#define V avx512_types::V
-#define VI avx512_types::VI
-#define W avx512_types::W
+#define RECURRENT_GATES_BYTES 64
 #include "gates_impl.h"
-#undef V
-#undef VI
-#undef W
+#undef RECURRENT_GATES_BYTES
 #undef RECURRENT_GATES_NS
 #pragma GCC pop_options
 #endif

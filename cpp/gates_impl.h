@@ -1,13 +1,12 @@
 // Vectorized activations and fused gate kernels, compiled once per instruction set by
 // gates.cc, which defines before including this file:
-//   RECURRENT_GATES_NS  the namespace of this variant (avx512, avx2, baseline)
-//   V, VI               GCC vector types of W floats and W int32
-//   W                   the vector width in floats (16, 8 or 4)
+//   RECURRENT_GATES_NS     the namespace of this variant (avx512, avx2, baseline)
+//   RECURRENT_GATES_BYTES  the vector size in bytes (64, 32 or 16)
 // No library functions are called in here (they would not be compiled for the target).
 //
-// The math is the same as cells.h (PyTorch's equations); only sigmoid and tanh differ in
-// the last bits: expf is Cephes' range reduction with a degree-5 polynomial (< 2 ulp),
-// and tanh uses Cephes' odd polynomial below |x| = 0.625 and 1 - 2 / (exp(2|x|) + 1)
+// The gate equations are cells.h's, instantiated on the vector type V with VecMath; only
+// sigmoid and tanh differ from the scalar ones in the last bits: expf is Cephes' range
+// reduction with a degree-5 polynomial (< 2 ulp), and tanh uses Cephes' odd polynomial below |x| = 0.625 and 1 - 2 / (exp(2|x|) + 1)
 // above, so the relative error stays below 1e-6 everywhere (tested in kernel_tests.cc).
 //
 // Block kernels work on one batch row and one block of 16 hidden units. Pointers are at
@@ -17,8 +16,13 @@
 
 namespace RECURRENT_GATES_NS {
 
-static inline V load(const float* p) { return *reinterpret_cast<const V*>(p); }
-static inline void store(float* p, V v) { *reinterpret_cast<V*>(p) = v; }
+typedef float V __attribute__((vector_size(RECURRENT_GATES_BYTES)));                           // W floats
+typedef float VU __attribute__((vector_size(RECURRENT_GATES_BYTES), aligned(4), may_alias));  // V in memory
+typedef int VI __attribute__((vector_size(RECURRENT_GATES_BYTES)));                            // W int32
+constexpr int W = RECURRENT_GATES_BYTES / 4;  // the vector width in floats
+
+static inline V load(const float* p) { return *reinterpret_cast<const VU*>(p); }
+static inline void store(float* p, V v) { *reinterpret_cast<VU*>(p) = v; }
 static inline V splat(float x) { return V{} + x; }
 
 static inline V vexp(V x) {
@@ -59,6 +63,14 @@ static inline V vtanh(V x) {
   return a < splat(0.625f) ? small : large;
 }
 
+// cells.h's activations on V
+struct VecMath {
+  static inline V sigmoid(V x) { return vsigmoid(x); }
+  static inline V tanh(V x) { return vtanh(x); }
+  static inline V relu(V x) { return x > splat(0.0f) ? x : splat(0.0f); }
+  static inline V relu_grad(V h, V dh) { return h > splat(0.0f) ? dh : splat(0.0f); }
+};
+
 // y[i] = f(x[i]) over whole vectors, the tail through a zero-padded one.
 template <V (*F)(V)>
 void apply_array(const float* x, float* y, int n) {
@@ -83,32 +95,31 @@ void lstm_forward_block(const float* xp, const float* b_ih, const float* b_hh, i
   for (int p = 0; p < 16; p += W) {
     V pre[4];
     for (int q = 0; q < 4; ++q) pre[q] = load(xp + q * gs + p) + load(hp + q * 16 + p) + load(b_ih + q * gs + p) + load(b_hh + q * gs + p);
-    const V i = vsigmoid(pre[0]), f = vsigmoid(pre[1]), g = vtanh(pre[2]), o = vsigmoid(pre[3]);
-    const V cn = f * load(c + p) + i * g;
-    const V hn = o * vtanh(cn);
+    V cn, hn;
+    const LstmGatesOf<V> g = lstm_cell_forward<V, VecMath>(pre[0], pre[1], pre[2], pre[3], load(c + p), &cn, &hn);
     store(c + p, cn);
     store(h + p, hn);
     store(y + p, hn);
-    store(gates + p, i);
-    store(gates + gs + p, f);
-    store(gates + 2 * gs + p, g);
-    store(gates + 3 * gs + p, o);
+    store(gates + p, g.i);
+    store(gates + gs + p, g.f);
+    store(gates + 2 * gs + p, g.g);
+    store(gates + 3 * gs + p, g.o);
   }
 }
 
 void gru_forward_block(const float* xp, const float* b_ih, const float* b_hh, int gs, const float* hp,
                        const float* h_prev, float* h, float* y, float* gates, float* h_n) {
   for (int p = 0; p < 16; p += W) {
-    const V r = vsigmoid(load(xp + p) + load(b_ih + p) + (load(hp + p) + load(b_hh + p)));
-    const V z = vsigmoid(load(xp + gs + p) + load(b_ih + gs + p) + (load(hp + 16 + p) + load(b_hh + gs + p)));
     const V hn = load(hp + 32 + p) + load(b_hh + 2 * gs + p);
-    const V n = vtanh(load(xp + 2 * gs + p) + load(b_ih + 2 * gs + p) + r * hn);
-    const V hv = (1.0f - z) * n + z * load(h_prev + p);
+    V hv;
+    const GruGatesOf<V> g = gru_cell_forward<V, VecMath>(
+        load(xp + p) + load(b_ih + p), load(xp + gs + p) + load(b_ih + gs + p), load(xp + 2 * gs + p) + load(b_ih + 2 * gs + p),
+        load(hp + p) + load(b_hh + p), load(hp + 16 + p) + load(b_hh + gs + p), hn, load(h_prev + p), &hv);
     store(h + p, hv);
     store(y + p, hv);
-    store(gates + p, r);
-    store(gates + gs + p, z);
-    store(gates + 2 * gs + p, n);
+    store(gates + p, g.r);
+    store(gates + gs + p, g.z);
+    store(gates + 2 * gs + p, g.n);
     store(h_n + p, hn);
   }
 }
@@ -116,8 +127,7 @@ void gru_forward_block(const float* xp, const float* b_ih, const float* b_hh, in
 void rnn_forward_block(const float* xp, const float* b_ih, const float* b_hh, const float* hp, bool relu,
                        float* h, float* y, float* gates) {
   for (int p = 0; p < 16; p += W) {
-    const V pre = load(xp + p) + load(hp + p) + load(b_ih + p) + load(b_hh + p);
-    const V hv = relu ? (pre > splat(0.0f) ? pre : splat(0.0f)) : vtanh(pre);
+    const V hv = rnn_cell_forward<V, VecMath>(load(xp + p) + load(hp + p) + load(b_ih + p) + load(b_hh + p), relu);
     store(h + p, hv);
     store(y + p, hv);
     store(gates + p, hv);
@@ -130,42 +140,36 @@ void rnn_forward_block(const float* xp, const float* b_ih, const float* b_hh, co
 
 void lstm_backward_block(const float* gates, int gs, const float* c_prev, float* dh, float* dc, float* dgx) {
   for (int p = 0; p < 16; p += W) {
-    const V i = load(gates + p), f = load(gates + gs + p), g = load(gates + 2 * gs + p), o = load(gates + 3 * gs + p);
-    const V cp = load(c_prev + p), dhv = load(dh + p);
-    const V tc = vtanh(f * cp + i * g);
-    const V dct = load(dc + p) + dhv * o * (1.0f - tc * tc);
-    store(dc + p, dct * f);
-    store(dgx + p, dct * g * i * (1.0f - i));
-    store(dgx + gs + p, dct * cp * f * (1.0f - f));
-    store(dgx + 2 * gs + p, dct * i * (1.0f - g * g));
-    store(dgx + 3 * gs + p, dhv * tc * o * (1.0f - o));
+    const LstmGatesOf<V> g{load(gates + p), load(gates + gs + p), load(gates + 2 * gs + p), load(gates + 3 * gs + p)};
+    V dc_prev;
+    const LstmGatesOf<V> da = lstm_cell_backward<V, VecMath>(g, load(c_prev + p), load(dh + p), load(dc + p), &dc_prev);
+    store(dc + p, dc_prev);
+    store(dgx + p, da.i);
+    store(dgx + gs + p, da.f);
+    store(dgx + 2 * gs + p, da.g);
+    store(dgx + 3 * gs + p, da.o);
     store(dh + p, splat(0.0f));
   }
 }
 
 void gru_backward_block(const float* gates, int gs, const float* h_n, const float* h_prev, float* dh, float* dgx, float* dgh) {
   for (int p = 0; p < 16; p += W) {
-    const V r = load(gates + p), z = load(gates + gs + p), n = load(gates + 2 * gs + p);
-    const V dhv = load(dh + p);
-    const V dn = dhv * (1.0f - z);
-    const V dz = dhv * (load(h_prev + p) - n);
-    const V dnx = dn * (1.0f - n * n);
-    const V dr = dnx * load(h_n + p) * r * (1.0f - r);
-    const V dzz = dz * z * (1.0f - z);
-    store(dgx + p, dr);
-    store(dgh + p, dr);
-    store(dgx + gs + p, dzz);
-    store(dgh + gs + p, dzz);
-    store(dgx + 2 * gs + p, dnx);
-    store(dgh + 2 * gs + p, dnx * r);
-    store(dh + p, dhv * z);
+    const GruGatesOf<V> g{load(gates + p), load(gates + gs + p), load(gates + 2 * gs + p)};
+    V direct;
+    const GruGradsOf<V> da = gru_cell_backward<V>(g, load(h_n + p), load(h_prev + p), load(dh + p), &direct);
+    store(dgx + p, da.r);
+    store(dgh + p, da.r);
+    store(dgx + gs + p, da.z);
+    store(dgh + gs + p, da.z);
+    store(dgx + 2 * gs + p, da.n_x);
+    store(dgh + 2 * gs + p, da.n_h);
+    store(dh + p, direct);
   }
 }
 
 void rnn_backward_block(const float* h, bool relu, float* dh, float* dgx) {
   for (int p = 0; p < 16; p += W) {
-    const V hv = load(h + p), dhv = load(dh + p);
-    store(dgx + p, relu ? (hv > splat(0.0f) ? dhv : splat(0.0f)) : dhv * (1.0f - hv * hv));
+    store(dgx + p, rnn_cell_backward<V, VecMath>(load(h + p), load(dh + p), relu));
     store(dh + p, splat(0.0f));
   }
 }

@@ -1,6 +1,8 @@
-// Fused optimizer updates (see optim.h), written to match torch.optim's single-tensor
-// implementations operation by operation.
+// Fused optimizer updates (see optim.h): loops over the per-element updates of optim_math.h,
+// which the CUDA kernels share.
 #include "optim.h"
+
+#include "optim_math.h"
 
 #include <algorithm>
 #include <cmath>
@@ -9,56 +11,22 @@ namespace recurrent {
 
 void sgd_step_cpu(float* param, const float* grad, float* momentum_buf, int64_t n, const SgdHyper& h,
                   bool first_step) {
-  for (int64_t i = 0; i < n; ++i) {
-    float d = grad[i];
-    if (h.weight_decay != 0.0f) d += h.weight_decay * param[i];
-    if (h.momentum != 0.0f) {
-      float& buf = momentum_buf[i];
-      buf = first_step ? d : h.momentum * buf + (1.0f - h.dampening) * d;
-      d = h.nesterov ? d + h.momentum * buf : buf;
-    }
-    param[i] -= h.lr * d;
-  }
+  float unused = 0.0f;
+  for (int64_t i = 0; i < n; ++i) sgd_update(param[i], grad[i], momentum_buf ? momentum_buf[i] : unused, h, first_step);
 }
 
 void adam_step_cpu(float* param, const float* grad, float* exp_avg, float* exp_avg_sq, int64_t n,
                    const AdamHyper& h, int64_t step) {
-  const double bias1 = 1.0 - std::pow(static_cast<double>(h.beta1), static_cast<double>(step));
-  const double bias2 = 1.0 - std::pow(static_cast<double>(h.beta2), static_cast<double>(step));
-  const float step_size = static_cast<float>(h.lr / bias1);
-  const float bias2_sqrt = static_cast<float>(std::sqrt(bias2));
-  const float decay = 1.0f - h.lr * h.weight_decay;
-  for (int64_t i = 0; i < n; ++i) {
-    float g = grad[i];
-    if (h.decoupled) param[i] *= decay;
-    else if (h.weight_decay != 0.0f) g += h.weight_decay * param[i];
-    exp_avg[i] += (g - exp_avg[i]) * (1.0f - h.beta1);  // lerp, as torch does
-    exp_avg_sq[i] = exp_avg_sq[i] * h.beta2 + (1.0f - h.beta2) * g * g;
-    const float denom = std::sqrt(exp_avg_sq[i]) / bias2_sqrt + h.eps;
-    param[i] -= step_size * exp_avg[i] / denom;
-  }
+  const AdamStepConstants k = adam_step_constants(h, step);
+  for (int64_t i = 0; i < n; ++i) adam_update(param[i], grad[i], exp_avg[i], exp_avg_sq[i], h, k);
 }
 
 void rmsprop_step_cpu(float* param, const float* grad, float* square_avg, float* grad_avg,
                       float* momentum_buf, int64_t n, const RmspropHyper& h) {
-  for (int64_t i = 0; i < n; ++i) {
-    float g = grad[i];
-    if (h.weight_decay != 0.0f) g += h.weight_decay * param[i];
-    square_avg[i] = square_avg[i] * h.alpha + (1.0f - h.alpha) * g * g;
-    float avg;
-    if (h.centered) {
-      grad_avg[i] += (g - grad_avg[i]) * (1.0f - h.alpha);
-      avg = std::sqrt(square_avg[i] - grad_avg[i] * grad_avg[i]) + h.eps;
-    } else {
-      avg = std::sqrt(square_avg[i]) + h.eps;
-    }
-    if (h.momentum > 0.0f) {
-      momentum_buf[i] = momentum_buf[i] * h.momentum + g / avg;
-      param[i] -= h.lr * momentum_buf[i];
-    } else {
-      param[i] -= h.lr * g / avg;
-    }
-  }
+  float unused_avg = 0.0f, unused_buf = 0.0f;
+  for (int64_t i = 0; i < n; ++i)
+    rmsprop_update(param[i], grad[i], square_avg[i], grad_avg ? grad_avg[i] : unused_avg,
+                   momentum_buf ? momentum_buf[i] : unused_buf, h);
 }
 
 double sum_squares_cpu(const float* x, int64_t n) {

@@ -13,6 +13,8 @@
 // of a step are a prefix, and the recurrent GEMM runs over that prefix only.
 #include "recurrent.h"
 
+#include "layout.h"
+
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -44,34 +46,6 @@ float* sized(std::vector<float>& v, size_t n) {
   return v.data();
 }
 
-// Per-direction views into the reserve.
-struct Reserve {
-  float* gates;   // (T, B, G*H) activated gates; RNN: the new state
-  float* h_prev;  // (T, B, H) state entering step t
-  float* c_prev;  // (T, B, H) LSTM cell entering step t
-  float* h_n;     // (T, B, H) GRU: W_hn h + b_hn
-};
-
-size_t reserve_per_direction(const LayerDims& d) {
-  const size_t rows = static_cast<size_t>(d.steps) * d.batch;
-  const size_t extra = (d.cell == CellKind::kLstm || d.cell == CellKind::kGru) ? 1 : 0;
-  return rows * d.hidden_size * (gate_count(d.cell) + 1 + extra);
-}
-
-Reserve reserve_views(const LayerDims& d, float* base, int direction) {
-  const size_t rows = static_cast<size_t>(d.steps) * d.batch;
-  const size_t gh = static_cast<size_t>(gate_count(d.cell)) * d.hidden_size;
-  float* p = base + reserve_per_direction(d) * direction;
-  Reserve r{};
-  r.gates = p;
-  p += rows * gh;
-  r.h_prev = p;
-  p += rows * d.hidden_size;
-  if (d.cell == CellKind::kLstm) r.c_prev = p;
-  if (d.cell == CellKind::kGru) r.h_n = p;
-  return r;
-}
-
 // lengths sorted in non-increasing order?
 bool sorted_decreasing(const int* lengths, int batch) {
   if (!lengths) return true;
@@ -86,12 +60,6 @@ int gemm_rows(const int* lengths, int batch, bool sorted, int t) {
   int rows = 0;
   while (rows < batch && lengths[rows] > t) ++rows;
   return rows;
-}
-
-inline bool is_active(const int* lengths, int b, int t) { return !lengths || lengths[b] > t; }
-
-inline int time_of(int direction, int step, int steps) {
-  return direction == 0 ? step : steps - 1 - step;
 }
 
 inline float bias_at(const float* bias, int index) { return bias ? bias[index] : 0.0f; }
@@ -181,7 +149,7 @@ void layer_forward_cpu(const LayerDims& dims, float* y, float* h_n, float* c_n, 
 
   for (int d = 0; d < D; ++d) {
     const LayerWeights& w = weights[d];
-    const Reserve r = training ? reserve_views(dims, reserve, d) : Reserve{};
+    const ReserveViews r = training ? reserve_views(dims, reserve, d) : ReserveViews{};
     const float* b_ih = w.b_ih ? w.b_ih : zeros;
     const float* b_hh = w.b_hh ? w.b_hh : zeros;
 
@@ -306,7 +274,7 @@ void layer_backward_cpu(const LayerDims& dims, float* dx, float* dh0, float* dc0
   for (int d = 0; d < D; ++d) {
     const LayerWeights& w = weights[d];
     const LayerGrads& g = grads[d];
-    const Reserve r = reserve_views(dims, const_cast<float*>(reserve), d);
+    const ReserveViews r = reserve_views(dims, const_cast<float*>(reserve), d);
     s.w_hh_packed.pack(false, GH, H, w.w_hh, H);  // w_hh (G*H, H), packed once for all steps
 
     if (dh_n) std::memcpy(dh, dh_n + d * state, state * sizeof(float));

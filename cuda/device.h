@@ -1,10 +1,12 @@
 // What the CUDA side can do on this machine. Plain C++: binding/ includes it and g++
 // compiles binding/. Implemented by cuda/device.cu when a CUDA compiler was found at
-// build time, and by cuda/stub.cc otherwise.
+// build time; otherwise it says so (api.h).
 #pragma once
 
 #include <string>
 #include <vector>
+
+#include "api.h"
 
 namespace recurrent {
 
@@ -21,6 +23,6 @@ struct CudaStatus {
   std::vector<CudaDeviceInfo> devices;
 };
 
-CudaStatus cuda_status();
+RECURRENT_CUDA_FN CudaStatus cuda_status() RECURRENT_CUDA_ELSE(return CudaStatus{false, 0, cuda::kNotCompiledReason, {}});
 
 }  // namespace recurrent

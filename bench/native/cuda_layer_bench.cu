@@ -8,7 +8,8 @@
 #include <string>
 #include <vector>
 
-#include "cuda/kernels.h"
+#include "cuda/gemm.h"
+#include "cuda/recurrent.h"
 
 using namespace recurrent;
 

@@ -15,7 +15,8 @@
 
 #include "cpp/gemm.h"
 #include "cpp/reference.h"
-#include "cuda/kernels.h"
+#include "cuda/gemm.h"
+#include "cuda/recurrent.h"
 
 using namespace recurrent;
 
