@@ -6,6 +6,7 @@
  * feeds several ops, and accumulates into the `.grad` of leaf tensors.
  */
 import { describe, formatShape, rangeError, typeError } from './errors';
+import { logAllocations } from './memory';
 import type { NativeStorage } from './native';
 import type { Tensor } from './tensor';
 
@@ -185,6 +186,16 @@ function runBackward(roots: Tensor[], seeds: Tensor[], retainGraph: boolean): vo
     for (const node of dependencies.keys()) node.inputs.forEach(countLeaf);
   }
 
+  // A gradient the pass allocated and handed out exactly once can become a leaf's .grad as it
+  // is (PyTorch's AccumulateGrad steals a gradient nobody else holds); any other is copied.
+  // Nobody else can hold it later: gradients reach backward functions only through handouts.
+  const fresh = new WeakSet<NativeStorage>();
+  const handouts = new Map<NativeStorage, number>();
+  const handOut = (grads: readonly (Tensor | null | undefined)[]): void => {
+    for (const g of grads) if (g) handouts.set(g.storage, (handouts.get(g.storage) ?? 0) + 1);
+  };
+  const owned = (grad: Tensor): boolean => fresh.has(grad.storage) && handouts.get(grad.storage) === 1;
+
   const pending = new Map<GradNode, (Tensor | null)[]>();
   const leafDone = (tensor: Tensor): void => {
     if (leafEdges.size === 0) return;
@@ -196,7 +207,7 @@ function runBackward(roots: Tensor[], seeds: Tensor[], retainGraph: boolean): vo
     const fn = tensor.gradFn;
     if (!fn) {
       if (tensor.requiresGrad) {
-        if (grad) tensor.accumulateGrad(grad);
+        if (grad) tensor.accumulateGrad(grad, owned(grad));
         leafDone(tensor);
       }
       return;
@@ -208,8 +219,9 @@ function runBackward(roots: Tensor[], seeds: Tensor[], retainGraph: boolean): vo
       pending.set(fn, slots);
     }
     const index = tensor.outputIndex;
-    slots[index] = slots[index] ? slots[index]!.add(grad) : grad;
+    slots[index] = slots[index] ? logAllocations(fresh, () => slots![index]!.add(grad)) : grad;
   };
+  handOut(seeds);
   roots.forEach((root, i) => addGrad(root, seeds[i]));
 
   const ready: GradNode[] = [...dependencies.keys()].filter((node) => dependencies.get(node) === 0);
@@ -218,8 +230,9 @@ function runBackward(roots: Tensor[], seeds: Tensor[], retainGraph: boolean): vo
     const gradOutputs = pending.get(node) ?? new Array<Tensor | null>(node.outputCount).fill(null);
     pending.delete(node);
     const gradInputs = gradOutputs.some((g) => g !== null)
-      ? node.apply(gradOutputs, retainGraph)
+      ? logAllocations(fresh, () => node.apply(gradOutputs, retainGraph))
       : new Array<Tensor | null>(node.inputs.length).fill(null);
+    handOut(gradInputs);
     node.inputs.forEach((input, i) => {
       const grad = gradInputs[i];
       if (input.requiresGrad) addGrad(input, grad ?? null);

@@ -17,7 +17,8 @@ import { registerBackwardEndHook } from './autograd';
 import { describe, distributedError, expectInteger, expectKnownKeys, expectNumber, expectOptions, typeError } from './errors';
 import { native, WorldInfo } from './native';
 import { Module } from './nn/module';
-import { Tensor, keep, zerosOn } from './tensor';
+import { keep } from './memory';
+import { Tensor, zerosOn } from './tensor';
 
 export interface DistributedWorld {
   rank: number;

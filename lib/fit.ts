@@ -24,7 +24,8 @@ import { gateStatistics, gradientFlow } from './diagnostics';
 import { Generator, random, RngState } from './random';
 import { checkpointFromContent, describeModel, loadCheckpoint, saveCheckpoint, CheckpointContent } from './serialize';
 import { parseSafetensors } from './safetensors';
-import { Tensor, scope } from './tensor';
+import { scope } from './memory';
+import { Tensor } from './tensor';
 import { Batch, IGNORE, Plan, TargetSpec, makePlan } from './batching';
 import {
   DistributedDataParallel, DistributedWorld, GradReducer, agree, allReduce, allReduceNumbers, broadcastBytes, broadcastJson, broadcastParameters, initDistributed,

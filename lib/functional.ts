@@ -5,7 +5,8 @@ import { isGradEnabled, noGrad } from './autograd';
 import { describe, expectBoolean, expectInteger, expectNumber, formatShape, rangeError, typeError } from './errors';
 import { native } from './native';
 import { nextSeed } from './random';
-import { Tensor, emptyOn, expectSameDevice, expectTensor, record, zerosOn } from './tensor';
+import { expectSameDevice } from './device';
+import { Tensor, emptyOn, expectTensor, record, zerosOn } from './tensor';
 
 /**
  * y = x W^T + b over the last dimension of x: x (..., in), weight (out, in), bias (out).

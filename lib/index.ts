@@ -2,8 +2,11 @@
  * recurrent: RNN, LSTM and GRU for Node.js at native speed, with PyTorch's names,
  * shapes and equations.
  */
-export { Tensor, numel, scope, keep } from './tensor';
-export type { Device, TensorOptions, TensorData } from './tensor';
+export { Tensor } from './tensor';
+export { numel } from './shape';
+export { scope, keep } from './memory';
+export type { Device } from './device';
+export type { TensorOptions, TensorData } from './tensor';
 export { backward, noGrad, isGradEnabled, GradNode } from './autograd';
 export type { BackwardOptions } from './autograd';
 export { manualSeed, getRngState, setRngState, Generator } from './random';

@@ -5,7 +5,9 @@
 import { describe, expectBoolean, expectNumber, expectOptions, expectKnownKeys, formatShape, rangeError, typeError } from './errors';
 import { native, NativeStorage } from './native';
 import { runAsync } from './stream';
-import { Tensor, expectSameDevice, keep, zerosOn } from './tensor';
+import { expectSameDevice } from './device';
+import { keep } from './memory';
+import { Tensor, zerosOn } from './tensor';
 
 type Hyper = Record<string, number | boolean>;
 

@@ -13,7 +13,8 @@ import { Dropout, Embedding, Linear, Sequential } from './nn/layers';
 import { Module } from './nn/module';
 import { SequenceModel } from './nn/sequence-model';
 import { loadSafetensors, saveSafetensors, SafetensorsContent } from './safetensors';
-import { Tensor, withAllocationBudget } from './tensor';
+import { withAllocationBudget } from './memory';
+import { Tensor } from './tensor';
 
 type Factory = (config: Record<string, unknown>) => Module;
 

@@ -18,10 +18,11 @@ import {
   rangeError,
   typeError,
 } from './errors';
+import { Device, checkDevice, expectSameDevice } from './device';
+import { allocate, keep, transferKept } from './memory';
 import { native, NativeStorage } from './native';
 import { nextSeed } from './random';
-
-export type Device = 'cpu' | 'cuda';
+import { NestedArray, broadcastShapes, broadcastStrides, checkShape, contiguousStrides, flatten, inferShape, normalizeDim, numel } from './shape';
 
 export interface TensorOptions {
   /** Record operations on this tensor for autograd. Default false. */
@@ -30,10 +31,8 @@ export interface TensorOptions {
   device?: Device;
 }
 
+export type { Device };
 export type TensorData = Float32Array | Float64Array | Int32Array | readonly number[] | NestedArray;
-interface NestedArray extends ReadonlyArray<number | NestedArray> {}
-
-const MAX_ELEMENTS = 2 ** 34;
 
 enum Unary {
   Tanh = 0,
@@ -51,132 +50,6 @@ enum Binary {
   Sub = 1,
   Mul = 2,
   Div = 3,
-}
-
-// ---------------------------------------------------------------------------
-// Shape helpers
-
-export function numel(shape: readonly number[]): number {
-  return shape.reduce((n, size) => n * size, 1);
-}
-
-function contiguousStrides(shape: readonly number[]): number[] {
-  const strides = new Array<number>(shape.length);
-  let stride = 1;
-  for (let k = shape.length - 1; k >= 0; --k) {
-    strides[k] = stride;
-    stride *= shape[k];
-  }
-  return strides;
-}
-
-/** Strides that read `shape` (contiguous) broadcast against `outShape`. */
-function broadcastStrides(shape: readonly number[], outShape: readonly number[]): number[] {
-  const own = contiguousStrides(shape);
-  const offset = outShape.length - shape.length;
-  return outShape.map((size, k) => {
-    const j = k - offset;
-    if (j < 0 || shape[j] === 1) return 0;
-    return own[j];
-  });
-}
-
-function broadcastShapes(a: readonly number[], b: readonly number[], op: string): number[] {
-  const rank = Math.max(a.length, b.length);
-  const out = new Array<number>(rank);
-  for (let k = 0; k < rank; ++k) {
-    const sa = a[a.length - rank + k] ?? 1;
-    const sb = b[b.length - rank + k] ?? 1;
-    if (sa !== sb && sa !== 1 && sb !== 1) {
-      throw rangeError(
-        `${op}: shapes ${formatShape(a)} and ${formatShape(b)} cannot be broadcast together`,
-        'ERR_SHAPE_MISMATCH',
-      );
-    }
-    out[k] = sa === 1 ? sb : sa;
-  }
-  return out;
-}
-
-function normalizeDim(dim: unknown, rank: number, name = 'dim'): number {
-  expectInteger(dim, name, -Math.max(rank, 1), Math.max(rank, 1) - 1);
-  const d = dim as number;
-  return d < 0 ? d + rank : d;
-}
-
-export function checkShape(shape: unknown, name = 'shape'): number[] {
-  if (!Array.isArray(shape)) throw typeError(`Expected ${name} to be an array of sizes but received ${describe(shape)}`);
-  if (shape.length > 8) throw rangeError(`Expected ${name} to have at most 8 dimensions but received ${shape.length}`);
-  shape.forEach((size, k) => expectInteger(size, `${name}[${k}]`, 0));
-  if (numel(shape) > MAX_ELEMENTS) throw rangeError(`${name} ${formatShape(shape)} has too many elements`);
-  return [...shape];
-}
-
-function inferShape(data: unknown): number[] {
-  const shape: number[] = [];
-  let level: unknown = data;
-  while (Array.isArray(level)) {
-    shape.push(level.length);
-    level = level[0];
-  }
-  return shape;
-}
-
-function flatten(data: NestedArray, shape: number[], out: Float32Array): void {
-  let index = 0;
-  const walk = (value: unknown, depth: number, path: string): void => {
-    if (depth === shape.length) {
-      if (typeof value !== 'number') throw typeError(`Expected data${path} to be a number but received ${describe(value)}`);
-      out[index++] = value;
-      return;
-    }
-    if (!Array.isArray(value) || value.length !== shape[depth]) {
-      throw rangeError(`data${path} is ragged: expected an array of length ${shape[depth]}`, 'ERR_SHAPE_MISMATCH');
-    }
-    value.forEach((v, i) => walk(v, depth + 1, `${path}[${i}]`));
-  };
-  walk(data, 0, '');
-}
-
-// Why 'cuda' cannot hold tensors here (null: it can); asked of the addon once.
-let cudaReason: string | null | undefined;
-
-function cudaUnavailable(): string | null {
-  if (cudaReason === undefined) {
-    const cuda = native.backends().cuda;
-    cudaReason = !cuda.compiled
-      ? (cuda.reason ?? 'CUDA was not compiled in')
-      : cuda.deviceCount === 0
-        ? (cuda.reason ?? 'no CUDA device')
-        : null;
-  }
-  return cudaReason;
-}
-
-/** `device` as a Device that can hold tensors here; 'cuda' without a usable GPU throws ERR_CUDA_UNAVAILABLE saying why. */
-export function checkDevice(device: unknown, name = 'options.device'): Device {
-  if (device === undefined || device === 'cpu') return 'cpu';
-  if (device === 'cuda') {
-    const reason = cudaUnavailable();
-    if (reason !== null) throw Object.assign(typeError(`Cannot create a tensor on 'cuda': ${reason}`), { code: 'ERR_CUDA_UNAVAILABLE' });
-    return 'cuda';
-  }
-  throw typeError(`Expected ${name} to be 'cpu' or 'cuda' but received ${describe(device)}`);
-}
-
-/** Throws ERR_DEVICE_MISMATCH unless every tensor given lives on the device of the first. */
-export function expectSameDevice(op: string, tensors: readonly (readonly [string, Tensor | null | undefined])[]): Device {
-  const [firstName, first] = tensors[0];
-  const device = first!.device;
-  for (const [name, t] of tensors) {
-    if (t && t.device !== device) {
-      throw typeError(
-        `${op}: ${name} is on '${t.device}' but ${firstName} is on '${device}'; move them to one device with .to()`,
-        'ERR_DEVICE_MISMATCH',
-      );
-    }
-  }
-  return device;
 }
 
 function tensorOptions(options: unknown): { requiresGrad: boolean; device: Device } {
@@ -422,7 +295,7 @@ export class Tensor {
     const self = this as unknown as { storage: NativeStorage; device: Device };
     self.storage = moved;
     self.device = device;
-    if (kept.has(old)) kept.add(moved);
+    transferKept(old, moved);
     this.grad?.moveTo_(device);
     old.dispose();
   }
@@ -484,9 +357,10 @@ export class Tensor {
     if (this.postAccumulateHooks) for (const hook of [...this.postAccumulateHooks]) hook(this);
   }
 
-  accumulateGrad(grad: Tensor): void {
+  /** @internal backward() adds `grad` to .grad; `owned`: nothing else holds grad's memory, so a first gradient is kept as it is. */
+  accumulateGrad(grad: Tensor, owned = false): void {
     if (!this.grad) {
-      this.grad = keep(grad.copyData());
+      this.grad = keep(owned ? grad : grad.copyData());
     } else {
       expectSameDevice('backward', [['the accumulated gradient', this.grad], ['a new gradient', grad]]);
       native.binary(Binary.Add, this.grad.storage, this.grad.storage, 0, contiguousStrides(this.dims), grad.storage, 0, contiguousStrides(this.dims), [...this.dims]);
@@ -920,96 +794,4 @@ export function zerosOn(shape: readonly number[], device: Device): Tensor {
 /** @internal an uninitialized tensor that a kernel overwrites entirely (no checks). */
 export function emptyOn(shape: readonly number[], device: Device): Tensor {
   return new Tensor(allocate(numel(shape), true, device), shape, false, device);
-}
-
-// ---------------------------------------------------------------------------
-// Allocation budget: code that builds something from an untrusted description (a model
-// config read from a file) runs under a budget, so that a file can never make us
-// allocate more than it could fill.
-
-let budget: { left: number; onExceeded: (requested: number) => Error } | null = null;
-
-export function allocate(count: number, uninitialized = false, device: Device = 'cpu'): NativeStorage {
-  if (budget) {
-    if (count > budget.left) throw budget.onExceeded(count);
-    budget.left -= count;
-  }
-  const storage = new native.Storage(count, uninitialized, device);
-  if (scopes.length > 0) scopes[scopes.length - 1].add(storage);
-  return storage;
-}
-
-// ---------------------------------------------------------------------------
-// Scopes: free the memory of a loop iteration's intermediates now, not at the next
-// garbage collection (native memory that waits for V8 costs page faults and RSS).
-
-const scopes: Set<NativeStorage>[] = [];
-const kept = new WeakSet<NativeStorage>();
-
-/**
- * Marks a tensor's memory as owned beyond any scope it was created in (parameters,
- * gradients and optimizer state are marked by the library itself). Returns the tensor.
- */
-export function keep<T extends Tensor>(tensor: T): T {
-  kept.add(tensor.storage);
-  return tensor;
-}
-
-function survivors(value: unknown, into: Set<NativeStorage>, depth: number): void {
-  if (value instanceof Tensor) {
-    into.add(value.storage);
-    if (value.grad) into.add(value.grad.storage);
-  } else if (depth < 4 && value && typeof value === 'object') {
-    // arrays, Maps and plain objects only (never the elements of a typed array)
-    if (Array.isArray(value) || value instanceof Map) for (const v of value.values()) survivors(v, into, depth + 1);
-    else if ([Object.prototype, null].includes(Object.getPrototypeOf(value))) for (const v of Object.values(value)) survivors(v, into, depth + 1);
-  }
-}
-
-/**
- * Runs `fn` (synchronously) and then frees the memory of every tensor created inside it,
- * except the tensors it returns (found in arrays, Maps and plain objects up to 4 levels deep) and
- * those marked with keep() (parameters, gradients, optimizer state). Like tf.tidy: a
- * tensor freed here throws ERR_DISPOSED if used later, so return what you need.
- * Work already queued in async mode keeps its memory until it has run.
- *
- * @example
- * for (const batch of batches) {
- *   const loss = scope(() => {
- *     const l = crossEntropyLoss(model.forward(batch.x), batch.y);
- *     l.backward();
- *     return l.item();
- *   });
- *   optimizer.step();
- * }
- */
-export function scope<R>(fn: () => R): R {
-  if (typeof fn !== 'function') throw typeError(`Expected fn to be a function but received ${describe(fn)}`);
-  const allocated = new Set<NativeStorage>();
-  scopes.push(allocated);
-  let result: R | undefined;
-  try {
-    result = fn();
-    return result;
-  } finally {
-    scopes.pop();
-    const keepAlive = new Set<NativeStorage>();
-    survivors(result, keepAlive, 0);
-    const parent = scopes.length > 0 ? scopes[scopes.length - 1] : null;
-    for (const storage of allocated) {
-      if (kept.has(storage) || keepAlive.has(storage)) parent?.add(storage);
-      else if (!storage.disposed) storage.dispose();
-    }
-  }
-}
-
-/** Runs `fn`; any tensor allocation past `elements` float32 elements in all throws `onExceeded(requested)`. */
-export function withAllocationBudget<R>(elements: number, onExceeded: (requested: number) => Error, fn: () => R): R {
-  const previous = budget;
-  budget = { left: elements, onExceeded };
-  try {
-    return fn();
-  } finally {
-    budget = previous;
-  }
 }

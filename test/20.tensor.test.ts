@@ -3,7 +3,7 @@
  * op's gradient against central finite differences.
  */
 import { expect } from 'chai';
-import { Tensor, backward, noGrad } from '../lib/index';
+import { Tensor, backward, memoryStats, noGrad } from '../lib/index';
 import { expectClose, randomArray, seededRandom } from './helpers';
 
 const arr = (t: Tensor) => Array.from(t.toArray());
@@ -193,6 +193,37 @@ describe('autograd', () => {
     x.mul(2).sum().backward();
     x.mul(3).sum().backward();
     expect(arr(x.grad!)).to.deep.equal([5, 5, 5]);
+  });
+
+  it('a fresh gradient becomes .grad without a copy; a shared one is copied', () => {
+    // add hands the same gradient to both of its inputs: two leaves must not share memory
+    const a = Tensor.from([1, 2], [2], { requiresGrad: true });
+    const b = Tensor.from([3, 4], [2], { requiresGrad: true });
+    a.add(b).sum().backward();
+    a.mul(5).sum().backward(); // accumulates into a.grad in place
+    expect(arr(a.grad!)).to.deep.equal([6, 6]);
+    expect(arr(b.grad!)).to.deep.equal([1, 1]);
+    // ... nor may one leaf's two gradients alias the same memory
+    const c = Tensor.from([1, 2], [2], { requiresGrad: true });
+    c.add(c).sum().backward();
+    expect(arr(c.grad!)).to.deep.equal([2, 2]);
+    // a gradient the caller passed in stays the caller's (a view of it reaches the leaf)
+    const d = Tensor.from([1, 2, 3, 4], [2, 2], { requiresGrad: true });
+    const seedGrad = Tensor.from([1, 1, 1, 1], [4]);
+    backward([d.reshape([4])], [seedGrad]);
+    backward([d.reshape([4])], [seedGrad]);
+    expect(arr(d.grad!)).to.deep.equal([2, 2, 2, 2]);
+    expect(arr(seedGrad)).to.deep.equal([1, 1, 1, 1]);
+    // the fresh one: backward allocates the expanded sum gradient and mul's result (kept as .grad)
+    const n = 1 << 20;
+    const w = Tensor.zeros([n], { requiresGrad: true });
+    const loss = w.mul(2).sum();
+    (global as { gc?: () => void }).gc?.();
+    const before = memoryStats().allocatedBytes;
+    loss.backward();
+    const grown = memoryStats().allocatedBytes - before;
+    expect(grown).to.be.below(2.5 * 4 * n); // a copy would make it 3 x 4n
+    expect(arr(w.grad!.slice(0, 0, 3))).to.deep.equal([2, 2, 2]);
   });
 
   it('backward(tensors, grads) takes several roots and explicit gradients', () => {

@@ -5,7 +5,9 @@
 import { noGrad } from '../autograd';
 import { describe, expectBoolean, expectOptions, expectKnownKeys, formatShape, rangeError, typeError } from '../errors';
 import { native } from '../native';
-import { Device, Tensor, checkDevice, keep } from '../tensor';
+import { Device, checkDevice } from '../device';
+import { keep } from '../memory';
+import { Tensor } from '../tensor';
 
 export type StateDict = Record<string, Tensor>;
 

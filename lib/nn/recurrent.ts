@@ -8,7 +8,9 @@ import { isGradEnabled } from '../autograd';
 import { describe, expectBoolean, expectInteger, expectNumber, expectOptions, expectKnownKeys, formatShape, rangeError, typeError } from '../errors';
 import { dropout } from '../functional';
 import { native } from '../native';
-import { Tensor, allocate, emptyOn, expectSameDevice, expectTensor, record } from '../tensor';
+import { expectSameDevice } from '../device';
+import { allocate } from '../memory';
+import { Tensor, emptyOn, expectTensor, record } from '../tensor';
 import { uniform_ } from './init';
 import { Module } from './module';
 
