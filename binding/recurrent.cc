@@ -46,10 +46,17 @@ int64_t state_size(const LayerDims& d) { return static_cast<int64_t>(d.direction
 int64_t gates_size(const LayerDims& d) { return static_cast<int64_t>(gate_count(d.cell)) * d.hidden_size; }
 bool is_lstm(const LayerDims& d) { return d.cell == CellKind::kLstm; }
 
-// Null/undefined, or a span of `count` floats.
-float* optional_span(const Napi::Value& value, const char* name, int64_t count) {
+// Null/undefined, or a span of `count` floats from `offset`.
+float* optional_span(const Napi::Value& value, const char* name, int64_t count, int64_t offset = 0) {
   if (value.IsNull() || value.IsUndefined()) return nullptr;
-  return span_of(value, name, 0, count);
+  return span_of(value, name, offset, count);
+}
+
+// The optional state offset: where this layer's (D, B, H) rows start in the (L * D, B, H)
+// state buffers of a stacked module (h0, c0, hN, cN and their gradients), in floats.
+int64_t state_offset_arg(const Napi::CallbackInfo& info, size_t index) {
+  if (info.Length() <= index || info[index].IsUndefined() || info[index].IsNull()) return 0;
+  return int_arg(info[index], "stateOffset", 0, int64_t{1} << 52);
 }
 
 // lengths: null, or an Int32Array of B entries in [0, T].
@@ -109,21 +116,22 @@ Napi::Value LayerReserveSize(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(layer_reserve_size(dims_arg(info))));
 }
 
-// layerForward(cell, T, B, I, H, D, y, hN, cN, reserve, x, lengths, h0, c0, weights)
+// layerForward(cell, T, B, I, H, D, y, hN, cN, reserve, x, lengths, h0, c0, weights[, stateOffset])
 Napi::Value LayerForward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   begin_op();
   expect_args(info, 15, "layerForward");
   const LayerDims d = dims_arg(info);
   const int64_t rows = static_cast<int64_t>(d.steps) * d.batch;
+  const int64_t at = state_offset_arg(info, 15);
   float* y = span_of(info[6], "y", 0, rows * d.directions * d.hidden_size);
-  float* h_n = span_of(info[7], "hN", 0, state_size(d));
-  float* c_n = is_lstm(d) ? span_of(info[8], "cN", 0, state_size(d)) : nullptr;
+  float* h_n = span_of(info[7], "hN", at, state_size(d));
+  float* c_n = is_lstm(d) ? span_of(info[8], "cN", at, state_size(d)) : nullptr;
   float* reserve = optional_span(info[9], "reserve", static_cast<int64_t>(layer_reserve_size(d)));
   const float* x = span_of(info[10], "x", 0, rows * d.input_size);
   const std::vector<int> lengths = lengths_arg(info[11], d);
-  const float* h0 = optional_span(info[12], "h0", state_size(d));
-  const float* c0 = is_lstm(d) ? optional_span(info[13], "c0", state_size(d)) : nullptr;
+  const float* h0 = optional_span(info[12], "h0", state_size(d), at);
+  const float* c0 = is_lstm(d) ? optional_span(info[13], "c0", state_size(d), at) : nullptr;
   std::vector<float*> w;
   weights_arg(info[14], d, "weights", FloatSpan{}, w);
   std::vector<LayerWeights> weights(d.directions);
@@ -146,23 +154,25 @@ Napi::Value LayerForward(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-// layerBackward(cell, T, B, I, H, D, dx, dh0, dc0, grads, dy, dhN, dcN, reserve, x, lengths, weights)
+// layerBackward(cell, T, B, I, H, D, dx, dh0, dc0, grads, dy, dhN, dcN, reserve, x, lengths, weights[, dhSteps[,
+//               stateOffset]])
 Napi::Value LayerBackward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   begin_op();
   expect_args(info, 17, "layerBackward");
   const LayerDims d = dims_arg(info);
+  const int64_t at = state_offset_arg(info, 18);
   // optional 18th argument: dL/dh of every step, (D, T, B, H) (diagnostics; CPU only)
   float* dh_steps = info.Length() > 17 ? optional_span(info[17], "dhSteps", static_cast<int64_t>(d.directions) * d.steps * d.batch * d.hidden_size) : nullptr;
   const int64_t rows = static_cast<int64_t>(d.steps) * d.batch;
   float* dx = span_of(info[6], "dx", 0, rows * d.input_size);
-  float* dh0 = optional_span(info[7], "dh0", state_size(d));
-  float* dc0 = is_lstm(d) ? optional_span(info[8], "dc0", state_size(d)) : nullptr;
+  float* dh0 = optional_span(info[7], "dh0", state_size(d), at);
+  float* dc0 = is_lstm(d) ? optional_span(info[8], "dc0", state_size(d), at) : nullptr;
   std::vector<float*> g;
   weights_arg(info[9], d, "grads", FloatSpan{}, g);
   const float* dy = optional_span(info[10], "dy", rows * d.directions * d.hidden_size);
-  const float* dh_n = optional_span(info[11], "dhN", state_size(d));
-  const float* dc_n = is_lstm(d) ? optional_span(info[12], "dcN", state_size(d)) : nullptr;
+  const float* dh_n = optional_span(info[11], "dhN", state_size(d), at);
+  const float* dc_n = is_lstm(d) ? optional_span(info[12], "dcN", state_size(d), at) : nullptr;
   const float* reserve = span_of(info[13], "reserve", 0, static_cast<int64_t>(layer_reserve_size(d)));
   const float* x = span_of(info[14], "x", 0, rows * d.input_size);
   const std::vector<int> lengths = lengths_arg(info[15], d);

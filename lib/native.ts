@@ -63,10 +63,10 @@ export interface NativeAddon {
   layerReserveSize(cell: number, T: number, B: number, I: number, H: number, D: number): number;
   layerForward(cell: number, T: number, B: number, I: number, H: number, D: number,
     y: S, hN: S, cN: MaybeS, reserve: MaybeS, x: S, lengths: Int32Array | null, h0: MaybeS, c0: MaybeS,
-    weights: MaybeS[]): void;
+    weights: MaybeS[], stateOffset?: number): void;
   layerBackward(cell: number, T: number, B: number, I: number, H: number, D: number,
     dx: S, dh0: MaybeS, dc0: MaybeS, grads: MaybeS[], dy: MaybeS, dhN: MaybeS, dcN: MaybeS,
-    reserve: S, x: S, lengths: Int32Array | null, weights: MaybeS[], dhSteps?: MaybeS): void;
+    reserve: S, x: S, lengths: Int32Array | null, weights: MaybeS[], dhSteps?: MaybeS, stateOffset?: number): void;
   referenceForward(cell: number, T: number, B: number, I: number, H: number, D: number,
     x: Float64Array, lengths: Int32Array | null, h0: Float64Array | null, c0: Float64Array | null,
     weights: (Float64Array | null)[]): { y: Float64Array; hN: Float64Array; cN?: Float64Array };

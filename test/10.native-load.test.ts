@@ -90,6 +90,15 @@ describe('native addon', () => {
     expect(() => native.gemm(false, false, 2, 2, 3, 1, a, 0, 3, b, 0, 2, 0, c, 0, 2, 1, 0, 0, 0)).to.throw(RangeError);
     expect(() => native.stridedCopy(a, 0, [1], b, 2, [1], [4], false)).to.throw(RangeError);
     expect(() => native.layerForward(2, 2, 1, 1, 2, 1, a, a, a, null, a, null, null, null, [a, a, null, null])).to.throw(RangeError);
+    // a layer's rows of stacked state buffers: (D, B, H) = 2 floats from stateOffset, inside the buffer
+    const gates = new native.Storage(8 * 2); // LSTM, T = 1, B = 1, I = 1, H = 2: 8 x 1 and 8 x 2 weights
+    const state = new native.Storage(4);
+    const [y, x, wIh] = [new native.Storage(2), new native.Storage(1), new native.Storage(8)];
+    const forward = (offset: number) => () =>
+      native.layerForward(2, 1, 1, 1, 2, 1, y, state, state, null, x, null, null, null, [wIh, gates, null, null], offset);
+    expect(forward(2)).not.to.throw();
+    expect(forward(3)).to.throw(RangeError, /cN|hN/);
+    expect(forward(-1)).to.throw(RangeError, /stateOffset/);
     expect(() => native.embeddingForward(a, b, Int32Array.from([0, 7]), 2, 2)).to.throw(RangeError);
     expect(() => native.unary(0, {} as never, a, 1)).to.throw(TypeError);
   });

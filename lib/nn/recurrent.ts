@@ -2,12 +2,13 @@
  * Recurrent layers: RNN, LSTM, GRU. Same options, equations, parameter names, shapes
  * and initialization as PyTorch's nn.RNN / nn.LSTM / nn.GRU, so state dicts move
  * between the two unchanged. Each layer (both directions) is one native call over the
- * whole sequence; only the loop over stacked layers runs in JS.
+ * whole sequence; only the loop over stacked layers runs in JS, and the whole stack is one
+ * autograd node.
  */
-import { isGradEnabled } from '../autograd';
+import { isGradEnabled, noGrad } from '../autograd';
 import { describe, expectBoolean, expectInteger, expectNumber, expectOptions, expectKnownKeys, formatShape, rangeError, typeError } from '../errors';
-import { dropout } from '../functional';
-import { native } from '../native';
+import { native, NativeStorage } from '../native';
+import { nextSeed } from '../random';
 import { expectSameDevice } from '../device';
 import { allocate } from '../memory';
 import { Tensor, emptyOn, expectTensor, record } from '../tensor';
@@ -165,25 +166,21 @@ abstract class RecurrentBase extends Module {
     const lengths = this.checkLengths(opts.lengths, T, B, name);
 
     const params = new Map(this.namedParameters());
-    const hs: Tensor[] = [];
-    const cs: Tensor[] = [];
+    const weights: (Tensor | null)[][] = [];
     for (let layer = 0; layer < this.numLayers; ++layer) {
-      const weights: (Tensor | null)[] = [];
+      const w: (Tensor | null)[] = [];
       for (let d = 0; d < D; ++d) {
         const suffix = `_l${layer}${d === 1 ? '_reverse' : ''}`;
-        weights.push(params.get(`weight_ih${suffix}`)!, params.get(`weight_hh${suffix}`)!);
-        weights.push(params.get(`bias_ih${suffix}`) ?? null, params.get(`bias_hh${suffix}`) ?? null);
+        w.push(params.get(`weight_ih${suffix}`)!, params.get(`weight_hh${suffix}`)!);
+        w.push(params.get(`bias_ih${suffix}`) ?? null, params.get(`bias_hh${suffix}`) ?? null);
       }
-      const rows = (t: Tensor | null) => (t && this.numLayers > 1 ? t.slice(0, layer * D, (layer + 1) * D) : t);
-      const result = recurrentLayer(this.cell, x, rows(h0), rows(c0), weights, lengths, H, D);
-      hs.push(result.h);
-      if (result.c) cs.push(result.c);
-      const last = layer === this.numLayers - 1;
-      x = !last && this.training && this.dropout > 0 ? dropout(result.y, this.dropout, true) : result.y;
+      weights.push(w);
     }
-    let output = x;
-    let h = hs.length === 1 ? hs[0] : Tensor.concat(hs, 0);
-    let c = isLstm ? (cs.length === 1 ? cs[0] : Tensor.concat(cs, 0)) : null;
+    const dropoutP = this.training && this.dropout > 0 ? this.dropout : 0;
+    const result = recurrentStack(this.cell, x, h0, c0, weights, lengths, H, D, dropoutP);
+    let output = result.y;
+    let h = result.h;
+    let c = result.c;
     if (unbatched) {
       output = output.reshape([T, D * H]);
       h = h.reshape([stateRows, H]);
@@ -232,54 +229,116 @@ export function probeLayers<R>(into: LayerProbe[], fn: () => R): R {
   }
 }
 
+// Floats of a layer's reserve, asked of the addon once per shape.
+const reserveSizes = new Map<string, number>();
+
+function reserveSize(cell: Cell, T: number, B: number, I: number, H: number, D: number): number {
+  const key = `${cell},${T},${B},${I},${H},${D}`;
+  let size = reserveSizes.get(key);
+  if (size === undefined) {
+    if (reserveSizes.size >= 1024) reserveSizes.clear();
+    size = native.layerReserveSize(cell, T, B, I, H, D);
+    reserveSizes.set(key, size);
+  }
+  return size;
+}
+
 /**
- * One layer, both directions, over the whole sequence: a single native call forward
- * and a single one backward. x: [T, B, I]; h0, c0: [D, B, H] or null;
- * weights: [w_ih, w_hh, b_ih, b_hh] per direction.
+ * A stack of layers, both directions each, over the whole sequence, as one autograd node (as
+ * PyTorch's and cuDNN's RNN ops are): one native call per layer forward and one per layer
+ * backward, inverted dropout between layers (p > 0). x: [T, B, I]; h0, c0: [L*D, B, H] or null;
+ * weights[layer]: [w_ih, w_hh, b_ih, b_hh] per direction. Each layer reads and writes its own
+ * rows of the [L*D, B, H] state tensors and their gradients in place (an offset, no slices).
  */
-function recurrentLayer(
+function recurrentStack(
   cell: Cell,
   x: Tensor,
   h0: Tensor | null,
   c0: Tensor | null,
-  weights: (Tensor | null)[],
+  weights: (Tensor | null)[][],
   lengths: Int32Array | null,
   H: number,
   D: number,
+  dropoutP: number,
 ): { y: Tensor; h: Tensor; c: Tensor | null } {
-  const [T, B, I] = x.shape;
+  const [T, B] = x.shape;
+  const L = weights.length;
   const isLstm = cell === Cell.Lstm;
-  // every output, the reserve and every gradient below are written entirely by the kernels
+  const flatWeights = weights.flat();
+  // every output, the reserves and every gradient below are written entirely by the kernels
   const device = expectSameDevice(`${['RNN', 'RNN', 'LSTM', 'GRU'][cell]}`, [
-    ['input', x], ['h0', h0], ['c0', c0], ...weights.map((w, i) => [`weight ${i}`, w] as const),
+    ['input', x], ['h0', h0], ['c0', c0], ...flatWeights.map((w, i) => [`weight ${i}`, w] as const),
   ]);
-  const y = emptyOn([T, B, D * H], device);
-  const h = emptyOn([D, B, H], device);
-  const c = isLstm ? emptyOn([D, B, H], device) : null;
-  const inputs: Tensor[] = [x, ...(h0 ? [h0] : []), ...(c0 ? [c0] : []), ...weights.filter((w): w is Tensor => w !== null)];
+  const h = emptyOn([L * D, B, H], device);
+  const c = isLstm ? emptyOn([L * D, B, H], device) : null;
+  const stateRows = D * B * H;
+  const inputs: Tensor[] = [x, ...(h0 ? [h0] : []), ...(c0 ? [c0] : []), ...flatWeights.filter((w): w is Tensor => w !== null)];
   const needsGrad = isGradEnabled() && inputs.some((t) => t.requiresGrad);
-  const reserve = needsGrad ? allocate(native.layerReserveSize(cell, T, B, I, H, D), true, device) : null;
-  const storages = weights.map((w) => (w ? w.storage : null));
-  native.layerForward(cell, T, B, I, H, D, y.storage, h.storage, c ? c.storage : null, reserve, x.storage, lengths,
-    h0 ? h0.storage : null, c0 ? c0.storage : null, storages);
+
+  // per layer: its input, its reserve, and the dropout mask that made the next layer's input
+  const layerInputs: Tensor[] = [];
+  const reserves: NativeStorage[] = [];
+  const masks: (Tensor | null)[] = [];
+  const layerProbes: (LayerProbe | null)[] = [];
+  const storages = weights.map((w) => w.map((t) => (t ? t.storage : null)));
+  let input = x;
+  let y = x;
+  for (let layer = 0; layer < L; ++layer) {
+    const I = input.shape[2];
+    y = emptyOn([T, B, D * H], device);
+    const reserve = needsGrad ? allocate(reserveSize(cell, T, B, I, H, D), true, device) : null;
+    native.layerForward(cell, T, B, I, H, D, y.storage, h.storage, c ? c.storage : null, reserve, input.storage, lengths,
+      h0 ? h0.storage : null, c0 ? c0.storage : null, storages[layer], layer * stateRows);
+    const probe: LayerProbe | null = probes
+      ? { cell, dims: { T, B, H, D }, lengths, reserve: reserve ? new Tensor(reserve, [reserve.length], false, device) : null, dhSteps: null }
+      : null;
+    probes?.push(probe!);
+    layerProbes.push(probe);
+    layerInputs.push(input);
+    if (reserve) reserves.push(reserve);
+    if (layer < L - 1 && dropoutP > 0) {
+      const mask = emptyOn(y.shape, device);
+      native.dropoutMask(mask.storage, mask.size, dropoutP, nextSeed());
+      masks.push(mask);
+      input = noGrad(() => y.mul(mask));
+      y.dispose(); // backward needs the dropped-out copy only
+    } else {
+      masks.push(null);
+      input = y;
+    }
+  }
+  if (!needsGrad) {
+    // nothing to record: the masks and the inner layers' inputs go now, not at the next GC
+    for (const mask of masks) mask?.dispose();
+    for (const t of layerInputs.slice(1)) t.dispose();
+    return { y, h, c };
+  }
 
   const outputs = c ? [y, h, c] : [y, h];
-  const probe: LayerProbe | null = probes
-    ? { cell, dims: { T, B, H, D }, lengths, reserve: reserve ? new Tensor(reserve, [reserve.length], false, device) : null, dhSteps: null }
-    : null;
-  probes?.push(probe!);
-  // the reserve (gate activations and states of every step) is freed by backward itself
-  record(`${['rnn_tanh', 'rnn_relu', 'lstm', 'gru'][cell]}_layer`, inputs, outputs, ([dy, dh, dc]) => {
-    if (probe) probe.dhSteps = emptyOn([D, T, B, H], device);
-    const dx = emptyOn(x.shape, device);
-    const dh0 = h0 ? emptyOn(h0.shape, device) : null;
-    const dc0 = c0 ? emptyOn(c0.shape, device) : null;
-    const grads = weights.map((w) => (w ? emptyOn(w.shape, device) : null));
-    native.layerBackward(cell, T, B, I, H, D, dx.storage, dh0 ? dh0.storage : null, dc0 ? dc0.storage : null,
-      grads.map((g) => (g ? g.storage : null)), dy ? dy.storage : null, dh ? dh.storage : null,
-      dc ? dc.storage : null, reserve!, x.storage, lengths, storages, probe?.dhSteps?.storage ?? null);
-    return [dx, ...(dh0 ? [dh0] : []), ...(dc0 ? [dc0] : []), ...grads.filter((g): g is Tensor => g !== null)];
-  }, reserve ? [reserve] : []);
+  // what only backward reads, freed by backward itself: the reserves, the masks and the inner
+  // layers' inputs
+  const saved = [...reserves, ...masks.filter((m): m is Tensor => m !== null).map((m) => m.storage),
+    ...layerInputs.slice(1).map((t) => t.storage)];
+  record(`${['rnn_tanh', 'rnn_relu', 'lstm', 'gru'][cell]}`, inputs, outputs, ([dOut, dh, dc]) => {
+    const dh0 = h0?.requiresGrad ? emptyOn(h0.shape, device) : null;
+    const dc0 = c0?.requiresGrad ? emptyOn(c0.shape, device) : null;
+    const grads = weights.map((w) => w.map((t) => (t ? emptyOn(t.shape, device) : null)));
+    let dy: Tensor | null = dOut;
+    for (let layer = L - 1; layer >= 0; --layer) {
+      const layerInput = layerInputs[layer];
+      const I = layerInput.shape[2];
+      const probe = layerProbes[layer];
+      if (probe) probe.dhSteps = emptyOn([D, T, B, H], device);
+      const dx = emptyOn(layerInput.shape, device);
+      native.layerBackward(cell, T, B, I, H, D, dx.storage, dh0 ? dh0.storage : null, dc0 ? dc0.storage : null,
+        grads[layer].map((g) => (g ? g.storage : null)), dy ? dy.storage : null, dh ? dh.storage : null,
+        dc ? dc.storage : null, reserves[layer], layerInput.storage, lengths, storages[layer],
+        probe?.dhSteps?.storage ?? null, layer * stateRows);
+      const mask = layer > 0 ? masks[layer - 1] : null;
+      dy = mask ? dx.mul(mask) : dx;
+    }
+    return [dy, ...(h0 ? [dh0] : []), ...(c0 ? [dc0] : []), ...grads.flat().filter((g): g is Tensor => g !== null)];
+  }, saved);
   return { y, h, c };
 }
 
