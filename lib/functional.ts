@@ -3,7 +3,7 @@
  */
 import { isGradEnabled, noGrad } from './autograd';
 import { describe, expectBoolean, expectInteger, expectNumber, formatShape, rangeError, typeError } from './errors';
-import { native } from './native';
+import { gemm, native } from './native';
 import { nextSeed } from './random';
 import { expectSameDevice } from './device';
 import { Tensor, emptyOn, expectTensor, record, zerosOn } from './tensor';
@@ -29,13 +29,11 @@ export function linear(input: Tensor, weight: Tensor, bias: Tensor | null = null
   const rows = x.size / Math.max(inFeatures, 1) || 0;
   const outShape = [...x.shape.slice(0, -1), outFeatures];
   const out = zerosOn(outShape, device);
-  const ldIn = Math.max(inFeatures, 1);
-  const ldOut = Math.max(outFeatures, 1);
   if (bias) {
     // broadcast the bias into every row, then accumulate the product on top
     native.stridedCopy(out.storage, 0, [outFeatures, 1], bias.storage, 0, [0, 1], [rows, outFeatures], false);
   }
-  native.gemm(false, true, rows, outFeatures, inFeatures, 1, x.storage, 0, ldIn, w.storage, 0, ldIn, bias ? 1 : 0, out.storage, 0, ldOut, 1, 0, 0, 0);
+  gemm({ a: x.storage, b: w.storage, c: out.storage, m: rows, n: outFeatures, k: inFeatures, transB: true, beta: bias ? 1 : 0 });
   const inputs = bias ? [x, w, bias] : [x, w];
   return record('linear', inputs, out, ([g]) => {
     const grad = g!;
@@ -44,11 +42,11 @@ export function linear(input: Tensor, weight: Tensor, bias: Tensor | null = null
     let gb: Tensor | null = null;
     if (x.requiresGrad) {
       gx = zerosOn(x.shape, device);
-      native.gemm(false, false, rows, inFeatures, outFeatures, 1, grad.storage, 0, ldOut, w.storage, 0, ldIn, 0, gx.storage, 0, ldIn, 1, 0, 0, 0);
+      gemm({ a: grad.storage, b: w.storage, c: gx.storage, m: rows, n: inFeatures, k: outFeatures });
     }
     if (w.requiresGrad) {
       gw = zerosOn(w.shape, device);
-      native.gemm(true, false, outFeatures, inFeatures, rows, 1, grad.storage, 0, ldOut, x.storage, 0, ldIn, 0, gw.storage, 0, ldIn, 1, 0, 0, 0);
+      gemm({ a: grad.storage, b: x.storage, c: gw.storage, m: outFeatures, n: inFeatures, k: rows, transA: true });
     }
     if (bias?.requiresGrad) gb = grad.reshape([rows, outFeatures]).sum(0);
     return bias ? [gx, gw, gb] : [gx, gw];

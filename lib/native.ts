@@ -138,3 +138,36 @@ function load(): NativeAddon & NativeCollectives {
 }
 
 export const native: NativeAddon & NativeCollectives = load();
+
+/** One call of the GEMM kernel, by name: C (m x n) = alpha op(A) op(B) + beta C, row-major. */
+export interface GemmCall {
+  a: S;
+  b: S;
+  c: S;
+  m: number;
+  n: number;
+  k: number;
+  /** op(A) = A^T: A is stored (k, m). Default false. */
+  transA?: boolean;
+  /** op(B) = B^T: B is stored (n, k). Default false. */
+  transB?: boolean;
+  /** Default 1. */
+  alpha?: number;
+  /** 0 (the default): C is overwritten, never read. */
+  beta?: number;
+  /** Products at once; the next product's A, B and C follow the previous one's (tightly packed). Default 1. */
+  batch?: number;
+}
+
+/**
+ * The GEMM with its 20 positional arguments worked out: leading dimensions and batch strides
+ * are those of tightly packed operands (at least 1 where a size is 0).
+ */
+export function gemm({ a, b, c, m, n, k, transA = false, transB = false, alpha = 1, beta = 0, batch = 1 }: GemmCall): void {
+  const lda = Math.max(transA ? m : k, 1);
+  const ldb = Math.max(transB ? k : n, 1);
+  const ldc = Math.max(n, 1);
+  const strided = batch > 1;
+  native.gemm(transA, transB, m, n, k, alpha, a, 0, lda, b, 0, ldb, beta, c, 0, ldc, batch,
+    strided ? m * k : 0, strided ? k * n : 0, strided ? m * n : 0);
+}

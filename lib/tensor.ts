@@ -20,7 +20,7 @@ import {
 } from './errors';
 import { Device, checkDevice, expectSameDevice } from './device';
 import { allocate, keep, transferKept } from './memory';
-import { native, NativeStorage } from './native';
+import { gemm, native, NativeStorage } from './native';
 import { nextSeed } from './random';
 import { NestedArray, broadcastShapes, broadcastStrides, checkShape, contiguousStrides, flatten, inferShape, normalizeDim, numel } from './shape';
 
@@ -589,42 +589,32 @@ export class Tensor {
       throw rangeError(`matmul: expected other of shape ${formatShape([k, '*'])} (last dims) but received ${formatShape(bs)}`, 'ERR_SHAPE_MISMATCH');
     }
     const n = bs[bs.length - 1];
+    let batch = 1;
+    let m: number;
+    let outShape: number[];
     if (bs.length === 2) {
-      const m = this.size / Math.max(k, 1) || numel(as.slice(0, -1));
-      const out = zerosOn([...as.slice(0, -1), n], this.device);
-      native.gemm(false, false, m, n, k, 1, this.storage, 0, Math.max(k, 1), b.storage, 0, Math.max(n, 1), 0, out.storage, 0, Math.max(n, 1), 1, 0, 0, 0);
-      const a = this;
-      return record('matmul', [this, b], out, ([g]) => {
-        let ga: Tensor | null = null;
-        let gb: Tensor | null = null;
-        if (a.requiresGrad) {
-          ga = zerosOn(as, a.device);
-          native.gemm(false, true, m, k, n, 1, g!.storage, 0, Math.max(n, 1), b.storage, 0, Math.max(n, 1), 0, ga.storage, 0, Math.max(k, 1), 1, 0, 0, 0);
-        }
-        if (b.requiresGrad) {
-          gb = zerosOn(bs, a.device);
-          native.gemm(true, false, k, n, m, 1, a.storage, 0, Math.max(k, 1), g!.storage, 0, Math.max(n, 1), 0, gb.storage, 0, Math.max(n, 1), 1, 0, 0, 0);
-        }
-        return [ga, gb];
-      });
+      m = this.size / Math.max(k, 1) || numel(as.slice(0, -1));
+      outShape = [...as.slice(0, -1), n];
+    } else {
+      if (as.length !== 3 || bs.length !== 3 || as[0] !== bs[0]) {
+        throw rangeError(`matmul: batched operands must both be (B, M, K) and (B, K, N) but received ${formatShape(as)} and ${formatShape(bs)}`, 'ERR_SHAPE_MISMATCH');
+      }
+      [batch, m] = as;
+      outShape = [batch, m, n];
     }
-    if (as.length !== 3 || bs.length !== 3 || as[0] !== bs[0]) {
-      throw rangeError(`matmul: batched operands must both be (B, M, K) and (B, K, N) but received ${formatShape(as)} and ${formatShape(bs)}`, 'ERR_SHAPE_MISMATCH');
-    }
-    const [batch, m] = as;
-    const out = zerosOn([batch, m, n], this.device);
-    native.gemm(false, false, m, n, k, 1, this.storage, 0, Math.max(k, 1), b.storage, 0, Math.max(n, 1), 0, out.storage, 0, Math.max(n, 1), batch, m * k, k * n, m * n);
+    const out = zerosOn(outShape, this.device);
+    gemm({ a: this.storage, b: b.storage, c: out.storage, m, n, k, batch });
     const a = this;
-    return record('bmm', [this, b], out, ([g]) => {
+    return record(bs.length === 2 ? 'matmul' : 'bmm', [this, b], out, ([g]) => {
       let ga: Tensor | null = null;
       let gb: Tensor | null = null;
       if (a.requiresGrad) {
         ga = zerosOn(as, a.device);
-        native.gemm(false, true, m, k, n, 1, g!.storage, 0, Math.max(n, 1), b.storage, 0, Math.max(n, 1), 0, ga.storage, 0, Math.max(k, 1), batch, m * n, k * n, m * k);
+        gemm({ a: g!.storage, b: b.storage, c: ga.storage, m, n: k, k: n, transB: true, batch });
       }
       if (b.requiresGrad) {
         gb = zerosOn(bs, a.device);
-        native.gemm(true, false, k, n, m, 1, a.storage, 0, Math.max(k, 1), g!.storage, 0, Math.max(n, 1), 0, gb.storage, 0, Math.max(n, 1), batch, m * k, m * n, k * n);
+        gemm({ a: a.storage, b: g!.storage, c: gb.storage, m: k, n, k: m, transA: true, batch });
       }
       return [ga, gb];
     });
