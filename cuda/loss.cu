@@ -16,14 +16,7 @@ namespace {
 
 // max and log(sum(exp(x - max))) of one row, over the block
 __device__ void row_stats(const float* x, long long classes, float* max, float* log_sum) {
-  float m = -INFINITY;
-  for (long long j = threadIdx.x; j < classes; j += blockDim.x) m = fmaxf(m, x[j]);
-  m = block_max(m);
-  double s = 0.0;
-  for (long long j = threadIdx.x; j < classes; j += blockDim.x) s += exp(static_cast<double>(x[j] - m));
-  s = block_sum(s);
-  *max = m;
-  *log_sum = static_cast<float>(::log(s));
+  *log_sum = static_cast<float>(::log(row_exp_sum(x, classes, max)));
 }
 
 __global__ void cross_entropy_kernel(float* losses, const float* logits, const int32_t* targets, long long rows,

@@ -141,12 +141,8 @@ __global__ void softmax_kernel(float* out, const float* in, long long rows, long
   for (long long r = blockIdx.x; r < rows; r += gridDim.x) {
     const float* x = in + r * cols;
     float* y = out + r * cols;
-    float m = -INFINITY;
-    for (long long j = threadIdx.x; j < cols; j += blockDim.x) m = fmaxf(m, x[j]);
-    m = block_max(m);
-    double s = 0.0;
-    for (long long j = threadIdx.x; j < cols; j += blockDim.x) s += exp(static_cast<double>(x[j] - m));
-    s = block_sum(s);
+    float m;
+    const double s = row_exp_sum(x, cols, &m);
     if (log) {
       const float lse = static_cast<float>(::log(s));
       for (long long j = threadIdx.x; j < cols; j += blockDim.x) y[j] = x[j] - m - lse;

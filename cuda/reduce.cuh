@@ -55,5 +55,17 @@ __device__ inline float block_max(float v) {
   return total;
 }
 
+// The largest value of a row (into *max) and sum(exp(x - max)) in double, over the block (the
+// softmax and the cross entropy; the CPU sums in double too).
+__device__ inline double row_exp_sum(const float* x, long long n, float* max) {
+  float m = -INFINITY;
+  for (long long j = threadIdx.x; j < n; j += blockDim.x) m = fmaxf(m, x[j]);
+  m = block_max(m);
+  double s = 0.0;
+  for (long long j = threadIdx.x; j < n; j += blockDim.x) s += exp(static_cast<double>(x[j] - m));
+  *max = m;
+  return block_sum(s);
+}
+
 }  // namespace cuda
 }  // namespace recurrent
