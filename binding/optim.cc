@@ -53,6 +53,54 @@ std::vector<double> numbers_arg(const Napi::Value& value, const char* name, size
 }
 
 }  // namespace
+namespace {
+
+// lib/optim.ts's hyper() arrays, by name (kind 0 SGD, 1 Adam, 2 RMSprop).
+float hyper_at(const std::vector<double>& v, size_t k) { return static_cast<float>(v[k]); }
+
+SgdHyper sgd_hyper(const std::vector<double>& v) {
+  SgdHyper h;
+  h.lr = hyper_at(v, 0);
+  h.momentum = hyper_at(v, 1);
+  h.dampening = hyper_at(v, 2);
+  h.weight_decay = hyper_at(v, 3);
+  h.nesterov = v[4] != 0.0;
+  return h;
+}
+
+AdamHyper adam_hyper(const std::vector<double>& v) {
+  AdamHyper h;
+  h.lr = hyper_at(v, 0);
+  h.beta1 = hyper_at(v, 1);
+  h.beta2 = hyper_at(v, 2);
+  h.eps = hyper_at(v, 3);
+  h.weight_decay = hyper_at(v, 4);
+  h.decoupled = v[5] != 0.0;
+  return h;
+}
+
+RmspropHyper rmsprop_hyper(const std::vector<double>& v) {
+  RmspropHyper h;
+  h.lr = hyper_at(v, 0);
+  h.alpha = hyper_at(v, 1);
+  h.eps = hyper_at(v, 2);
+  h.weight_decay = hyper_at(v, 3);
+  h.momentum = hyper_at(v, 4);
+  h.centered = v[5] != 0.0;
+  return h;
+}
+
+// update(i) for every parameter i with a gradient: queued for the CPU worker (by value), or
+// launched now on the GPU's stream.
+template <typename Update>
+void update_each(Napi::Env env, const std::vector<float*>& grads, Update update) {
+  run(
+      env, [=] { for (size_t i = 0; i < grads.size(); ++i) if (grads[i]) update(i, false); },
+      [&] { for (size_t i = 0; i < grads.size(); ++i) if (grads[i]) update(i, true); });
+}
+
+}  // namespace
+
 // optimizerStep(kind, hyper, steps, params, grads, state0, state1, state2)
 //   kind 0 SGD   hyper [lr, momentum, dampening, weightDecay, nesterov]    state0 momentum
 //   kind 1 Adam  hyper [lr, beta1, beta2, eps, weightDecay, decoupled]     state0 expAvg, state1 expAvgSq
@@ -74,52 +122,30 @@ Napi::Value OptimizerStep(const Napi::CallbackInfo& info) {
   const std::vector<float*> s0 = storage_list(info[5], "state0", sizes, true);
   const std::vector<float*> s1 = storage_list(info[6], "state1", sizes, true);
   const std::vector<float*> s2 = storage_list(info[7], "state2", sizes, true);
+  const SgdHyper sgd = kind == 0 ? sgd_hyper(hyper) : SgdHyper{};
+  const AdamHyper adam = kind == 1 ? adam_hyper(hyper) : AdamHyper{};
+  const RmspropHyper rms = kind == 2 ? rmsprop_hyper(hyper) : RmspropHyper{};
   // Every state a configuration needs must be present for every parameter with a grad.
   for (size_t i = 0; i < count; ++i) {
     if (!grads[i]) continue;
-    const bool ok = kind == 0 ? (hyper[1] == 0.0 || s0[i])
+    const bool ok = kind == 0 ? (sgd.momentum == 0.0f || s0[i])
                   : kind == 1 ? (s0[i] && s1[i])
-                              : (s0[i] && (hyper[5] == 0.0 || s1[i]) && (hyper[4] == 0.0 || s2[i]));
+                              : (s0[i] && (!rms.centered || s1[i]) && (rms.momentum == 0.0f || s2[i]));
     if (!ok) throw_type(env, "optimizerStep: missing optimizer state for parameter " + std::to_string(i));
     if (steps[i] < 1) throw_range(env, "optimizerStep: steps must be >= 1");
   }
-  const auto f = [&](size_t k) { return static_cast<float>(hyper[k]); };
   if (kind == 0) {
-    const SgdHyper h{f(0), f(1), f(2), f(3), hyper[4] != 0.0};
-    run(
-        env,
-        [=] {
-          for (size_t i = 0; i < count; ++i)
-            if (grads[i]) sgd_step_cpu(params[i], grads[i], s0[i], sizes[i], h, steps[i] == 1);
-        },
-        [&] {
-          for (size_t i = 0; i < count; ++i)
-            if (grads[i]) cuda::sgd_step(params[i], grads[i], s0[i], sizes[i], h, steps[i] == 1);
-        });
+    update_each(env, grads, [=](size_t i, bool gpu) {
+      (gpu ? cuda::sgd_step : sgd_step_cpu)(params[i], grads[i], s0[i], sizes[i], sgd, steps[i] == 1);
+    });
   } else if (kind == 1) {
-    const AdamHyper h{f(0), f(1), f(2), f(3), f(4), hyper[5] != 0.0};
-    run(
-        env,
-        [=] {
-          for (size_t i = 0; i < count; ++i)
-            if (grads[i]) adam_step_cpu(params[i], grads[i], s0[i], s1[i], sizes[i], h, steps[i]);
-        },
-        [&] {
-          for (size_t i = 0; i < count; ++i)
-            if (grads[i]) cuda::adam_step(params[i], grads[i], s0[i], s1[i], sizes[i], h, steps[i]);
-        });
+    update_each(env, grads, [=](size_t i, bool gpu) {
+      (gpu ? cuda::adam_step : adam_step_cpu)(params[i], grads[i], s0[i], s1[i], sizes[i], adam, steps[i]);
+    });
   } else {
-    const RmspropHyper h{f(0), f(1), f(2), f(3), f(4), hyper[5] != 0.0};
-    run(
-        env,
-        [=] {
-          for (size_t i = 0; i < count; ++i)
-            if (grads[i]) rmsprop_step_cpu(params[i], grads[i], s0[i], s1[i], s2[i], sizes[i], h);
-        },
-        [&] {
-          for (size_t i = 0; i < count; ++i)
-            if (grads[i]) cuda::rmsprop_step(params[i], grads[i], s0[i], s1[i], s2[i], sizes[i], h);
-        });
+    update_each(env, grads, [=](size_t i, bool gpu) {
+      (gpu ? cuda::rmsprop_step : rmsprop_step_cpu)(params[i], grads[i], s0[i], s1[i], s2[i], sizes[i], rms);
+    });
   }
   return env.Undefined();
 }
