@@ -1,8 +1,4 @@
 // The three compiled variants of gates_impl.h and the run-time choice among them.
-// cells.h's gate functions are instantiated on AVX2 / AVX-512 vectors below and always inlined
-// into code compiled for those; GCC still warns about the ABI they would have as functions.
-#pragma GCC diagnostic ignored "-Wpsabi"
-
 #include "gates.h"
 
 #include <cstring>

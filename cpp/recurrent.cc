@@ -17,6 +17,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <atomic>
 #include <cstring>
 #include <vector>
 
@@ -64,7 +65,26 @@ int gemm_rows(const int* lengths, int batch, bool sorted, int t) {
 
 inline float bias_at(const float* bias, int index) { return bias ? bias[index] : 0.0f; }
 
+// RECURRENT_TIME_CHUNK=N in the environment starts with chunks of N steps (a huge N: one chunk
+// per call, as before chunking; for measuring).
+std::atomic<int> g_time_chunk{[] {
+  const char* env = std::getenv("RECURRENT_TIME_CHUNK");
+  return env && *env ? std::max(0, std::atoi(env)) : 0;
+}()};
+
+// Steps per chunk (see set_time_chunk): at least `min_rows` rows for the GEMMs, about `bytes`
+// of a chunk's gate-sized rows.
+int time_chunk(int T, int B, int GH, int min_rows, size_t bytes) {
+  if (g_time_chunk > 0) return std::min(T, g_time_chunk.load());
+  const size_t per_step = static_cast<size_t>(B) * GH * sizeof(float);
+  const int by_rows = (min_rows + B - 1) / B;
+  const int by_bytes = static_cast<int>(bytes / std::max<size_t>(per_step, 1));
+  return std::max(1, std::min(T, std::max(by_rows, by_bytes)));
+}
+
 }  // namespace
+
+void set_time_chunk(int steps) { g_time_chunk = std::max(0, steps); }
 
 size_t layer_reserve_size(const LayerDims& dims) {
   return reserve_per_direction(dims) * dims.directions;
@@ -138,7 +158,8 @@ void layer_forward_cpu(const LayerDims& dims, float* y, float* h_n, float* c_n, 
   const GateKernels& k = gate_kernels();
   Scratch& s = scratch();
 
-  float* xproj = sized(s.xproj, static_cast<size_t>(T) * B * GH);
+  const int chunk = time_chunk(T, B, GH, 256, size_t{2} << 20);  // the input projection of `chunk` steps
+  float* xproj = sized(s.xproj, static_cast<size_t>(chunk) * B * GH);
   float* hproj = sized(s.hproj, static_cast<size_t>(B) * P);
   const size_t state = static_cast<size_t>(B) * H;
   float* hbuf = sized(s.h, 2 * state);
@@ -153,7 +174,6 @@ void layer_forward_cpu(const LayerDims& dims, float* y, float* h_n, float* c_n, 
     const float* b_ih = w.b_ih ? w.b_ih : zeros;
     const float* b_hh = w.b_hh ? w.b_hh : zeros;
 
-    gemm_cpu(false, true, T * B, GH, I, 1.0f, x, I, w.w_ih, I, 0.0f, xproj, GH);
     // w_hh rows in block order (block, gate, unit), zero rows past H; packed transposed once
     const auto permute = [&](int blk) {
       for (int q = 0; q < G; ++q)
@@ -175,72 +195,77 @@ void layer_forward_cpu(const LayerDims& dims, float* y, float* h_n, float* c_n, 
       else std::fill(c, c + state, 0.0f);
     }
 
-    run_team(team_for(blocks, B, GH, H), [&](int id, int team, Barrier& barrier) {
-      const int blk0 = blocks * id / team, blk1 = blocks * (id + 1) / team;
-      const int u0 = blk0 * kGateBlock, u1 = std::min(H, blk1 * kGateBlock);
-      std::vector<float> discard(training ? 0 : GH + H);  // inference: gates and h_n go nowhere
-      Pad pad;
-      float* h_cur = hbuf;
-      float* h_next = hbuf + state;
-      for (int step = 0; step < T; ++step) {
-        const int t = time_of(d, step, T);
-        const int rows = gemm_rows(lengths, B, sorted, t);
-        if (rows > 0 && blk1 > blk0)
-          gemm_packed_tiles(rows, 1.0f, h_cur, H, s.w_hh_packed, 0.0f, hproj, P, blk0 * G, blk1 * G);
-        for (int b = 0; b < B; ++b) {
-          const size_t row = static_cast<size_t>(t) * B + b;
-          const float* hb = h_cur + static_cast<size_t>(b) * H;
-          float* hb_next = h_next + static_cast<size_t>(b) * H;
-          float* cb = c + static_cast<size_t>(b) * H;
-          float* yb = y + row * D * H + static_cast<size_t>(d) * H;
-          float* gates = training ? r.gates + row * GH : discard.data();
-          float* hn_saved = training && cell == CellKind::kGru ? r.h_n + row * H : discard.data() + GH;
-          if (training) {
-            std::memcpy(r.h_prev + row * H + u0, hb + u0, (u1 - u0) * sizeof(float));
-            if (cell == CellKind::kLstm) std::memcpy(r.c_prev + row * H + u0, cb + u0, (u1 - u0) * sizeof(float));
-          }
-          if (!is_active(lengths, b, t)) {
-            std::fill(yb + u0, yb + u1, 0.0f);
-            std::memcpy(hb_next + u0, hb + u0, (u1 - u0) * sizeof(float));
+    for (int first = 0; first < T; first += chunk) {
+      // the chunk's steps cover the time steps [t_lo, t_lo + n): their input projection first
+      const int n = std::min(chunk, T - first);
+      const int t_lo = d == 0 ? first : T - first - n;
+      gemm_cpu(false, true, n * B, GH, I, 1.0f, x + static_cast<size_t>(t_lo) * B * I, I, w.w_ih, I, 0.0f, xproj, GH);
+      run_team(team_for(blocks, B, GH, H), [&](int id, int team, Barrier& barrier) {
+        const int blk0 = blocks * id / team, blk1 = blocks * (id + 1) / team;
+        const int u0 = blk0 * kGateBlock, u1 = std::min(H, blk1 * kGateBlock);
+        std::vector<float> discard(training ? 0 : GH + H);  // inference: gates and h_n go nowhere
+        Pad pad;
+        for (int step = first; step < first + n; ++step) {
+          const int t = time_of(d, step, T);
+          float* h_cur = hbuf + (step % 2) * state;  // the state alternates between two buffers
+          float* h_next = hbuf + (1 - step % 2) * state;
+          const int rows = gemm_rows(lengths, B, sorted, t);
+          if (rows > 0 && blk1 > blk0)
+            gemm_packed_tiles(rows, 1.0f, h_cur, H, s.w_hh_packed, 0.0f, hproj, P, blk0 * G, blk1 * G);
+          for (int b = 0; b < B; ++b) {
+            const size_t row = static_cast<size_t>(t) * B + b;
+            const float* hb = h_cur + static_cast<size_t>(b) * H;
+            float* hb_next = h_next + static_cast<size_t>(b) * H;
+            float* cb = c + static_cast<size_t>(b) * H;
+            float* yb = y + row * D * H + static_cast<size_t>(d) * H;
+            float* gates = training ? r.gates + row * GH : discard.data();
+            float* hn_saved = training && cell == CellKind::kGru ? r.h_n + row * H : discard.data() + GH;
             if (training) {
-              for (int q = 0; q < G; ++q) std::fill(gates + q * H + u0, gates + q * H + u1, 0.0f);
-              if (cell == CellKind::kGru) std::fill(hn_saved + u0, hn_saved + u1, 0.0f);
+              std::memcpy(r.h_prev + row * H + u0, hb + u0, (u1 - u0) * sizeof(float));
+              if (cell == CellKind::kLstm) std::memcpy(r.c_prev + row * H + u0, cb + u0, (u1 - u0) * sizeof(float));
             }
-            continue;
-          }
-          const float* xrow = xproj + row * GH;
-          for (int blk = blk0; blk < blk1; ++blk) {
-            const int j0 = blk * kGateBlock, width = std::min(kGateBlock, H - j0);
-            const float* hp = hproj + static_cast<size_t>(b) * P + static_cast<size_t>(blk) * G * kGateBlock;
-            if (width == kGateBlock) {
-              if (cell == CellKind::kLstm) k.lstm_forward(xrow + j0, b_ih + j0, b_hh + j0, H, hp, cb + j0, hb_next + j0, yb + j0, gates + j0);
-              else if (cell == CellKind::kGru) k.gru_forward(xrow + j0, b_ih + j0, b_hh + j0, H, hp, hb + j0, hb_next + j0, yb + j0, gates + j0, hn_saved + j0);
-              else k.rnn_forward(xrow + j0, b_ih + j0, b_hh + j0, hp, relu, hb_next + j0, yb + j0, gates + j0);
+            if (!is_active(lengths, b, t)) {
+              std::fill(yb + u0, yb + u1, 0.0f);
+              std::memcpy(hb_next + u0, hb + u0, (u1 - u0) * sizeof(float));
+              if (training) {
+                for (int q = 0; q < G; ++q) std::fill(gates + q * H + u0, gates + q * H + u1, 0.0f);
+                if (cell == CellKind::kGru) std::fill(hn_saved + u0, hn_saved + u1, 0.0f);
+              }
               continue;
             }
-            gather(pad.x, xrow + j0, H, G, width);
-            gather(pad.b_ih, b_ih + j0, H, G, width);
-            gather(pad.b_hh, b_hh + j0, H, G, width);
-            if (cell == CellKind::kLstm) {
-              gather(pad.c, cb + j0, 0, 1, width);
-              k.lstm_forward(pad.x, pad.b_ih, pad.b_hh, kGateBlock, hp, pad.c, pad.a, pad.b, pad.gates);
-              scatter(cb + j0, pad.c, 0, 1, width);
-            } else if (cell == CellKind::kGru) {
-              gather(pad.d, hb + j0, 0, 1, width);
-              k.gru_forward(pad.x, pad.b_ih, pad.b_hh, kGateBlock, hp, pad.d, pad.a, pad.b, pad.gates, pad.e);
-              scatter(hn_saved + j0, pad.e, 0, 1, width);
-            } else {
-              k.rnn_forward(pad.x, pad.b_ih, pad.b_hh, hp, relu, pad.a, pad.b, pad.gates);
+            const float* xrow = xproj + (static_cast<size_t>(t - t_lo) * B + b) * GH;
+            for (int blk = blk0; blk < blk1; ++blk) {
+              const int j0 = blk * kGateBlock, width = std::min(kGateBlock, H - j0);
+              const float* hp = hproj + static_cast<size_t>(b) * P + static_cast<size_t>(blk) * G * kGateBlock;
+              if (width == kGateBlock) {
+                if (cell == CellKind::kLstm) k.lstm_forward(xrow + j0, b_ih + j0, b_hh + j0, H, hp, cb + j0, hb_next + j0, yb + j0, gates + j0);
+                else if (cell == CellKind::kGru) k.gru_forward(xrow + j0, b_ih + j0, b_hh + j0, H, hp, hb + j0, hb_next + j0, yb + j0, gates + j0, hn_saved + j0);
+                else k.rnn_forward(xrow + j0, b_ih + j0, b_hh + j0, hp, relu, hb_next + j0, yb + j0, gates + j0);
+                continue;
+              }
+              gather(pad.x, xrow + j0, H, G, width);
+              gather(pad.b_ih, b_ih + j0, H, G, width);
+              gather(pad.b_hh, b_hh + j0, H, G, width);
+              if (cell == CellKind::kLstm) {
+                gather(pad.c, cb + j0, 0, 1, width);
+                k.lstm_forward(pad.x, pad.b_ih, pad.b_hh, kGateBlock, hp, pad.c, pad.a, pad.b, pad.gates);
+                scatter(cb + j0, pad.c, 0, 1, width);
+              } else if (cell == CellKind::kGru) {
+                gather(pad.d, hb + j0, 0, 1, width);
+                k.gru_forward(pad.x, pad.b_ih, pad.b_hh, kGateBlock, hp, pad.d, pad.a, pad.b, pad.gates, pad.e);
+                scatter(hn_saved + j0, pad.e, 0, 1, width);
+              } else {
+                k.rnn_forward(pad.x, pad.b_ih, pad.b_hh, hp, relu, pad.a, pad.b, pad.gates);
+              }
+              scatter(hb_next + j0, pad.a, 0, 1, width);
+              scatter(yb + j0, pad.b, 0, 1, width);
+              scatter(gates + j0, pad.gates, H, G, width);
             }
-            scatter(hb_next + j0, pad.a, 0, 1, width);
-            scatter(yb + j0, pad.b, 0, 1, width);
-            scatter(gates + j0, pad.gates, H, G, width);
           }
+          barrier.wait();
         }
-        barrier.wait();
-        std::swap(h_cur, h_next);
-      }
-    });
+      });
+    }
     const float* final_h = T % 2 == 0 ? hbuf : hbuf + state;
     std::memcpy(h_n + d * state, final_h, state * sizeof(float));
     if (cell == CellKind::kLstm) std::memcpy(c_n + d * state, c, state * sizeof(float));
@@ -259,15 +284,18 @@ void layer_backward_cpu(const LayerDims& dims, float* dx, float* dh0, float* dc0
   const CellKind cell = dims.cell;
   const bool relu = cell == CellKind::kRnnRelu;
   const bool sorted = sorted_decreasing(lengths, B);
-  const size_t rows_all = static_cast<size_t>(T) * B;
   const size_t state = static_cast<size_t>(B) * H;
   const int blocks = (H + kGateBlock - 1) / kGateBlock;
   const GateKernels& k = gate_kernels();
   Scratch& s = scratch();
 
-  float* dgx = sized(s.dgates_x, rows_all * GH);
+  // the gate gradients of `chunk` steps at a time; then that chunk's share of dx and of the
+  // weight gradients
+  const int chunk = time_chunk(T, B, GH, 1024, size_t{8} << 20);
+  const size_t chunk_rows = static_cast<size_t>(chunk) * B;
+  float* dgx = sized(s.dgates_x, chunk_rows * GH);
   // Only the GRU has different input-side and hidden-side gate gradients.
-  float* dgh = cell == CellKind::kGru ? sized(s.dgates_h, rows_all * GH) : dgx;
+  float* dgh = cell == CellKind::kGru ? sized(s.dgates_h, chunk_rows * GH) : dgx;
   float* dh = sized(s.dh, state);
   float* dc = sized(s.dc, state);
 
@@ -284,92 +312,102 @@ void layer_backward_cpu(const LayerDims& dims, float* dx, float* dh0, float* dc0
       else std::fill(dc, dc + state, 0.0f);
     }
 
-    run_team(team_for(blocks, B, GH, H), [&](int id, int team, Barrier& barrier) {
-      const int blk0 = blocks * id / team, blk1 = blocks * (id + 1) / team;
-      const int u0 = blk0 * kGateBlock, u1 = std::min(H, blk1 * kGateBlock);
-      Pad pad;
-      for (int step = T - 1; step >= 0; --step) {
-        const int t = time_of(d, step, T);
-        for (int b = 0; b < B; ++b) {
-          const size_t row = static_cast<size_t>(t) * B + b;
-          float* gx = dgx + row * GH;
-          float* gh = dgh + row * GH;
-          float* dh_step = dh_steps ? dh_steps + ((static_cast<size_t>(d) * T + t) * B + b) * H : nullptr;
-          if (!is_active(lengths, b, t)) {
-            if (dh_step) std::fill(dh_step + u0, dh_step + u1, 0.0f);
-            for (int q = 0; q < G; ++q) {
-              std::fill(gx + q * H + u0, gx + q * H + u1, 0.0f);
-              if (gh != gx) std::fill(gh + q * H + u0, gh + q * H + u1, 0.0f);
-            }
-            continue;
-          }
-          const float* gates = r.gates + row * GH;
-          float* dhb = dh + static_cast<size_t>(b) * H;
-          float* dcb = dc + static_cast<size_t>(b) * H;
-          if (dy) {
-            const float* dyb = dy + row * D * H + static_cast<size_t>(d) * H;
-            for (int j = u0; j < u1; ++j) dhb[j] += dyb[j];
-          }
-          if (dh_step) std::copy(dhb + u0, dhb + u1, dh_step + u0);
-          for (int blk = blk0; blk < blk1; ++blk) {
-            const int j0 = blk * kGateBlock, width = std::min(kGateBlock, H - j0);
-            if (width == kGateBlock) {
-              if (cell == CellKind::kLstm) k.lstm_backward(gates + j0, H, r.c_prev + row * H + j0, dhb + j0, dcb + j0, gx + j0);
-              else if (cell == CellKind::kGru) k.gru_backward(gates + j0, H, r.h_n + row * H + j0, r.h_prev + row * H + j0, dhb + j0, gx + j0, gh + j0);
-              else k.rnn_backward(gates + j0, relu, dhb + j0, gx + j0);
+    for (int last = T; last > 0; last -= chunk) {
+      // the sweep's steps [last - n, last) cover the time steps [t_lo, t_lo + n)
+      const int n = std::min(chunk, last);
+      const int t_lo = d == 0 ? last - n : T - last;
+      run_team(team_for(blocks, B, GH, H), [&](int id, int team, Barrier& barrier) {
+        const int blk0 = blocks * id / team, blk1 = blocks * (id + 1) / team;
+        const int u0 = blk0 * kGateBlock, u1 = std::min(H, blk1 * kGateBlock);
+        Pad pad;
+        for (int step = last - 1; step >= last - n; --step) {
+          const int t = time_of(d, step, T);
+          for (int b = 0; b < B; ++b) {
+            const size_t row = static_cast<size_t>(t) * B + b;
+            float* gx = dgx + (static_cast<size_t>(t - t_lo) * B + b) * GH;
+            float* gh = dgh + (static_cast<size_t>(t - t_lo) * B + b) * GH;
+            float* dh_step = dh_steps ? dh_steps + ((static_cast<size_t>(d) * T + t) * B + b) * H : nullptr;
+            if (!is_active(lengths, b, t)) {
+              if (dh_step) std::fill(dh_step + u0, dh_step + u1, 0.0f);
+              for (int q = 0; q < G; ++q) {
+                std::fill(gx + q * H + u0, gx + q * H + u1, 0.0f);
+                if (gh != gx) std::fill(gh + q * H + u0, gh + q * H + u1, 0.0f);
+              }
               continue;
             }
-            gather(pad.gates, gates + j0, H, G, width);
-            gather(pad.a, dhb + j0, 0, 1, width);
-            if (cell == CellKind::kLstm) {
-              gather(pad.b, r.c_prev + row * H + j0, 0, 1, width);
-              gather(pad.c, dcb + j0, 0, 1, width);
-              k.lstm_backward(pad.gates, kGateBlock, pad.b, pad.a, pad.c, pad.x);
-              scatter(dcb + j0, pad.c, 0, 1, width);
-            } else if (cell == CellKind::kGru) {
-              gather(pad.b, r.h_n + row * H + j0, 0, 1, width);
-              gather(pad.c, r.h_prev + row * H + j0, 0, 1, width);
-              k.gru_backward(pad.gates, kGateBlock, pad.b, pad.c, pad.a, pad.x, pad.gates2);
-              scatter(gh + j0, pad.gates2, H, G, width);
-            } else {
-              k.rnn_backward(pad.gates, relu, pad.a, pad.x);
+            const float* gates = r.gates + row * GH;
+            float* dhb = dh + static_cast<size_t>(b) * H;
+            float* dcb = dc + static_cast<size_t>(b) * H;
+            if (dy) {
+              const float* dyb = dy + row * D * H + static_cast<size_t>(d) * H;
+              for (int j = u0; j < u1; ++j) dhb[j] += dyb[j];
             }
-            scatter(dhb + j0, pad.a, 0, 1, width);
-            scatter(gx + j0, pad.x, H, G, width);
+            if (dh_step) std::copy(dhb + u0, dhb + u1, dh_step + u0);
+            for (int blk = blk0; blk < blk1; ++blk) {
+              const int j0 = blk * kGateBlock, width = std::min(kGateBlock, H - j0);
+              if (width == kGateBlock) {
+                if (cell == CellKind::kLstm) k.lstm_backward(gates + j0, H, r.c_prev + row * H + j0, dhb + j0, dcb + j0, gx + j0);
+                else if (cell == CellKind::kGru) k.gru_backward(gates + j0, H, r.h_n + row * H + j0, r.h_prev + row * H + j0, dhb + j0, gx + j0, gh + j0);
+                else k.rnn_backward(gates + j0, relu, dhb + j0, gx + j0);
+                continue;
+              }
+              gather(pad.gates, gates + j0, H, G, width);
+              gather(pad.a, dhb + j0, 0, 1, width);
+              if (cell == CellKind::kLstm) {
+                gather(pad.b, r.c_prev + row * H + j0, 0, 1, width);
+                gather(pad.c, dcb + j0, 0, 1, width);
+                k.lstm_backward(pad.gates, kGateBlock, pad.b, pad.a, pad.c, pad.x);
+                scatter(dcb + j0, pad.c, 0, 1, width);
+              } else if (cell == CellKind::kGru) {
+                gather(pad.b, r.h_n + row * H + j0, 0, 1, width);
+                gather(pad.c, r.h_prev + row * H + j0, 0, 1, width);
+                k.gru_backward(pad.gates, kGateBlock, pad.b, pad.c, pad.a, pad.x, pad.gates2);
+                scatter(gh + j0, pad.gates2, H, G, width);
+              } else {
+                k.rnn_backward(pad.gates, relu, pad.a, pad.x);
+              }
+              scatter(dhb + j0, pad.a, 0, 1, width);
+              scatter(gx + j0, pad.x, H, G, width);
+            }
           }
-        }
-        barrier.wait();
-        // dh_prev (owned columns) = the part that bypasses the GEMM (in dh now) + dgates_h * w_hh
-        const int rows = gemm_rows(lengths, B, sorted, t);
-        if (rows > 0 && blk1 > blk0)
-          gemm_packed_tiles(rows, 1.0f, dgh + static_cast<size_t>(t) * B * GH, GH, s.w_hh_packed, 1.0f, dh, H, blk0, blk1);
-      }
-    });
-    if (dh0) std::memcpy(dh0 + d * state, dh, state * sizeof(float));
-    if (dc0 && cell == CellKind::kLstm) std::memcpy(dc0 + d * state, dc, state * sizeof(float));
-
-    const int n = T * B;
-    gemm_cpu(false, false, n, I, GH, 1.0f, dgx, GH, w.w_ih, I, d == 0 ? 0.0f : 1.0f, dx, I);
-    gemm_cpu(true, false, GH, I, n, 1.0f, dgx, GH, x, I, 0.0f, g.w_ih, I);
-    gemm_cpu(true, false, GH, H, n, 1.0f, dgh, GH, r.h_prev, H, 0.0f, g.w_hh, H);
-    if (g.b_ih) {
-      // column sums, split by columns across threads (each column summed in row order, so
-      // the result does not depend on the thread count)
-      const int chunks = GH * static_cast<double>(n) >= 1 << 18 ? std::min(num_threads(), (GH + 15) / 16) : 1;
-      parallel_for(chunks, [&](int part) {
-        const int c0 = GH * part / chunks / 16 * 16, c1 = part + 1 == chunks ? GH : GH * (part + 1) / chunks / 16 * 16;
-        std::fill(g.b_ih + c0, g.b_ih + c1, 0.0f);
-        std::fill(g.b_hh + c0, g.b_hh + c1, 0.0f);
-        for (int i = 0; i < n; ++i) {
-          const float* gx = dgx + static_cast<size_t>(i) * GH;
-          const float* gh = dgh + static_cast<size_t>(i) * GH;
-          for (int k = c0; k < c1; ++k) {
-            g.b_ih[k] += gx[k];
-            g.b_hh[k] += gh[k];
-          }
+          barrier.wait();
+          // dh_prev (owned columns) = the part that bypasses the GEMM (in dh now) + dgates_h * w_hh
+          const int rows = gemm_rows(lengths, B, sorted, t);
+          if (rows > 0 && blk1 > blk0)
+            gemm_packed_tiles(rows, 1.0f, dgh + static_cast<size_t>(t - t_lo) * B * GH, GH, s.w_hh_packed, 1.0f, dh, H, blk0, blk1);
         }
       });
+
+      // the chunk's rows of dx, and its share of the weight gradients (the first chunk writes them)
+      const int rows = n * B;
+      const size_t at = static_cast<size_t>(t_lo) * B;
+      const float accumulate = last == T ? 0.0f : 1.0f;
+      gemm_cpu(false, false, rows, I, GH, 1.0f, dgx, GH, w.w_ih, I, d == 0 ? 0.0f : 1.0f, dx + at * I, I);
+      gemm_cpu(true, false, GH, I, rows, 1.0f, dgx, GH, x + at * I, I, accumulate, g.w_ih, I);
+      gemm_cpu(true, false, GH, H, rows, 1.0f, dgh, GH, r.h_prev + at * H, H, accumulate, g.w_hh, H);
+      if (g.b_ih) {
+        // column sums, split by columns across threads (each column summed in row order, so
+        // the result does not depend on the thread count)
+        const int parts = GH * static_cast<double>(rows) >= 1 << 18 ? std::min(num_threads(), (GH + 15) / 16) : 1;
+        parallel_for(parts, [&](int part) {
+          const int c0 = GH * part / parts / 16 * 16, c1 = part + 1 == parts ? GH : GH * (part + 1) / parts / 16 * 16;
+          if (accumulate == 0.0f) {
+            std::fill(g.b_ih + c0, g.b_ih + c1, 0.0f);
+            std::fill(g.b_hh + c0, g.b_hh + c1, 0.0f);
+          }
+          for (int i = 0; i < rows; ++i) {
+            const float* gx = dgx + static_cast<size_t>(i) * GH;
+            const float* gh = dgh + static_cast<size_t>(i) * GH;
+            for (int k = c0; k < c1; ++k) {
+              g.b_ih[k] += gx[k];
+              g.b_hh[k] += gh[k];
+            }
+          }
+        });
+      }
     }
+    if (dh0) std::memcpy(dh0 + d * state, dh, state * sizeof(float));
+    if (dc0 && cell == CellKind::kLstm) std::memcpy(dc0 + d * state, dc, state * sizeof(float));
   }
 }
 

@@ -42,6 +42,14 @@ struct LayerGrads {
   float* b_hh;
 };
 
+// Time steps per chunk of the input-side GEMMs (0: chosen by size, the default). Forward
+// projects the input of one chunk just before its steps; backward works out dx and the weight
+// gradients of a chunk right after its steps. The chunk's projections and gate gradients are
+// then still in cache when they are read, and the scratch does not grow with T. Results do not
+// depend on it, but for the order in which the weight gradients of the chunks are summed.
+// RECURRENT_TIME_CHUNK in the environment sets the starting value.
+void set_time_chunk(int steps);
+
 // Floats of the reserve that forward fills for backward (all directions).
 size_t layer_reserve_size(const LayerDims& dims);
 

@@ -273,6 +273,20 @@ int main() {
       }
     }
   }
+  // the input projections and the weight gradients in chunks of time steps (set_time_chunk):
+  // chunks of 2 and 4 steps over T = 9 (a partial chunk at the end of each direction's sweep)
+  for (int chunk : {2, 4}) {
+    set_time_chunk(chunk);
+    std::printf("time chunks of %d steps\n", chunk);
+    for (CellKind cell : cells)
+      for (int directions = 1; directions <= 2; ++directions)
+        for (int threads : {1, 2}) {
+          set_num_threads(threads);
+          check_layer(cell, directions, {9, 9, 4, 2, 1, 1}, true, 37, 9);
+          check_layer(cell, directions, {5, 9, 1, 9}, false, 64, 9);
+        }
+  }
+  set_time_chunk(0);
   // BF16 matrix products (setFloat32MatmulPrecision('medium')) where the CPU has them: the
   // GEMMs exactly, the layers within BF16's tolerance
   if (set_bf16_matmul(true)) {
