@@ -41,7 +41,6 @@ function median(values: number[]): number {
 
 function buildHarness(): string {
   const exe = path.join(buildDir, 'layer_bench');
-  if (fs.existsSync(exe) && !process.argv.includes('--rebuild')) return exe;
   const cmake = (args: string[]) => {
     const r = spawnSync('cmake', args, { cwd: root, encoding: 'utf8' });
     if (r.status !== 0) throw new Error(`cmake ${args.join(' ')} failed:\n${r.stdout}${r.stderr}`);
@@ -56,9 +55,13 @@ function harnessSeconds(exe: string, job: Job, threads: number): number {
   return (JSON.parse(out.trim().split('\n')[0]) as { seconds: number }).seconds;
 }
 
-/** Median seconds per step of `step` (after warm-up), at least 15 steps and 0.5 s. */
+/**
+ * Median seconds per step of `step`: at least 15 steps and 0.5 s, after a warm-up of 0.5 s and 30
+ * steps (a process's first steps are slower until its memory cache and the collector settle).
+ */
 async function time(step: () => unknown): Promise<number> {
-  for (let i = 0; i < 3; ++i) await step();
+  const warm = performance.now();
+  for (let i = 0; i < 30 || performance.now() - warm < 500; ++i) await step();
   const samples: number[] = [];
   const started = performance.now();
   while (samples.length < 15 || performance.now() - started < 500) {
@@ -84,8 +87,8 @@ function nodeSteps(job: Job): { user: () => unknown; fit: () => Promise<unknown>
     return y;
   };
   // read one value back so that the queued work has run when the step ends
-  const user = () => step().slice(0, 0, 1).item();
-  const fit = () => runAsync(() => scope(() => step().slice(0, 0, 1))).then((t) => t.item());
+  const user = () => step().reshape([-1]).slice(0, 0, 1).item();
+  const fit = () => runAsync(() => scope(() => step().reshape([-1]).slice(0, 0, 1))).then((t) => t.item());
   return { user, fit };
 }
 
@@ -98,9 +101,15 @@ async function main(): Promise<void> {
     for (const job of jobs) {
       const r = (results[jobName(job)] ??= { harness: [], user: [], fit: [] });
       r.harness.push(harnessSeconds(exe, job, threads));
+      // each way in a block of its own (a loop is one or the other), in turns first
       const steps = nodeSteps(job);
-      r.user.push(await time(steps.user));
-      r.fit.push(await time(steps.fit));
+      if (round % 2 === 0) {
+        r.user.push(await time(steps.user));
+        r.fit.push(await time(steps.fit));
+      } else {
+        r.fit.push(await time(steps.fit));
+        r.user.push(await time(steps.user));
+      }
     }
     process.stderr.write(`round ${round + 1}/${rounds}\n`);
   }

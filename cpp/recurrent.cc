@@ -19,6 +19,7 @@
 #include <cstdlib>
 #include <atomic>
 #include <cstring>
+#include <mutex>
 #include <vector>
 
 #include "gates.h"
@@ -29,18 +30,49 @@ namespace recurrent {
 
 namespace {
 
-// Scratch reused across calls on the same thread: nothing is allocated per step,
-// and after the first call of a given size nothing is allocated at all.
+// Scratch reused across calls: nothing is allocated per step, and after the first call of a
+// given size nothing is allocated at all.
 struct Scratch {
   PackedMatrix w_hh_packed;
   std::vector<float> xproj, hproj, h, c, reserve, zeros, wperm;
   std::vector<float> dgates_x, dgates_h, dh, dc;
 };
 
-Scratch& scratch() {
-  thread_local Scratch s;
-  return s;
-}
+// A call borrows a scratch from a pool and gives it back. Calls queued in async mode run one at a
+// time on whichever libuv thread is free: they share one scratch instead of one per thread
+// (tens of MB each at H = 512, faulted in by each thread's first call); calls that do run at
+// once (Node worker threads) get one each.
+class ScratchLease {
+ public:
+  ScratchLease() {
+    std::lock_guard<std::mutex> lock(mutex());
+    auto& free = pool();
+    if (free.empty()) {
+      scratch_ = new Scratch();  // kept for the life of the process, like the thread_locals before
+    } else {
+      scratch_ = free.back();
+      free.pop_back();
+    }
+  }
+  ~ScratchLease() {
+    std::lock_guard<std::mutex> lock(mutex());
+    pool().push_back(scratch_);
+  }
+  ScratchLease(const ScratchLease&) = delete;
+  ScratchLease& operator=(const ScratchLease&) = delete;
+  Scratch& operator*() const { return *scratch_; }
+
+ private:
+  static std::mutex& mutex() {
+    static std::mutex* m = new std::mutex();
+    return *m;
+  }
+  static std::vector<Scratch*>& pool() {
+    static auto* p = new std::vector<Scratch*>();
+    return *p;
+  }
+  Scratch* scratch_;
+};
 
 float* sized(std::vector<float>& v, size_t n) {
   if (v.size() < n) v.resize(n);
@@ -156,7 +188,8 @@ void layer_forward_cpu(const LayerDims& dims, float* y, float* h_n, float* c_n, 
   const int blocks = (H + kGateBlock - 1) / kGateBlock;
   const int P = blocks * G * kGateBlock;  // columns of the permuted recurrent projection
   const GateKernels& k = gate_kernels();
-  Scratch& s = scratch();
+  const ScratchLease lease;
+  Scratch& s = *lease;
 
   const int chunk = time_chunk(T, B, GH, 256, size_t{2} << 20);  // the input projection of `chunk` steps
   float* xproj = sized(s.xproj, static_cast<size_t>(chunk) * B * GH);
@@ -287,7 +320,8 @@ void layer_backward_cpu(const LayerDims& dims, float* dx, float* dh0, float* dc0
   const size_t state = static_cast<size_t>(B) * H;
   const int blocks = (H + kGateBlock - 1) / kGateBlock;
   const GateKernels& k = gate_kernels();
-  Scratch& s = scratch();
+  const ScratchLease lease;
+  Scratch& s = *lease;
 
   // the gate gradients of `chunk` steps at a time; then that chunk's share of dx and of the
   // weight gradients
