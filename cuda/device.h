@@ -23,6 +23,7 @@ struct CudaStatus {
   std::vector<CudaDeviceInfo> devices;
 };
 
-RECURRENT_CUDA_FN CudaStatus cuda_status() RECURRENT_CUDA_ELSE(return CudaStatus{false, 0, cuda::kNotCompiledReason, {}});
+RECURRENT_CUDA_FN CudaStatus cuda_status()
+    RECURRENT_CUDA_ELSE(return CudaStatus{false, 0, cuda::kNotCompiledReason, {}});
 
 }  // namespace recurrent

@@ -31,13 +31,13 @@ RECURRENT_CUDA_FN size_t layer_workspace_size(const LayerDims& dims) RECURRENT_C
 // As layer_forward_cpu / layer_backward_cpu. `weights` / `grads` are host arrays (one per
 // direction) of device pointers; `lengths` is device memory (B ints) or null; reserve is
 // required (training and inference alike).
-RECURRENT_CUDA_FN void layer_forward(Stream stream, const LayerDims& dims, float* y, float* h_n, float* c_n, float* reserve,
-                   const float* x, const int* lengths, const float* h0, const float* c0, const LayerWeights* weights,
-                   float* workspace) RECURRENT_CUDA_ELSE_THROW;
+RECURRENT_CUDA_FN void layer_forward(Stream stream, const LayerDims& dims, float* y, float* h_n, float* c_n,
+    float* reserve, const float* x, const int* lengths, const float* h0, const float* c0, const LayerWeights* weights,
+    float* workspace) RECURRENT_CUDA_ELSE_THROW;
 
-RECURRENT_CUDA_FN void layer_backward(Stream stream, const LayerDims& dims, float* dx, float* dh0, float* dc0, const LayerGrads* grads,
-                    const float* dy, const float* dh_n, const float* dc_n, const float* reserve, const float* x,
-                    const int* lengths, const LayerWeights* weights, float* workspace) RECURRENT_CUDA_ELSE_THROW;
+RECURRENT_CUDA_FN void layer_backward(Stream stream, const LayerDims& dims, float* dx, float* dh0, float* dc0,
+    const LayerGrads* grads, const float* dy, const float* dh_n, const float* dc_n, const float* reserve,
+    const float* x, const int* lengths, const LayerWeights* weights, float* workspace) RECURRENT_CUDA_ELSE_THROW;
 
 }  // namespace cuda
 }  // namespace recurrent
