@@ -1,14 +1,15 @@
 // CPU kernels for a recurrent layer over a whole sequence (see recurrent.h).
 //
 // The plan, per direction:
-//   1. xproj (T*B, G*H) = x (T*B, I) * w_ih^T: one GEMM for all steps.
+//   1. xproj (Tc*B, G*H) = x (Tc*B, I) * w_ih^T: one GEMM for a chunk of Tc steps, right
+//      before them (set_time_chunk; all T steps when they are few).
 //   2. Each step: hproj (B, G*H) = h (B, H) * w_hh^T on w_hh packed once per call
 //      (PackedMatrix: the GEMM's own panel layout, so steps skip packing B),
 //      then one fused pass over the gates (gates.h, vectorized) that writes h, c, y and saves
 //      what backward needs into the reserve.
 //   3. Backward: one reverse sweep producing the pre-activation gradients of every
-//      step (dgates, (T*B, G*H)), then dx, dw_ih, dw_hh, db with one GEMM or one
-//      reduction each over all steps.
+//      step (dgates, (Tc*B, G*H) a chunk), and after each chunk of steps its rows of dx and
+//      its share of dw_ih, dw_hh, db, with one GEMM or one reduction each.
 // When lengths are sorted in decreasing order (as packed batches are) the active rows
 // of a step are a prefix, and the recurrent GEMM runs over that prefix only.
 #include "recurrent.h"
