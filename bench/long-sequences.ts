@@ -13,33 +13,16 @@
  *   npx tsx bench/long-sequences.ts [--rounds 3]
  * Writes bench/long-sequences-results.md and .json.
  */
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { buildHarness, median } from './harness';
 import { SequenceModel, Tensor, backends, fit, seed } from '../lib/index';
 
-const root = path.join(__dirname, '..');
-const buildDir = path.join(root, 'build', 'bench');
 const roundsArg = process.argv.indexOf('--rounds');
 const rounds = roundsArg > 0 ? Number(process.argv[roundsArg + 1]) : 3;
 const stepsList = [32, 1000, 10000];
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)];
-}
-
-function buildHarness(): string {
-  const exe = path.join(buildDir, 'layer_bench');
-  const cmake = (args: string[]) => {
-    const r = spawnSync('cmake', args, { cwd: root, encoding: 'utf8' });
-    if (r.status !== 0) throw new Error(`cmake ${args.join(' ')} failed:\n${r.stdout}${r.stderr}`);
-  };
-  cmake(['-S', '.', '-B', buildDir, '-DCMAKE_BUILD_TYPE=Release', '-DRECURRENT_BENCH=ON', '-DRECURRENT_TESTS=OFF', '-DRECURRENT_CUDA=OFF']);
-  cmake(['--build', buildDir, '--target', 'layer_bench', '-j', String(os.cpus().length)]);
-  return exe;
-}
 
 interface LayerLine { hidden: number; steps: number; timestepSamplesPerSecond: number }
 
@@ -69,7 +52,7 @@ async function streamRun(length: number): Promise<{ seconds: number; rate: numbe
 }
 
 async function main(): Promise<void> {
-  const exe = buildHarness();
+  const exe = buildHarness('layer_bench');
   const machine = `${os.cpus()[0].model.trim()} (${os.cpus().length} cores), ${os.platform()} ${os.arch()}, Node ${process.version}; ${backends().cpu.threads} threads`;
   const layer: Record<string, number[]> = {};
   for (let round = 0; round < rounds; ++round) {

@@ -11,14 +11,13 @@
  *   npx tsx bench/node-overhead.ts [--rounds 5]
  * Writes bench/node-overhead-results.md and .json.
  */
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { buildHarness, median } from './harness';
 import { GRU, LSTM, Tensor, backward, backends, noGrad, runAsync, scope, seed } from '../lib/index';
 
-const root = path.join(__dirname, '..');
-const buildDir = path.join(root, 'build', 'bench');
 const roundsArg = process.argv.indexOf('--rounds');
 const rounds = roundsArg > 0 ? Number(process.argv[roundsArg + 1]) : 5;
 const T = 32;
@@ -33,22 +32,6 @@ const jobs: Job[] = [
   { cell: 'lstm', hidden: 512, train: false },
 ];
 const jobName = (j: Job) => `${j.cell}-${j.hidden}-${j.train ? 'train' : 'inference'}`;
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)];
-}
-
-function buildHarness(): string {
-  const exe = path.join(buildDir, 'layer_bench');
-  const cmake = (args: string[]) => {
-    const r = spawnSync('cmake', args, { cwd: root, encoding: 'utf8' });
-    if (r.status !== 0) throw new Error(`cmake ${args.join(' ')} failed:\n${r.stdout}${r.stderr}`);
-  };
-  cmake(['-S', '.', '-B', buildDir, '-DCMAKE_BUILD_TYPE=Release', '-DRECURRENT_BENCH=ON', '-DRECURRENT_TESTS=OFF', '-DRECURRENT_CUDA=OFF']);
-  cmake(['--build', buildDir, '--target', 'layer_bench', '-j', String(os.cpus().length)]);
-  return exe;
-}
 
 function harnessSeconds(exe: string, job: Job, threads: number): number {
   const out = execFileSync(exe, [String(threads), '--only', jobName(job)], { encoding: 'utf8' });
@@ -93,7 +76,7 @@ function nodeSteps(job: Job): { user: () => unknown; fit: () => Promise<unknown>
 }
 
 async function main(): Promise<void> {
-  const exe = buildHarness();
+  const exe = buildHarness('layer_bench');
   const threads = backends().cpu.threads;
   const machine = `${os.cpus()[0].model.trim()} (${os.cpus().length} cores), ${os.platform()} ${os.arch()}, Node ${process.version}`;
   const results: Record<string, { harness: number[]; user: number[]; fit: number[] }> = {};
