@@ -93,7 +93,9 @@ export function runNative(rounds: number): NativeReport {
   for (let round = 1; round <= rounds; ++round) {
     const started = Date.now();
     runJsonLines<LayerResult>('layer_bench', threadCounts).forEach(add);
-    if (has('onednn_bench')) runJsonLines<LayerResult>('onednn_bench', threadCounts).forEach(add);
+    // one process per thread count: oneDNN 2.6 (Debian) crashed in the 2-thread GRU inference when the same
+    // process had first run the 1-thread jobs with the vanilla RNN among them
+    if (has('onednn_bench')) for (const t of threadCounts) runJsonLines<LayerResult>('onednn_bench', [t]).forEach(add);
     console.log(`round ${round}/${rounds}: ${((Date.now() - started) / 1000).toFixed(0)} s`);
   }
   const layers = [...samples.values()].map(({ first, values }) => {
@@ -141,7 +143,7 @@ export function nativeMarkdown(report: NativeReport): string {
     `| job | recurrent ${maxThreads} threads | oneDNN ${maxThreads} threads | ratio | recurrent 1 thread | oneDNN 1 thread | ratio | recurrent ${maxThreads}t/1t |`,
     '|---|---|---|---|---|---|---|---|',
   ];
-  for (const cell of ['lstm', 'gru']) {
+  for (const cell of ['lstm', 'gru', 'rnn']) {
     for (const hidden of [128, 512]) {
       for (const mode of ['train', 'inference']) {
         const ours = find('recurrent', cell, hidden, mode, maxThreads);
@@ -151,7 +153,7 @@ export function nativeMarkdown(report: NativeReport): string {
         if (!ours) continue;
         const cellText = (r?: LayerResult) => (r ? `${rate(r.timestepSamplesPerSecond)} (${r.gflops.toFixed(0)} GF/s)` : 'skipped');
         const ratio = (a?: LayerResult, b?: LayerResult) => (a && b ? `${(a.timestepSamplesPerSecond / b.timestepSamplesPerSecond).toFixed(2)}x` : '-');
-        lines.push(`| ${cell.toUpperCase()} H=${hidden} ${mode} | ${cellText(ours)} | ${cellText(theirs)} | ${ratio(ours, theirs)} | ` +
+        lines.push(`| ${cell === 'rnn' ? 'RNN tanh' : cell.toUpperCase()} H=${hidden} ${mode} | ${cellText(ours)} | ${cellText(theirs)} | ${ratio(ours, theirs)} | ` +
           `${cellText(ours1)} | ${cellText(theirs1)} | ${ratio(ours1, theirs1)} | ${ours1 ? (ours.timestepSamplesPerSecond / ours1.timestepSamplesPerSecond).toFixed(2) + 'x' : '-'} |`);
       }
     }

@@ -11,12 +11,13 @@
 namespace bench {
 
 struct Job {
-  const char* cell;  // "lstm" | "gru"
+  const char* cell;  // "lstm" | "gru" | "rnn" (tanh)
   int hidden;
   bool train;  // forward + backward, else inference forward
 };
 
-// T = 32, B = 32, I = H, one layer, one direction (issue 5's configurations).
+// T = 32, B = 32, I = H, one layer, one direction (issue 5's configurations, and issue 14's tanh
+// RNN at H = 512).
 constexpr int kSteps = 32, kBatch = 32;
 
 inline std::vector<Job> jobs() {
@@ -24,6 +25,7 @@ inline std::vector<Job> jobs() {
   for (const char* cell : {"lstm", "gru"})
     for (int h : {128, 512})
       for (bool train : {true, false}) out.push_back({cell, h, train});
+  for (bool train : {true, false}) out.push_back({"rnn", 512, train});
   return out;
 }
 

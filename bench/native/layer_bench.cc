@@ -33,7 +33,8 @@ int main(int argc, char** argv) {
     if (!only.empty() && std::find(only.begin(), only.end(), name) == only.end()) continue;
     for (int T : step_counts) {
       const int B = bench::kBatch, H = job.hidden, I = H;
-      const CellKind cell = std::string(job.cell) == "lstm" ? CellKind::kLstm : CellKind::kGru;
+      const std::string kind = job.cell;
+      const CellKind cell = kind == "lstm" ? CellKind::kLstm : kind == "gru" ? CellKind::kGru : CellKind::kRnnTanh;
       const int GH = gate_count(cell) * H;
       const LayerDims dims{cell, T, B, I, H, 1};
       std::vector<float> x(static_cast<size_t>(T) * B * I), w_ih(static_cast<size_t>(GH) * I), w_hh(static_cast<size_t>(GH) * H),

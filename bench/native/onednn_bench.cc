@@ -1,4 +1,4 @@
-// oneDNN's LSTM and GRU primitives (Debian's libdnnl-dev) on the jobs of layer_bench.cc:
+// oneDNN's LSTM, GRU and vanilla (tanh) RNN primitives (Debian's libdnnl-dev) on the jobs of layer_bench.cc:
 // forward_training + backward, or forward_inference; f32; weights in the layouts
 // oneDNN prefers (format_tag::any, reorders not timed: favourable to oneDNN). The GRU is
 // oneDNN's linear-before-reset GRU, which is PyTorch's GRU.
@@ -59,12 +59,12 @@ int main(int argc, char** argv) {
   for (int threads : thread_counts)
   for (const bench::Job& job : bench::jobs()) {
     omp_set_num_threads(threads);
-    const bool lstm = std::strcmp(job.cell, "lstm") == 0;
-    const memory::dim T = bench::kSteps, N = bench::kBatch, H = job.hidden, C = H, G = lstm ? 4 : 3;
+    const bool lstm = std::strcmp(job.cell, "lstm") == 0, rnn = std::strcmp(job.cell, "rnn") == 0;
+    const memory::dim T = bench::kSteps, N = bench::kBatch, H = job.hidden, C = H, G = bench::gates_of(job.cell);
     const memory::desc src_layer({T, N, C}, dt::f32, tag::tnc), dst_layer({T, N, H}, dt::f32, tag::tnc);
     const memory::desc iter({1, 1, N, H}, dt::f32, tag::ldnc);
     const memory::desc w_layer({1, 1, C, G, H}, dt::f32, tag::any), w_iter({1, 1, H, G, H}, dt::f32, tag::any);
-    const memory::desc bias({1, 1, lstm ? G : G + 1, H}, dt::f32, tag::ldgo);
+    const memory::desc bias({1, 1, lstm || rnn ? G : G + 1, H}, dt::f32, tag::ldgo);
     const auto direction = rnn_direction::unidirectional_left2right;
     const prop_kind fwd_kind = job.train ? prop_kind::forward_training : prop_kind::forward_inference;
     primitive fwd, bwd;
@@ -78,6 +78,18 @@ int main(int argc, char** argv) {
                                            iter, iter, src_layer, iter, iter, w_layer, w_iter, bias, dst_layer, iter, iter},
                                           eng, fpd);
         bwd = lstm_backward(bpd);
+        bwd_args = arguments(bpd, eng, rng, &fwd_args);
+      }
+    } else if (rnn) {
+      const algorithm tanh = algorithm::eltwise_tanh;
+      vanilla_rnn_forward::primitive_desc fpd({fwd_kind, tanh, direction, src_layer, iter, w_layer, w_iter, bias, dst_layer, iter}, eng);
+      fwd = vanilla_rnn_forward(fpd);
+      fwd_args = arguments(fpd, eng, rng);
+      if (job.train) {
+        vanilla_rnn_backward::primitive_desc bpd({prop_kind::backward, tanh, direction, src_layer, iter, w_layer, w_iter, bias,
+                                                  dst_layer, iter, src_layer, iter, w_layer, w_iter, bias, dst_layer, iter},
+                                                 eng, fpd);
+        bwd = vanilla_rnn_backward(bpd);
         bwd_args = arguments(bpd, eng, rng, &fwd_args);
       }
     } else {
