@@ -53,18 +53,17 @@ constexpr int kBf16MR = 8;  // rows of the BF16 micro-kernel (AVX512_BF16 only)
         for (int p = 0; p < kParts; ++p) acc[r][p] += ak[r] * bk[p];                                  \
     }                                                                                                 \
     for (int r = 0; r < rows; ++r) {                                                                  \
+      /* a partial tile goes through a full one, so its values are computed the same way */          \
+      float tile[kNR];                                                                                \
       float* crow = c + static_cast<long>(r) * ldc;                                                   \
-      if (cols == kNR) {                                                                              \
-        V* current = reinterpret_cast<V*>(crow);                                                      \
-        if (overwrite)                                                                                \
-          for (int p = 0; p < kParts; ++p) current[p] = alpha * acc[r][p];                            \
-        else                                                                                          \
-          for (int p = 0; p < kParts; ++p) current[p] += alpha * acc[r][p];                           \
-      } else {                                                                                        \
-        float tile[kNR];                                                                              \
-        for (int p = 0; p < kParts; ++p) *reinterpret_cast<V*>(tile + p * (W)) = acc[r][p];          \
-        for (int j = 0; j < cols; ++j) crow[j] = (overwrite ? 0.0f : crow[j]) + alpha * tile[j];      \
-      }                                                                                               \
+      float* out = cols == kNR ? crow : tile;                                                         \
+      if (out == tile && !overwrite) std::memcpy(tile, crow, cols * sizeof(float));                   \
+      V* current = reinterpret_cast<V*>(out);                                                         \
+      if (overwrite)                                                                                  \
+        for (int p = 0; p < kParts; ++p) current[p] = alpha * acc[r][p];                              \
+      else                                                                                            \
+        for (int p = 0; p < kParts; ++p) current[p] += alpha * acc[r][p];                             \
+      if (out == tile) std::memcpy(crow, tile, cols * sizeof(float));                                 \
     }                                                                                                 \
   }
 
@@ -91,18 +90,16 @@ constexpr int kBf16MR = 8;  // rows of the BF16 micro-kernel (AVX512_BF16 only)
       }                                                                                                  \
     }                                                                                                    \
     for (int r = 0; r < rows; ++r) {                                                                     \
+      float tile[2 * kNR];                                                                               \
       float* crow = c + static_cast<long>(r) * ldc;                                                      \
-      if (cols == 2 * kNR) {                                                                             \
-        V* current = reinterpret_cast<V*>(crow);                                                         \
-        if (overwrite)                                                                                   \
-          for (int p = 0; p < 2 * kParts; ++p) current[p] = alpha * acc[r][p];                           \
-        else                                                                                             \
-          for (int p = 0; p < 2 * kParts; ++p) current[p] += alpha * acc[r][p];                          \
-      } else {                                                                                           \
-        float tile[2 * kNR];                                                                             \
-        for (int p = 0; p < 2 * kParts; ++p) *reinterpret_cast<V*>(tile + p * (W)) = acc[r][p];         \
-        for (int j = 0; j < cols; ++j) crow[j] = (overwrite ? 0.0f : crow[j]) + alpha * tile[j];         \
-      }                                                                                                  \
+      float* out = cols == 2 * kNR ? crow : tile;                                                        \
+      if (out == tile && !overwrite) std::memcpy(tile, crow, cols * sizeof(float));                      \
+      V* current = reinterpret_cast<V*>(out);                                                            \
+      if (overwrite)                                                                                     \
+        for (int p = 0; p < 2 * kParts; ++p) current[p] = alpha * acc[r][p];                             \
+      else                                                                                               \
+        for (int p = 0; p < 2 * kParts; ++p) current[p] += alpha * acc[r][p];                            \
+      if (out == tile) std::memcpy(crow, tile, cols * sizeof(float));                                    \
     }                                                                                                    \
   }
 
@@ -150,17 +147,16 @@ RECURRENT_BF16_TARGET void micro_kernel_bf16(int kp, const uint32_t* __restrict 
   }
   const __m512 scale = _mm512_set1_ps(alpha);
   for (int r = 0; r < rows; ++r) {
+    // a partial tile goes through a full one, so its values are computed the same way
+    alignas(64) float tile[P * kNR];
     float* crow = c + static_cast<long>(r) * ldc;
-    if (cols == P * kNR) {
-      for (int p = 0; p < P; ++p) {
-        const __m512 v = _mm512_mul_ps(scale, acc[r][p]);
-        _mm512_storeu_ps(crow + p * kNR, overwrite ? v : _mm512_add_ps(_mm512_loadu_ps(crow + p * kNR), v));
-      }
-    } else {
-      alignas(64) float tile[P * kNR];
-      for (int p = 0; p < P; ++p) _mm512_store_ps(tile + p * kNR, acc[r][p]);
-      for (int j = 0; j < cols; ++j) crow[j] = (overwrite ? 0.0f : crow[j]) + alpha * tile[j];
+    float* out = cols == P * kNR ? crow : tile;
+    if (out == tile && !overwrite) std::memcpy(tile, crow, cols * sizeof(float));
+    for (int p = 0; p < P; ++p) {
+      const __m512 v = _mm512_mul_ps(scale, acc[r][p]);
+      _mm512_storeu_ps(out + p * kNR, overwrite ? v : _mm512_add_ps(_mm512_loadu_ps(out + p * kNR), v));
     }
+    if (out == tile) std::memcpy(crow, tile, cols * sizeof(float));
   }
 }
 #endif
@@ -230,12 +226,61 @@ bool bf16_matmul() { return g_bf16.load(std::memory_order_relaxed); }
 
 namespace {
 
+#ifdef RECURRENT_X86_DISPATCH
+#define RECURRENT_AVX2_TARGET __attribute__((target("avx2,fma")))
+// The 8 x 8 block at src (row stride lds) transposed into dst (row stride ldd).
+RECURRENT_AVX2_TARGET void transpose8(const float* src, long lds, float* dst, long ldd) {
+  __m256 r[8], t[8], u[8];
+  for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * lds);
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);  // rows i, i+1 interleaved: columns 0, 1 | 4, 5
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);  // columns 2, 3 | 6, 7
+  }
+  for (int i = 0; i < 8; i += 4) {
+    u[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));  // column 0 | 4 of 4 rows
+    u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));  // column 1 | 5
+    u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));  // column 2 | 6
+    u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));  // column 3 | 7
+  }
+  for (int j = 0; j < 4; ++j) {
+    _mm256_storeu_ps(dst + j * ldd, _mm256_permute2f128_ps(u[j], u[4 + j], 0x20));
+    _mm256_storeu_ps(dst + (4 + j) * ldd, _mm256_permute2f128_ps(u[j], u[4 + j], 0x31));
+  }
+}
+#endif
+
+// Whether the packers may use AVX2 transposes (pure data movement: the packed values are the
+// same either way); not under RECURRENT_ISA=baseline, so that run still covers the plain loops.
+bool vector_packing() {
+#ifdef RECURRENT_X86_DISPATCH
+  static const bool on = std::string(dispatch().isa) != "baseline";
+  return on;
+#else
+  return false;
+#endif
+}
+
 // op(B)[k0:k0+kc, n0:n0+nc] into panels of NR columns: panel p holds kc rows of NR.
 void pack_b(bool trans, const float* b, int ldb, int k0, int kc, int n0, int nc, float* out) {
+  const bool vector = vector_packing();
   for (int p = 0; p < nc; p += kNR) {
     const int cols = std::min(kNR, nc - p);
     float* dst = out + static_cast<long>(p) * kc;
-    for (int k = 0; k < kc; ++k) {
+    int k = 0;
+    if (cols == kNR && !trans) {
+      for (; k < kc; ++k) std::memcpy(dst + k * kNR, b + static_cast<long>(k0 + k) * ldb + n0 + p, kNR * sizeof(float));
+    }
+#ifdef RECURRENT_X86_DISPATCH
+    if (cols == kNR && trans && vector) {
+      // B^T's rows are B's columns: two 8 x 8 transposes per 8 rows of the panel
+      const float* src = b + static_cast<long>(n0 + p) * ldb + k0;
+      for (; k + 8 <= kc; k += 8) {
+        transpose8(src + k, ldb, dst + k * kNR, kNR);
+        transpose8(src + 8L * ldb + k, ldb, dst + k * kNR + 8, kNR);
+      }
+    }
+#endif
+    for (; k < kc; ++k) {
       float* row = dst + k * kNR;
       if (!trans) {
         const float* src = b + static_cast<long>(k0 + k) * ldb + n0 + p;
@@ -251,10 +296,21 @@ void pack_b(bool trans, const float* b, int ldb, int k0, int kc, int n0, int nc,
 
 // op(A)[m0:m0+mc, k0:k0+kc] into panels of MR rows: panel p holds kc columns of MR.
 void pack_a(bool trans, const float* a, int lda, int m0, int mc, int k0, int kc, int mr, float* out) {
+  const bool vector = vector_packing();
   for (int p = 0; p < mc; p += mr) {
     const int rows = std::min(mr, mc - p);
     float* dst = out + static_cast<long>(p) * kc;
-    for (int k = 0; k < kc; ++k) {
+    int k = 0;
+    if (rows == 8 && mr == 8 && trans) {
+      for (; k < kc; ++k) std::memcpy(dst + k * 8, a + static_cast<long>(k0 + k) * lda + m0 + p, 8 * sizeof(float));
+    }
+#ifdef RECURRENT_X86_DISPATCH
+    if (rows == 8 && mr == 8 && !trans && vector) {
+      const float* src = a + static_cast<long>(m0 + p) * lda + k0;
+      for (; k + 8 <= kc; k += 8) transpose8(src + k, lda, dst + k * 8, 8);
+    }
+#endif
+    for (; k < kc; ++k) {
       float* col = dst + k * mr;
       for (int r = 0; r < rows; ++r) {
         col[r] = trans ? a[static_cast<long>(k0 + k) * lda + m0 + p + r] : a[static_cast<long>(m0 + p + r) * lda + k0 + k];
@@ -602,7 +658,7 @@ const float* PackedMatrix::panel(int n0, int k0) const {
   return data_.data() + before + static_cast<size_t>(k0) * padded;
 }
 
-// Splits C into column slices (or row slices when C is narrow) of whole micro-tiles, one
+// Splits C into column or row slices of whole micro-tiles, one
 // per thread. Every element is computed by one thread in the serial order, so results
 // are identical whatever the thread count.
 void gemm_cpu(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
@@ -615,7 +671,13 @@ void gemm_cpu(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
     gemm_serial(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     return;
   }
-  if (n >= threads * 2 * kNR) {
+  // Each thread packs all of the operand the split does not cut: a column split repeats A's
+  // packing (m x k) in every thread, a row split B's (k x n). Cut the larger one: the weight
+  // gradients (m = G*H, n = I) and dx (m = T*B rows, n = I) split by rows, the input
+  // projection (n = G*H) by columns.
+  const int mr = dispatch().mr;
+  const bool by_rows = n < threads * 2 * kNR || (m >= n && m >= threads * 2 * mr);
+  if (!by_rows) {
     const int tiles = (n + kNR - 1) / kNR;
     const int per = (tiles + threads - 1) / threads;
     parallel_for(threads, [&](int t) {
@@ -626,7 +688,6 @@ void gemm_cpu(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
       gemm_serial(trans_a, trans_b, m, n1 - n0, k, alpha, a, lda, bs, ldb, beta, c + n0, ldc);
     });
   } else {
-    const int mr = dispatch().mr;
     const int tiles = (m + mr - 1) / mr;
     const int per = (tiles + threads - 1) / threads;
     parallel_for(threads, [&](int t) {
