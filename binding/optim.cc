@@ -55,39 +55,20 @@ std::vector<double> numbers_arg(const Napi::Value& value, const char* name, size
 }  // namespace
 namespace {
 
-// lib/optim.ts's hyper() arrays, by name (kind 0 SGD, 1 Adam, 2 RMSprop).
+// lib/optim.ts's hyper() arrays (their order is in the table above OptimizerStep), in the field
+// order of cpp/optim.h's structs; the last entry of each is a flag.
 float hyper_at(const std::vector<double>& v, size_t k) { return static_cast<float>(v[k]); }
 
 SgdHyper sgd_hyper(const std::vector<double>& v) {
-  SgdHyper h;
-  h.lr = hyper_at(v, 0);
-  h.momentum = hyper_at(v, 1);
-  h.dampening = hyper_at(v, 2);
-  h.weight_decay = hyper_at(v, 3);
-  h.nesterov = v[4] != 0.0;
-  return h;
+  return {hyper_at(v, 0), hyper_at(v, 1), hyper_at(v, 2), hyper_at(v, 3), v[4] != 0.0};
 }
 
 AdamHyper adam_hyper(const std::vector<double>& v) {
-  AdamHyper h;
-  h.lr = hyper_at(v, 0);
-  h.beta1 = hyper_at(v, 1);
-  h.beta2 = hyper_at(v, 2);
-  h.eps = hyper_at(v, 3);
-  h.weight_decay = hyper_at(v, 4);
-  h.decoupled = v[5] != 0.0;
-  return h;
+  return {hyper_at(v, 0), hyper_at(v, 1), hyper_at(v, 2), hyper_at(v, 3), hyper_at(v, 4), v[5] != 0.0};
 }
 
 RmspropHyper rmsprop_hyper(const std::vector<double>& v) {
-  RmspropHyper h;
-  h.lr = hyper_at(v, 0);
-  h.alpha = hyper_at(v, 1);
-  h.eps = hyper_at(v, 2);
-  h.weight_decay = hyper_at(v, 3);
-  h.momentum = hyper_at(v, 4);
-  h.centered = v[5] != 0.0;
-  return h;
+  return {hyper_at(v, 0), hyper_at(v, 1), hyper_at(v, 2), hyper_at(v, 3), hyper_at(v, 4), v[5] != 0.0};
 }
 
 // update(i) for every parameter i with a gradient: queued for the CPU worker (by value), or
