@@ -21,6 +21,7 @@
 #include <atomic>
 #include <cstring>
 #include <mutex>
+#include <string>
 #include <vector>
 
 #include "gates.h"
@@ -105,6 +106,12 @@ std::atomic<int> g_time_chunk{[] {
   return env && *env ? std::max(0, std::atoi(env)) : 0;
 }()};
 
+std::atomic<TeamSplit> g_team_split{[] {
+  const char* env = std::getenv("RECURRENT_TEAM_SPLIT");
+  const std::string split = env ? env : "";
+  return split == "units" ? TeamSplit::kUnits : split == "rows" ? TeamSplit::kRows : TeamSplit::kAuto;
+}()};
+
 // Steps per chunk (see set_time_chunk): at least `min_rows` rows for the GEMMs, about `bytes`
 // of a chunk's gate-sized rows.
 int time_chunk(int T, int B, int GH, int min_rows, size_t bytes) {
@@ -118,6 +125,8 @@ int time_chunk(int T, int B, int GH, int min_rows, size_t bytes) {
 }  // namespace
 
 void set_time_chunk(int steps) { g_time_chunk = std::max(0, steps); }
+
+void set_team_split(TeamSplit split) { g_team_split = split; }
 
 size_t layer_reserve_size(const LayerDims& dims) {
   return reserve_per_direction(dims) * dims.directions;
@@ -149,11 +158,48 @@ double team_min_work() {
   return value;
 }
 
-int team_for(int blocks, int batch, int gh, int hidden) {
-  const double work = static_cast<double>(batch) * gh * hidden * (bf16_matmul() ? 0.5 : 1.0);
-  if (blocks < 2 || work < team_min_work()) return 1;
-  return std::min(num_threads(), blocks);
+// How the threads of a team share the steps of a chunk.
+//  - By hidden units (large steps): each thread owns a range of unit blocks for every row, computes
+//    its slice of the recurrent product and its units' gates; one barrier per step, since the next
+//    product needs every unit of the new state.
+//  - By batch rows (steps too short for a barrier each, e.g. H = 128): the rows of a batch are
+//    independent sequences, so each thread runs its own rows through all steps with no barrier at
+//    all, reading the whole of w_hh (which fits in each core's L2 at such sizes).
+// Every value is computed the same way in either case, so results do not depend on the split.
+struct TeamPlan {
+  int team;
+  bool by_rows;
+};
+
+// Rows per thread below which a batch is not split (two panels of the GEMM's 8-row micro-kernel).
+constexpr int kMinRowsPerThread = 16;
+
+TeamPlan team_for(int blocks, int batch, int gh, int hidden, int steps) {
+  const double step_work = static_cast<double>(batch) * gh * hidden * (bf16_matmul() ? 0.5 : 1.0);
+  const TeamSplit split = g_team_split.load();
+  const int row_team = std::min(num_threads(), batch / kMinRowsPerThread);
+  if (row_team > 1 && (split == TeamSplit::kRows ||
+                        (split == TeamSplit::kAuto && step_work < team_min_work() && step_work * steps >= 1 << 20)))
+    return {row_team, true};
+  if (blocks < 2 || (split != TeamSplit::kUnits && step_work < team_min_work())) return {1, false};
+  return {std::min(num_threads(), blocks), false};
 }
+
+// The rows [b0, b1) and unit blocks [blk0, blk1) thread `id` of a team owns.
+struct Share {
+  int b0, b1, blk0, blk1;
+};
+
+Share share_of(const TeamPlan& plan, int id, int batch, int blocks) {
+  if (plan.by_rows) {
+    const int panels = (batch + 7) / 8;  // whole panels of 8 rows
+    return {std::min(batch, panels * id / plan.team * 8), std::min(batch, panels * (id + 1) / plan.team * 8), 0, blocks};
+  }
+  return {0, batch, blocks * id / plan.team, blocks * (id + 1) / plan.team};
+}
+
+// The active rows of [b0, b1) at a step where the first `rows` rows are active (a prefix).
+int rows_within(int rows, int b0, int b1) { return std::max(0, std::min(rows, b1) - b0); }
 
 // Gate kernels on a partial block (H not a multiple of kGateBlock): the block's values
 // are copied into zero-padded arrays with gate stride kGateBlock, and back.
@@ -234,8 +280,10 @@ void layer_forward_cpu(const LayerDims& dims, float* y, float* h_n, float* c_n, 
       const int n = std::min(chunk, T - first);
       const int t_lo = d == 0 ? first : T - first - n;
       gemm_cpu(false, true, n * B, GH, I, 1.0f, x + static_cast<size_t>(t_lo) * B * I, I, w.w_ih, I, 0.0f, xproj, GH);
-      run_team(team_for(blocks, B, GH, H), [&](int id, int team, Barrier& barrier) {
-        const int blk0 = blocks * id / team, blk1 = blocks * (id + 1) / team;
+      const TeamPlan plan = team_for(blocks, B, GH, H, n);
+      run_team(plan.team, [&](int id, int team, Barrier& barrier) {
+        const Share share = share_of({team, plan.by_rows}, id, B, blocks);
+        const int blk0 = share.blk0, blk1 = share.blk1;
         const int u0 = blk0 * kGateBlock, u1 = std::min(H, blk1 * kGateBlock);
         std::vector<float> discard(training ? 0 : GH + H);  // inference: gates and h_n go nowhere
         Pad pad;
@@ -243,10 +291,11 @@ void layer_forward_cpu(const LayerDims& dims, float* y, float* h_n, float* c_n, 
           const int t = time_of(d, step, T);
           float* h_cur = hbuf + (step % 2) * state;  // the state alternates between two buffers
           float* h_next = hbuf + (1 - step % 2) * state;
-          const int rows = gemm_rows(lengths, B, sorted, t);
+          const int rows = rows_within(gemm_rows(lengths, B, sorted, t), share.b0, share.b1);
           if (rows > 0 && blk1 > blk0)
-            gemm_packed_tiles(rows, 1.0f, h_cur, H, s.w_hh_packed, 0.0f, hproj, P, blk0 * G, blk1 * G);
-          for (int b = 0; b < B; ++b) {
+            gemm_packed_tiles(rows, 1.0f, h_cur + static_cast<size_t>(share.b0) * H, H, s.w_hh_packed, 0.0f,
+                              hproj + static_cast<size_t>(share.b0) * P, P, blk0 * G, blk1 * G);
+          for (int b = share.b0; b < share.b1; ++b) {
             const size_t row = static_cast<size_t>(t) * B + b;
             const float* hb = h_cur + static_cast<size_t>(b) * H;
             float* hb_next = h_next + static_cast<size_t>(b) * H;
@@ -296,7 +345,7 @@ void layer_forward_cpu(const LayerDims& dims, float* y, float* h_n, float* c_n, 
               scatter(gates + j0, pad.gates, H, G, width);
             }
           }
-          barrier.wait();
+          if (!plan.by_rows) barrier.wait();
         }
       });
     }
@@ -351,13 +400,15 @@ void layer_backward_cpu(const LayerDims& dims, float* dx, float* dh0, float* dc0
       // the sweep's steps [last - n, last) cover the time steps [t_lo, t_lo + n)
       const int n = std::min(chunk, last);
       const int t_lo = d == 0 ? last - n : T - last;
-      run_team(team_for(blocks, B, GH, H), [&](int id, int team, Barrier& barrier) {
-        const int blk0 = blocks * id / team, blk1 = blocks * (id + 1) / team;
+      const TeamPlan plan = team_for(blocks, B, GH, H, n);
+      run_team(plan.team, [&](int id, int team, Barrier& barrier) {
+        const Share share = share_of({team, plan.by_rows}, id, B, blocks);
+        const int blk0 = share.blk0, blk1 = share.blk1;
         const int u0 = blk0 * kGateBlock, u1 = std::min(H, blk1 * kGateBlock);
         Pad pad;
         for (int step = last - 1; step >= last - n; --step) {
           const int t = time_of(d, step, T);
-          for (int b = 0; b < B; ++b) {
+          for (int b = share.b0; b < share.b1; ++b) {
             const size_t row = static_cast<size_t>(t) * B + b;
             float* gx = dgx + (static_cast<size_t>(t - t_lo) * B + b) * GH;
             float* gh = dgh + (static_cast<size_t>(t - t_lo) * B + b) * GH;
@@ -405,11 +456,12 @@ void layer_backward_cpu(const LayerDims& dims, float* dx, float* dh0, float* dc0
               scatter(gx + j0, pad.x, H, G, width);
             }
           }
-          barrier.wait();
-          // dh_prev (owned columns) = the part that bypasses the GEMM (in dh now) + dgates_h * w_hh
-          const int rows = gemm_rows(lengths, B, sorted, t);
+          if (!plan.by_rows) barrier.wait();
+          // dh_prev (owned rows and columns) = the part that bypasses the GEMM (in dh now) + dgates_h * w_hh
+          const int rows = rows_within(gemm_rows(lengths, B, sorted, t), share.b0, share.b1);
           if (rows > 0 && blk1 > blk0)
-            gemm_packed_tiles(rows, 1.0f, dgh + static_cast<size_t>(t - t_lo) * B * GH, GH, s.w_hh_packed, 1.0f, dh, H, blk0, blk1);
+            gemm_packed_tiles(rows, 1.0f, dgh + (static_cast<size_t>(t - t_lo) * B + share.b0) * GH, GH, s.w_hh_packed, 1.0f,
+                              dh + static_cast<size_t>(share.b0) * H, H, blk0, blk1);
         }
       });
 

@@ -50,6 +50,13 @@ struct LayerGrads {
 // RECURRENT_TIME_CHUNK in the environment sets the starting value.
 void set_time_chunk(int steps);
 
+// How the threads of a team share a sequence's steps (see recurrent.cc): kAuto picks by size;
+// kUnits splits every step by hidden units (a barrier per step), kRows gives each thread its own
+// batch rows (no barrier; only where a thread gets 16 rows or more). Results are the same in
+// every case. RECURRENT_TEAM_SPLIT=units|rows in the environment sets the starting value.
+enum class TeamSplit : int { kAuto = 0, kUnits = 1, kRows = 2 };
+void set_team_split(TeamSplit split);
+
 // Floats of the reserve that forward fills for backward (all directions).
 size_t layer_reserve_size(const LayerDims& dims);
 

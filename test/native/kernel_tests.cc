@@ -56,6 +56,14 @@ void expect_close(const std::string& what, const float* got, const double* ref, 
   std::printf("  %-8s %s (max |diff| %.3g)\n", what.c_str(), ok ? "ok" : "MISMATCH", max_diff);
 }
 
+// When set, check_layer appends every output it computed (forward and backward) here, so that runs
+// under different thread counts and splits can be compared bit for bit.
+std::vector<float>* g_capture = nullptr;
+
+void capture(const std::vector<float>& values) {
+  if (g_capture) g_capture->insert(g_capture->end(), values.begin(), values.end());
+}
+
 void check_layer(CellKind cell, int directions, const std::vector<int>& lengths, bool bias, int H = 6, int T = 7) {
   const int B = static_cast<int>(lengths.empty() ? 3 : lengths.size()), I = 5;
   const int G = gate_count(cell), GH = G * H;
@@ -96,6 +104,7 @@ void check_layer(CellKind cell, int directions, const std::vector<int>& lengths,
   expect_close("y", y.data(), yr.data(), y.size());
   expect_close("h_n", hn.data(), hnr.data(), state);
   if (cell == CellKind::kLstm) expect_close("c_n", cn.data(), cnr.data(), state);
+  for (const auto* v : {&y, &hn, &cn}) capture(*v);
   if (g_forward_only) return;
 
   std::vector<float> dx(x.size()), dh0(state), dc0(state);
@@ -122,6 +131,8 @@ void check_layer(CellKind cell, int directions, const std::vector<int>& lengths,
   expect_close("dx", dx.data(), dxr.data(), dx.size());
   expect_close("dh0", dh0.data(), dh0r.data(), state);
   if (cell == CellKind::kLstm) expect_close("dc0", dc0.data(), dc0r.data(), state);
+  for (const auto* v : {&dx, &dh0, &dc0}) capture(*v);
+  for (const auto& v : g) capture(v);
   const char* names[4] = {"dw_ih", "dw_hh", "db_ih", "db_hh"};
   for (int d = 0; d < directions; ++d)
     for (int k = 0; k < (bias ? 4 : 2); ++k)
@@ -336,6 +347,38 @@ int main() {
         check_layer(cell, directions, {5, 9, 1, 9}, true, 64, 9);
       }
     }
+  }
+  // a team split by batch rows (each thread its own rows through every step, no barrier) and the
+  // same batches split by hidden units: 48 rows, ragged (sorted: prefix GEMMs, and unsorted), 2 and
+  // 3 threads (16 rows each, or 24 and 24)
+  {
+    std::vector<int> sorted48, unsorted48;
+    for (int b = 0; b < 48; ++b) {
+      sorted48.push_back(9 - b * 8 / 48);
+      unsorted48.push_back(1 + (b * 7) % 9);
+    }
+    const auto run_all = [&](TeamSplit split, int threads) {
+      std::vector<float> out;
+      g_capture = &out;
+      set_team_split(split);
+      set_num_threads(threads);
+      std::printf("team split by %s, %d threads\n", split == TeamSplit::kRows ? "rows" : "units", threads);
+      for (CellKind cell : cells)
+        for (int directions = 1; directions <= 2; ++directions) {
+          check_layer(cell, directions, sorted48, true, 37, 9);
+          check_layer(cell, directions, unsorted48, false, 20, 9);
+        }
+      g_capture = nullptr;
+      return out;
+    };
+    const std::vector<float> one = run_all(TeamSplit::kUnits, 1);
+    for (TeamSplit split : {TeamSplit::kRows, TeamSplit::kUnits})
+      for (int threads : {2, 3}) {
+        const bool same = run_all(split, threads) == one;
+        if (!same) ++failures;
+        std::printf("  bit-identical to one thread: %s\n", same ? "yes" : "NO");
+      }
+    set_team_split(TeamSplit::kAuto);
   }
   // the input projections and the weight gradients in chunks of time steps (set_time_chunk):
   // chunks of 2 and 4 steps over T = 9 (a partial chunk at the end of each direction's sweep)
