@@ -331,6 +331,44 @@ void check_bf16_gemm() {
   }
 }
 
+// A team split by batch rows (each thread its own rows through every step, no barrier) and the
+// same batches split by hidden units: 48 rows, ragged (sorted: prefix GEMMs, and unsorted), 2 and
+// 3 threads (16 rows each, or 24 and 24); every output and gradient bit-identical to one thread.
+// Under BF16 the ReLU RNN is checked forward only (see main).
+template <size_t N>
+void check_team_splits(const CellKind (&cells)[N], bool bf16 = false) {
+  std::vector<int> sorted48, unsorted48;
+  for (int b = 0; b < 48; ++b) {
+    sorted48.push_back(9 - b * 8 / 48);
+    unsorted48.push_back(1 + (b * 7) % 9);
+  }
+  const auto run_all = [&](TeamSplit split, int threads) {
+    std::vector<float> out;
+    g_capture = &out;
+    set_team_split(split);
+    set_num_threads(threads);
+    std::printf("team split by %s, %d threads%s\n", split == TeamSplit::kRows ? "rows" : "units", threads, bf16 ? ", BF16" : "");
+    for (CellKind cell : cells) {
+      g_forward_only = bf16 && cell == CellKind::kRnnRelu;
+      for (int directions = 1; directions <= 2; ++directions) {
+        check_layer(cell, directions, sorted48, true, 37, 9);
+        check_layer(cell, directions, unsorted48, false, 20, 9);
+      }
+    }
+    g_forward_only = false;
+    g_capture = nullptr;
+    return out;
+  };
+  const std::vector<float> one = run_all(TeamSplit::kUnits, 1);
+  for (TeamSplit split : {TeamSplit::kRows, TeamSplit::kUnits})
+    for (int threads : {2, 3}) {
+      const bool same = run_all(split, threads) == one;
+      if (!same) ++failures;
+      std::printf("  bit-identical to one thread: %s\n", same ? "yes" : "NO");
+    }
+  set_team_split(TeamSplit::kAuto);
+}
+
 int main() {
   check_activations();
   check_fp32_gemm();
@@ -348,38 +386,7 @@ int main() {
       }
     }
   }
-  // a team split by batch rows (each thread its own rows through every step, no barrier) and the
-  // same batches split by hidden units: 48 rows, ragged (sorted: prefix GEMMs, and unsorted), 2 and
-  // 3 threads (16 rows each, or 24 and 24)
-  {
-    std::vector<int> sorted48, unsorted48;
-    for (int b = 0; b < 48; ++b) {
-      sorted48.push_back(9 - b * 8 / 48);
-      unsorted48.push_back(1 + (b * 7) % 9);
-    }
-    const auto run_all = [&](TeamSplit split, int threads) {
-      std::vector<float> out;
-      g_capture = &out;
-      set_team_split(split);
-      set_num_threads(threads);
-      std::printf("team split by %s, %d threads\n", split == TeamSplit::kRows ? "rows" : "units", threads);
-      for (CellKind cell : cells)
-        for (int directions = 1; directions <= 2; ++directions) {
-          check_layer(cell, directions, sorted48, true, 37, 9);
-          check_layer(cell, directions, unsorted48, false, 20, 9);
-        }
-      g_capture = nullptr;
-      return out;
-    };
-    const std::vector<float> one = run_all(TeamSplit::kUnits, 1);
-    for (TeamSplit split : {TeamSplit::kRows, TeamSplit::kUnits})
-      for (int threads : {2, 3}) {
-        const bool same = run_all(split, threads) == one;
-        if (!same) ++failures;
-        std::printf("  bit-identical to one thread: %s\n", same ? "yes" : "NO");
-      }
-    set_team_split(TeamSplit::kAuto);
-  }
+  check_team_splits(cells);
   // the input projections and the weight gradients in chunks of time steps (set_time_chunk):
   // chunks of 2 and 4 steps over T = 9 (a partial chunk at the end of each direction's sweep)
   for (int chunk : {2, 4}) {
@@ -412,6 +419,7 @@ int main() {
         check_layer(cell, directions, {5, 9, 1, 9}, false, 64, 9);
       }
     }
+    check_team_splits(cells, true);
     g_share_of_max = 0.0;
     g_forward_only = false;
     set_bf16_matmul(false);
