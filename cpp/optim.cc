@@ -1,32 +1,72 @@
 // Fused optimizer updates (see optim.h): loops over the per-element updates of optim_math.h,
-// which the CUDA kernels share.
+// which the CUDA kernels share, split across the thread pool for large tensors.
 #include "optim.h"
 
 #include "optim_math.h"
+#include "thread_pool.h"
 
 #include <algorithm>
 #include <cmath>
 
 namespace recurrent {
 
+namespace {
+
+// Runs update(lo, hi) over [0, n) in chunks on the thread pool: every element is updated on its
+// own, so the result does not depend on the split. Small tensors stay on the calling thread.
+template <class Update>
+void for_chunks(int64_t n, Update update) {
+  constexpr int64_t kChunk = int64_t{1} << 15;
+  const int64_t chunks = (n + kChunk - 1) / kChunk;
+  if (chunks < 4 || num_threads() <= 1) {
+    update(int64_t{0}, n);
+    return;
+  }
+  parallel_for(static_cast<int>(chunks), [&](int c) {
+    const int64_t lo = c * kChunk;
+    update(lo, std::min(n, lo + kChunk));
+  });
+}
+
+}  // namespace
+
 void sgd_step_cpu(float* param, const float* grad, float* momentum_buf, int64_t n, const SgdHyper& h,
                   bool first_step) {
-  float unused = 0.0f;
-  for (int64_t i = 0; i < n; ++i) sgd_update(param[i], grad[i], momentum_buf ? momentum_buf[i] : unused, h, first_step);
+  for_chunks(n, [&](int64_t lo, int64_t hi) {
+    float* __restrict p = param;
+    const float* __restrict g = grad;
+    if (!momentum_buf) {
+      float unused = 0.0f;
+      for (int64_t i = lo; i < hi; ++i) sgd_update(p[i], g[i], unused, h, first_step);
+      return;
+    }
+    float* __restrict buf = momentum_buf;
+#pragma GCC ivdep
+    for (int64_t i = lo; i < hi; ++i) sgd_update(p[i], g[i], buf[i], h, first_step);
+  });
 }
 
 void adam_step_cpu(float* param, const float* grad, float* exp_avg, float* exp_avg_sq, int64_t n,
                    const AdamHyper& h, int64_t step) {
   const AdamStepConstants k = adam_step_constants(h, step);
-  for (int64_t i = 0; i < n; ++i) adam_update(param[i], grad[i], exp_avg[i], exp_avg_sq[i], h, k);
+  for_chunks(n, [&](int64_t lo, int64_t hi) {
+    float* __restrict p = param;
+    const float* __restrict g = grad;
+    float* __restrict m = exp_avg;
+    float* __restrict v = exp_avg_sq;
+#pragma GCC ivdep
+    for (int64_t i = lo; i < hi; ++i) adam_update(p[i], g[i], m[i], v[i], h, k);
+  });
 }
 
 void rmsprop_step_cpu(float* param, const float* grad, float* square_avg, float* grad_avg,
                       float* momentum_buf, int64_t n, const RmspropHyper& h) {
-  float unused_avg = 0.0f, unused_buf = 0.0f;
-  for (int64_t i = 0; i < n; ++i)
-    rmsprop_update(param[i], grad[i], square_avg[i], grad_avg ? grad_avg[i] : unused_avg,
-                   momentum_buf ? momentum_buf[i] : unused_buf, h);
+  for_chunks(n, [&](int64_t lo, int64_t hi) {
+    float unused_avg = 0.0f, unused_buf = 0.0f;
+    for (int64_t i = lo; i < hi; ++i)
+      rmsprop_update(param[i], grad[i], square_avg[i], grad_avg ? grad_avg[i] : unused_avg,
+                     momentum_buf ? momentum_buf[i] : unused_buf, h);
+  });
 }
 
 double sum_squares_cpu(const float* x, int64_t n) {

@@ -4,7 +4,8 @@
  */
 import { expect } from 'chai';
 import {
-  Adam, AdamW, CosineAnnealingLR, LinearLR, RMSprop, SGD, StepLR, Tensor, clipGradNorm, clipGradValue, crossEntropyLoss, huberLoss, mseLoss,
+  Adam, AdamW, CosineAnnealingLR, LinearLR, RMSprop, SGD, StepLR, Tensor, backends, clipGradNorm, clipGradValue, crossEntropyLoss, huberLoss,
+  mseLoss, setNumThreads,
 } from '../lib/index';
 import { expectClose, randomArray, seededRandom } from './helpers';
 
@@ -137,6 +138,37 @@ describe('optimizers against torch.optim transcribed', () => {
       expectClose(p.toArray(), expected, 'parameters', { rtol: 1e-5, atol: 1e-6 });
     });
   }
+
+  it('large parameters (updated in chunks across threads): the same rule at every element, bit-identical for 1 and 2 threads', () => {
+    const n = 200_003; // six chunks of 32,768 elements and a partial one
+    const threads = backends().cpu.threads;
+    try {
+      for (const [name, { make, rule }] of Object.entries(rules)) {
+        const rand = seededRandom(name.length + 1);
+        const start = Float32Array.from(randomArray(rand, n));
+        const grads = [1, 2, 3].map(() => Float32Array.from(randomArray(rand, n)));
+        const run = (count: number) => {
+          setNumThreads(count);
+          const p = Tensor.from(start, [n], { requiresGrad: true });
+          const opt = make([p]);
+          for (const g of grads) {
+            p.grad = Tensor.from(g, [n]);
+            opt.step();
+          }
+          return p.toArray();
+        };
+        const one = run(1);
+        const two = run(2);
+        expect(Buffer.from(two.buffer).equals(Buffer.from(one.buffer)), `${name}: 2 threads bit-identical to 1`).to.equal(true);
+        const expected = Array.from(start);
+        const state: Record<string, number[]> = {};
+        grads.forEach((g, i) => rule(expected, Array.from(g), state, i + 1));
+        expectClose(Array.from(two), expected, name, { rtol: 1e-5, atol: 1e-6 });
+      }
+    } finally {
+      setNumThreads(threads);
+    }
+  });
 
   it('stateDict / loadStateDict continue identically', () => {
     const make = () => Tensor.from([1, -2, 3], [3], { requiresGrad: true });

@@ -1,10 +1,11 @@
 // One recurrent layer of `recurrent`'s CPU kernels, timed alone (no Node.js): the same
 // jobs as onednn_bench.cc, so the two print comparable lines.
-//   layer_bench [threads...] [--steps T]
+//   layer_bench [threads...] [--steps T] [--only JOB]    (RECURRENT_BF16=1: BF16 matrix products)
 #include <cstring>
 #include <random>
 
 #include "bench/native/common.h"
+#include "cpp/gemm.h"
 #include "cpp/recurrent.h"
 #include "cpp/thread_pool.h"
 
@@ -25,6 +26,9 @@ int main(int argc, char** argv) {
     }
   }
   if (thread_counts.empty()) thread_counts.push_back(num_threads());
+  // RECURRENT_BF16=1: BF16 matrix products (setFloat32MatmulPrecision('medium')), where the CPU has them
+  if (const char* bf16 = std::getenv("RECURRENT_BF16"); bf16 && std::strcmp(bf16, "1") == 0 && !set_bf16_matmul(true))
+    std::fprintf(stderr, "BF16 unavailable: %s\n", bf16_unavailable_reason());
   std::mt19937 rng(1);
   std::uniform_real_distribution<float> dist(-0.1f, 0.1f);
   auto fill = [&](std::vector<float>& v) { for (float& x : v) x = dist(rng); };
