@@ -2,7 +2,7 @@
  * BF16 matrix products on the CPU (setFloat32MatmulPrecision('medium')) against FP32:
  *
  * 1. Speed of one layer, T = 32, B = 32, I = H, training (forward + backward + Adam) and
- *    inference, through Node as a user's loop runs it; FP32 and BF16 alternate round by round
+ *    inference, through Node as fit() runs a step (in a scope); FP32 and BF16 alternate round by round
  *    in one process (these machines drift), medians of the rounds. Two threads, then one.
  * 2. Accuracy on the demo's character model (npm run demo: SOTU text, LSTM 2 x 192, embedding
  *    64, BPTT 64, B = 32, Adam 4e-3): the same seed and steps at FP32 and at BF16, validation
@@ -15,7 +15,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { Adam, CharLanguageModel, GRU, LSTM, RNN, Tensor, backends, seed, setFloat32MatmulPrecision, setNumThreads } from '../lib/index';
+import { Adam, CharLanguageModel, GRU, LSTM, RNN, Tensor, backends, backward, noGrad, scope, seed, setFloat32MatmulPrecision, setNumThreads } from '../lib/index';
 
 function arg(name: string, fallback: number): number {
   const i = process.argv.indexOf(`--${name}`);
@@ -46,12 +46,16 @@ function speed(rounds: number): SpeedRow[] {
       const layer = job.make(job.H);
       const x = Tensor.randn([T, B, job.H]);
       const optimizer = new Adam(layer.parameters(), { lr: 1e-4 });
-      const train = () => {
+      const grad = Tensor.ones([T, B, job.H]);
+      // a training step as fit() runs it: in a scope, the previous step's gradients disposed first
+      const train = () => scope(() => {
+        for (const p of layer.parameters()) p.grad?.dispose();
         layer.zeroGrad();
-        layer.forward(x).output.sum().backward();
+        backward([layer.forward(x).output], [grad]);
         optimizer.step();
-      };
-      const infer = () => layer.forward(x).output.toArray();
+        return null;
+      });
+      const infer = () => scope(() => noGrad(() => layer.forward(x).output.toArray()));
       const time = (fn: () => unknown, n: number) => {
         const started = performance.now();
         for (let i = 0; i < n; ++i) fn();

@@ -383,8 +383,32 @@ RECURRENT_BF16_TARGET void pack_pairs(const float* x, int ld, bool along, int k0
     const int lanes = std::min(width, count - p);
     uint32_t* dst = out + static_cast<long>(p) * kp;
     if (along) {
-      if (lanes < width) std::fill(dst, dst + static_cast<long>(kp) * width, 0u);
-      for (int i = 0; i < lanes; ++i) pairs_of_row(x + static_cast<long>(i0 + p + i) * ld + k0, kc, dst + i, width);
+      int q0 = 0;  // pair rows done
+      if (lanes == width && (width == 8 || width == 16)) {
+        // 16 pair rows at a time: each lane's 32 depths become 16 pairs (one vector), and the
+        // lanes x 16 block is transposed into 16 pair rows of `width` words with 8 x 8 transposes
+        alignas(64) uint32_t block[16][16];
+        for (; q0 + 16 <= kc / 2; q0 += 16) {
+          for (int i = 0; i < width; ++i) {
+            const float* row = x + static_cast<long>(i0 + p + i) * ld + k0 + 2 * q0;
+            _mm512_store_si512(block[i], bf16_pairs_along(_mm512_loadu_ps(row), _mm512_loadu_ps(row + 16)));
+          }
+          uint32_t* out_rows = dst + static_cast<long>(q0) * width;
+          for (int half = 0; half < width / 8; ++half)  // lanes [8 half, 8 half + 8)
+            for (int part = 0; part < 2; ++part)        // pair rows [8 part, 8 part + 8)
+              transpose8(reinterpret_cast<const float*>(&block[8 * half][8 * part]), 16,
+                         reinterpret_cast<float*>(out_rows + static_cast<long>(8 * part) * width + 8 * half), width);
+        }
+      }
+      if (q0 == 0) {
+        if (lanes < width) std::fill(dst, dst + static_cast<long>(kp) * width, 0u);
+        for (int i = 0; i < lanes; ++i) pairs_of_row(x + static_cast<long>(i0 + p + i) * ld + k0, kc, dst + i, width);
+      } else if (2 * q0 < kc) {
+        // the depths past the blocks, into the pair rows past them
+        for (int i = 0; i < lanes; ++i)
+          pairs_of_row(x + static_cast<long>(i0 + p + i) * ld + k0 + 2 * q0, kc - 2 * q0, dst + static_cast<long>(q0) * width + i,
+                       width);
+      }
       continue;
     }
     const __mmask16 mask = first_lanes(lanes);
