@@ -133,7 +133,9 @@ size_t layer_reserve_size(const LayerDims& dims) {
 }
 
 // ===========================================================================
-// Work split. The hidden units are cut into blocks of kGateBlock; each thread of a team
+// Work split. A team shares a chunk's steps by batch rows (each thread runs its own rows
+// through every step, no barrier; see TeamPlan below) or by hidden units. By units, the
+// hidden units are cut into blocks of kGateBlock; each thread of a team
 // owns a range of blocks for the whole sequence and, at every step, computes the slice
 // of the recurrent GEMM that feeds its units (all gates of them: the forward GEMM runs
 // on w_hh with its rows permuted so that a block's gates are adjacent columns) and then
