@@ -206,6 +206,57 @@ double bf16_round(float x) {
   return r;
 }
 
+// One case of the GEMM checks below: random operands of a shape, a transpose pair, alpha 0.75
+// and beta 0.5 (0 for the last pair, where C is only written).
+struct GemmCase {
+  int m, n, k;
+  bool ta, tb;
+  float alpha, beta;
+  int lda, ldb;
+  std::vector<float> a, b, c;
+
+  float a_at(int i, int q) const { return ta ? a[static_cast<size_t>(q) * lda + i] : a[static_cast<size_t>(i) * lda + q]; }
+  float b_at(int q, int j) const { return tb ? b[static_cast<size_t>(j) * ldb + q] : b[static_cast<size_t>(q) * ldb + j]; }
+
+  std::vector<float> product() const {
+    std::vector<float> out = c;
+    gemm_cpu(ta, tb, m, n, k, alpha, a.data(), lda, b.data(), ldb, beta, out.data(), n);
+    return out;
+  }
+
+  // The same product through a packed B (the recurrent weights), in ranges of 3 tiles (A and B
+  // not transposed as stored: only for !ta && tb). *bf16: whether B was packed in BF16.
+  std::vector<float> packed_tiles(bool* bf16 = nullptr) const {
+    PackedMatrix packed;
+    packed.pack(true, k, n, b.data(), ldb);
+    if (bf16) *bf16 = packed.is_bf16();
+    std::vector<float> out = c;
+    const int count = (n + kGemmTile - 1) / kGemmTile;
+    for (int t0 = 0; t0 < count; t0 += 3)
+      gemm_packed_tiles(m, alpha, a.data(), lda, packed, beta, out.data(), n, t0, std::min(count, t0 + 3));
+    return out;
+  }
+};
+
+struct GemmShape {
+  int m, n, k;
+};
+
+// check(case) for every shape and transpose pair; the operands drawn from rng in a fixed order.
+template <class Check>
+void for_each_gemm_case(std::mt19937& rng, std::initializer_list<GemmShape> shapes, Check check) {
+  for (const GemmShape& sh : shapes)
+    for (int t = 0; t < 4; ++t) {
+      GemmCase g{sh.m, sh.n, sh.k, (t & 1) != 0, (t & 2) != 0, 0.75f, t == 3 ? 0.0f : 0.5f, 0, 0, {}, {}, {}};
+      g.lda = g.ta ? g.m : g.k;
+      g.ldb = g.tb ? g.k : g.n;
+      g.a = random_vector(rng, static_cast<size_t>(g.m) * g.k, 1.0f);
+      g.b = random_vector(rng, static_cast<size_t>(g.k) * g.n, 1.0f);
+      g.c = random_vector(rng, static_cast<size_t>(g.m) * g.n, 1.0f);
+      check(g);
+    }
+}
+
 // FP32 GEMMs at odd sizes and at the layer's shapes, every transpose, alpha and beta: within
 // FP32's accumulation error of a double product, bit-identical for 1, 2 and 3 threads (column
 // and row splits both), and through a packed B bit-identical to gemm_cpu. The sizes reach the
@@ -214,58 +265,34 @@ double bf16_round(float x) {
 void check_fp32_gemm() {
   std::printf("FP32 GEMM (%s)\n", gemm_isa());
   std::mt19937 rng(78);
-  struct Shape { int m, n, k; };
-  const Shape shapes[] = {{1, 1, 1}, {7, 13, 5}, {9, 33, 257}, {33, 47, 300}, {64, 2048, 512}, {1030, 80, 72}, {40, 2048, 64}, {64, 520, 136}};
-  for (const Shape& sh : shapes) {
-    for (int t = 0; t < 4; ++t) {
-      const bool ta = t & 1, tb = t & 2;
-      const int m = sh.m, n = sh.n, k = sh.k;
-      auto a = random_vector(rng, static_cast<size_t>(m) * k, 1.0f);
-      auto b = random_vector(rng, static_cast<size_t>(k) * n, 1.0f);
-      auto c = random_vector(rng, static_cast<size_t>(m) * n, 1.0f);
-      const float alpha = 0.75f, beta = t == 3 ? 0.0f : 0.5f;
-      const int lda = ta ? m : k, ldb = tb ? k : n;
-      std::vector<float> first;
-      bool ok = true, same = true;
-      double worst = 0;
-      for (int threads : {1, 2, 3}) {
-        set_num_threads(threads);
-        std::vector<float> got = c;
-        gemm_cpu(ta, tb, m, n, k, alpha, a.data(), lda, b.data(), ldb, beta, got.data(), n);
-        if (threads > 1) {
-          same = same && got == first;
-          continue;
+  const auto shapes = {GemmShape{1, 1, 1}, {7, 13, 5}, {9, 33, 257}, {33, 47, 300}, {64, 2048, 512}, {1030, 80, 72}, {40, 2048, 64}, {64, 520, 136}};
+  for_each_gemm_case(rng, shapes, [](const GemmCase& g) {
+    set_num_threads(1);
+    const std::vector<float> first = g.product();
+    bool ok = true, same = true;
+    double worst = 0;
+    for (int i = 0; i < g.m; ++i)
+      for (int j = 0; j < g.n; ++j) {
+        double e = 0, scale = 0;
+        for (int q = 0; q < g.k; ++q) {
+          e += static_cast<double>(g.a_at(i, q)) * g.b_at(q, j);
+          scale += std::fabs(static_cast<double>(g.a_at(i, q)) * g.b_at(q, j));
         }
-        first = got;
-        for (int i = 0; i < m; ++i)
-          for (int j = 0; j < n; ++j) {
-            double e = 0, scale = 0;
-            for (int q = 0; q < k; ++q) {
-              const float av = ta ? a[static_cast<size_t>(q) * lda + i] : a[static_cast<size_t>(i) * lda + q];
-              const float bv = tb ? b[static_cast<size_t>(j) * ldb + q] : b[static_cast<size_t>(q) * ldb + j];
-              e += static_cast<double>(av) * bv;
-              scale += std::fabs(static_cast<double>(av) * bv);
-            }
-            const size_t at = static_cast<size_t>(i) * n + j;
-            const double want = alpha * e + (beta == 0.0f ? 0.0 : beta * static_cast<double>(c[at]));
-            const double diff = std::fabs(got[at] - want) / (scale + 1.0);
-            worst = std::max(worst, diff);
-            if (!(diff <= 1e-6 * std::sqrt(static_cast<double>(k) + 1.0))) ok = false;
-          }
+        const size_t at = static_cast<size_t>(i) * g.n + j;
+        const double want = g.alpha * e + (g.beta == 0.0f ? 0.0 : g.beta * static_cast<double>(g.c[at]));
+        const double diff = std::fabs(first[at] - want) / (scale + 1.0);
+        worst = std::max(worst, diff);
+        if (!(diff <= 1e-6 * std::sqrt(static_cast<double>(g.k) + 1.0))) ok = false;
       }
-      if (!ta && tb) {
-        PackedMatrix packed;
-        packed.pack(true, k, n, b.data(), ldb);
-        std::vector<float> tiles = c;
-        const int count = (n + kGemmTile - 1) / kGemmTile;
-        for (int t0 = 0; t0 < count; t0 += 3) gemm_packed_tiles(m, alpha, a.data(), lda, packed, beta, tiles.data(), n, t0, std::min(count, t0 + 3));
-        same = same && tiles == first;
-      }
-      if (!ok || !same) ++failures;
-      std::printf("  gemm %4dx%4dx%3d ta=%d tb=%d %s (max |diff| %.3g of sum |ab|; threads and packed tiles %s)\n", m, n, k, ta,
-                  tb != 0, ok ? "ok" : "TOO LARGE", worst, same ? "bit-identical" : "DIFFER");
+    for (int threads : {2, 3}) {
+      set_num_threads(threads);
+      same = same && g.product() == first;
     }
-  }
+    if (!g.ta && g.tb) same = same && g.packed_tiles() == first;
+    if (!ok || !same) ++failures;
+    std::printf("  gemm %4dx%4dx%3d ta=%d tb=%d %s (max |diff| %.3g of sum |ab|; threads and packed tiles %s)\n", g.m, g.n, g.k,
+                g.ta, g.tb, ok ? "ok" : "TOO LARGE", worst, same ? "bit-identical" : "DIFFER");
+  });
   set_num_threads(1);
 }
 
@@ -275,60 +302,37 @@ void check_fp32_gemm() {
 void check_bf16_gemm() {
   std::printf("BF16 GEMM\n");
   std::mt19937 rng(77);
-  struct Shape { int m, n, k; };
-  const Shape shapes[] = {{1, 1, 1}, {7, 13, 5}, {9, 33, 257}, {33, 47, 300}, {64, 2048, 512}, {3, 100, 1}};
-  for (const Shape& sh : shapes) {
-    for (int t = 0; t < 4; ++t) {
-      const bool ta = t & 1, tb = t & 2;
-      const int m = sh.m, n = sh.n, k = sh.k;
-      auto a = random_vector(rng, static_cast<size_t>(m) * k, 1.0f);
-      auto b = random_vector(rng, static_cast<size_t>(k) * n, 1.0f);
-      auto c = random_vector(rng, static_cast<size_t>(m) * n, 1.0f);
-      const float alpha = 0.75f, beta = t == 3 ? 0.0f : 0.5f;
-      const int lda = ta ? m : k, ldb = tb ? k : n;
-      std::vector<double> exact(c.size()), rounded(c.size()), scale(c.size());
-      for (int i = 0; i < m; ++i)
-        for (int j = 0; j < n; ++j) {
-          double e = 0, r = 0, s2 = 0;
-          for (int q = 0; q < k; ++q) {
-            const float av = ta ? a[static_cast<size_t>(q) * lda + i] : a[static_cast<size_t>(i) * lda + q];
-            const float bv = tb ? b[static_cast<size_t>(j) * ldb + q] : b[static_cast<size_t>(q) * ldb + j];
-            e += static_cast<double>(av) * bv;
-            r += bf16_round(av) * bf16_round(bv);
-            s2 += std::fabs(bf16_round(av) * bf16_round(bv));
-          }
-          const double base = beta == 0.0f ? 0.0 : beta * static_cast<double>(c[static_cast<size_t>(i) * n + j]);
-          exact[static_cast<size_t>(i) * n + j] = alpha * e + base;
-          rounded[static_cast<size_t>(i) * n + j] = alpha * r + base;
-          scale[static_cast<size_t>(i) * n + j] = s2;
+  const auto shapes = {GemmShape{1, 1, 1}, {7, 13, 5}, {9, 33, 257}, {33, 47, 300}, {64, 2048, 512}, {3, 100, 1}};
+  for_each_gemm_case(rng, shapes, [](const GemmCase& g) {
+    const std::vector<float> got = g.product();
+    bool ok = true;
+    double worst_rounded = 0, worst_exact = 0;
+    for (int i = 0; i < g.m; ++i)
+      for (int j = 0; j < g.n; ++j) {
+        double e = 0, r = 0, s2 = 0;
+        for (int q = 0; q < g.k; ++q) {
+          const float av = g.a_at(i, q), bv = g.b_at(q, j);
+          e += static_cast<double>(av) * bv;
+          r += bf16_round(av) * bf16_round(bv);
+          s2 += std::fabs(bf16_round(av) * bf16_round(bv));
         }
-      std::vector<float> got = c;
-      gemm_cpu(ta, tb, m, n, k, alpha, a.data(), lda, b.data(), ldb, beta, got.data(), n);
-      bool ok = true;
-      double worst_rounded = 0, worst_exact = 0;
-      for (size_t i = 0; i < got.size(); ++i) {
-        const double dr = std::fabs(got[i] - rounded[i]), de = std::fabs(got[i] - exact[i]);
+        const size_t at = static_cast<size_t>(i) * g.n + j;
+        const double base = g.beta == 0.0f ? 0.0 : g.beta * static_cast<double>(g.c[at]);
+        const double dr = std::fabs(got[at] - (g.alpha * r + base)), de = std::fabs(got[at] - (g.alpha * e + base));
         worst_rounded = std::max(worst_rounded, dr);
-        worst_exact = std::max(worst_exact, de / (scale[i] + 1e-3));
-        if (dr > 2e-6 * (scale[i] + 1.0) || de > 1e-2 * (scale[i] + 1.0)) ok = false;
+        worst_exact = std::max(worst_exact, de / (s2 + 1e-3));
+        if (dr > 2e-6 * (s2 + 1.0) || de > 1e-2 * (s2 + 1.0)) ok = false;
       }
-      if (!ok) ++failures;
-      std::printf("  gemm %3dx%4dx%3d ta=%d tb=%d %s (max |diff| vs rounded %.3g, vs FP32 %.3g of sum |ab|)\n", m, n, k, ta,
-                  tb != 0, ok ? "ok" : "MISMATCH", worst_rounded, worst_exact);
-      if (!ta && tb) {
-        // the same product through a packed B (the recurrent weights), split into tile ranges
-        PackedMatrix packed;
-        packed.pack(true, k, n, b.data(), ldb);
-        std::vector<float> tiles = c;
-        const int count = (n + kGemmTile - 1) / kGemmTile;
-        for (int t0 = 0; t0 < count; t0 += 3) gemm_packed_tiles(m, alpha, a.data(), lda, packed, beta, tiles.data(), n, t0, std::min(count, t0 + 3));
-        bool same = packed.is_bf16();
-        for (size_t i = 0; i < got.size(); ++i) same = same && tiles[i] == got[i];
-        if (!same) ++failures;
-        std::printf("  packed tiles %s\n", same ? "ok (bit-identical to gemm_cpu)" : "MISMATCH");
-      }
+    if (!ok) ++failures;
+    std::printf("  gemm %3dx%4dx%3d ta=%d tb=%d %s (max |diff| vs rounded %.3g, vs FP32 %.3g of sum |ab|)\n", g.m, g.n, g.k, g.ta,
+                g.tb, ok ? "ok" : "MISMATCH", worst_rounded, worst_exact);
+    if (!g.ta && g.tb) {
+      bool bf16 = false;
+      const bool same = g.packed_tiles(&bf16) == got && bf16;
+      if (!same) ++failures;
+      std::printf("  packed tiles %s\n", same ? "ok (bit-identical to gemm_cpu)" : "MISMATCH");
     }
-  }
+  });
 }
 
 // A team split by batch rows (each thread its own rows through every step, no barrier) and the
