@@ -88,10 +88,11 @@ events.addEventListener('epoch', (e) => { epochs.push(JSON.parse(e.data)); state
 events.addEventListener('flow', (e) => { state.flow = JSON.parse(e.data); state.dirty.add('flow'); document.body.dataset.flows = String(Number(document.body.dataset.flows) + 1); });
 events.addEventListener('gates', (e) => { state.gates = JSON.parse(e.data); state.dirty.add('gates'); });
 events.addEventListener('control', (e) => {
-  const paused = JSON.parse(e.data).paused;
+  const { paused, held } = JSON.parse(e.data);
   document.body.dataset.state = paused ? 'paused' : 'running';
+  document.body.dataset.held = String(Boolean(held)); // paused and the training loop waits between steps
   $('pause').disabled = paused; $('resume').disabled = !paused;
-  if (paused) $('status').textContent += ' (paused)';
+  if (paused && !held) $('status').textContent += ' (paused)';
 });
 events.addEventListener('done', (e) => {
   const d = JSON.parse(e.data); document.body.dataset.state = 'done';

@@ -27,7 +27,10 @@ export interface Dashboard {
   readonly every: number;
   /** Sends one event to every open page (and to pages opened later). */
   send(type: string, data: unknown): void;
-  /** Resolves at once, or when the page's Resume button is pressed after Pause. */
+  /**
+   * Resolves at once, or when the page's Resume button is pressed after Pause. Training calls it
+   * between steps; the first call of a pause tells the pages that training is held there.
+   */
   waitIfPaused(): Promise<void>;
   close(): Promise<void>;
 }
@@ -49,6 +52,7 @@ export async function startDashboard(options: DashboardOptions = {}): Promise<Da
   let paused = false;
   let resume: (() => void) | null = null;
   let resumed: Promise<void> | null = null;
+  let held = false; // training has reached the pause and waits (told to the pages once)
   const broadcast = (line: string) => {
     for (const client of clients) client.write(line);
   };
@@ -58,6 +62,7 @@ export async function startDashboard(options: DashboardOptions = {}): Promise<Da
       resumed = new Promise<void>((done) => { resume = done; });
     } else if (!value && paused) {
       paused = false;
+      held = false;
       resume?.();
       resume = null;
       resumed = null;
@@ -101,7 +106,16 @@ export async function startDashboard(options: DashboardOptions = {}): Promise<Da
       history.push(line);
       broadcast(line);
     },
-    waitIfPaused: () => resumed ?? Promise.resolve(),
+    waitIfPaused() {
+      if (!resumed) return Promise.resolve();
+      if (!held) {
+        held = true;
+        const line = `event: control\ndata: ${JSON.stringify({ paused: true, held: true })}\n\n`;
+        history.push(line);
+        broadcast(line);
+      }
+      return resumed;
+    },
     close: () => new Promise<void>((done) => {
       for (const client of clients) client.end();
       clients.clear();

@@ -11,8 +11,8 @@
  * - variable lengths are the `sequence_lens` input (exported with { lengths: true }).
  *
  * Graph interface: input `input` ([T, B, I], or [B, T, I] with batchFirst; token ids [T, B] as
- * int64 for models with an embedding), optional `h0` (and `c0`) [L*D, B, H] (overridable
- * initializers: zeros unless fed), optional `sequence_lens` [B]; outputs `output`, `h_n` (and
+ * int64 for models with an embedding), `h0` (and `c0`) [L*D, B, H] with
+ * { stateInputs: true } (zeros inside the graph otherwise), optional `sequence_lens` [B]; outputs `output`, `h_n` (and
  * `c_n`). The protobuf is written by onnx-proto (protobufjs with ONNX's schema).
  */
 import { promises as fs } from 'node:fs';
@@ -37,10 +37,10 @@ export interface OnnxExportOptions {
   /** Add the `sequence_lens` input ([B] int32) for variable-length batches. Default false. */
   lengths?: boolean;
   /**
-   * Make `h0` (and `c0`) required inputs. By default they are overridable initializers: zeros
-   * unless fed, so `run({ input })` works; onnxruntime's Python and C APIs feed them by name, but
-   * its JavaScript API (onnxruntime-node, onnxruntime-web) feeds only required inputs and ignores
-   * others, so pass true to give a state from JS (e.g. generating step by step). Default false.
+   * Make `h0` (and `c0`) required inputs, to give a state (e.g. generating step by step). By
+   * default the initial state is zeros inside the graph and `run({ input })` is all it takes
+   * (an initializer that is also an input would make onnxruntime warn on every session, and its
+   * JavaScript API feeds only required inputs anyway). Default false.
    */
   stateInputs?: boolean;
   /** Extra key/value pairs for the model's metadata_props. */
@@ -192,17 +192,22 @@ function emitRecurrent(g: GraphBuilder, module: Recurrent, prefix: string, x: st
 }
 
 /**
- * A state input [rows, B, H]. Optional (an overridable initializer of zeros [rows, 1, H],
- * broadcast to the batch of `batchOf`) unless `required`.
+ * The initial state [rows, B, H]: a required input, or zeros [rows, 1, H] in the graph broadcast
+ * to the batch of `batchOf`.
  */
 function stateInput(g: GraphBuilder, name: string, rows: number, H: number, batchOf: string, batchAxis: number, required: boolean): string {
-  g.input(name, DataType.FLOAT, [rows, 'batch', H]);
-  if (required) return name;
-  g.initializers.push({ name, dims: [rows, 1, H], dataType: DataType.FLOAT, rawData: new Uint8Array(new Float32Array(rows * H).buffer) });
+  if (required) {
+    g.input(name, DataType.FLOAT, [rows, 'batch', H]);
+    return name;
+  }
+  // zeros inside the graph, not an input with a default: onnxruntime warns on every session
+  // about an initializer that is also a graph input, and its JS API could not feed one anyway
+  const zeros = `${name}_zeros`;
+  g.initializers.push({ name: zeros, dims: [rows, 1, H], dataType: DataType.FLOAT, rawData: new Uint8Array(new Float32Array(rows * H).buffer) });
   const shape = g.node('Shape', [batchOf], 1, {}, `${name}_input_shape`)[0];
   const batch = g.node('Gather', [shape, g.int64s('batch_axis', [batchAxis])], 1, { axis: 0 }, `${name}_batch`)[0];
   const target = g.node('Concat', [g.int64s(`${name}_rows`, [rows]), batch, g.int64s(`${name}_width`, [H])], 1, { axis: 0 }, `${name}_shape`)[0];
-  return g.node('Expand', [name, target], 1, {}, `${name}_expanded`)[0];
+  return g.node('Expand', [zeros, target], 1, {}, `${name}_expanded`)[0];
 }
 
 function emitLinear(g: GraphBuilder, module: Linear, prefix: string, x: string): string {
@@ -374,7 +379,7 @@ export function exportOnnxBuffer(model: Module | { model: Module; onnxMetadata()
  *
  * @example
  * await exportOnnx(lstm, 'lstm.onnx');
- * // onnxruntime: session.run({ input, h0?, c0? }) -> { output, h_n, c_n }
+ * // onnxruntime: session.run({ input }), or { input, h0, c0 } with { stateInputs: true } -> { output, h_n, c_n }
  */
 export async function exportOnnx(model: Module | { model: Module; onnxMetadata(): Record<string, string> }, file: string, options: OnnxExportOptions = {}): Promise<void> {
   if (typeof file !== 'string' || !file) throw typeError(`exportOnnx: expected path to be a file path but received ${describe(file)}`);

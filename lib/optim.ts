@@ -136,7 +136,7 @@ export abstract class Optimizer {
       if (!(tensor instanceof Tensor) || !sameShape(tensor.shape, this.params[index].shape)) {
         throw rangeError(`loadStateDict: optimizer state ${JSON.stringify(key)} must be a Tensor of shape ${formatShape(this.params[index].shape)}`, 'ERR_SHAPE_MISMATCH');
       }
-      restored[k][index] = tensor.copyData();
+      restored[k][index] = keep(tensor.copyData()); // optimizer state outlives any scope, as the buffers step() makes do
     }
     this.applyHyper(state.hyper ?? {});
     state.steps.forEach((s, i) => (this.steps[i] = s));

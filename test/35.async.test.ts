@@ -5,6 +5,7 @@
  */
 import { expect } from 'chai';
 import { LSTM, Tensor, backends, backward, manualSeed, runAsync, setNumThreads } from '../lib/index';
+import { sizeByTime } from './timing';
 
 function trainStep(lstm: LSTM, x: Tensor): { loss: Tensor } {
   const lengths = Array.from({ length: x.shape[1] }, (_, b) => x.shape[0] - (b % 3));
@@ -46,10 +47,16 @@ describe('runAsync()', () => {
   });
 
   it('keeps the event loop free while a large layer computes', async () => {
+    // what it protects against: async mode running a layer's forward or backward on the main
+    // thread, which would hold a timer back for a whole step. The layer is sized so that one
+    // step takes 100+ ms here (synchronously, as loaded as the machine is now), and the timer
+    // may be late by at most half of that: a blocked loop would be late by a whole step.
+    manualSeed(6);
     const lstm = new LSTM({ inputSize: 128, hiddenSize: 128 });
-    const x = Tensor.randn([64, 32, 128]);
-    // one step first: a process's first step also faults in the layer's memory and compiles the
-    // JS on the path (30-40 ms of one stall under the sanitizers), which is not what is measured
+    const sized = sizeByTime((scale) => Tensor.randn([32 * scale, 32, 128]), (x) => { trainStep(lstm, x); }, 100, 32);
+    const x = sized.work;
+    const bound = Math.max(25, sized.ms / 2);
+    // one async step first: its first run on a worker thread faults in that thread's memory
     await runAsync(() => trainStep(lstm, x));
     let ticks = 0;
     let maxLate = 0;
@@ -60,16 +67,14 @@ describe('runAsync()', () => {
       last = now;
       ticks += 1;
     }, 5);
-    const started = performance.now();
     try {
       for (let i = 0; i < 3; ++i) await runAsync(() => trainStep(lstm, x));
     } finally {
       clearInterval(timer);
     }
-    const elapsed = performance.now() - started;
-    expect(elapsed).to.be.above(30); // the work is long enough for the timer to matter
-    expect(ticks).to.be.above(2);
-    expect(maxLate).to.be.below(50);
+    console.log(`      step ${sized.ms.toFixed(0)} ms synchronously (T = ${x.shape[0]}); worst timer delay ${maxLate.toFixed(1)} ms over ${ticks} ticks`);
+    expect(ticks, 'the timer ran during the steps, not only between them').to.be.above(6);
+    expect(maxLate, `a step takes ${sized.ms.toFixed(0)} ms synchronously`).to.be.below(bound);
   });
 
   it('the addon loads and trains in worker_threads, alongside the main thread', async () => {

@@ -58,9 +58,11 @@ describe('fit(..., { dashboard }) in headless Chromium', function () {
 
     await page.click('#pause');
     await page.waitForFunction("document.body.dataset.state === 'paused'", { timeout: 30_000 });
-    await new Promise((r) => setTimeout(r, 300)); // a step already under way may finish
+    // held: the step under way when Pause was pressed has finished and the loop waits, so the
+    // count can no longer move, however fast or slow this machine is
+    await page.waitForFunction("document.body.dataset.held === 'true'", { timeout: 30_000 });
     const heldAt = steps;
-    await new Promise((r) => setTimeout(r, 1000));
+    await new Promise((r) => setTimeout(r, 500));
     expect(steps, 'no steps while paused').to.equal(heldAt);
     await page.screenshot({ path: path.join(outputDir, 'dashboard.png'), fullPage: true });
 

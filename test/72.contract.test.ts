@@ -6,8 +6,9 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import {
-  Tensor, LSTM, Linear, Adam, SGD, mseLoss, crossEntropyLoss, clipGradNorm, fit, save, load, saveSafetensors, loadSafetensors, seed,
+  Tensor, LSTM, Linear, Adam, SGD, SequenceModel, mseLoss, crossEntropyLoss, clipGradNorm, fit, save, load, saveSafetensors, loadSafetensors, seed,
 } from '../lib/index';
+import { expectClose } from './helpers';
 
 describe('training contract', () => {
   it('runs the documented snippet: forward, loss, clip, step, save, load', async () => {
@@ -41,8 +42,29 @@ describe('training contract', () => {
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
-    expect(typeof fit).to.equal('function');
-    expect(new SGD(params, { lr: 0.1 })).to.be.instanceOf(SGD);
     expect(crossEntropyLoss(Tensor.zeros([2, 3]), [0, 2]).item()).to.be.closeTo(Math.log(3), 1e-6);
+  });
+
+  it('SGD steps by exactly -lr * grad, and fit trains a model from { inputs, targets }', async () => {
+    seed(2);
+    const linear = new Linear({ inFeatures: 3, outFeatures: 2 });
+    const before = linear.parameters().map((p) => Array.from(p.toArray()));
+    mseLoss(linear.forward(Tensor.randn([4, 3])), Tensor.randn([4, 2])).backward();
+    const grads = linear.parameters().map((p) => Array.from(p.grad!.toArray()));
+    new SGD(linear.parameters(), { lr: 0.1 }).step();
+    linear.parameters().forEach((p, i) => {
+      expectClose(p.toArray(), before[i].map((w, j) => w - 0.1 * grads[i][j]), `parameter ${i}`, { rtol: 1e-6, atol: 1e-7 });
+    });
+
+    // y = the mean of the first feature over time: fit must bring the loss well below its start
+    seed(3);
+    const inputs = Tensor.randn([64, 6, 2]);
+    const x = inputs.toArray();
+    const y = Float32Array.from({ length: 64 }, (_, n) => [0, 1, 2, 3, 4, 5].reduce((sum, t) => sum + x[(n * 6 + t) * 2], 0) / 6);
+    const model = new SequenceModel({ cell: 'lstm', inputSize: 2, hiddenSize: 16, outputSize: 1, outputs: 'last' });
+    const history = await fit(model, { inputs, targets: Tensor.from(y, [64, 1]) }, { epochs: 30, batchSize: 16, optimizer: new Adam(model.parameters(), { lr: 1e-2 }) });
+    expect(history.steps).to.equal(30 * 4);
+    expect(history.loss).to.have.length(30);
+    expect(history.loss[29]).to.be.below(history.loss[0] / 4);
   });
 });

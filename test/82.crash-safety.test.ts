@@ -40,7 +40,7 @@ describe('crash safety of checkpoints', function () {
             // once a few saves landed, kill it at a random moment within the next saves
             if (saved >= 2 && !proc.killed) setTimeout(() => proc.kill('SIGKILL'), Math.floor(random() * 60));
           });
-          proc.on('exit', () => resolve());
+          proc.on('close', () => resolve()); // after its stdout is read to the end ('exit' can come first)
         });
         const checkpoint = await loadCheckpoint(file); // must parse: never a torn file
         const step = checkpoint.state.step as number;
