@@ -50,7 +50,7 @@ async function main(): Promise<void> {
   const started = performance.now();
   const history = await forecaster.train(train, { epochs: 60, batchSize: 32, lr: 3e-3, seed: 7 });
   const seconds = (performance.now() - started) / 1000;
-  const forecast = forecaster.predict(train) as number[];
+  const forecast = forecaster.predict(train);
   const truth = co2.slice(split);
   const naive = truth.map((_, h) => co2[split - 12 * Math.ceil((h + 1) / 12) + h]);
 

@@ -79,6 +79,20 @@ export interface TargetSpec {
   perStep: boolean;
 }
 
+/**
+ * crossEntropy reads one class id per target (per sample, or per step): a target with more
+ * values than that (one-hot rows, probabilities) would otherwise be read element by element as
+ * the ids of the next samples.
+ */
+function expectClassIds(classification: boolean, targetShape: readonly number[], shape: readonly number[], name: string): void {
+  if (!classification || targetShape.every((d) => d === 1)) return;
+  throw rangeError(
+    `fit: loss 'crossEntropy' expects ${name} to hold one class id per target (shape [N] or [N, T] of integers) but received ${formatShape(shape)}; ` +
+    `for one-hot or probability rows pass their argmax (${name}.argmax(-1))`,
+    'ERR_SHAPE_MISMATCH',
+  );
+}
+
 function toInt32(values: Float32Array, name: string): Int32Array {
   const out = new Int32Array(values.length);
   for (let i = 0; i < values.length; ++i) {
@@ -115,13 +129,15 @@ function fixedPlan(data: { inputs: Tensor; targets: Tensor }, batchSize: number,
   const featureShape = inputs.shape.slice(2);
   const width = featureShape.reduce((a, b) => a * b, 1);
   if (targets.shape[0] !== N) throw rangeError(`fit: data.targets must have one entry per sample (${N}) but has shape ${formatShape(targets.shape)}`, 'ERR_SHAPE_MISMATCH');
-  const perStep = targetMode ? targetMode === 'perStep' : targets.shape.length >= 2 && targets.shape[1] === T && targets.shape.length >= inputs.shape.length;
+  // per step: [N, T, ...] like the inputs, or class ids [N, T] (one id per step) for crossEntropy
+  const perStep = targetMode ? targetMode === 'perStep' : targets.shape.length >= 2 && targets.shape[1] === T && targets.shape.length >= (classification ? 2 : inputs.shape.length);
   const targetShape = perStep ? targets.shape.slice(2) : targets.shape.slice(1);
   const targetWidth = targetShape.reduce((a, b) => a * b, 1);
   const window = bptt ?? T;
   if (!perStep && window < T) throw rangeError('fit: bpttSteps needs per-step targets (one target per sequence is only known at its end)');
   const windows = Math.ceil(T / window);
   const sampleBatches = Math.ceil(shareSize(N, shard) / batchSize);
+  expectClassIds(classification, targetShape, targets.shape, 'data.targets');
   const intTargets = classification ? toInt32(targets.data, 'data.targets') : null;
   return {
     spec: { classification, perStep },
@@ -176,6 +192,7 @@ function sequencePlan(data: { sequences: Tensor[]; targets: Tensor[] | Tensor },
     if (t.shape[0] !== lengthOf[i]) throw rangeError(`fit: data.targets[${i}] has ${t.shape[0]} steps but data.sequences[${i}] has ${lengthOf[i]}`, 'ERR_SHAPE_MISMATCH');
   });
   const targetShape = perStep ? stepTargets![0].shape.slice(1) : perSeqTargets!.shape.slice(1);
+  expectClassIds(classification, targetShape, perStep ? stepTargets![0].shape : perSeqTargets!.shape, perStep ? 'data.targets[0]' : 'data.targets');
   const targetWidth = targetShape.reduce((a, b) => a * b, 1);
   // one flat array per sequence lets timeMajor() address them by row
   const concat = (parts: HostArray[]): { all: HostArray; offsets: number[] } => {
@@ -246,6 +263,7 @@ function streamPlan(data: { stream: Tensor; targets: Tensor }, batchSize: number
   const featureShape = stream.shape.slice(1);
   const width = featureShape.reduce((a, b) => a * b, 1);
   const targetShape = targets.shape.slice(1);
+  expectClassIds(classification, targetShape, targets.shape, 'data.targets');
   const targetWidth = targetShape.reduce((a, b) => a * b, 1);
   // data-parallel: the stream is cut into batchSize x worldSize parallel streams, and rank r
   // trains on streams [r * B, (r + 1) * B), as one process with the whole batch would

@@ -92,7 +92,7 @@ async function train(flags: TrainFlags): Promise<void> {
   const resumeFrom = flags.resume === true ? checkpointPath : typeof flags.resume === 'string' ? flags.resume : undefined;
   if (resumeFrom) readableFile(resumeFrom, 'checkpoint');
 
-  const lm = new CharLanguageModel(text, { cell: flags.cell, hiddenSize: flags.hidden, numLayers: flags.layers, embeddingDim: flags.embedding, dropout: flags.dropout });
+  const lm = new CharLanguageModel({ text }, { cell: flags.cell, hiddenSize: flags.hidden, numLayers: flags.layers, embeddingDim: flags.embedding, dropout: flags.dropout });
   const cpu = native.backends().cpu; // not backends(): that would load libmpi to report on it
   console.log(`recurrent: ${flags.cell.toUpperCase()} ${flags.layers}x${flags.hidden} on ${flags.text} (${text.length.toLocaleString('en-US')} characters, ` +
     `${lm.tokenizer.vocabSize} symbols), ${lm.model.numParameters().toLocaleString('en-US')} parameters, CPU ${cpu.isa}`);
@@ -108,7 +108,7 @@ async function train(flags: TrainFlags): Promise<void> {
     hideCursor: true, noTTYOutput: true, notTTYSchedule: 5000, etaBuffer: 50,
   }, Presets.shades_classic);
   let barEpoch = -1;
-  const history = await lm.train(text, {
+  const history = await lm.train({ text }, {
     epochs: flags.epochs, batchSize: flags.batchSize, bpttSteps: flags.bptt, lr: flags.lr, validationSplit: flags.valSplit,
     seed: flags.seed, signal: controller.signal, checkpoint: { path: checkpointPath, everySteps: 100 }, resumeFrom,
     ...(flags.dashboard !== undefined ? {

@@ -21,7 +21,9 @@ export type ErrorCode =
   /** a native op queued by runAsync (or fit) failed on the worker thread; synchronize() rejects with it */
   | 'ERR_QUEUED_OP'
   /** the collectives of data-parallel training: not available, not initialized, or another rank failed */
-  | 'ERR_DISTRIBUTED';
+  | 'ERR_DISTRIBUTED'
+  /** a plain string given as text looks like a file path: pass { file } or { text } */
+  | 'ERR_AMBIGUOUS_TEXT';
 
 export interface CodedError extends Error {
   code: ErrorCode;

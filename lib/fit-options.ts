@@ -25,6 +25,7 @@ export interface LossContext {
 export type LossFn = (output: Tensor, target: Tensor, context: LossContext) => Tensor;
 
 export interface Progress {
+  /** the epoch under way, counted from 0 (the first epoch is 0; the CLI prints epoch + 1) */
   epoch: number;
   epochs: number;
   batch: number;
@@ -39,6 +40,7 @@ export interface Progress {
 }
 
 export interface EpochInfo {
+  /** the epoch that ended, counted from 0 like Keras' on_epoch_end (the CLI prints epoch + 1) */
   epoch: number;
   loss: number;
   valLoss?: number;

@@ -25,10 +25,19 @@ export function callModel(model: Module, batchInput: Tensor, state: State | null
   // batches are built in host memory; a model on 'cuda' gets its copy there (inside the step's
   // scope), except token ids, which the embedding reads on the host anyway
   const tokens = model instanceof SequenceModel && model.embedding !== null;
-  const input = tokens ? batchInput : batchInput.to(model.device);
+  const onDevice = tokens ? batchInput : batchInput.to(model.device);
+  // batches are time-major; a batch-first model gets [B, T, ...] and its per-step output is
+  // turned back to [T, B, ...] for the loss
+  const batchFirst = model instanceof SequenceModel ? model.options.batchFirst : (model instanceof LSTM || model instanceof GRU || model instanceof RNN) && model.batchFirst;
+  const input = batchFirst ? onDevice.transpose(0, 1) : onDevice;
+  const timeMajor = (output: Tensor) => (batchFirst && output.shape.length === 3 ? output.transpose(0, 1) : output);
   if (model instanceof LSTM || model instanceof GRU || model instanceof RNN) {
     const r = model.forward(input, { h0: state?.h ?? null, ...(model instanceof LSTM && state?.c ? { c0: state.c } : {}), lengths });
-    return { output: r.output, state: { h: r.h, ...('c' in r ? { c: (r as { c: Tensor }).c } : {}) } };
+    return { output: timeMajor(r.output), state: { h: r.h, ...('c' in r ? { c: (r as { c: Tensor }).c } : {}) } };
+  }
+  if (model instanceof SequenceModel) {
+    const r = model.forward(input, { state, lengths });
+    return { output: timeMajor(r.output), state: r.state };
   }
   const r = (model as unknown as { forward(x: Tensor, o: object): unknown }).forward(input, { state, lengths });
   if (r instanceof Tensor) return { output: r, state: null };

@@ -259,15 +259,17 @@ function buildGraph(model: Module, opts: OnnxExportOptions): onnx.IModelProto {
     const { rnn, embedding, head } = model;
     let x: string;
     let state: { output: string; h: string; c: string | null };
+    const batchFirst = model.options.batchFirst;
     if (embedding) {
-      const ids = g.input('input', DataType.INT64, ['time', 'batch']);
+      const fed = g.input('input', DataType.INT64, batchFirst ? ['batch', 'time'] : ['time', 'batch']);
+      const ids = batchFirst ? g.node('Transpose', [fed], 1, { perm: [1, 0] }, 'input_time_major')[0] : fed;
       const embedded = emitEmbedding(g, embedding, 'embedding.', ids);
       const rows = rnn.numLayers * rnn.directions;
       const h0 = stateInput(g, 'h0', rows, rnn.hiddenSize, ids, 1, required);
       const c0 = rnn instanceof LSTM ? stateInput(g, 'c0', rows, rnn.hiddenSize, ids, 1, required) : null;
       state = emitRecurrent(g, rnn, 'rnn.', embedded, h0, c0, lengths);
     } else {
-      state = recurrentModel(rnn, 'input', DataType.FLOAT, ['time', 'batch', rnn.inputSize], 'rnn.', false);
+      state = recurrentModel(rnn, 'input', DataType.FLOAT, batchFirst ? ['batch', 'time', rnn.inputSize] : ['time', 'batch', rnn.inputSize], 'rnn.', batchFirst);
     }
     if (model.options.outputs === 'last') {
       // the last layer's final state, directions side by side: [B, D*H]
@@ -278,7 +280,9 @@ function buildGraph(model: Module, opts: OnnxExportOptions): onnx.IModelProto {
       x = g.node('Reshape', [batchMajor, g.int64s('shape', [0, -1])], 1, {}, 'last_features')[0];
       g.output(emitLinear(g, head, 'head.', x), 'output', DataType.FLOAT, ['batch', head.outFeatures]);
     } else {
-      g.output(emitLinear(g, head, 'head.', state.output), 'output', DataType.FLOAT, ['time', 'batch', head.outFeatures]);
+      const perStep = emitLinear(g, head, 'head.', state.output);
+      if (batchFirst) g.output(g.node('Transpose', [perStep], 1, { perm: [1, 0, 2] }, 'output_batch_first')[0], 'output', DataType.FLOAT, ['batch', 'time', head.outFeatures]);
+      else g.output(perStep, 'output', DataType.FLOAT, ['time', 'batch', head.outFeatures]);
     }
     stateOutputs(rnn, state.h, state.c);
   } else if (model instanceof Sequential || model instanceof Linear || model instanceof Embedding || model instanceof Dropout) {

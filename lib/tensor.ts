@@ -569,6 +569,36 @@ export class Tensor {
     return total.mul(1 / count);
   }
 
+  /**
+   * Indices of the largest values along `dim` (default: the last; the first index on ties), as
+   * a tensor of integer values that is not differentiable: class predictions from logits, class
+   * ids from one-hot rows. Computed on the host (a CUDA tensor's result comes back to 'cuda').
+   */
+  argmax(dim = -1, keepDim = false): Tensor {
+    this.live();
+    expectBoolean(keepDim, 'keepDim');
+    const rank = this.dims.length;
+    if (rank === 0) throw rangeError('argmax expects a tensor of at least 1 dimension but received a scalar', 'ERR_SHAPE_MISMATCH');
+    const d = normalizeDim(dim, rank);
+    const size = this.dims[d];
+    if (size === 0) throw rangeError(`argmax: dimension ${d} is empty (shape ${formatShape(this.dims)})`, 'ERR_SHAPE_MISMATCH');
+    const inner = numel(this.dims.slice(d + 1));
+    const outer = numel(this.dims.slice(0, d));
+    const x = this.toArray();
+    const out = new Float32Array(outer * inner);
+    for (let o = 0; o < outer; ++o) {
+      for (let i = 0; i < inner; ++i) {
+        const base = o * size * inner + i;
+        let best = 0;
+        for (let k = 1; k < size; ++k) if (x[base + k * inner] > x[base + best * inner] || (Number.isNaN(x[base + k * inner]) && !Number.isNaN(x[base + best * inner]))) best = k;
+        out[o * inner + i] = best;
+      }
+    }
+    const shape = keepDim ? this.dims.map((s, k) => (k === d ? 1 : s)) : this.dims.filter((_, k) => k !== d);
+    const result = Tensor.from(out, shape);
+    return this.device === 'cpu' ? result : result.to(this.device);
+  }
+
   // ---- linear algebra -----------------------------------------------------
 
   /**

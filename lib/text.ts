@@ -134,9 +134,12 @@ export function sampleLogits(logits: ArrayLike<number>, temperature = 1, topK?: 
   let r = random() * total;
   for (let k = 0; k < kept.length; ++k) {
     r -= weights[k];
-    if (r <= 0) return kept[k];
+    if (r <= 0 && weights[k] > 0) return kept[k];
   }
-  return kept[kept.length - 1];
+  // rounding left r a hair above 0: the least likely candidate that can be drawn at all
+  let last = kept.length - 1;
+  while (last > 0 && !(weights[last] > 0)) last -= 1;
+  return kept[last];
 }
 
 export interface CharModelOptions {
@@ -166,15 +169,24 @@ export interface CharTrainOptions {
   dashboard?: FitOptions['dashboard'];
 }
 
+/**
+ * Where text comes from: a string is the text itself; `{ file }` names a UTF-8 file to read
+ * (a missing one is an ENOENT error); `{ text }` says the same as a plain string.
+ */
+export type TextSource = string | { text: string } | { file: string };
+
 /** A character-level language model: a tokenizer, an embedding, stacked recurrent layers and a softmax head. */
 export class CharLanguageModel {
   readonly tokenizer: CharTokenizer;
   readonly model: SequenceModel;
   history: History | null = null;
 
-  /** Builds the vocabulary from `text` (a string) and a fresh model. */
-  constructor(text: string | CharTokenizer, options: CharModelOptions = {}, model?: SequenceModel) {
-    this.tokenizer = text instanceof CharTokenizer ? text : CharTokenizer.fromText(text);
+  /**
+   * Builds the vocabulary from `text` (the text itself, `{ file: path }`, or a tokenizer) and a
+   * fresh model. See also CharLanguageModel.fromFile.
+   */
+  constructor(text: TextSource | CharTokenizer, options: CharModelOptions = {}, model?: SequenceModel) {
+    this.tokenizer = text instanceof CharTokenizer ? text : CharTokenizer.fromText(readText(text));
     const opts = expectOptions(options, 'options');
     expectKnownKeys(opts, ['cell', 'hiddenSize', 'numLayers', 'embeddingDim', 'dropout'], 'options');
     this.model = model ?? new SequenceModel({
@@ -188,8 +200,13 @@ export class CharLanguageModel {
     });
   }
 
-  /** Trains on `text` (a string or the path of a UTF-8 file) with truncated BPTT. */
-  async train(text: string, options: CharTrainOptions = {}): Promise<History> {
+  /** A model whose vocabulary is that of the UTF-8 file at `path` (train it with `{ file: path }`). */
+  static fromFile(path: string, options: CharModelOptions = {}): CharLanguageModel {
+    return new CharLanguageModel({ file: path }, options);
+  }
+
+  /** Trains on `text` (the text itself, or `{ file: path }`) with truncated BPTT. */
+  async train(text: TextSource, options: CharTrainOptions = {}): Promise<History> {
     const corpus = readText(text);
     const opts = expectOptions(options, 'options');
     expectKnownKeys(opts, ['epochs', 'batchSize', 'bpttSteps', 'lr', 'validationSplit', 'clipGradNorm', 'signal', 'onProgress', 'onEpochEnd', 'checkpoint', 'resumeFrom', 'seed', 'dashboard'], 'options');
@@ -225,8 +242,8 @@ export class CharLanguageModel {
     return this.history;
   }
 
-  /** Average bits per character the model needs to encode `text` (lower is better). */
-  bitsPerChar(text: string): number {
+  /** Average bits per character the model needs to encode `text` (or `{ file }`; lower is better). */
+  bitsPerChar(text: TextSource): number {
     const ids = this.tokenizer.encode(readText(text));
     if (ids.length < 2) throw rangeError('bitsPerChar needs at least two characters');
     const wasTraining = this.model.training;
@@ -247,8 +264,9 @@ export class CharLanguageModel {
   }
 
   /**
-   * Generates `length` characters after `prime`. temperature < 1 sharpens the
-   * distribution (0: always the most likely character), topK keeps the k likeliest.
+   * Generates exactly `length` characters after `prime` (returned with the prime in front).
+   * temperature < 1 sharpens the distribution (0: always the most likely character), topK keeps
+   * the k likeliest. Only characters of the vocabulary are sampled.
    */
   generate(options: { prime?: string; length?: number; temperature?: number; topK?: number; seed?: number } = {}): string {
     const opts = expectOptions(options, 'options');
@@ -274,7 +292,9 @@ export class CharLanguageModel {
         logits = first.output.select(0, start.length - 1).toArray();
         const out: number[] = [];
         for (let i = 0; i < length; ++i) {
-          const next = sampleLogits(logits.subarray(0, V), temperature, topK);
+          const candidates = logits.subarray(0, V);
+          candidates[0] = -Infinity; // id 0 is "a character not in the vocabulary": it has no text to give
+          const next = sampleLogits(candidates, temperature, topK);
           out.push(next);
           const step = this.model.forward(Tensor.from([next], [1, 1], { device: this.model.device }), { state });
           state = step.state;
@@ -321,15 +341,30 @@ export class CharLanguageModel {
   }
 }
 
-/** A string, or the contents of the UTF-8 file it names (when it names one). */
-function readText(textOrPath: string): string {
-  if (typeof textOrPath !== 'string') throw typeError(`Expected text to be a string or a file path but received ${describe(textOrPath)}`);
-  if (textOrPath.length < 4096 && !textOrPath.includes('\n')) {
-    try {
-      if (fs.statSync(textOrPath).isFile()) return fs.readFileSync(textOrPath, 'utf8');
-    } catch {
-      // not a file: the string is the text
+/**
+ * The text of a TextSource. A plain string is always the text itself; one that looks like a file
+ * name and nothing else (one short line without spaces, like "corpus.txt" or "data/a.md") is
+ * refused, since training on the characters of a mistyped path is never what was meant.
+ */
+function readText(source: TextSource): string {
+  if (source && typeof source === 'object' && !Array.isArray(source)) {
+    const keys = Object.keys(source);
+    if (keys.length === 1 && keys[0] === 'file') {
+      const file = (source as { file: unknown }).file;
+      if (typeof file !== 'string' || !file) throw typeError(`Expected text.file to be a file path but received ${describe(file)}`);
+      try {
+        return fs.readFileSync(file, 'utf8');
+      } catch (error) {
+        const e = error as NodeJS.ErrnoException;
+        const reason = e.code === 'ENOENT' ? 'no such file' : e.code === 'EISDIR' ? 'it is a directory' : e.message;
+        throw Object.assign(new Error(`Cannot read the text file ${JSON.stringify(file)}: ${reason}`), { code: e.code ?? 'ERR_INVALID_ARG_VALUE', path: file });
+      }
     }
+    if (keys.length === 1 && keys[0] === 'text' && typeof (source as { text: unknown }).text === 'string') return (source as { text: string }).text;
   }
-  return textOrPath;
+  if (typeof source !== 'string') throw typeError(`Expected text to be a string, { text } or { file } but received ${describe(source)}`);
+  if (source.length <= 255 && /^[^\s]+\.[A-Za-z0-9]{1,8}$|^[^\s]*[\\/][^\s]*$/.test(source)) {
+    throw rangeError(`The text ${JSON.stringify(source)} looks like a file path: pass { file: ${JSON.stringify(source)} } to read the file, or { text: ${JSON.stringify(source)} } to train on this string itself`, 'ERR_AMBIGUOUS_TEXT');
+  }
+  return source;
 }

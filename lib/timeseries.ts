@@ -13,7 +13,7 @@
  * f.predict([co2.slice(-36)]); // the next 12 values, in ppm
  */
 import { noGrad } from './autograd';
-import { describe, expectInteger, expectOptions, expectKnownKeys, rangeError, typeError } from './errors';
+import { describe, expectBoolean, expectInteger, expectOptions, expectKnownKeys, rangeError, typeError } from './errors';
 import { fit, FitOptions, History } from './fit';
 import { Adam } from './optim';
 import { loadModel, parseJson, save } from './serialize';
@@ -147,12 +147,21 @@ export class TimeSeriesForecaster {
   }
 
   /**
-   * The next `horizon` values of each target series after `recent` (at least the last
-   * `lookback` steps of every channel), in original units: [targets][horizon], or a
-   * flat array when there is one target.
+   * The next `horizon` values after `recent` (at least the last `lookback` steps of every
+   * channel), in original units. With one target series: a flat [horizon] array. With
+   * `{ perTarget: true }`: [targets][horizon], for any number of targets (a forecaster of
+   * several targets needs it, so that the type says what comes back).
    */
-  predict(recent: SeriesInput): number[] | number[][] {
+  predict(recent: SeriesInput): number[];
+  predict(recent: SeriesInput, options: { perTarget: true }): number[][];
+  predict(recent: SeriesInput, options: { perTarget?: boolean } = {}): number[] | number[][] {
     if (!this.model || !this.config) throw typeError('predict() needs a trained or loaded forecaster', 'ERR_INVALID_ARG_VALUE');
+    const opts = expectOptions(options, 'options');
+    expectKnownKeys(opts, ['perTarget'], 'options');
+    const perTarget = opts.perTarget === undefined ? false : expectBoolean(opts.perTarget, 'options.perTarget');
+    if (!perTarget && this.targets.length > 1) {
+      throw rangeError(`predict(): this forecaster has ${this.targets.length} target series; call predict(recent, { perTarget: true }) for [targets][horizon]`, 'ERR_INVALID_ARG_VALUE');
+    }
     const channels = channelsOf(recent, 'recent');
     if (channels.length !== this.config.channels) throw rangeError(`Expected ${this.config.channels} series but received ${channels.length}`, 'ERR_SHAPE_MISMATCH');
     const L = this.lookback;
@@ -172,7 +181,7 @@ export class TimeSeriesForecaster {
       const last = channels[c][start + L - 1];
       return Array.from(out.subarray(k * this.horizon, (k + 1) * this.horizon), (v) => last + v * this.config!.scale[c]);
     });
-    return result.length === 1 ? result[0] : result;
+    return perTarget ? result : result[0];
   }
 
   async save(path: string): Promise<void> {

@@ -1,5 +1,6 @@
 import { expect } from 'chai';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { backends } from '../lib/index';
 import { native } from '../lib/native';
@@ -18,6 +19,20 @@ describe('native addon', () => {
     expect(b.cuda.compiled).to.be.a('boolean');
     expect(b.cuda.deviceCount).to.be.a('number');
     if (b.cuda.deviceCount === 0) expect(b.cuda.reason).to.be.a('string').and.not.be.empty;
+  });
+
+  it('on a machine without an NVIDIA driver, says that no CUDA driver or GPU was found (not "driver version is insufficient")', function () {
+    const b = backends();
+    if (!b.cuda.compiled) this.skip(); // the stand-ins say "not compiled in"
+    const ldconfig = spawnSync('ldconfig', ['-p'], { encoding: 'utf8' });
+    const driverInstalled = ldconfig.status === 0 ? /libcuda\.so\.1\b/.test(ldconfig.stdout) : ['/usr/lib/x86_64-linux-gnu/libcuda.so.1', '/usr/lib64/libcuda.so.1'].some((f) => fs.existsSync(f));
+    if (driverInstalled) {
+      console.log('      (an NVIDIA driver is installed here: checked only that the reason, if any, is not the misleading one)');
+      if (b.cuda.deviceCount === 0) expect(b.cuda.reason).to.not.match(/^no usable CUDA device: CUDA driver version is insufficient/);
+      return;
+    }
+    expect(b.cuda.deviceCount).to.equal(0);
+    expect(b.cuda.reason).to.equal('no CUDA driver or GPU found on this machine (libcuda.so.1 is not installed)');
   });
 
   it('picks the best GEMM kernel for this CPU, and RECURRENT_ISA forces the portable one', () => {

@@ -87,7 +87,7 @@ describe('time series', function () {
     seed(3);
     const f = new TimeSeriesForecaster({ lookback: 24, horizon: 24, hiddenSize: 32 });
     await f.train(train, { epochs: 25, lr: 0.005, seed: 3 });
-    const forecast = f.predict(train) as number[];
+    const forecast = f.predict(train);
     expect(forecast).to.have.length(24);
     const rmse = Math.sqrt(forecast.reduce((s, v, i) => s + (v - truth[i]) ** 2, 0) / 24);
     const naive = truth.map((_, h) => series[376 - 12 * Math.ceil((h + 1) / 12) + h]);

@@ -3,9 +3,9 @@
  * token inputs, a stack of recurrent layers and a linear head, with the recurrent
  * state passed in and out so training can carry it across windows (truncated BPTT).
  */
-import { describe, expectInteger, expectOptions, expectKnownKeys, rangeError } from '../errors';
+import { describe, expectBoolean, expectInteger, expectOptions, expectKnownKeys, formatShape, rangeError, typeError } from '../errors';
 import { dropout } from '../functional';
-import { Tensor } from '../tensor';
+import { Tensor, noGrad } from '../tensor';
 import { Embedding, Linear } from './layers';
 import { Module } from './module';
 import { GRU, LSTM, RNN } from './recurrent';
@@ -30,6 +30,11 @@ export interface SequenceModelOptions {
   outputSize: number;
   /** 'sequence': an output per step [T, B, outputSize]; 'last': one per sequence [B, outputSize]. Default 'sequence'. */
   outputs?: 'sequence' | 'last';
+  /**
+   * forward() takes [B, T, inputSize] (tokens [B, T]) and returns [B, T, outputSize], the layout
+   * of fit's data and of Keras. The state stays [L*D, B, H]. Default false (time-major).
+   */
+  batchFirst?: boolean;
 }
 
 export interface RecurrentState {
@@ -46,13 +51,14 @@ export class SequenceModel extends Module {
   constructor(options: SequenceModelOptions) {
     super();
     const opts = expectOptions(options, 'options');
-    expectKnownKeys(opts, ['cell', 'inputSize', 'vocabSize', 'embeddingDim', 'hiddenSize', 'numLayers', 'dropout', 'bidirectional', 'outputSize', 'outputs'], 'options');
+    expectKnownKeys(opts, ['cell', 'inputSize', 'vocabSize', 'embeddingDim', 'hiddenSize', 'numLayers', 'dropout', 'bidirectional', 'outputSize', 'outputs', 'batchFirst'], 'options');
     const cell = (opts.cell ?? 'lstm') as CellType;
     if (!['lstm', 'gru', 'rnn', 'rnn_relu'].includes(cell)) {
       throw rangeError(`Expected options.cell to be 'lstm', 'gru', 'rnn' or 'rnn_relu' but received ${describe(cell)}`);
     }
     const outputs = opts.outputs ?? 'sequence';
     if (outputs !== 'sequence' && outputs !== 'last') throw rangeError(`Expected options.outputs to be 'sequence' or 'last' but received ${describe(outputs)}`);
+    const batchFirst = opts.batchFirst === undefined ? false : expectBoolean(opts.batchFirst, 'options.batchFirst');
     if ((opts.inputSize === undefined) === (opts.vocabSize === undefined)) {
       throw rangeError('SequenceModel needs exactly one of options.inputSize (continuous inputs) or options.vocabSize (tokens)');
     }
@@ -73,7 +79,7 @@ export class SequenceModel extends Module {
     this.head = this.registerModule('head', new Linear({ inFeatures: width, outFeatures: expectInteger(opts.outputSize, 'options.outputSize', 1) }));
     this.options = {
       cell, hiddenSize, numLayers: this.rnn.numLayers, dropout: this.rnn.dropout, bidirectional: this.rnn.bidirectional,
-      outputSize: this.head.outFeatures, outputs,
+      outputSize: this.head.outFeatures, outputs, batchFirst,
       ...(opts.inputSize !== undefined ? { inputSize: recurrent.inputSize } : { vocabSize: opts.vocabSize as number, embeddingDim }),
     };
   }
@@ -83,15 +89,24 @@ export class SequenceModel extends Module {
   }
 
   /**
-   * input: [T, B, inputSize] floats, or [T, B] token ids (a Tensor of integers) with vocabSize.
+   * input: [T, B, inputSize] floats, or [T, B] token ids (a Tensor of integers) with vocabSize
+   * ([B, T, inputSize] and [B, T] with batchFirst).
    * options.state: the state returned by a previous call (carried across windows);
    * options.lengths: valid steps per row.
-   * Returns { output: [T, B, outputSize] or [B, outputSize], state }.
+   * Returns { output: [T, B, outputSize] ([B, T, outputSize] with batchFirst) or [B, outputSize], state }.
    */
   forward(input: Tensor, options: { state?: RecurrentState | null; lengths?: readonly number[] | Int32Array | null } = {}): { output: Tensor; state: RecurrentState } {
     const opts = expectOptions(options, 'options');
     expectKnownKeys(opts, ['state', 'lengths'], 'options');
-    const x = this.embedding ? this.embedding.forward(input) : input;
+    if (!(input instanceof Tensor)) throw typeError(`SequenceModel.forward: expected input to be a Tensor but received ${describe(input)}`);
+    const rank = this.embedding ? 2 : 3;
+    if (input.shape.length !== rank || (!this.embedding && input.shape[2] !== this.options.inputSize)) {
+      const layout = this.options.batchFirst ? '[B, T' : '[T, B';
+      throw rangeError(`SequenceModel.forward: expected input of shape ${layout}${this.embedding ? ']' : `, ${this.options.inputSize}]`} but received ${formatShape(input.shape)}` +
+        (input.shape.length === rank - 1 ? ' (a batch of one needs its batch dimension)' : ''), 'ERR_SHAPE_MISMATCH');
+    }
+    const timeMajor = this.options.batchFirst ? input.transpose(0, 1) : input;
+    const x = this.embedding ? this.embedding.forward(timeMajor) : timeMajor;
     const state = opts.state as RecurrentState | null | undefined;
     const result = this.rnn.forward(x, { h0: state?.h ?? null, ...(state?.c ? { c0: state.c } : {}), lengths: opts.lengths as number[] | undefined });
     const nextState: RecurrentState = { h: result.h, ...('c' in result ? { c: (result as { c: Tensor }).c } : {}) };
@@ -106,6 +121,50 @@ export class SequenceModel extends Module {
       features = result.output;
     }
     if (this.training && this.options.dropout > 0) features = dropout(features, this.options.dropout, true);
-    return { output: this.head.forward(features), state: nextState };
+    const output = this.head.forward(features);
+    return { output: this.options.batchFirst && this.options.outputs === 'sequence' ? output.transpose(0, 1) : output, state: nextState };
+  }
+
+  /**
+   * The model's outputs for fit's layout, whatever this model's own: inputs [N, T, inputSize]
+   * (token ids [N, T]), run in evaluation mode without a graph, `batchSize` samples at a time.
+   * Returns [N, outputSize] with outputs 'last', [N, T, outputSize] with 'sequence'; class
+   * predictions are `predict(x).argmax(-1)`.
+   *
+   * @example
+   * await fit(model, { inputs, targets }, { loss: 'crossEntropy' });
+   * const classes = model.predict(testInputs).argmax(-1);   // [N]
+   */
+  predict(inputs: Tensor, options: { batchSize?: number; lengths?: readonly number[] | Int32Array } = {}): Tensor {
+    const opts = expectOptions(options, 'options');
+    expectKnownKeys(opts, ['batchSize', 'lengths'], 'options');
+    if (!(inputs instanceof Tensor)) throw typeError(`SequenceModel.predict: expected inputs to be a Tensor but received ${describe(inputs)}`);
+    const rank = this.embedding ? 2 : 3;
+    if (inputs.shape.length !== rank || (!this.embedding && inputs.shape[2] !== this.options.inputSize)) {
+      throw rangeError(`SequenceModel.predict: expected inputs of shape [N, T${this.embedding ? '' : `, ${this.options.inputSize}`}] but received ${formatShape(inputs.shape)}`, 'ERR_SHAPE_MISMATCH');
+    }
+    const batchSize = opts.batchSize === undefined ? 256 : expectInteger(opts.batchSize, 'options.batchSize', 1);
+    const N = inputs.shape[0];
+    const lengths = opts.lengths as readonly number[] | Int32Array | undefined;
+    if (lengths !== undefined && (typeof lengths !== 'object' || lengths.length !== N)) {
+      throw rangeError(`SequenceModel.predict: expected options.lengths to hold ${N} lengths but received ${describe(lengths)}`, 'ERR_SHAPE_MISMATCH');
+    }
+    const wasTraining = this.training;
+    this.eval();
+    try {
+      return noGrad(() => {
+        const parts: Tensor[] = [];
+        for (let first = 0; first < N; first += batchSize) {
+          const last = Math.min(N, first + batchSize);
+          const batch = inputs.slice(0, first, last).to(this.device);
+          const x = this.options.batchFirst ? batch : batch.transpose(0, 1);
+          const { output } = this.forward(x, lengths ? { lengths: Array.from(lengths).slice(first, last) } : {});
+          parts.push(this.options.outputs === 'sequence' && !this.options.batchFirst ? output.transpose(0, 1) : output);
+        }
+        return parts.length === 1 ? parts[0] : Tensor.cat(parts, 0);
+      });
+    } finally {
+      this.train(wasTraining);
+    }
   }
 }
