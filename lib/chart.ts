@@ -68,7 +68,9 @@ export async function forgetTimeChartSvg(stats: { layers: GateStatisticsLayer[] 
 /** Training and validation loss per epoch (and per step, lightly), as an SVG chart. */
 export async function lossChartSvg(history: History, options: { title?: string; yTitle?: string; scale?: number } = {}): Promise<string> {
   const scale = options.scale ?? 1;
-  const stepsPerEpoch = history.batchLoss.length / Math.max(history.loss.length, 1);
+  // steps on the epoch axis: a run stopped mid-epoch ends part of the way along it (histories
+  // saved before batchesPerEpoch existed only have finished epochs to go by)
+  const stepsPerEpoch = history.batchesPerEpoch ?? history.batchLoss.length / Math.max(history.loss.length, 1);
   const series: Series[] = [
     { name: 'train (per step)', points: history.batchLoss.map((y, i) => ({ x: (i + 1) / stepsPerEpoch, y: y * scale })) },
     { name: 'train (epoch mean)', points: history.loss.map((y, i) => ({ x: i + 1, y: y * scale })) },

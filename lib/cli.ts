@@ -10,6 +10,7 @@
  *   recurrent launch -n 4 script.js [args]     (N ranks of a data-parallel script, through mpirun)
  */
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { spawn } from 'node:child_process';
 import { Command, InvalidArgumentError, Option } from 'commander';
@@ -22,14 +23,22 @@ import { exportOnnx } from './onnx';
 import { SequenceModel } from './nn/sequence-model';
 import { GRU, LSTM, RNN } from './nn/recurrent';
 import { Tensor } from './tensor';
-import { loadModel, parseJson } from './serialize';
-import { CharLanguageModel } from './text';
+import { loadCheckpoint, loadModel, parseJson } from './serialize';
+import { CharLanguageModel, CharTokenizer, tokenizerFromJSON } from './text';
 import { native } from './native';
 
 function integer(name: string, min: number) {
   return (value: string): number => {
     const n = Number(value);
     if (!Number.isInteger(n) || n < min) throw new InvalidArgumentError(`${name} must be an integer >= ${min}`);
+    return n;
+  };
+}
+
+function integerIn(name: string, min: number, max: number) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!/^\d+$/.test(value) || n < min || n > max) throw new InvalidArgumentError(`${name} must be an integer in [${min}, ${max}]`);
     return n;
   };
 }
@@ -78,29 +87,124 @@ interface TrainFlags {
   maxMinutes?: number;
   sample: number;
   temperature: number;
-  dashboard?: string | boolean;
+  dashboard?: number | boolean;
 }
 
-async function train(flags: TrainFlags): Promise<void> {
+/** The architecture flags a checkpoint fixes, with the config key each one sets. */
+const ARCHITECTURE_FLAGS = [
+  ['cell', 'cell', '--cell'], ['hidden', 'hiddenSize', '--hidden'], ['layers', 'numLayers', '--layers'],
+  ['embedding', 'embeddingDim', '--embedding'], ['dropout', 'dropout', '--dropout'],
+] as const;
+
+/**
+ * Where the model goes: `--out` as given, or `<dir>/model.safetensors` when it names a directory
+ * (or ends with a slash). Checked before training, so that a run is never lost at its end.
+ */
+function resolveOut(out: string): string {
+  let file = out;
+  const isDir = out.endsWith('/') || out.endsWith(path.sep) || (fs.existsSync(out) && fs.statSync(out).isDirectory());
+  if (isDir) {
+    file = path.join(out, 'model.safetensors');
+    console.log(`--out ${out} is a directory: the model goes to ${file}`);
+  }
+  const dir = path.dirname(path.resolve(file));
+  try {
+    fs.mkdirSync(dir, { recursive: true });
+  } catch (error) {
+    throw new Error(`--out ${out}: cannot create the directory ${dir} (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`);
+  }
+  try {
+    fs.accessSync(dir, fs.constants.W_OK);
+  } catch {
+    throw new Error(`--out ${out}: the directory ${dir} is not writable`);
+  }
+  if (fs.existsSync(file) && !fs.statSync(file).isFile()) throw new Error(`--out ${out}: ${file} exists and is not a file`);
+  return file;
+}
+
+/** Share of characters that no text has: control characters (but tab and newlines) and U+FFFD from invalid UTF-8. */
+function binaryShare(text: string): number {
+  let odd = 0;
+  let seen = 0;
+  for (const c of text.slice(0, 100_000)) {
+    const code = c.codePointAt(0)!;
+    if (code === 0xfffd || (code < 32 && code !== 9 && code !== 10 && code !== 13) || code === 127) odd += 1;
+    seen += 1;
+  }
+  return odd / Math.max(seen, 1);
+}
+
+/**
+ * What `--resume` continues: the checkpoint's architecture (flags given on the command line
+ * must match it) and vocabulary (the text must have the same characters), and where it stands.
+ */
+async function resumePlan(file: string, text: string, flags: TrainFlags, given: (flag: string) => boolean): Promise<{ tokenizer: CharTokenizer; position: { epoch: number; step: number; batch: number } }> {
+  readableFile(file, 'checkpoint');
+  let checkpoint;
+  try {
+    checkpoint = await loadCheckpoint(file);
+  } catch (error) {
+    throw new Error(`--resume ${file}: ${(error as Error).message}`);
+  }
+  const spec = checkpoint.modelSpec;
+  if (!spec || spec.class !== 'SequenceModel' || !checkpoint.metadata?.['recurrent.tokenizer']) {
+    throw new Error(`--resume ${file}: not a checkpoint of \`recurrent train\` (no character model and vocabulary in it)`);
+  }
+  const config = spec.config as Record<string, unknown>;
+  for (const [flag, key, name] of ARCHITECTURE_FLAGS) {
+    const saved = key === 'cell' ? String(config.cell) : Number(config[key]);
+    if (given(flag) && flags[flag] !== saved) {
+      throw new Error(`${name} ${flags[flag]} does not match the checkpoint ${file}, trained with ${name} ${saved}: drop ${name} to resume it, or start a new run without --resume`);
+    }
+    (flags as unknown as Record<string, unknown>)[flag] = saved;
+  }
+  const tokenizer = tokenizerFromJSON(parseJson(checkpoint.metadata['recurrent.tokenizer'], 'recurrent.tokenizer', file));
+  if (!(tokenizer instanceof CharTokenizer)) throw new Error(`--resume ${file}: a word-level checkpoint`);
+  const own = CharTokenizer.fromText(text);
+  const missing = own.chars.filter((c) => !tokenizer.chars.includes(c));
+  if (missing.length > 0 || own.vocabSize !== tokenizer.vocabSize) {
+    const shown = missing.slice(0, 8).map((c) => JSON.stringify(c)).join(', ');
+    throw new Error(`--text ${flags.text} has another vocabulary than the checkpoint ${file} (${own.vocabSize} symbols against ${tokenizer.vocabSize}` +
+      (missing.length ? `; not in the checkpoint: ${shown}${missing.length > 8 ? ', ...' : ''}` : '') + '): resume on the text it was trained on');
+  }
+  const position = (checkpoint.state as { position?: { epoch: number; step: number; batch: number } }).position ?? { epoch: 0, step: 0, batch: 0 };
+  if (position.epoch >= flags.epochs) {
+    throw new Error(`the run in ${file} already finished epoch ${position.epoch} of --epochs ${flags.epochs} (${position.step} steps): pass a larger --epochs to train it further`);
+  }
+  return { tokenizer, position };
+}
+
+async function train(flags: TrainFlags, given: (flag: string) => boolean): Promise<void> {
   readableFile(flags.text, 'text file');
   const text = fs.readFileSync(flags.text, 'utf8');
   if (text.length < 100) throw new Error(`${flags.text} has only ${text.length} characters; give it at least a few thousand`);
-  const outDir = path.dirname(path.resolve(flags.out));
-  fs.mkdirSync(outDir, { recursive: true });
-  const chartPath = flags.chart ?? flags.out.replace(/\.safetensors$/, '') + '.loss.svg';
-  const checkpointPath = flags.checkpoint ?? flags.out.replace(/\.safetensors$/, '') + '.ckpt.safetensors';
+  const odd = binaryShare(text);
+  if (odd > 0.01) console.warn(`warning: ${flags.text} does not look like text: ${(odd * 100).toFixed(1)}% of its characters are control characters or invalid UTF-8 (training on it anyway)`);
+  const out = resolveOut(flags.out);
+  const base = out.replace(/\.safetensors$/, '');
+  const chartPath = flags.chart ?? base + '.loss.svg';
+  const checkpointPath = flags.checkpoint ?? base + '.ckpt.safetensors';
   const resumeFrom = flags.resume === true ? checkpointPath : typeof flags.resume === 'string' ? flags.resume : undefined;
-  if (resumeFrom) readableFile(resumeFrom, 'checkpoint');
+  const resumed = resumeFrom ? await resumePlan(resumeFrom, text, flags, given) : null;
 
-  const lm = new CharLanguageModel({ text }, { cell: flags.cell, hiddenSize: flags.hidden, numLayers: flags.layers, embeddingDim: flags.embedding, dropout: flags.dropout });
+  const lm = new CharLanguageModel(resumed ? resumed.tokenizer : { text }, { cell: flags.cell, hiddenSize: flags.hidden, numLayers: flags.layers, embeddingDim: flags.embedding, dropout: flags.dropout });
   const cpu = native.backends().cpu; // not backends(): that would load libmpi to report on it
   console.log(`recurrent: ${flags.cell.toUpperCase()} ${flags.layers}x${flags.hidden} on ${flags.text} (${text.length.toLocaleString('en-US')} characters, ` +
     `${lm.tokenizer.vocabSize} symbols), ${lm.model.numParameters().toLocaleString('en-US')} parameters, CPU ${cpu.isa}`);
+  if (resumed) {
+    const { epoch, batch, step } = resumed.position;
+    console.log(`resuming ${resumeFrom}: epoch ${epoch + 1} of ${flags.epochs}${batch > 0 ? `, from its step ${batch + 1}` : ''} (${step} steps done)`);
+  }
   const unigram = unigramBits(text);
   console.log(`unigram entropy of the text: ${unigram.toFixed(3)} bits/char (what a model without context can do)`);
 
   const controller = new AbortController();
-  const onSignal = () => controller.abort();
+  let stopCause: 'interrupted' | 'time limit' | null = null;
+  const stop = (cause: 'interrupted' | 'time limit') => {
+    stopCause ??= cause;
+    controller.abort();
+  };
+  const onSignal = () => stop('interrupted');
   process.once('SIGINT', onSignal);
   const deadline = flags.maxMinutes ? Date.now() + flags.maxMinutes * 60_000 : Infinity;
   const bar = new SingleBar({
@@ -112,7 +216,10 @@ async function train(flags: TrainFlags): Promise<void> {
     epochs: flags.epochs, batchSize: flags.batchSize, bpttSteps: flags.bptt, lr: flags.lr, validationSplit: flags.valSplit,
     seed: flags.seed, signal: controller.signal, checkpoint: { path: checkpointPath, everySteps: 100 }, resumeFrom,
     ...(flags.dashboard !== undefined ? {
-      dashboard: { port: flags.dashboard === true ? 8090 : Number(flags.dashboard), onReady: (url: string) => console.log(`dashboard: ${url}`) },
+      dashboard: {
+        port: typeof flags.dashboard === 'number' ? flags.dashboard : 8090, lossTitle: 'bits per character', lossScale: 1 / Math.LN2,
+        onReady: (url: string) => console.log(`dashboard: ${url}`),
+      },
     } : {}),
     onProgress: (p) => {
       if (p.epoch !== barEpoch) {
@@ -120,27 +227,39 @@ async function train(flags: TrainFlags): Promise<void> {
         barEpoch = p.epoch;
       }
       bar.update(p.batch, { epoch: p.epoch + 1, epochs: p.epochs, loss: (p.loss / Math.LN2).toFixed(3) + ' bits', speed: Math.round(p.timestepSamplesPerSecond).toLocaleString('en-US'), eta_text: formatSeconds(p.etaSeconds) });
-      if (Date.now() > deadline) controller.abort();
+      if (Date.now() > deadline) stop('time limit');
     },
     onEpochEnd: ({ epoch, loss, valBitsPerChar }) => {
       bar.stop();
       barEpoch = -1;
       console.log(`epoch ${epoch + 1}: train ${(loss / Math.LN2).toFixed(3)} bits/char` + (valBitsPerChar !== undefined ? `, validation ${valBitsPerChar.toFixed(3)} bits/char` : ''));
     },
+  }).finally(() => {
+    bar.stop();
+    process.removeListener('SIGINT', onSignal);
   });
-  bar.stop();
-  process.removeListener('SIGINT', onSignal);
-  if (history.stopReason === 'aborted') console.log(`stopped after ${history.steps} steps (${flags.maxMinutes ? 'time limit' : 'interrupted'}); the checkpoint ${checkpointPath} resumes it (--resume)`);
+  if (history.stopReason === 'aborted') {
+    const why = stopCause === 'time limit' ? `--max-minutes ${flags.maxMinutes} reached` : 'interrupted';
+    console.log(`stopped after ${history.steps} steps (${why}); the checkpoint ${checkpointPath} resumes it (--resume)`);
+  }
+  if (stopCause === 'interrupted') process.exitCode = 130; // 128 + SIGINT, as a shell reports it
 
-  await lm.save(flags.out);
-  console.log(`saved the model to ${flags.out}`);
+  try {
+    await lm.save(out);
+  } catch (error) {
+    // the weights are not lost: they go to a file that can be written, and the checkpoint still resumes the run
+    const rescue = path.join(os.tmpdir(), `recurrent-rescued-${process.pid}-${Date.now()}.safetensors`);
+    await lm.save(rescue);
+    throw new Error(`could not save the model to ${out} (${(error as Error).message}); the trained model is in ${rescue}, and ${checkpointPath} resumes the run`);
+  }
+  console.log(`saved the model to ${out}`);
   if (history.batchLoss.length > 0) {
     fs.writeFileSync(chartPath, await lossChartSvg(history, { title: `${path.basename(flags.text)}: loss`, yTitle: 'bits per character', scale: 1 / Math.LN2 }));
     console.log(`saved the loss chart to ${chartPath}`);
   }
   const finalVal = history.valLoss.at(-1);
   if (finalVal !== undefined) console.log(`validation: ${(finalVal / Math.LN2).toFixed(3)} bits/char (unigram entropy ${unigram.toFixed(3)})`);
-  if (flags.sample > 0) {
+  if (flags.sample > 0 && stopCause !== 'interrupted') {
     console.log(`\nsample (temperature ${flags.temperature}):\n`);
     console.log(lm.generate({ prime: text.slice(0, 1).toUpperCase() === text.slice(0, 1) ? 'The ' : '', length: flags.sample, temperature: flags.temperature }));
   }
@@ -303,8 +422,10 @@ export function launch(script: string, args: string[], flags: LaunchFlags): Prom
 }
 
 export async function main(argv: string[]): Promise<void> {
+  const { version } = JSON.parse(fs.readFileSync(path.join(__dirname, '..', 'package.json'), 'utf8')) as { version: string };
   const program = new Command('recurrent')
     .description('Train recurrent networks (RNN, LSTM, GRU) at native speed')
+    .version(version, '-V, --version', 'print the version')
     .enablePositionalOptions()
     .showHelpAfterError('(run with --help for usage)')
     .configureOutput({ outputError: (text, write) => write(text) });
@@ -329,8 +450,8 @@ export async function main(argv: string[]): Promise<void> {
     .option('--max-minutes <x>', 'stop (and save) after this much time', number('--max-minutes', 0))
     .option('--sample <n>', 'characters to generate at the end', integer('--sample', 0), 300)
     .option('--temperature <x>', 'sampling temperature', number('--temperature', 0, 10), 0.8)
-    .option('--dashboard [port]', 'serve a live training dashboard on 127.0.0.1 (default port 8090)')
-    .action((flags: TrainFlags) => train(flags));
+    .option('--dashboard [port]', 'serve a live training dashboard on 127.0.0.1 (default port 8090; 0: any free port)', integerIn('--dashboard', 0, 65535))
+    .action((flags: TrainFlags, command: Command) => train(flags, (flag) => command.getOptionValueSource(flag) === 'cli'));
   program.command('sample')
     .description('generate text from a trained model')
     .argument('<model>', 'a model saved by `recurrent train`')

@@ -32,27 +32,42 @@ export const DASHBOARD_PAGE = `<!doctype html>
 <script>
 'use strict';
 const steps = [], epochs = [], state = { flow: null, gates: null, dirty: new Set() };
+// how losses are shown (a 'config' event from the server): the unit, and the factor that gives it
+let lossView = { title: 'loss', scale: 1 };
 const $ = (id) => document.getElementById(id);
 async function draw(id, spec) {
   const compiled = vegaLite.compile(Object.assign({ $schema: 'https://vega.github.io/schema/vega-lite/v5.json', width: 'container', height: 180, autosize: { type: 'fit', contains: 'padding' } }, spec)).spec;
   const view = new vega.View(vega.parse(compiled), { renderer: 'svg', container: '#' + id, hover: true });
   await view.runAsync();
 }
-function line(values, y, color, extra) {
-  return Object.assign({ data: { values }, mark: { type: 'line', point: values.length < 60 },
-    encoding: { x: { field: 'x', type: 'quantitative', title: 'step' }, y: { field: y, type: 'quantitative', scale: { zero: false } },
-      color: color ? { field: color, type: 'nominal', title: null } : undefined } }, extra || {});
+// few ticks, and labels that never run into each other (step numbers like "380400" did)
+const stepAxis = { field: 'x', type: 'quantitative', title: 'step', axis: { tickCount: 6, labelOverlap: 'greedy', labelFlush: true } };
+function line(values, y, title) {
+  return { data: { values }, mark: { type: 'line', point: values.length < 60 },
+    encoding: { x: stepAxis, y: { field: y, type: 'quantitative', scale: { zero: false }, title, axis: { tickCount: 5, labelOverlap: 'greedy', format: '~s' } } } };
+}
+function lossChart() {
+  const k = lossView.scale;
+  const values = steps.map((s) => ({ x: s.step, value: s.loss * k, series: 'train (step)' }))
+    .concat(epochs.map((e) => ({ x: e.step, value: e.loss * k, series: 'train (epoch mean)' })))
+    .concat(epochs.filter((e) => e.valLoss != null).map((e) => ({ x: e.step, value: e.valLoss * k, series: 'validation' })));
+  const color = { field: 'series', type: 'nominal', title: null,
+    scale: { domain: ['train (step)', 'train (epoch mean)', 'validation'], range: ['#9ecae1', '#08519c', '#e6550d'] } };
+  const y = { field: 'value', type: 'quantitative', scale: { zero: false }, title: lossView.title, axis: { tickCount: 5, labelOverlap: 'greedy' } };
+  // the per-step loss as a thin line; the epoch means and validation (one point an epoch) always
+  // with their markers, however many steps the chart holds
+  return { data: { values }, encoding: { x: stepAxis, y, color }, layer: [
+    { transform: [{ filter: "datum.series === 'train (step)'" }], mark: { type: 'line', strokeWidth: 1 } },
+    { transform: [{ filter: "datum.series !== 'train (step)'" }], mark: { type: 'line', point: { size: 50, filled: true }, strokeWidth: 2 } },
+  ] };
 }
 function render() {
   const dirty = state.dirty; state.dirty = new Set();
   if (dirty.has('steps')) {
-    const loss = steps.map((s) => ({ x: s.step, value: s.loss, series: 'train (step)' }))
-      .concat(epochs.map((e) => ({ x: e.step, value: e.loss, series: 'train (epoch)' })))
-      .concat(epochs.filter((e) => e.valLoss != null).map((e) => ({ x: e.step, value: e.valLoss, series: 'validation' })));
-    draw('loss', line(loss, 'value', 'series'));
-    draw('speed', line(steps.map((s) => ({ x: s.step, value: s.samplesPerSecond })), 'value'));
-    draw('gradnorm', line(steps.filter((s) => s.gradNorm != null).map((s) => ({ x: s.step, value: s.gradNorm })), 'value'));
-    draw('lr', line(steps.map((s) => ({ x: s.step, value: s.lr })), 'value'));
+    draw('loss', lossChart());
+    draw('speed', line(steps.map((s) => ({ x: s.step, value: s.samplesPerSecond })), 'value', 'timestep-samples / s'));
+    draw('gradnorm', line(steps.filter((s) => s.gradNorm != null).map((s) => ({ x: s.step, value: s.gradNorm })), 'value', '||g||'));
+    draw('lr', line(steps.map((s) => ({ x: s.step, value: s.lr })), 'value', 'learning rate'));
   }
   if (dirty.has('flow') && state.flow) {
     $('flow-title').textContent = 'Gradient flow ||dL/dh_t|| at step ' + state.flow.step + ' (log scale)';
@@ -78,6 +93,11 @@ function render() {
 }
 setInterval(() => { if (state.dirty.size) render(); }, 500);
 const events = new EventSource('/events');
+events.addEventListener('config', (e) => {
+  const c = JSON.parse(e.data);
+  lossView = { title: c.lossTitle || 'loss', scale: c.lossScale || 1 };
+  document.body.dataset.lossTitle = lossView.title; state.dirty.add('steps');
+});
 events.addEventListener('step', (e) => {
   const s = JSON.parse(e.data); steps.push(s); state.dirty.add('steps');
   document.body.dataset.steps = String(steps.length);

@@ -20,6 +20,10 @@ export interface DashboardOptions {
   every?: number;
   /** Called with the page's address once the server listens. */
   onReady?: (url: string) => void;
+  /** The loss axis' title, e.g. 'bits per character'. Default: fit names its loss and unit ('cross entropy (nats)'). */
+  lossTitle?: string;
+  /** Factor from the loss as computed to the shown unit (1 / Math.LN2: nats to bits). Default 1. */
+  lossScale?: number;
 }
 
 export interface Dashboard {
@@ -48,7 +52,8 @@ export async function startDashboard(options: DashboardOptions = {}): Promise<Da
     '/vega-lite.min.js': asset('vega-lite', 'vega-lite.min.js'),
   };
   const clients = new Set<http.ServerResponse>();
-  const history: string[] = []; // every event so far, replayed to a page opened late
+  // every event so far, replayed to a page opened late; first how the page shows losses
+  const history: string[] = [`event: config\ndata: ${JSON.stringify({ lossTitle: options.lossTitle ?? 'loss', lossScale: options.lossScale ?? 1 })}\n\n`];
   let paused = false;
   let resume: (() => void) | null = null;
   let resumed: Promise<void> | null = null;
@@ -90,9 +95,12 @@ export async function startDashboard(options: DashboardOptions = {}): Promise<Da
       response.writeHead(404, { 'content-type': 'text/plain' }).end('not found');
     }
   });
+  const port = options.port ?? 8090;
   await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(options.port ?? 8090, '127.0.0.1', () => resolve());
+    server.once('error', (error: NodeJS.ErrnoException) => reject(error.code === 'EADDRINUSE'
+      ? Object.assign(new Error(`the dashboard cannot listen on 127.0.0.1:${port}: the port is in use (another dashboard or server?); choose another port, or 0 for any free one`), { code: 'EADDRINUSE' })
+      : error));
+    server.listen(port, '127.0.0.1', () => resolve());
   });
   server.unref(); // never keeps the process alive on its own
   const address = server.address() as { port: number };

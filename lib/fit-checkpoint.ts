@@ -107,8 +107,8 @@ export async function resumeRun(path: string, run: RunState, parts: RunParts, pl
   run.carried = savedWorld !== worldSize ? null : carried;
 }
 
-/** Writes the checkpoint of `run` at `position` (default: where the run is) to `path`. */
-export async function writeCheckpoint(path: string, run: RunState, parts: RunParts, position = run.position): Promise<void> {
+/** Writes the checkpoint of `run` at `position` (default: where the run is) to `target.path`, with `target.metadata`. */
+export async function writeCheckpoint(target: { path: string; metadata?: Record<string, string> }, run: RunState, parts: RunParts, position = run.position): Promise<void> {
   const { world, stepRng } = parts;
   if (world) {
     // every rank's carried state and dropout generator go to rank 0, which writes the file;
@@ -116,13 +116,13 @@ export async function writeCheckpoint(path: string, run: RunState, parts: RunPar
     const { rank, worldSize } = world;
     const states = gatherState(run.carried, rank, worldSize);
     const rngs = gatherRng(stepRng.getState(), rank, worldSize);
-    await agree(() => (rank === 0 ? writeFile(path, run, parts, position, states, { worldSize, stepRngs: rngs }) : undefined));
+    await agree(() => (rank === 0 ? writeFile(target, run, parts, position, states, { worldSize, stepRngs: rngs }) : undefined));
     return;
   }
-  await writeFile(path, run, parts, position, run.carried, undefined);
+  await writeFile(target, run, parts, position, run.carried, undefined);
 }
 
-async function writeFile(path: string, run: RunState, parts: RunParts, position: Position, states: State | null,
+async function writeFile(target: { path: string; metadata?: Record<string, string> }, run: RunState, parts: RunParts, position: Position, states: State | null,
   distributed: { worldSize: number; stepRngs: RngState[] } | undefined): Promise<void> {
   const { model, optimizer, scheduler, rng } = parts;
   const optState = optimizer.stateDict();
@@ -139,7 +139,8 @@ async function writeFile(path: string, run: RunState, parts: RunParts, position:
     epochLossSum: run.epochLossSum, epochWeight: run.epochWeight,
     ...(distributed ? { distributed } : {}),
   };
-  await saveCheckpoint(path, {
+  await saveCheckpoint(target.path, {
+    metadata: target.metadata,
     model: model.stateDict(),
     modelSpec,
     optimizerBuffers: optState.buffers,

@@ -73,7 +73,7 @@ export interface FitOptions {
   onBatchEnd?: (info: { epoch: number; batch: number; step: number; loss: number }) => void | Promise<void>;
   onEpochEnd?: (info: EpochInfo) => void | Promise<void>;
   /** Save a checkpoint to `path` every `everySteps` optimizer steps and at every epoch end. */
-  checkpoint?: { path: string; everySteps?: number };
+  checkpoint?: { path: string; everySteps?: number; metadata?: Record<string, string> };
   /** Continue a run from a checkpoint written by `checkpoint` (same data and options). */
   resumeFrom?: string;
   /** Seeds the generator (initialization is the caller's; shuffling and dropout are fit's). */
@@ -106,6 +106,8 @@ export interface History {
   valAccuracy: number[];
   /** loss of every optimizer step */
   batchLoss: number[];
+  /** optimizer steps in a full epoch (so that batchLoss can be placed on an epoch axis) */
+  batchesPerEpoch?: number;
   epochs: number;
   steps: number;
   /** steps dropped for a non-finite loss or gradient (nonFinite: 'skip') */
@@ -129,7 +131,7 @@ export interface FitConfig {
   signal: AbortSignal | undefined;
   patience: number;
   minDelta: number;
-  checkpoint: { path: string } | null;
+  checkpoint: { path: string; metadata?: Record<string, string> } | null;
   checkpointEvery: number;
   dashboard: DashboardOptions | null;
   /** options.distributed: null when off */
@@ -171,7 +173,11 @@ export function parseFitOptions(model: Module, options: FitOptions): FitConfig {
   const patience = early ? expectInteger(early.patience, 'options.earlyStopping.patience', 1) : Infinity;
   const minDelta = early?.minDelta === undefined ? 0 : expectNumber(early.minDelta, 'options.earlyStopping.minDelta');
   const checkpoint = opts.checkpoint === undefined ? null : expectOptions(opts.checkpoint, 'options.checkpoint');
+  if (checkpoint) expectKnownKeys(checkpoint, ['path', 'everySteps', 'metadata'], 'options.checkpoint');
   if (checkpoint && typeof checkpoint.path !== 'string') throw typeError('Expected options.checkpoint.path to be a file path');
+  if (checkpoint?.metadata !== undefined && (!checkpoint.metadata || typeof checkpoint.metadata !== 'object' || Object.values(checkpoint.metadata).some((v) => typeof v !== 'string'))) {
+    throw typeError(`Expected options.checkpoint.metadata to be an object of strings but received ${describe(checkpoint.metadata)}`);
+  }
   const checkpointEvery = checkpoint?.everySteps === undefined ? Infinity : expectInteger(checkpoint.everySteps, 'options.checkpoint.everySteps', 1);
   for (const name of ['onProgress', 'onBatchEnd', 'onEpochEnd'] as const) {
     if (opts[name] !== undefined && typeof opts[name] !== 'function') throw typeError(`Expected options.${name} to be a function but received ${describe(opts[name])}`);
@@ -180,13 +186,20 @@ export function parseFitOptions(model: Module, options: FitOptions): FitConfig {
   if (typeof opts.dashboard === 'number') dashboardOptions = { port: expectInteger(opts.dashboard, 'options.dashboard', 0, 65535) };
   else if (opts.dashboard !== undefined) {
     const d = expectOptions(opts.dashboard, 'options.dashboard');
-    expectKnownKeys(d, ['port', 'every', 'onReady'], 'options.dashboard');
+    expectKnownKeys(d, ['port', 'every', 'onReady', 'lossTitle', 'lossScale'], 'options.dashboard');
+    if (d.lossTitle !== undefined && typeof d.lossTitle !== 'string') throw typeError(`Expected options.dashboard.lossTitle to be a string but received ${describe(d.lossTitle)}`);
     dashboardOptions = {
       ...(d.port !== undefined ? { port: expectInteger(d.port, 'options.dashboard.port', 0, 65535) } : {}),
       ...(d.every !== undefined ? { every: expectInteger(d.every, 'options.dashboard.every', 1) } : {}),
       ...(d.onReady !== undefined ? { onReady: d.onReady as DashboardOptions['onReady'] } : {}),
+      ...(d.lossTitle !== undefined ? { lossTitle: d.lossTitle as string } : {}),
+      ...(d.lossScale !== undefined ? { lossScale: expectNumber(d.lossScale, 'options.dashboard.lossScale') } : {}),
     };
     if (d.onReady !== undefined && typeof d.onReady !== 'function') throw typeError(`Expected options.dashboard.onReady to be a function but received ${describe(d.onReady)}`);
+  }
+  // the page names the loss and its unit unless told otherwise
+  if (dashboardOptions && dashboardOptions.lossTitle === undefined) {
+    dashboardOptions.lossTitle = loss === 'crossEntropy' ? 'cross entropy (nats)' : loss === 'mse' ? 'mean squared error' : typeof loss === 'string' ? `${loss} loss` : 'loss';
   }
   let distributed: FitConfig['distributed'] = null;
   if (opts.distributed !== undefined && opts.distributed !== false) {
@@ -198,7 +211,7 @@ export function parseFitOptions(model: Module, options: FitOptions): FitConfig {
   if (opts.resumeFrom !== undefined && typeof opts.resumeFrom !== 'string') throw typeError('Expected options.resumeFrom to be a checkpoint path');
   return {
     nonFinite, epochs, batchSize, bptt, shuffle, loss, targetMode: targetMode as FitOptions['targets'], clipNorm, clipValue, optimizer, scheduler, signal,
-    patience, minDelta, checkpoint: checkpoint as { path: string } | null, checkpointEvery, dashboard: dashboardOptions, distributed, seed,
+    patience, minDelta, checkpoint: checkpoint as FitConfig['checkpoint'], checkpointEvery, dashboard: dashboardOptions, distributed, seed,
     resumeFrom: opts.resumeFrom as string | undefined, validationData: opts.validationData as FitData | undefined,
     onProgress: opts.onProgress as FitOptions['onProgress'], onBatchEnd: opts.onBatchEnd as FitOptions['onBatchEnd'],
     onEpochEnd: opts.onEpochEnd as FitOptions['onEpochEnd'],

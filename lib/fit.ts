@@ -79,8 +79,9 @@ export async function fit(model: Module, data: FitData, options: FitOptions = {}
   const parts: RunParts = { model, optimizer, scheduler, rng, stepRng, world };
   if (config.resumeFrom !== undefined) await resumeRun(config.resumeFrom, run, parts, plan, shuffle);
   const save = async (position?: Position): Promise<void> => {
-    if (checkpoint) await writeCheckpoint(checkpoint.path, run, parts, position);
+    if (checkpoint) await writeCheckpoint(checkpoint, run, parts, position);
   };
+  history.batchesPerEpoch = plan.batchesPerEpoch;
   const position = run.position; // mutated in place from here on
 
   const dashboard = dashboardOptions && lead ? await startDashboard(dashboardOptions) : null;

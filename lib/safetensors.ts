@@ -187,10 +187,21 @@ export function parseSafetensors(bytes: Uint8Array, file = '<buffer>'): Safetens
   return { tensors, metadata };
 }
 
+/**
+ * A file whose first bytes cannot start a safetensors file (a header length larger than the file
+ * or the format allows): said plainly, with what the file looks like instead.
+ */
+function notSafetensors(prefix: Buffer, file: string, detail: string): RangeError {
+  let hint = '';
+  if (/\.onnx$/i.test(file) || prefix[0] === 0x08) hint = '; it looks like an ONNX model: load it with importOnnx() (or CharLanguageModel.fromOnnx)';
+  else if ([...prefix.subarray(0, 8)].every((c) => c === 9 || c === 10 || c === 13 || (c >= 32 && c < 127))) hint = '; it looks like a text file';
+  return rangeError(`${file} is not a safetensors model file (${detail})${hint}`, 'ERR_BAD_FILE') as RangeError;
+}
+
 function readPrefix(prefix: Buffer, fileSize: number, file: string): { headerSize: number } {
   if (fileSize < 8) throw badFile(`it has ${fileSize} bytes, fewer than the 8-byte header size`, file);
   const declared = prefix.readBigUInt64LE(0);
-  if (declared > BigInt(MAX_HEADER)) throw badFile(`the header claims ${declared} bytes (limit ${MAX_HEADER})`, file);
+  if (declared > BigInt(MAX_HEADER)) throw notSafetensors(prefix, file, `its first 8 bytes give a header of ${declared} bytes, over the format's limit of ${MAX_HEADER}`);
   const headerSize = Number(declared);
   if (headerSize < 2) throw badFile(`the header size ${headerSize} is too small for a JSON object`, file);
   if (8 + headerSize > fileSize) throw badFile(`the header claims ${headerSize} bytes but the file has only ${fileSize - 8} after the size`, file);

@@ -53,6 +53,7 @@ export function buildModel(spec: ModelSpec): Module {
 }
 
 const MODEL_KEY = 'recurrent.model';
+const CHECKPOINT_KEY = 'recurrent.checkpoint';
 
 /**
  * Saves the model's parameters (PyTorch names, F32) and its class and config, atomically.
@@ -74,7 +75,10 @@ export async function loadModel(path: string): Promise<{ model: Module; metadata
 }
 
 /** Rebuilds a model from parsed safetensors content (what loadModel does after reading the file). */
-export function modelFromContent({ tensors, metadata }: SafetensorsContent, path = '<buffer>'): { model: Module; metadata: Record<string, string> } {
+export function modelFromContent(content: SafetensorsContent, path = '<buffer>'): { model: Module; metadata: Record<string, string> } {
+  // a checkpoint holds the model too (its weights under `model.`): it loads, samples and exports like a model file
+  const tensors = content.metadata[CHECKPOINT_KEY] !== undefined ? checkpointFromContent(content, path).model : content.tensors;
+  const { metadata } = content;
   const raw = metadata[MODEL_KEY];
   if (raw === undefined) throw rangeError(`${path} has no model description (${MODEL_KEY} in __metadata__); was it written by save()?`, 'ERR_BAD_FILE');
   const spec = parseJson(raw, MODEL_KEY, path) as ModelSpec;
@@ -106,9 +110,13 @@ export interface CheckpointContent {
   tensors: Record<string, Tensor>;
   /** Everything else, as JSON. */
   state: Record<string, unknown>;
+  /**
+   * Extra `__metadata__` entries saved with the checkpoint (a character model's vocabulary, so
+   * that the checkpoint samples like a model file); on load, every entry of the file.
+   */
+  metadata?: Record<string, string>;
 }
 
-const CHECKPOINT_KEY = 'recurrent.checkpoint';
 
 /** Writes a checkpoint atomically: a crash mid-save leaves the previous file intact. */
 export async function saveCheckpoint(path: string, content: Omit<CheckpointContent, 'modelSpec'> & { modelSpec?: ModelSpec | null }): Promise<void> {
@@ -116,7 +124,7 @@ export async function saveCheckpoint(path: string, content: Omit<CheckpointConte
   for (const [k, t] of Object.entries(content.model)) tensors[`model.${k}`] = t;
   for (const [k, t] of Object.entries(content.optimizerBuffers)) tensors[`optimizer.${k}`] = t;
   for (const [k, t] of Object.entries(content.tensors)) tensors[`extra.${k}`] = t;
-  const metadata: Record<string, string> = { format: 'pt', [CHECKPOINT_KEY]: JSON.stringify(content.state) };
+  const metadata: Record<string, string> = { ...content.metadata, format: 'pt', [CHECKPOINT_KEY]: JSON.stringify(content.state) };
   if (content.modelSpec) metadata[MODEL_KEY] = JSON.stringify(content.modelSpec);
   await saveSafetensors(path, tensors, metadata);
 }
@@ -132,7 +140,7 @@ export function checkpointFromContent({ tensors, metadata }: SafetensorsContent,
   const state = parseJson(raw, CHECKPOINT_KEY, path);
   if (!state || typeof state !== 'object' || Array.isArray(state)) throw rangeError(`Invalid checkpoint ${path}: ${CHECKPOINT_KEY} is not a JSON object`, 'ERR_BAD_FILE');
   const content: CheckpointContent = {
-    model: {}, optimizerBuffers: {}, tensors: {},
+    model: {}, optimizerBuffers: {}, tensors: {}, metadata,
     modelSpec: metadata[MODEL_KEY] ? (parseJson(metadata[MODEL_KEY], MODEL_KEY, path) as ModelSpec) : null,
     state: state as Record<string, unknown>,
   };

@@ -234,7 +234,8 @@ export class CharLanguageModel {
       signal: opts.signal as AbortSignal | undefined,
       onProgress: opts.onProgress as FitOptions['onProgress'],
       onEpochEnd: userEpochEnd ? (info) => userEpochEnd({ ...info, ...(info.valLoss !== undefined ? { valBitsPerChar: info.valLoss / Math.LN2 } : {}) }) : undefined,
-      checkpoint: opts.checkpoint as FitOptions['checkpoint'],
+      // the vocabulary goes into the checkpoint too: it samples, and a resume can check it
+      checkpoint: opts.checkpoint ? { ...(opts.checkpoint as NonNullable<FitOptions['checkpoint']>), metadata: { ...(opts.checkpoint as NonNullable<FitOptions['checkpoint']>).metadata, ...this.onnxMetadata() } } : undefined,
       resumeFrom: opts.resumeFrom as string | undefined,
       seed: opts.seed as number | undefined,
       ...(opts.dashboard !== undefined ? { dashboard: opts.dashboard as FitOptions['dashboard'] } : {}),
@@ -330,6 +331,9 @@ export class CharLanguageModel {
   }
 
   private static fromParts({ model, metadata }: { model: unknown; metadata: Record<string, string> }, path: string): CharLanguageModel {
+    if (model instanceof SequenceModel && !metadata['recurrent.tokenizer'] && metadata['recurrent.checkpoint']) {
+      throw rangeError(`${path} is a training checkpoint without the vocabulary (written by an older version, or by fit() for another model): use the model file saved at the end of training`, 'ERR_INVALID_ARG_VALUE');
+    }
     if (!(model instanceof SequenceModel) || !metadata['recurrent.tokenizer']) {
       throw rangeError(`${path} is not a character language model (no tokenizer in its metadata)`, 'ERR_INVALID_ARG_VALUE');
     }

@@ -70,3 +70,47 @@ describe('browser demo (onnxruntime-web in headless Chromium)', function () {
     expect(await page.$eval('#status', (el) => el.textContent)).to.match(/60 characters in [0-9.]+ s/);
   });
 });
+
+describe('npm run demo:browser (the server process)', function () {
+  this.timeout(120_000);
+
+  it('started in the background, it goes when npm is killed (SIGTERM), and answers /favicon.ico without a 404', async () => {
+    const { spawn } = await import('node:child_process');
+    const http = await import('node:http');
+    seed(22);
+    const lm = new CharLanguageModel('a small text to serve. '.repeat(20), { hiddenSize: 8, numLayers: 1, embeddingDim: 4 });
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'recurrent-serve-'));
+    const file = path.join(dir, 'lm.onnx');
+    await exportOnnx(lm, file, { stateInputs: true });
+    // as a shell starts `npm run demo:browser &`: SIGINT ignored, npm's PID the one known
+    const npm = spawn('npm', ['run', 'demo:browser', '--', file, '--port', '0'], { cwd: path.join(__dirname, '..'), stdio: ['ignore', 'pipe', 'pipe'] });
+    try {
+      let output = '';
+      const url = await new Promise<string>((resolve, reject) => {
+        npm.stdout.on('data', (d: Buffer) => {
+          output += d.toString();
+          const match = /at (http:\/\/127\.0\.0\.1:\d+\/)/.exec(output);
+          if (match) resolve(match[1]);
+        });
+        npm.stderr.on('data', (d: Buffer) => (output += d.toString()));
+        npm.on('exit', () => reject(new Error(`the server did not start:\n${output}`)));
+      });
+      const status = (pathname: string) => new Promise<number | string>((resolve) => {
+        http.get(new URL(pathname, url), (r) => { r.resume(); resolve(r.statusCode ?? 0); }).on('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? 'error'));
+      });
+      expect(await status('/')).to.equal(200);
+      expect(await status('/favicon.ico')).to.equal(204);
+      npm.kill('SIGTERM');
+      // the server checks for its parent twice a second; a server left behind would answer forever
+      let after: number | string = 200;
+      for (let i = 0; i < 300 && after === 200; ++i) {
+        await new Promise((r) => setTimeout(r, 100));
+        after = await status('/');
+      }
+      expect(after).to.equal('ECONNREFUSED');
+    } finally {
+      npm.kill('SIGKILL');
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

@@ -5,6 +5,8 @@
  *
  *   npm run demo:browser [-- model.onnx] [--port 8080]
  *
+ * It stops on Ctrl-C, on SIGTERM or SIGHUP, and when the process that started it (npm) ends.
+ *
  * Without a model argument it uses demo-output/sotu-lstm.onnx, exporting it first from the
  * demo's demo-output/sotu-lstm.safetensors (written by `npm run demo`) when needed.
  */
@@ -43,6 +45,10 @@ export function startServer(model: string, port = 0): Promise<{ url: string; clo
   const server = http.createServer((request, response) => {
     const url = new URL(request.url ?? '/', 'http://localhost');
     let file: string | null = null;
+    if (url.pathname === '/favicon.ico') {
+      response.writeHead(204).end(); // no icon, and no 404 in the browser's console
+      return;
+    }
     if (url.pathname === '/' || url.pathname === '/index.html') file = path.join(__dirname, 'index.html');
     else if (url.pathname === '/app.js') file = path.join(__dirname, 'app.js');
     else if (url.pathname === '/model.onnx') file = model;
@@ -88,8 +94,19 @@ async function main(): Promise<void> {
       console.log(`exported ${path.relative(process.cwd(), trained)} to ${path.relative(process.cwd(), model)}`);
     }
   }
-  const { url } = await startServer(model, port);
-  console.log(`serving ${path.relative(process.cwd(), model)} at ${url} (Ctrl-C stops)`);
+  const server = await startServer(model, port);
+  console.log(`serving ${path.relative(process.cwd(), model)} at ${server.url} (Ctrl-C or kill PID stops; PID ${process.pid})`);
+  const stop = () => {
+    void server.close();
+    process.exit(0);
+  };
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.once(signal, stop);
+  // started in the background (`npm run demo:browser &`), the server outlives npm when npm is
+  // killed, and a background job ignores SIGINT: it goes when the process that started it goes
+  const parent = process.ppid;
+  setInterval(() => {
+    if (process.ppid !== parent) stop();
+  }, 500);
 }
 
 if (require.main === module) {
