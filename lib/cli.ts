@@ -206,7 +206,7 @@ async function train(flags: TrainFlags, given: (flag: string) => boolean): Promi
   };
   const onSignal = () => stop('interrupted');
   process.once('SIGINT', onSignal);
-  const deadline = flags.maxMinutes ? Date.now() + flags.maxMinutes * 60_000 : Infinity;
+  const deadline = flags.maxMinutes !== undefined ? Date.now() + flags.maxMinutes * 60_000 : Infinity;
   const bar = new SingleBar({
     format: ' {bar} {percentage}% | epoch {epoch}/{epochs} | loss {loss} | {speed} timestep-samples/s | ETA {eta_text}',
     hideCursor: true, noTTYOutput: true, notTTYSchedule: 5000, etaBuffer: 50,

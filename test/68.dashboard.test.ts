@@ -55,6 +55,23 @@ describe('fit(..., { dashboard }) in headless Chromium', function () {
     await page.waitForSelector('#taus svg', { timeout: 30_000 });
     expect(await page.$eval('#flow-title', (el) => el.textContent)).to.match(/at step \d+ \(log scale\)/);
     expect(await page.$$eval('#loss svg path', (paths) => paths.length)).to.be.above(0);
+    // past 60 steps (4 epochs of 16), the epoch means and validation losses keep their markers,
+    // and the loss axis names the loss
+    await page.waitForFunction("Number(document.body.dataset.steps) >= 70", { timeout: 60_000 });
+    await page.waitForFunction("document.querySelectorAll('#loss g.mark-symbol path').length >= 8", { timeout: 30_000 });
+    expect(await page.$eval('#loss svg', (svg) => svg.innerHTML)).to.match(/Y-axis titled 'mean squared error'/);
+    // no two labels of an axis overlap (the gradient-norm chart's ran together, "380400")
+    const overlaps = await page.$$eval('#gradnorm g.role-axis', (axes) => axes.map((axis) => {
+      const boxes = [...axis.querySelectorAll('g.role-axis-label text')].map((t) => t.getBoundingClientRect()).filter((b) => b.width > 0);
+      let count = 0;
+      for (let i = 0; i < boxes.length; ++i) for (let j = i + 1; j < boxes.length; ++j) {
+        const [a, b] = [boxes[i], boxes[j]];
+        if (a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom) count += 1;
+      }
+      return count;
+    }));
+    expect(overlaps.length, 'axes of the gradient-norm chart').to.be.at.least(2);
+    expect(overlaps.every((count) => count === 0), `overlapping axis labels: ${overlaps}`).to.equal(true);
 
     await page.click('#pause');
     await page.waitForFunction("document.body.dataset.state === 'paused'", { timeout: 30_000 });
