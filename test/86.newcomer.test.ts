@@ -180,3 +180,21 @@ describe('TimeSeriesForecaster#predict() types', function () {
     expect(() => two.predict([a, b])).to.throw(RangeError, /2 target series; call predict\(recent, \{ perTarget: true \}\)/);
   });
 });
+
+describe('npm in the repository', function () {
+  this.timeout(60_000);
+  it('prints no warning about the project\'s config, and onnxruntime-node\'s download stays off (allowScripts)', async () => {
+    const { spawnSync } = await import('node:child_process');
+    const root = path.join(__dirname, '..');
+    const r = spawnSync('npm', ['pkg', 'get', 'name'], { cwd: root, encoding: 'utf8' });
+    expect(r.status, r.stderr).to.equal(0);
+    expect(r.stdout.trim()).to.equal('"recurrent"');
+    expect(r.stderr).to.not.match(/Unknown project config/); // what .npmrc's onnxruntime-node-install=skip printed on every command
+    expect(fs.existsSync(path.join(root, '.npmrc'))).to.equal(false);
+    const pkg = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')) as { allowScripts?: Record<string, boolean> };
+    expect(pkg.allowScripts?.['onnxruntime-node']).to.equal(false);
+    // and its CPU runtime, shipped in the package, is there without the postinstall
+    const ort = await import('onnxruntime-node');
+    expect(ort.InferenceSession).to.be.a('function');
+  });
+});
