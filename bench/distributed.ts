@@ -125,7 +125,7 @@ async function orchestrate(): Promise<void> {
   for (const { n, threads } of jobs) {
     const out = path.join(os.tmpdir(), `recurrent-bench-ddp-${n}.json`);
     fs.rmSync(out, { force: true });
-    const cli = "require('./lib/cli').main([process.argv[0], 'recurrent', ...process.argv.slice(1)]).catch((e) => { console.error(e.message); process.exitCode = 1; })";
+    const cli = "require('./lib/apps/cli').main([process.argv[0], 'recurrent', ...process.argv.slice(1)]).catch((e) => { console.error(e.message); process.exitCode = 1; })";
     const r = spawnSync(process.execPath, ['--require', 'tsx/cjs', '-e', cli, '--', 'launch', '-n', String(n), '--threads', String(threads), '--require', 'tsx/cjs', __filename, '--rank', out, String(steps)], {
       cwd: root, stdio: 'inherit',
     });

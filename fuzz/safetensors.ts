@@ -21,8 +21,8 @@
  */
 import * as fc from 'fast-check';
 import { GRU, LSTM, Linear, RNN, SequenceModel, Sequential, Embedding, Tensor, manualSeed } from '../lib/index';
-import { parseSafetensors, serializeSafetensors } from '../lib/safetensors';
-import { describeModel, modelFromContent } from '../lib/serialize';
+import { parseSafetensors, serializeSafetensors } from '../lib/io/safetensors';
+import { describeModel, modelFromContent } from '../lib/io/serialize';
 import { Module } from '../lib/nn/module';
 
 export interface FuzzReport {

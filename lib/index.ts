@@ -2,16 +2,16 @@
  * recurrent: RNN, LSTM and GRU for Node.js at native speed, with PyTorch's names,
  * shapes and equations.
  */
-export { Tensor } from './tensor';
-export { numel } from './shape';
-export { scope, keep } from './memory';
-export type { Device } from './device';
-export type { TensorOptions, TensorData } from './tensor';
-export { backward, noGrad, isGradEnabled, GradNode } from './autograd';
-export type { BackwardOptions } from './autograd';
-export { manualSeed, getRngState, setRngState, Generator } from './random';
-export type { RngState } from './random';
-export { linear, dropout, embedding } from './functional';
+export { Tensor } from './core/tensor';
+export { numel } from './core/shape';
+export { scope, keep } from './core/memory';
+export type { Device } from './core/device';
+export type { TensorOptions, TensorData } from './core/tensor';
+export { backward, noGrad, isGradEnabled, GradNode } from './core/autograd';
+export type { BackwardOptions } from './core/autograd';
+export { manualSeed, getRngState, setRngState, Generator } from './core/random';
+export type { RngState } from './core/random';
+export { linear, dropout, embedding } from './nn/functional';
 export { Module } from './nn/module';
 export type { StateDict } from './nn/module';
 export { Linear, Embedding, Dropout, Sequential } from './nn/layers';
@@ -19,11 +19,11 @@ export type { LinearOptions, EmbeddingOptions } from './nn/layers';
 export { RNN, LSTM, GRU } from './nn/recurrent';
 export { initForgetGateBias } from './nn/init';
 export type { RecurrentOptions, RNNOptions, ForwardOptions, RecurrentOutput, LSTMOutput } from './nn/recurrent';
-export type { CodedError, ErrorCode } from './errors';
+export type { CodedError, ErrorCode } from './core/errors';
 
-import { native } from './native';
-import { distributedBackend } from './distributed';
-import { describe, expectInteger, typeError } from './errors';
+import { native } from './core/native';
+import { distributedBackend } from './distributed/distributed';
+import { describe, expectInteger, typeError } from './core/errors';
 
 /**
  * Threads the CPU kernels split large GEMMs across (default: the machine's cores, or
@@ -78,33 +78,33 @@ export function emptyCache(): number {
 export function backends(): ReturnType<typeof native.backends> & { distributed: ReturnType<typeof distributedBackend> } {
   return { ...native.backends(), distributed: distributedBackend() };
 }
-export { runAsync, synchronize } from './stream';
-export { crossEntropyLoss, mseLoss, huberLoss } from './losses';
-export type { Reduction } from './losses';
-export { Optimizer, SGD, Adam, AdamW, RMSprop, clipGradNorm, clipGradValue, LRScheduler, StepLR, CosineAnnealingLR, LinearLR } from './optim';
-export type { OptimizerState, SGDOptions, AdamOptions, RMSpropOptions } from './optim';
-export { saveSafetensors, loadSafetensors, serializeSafetensors, parseSafetensors } from './safetensors';
-export type { SafetensorsContent } from './safetensors';
-export { save, load, loadModel, registerModule, saveCheckpoint, loadCheckpoint } from './serialize';
-export type { ModelSpec, CheckpointContent } from './serialize';
+export { runAsync, synchronize } from './core/stream';
+export { crossEntropyLoss, mseLoss, huberLoss } from './nn/losses';
+export type { Reduction } from './nn/losses';
+export { Optimizer, SGD, Adam, AdamW, RMSprop, clipGradNorm, clipGradValue, LRScheduler, StepLR, CosineAnnealingLR, LinearLR } from './optim/optimizers';
+export type { OptimizerState, SGDOptions, AdamOptions, RMSpropOptions } from './optim/optimizers';
+export { saveSafetensors, loadSafetensors, serializeSafetensors, parseSafetensors } from './io/safetensors';
+export type { SafetensorsContent } from './io/safetensors';
+export { save, load, loadModel, registerModule, saveCheckpoint, loadCheckpoint } from './io/serialize';
+export type { ModelSpec, CheckpointContent } from './io/serialize';
 export { SequenceModel } from './nn/sequence-model';
 export type { SequenceModelOptions, RecurrentState, CellType } from './nn/sequence-model';
-export { fit } from './fit';
-export type { FitData, FitOptions, History, Progress, EpochInfo, LossFn, LossContext } from './fit';
-export { manualSeed as seed } from './random';
-export { addingProblem } from './datasets';
-export { CharTokenizer, WordTokenizer, CharLanguageModel, sampleLogits, tokenizerFromJSON } from './text';
-export type { Tokenizer, CharModelOptions, CharTrainOptions } from './text';
-export { lineChartSvg, lossChartSvg, gradientFlowChartSvg, forgetTimeChartSvg } from './chart';
-export type { Series } from './chart';
-export { TimeSeriesForecaster, makeWindows } from './timeseries';
-export { exportOnnx, exportOnnxBuffer, importOnnx, importOnnxBuffer, importOnnxFile, ONNX_OPSET } from './onnx';
-export { gradientFlow, gateStatistics } from './diagnostics';
-export type { GradientFlow, GradientFlowLayer, GradientFlowOptions, GateSummary, GateStatisticsLayer } from './diagnostics';
-export type { OnnxExportOptions } from './onnx';
-export type { SeriesInput, WindowOptions, ForecasterOptions, ForecasterConfig } from './timeseries';
+export { fit } from './train/fit';
+export type { FitData, FitOptions, History, Progress, EpochInfo, LossFn, LossContext } from './train/fit';
+export { manualSeed as seed } from './core/random';
+export { addingProblem } from './apps/datasets';
+export { CharTokenizer, WordTokenizer, CharLanguageModel, sampleLogits, tokenizerFromJSON } from './apps/text';
+export type { Tokenizer, CharModelOptions, CharTrainOptions } from './apps/text';
+export { lineChartSvg, lossChartSvg, gradientFlowChartSvg, forgetTimeChartSvg } from './diagnostics/chart';
+export type { Series } from './diagnostics/chart';
+export { TimeSeriesForecaster, makeWindows } from './apps/timeseries';
+export { exportOnnx, exportOnnxBuffer, importOnnx, importOnnxBuffer, importOnnxFile, ONNX_OPSET } from './io/onnx';
+export { gradientFlow, gateStatistics } from './diagnostics/diagnostics';
+export type { GradientFlow, GradientFlowLayer, GradientFlowOptions, GateSummary, GateStatisticsLayer } from './diagnostics/diagnostics';
+export type { OnnxExportOptions } from './io/onnx';
+export type { SeriesInput, WindowOptions, ForecasterOptions, ForecasterConfig } from './apps/timeseries';
 export {
   initDistributed, isDistributedInitialized, getRank, getWorldSize, allReduce, broadcast, barrier, broadcastParameters,
   DistributedDataParallel, GradReducer,
-} from './distributed';
-export type { DistributedWorld, ReduceOp, GradReducerOptions, DistributedDataParallelOptions } from './distributed';
+} from './distributed/distributed';
+export type { DistributedWorld, ReduceOp, GradReducerOptions, DistributedDataParallelOptions } from './distributed/distributed';

@@ -3,10 +3,10 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { backends } from '../lib/index';
-import { native } from '../lib/native';
+import { native } from '../lib/core/native';
 
 describe('native addon', () => {
-  it('loads through lib/native.ts and exposes the kernels', () => {
+  it('loads through lib/core/native.ts and exposes the kernels', () => {
     for (const name of ['Storage', 'layerForward', 'layerBackward', 'gemm', 'referenceForward']) {
       expect(native).to.have.property(name).that.is.a('function');
     }
@@ -53,7 +53,7 @@ describe('native addon', () => {
       fs.cpSync(path.join(root, 'dist'), path.join(dir, 'dist'), { recursive: true });
       fs.copyFileSync(path.join(root, 'package.json'), path.join(dir, 'package.json'));
       fs.symlinkSync(path.join(root, 'node_modules'), path.join(dir, 'node_modules'));
-      const probe = "try { require('./dist/native.js'); } catch (e) { console.log(JSON.stringify({ name: e.name, code: e.code, message: e.message })); }";
+      const probe = "try { require('./dist/core/native.js'); } catch (e) { console.log(JSON.stringify({ name: e.name, code: e.code, message: e.message })); }";
       const env = { ...process.env };
       delete env.RECURRENT_ADDON; // (set by npm run test:asan)
       const out = JSON.parse(execFileSync(process.execPath, ['-e', probe], { cwd: dir, env }).toString());

@@ -5,7 +5,7 @@
  */
 import { expect } from 'chai';
 import { GRU, LSTM, RNN, Tensor, backward } from '../lib/index';
-import { native } from '../lib/native';
+import { native } from '../lib/core/native';
 import {
   CELL_CODE,
   CellName,

@@ -9,7 +9,7 @@ import { expect } from 'chai';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import * as tfl from '@tensorflow/tfjs-layers';
-import { native } from '../lib/native';
+import { native } from '../lib/core/native';
 import { CELL_CODE, CellName, GATES, expectClose, randomArray, seededRandom } from './helpers';
 
 type Weights = { wih: Float64Array; whh: Float64Array; bih: Float64Array; bhh: Float64Array };

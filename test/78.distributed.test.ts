@@ -25,7 +25,7 @@ interface Launched {
 /** `recurrent launch -n N` of the worker, bounded in time (the whole job is killed past it). */
 function launch(n: number, args: string[], timeoutMs = 90_000, launchFlags: string[] = [], prefix: string[] = []): Promise<Launched> {
   return new Promise((resolve, reject) => {
-    const cli = "require('./lib/cli').main([process.argv[0], 'recurrent', ...process.argv.slice(1)]).catch((e) => { console.error(e.message); process.exitCode = 1; })";
+    const cli = "require('./lib/apps/cli').main([process.argv[0], 'recurrent', ...process.argv.slice(1)]).catch((e) => { console.error(e.message); process.exitCode = 1; })";
     const command = [...prefix, process.execPath, '--require', 'tsx/cjs', '-e', cli, '--',
       'launch', '-n', String(n), ...launchFlags, '--require', 'tsx/cjs', WORKER, ...args];
     const child = spawn(command[0], command.slice(1), { cwd: ROOT, env: process.env, detached: true });

@@ -4,8 +4,8 @@
  */
 import { expect } from 'chai';
 import { LSTM, Tensor } from '../lib/index';
-import { parseSafetensors, serializeSafetensors } from '../lib/safetensors';
-import { describeModel, modelFromContent } from '../lib/serialize';
+import { parseSafetensors, serializeSafetensors } from '../lib/io/safetensors';
+import { describeModel, modelFromContent } from '../lib/io/serialize';
 import { runFuzz } from '../fuzz/safetensors';
 
 function file(header: unknown, data = Buffer.alloc(0)): Buffer {

@@ -8,7 +8,7 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { lossChartSvg } from '../lib/chart';
+import { lossChartSvg } from '../lib/diagnostics/chart';
 import { CharLanguageModel } from '../lib/index';
 
 const root = path.join(__dirname, '..');

@@ -6,7 +6,7 @@ import * as fs from 'node:fs';
 import { expect } from 'chai';
 import puppeteer, { Browser } from 'puppeteer-core';
 import { Tensor } from '../lib/index';
-import { native } from '../lib/native';
+import { native } from '../lib/core/native';
 
 /**
  * In a before() hook: marks the suite pending, saying why, where CUDA is not usable (never

@@ -1,7 +1,7 @@
 /** In-place initializers (outside autograd), drawing from the global generator. */
-import { native } from '../native';
-import { nextSeed } from '../random';
-import type { Tensor } from '../tensor';
+import { native } from '../core/native';
+import { nextSeed } from '../core/random';
+import type { Tensor } from '../core/tensor';
 
 export function uniform_(tensor: Tensor, low: number, high: number): Tensor {
   native.uniformFill(tensor.storage, tensor.size, low, high, nextSeed());

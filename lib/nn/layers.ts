@@ -1,9 +1,9 @@
 /**
  * Feed-forward building blocks: Linear, Embedding, Dropout, Sequential.
  */
-import { describe, expectBoolean, expectInteger, expectNumber, expectOptions, expectKnownKeys, rangeError, typeError } from '../errors';
-import { dropout, embedding, linear } from '../functional';
-import { Tensor } from '../tensor';
+import { describe, expectBoolean, expectInteger, expectNumber, expectOptions, expectKnownKeys, rangeError, typeError } from '../core/errors';
+import { dropout, embedding, linear } from './functional';
+import { Tensor } from '../core/tensor';
 import { normal_, uniform_ } from './init';
 import { Module } from './module';
 

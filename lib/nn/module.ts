@@ -2,12 +2,12 @@
  * Module: the base of every layer. Holds named parameters and child modules in
  * registration order, so names follow PyTorch (`0.weight_ih_l0`, `weight_hh_l1_reverse`).
  */
-import { noGrad } from '../autograd';
-import { describe, expectBoolean, expectOptions, expectKnownKeys, formatShape, rangeError, typeError } from '../errors';
-import { native } from '../native';
-import { Device, checkDevice } from '../device';
-import { keep } from '../memory';
-import { Tensor } from '../tensor';
+import { noGrad } from '../core/autograd';
+import { describe, expectBoolean, expectOptions, expectKnownKeys, formatShape, rangeError, typeError } from '../core/errors';
+import { native } from '../core/native';
+import { Device, checkDevice } from '../core/device';
+import { keep } from '../core/memory';
+import { Tensor } from '../core/tensor';
 
 export type StateDict = Record<string, Tensor>;
 

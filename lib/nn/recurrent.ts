@@ -5,13 +5,13 @@
  * whole sequence; only the loop over stacked layers runs in JS, and the whole stack is one
  * autograd node.
  */
-import { isGradEnabled, noGrad } from '../autograd';
-import { describe, expectBoolean, expectInteger, expectNumber, expectOptions, expectKnownKeys, formatShape, rangeError, typeError } from '../errors';
-import { native, NativeStorage } from '../native';
-import { nextSeed } from '../random';
-import { expectSameDevice } from '../device';
-import { allocate } from '../memory';
-import { Tensor, emptyOn, expectTensor, record } from '../tensor';
+import { isGradEnabled, noGrad } from '../core/autograd';
+import { describe, expectBoolean, expectInteger, expectNumber, expectOptions, expectKnownKeys, formatShape, rangeError, typeError } from '../core/errors';
+import { native, NativeStorage } from '../core/native';
+import { nextSeed } from '../core/random';
+import { expectSameDevice } from '../core/device';
+import { allocate } from '../core/memory';
+import { Tensor, emptyOn, expectTensor, record } from '../core/tensor';
 import { uniform_ } from './init';
 import { Module } from './module';
 

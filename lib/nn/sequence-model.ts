@@ -3,9 +3,9 @@
  * token inputs, a stack of recurrent layers and a linear head, with the recurrent
  * state passed in and out so training can carry it across windows (truncated BPTT).
  */
-import { describe, expectBoolean, expectInteger, expectOptions, expectKnownKeys, formatShape, rangeError, typeError } from '../errors';
-import { dropout } from '../functional';
-import { Tensor, noGrad } from '../tensor';
+import { describe, expectBoolean, expectInteger, expectOptions, expectKnownKeys, formatShape, rangeError, typeError } from '../core/errors';
+import { dropout } from './functional';
+import { Tensor, noGrad } from '../core/tensor';
 import { Embedding, Linear } from './layers';
 import { Module } from './module';
 import { GRU, LSTM, RNN } from './recurrent';

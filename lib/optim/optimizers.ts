@@ -2,12 +2,12 @@
  * Optimizers (torch.optim semantics) whose update is one fused native call over all
  * parameters, gradient clipping, and learning-rate schedules.
  */
-import { describe, expectBoolean, expectNumber, expectOptions, expectKnownKeys, formatShape, rangeError, typeError } from './errors';
-import { native, NativeStorage } from './native';
-import { runAsync } from './stream';
-import { expectSameDevice } from './device';
-import { keep } from './memory';
-import { Tensor, zerosOn } from './tensor';
+import { describe, expectBoolean, expectNumber, expectOptions, expectKnownKeys, formatShape, rangeError, typeError } from '../core/errors';
+import { native, NativeStorage } from '../core/native';
+import { runAsync } from '../core/stream';
+import { expectSameDevice } from '../core/device';
+import { keep } from '../core/memory';
+import { Tensor, zerosOn } from '../core/tensor';
 
 type Hyper = Record<string, number | boolean>;
 

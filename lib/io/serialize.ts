@@ -7,14 +7,14 @@
  * rebuilds it. Checkpoints add the optimizer state, the training position and the
  * random generator's state, so that training resumes exactly.
  */
-import { describe, rangeError, setOwn, typeError } from './errors';
-import { GRU, LSTM, RNN } from './nn/recurrent';
-import { Dropout, Embedding, Linear, Sequential } from './nn/layers';
-import { Module } from './nn/module';
-import { SequenceModel } from './nn/sequence-model';
+import { describe, rangeError, setOwn, typeError } from '../core/errors';
+import { GRU, LSTM, RNN } from '../nn/recurrent';
+import { Dropout, Embedding, Linear, Sequential } from '../nn/layers';
+import { Module } from '../nn/module';
+import { SequenceModel } from '../nn/sequence-model';
 import { loadSafetensors, saveSafetensors, SafetensorsContent } from './safetensors';
-import { withAllocationBudget } from './memory';
-import { Tensor } from './tensor';
+import { withAllocationBudget } from '../core/memory';
+import { Tensor } from '../core/tensor';
 
 type Factory = (config: Record<string, unknown>) => Module;
 

@@ -2,18 +2,18 @@
  * One step of fit() and what it needs of the model: calling it with the carried recurrent
  * state, the loss of a batch, and evaluation over a whole dataset.
  */
-import { noGrad } from './autograd';
-import { describe, formatShape, rangeError, typeError } from './errors';
+import { noGrad } from '../core/autograd';
+import { describe, formatShape, rangeError, typeError } from '../core/errors';
 import { Batch, IGNORE, Plan, TargetSpec } from './batching';
-import { allReduceNumbers } from './distributed';
-import type { FitOptions } from './fit-options';
-import { crossEntropyLoss, huberLoss, mseLoss } from './losses';
-import { scope } from './memory';
-import { Module } from './nn/module';
-import { GRU, LSTM, RNN } from './nn/recurrent';
-import { SequenceModel } from './nn/sequence-model';
-import { runAsync } from './stream';
-import { Tensor } from './tensor';
+import { allReduceNumbers } from '../distributed/distributed';
+import type { FitOptions } from './options';
+import { crossEntropyLoss, huberLoss, mseLoss } from '../nn/losses';
+import { scope } from '../core/memory';
+import { Module } from '../nn/module';
+import { GRU, LSTM, RNN } from '../nn/recurrent';
+import { SequenceModel } from '../nn/sequence-model';
+import { runAsync } from '../core/stream';
+import { Tensor } from '../core/tensor';
 
 /** The recurrent state carried from one window of a stream to the next. */
 export interface State {

@@ -4,9 +4,9 @@
  * (grouped by length, padded, with lengths and masks) and one long stream (cut into parallel
  * streams). In data-parallel training each rank plans its own share (Shard).
  */
-import { describe, expectOptions, formatShape, rangeError, typeError } from './errors';
-import { random } from './random';
-import { Tensor } from './tensor';
+import { describe, expectOptions, formatShape, rangeError, typeError } from '../core/errors';
+import { random } from '../core/random';
+import { Tensor } from '../core/tensor';
 
 export interface Batch {
   input: Tensor;

@@ -1,9 +1,9 @@
 /**
  * Loss functions with PyTorch's semantics and reductions.
  */
-import { describe, expectInteger, expectNumber, expectOptions, expectKnownKeys, formatShape, rangeError, typeError } from './errors';
-import { native } from './native';
-import { Tensor, emptyOn, expectTensor, record } from './tensor';
+import { describe, expectInteger, expectNumber, expectOptions, expectKnownKeys, formatShape, rangeError, typeError } from '../core/errors';
+import { native } from '../core/native';
+import { Tensor, emptyOn, expectTensor, record } from '../core/tensor';
 
 export type Reduction = 'mean' | 'sum' | 'none';
 

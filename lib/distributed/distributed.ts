@@ -13,12 +13,12 @@
  * without a launcher is a world of one, where every collective is the identity.
  */
 import * as os from 'node:os';
-import { registerBackwardEndHook } from './autograd';
-import { describe, distributedError, expectInteger, expectKnownKeys, expectNumber, expectOptions, typeError } from './errors';
-import { native, WorldInfo } from './native';
-import { Module } from './nn/module';
-import { keep } from './memory';
-import { Tensor, zerosOn } from './tensor';
+import { registerBackwardEndHook } from '../core/autograd';
+import { describe, distributedError, expectInteger, expectKnownKeys, expectNumber, expectOptions, typeError } from '../core/errors';
+import { native, WorldInfo } from '../core/native';
+import { Module } from '../nn/module';
+import { keep } from '../core/memory';
+import { Tensor, zerosOn } from '../core/tensor';
 
 export interface DistributedWorld {
   rank: number;

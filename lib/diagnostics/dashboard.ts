@@ -11,7 +11,7 @@
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as path from 'node:path';
-import { DASHBOARD_PAGE } from './dashboard-page';
+import { DASHBOARD_PAGE } from './page';
 
 export interface DashboardOptions {
   /** Port on 127.0.0.1 (0: any free port). Default 8090. */

@@ -112,7 +112,7 @@ export interface NativeCollectives {
 }
 
 function load(): NativeAddon & NativeCollectives {
-  const root = path.join(__dirname, '..');
+  const root = path.join(__dirname, '..', '..'); // the package: lib/core/ (or dist/core/) is two below it
   try {
     // an explicit build (the sanitizer build of `npm run test:asan`, say)
     // eslint-disable-next-line @typescript-eslint/no-require-imports

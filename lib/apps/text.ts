@@ -9,15 +9,15 @@
  * await lm.save('model.safetensors');
  */
 import * as fs from 'node:fs';
-import { noGrad } from './autograd';
-import { describe, expectInteger, expectNumber, expectOptions, expectKnownKeys, rangeError, typeError } from './errors';
-import { fit, FitOptions, History, Progress, EpochInfo } from './fit';
-import { Adam } from './optim';
-import { random, manualSeed } from './random';
-import { importOnnxFile } from './onnx';
-import { loadModel, parseJson, save } from './serialize';
-import { SequenceModel, CellType, RecurrentState } from './nn/sequence-model';
-import { Tensor } from './tensor';
+import { noGrad } from '../core/autograd';
+import { describe, expectInteger, expectNumber, expectOptions, expectKnownKeys, rangeError, typeError } from '../core/errors';
+import { fit, FitOptions, History, Progress, EpochInfo } from '../train/fit';
+import { Adam } from '../optim/optimizers';
+import { random, manualSeed } from '../core/random';
+import { importOnnxFile } from '../io/onnx';
+import { loadModel, parseJson, save } from '../io/serialize';
+import { SequenceModel, CellType, RecurrentState } from '../nn/sequence-model';
+import { Tensor } from '../core/tensor';
 
 /** Maps characters to ids and back. Id 0 stands for characters not seen when it was built. */
 export class CharTokenizer {

@@ -6,10 +6,10 @@
  * gradients as training sees them. gateStatistics reads the gate activations that forward
  * already saves for backward (the layer's reserve). Both run on the CPU.
  */
-import { noGrad } from './autograd';
-import { describe, expectKnownKeys, expectOptions, rangeError, typeError } from './errors';
-import { GRU, LSTM, RNN, LayerProbe, probeLayers } from './nn/recurrent';
-import { Tensor, expectTensor } from './tensor';
+import { noGrad } from '../core/autograd';
+import { describe, expectKnownKeys, expectOptions, rangeError, typeError } from '../core/errors';
+import { GRU, LSTM, RNN, LayerProbe, probeLayers } from '../nn/recurrent';
+import { Tensor, expectTensor } from '../core/tensor';
 
 type Recurrent = RNN | LSTM | GRU;
 

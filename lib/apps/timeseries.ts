@@ -12,13 +12,13 @@
  * await f.train([co2], { epochs: 30 });
  * f.predict([co2.slice(-36)]); // the next 12 values, in ppm
  */
-import { noGrad } from './autograd';
-import { describe, expectBoolean, expectInteger, expectOptions, expectKnownKeys, rangeError, typeError } from './errors';
-import { fit, FitOptions, History } from './fit';
-import { Adam } from './optim';
-import { loadModel, parseJson, save } from './serialize';
-import { SequenceModel, CellType } from './nn/sequence-model';
-import { Tensor } from './tensor';
+import { noGrad } from '../core/autograd';
+import { describe, expectBoolean, expectInteger, expectOptions, expectKnownKeys, rangeError, typeError } from '../core/errors';
+import { fit, FitOptions, History } from '../train/fit';
+import { Adam } from '../optim/optimizers';
+import { loadModel, parseJson, save } from '../io/serialize';
+import { SequenceModel, CellType } from '../nn/sequence-model';
+import { Tensor } from '../core/tensor';
 
 /** Series as channels: a single number[] (one series) or number[][] (channel, time). */
 export type SeriesInput = ArrayLike<number> | ArrayLike<number>[];

@@ -2,11 +2,11 @@
  * fit()'s options: their types, and their checks in one place (parseFitOptions), so that the
  * loop in fit.ts reads settled values only.
  */
-import { describe, expectBoolean, expectInteger, expectNumber, expectOptions, expectKnownKeys, rangeError, typeError } from './errors';
-import type { DashboardOptions } from './dashboard';
-import type { Module } from './nn/module';
-import { Adam, LRScheduler, Optimizer } from './optim';
-import type { Tensor } from './tensor';
+import { describe, expectBoolean, expectInteger, expectNumber, expectOptions, expectKnownKeys, rangeError, typeError } from '../core/errors';
+import type { DashboardOptions } from '../diagnostics/dashboard';
+import type { Module } from '../nn/module';
+import { Adam, LRScheduler, Optimizer } from '../optim/optimizers';
+import type { Tensor } from '../core/tensor';
 
 /** Training data, in one of three forms (targets follow the inputs' sample order). */
 export type FitData =

@@ -18,13 +18,13 @@
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { onnx } from 'onnx-proto';
-import { describe, expectOptions, expectKnownKeys, expectBoolean, rangeError, typeError } from './errors';
-import { GRU, LSTM, RNN } from './nn/recurrent';
-import { Dropout, Embedding, Linear, Sequential } from './nn/layers';
-import { Module } from './nn/module';
-import { SequenceModel } from './nn/sequence-model';
+import { describe, expectOptions, expectKnownKeys, expectBoolean, rangeError, typeError } from '../core/errors';
+import { GRU, LSTM, RNN } from '../nn/recurrent';
+import { Dropout, Embedding, Linear, Sequential } from '../nn/layers';
+import { Module } from '../nn/module';
+import { SequenceModel } from '../nn/sequence-model';
 import { buildModel, describeModel, ModelSpec } from './serialize';
-import { Tensor, noGrad } from './tensor';
+import { Tensor, noGrad } from '../core/tensor';
 
 export const ONNX_OPSET = 17;
 const IR_VERSION = 8; // the IR version that opset 17 shipped with (ONNX 1.12)
@@ -339,7 +339,7 @@ function buildGraph(model: Module, opts: OnnxExportOptions): onnx.IModelProto {
 function packageVersion(): string {
   try {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
-    return (require('../package.json') as { version: string }).version;
+    return (require('../../package.json') as { version: string }).version;
   } catch {
     return '0';
   }

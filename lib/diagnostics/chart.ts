@@ -2,7 +2,7 @@
  * Charts as SVG, rendered in Node by Vega-Lite + Vega (no browser).
  */
 import type { GateStatisticsLayer, GradientFlow } from './diagnostics';
-import type { History } from './fit';
+import type { History } from '../train/fit';
 
 export interface Series {
   name: string;

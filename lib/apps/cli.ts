@@ -15,17 +15,17 @@ import * as path from 'node:path';
 import { spawn } from 'node:child_process';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { SingleBar, Presets } from 'cli-progress';
-import { lossChartSvg } from './chart';
-import { forgetTimeChartSvg, gradientFlowChartSvg } from './chart';
-import { gateStatistics, gradientFlow } from './diagnostics';
-import { noGrad } from './autograd';
-import { exportOnnx } from './onnx';
-import { SequenceModel } from './nn/sequence-model';
-import { GRU, LSTM, RNN } from './nn/recurrent';
-import { Tensor } from './tensor';
-import { loadCheckpoint, loadModel, parseJson } from './serialize';
+import { lossChartSvg } from '../diagnostics/chart';
+import { forgetTimeChartSvg, gradientFlowChartSvg } from '../diagnostics/chart';
+import { gateStatistics, gradientFlow } from '../diagnostics/diagnostics';
+import { noGrad } from '../core/autograd';
+import { exportOnnx } from '../io/onnx';
+import { SequenceModel } from '../nn/sequence-model';
+import { GRU, LSTM, RNN } from '../nn/recurrent';
+import { Tensor } from '../core/tensor';
+import { loadCheckpoint, loadModel, parseJson } from '../io/serialize';
 import { CharLanguageModel, CharTokenizer, tokenizerFromJSON } from './text';
-import { native } from './native';
+import { native } from '../core/native';
 
 function integer(name: string, min: number) {
   return (value: string): number => {
@@ -422,7 +422,7 @@ export function launch(script: string, args: string[], flags: LaunchFlags): Prom
 }
 
 export async function main(argv: string[]): Promise<void> {
-  const { version } = JSON.parse(fs.readFileSync(path.join(__dirname, '..', 'package.json'), 'utf8')) as { version: string };
+  const { version } = JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', 'package.json'), 'utf8')) as { version: string };
   const program = new Command('recurrent')
     .description('Train recurrent networks (RNN, LSTM, GRU) at native speed')
     .version(version, '-V, --version', 'print the version')

@@ -12,8 +12,8 @@
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { describe, rangeError, setOwn, typeError } from './errors';
-import { Tensor } from './tensor';
+import { describe, rangeError, setOwn, typeError } from '../core/errors';
+import { Tensor } from '../core/tensor';
 
 export interface SafetensorsContent {
   tensors: Record<string, Tensor>;

@@ -7,15 +7,15 @@
  */
 import * as fs from 'node:fs';
 import type { Plan } from './batching';
-import { agree, allReduce, allReduceNumbers, broadcastBytes } from './distributed';
-import type { History } from './fit-options';
-import type { State } from './fit-step';
-import type { Module } from './nn/module';
-import type { LRScheduler, Optimizer } from './optim';
-import { Generator, RngState } from './random';
-import { parseSafetensors } from './safetensors';
-import { checkpointFromContent, describeModel, loadCheckpoint, saveCheckpoint, CheckpointContent } from './serialize';
-import { Tensor } from './tensor';
+import { agree, allReduce, allReduceNumbers, broadcastBytes } from '../distributed/distributed';
+import type { History } from './options';
+import type { State } from './step';
+import type { Module } from '../nn/module';
+import type { LRScheduler, Optimizer } from '../optim/optimizers';
+import { Generator, RngState } from '../core/random';
+import { parseSafetensors } from '../io/safetensors';
+import { checkpointFromContent, describeModel, loadCheckpoint, saveCheckpoint, CheckpointContent } from '../io/serialize';
+import { Tensor } from '../core/tensor';
 
 export interface Position {
   epoch: number;

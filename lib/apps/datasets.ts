@@ -1,8 +1,8 @@
 /**
  * Small synthetic data sets for tests, examples and benchmarks.
  */
-import { expectInteger, expectOptions, expectKnownKeys } from './errors';
-import { Tensor } from './tensor';
+import { expectInteger, expectOptions, expectKnownKeys } from '../core/errors';
+import { Tensor } from '../core/tensor';
 
 /**
  * The adding problem (Hochreiter & Schmidhuber, 1997): each step carries a random

@@ -11,25 +11,25 @@
  * queued in async mode and runs on a worker thread; the main thread only builds the
  * graph and reads the loss afterwards, so timers and I/O keep running during training.
  */
-import { noGrad } from './autograd';
-import { describe, rangeError, typeError } from './errors';
-import { runAsync, synchronize } from './stream';
-import { Module } from './nn/module';
-import { GRU, LSTM, RNN } from './nn/recurrent';
-import { SequenceModel } from './nn/sequence-model';
-import { clipGradNormTensor, clipGradValue } from './optim';
-import { Dashboard, startDashboard } from './dashboard';
-import { gateStatistics, gradientFlow } from './diagnostics';
-import { Generator, random } from './random';
-import { scope } from './memory';
-import { Tensor } from './tensor';
+import { noGrad } from '../core/autograd';
+import { describe, rangeError, typeError } from '../core/errors';
+import { runAsync, synchronize } from '../core/stream';
+import { Module } from '../nn/module';
+import { GRU, LSTM, RNN } from '../nn/recurrent';
+import { SequenceModel } from '../nn/sequence-model';
+import { clipGradNormTensor, clipGradValue } from '../optim/optimizers';
+import { Dashboard, startDashboard } from '../diagnostics/dashboard';
+import { gateStatistics, gradientFlow } from '../diagnostics/diagnostics';
+import { Generator, random } from '../core/random';
+import { scope } from '../core/memory';
+import { Tensor } from '../core/tensor';
 import { makePlan } from './batching';
-import { DistributedDataParallel, DistributedWorld, GradReducer, agree, broadcastJson, broadcastParameters, initDistributed } from './distributed';
-import { FitData, FitOptions, History, Progress, EpochInfo, parseFitOptions } from './fit-options';
-import { callModel, computeLoss, detachState, evaluate } from './fit-step';
-import { Position, RunParts, RunState, resumeRun, writeCheckpoint } from './fit-checkpoint';
+import { DistributedDataParallel, DistributedWorld, GradReducer, agree, broadcastJson, broadcastParameters, initDistributed } from '../distributed/distributed';
+import { FitData, FitOptions, History, Progress, EpochInfo, parseFitOptions } from './options';
+import { callModel, computeLoss, detachState, evaluate } from './step';
+import { Position, RunParts, RunState, resumeRun, writeCheckpoint } from './checkpoint';
 
-export type { FitData, FitOptions, History, Progress, EpochInfo, LossFn, LossContext } from './fit-options';
+export type { FitData, FitOptions, History, Progress, EpochInfo, LossFn, LossContext } from './options';
 
 /**
  * Trains `model` on `data`. Resolves with the history once training completes, stops

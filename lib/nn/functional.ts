@@ -1,12 +1,12 @@
 /**
  * Differentiable ops that modules are built from, usable on their own.
  */
-import { isGradEnabled, noGrad } from './autograd';
-import { describe, expectBoolean, expectInteger, expectNumber, formatShape, rangeError, typeError } from './errors';
-import { gemm, native } from './native';
-import { nextSeed } from './random';
-import { expectSameDevice } from './device';
-import { Tensor, emptyOn, expectTensor, record, zerosOn } from './tensor';
+import { isGradEnabled, noGrad } from '../core/autograd';
+import { describe, expectBoolean, expectInteger, expectNumber, formatShape, rangeError, typeError } from '../core/errors';
+import { gemm, native } from '../core/native';
+import { nextSeed } from '../core/random';
+import { expectSameDevice } from '../core/device';
+import { Tensor, emptyOn, expectTensor, record, zerosOn } from '../core/tensor';
 
 /**
  * y = x W^T + b over the last dimension of x: x (..., in), weight (out, in), bias (out).
