@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { backends } from '../lib/index';
 import { native } from '../lib/core/native';
@@ -116,5 +117,22 @@ describe('native addon', () => {
     expect(forward(-1)).to.throw(RangeError, /stateOffset/);
     expect(() => native.embeddingForward(a, b, Int32Array.from([0, 7]), 2, 2)).to.throw(RangeError);
     expect(() => native.unary(0, {} as never, a, 1)).to.throw(TypeError);
+  });
+});
+
+describe('the floors of lib/ (scripts/check-layers.js)', () => {
+  it('pass as they are, and an import that reaches up a floor fails the check, named', () => {
+    const script = path.join(__dirname, '..', 'scripts', 'check-layers.js');
+    expect(execFileSync(process.execPath, [script], { encoding: 'utf8' })).to.match(/none reaches up a floor/);
+    const copy = fs.mkdtempSync(path.join(os.tmpdir(), 'recurrent-layers-'));
+    try {
+      fs.cpSync(path.join(__dirname, '..', 'lib'), copy, { recursive: true });
+      fs.appendFileSync(path.join(copy, 'core', 'shape.ts'), "\nimport type { Module } from '../nn/module';\n");
+      const result = spawnSync(process.execPath, [script, copy], { encoding: 'utf8' });
+      expect(result.status).to.equal(1);
+      expect(result.stderr).to.match(/lib\/core\/shape\.ts:\d+ imports \.\.\/nn\/module: core\/ sits below nn\//);
+    } finally {
+      fs.rmSync(copy, { recursive: true, force: true });
+    }
   });
 });

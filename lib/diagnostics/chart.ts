@@ -2,7 +2,6 @@
  * Charts as SVG, rendered in Node by Vega-Lite + Vega (no browser).
  */
 import type { GateStatisticsLayer, GradientFlow } from './diagnostics';
-import type { History } from '../train/fit';
 
 export interface Series {
   name: string;
@@ -65,8 +64,16 @@ export async function forgetTimeChartSvg(stats: { layers: GateStatisticsLayer[] 
   });
 }
 
+/** What lossChartSvg reads of a run: fit's History has it (named here so that charts sit below training). */
+export interface LossHistory {
+  loss: readonly number[];
+  valLoss: readonly number[];
+  batchLoss: readonly number[];
+  batchesPerEpoch?: number;
+}
+
 /** Training and validation loss per epoch (and per step, lightly), as an SVG chart. */
-export async function lossChartSvg(history: History, options: { title?: string; yTitle?: string; scale?: number } = {}): Promise<string> {
+export async function lossChartSvg(history: LossHistory, options: { title?: string; yTitle?: string; scale?: number } = {}): Promise<string> {
   const scale = options.scale ?? 1;
   // steps on the epoch axis: a run stopped mid-epoch ends part of the way along it (histories
   // saved before batchesPerEpoch existed only have finished epochs to go by)
