@@ -42,10 +42,12 @@ export type { Tokenizer, CharModelOptions, CharTrainOptions } from './apps/text'
 export { lineChartSvg, lossChartSvg, gradientFlowChartSvg, forgetTimeChartSvg } from './diagnostics/chart';
 export type { Series, LossHistory } from './diagnostics/chart';
 export { TimeSeriesForecaster, makeWindows } from './apps/timeseries';
-export { exportOnnx, exportOnnxBuffer, importOnnx, importOnnxBuffer, importOnnxFile, ONNX_OPSET } from './io/onnx';
+export { exportOnnx, exportOnnxBuffer } from './io/onnx/export';
+export { importOnnx, importOnnxBuffer, importOnnxFile } from './io/onnx/import';
+export { ONNX_OPSET } from './io/onnx/common';
 export { gradientFlow, gateStatistics } from './diagnostics/diagnostics';
 export type { GradientFlow, GradientFlowLayer, GradientFlowOptions, GateSummary, GateStatisticsLayer } from './diagnostics/diagnostics';
-export type { OnnxExportOptions } from './io/onnx';
+export type { OnnxExportOptions } from './io/onnx/export';
 export type { SeriesInput, WindowOptions, ForecasterOptions, ForecasterConfig } from './apps/timeseries';
 export {
   initDistributed, isDistributedInitialized, getRank, getWorldSize, allReduce, broadcast, barrier, broadcastParameters,

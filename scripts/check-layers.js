@@ -42,7 +42,7 @@ for (const file of filesUnder(LIB)) {
   for (const match of source.matchAll(IMPORT)) {
     let target = path.resolve(path.dirname(file), match[2]);
     if (!target.endsWith('.ts') && fs.existsSync(`${target}.ts`)) target = `${target}.ts`;
-    if (!target.startsWith(LIB + path.sep)) continue; // package.json and the like
+    if (!target.startsWith(LIB + path.sep) || !target.endsWith('.ts')) continue; // package.json and the like
     imports += 1;
     const to = floorOf(target);
     if (to.rank > from.rank) {

@@ -6,16 +6,12 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { expect } from 'chai';
-import type { Browser, Page } from 'puppeteer-core';
+import type { Browser } from 'puppeteer-core';
 import { SequenceModel, Tensor, fit, seed } from '../lib/index';
 import { findChromium, launchChromium } from './helpers';
 
 const CHROMIUM = findChromium();
 const outputDir = path.join(__dirname, '..', 'test-output');
-
-async function bodyData(page: Page, key: string): Promise<string> {
-  return page.$eval('body', (el, k) => (el as unknown as { dataset: Record<string, string> }).dataset[k as string] ?? '', key);
-}
 
 describe('fit(..., { dashboard }) in headless Chromium', function () {
   this.timeout(180_000);

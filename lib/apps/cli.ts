@@ -19,7 +19,7 @@ import { lossChartSvg } from '../diagnostics/chart';
 import { forgetTimeChartSvg, gradientFlowChartSvg } from '../diagnostics/chart';
 import { gateStatistics, gradientFlow } from '../diagnostics/diagnostics';
 import { noGrad } from '../core/autograd';
-import { exportOnnx } from '../io/onnx';
+import { exportOnnx } from '../io/onnx/export';
 import { SequenceModel } from '../nn/sequence-model';
 import { GRU, LSTM, RNN } from '../nn/recurrent';
 import { Tensor } from '../core/tensor';

@@ -14,7 +14,7 @@ import { describe, expectInteger, expectNumber, expectOptions, expectKnownKeys, 
 import { fit, FitOptions, History, Progress, EpochInfo } from '../train/fit';
 import { Adam } from '../optim/optimizers';
 import { random, manualSeed } from '../core/random';
-import { importOnnxFile } from '../io/onnx';
+import { importOnnxFile } from '../io/onnx/import';
 import { loadModel, parseJson, save } from '../io/serialize';
 import { SequenceModel, CellType, RecurrentState } from '../nn/sequence-model';
 import { Tensor } from '../core/tensor';

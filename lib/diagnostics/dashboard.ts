@@ -11,6 +11,12 @@
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as path from 'node:path';
+import { noGrad } from '../core/autograd';
+import type { Tensor } from '../core/tensor';
+import type { Module } from '../nn/module';
+import { isRecurrent } from '../nn/recurrent';
+import { SequenceModel } from '../nn/sequence-model';
+import { gateStatistics, gradientFlow } from './diagnostics';
 import { DASHBOARD_PAGE } from './page';
 
 export interface DashboardOptions {
@@ -130,5 +136,58 @@ export async function startDashboard(options: DashboardOptions = {}): Promise<Da
       resume?.();
       server.close(() => done());
     }),
+  };
+}
+
+// ---------------------------------------------------------------------------
+// The dashboard as fit() sees it: an observer told of each step and epoch
+
+/** What the training loop tells an observer, and when (fit calls each at its point). */
+export interface TrainingObserver {
+  /** Before each step; training waits for the promise (the dashboard's Pause holds it here). */
+  beforeStep?(): Promise<void>;
+  /** After each optimizer step, with the batch's input (time-major, on the host). */
+  afterStep?(step: { step: number; epoch: number; loss: number; lr: number; gradNorm: number; samplesPerSecond: number; input: Tensor }): void;
+  afterEpoch?(epoch: { epoch: number; step: number; loss: number; valLoss: number | null }): void;
+  /** Once, however training ended. */
+  close?(outcome: { steps: number; stopReason: string }): Promise<void>;
+}
+
+/**
+ * A dashboard for one fit() run: steps and epochs go to the page, and every `every` steps the
+ * gradient flow and gate statistics of the model's recurrent layer on the current batch (in
+ * evaluation mode, so that no dropout mask draws from fit's generator; `local` runs their
+ * backward outside data-parallel gradient reduction). A failing diagnostic never stops training.
+ */
+export async function startDashboardObserver(options: DashboardOptions, model: Module, local: <T>(fn: () => T) => T): Promise<TrainingObserver> {
+  const dashboard = await startDashboard(options);
+  const diagnose = (input: Tensor, step: number) => {
+    const rnn = model instanceof SequenceModel ? model.rnn : isRecurrent(model) ? model : null;
+    if (!rnn || rnn.device !== 'cpu') return;
+    const wasTraining = model.training;
+    model.eval();
+    try {
+      const x = model instanceof SequenceModel && model.embedding ? noGrad(() => model.embedding!.forward(input)) : input;
+      local(() => {
+        dashboard.send('flow', { step, ...gradientFlow(rnn, x) });
+        dashboard.send('gates', { step, ...gateStatistics(rnn, x) });
+      });
+    } catch (error) {
+      dashboard.send('diagnostics-error', { step, message: (error as Error).message });
+    } finally {
+      model.train(wasTraining);
+    }
+  };
+  return {
+    beforeStep: () => dashboard.waitIfPaused(),
+    afterStep({ input, ...report }) {
+      dashboard.send('step', report);
+      if (report.step % dashboard.every === 0 || report.step === 1) diagnose(input, report.step);
+    },
+    afterEpoch: (epoch) => dashboard.send('epoch', epoch),
+    async close(outcome) {
+      dashboard.send('done', outcome);
+      await dashboard.close();
+    },
   };
 }

@@ -8,10 +8,8 @@
  */
 import { noGrad } from '../core/autograd';
 import { describe, expectKnownKeys, expectOptions, rangeError, typeError } from '../core/errors';
-import { GRU, LSTM, RNN, LayerProbe, probeLayers } from '../nn/recurrent';
+import { LayerProbe, Recurrent, gateCount, isRecurrent, probeLayers } from '../nn/recurrent';
 import { Tensor, expectTensor } from '../core/tensor';
-
-type Recurrent = RNN | LSTM | GRU;
 
 export interface GradientFlowLayer {
   layer: number;
@@ -35,7 +33,7 @@ export interface GradientFlowOptions {
 }
 
 function expectRecurrent(module: unknown, name: string): Recurrent {
-  if (!(module instanceof RNN || module instanceof LSTM || module instanceof GRU)) {
+  if (!isRecurrent(module)) {
     throw typeError(`${name}: expected module to be an RNN, LSTM or GRU but received ${describe(module)}`);
   }
   if (module.device !== 'cpu') throw typeError(`${name}: runs on the CPU; this module is on '${module.device}' (move a copy with .to('cpu'))`, 'ERR_DEVICE_MISMATCH');
@@ -119,8 +117,8 @@ export function gradientFlow(module: Recurrent, input: Tensor, options: Gradient
         for (let i = 0; i < B * H; ++i) sum += dh[base + i] * dh[base + i];
         norms.push(Math.sqrt(sum));
       }
-      const whh = named.get(`weight_hh_l${layer}${d === 1 ? '_reverse' : ''}`)!.toArray();
-      const gates = whh.length / (H * H);
+      const whh = m.layerWeights(layer, d === 1, named)[1].toArray();
+      const gates = m.gates;
       const sigmas = Array.from({ length: gates }, (_, g) => largestSingularValue(whh, H, H, g * H * H));
       layers.push({ layer, direction: d, norms, ratio: norms[T - 1] > 0 ? norms[0] / norms[T - 1] : NaN, largestSingularValue: sigmas });
     }
@@ -145,9 +143,11 @@ export interface GateStatisticsLayer {
   forgetTimeConstants?: number[];
 }
 
-const GATES: Record<number, [string, number][]> = {
-  2: [['i', 0], ['f', 1], ['o', 3]], // LSTM i, f, g, o
-  3: [['r', 0], ['z', 1]], // GRU r, z, n
+/** The sigmoid gates of each kind and their places in its gate order (LSTM i, f, g, o; GRU r, z, n). */
+const SIGMOID_GATES: Record<Recurrent['kind'], [string, number][]> = {
+  LSTM: [['i', 0], ['f', 1], ['o', 3]],
+  GRU: [['r', 0], ['z', 1]],
+  RNN: [],
 };
 
 /**
@@ -165,14 +165,14 @@ export function gateStatistics(module: Recurrent, input: Tensor, options: { leng
   const layers: GateStatisticsLayer[] = [];
   probes.forEach((probe, layer) => {
     const { T, B, H, D } = probe.dims;
-    const G = probe.cell === 2 ? 4 : probe.cell === 3 ? 3 : 1;
+    const G = gateCount(m.kind);
     const reserve = probe.reserve!.toArray();
     // per direction: gates (T, B, G*H), then the states (see cpp/recurrent.cc's Reserve)
     const perDirection = reserve.length / D;
     for (let d = 0; d < D; ++d) {
       const gates: Record<string, GateSummary> = {};
       let forget: number[] | undefined;
-      for (const [name, q] of GATES[probe.cell] ?? []) {
+      for (const [name, q] of SIGMOID_GATES[m.kind]) {
         const histogram = new Array<number>(20).fill(0);
         const unitSums = new Float64Array(H);
         let sum = 0;

@@ -52,8 +52,10 @@ export function buildModel(spec: ModelSpec): Module {
   return factory(spec.config ?? {});
 }
 
-const MODEL_KEY = 'recurrent.model';
-const CHECKPOINT_KEY = 'recurrent.checkpoint';
+/** The `__metadata__` key (and ONNX metadata_props key) of a file's model description. */
+export const MODEL_KEY = 'recurrent.model';
+/** The `__metadata__` key of a checkpoint's run state. */
+export const CHECKPOINT_KEY = 'recurrent.checkpoint';
 
 /**
  * Saves the model's parameters (PyTorch names, F32) and its class and config, atomically.

@@ -25,6 +25,31 @@ const enum Cell {
 
 const GATES: Record<Cell, number> = { [Cell.RnnTanh]: 1, [Cell.RnnRelu]: 1, [Cell.Lstm]: 4, [Cell.Gru]: 3 };
 
+// ---------------------------------------------------------------------------
+// The facts of a recurrent layer that the rest of the library asks here: which modules are
+// one, how their weights are named, how many gates each has.
+
+/** Any of the recurrent layers. */
+export type Recurrent = RNN | LSTM | GRU;
+
+/** Whether `value` is an RNN, LSTM or GRU. */
+export function isRecurrent(value: unknown): value is Recurrent {
+  return value instanceof RecurrentBase;
+}
+
+/** PyTorch's suffix of a layer's weights: `_l0`, `_l1_reverse`, ... */
+export function weightSuffix(layer: number, reverse: boolean): string {
+  return `_l${layer}${reverse ? '_reverse' : ''}`;
+}
+
+/** Gates per hidden unit: the rows of weight_ih are gates x hiddenSize. */
+export function gateCount(kind: 'RNN' | 'LSTM' | 'GRU'): number {
+  return kind === 'LSTM' ? 4 : kind === 'GRU' ? 3 : 1;
+}
+
+/** The weights of one layer and direction, in the order the native layer takes them. */
+export type LayerWeights = [weightIh: Tensor, weightHh: Tensor, biasIh: Tensor | null, biasHh: Tensor | null];
+
 export interface RecurrentOptions {
   /** Features of each input step (I). */
   inputSize: number;
@@ -84,6 +109,12 @@ abstract class RecurrentBase extends Module {
   readonly bidirectional: boolean;
   protected readonly cell: Cell;
   protected readonly className: string;
+  /**
+   * The parameters per layer, both directions side by side, as the native stack takes them
+   * (PyTorch's `_flat_weights`): kept from construction, not looked up by name at each call.
+   * Parameters are never replaced (loading and moving write into them), so this stays true.
+   */
+  private readonly flatWeights: (Tensor | null)[][] = [];
 
   constructor(className: string, cell: Cell, options: Record<string, unknown>) {
     super();
@@ -105,13 +136,33 @@ abstract class RecurrentBase extends Module {
     for (let layer = 0; layer < this.numLayers; ++layer) {
       const layerInput = layer === 0 ? this.inputSize : this.hiddenSize * this.directions;
       for (let d = 0; d < this.directions; ++d) {
-        const suffix = `_l${layer}${d === 1 ? '_reverse' : ''}`;
+        const suffix = weightSuffix(layer, d === 1);
         this.registerParameter(`weight_ih${suffix}`, uniform_(Tensor.zeros([gh, layerInput]), -bound, bound));
         this.registerParameter(`weight_hh${suffix}`, uniform_(Tensor.zeros([gh, this.hiddenSize]), -bound, bound));
         this.registerParameter(`bias_ih${suffix}`, this.bias ? uniform_(Tensor.zeros([gh]), -bound, bound) : null);
         this.registerParameter(`bias_hh${suffix}`, this.bias ? uniform_(Tensor.zeros([gh]), -bound, bound) : null);
       }
     }
+    const params = new Map(this.namedParameters());
+    for (let layer = 0; layer < this.numLayers; ++layer) {
+      this.flatWeights.push([...Array(this.directions).keys()].flatMap((d) => this.layerWeights(layer, d === 1, params)));
+    }
+  }
+
+  /** The kind of layer: 'RNN', 'LSTM' or 'GRU'. */
+  get kind(): 'RNN' | 'LSTM' | 'GRU' {
+    return this.cell === Cell.Lstm ? 'LSTM' : this.cell === Cell.Gru ? 'GRU' : 'RNN';
+  }
+
+  /** Gates per hidden unit (LSTM 4, GRU 3, RNN 1). */
+  get gates(): number {
+    return GATES[this.cell];
+  }
+
+  /** The weights of layer `layer` in direction `reverse`, by PyTorch's names. */
+  layerWeights(layer: number, reverse: boolean, params: ReadonlyMap<string, Tensor> = new Map(this.namedParameters())): LayerWeights {
+    const suffix = weightSuffix(layer, reverse);
+    return [params.get(`weight_ih${suffix}`)!, params.get(`weight_hh${suffix}`)!, params.get(`bias_ih${suffix}`) ?? null, params.get(`bias_hh${suffix}`) ?? null];
   }
 
   override config(): Record<string, unknown> {
@@ -165,19 +216,8 @@ abstract class RecurrentBase extends Module {
     const c0 = state('c0');
     const lengths = this.checkLengths(opts.lengths, T, B, name);
 
-    const params = new Map(this.namedParameters());
-    const weights: (Tensor | null)[][] = [];
-    for (let layer = 0; layer < this.numLayers; ++layer) {
-      const w: (Tensor | null)[] = [];
-      for (let d = 0; d < D; ++d) {
-        const suffix = `_l${layer}${d === 1 ? '_reverse' : ''}`;
-        w.push(params.get(`weight_ih${suffix}`)!, params.get(`weight_hh${suffix}`)!);
-        w.push(params.get(`bias_ih${suffix}`) ?? null, params.get(`bias_hh${suffix}`) ?? null);
-      }
-      weights.push(w);
-    }
     const dropoutP = this.training && this.dropout > 0 ? this.dropout : 0;
-    const result = recurrentStack(this.cell, x, h0, c0, weights, lengths, H, D, dropoutP);
+    const result = recurrentStack(this.cell, x, h0, c0, this.flatWeights, lengths, H, D, dropoutP);
     let output = result.y;
     let h = result.h;
     let c = result.c;

@@ -4,28 +4,25 @@
  * shuffling, validation, gradient clipping, callbacks, early stopping, progress,
  * cancellation with an AbortSignal, exact resume from checkpoints, and data-parallel
  * training across the ranks of an MPI job (options.distributed). The batching plans are in
- * batching.ts, the options in fit-options.ts, the step and evaluation in fit-step.ts, and
- * checkpoints in fit-checkpoint.ts.
+ * batching.ts, the options in options.ts, the step and evaluation in step.ts, and checkpoints
+ * in checkpoint.ts; the dashboard is an observer (diagnostics/dashboard.ts) the loop tells of
+ * each step and epoch, and the data-parallel setup is distributedRun() below.
  *
  * Each step's native work (forward, loss, backward, clipping, the optimizer update) is
  * queued in async mode and runs on a worker thread; the main thread only builds the
  * graph and reads the loss afterwards, so timers and I/O keep running during training.
  */
-import { noGrad } from '../core/autograd';
 import { describe, rangeError, typeError } from '../core/errors';
 import { runAsync, synchronize } from '../core/stream';
 import { Module } from '../nn/module';
-import { GRU, LSTM, RNN } from '../nn/recurrent';
-import { SequenceModel } from '../nn/sequence-model';
 import { clipGradNormTensor, clipGradValue } from '../optim/optimizers';
-import { Dashboard, startDashboard } from '../diagnostics/dashboard';
-import { gateStatistics, gradientFlow } from '../diagnostics/diagnostics';
+import { TrainingObserver, startDashboardObserver } from '../diagnostics/dashboard';
 import { Generator, random } from '../core/random';
 import { scope } from '../core/memory';
-import { Tensor } from '../core/tensor';
+import type { Tensor } from '../core/tensor';
 import { makePlan } from './batching';
 import { DistributedDataParallel, DistributedWorld, GradReducer, agree, broadcastJson, broadcastParameters, initDistributed } from '../distributed/distributed';
-import { FitData, FitOptions, History, Progress, EpochInfo, parseFitOptions } from './options';
+import { FitData, FitOptions, History, EpochInfo, parseFitOptions } from './options';
 import { callModel, computeLoss, detachState, evaluate } from './step';
 import { Position, RunParts, RunState, resumeRun, writeCheckpoint } from './checkpoint';
 
@@ -41,22 +38,9 @@ export async function fit(model: Module, data: FitData, options: FitOptions = {}
   const config = parseFitOptions(model, options);
   const { nonFinite, epochs, batchSize, bptt, shuffle, loss, targetMode, clipNorm, clipValue, optimizer, scheduler, signal, patience, minDelta } = config;
   const { checkpoint, checkpointEvery, dashboard: dashboardOptions, onProgress, onBatchEnd, onEpochEnd } = config;
-  let reducer: GradReducer | null = null;
-  let ownReducer = false;
-  let world: DistributedWorld | null = null;
-  if (model instanceof DistributedDataParallel) {
-    reducer = model.reducer;
-    model = model.module;
-    world = initDistributed();
-  }
-  if (config.distributed) {
-    world = initDistributed();
-    if (!reducer) {
-      broadcastParameters(model, 0);
-      reducer = new GradReducer(optimizer.params, config.distributed);
-      ownReducer = true;
-    }
-  }
+  const distributed = distributedRun(model, config.distributed, optimizer.params);
+  const { reducer, ownReducer, world } = distributed;
+  model = distributed.model;
   const rank = world?.rank ?? 0;
   const worldSize = world?.worldSize ?? 1;
   const lead = rank === 0;
@@ -84,7 +68,16 @@ export async function fit(model: Module, data: FitData, options: FitOptions = {}
   history.batchesPerEpoch = plan.batchesPerEpoch;
   const position = run.position; // mutated in place from here on
 
-  const dashboard = dashboardOptions && lead ? await startDashboard(dashboardOptions) : null;
+  // the diagnostics' own backward stays on this rank
+  const local = <T>(fn: () => T): T => {
+    if (reducer) reducer.enabled = false;
+    try {
+      return fn();
+    } finally {
+      if (reducer) reducer.enabled = true;
+    }
+  };
+  const observers: TrainingObserver[] = dashboardOptions && lead ? [await startDashboardObserver(dashboardOptions, model, local)] : [];
   const wasTraining = model.training;
   const started = performance.now();
   let timestepsDone = 0;
@@ -100,7 +93,7 @@ export async function fit(model: Module, data: FitData, options: FitOptions = {}
       }
       model.train();
       for (; position.batch < plan.batchesPerEpoch; ) {
-        if (dashboard) await dashboard.waitIfPaused();
+        for (const o of observers) await o.beforeStep?.();
         if (signal?.aborted && !reducer) {
           history.stopReason = 'aborted';
           return history;
@@ -185,19 +178,11 @@ export async function fit(model: Module, data: FitData, options: FitOptions = {}
             etaSeconds: (elapsed / batchesThisRun) * (totalBatches - done),
           });
         }
-        if (dashboard) {
-          dashboard.send('step', {
+        for (const o of observers) {
+          o.afterStep?.({
             step: position.step, epoch: position.epoch, loss: value, lr: optimizer.lr, gradNorm: norm,
-            samplesPerSecond: timestepsDone / Math.max((performance.now() - started) / 1000, 1e-9),
+            samplesPerSecond: timestepsDone / Math.max((performance.now() - started) / 1000, 1e-9), input: batch.input,
           });
-          if (position.step % dashboard.every === 0 || position.step === 1) {
-            if (reducer) reducer.enabled = false;  // the diagnostics' own backward stays on this rank
-            try {
-              sendDiagnostics(dashboard, model, batch.input, position.step);
-            } finally {
-              if (reducer) reducer.enabled = true;
-            }
-          }
         }
         if (onBatchEnd) await onBatchEnd({ epoch: position.epoch, batch: position.batch - 1, step: position.step, loss: value });
         if (position.step % checkpointEvery === 0) await save();
@@ -226,7 +211,7 @@ export async function fit(model: Module, data: FitData, options: FitOptions = {}
       const info: EpochInfo = { epoch: position.epoch, loss: history.loss[history.loss.length - 1], history };
       if (validation) info.valLoss = history.valLoss[history.valLoss.length - 1];
       if (valAccuracy !== null) info.valAccuracy = valAccuracy;
-      dashboard?.send('epoch', { epoch: position.epoch, step: position.step, loss: info.loss, valLoss: info.valLoss ?? null });
+      for (const o of observers) o.afterEpoch?.({ epoch: position.epoch, step: position.step, loss: info.loss, valLoss: info.valLoss ?? null });
       if (onEpochEnd) await onEpochEnd(info);
       // the next run starts the following epoch
       await save({ ...position, epoch: position.epoch + 1, batch: 0, order: null });
@@ -239,30 +224,27 @@ export async function fit(model: Module, data: FitData, options: FitOptions = {}
   } finally {
     model.train(wasTraining);
     if (ownReducer) reducer!.dispose();
-    if (dashboard) {
-      dashboard.send('done', { steps: history.steps, stopReason: history.stopReason });
-      await dashboard.close();
-    }
+    for (const o of observers) await o.close?.({ steps: history.steps, stopReason: history.stopReason });
   }
 }
 
 /**
- * The dashboard's gradient flow and gate statistics on the current batch (recurrent models on
- * the CPU), in evaluation mode so that no dropout mask draws from fit's generator; a failure
- * here never stops training.
+ * The data-parallel side of a run: the module a DistributedDataParallel wraps, the world, and
+ * the gradient reducer (fit's own when it made one, which it disposes at the end). Parameters
+ * start as rank 0's.
  */
-function sendDiagnostics(dashboard: Dashboard, model: Module, input: Tensor, step: number): void {
-  const rnn = model instanceof SequenceModel ? model.rnn : model instanceof LSTM || model instanceof GRU || model instanceof RNN ? model : null;
-  if (!rnn || rnn.device !== 'cpu') return;
-  const wasTraining = model.training;
-  model.eval();
-  try {
-    const x = model instanceof SequenceModel && model.embedding ? noGrad(() => model.embedding!.forward(input)) : input;
-    dashboard.send('flow', { step, ...gradientFlow(rnn, x) });
-    dashboard.send('gates', { step, ...gateStatistics(rnn, x) });
-  } catch (error) {
-    dashboard.send('diagnostics-error', { step, message: (error as Error).message });
-  } finally {
-    model.train(wasTraining);
+function distributedRun(model: Module, options: { bucketCapMB?: number } | null, params: Tensor[]):
+  { model: Module; world: DistributedWorld | null; reducer: GradReducer | null; ownReducer: boolean } {
+  let reducer: GradReducer | null = null;
+  let world: DistributedWorld | null = null;
+  if (model instanceof DistributedDataParallel) {
+    reducer = model.reducer;
+    model = model.module;
+    world = initDistributed();
   }
+  if (!options) return { model, world, reducer, ownReducer: false };
+  world = initDistributed();
+  if (reducer) return { model, world, reducer, ownReducer: false };
+  broadcastParameters(model, 0);
+  return { model, world, reducer: new GradReducer(params, options), ownReducer: true };
 }
