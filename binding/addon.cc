@@ -25,6 +25,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("memoryStats", Napi::Function::New<MemoryStats>(env, "memoryStats"));
   exports.Set("emptyCache", Napi::Function::New<EmptyCache>(env, "emptyCache"));
   exports.Set("backends", Napi::Function::New<Backends>(env, "backends"));
+  exports.Set("nativeCodes", Napi::Function::New<NativeCodes>(env, "nativeCodes"));
   exports.Set("copyBetween", Napi::Function::New<CopyBetween>(env, "copyBetween"));
   exports.Set("stridedCopy", Napi::Function::New<StridedCopy>(env, "stridedCopy"));
   exports.Set("unary", Napi::Function::New<Unary>(env, "unary"));

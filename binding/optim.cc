@@ -55,8 +55,8 @@ std::vector<double> numbers_arg(const Napi::Value& value, const char* name, size
 }  // namespace
 namespace {
 
-// lib/optim.ts's hyper() arrays (their order is in the table above OptimizerStep), in the field
-// order of cpp/optim.h's structs; the last entry of each is a flag.
+// The hyper arrays in cpp/optim.h's field order (k*HyperFields, which lib/core/native.ts's
+// optimizerStep() follows); the last entry of each is a flag.
 float hyper_at(const std::vector<double>& v, size_t k) { return static_cast<float>(v[k]); }
 
 SgdHyper sgd_hyper(const std::vector<double>& v) {
@@ -83,16 +83,16 @@ void update_each(Napi::Env env, const std::vector<float*>& grads, Update update)
 }  // namespace
 
 // optimizerStep(kind, hyper, steps, params, grads, state0, state1, state2)
-//   kind 0 SGD   hyper [lr, momentum, dampening, weightDecay, nesterov]    state0 momentum
-//   kind 1 Adam  hyper [lr, beta1, beta2, eps, weightDecay, decoupled]     state0 expAvg, state1 expAvgSq
-//   kind 2 RMSprop hyper [lr, alpha, eps, weightDecay, momentum, centered] state0 squareAvg, state1 gradAvg, state2 momentum
+//   kind and hyper's order: cpp/optim.h (OptimizerKind, k*HyperFields)
+//   SGD: state0 momentum; Adam: state0 expAvg, state1 expAvgSq; RMSprop: state0 squareAvg, state1 gradAvg, state2 momentum
 // steps[i]: parameter i's step count after this update. Null grads are skipped.
 Napi::Value OptimizerStep(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   begin_op();
   expect_args(info, 8, "optimizerStep");
-  const int kind = static_cast<int>(int_arg(info[0], "kind", 0, 2));
-  const std::vector<double> hyper = numbers_arg(info[1], "hyper", kind == 0 ? 5 : 6);
+  const int kind = static_cast<int>(int_arg(info[0], "kind", 0, static_cast<int>(OptimizerKind::kRmsprop)));
+  const size_t fields = kind == 0 ? field_count(kSgdHyperFields) : kind == 1 ? field_count(kAdamHyperFields) : field_count(kRmspropHyperFields);
+  const std::vector<double> hyper = numbers_arg(info[1], "hyper", fields);
   const std::vector<int64_t> sizes = lengths_of(info[3], "params");
   const size_t count = sizes.size();
   std::vector<double> steps_d = numbers_arg(info[2], "steps", count);

@@ -5,6 +5,9 @@
 #include <string>
 
 #include "../cpp/allocator.h"
+#include "../cpp/cells.h"
+#include "../cpp/ops.h"
+#include "../cpp/optim.h"
 #include "../cpp/gemm.h"
 #include "../cpp/thread_pool.h"
 #include "../cuda/device.h"
@@ -15,6 +18,41 @@
 #include "stream.h"
 
 namespace recurrent {
+
+namespace {
+
+template <size_t N>
+Napi::Object codes_of(Napi::Env env, const char* const (&names)[N]) {
+  Napi::Object codes = Napi::Object::New(env);
+  for (size_t i = 0; i < N; ++i) codes.Set(names[i], Napi::Number::New(env, static_cast<double>(i)));
+  return codes;
+}
+
+template <size_t N>
+Napi::Array names_of(Napi::Env env, const char* const (&names)[N]) {
+  Napi::Array list = Napi::Array::New(env, N);
+  for (size_t i = 0; i < N; ++i) list.Set(static_cast<uint32_t>(i), Napi::String::New(env, names[i]));
+  return list;
+}
+
+}  // namespace
+
+// nativeCodes() -> { unary, binary, cell, optimizer: { name: code }, hyper: { SGD: [field, ...], ... } }:
+// the codes and layouts the kernels read, for the check that lib/core/native.ts agrees
+Napi::Value NativeCodes(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("unary", codes_of(env, kUnaryOpNames));
+  out.Set("binary", codes_of(env, kBinaryOpNames));
+  out.Set("cell", codes_of(env, kCellNames));
+  out.Set("optimizer", codes_of(env, kOptimizerNames));
+  Napi::Object hyper = Napi::Object::New(env);
+  hyper.Set("SGD", names_of(env, kSgdHyperFields));
+  hyper.Set("Adam", names_of(env, kAdamHyperFields));
+  hyper.Set("RMSprop", names_of(env, kRmspropHyperFields));
+  out.Set("hyper", hyper);
+  return out;
+}
 
 // backends() -> { cpu: { isa, threads, bf16, bf16Reason?, matmul }, cuda: { compiled, deviceCount, devices?, reason? } }
 Napi::Value Backends(const Napi::CallbackInfo& info) {

@@ -14,5 +14,6 @@ Napi::Value SetTf32(const Napi::CallbackInfo& info);
 Napi::Value SetBf16Matmul(const Napi::CallbackInfo& info);
 Napi::Value MemoryStats(const Napi::CallbackInfo& info);
 Napi::Value EmptyCache(const Napi::CallbackInfo& info);
+Napi::Value NativeCodes(const Napi::CallbackInfo& info);
 
 }  // namespace recurrent

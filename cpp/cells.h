@@ -32,6 +32,8 @@
 namespace recurrent {
 
 enum class CellKind : int { kRnnTanh = 0, kRnnRelu = 1, kLstm = 2, kGru = 3 };
+// indexed by code (reported by the binding's nativeCodes, checked against lib/core/native.ts)
+inline constexpr const char* kCellNames[] = {"rnn_tanh", "rnn_relu", "lstm", "gru"};
 
 // Number of gates G: weight_ih is (G*H, I), weight_hh is (G*H, H).
 RECURRENT_HD int gate_count(CellKind cell) {

@@ -19,6 +19,12 @@ void strided_copy_cpu(float* dst, const int64_t* dst_strides, const float* src,
 
 enum class UnaryOp : int { kTanh = 0, kSigmoid = 1, kRelu = 2, kExp = 3, kLog = 4, kNeg = 5, kAbs = 6, kSqrt = 7 };
 enum class BinaryOp : int { kAdd = 0, kSub = 1, kMul = 2, kDiv = 3 };
+// The codes' names, indexed by code: the binding reports them (nativeCodes) so that a test can
+// check lib/core/native.ts's tables against these.
+inline constexpr const char* kUnaryOpNames[] = {"tanh", "sigmoid", "relu", "exp", "log", "neg", "abs", "sqrt"};
+inline constexpr const char* kBinaryOpNames[] = {"add", "sub", "mul", "div"};
+static_assert(sizeof(kUnaryOpNames) / sizeof(*kUnaryOpNames) == static_cast<int>(UnaryOp::kSqrt) + 1);
+static_assert(sizeof(kBinaryOpNames) / sizeof(*kBinaryOpNames) == static_cast<int>(BinaryOp::kDiv) + 1);
 
 void unary_forward_cpu(UnaryOp op, float* out, const float* in, int64_t n);
 // grad_in = grad_out * d op(in)/d in, using whichever of in/out is cheaper.

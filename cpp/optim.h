@@ -7,6 +7,17 @@
 
 namespace recurrent {
 
+// The optimizers the binding's optimizerStep runs, and the order of each one's hyperparameters
+// in the array it is given (the structs' field order: they are filled by aggregate
+// initialisation). lib/core/native.ts has the same tables; test/10 checks they agree.
+enum class OptimizerKind : int { kSgd = 0, kAdam = 1, kRmsprop = 2 };
+inline constexpr const char* kOptimizerNames[] = {"SGD", "Adam", "RMSprop"};
+inline constexpr const char* kSgdHyperFields[] = {"lr", "momentum", "dampening", "weightDecay", "nesterov"};
+inline constexpr const char* kAdamHyperFields[] = {"lr", "beta1", "beta2", "eps", "weightDecay", "decoupled"};
+inline constexpr const char* kRmspropHyperFields[] = {"lr", "alpha", "eps", "weightDecay", "momentum", "centered"};
+template <typename T, size_t N>
+constexpr size_t field_count(T (&)[N]) { return N; }
+
 struct SgdHyper {
   float lr, momentum, dampening, weight_decay;
   bool nesterov;

@@ -4,7 +4,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { backends } from '../lib/index';
-import { native } from '../lib/core/native';
+import { BinaryOp, CellKind, OPTIMIZERS, UnaryOp, native } from '../lib/core/native';
 
 describe('native addon', () => {
   it('loads through lib/core/native.ts and exposes the kernels', () => {
@@ -134,5 +134,17 @@ describe('the floors of lib/ (scripts/check-layers.js)', () => {
     } finally {
       fs.rmSync(copy, { recursive: true, force: true });
     }
+  });
+});
+
+describe('the codes and layouts shared with the kernels', () => {
+  it('lib/core/native.ts names every op, cell and optimizer code, and each hyperparameter order, as the addon does', () => {
+    const reported = native.nativeCodes();
+    const lower = (e: Record<string, string | number>) => Object.fromEntries(Object.entries(e).filter(([, v]) => typeof v === 'number').map(([k, v]) => [k.toLowerCase(), v]));
+    expect(lower(UnaryOp as never)).to.deep.equal(reported.unary);
+    expect(lower(BinaryOp as never)).to.deep.equal(reported.binary);
+    expect(Object.fromEntries(Object.entries(lower(CellKind as never)).map(([k, v]) => [k.replace(/^rnn(tanh|relu)$/, 'rnn_$1'), v]))).to.deep.equal(reported.cell);
+    expect(Object.fromEntries(Object.entries(OPTIMIZERS).map(([name, o]) => [name, o.code]))).to.deep.equal(reported.optimizer);
+    expect(Object.fromEntries(Object.entries(OPTIMIZERS).map(([name, o]) => [name, [...o.hyper]]))).to.deep.equal(reported.hyper);
   });
 });

@@ -21,9 +21,9 @@ import { gateStatistics, gradientFlow } from '../diagnostics/diagnostics';
 import { noGrad } from '../core/autograd';
 import { exportOnnx } from '../io/onnx/export';
 import { SequenceModel } from '../nn/sequence-model';
-import { GRU, LSTM, RNN } from '../nn/recurrent';
+import { LSTM, Recurrent, isRecurrent } from '../nn/recurrent';
 import { Tensor } from '../core/tensor';
-import { loadCheckpoint, loadModel, parseJson } from '../io/serialize';
+import { MODEL_KEY, loadCheckpoint, loadModel, parseJson } from '../io/serialize';
 import { CharLanguageModel, CharTokenizer, tokenizerFromJSON } from './text';
 import { native } from '../core/native';
 
@@ -282,7 +282,7 @@ async function sample(model: string, flags: { prime: string; length: number; tem
 async function info(model: string): Promise<void> {
   readableFile(model, 'model');
   const { model: m, metadata } = await loadModel(model);
-  const spec = parseJson(metadata['recurrent.model'], 'recurrent.model', model) as { class: string; config: Record<string, unknown> };
+  const spec = parseJson(metadata[MODEL_KEY], MODEL_KEY, model) as { class: string; config: Record<string, unknown> };
   console.log(`file:        ${model} (${fs.statSync(model).size.toLocaleString('en-US')} bytes)`);
   console.log(`model:       ${spec.class}`);
   for (const [key, value] of Object.entries(spec.config as Record<string, unknown>)) console.log(`  ${key.padEnd(12)} ${value}`);
@@ -313,7 +313,7 @@ async function exportModel(model: string, flags: { onnx: string; stateInputs?: b
 async function diagnose(model: string, flags: { text?: string; out: string; steps: number; batch: number }): Promise<void> {
   readableFile(model, 'model');
   const { model: m } = await loadModel(model);
-  let rnn: RNN | LSTM | GRU;
+  let rnn: Recurrent;
   let input: Tensor;
   if (m instanceof SequenceModel && m.embedding) {
     if (!flags.text) throw new Error('--text <file> is needed: the model reads characters');
@@ -331,7 +331,7 @@ async function diagnose(model: string, flags: { text?: string; out: string; step
     rnn = lm.model.rnn;
   } else {
     const recurrent = m instanceof SequenceModel ? m.rnn : m;
-    if (!(recurrent instanceof RNN || recurrent instanceof LSTM || recurrent instanceof GRU)) throw new Error(`${model} holds a ${m.constructor.name}; diagnose reads RNN, LSTM, GRU or SequenceModel files`);
+    if (!isRecurrent(recurrent)) throw new Error(`${model} holds a ${m.constructor.name}; diagnose reads RNN, LSTM, GRU or SequenceModel files`);
     rnn = recurrent;
     input = Tensor.randn(rnn.batchFirst ? [flags.batch, flags.steps, rnn.inputSize] : [flags.steps, flags.batch, rnn.inputSize]);
     console.log('(no token input: the probe batch is standard normal noise)');

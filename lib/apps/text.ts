@@ -15,7 +15,7 @@ import { fit, FitOptions, History, Progress, EpochInfo } from '../train/fit';
 import { Adam } from '../optim/optimizers';
 import { random, manualSeed } from '../core/random';
 import { importOnnxFile } from '../io/onnx/import';
-import { loadModel, parseJson, save } from '../io/serialize';
+import { CHECKPOINT_KEY, loadModel, parseJson, save } from '../io/serialize';
 import { SequenceModel, CellType, RecurrentState } from '../nn/sequence-model';
 import { Tensor } from '../core/tensor';
 
@@ -331,7 +331,7 @@ export class CharLanguageModel {
   }
 
   private static fromParts({ model, metadata }: { model: unknown; metadata: Record<string, string> }, path: string): CharLanguageModel {
-    if (model instanceof SequenceModel && !metadata['recurrent.tokenizer'] && metadata['recurrent.checkpoint']) {
+    if (model instanceof SequenceModel && !metadata['recurrent.tokenizer'] && metadata[CHECKPOINT_KEY]) {
       throw rangeError(`${path} is a training checkpoint without the vocabulary (written by an older version, or by fit() for another model): use the model file saved at the end of training`, 'ERR_INVALID_ARG_VALUE');
     }
     if (!(model instanceof SequenceModel) || !metadata['recurrent.tokenizer']) {

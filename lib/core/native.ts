@@ -38,6 +38,7 @@ export interface NativeAddon {
   setBf16Matmul(enabled: boolean): boolean;
   memoryStats(): { allocatedBytes: number; cachedBytes: number; cuda?: { allocatedBytes: number; cachedBytes: number } };
   emptyCache(): number;
+  nativeCodes(): { unary: Record<string, number>; binary: Record<string, number>; cell: Record<string, number>; optimizer: Record<string, number>; hyper: Record<string, string[]> };
   backends(): { cpu: { isa: string; threads: number; bf16: boolean; bf16Reason?: string; matmul: 'fp32' | 'bf16' }; cuda: CudaStatus };
   stridedCopy(dst: S, dstOffset: number, dstStrides: number[], src: S, srcOffset: number, srcStrides: number[], shape: number[], accumulate: boolean): void;
   unary(op: number, out: S, input: S, count: number): void;
@@ -170,4 +171,69 @@ export function gemm({ a, b, c, m, n, k, transA = false, transB = false, alpha =
   const strided = batch > 1;
   native.gemm(transA, transB, m, n, k, alpha, a, 0, lda, b, 0, ldb, beta, c, 0, ldc, batch,
     strided ? m * k : 0, strided ? k * n : 0, strided ? m * n : 0);
+}
+
+// ---------------------------------------------------------------------------
+// The codes and layouts the kernels read, each defined once on this side: cpp/ops.h (UnaryOp,
+// BinaryOp), cpp/cells.h (CellKind), cpp/optim.h (OptimizerKind, k*HyperFields). The addon
+// reports its own (nativeCodes()); test/10 checks that the two agree.
+
+export enum UnaryOp { Tanh = 0, Sigmoid = 1, Relu = 2, Exp = 3, Log = 4, Neg = 5, Abs = 6, Sqrt = 7 }
+export enum BinaryOp { Add = 0, Sub = 1, Mul = 2, Div = 3 }
+export enum CellKind { RnnTanh = 0, RnnRelu = 1, Lstm = 2, Gru = 3 }
+
+/** Each optimizer's code and the order of its hyperparameters in optimizerStep's array. */
+export const OPTIMIZERS = {
+  SGD: { code: 0, hyper: ['lr', 'momentum', 'dampening', 'weightDecay', 'nesterov'] },
+  Adam: { code: 1, hyper: ['lr', 'beta1', 'beta2', 'eps', 'weightDecay', 'decoupled'] },
+  RMSprop: { code: 2, hyper: ['lr', 'alpha', 'eps', 'weightDecay', 'momentum', 'centered'] },
+} as const;
+export type NativeOptimizer = keyof typeof OPTIMIZERS;
+/** The hyperparameters of `N`, by name (flags as booleans). */
+export type NativeHyper<N extends NativeOptimizer> = Record<(typeof OPTIMIZERS)[N]['hyper'][number], number | boolean>;
+
+/** An optimizer and its hyperparameters, by name. */
+export type OptimizerUpdate = { [N in NativeOptimizer]: { optimizer: N; hyper: NativeHyper<N> } }[NativeOptimizer];
+
+/**
+ * One fused update of every parameter with a gradient (cpp/optim.h): `steps[i]` is parameter
+ * i's step count after it; `state` the optimizer's buffers (up to three, null where unused).
+ */
+export function optimizerStep(call: OptimizerUpdate & { steps: number[]; params: S[]; grads: MaybeS[]; state: MaybeS[][] }): void {
+  const { code, hyper: fields } = OPTIMIZERS[call.optimizer];
+  const hyper = (fields as readonly string[]).map((f) => Number((call.hyper as Record<string, number | boolean>)[f]));
+  native.optimizerStep(code, hyper, call.steps, call.params, call.grads, call.state[0], call.state[1], call.state[2]);
+}
+
+/** What every layer call names: the cell, the sizes, the input and the weights. */
+interface LayerCall {
+  cell: CellKind;
+  timeSteps: number;
+  batch: number;
+  inputSize: number;
+  hiddenSize: number;
+  directions: number;
+  /** [T, B, I], time-major */
+  x: S;
+  /** valid steps per row (null: all T) */
+  lengths: Int32Array | null;
+  /** per direction: weight_ih, weight_hh, bias_ih, bias_hh (null biases: none) */
+  weights: MaybeS[];
+  /** first element of this layer's rows in the [L*D, B, H] state tensors (and their gradients) */
+  stateOffset?: number;
+}
+
+/** A layer's forward over the whole sequence: y [T, B, D*H], the final states, and the reserve backward reads. */
+export function layerForward(call: LayerCall & { y: S; hN: S; cN: MaybeS; reserve: MaybeS; h0: MaybeS; c0: MaybeS }): void {
+  native.layerForward(call.cell, call.timeSteps, call.batch, call.inputSize, call.hiddenSize, call.directions,
+    call.y, call.hN, call.cN, call.reserve, call.x, call.lengths, call.h0, call.c0, call.weights, call.stateOffset ?? 0);
+}
+
+/** A layer's backward from its reserve: dx, the initial states' and the weights' gradients (and dL/dh_t per step). */
+export function layerBackward(call: LayerCall & {
+  dx: S; dh0: MaybeS; dc0: MaybeS; grads: MaybeS[]; dy: MaybeS; dhN: MaybeS; dcN: MaybeS; reserve: S; dhSteps?: MaybeS;
+}): void {
+  native.layerBackward(call.cell, call.timeSteps, call.batch, call.inputSize, call.hiddenSize, call.directions,
+    call.dx, call.dh0, call.dc0, call.grads, call.dy, call.dhN, call.dcN, call.reserve, call.x, call.lengths, call.weights,
+    call.dhSteps ?? null, call.stateOffset ?? 0);
 }

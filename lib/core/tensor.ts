@@ -20,7 +20,7 @@ import {
 } from './errors';
 import { Device, checkDevice, expectSameDevice } from './device';
 import { allocate, keep, transferKept } from './memory';
-import { gemm, native, NativeStorage } from './native';
+import { BinaryOp as Binary, UnaryOp as Unary, gemm, native, NativeStorage } from './native';
 import { nextSeed } from './random';
 import { NestedArray, broadcastShapes, broadcastStrides, checkShape, contiguousStrides, flatten, inferShape, normalizeDim, numel } from './shape';
 
@@ -33,24 +33,6 @@ export interface TensorOptions {
 
 export type { Device };
 export type TensorData = Float32Array | Float64Array | Int32Array | readonly number[] | NestedArray;
-
-enum Unary {
-  Tanh = 0,
-  Sigmoid = 1,
-  Relu = 2,
-  Exp = 3,
-  Log = 4,
-  Neg = 5,
-  Abs = 6,
-  Sqrt = 7,
-}
-
-enum Binary {
-  Add = 0,
-  Sub = 1,
-  Mul = 2,
-  Div = 3,
-}
 
 function tensorOptions(options: unknown): { requiresGrad: boolean; device: Device } {
   const opts = expectOptions(options, 'options');

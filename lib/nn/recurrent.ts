@@ -7,7 +7,7 @@
  */
 import { isGradEnabled, noGrad } from '../core/autograd';
 import { describe, expectBoolean, expectInteger, expectNumber, expectOptions, expectKnownKeys, formatShape, rangeError, typeError } from '../core/errors';
-import { native, NativeStorage } from '../core/native';
+import { CellKind, layerBackward, layerForward, native, NativeStorage } from '../core/native';
 import { nextSeed } from '../core/random';
 import { expectSameDevice } from '../core/device';
 import { allocate } from '../core/memory';
@@ -15,15 +15,8 @@ import { Tensor, emptyOn, expectTensor, record } from '../core/tensor';
 import { uniform_ } from './init';
 import { Module } from './module';
 
-/** Cell codes shared with the native side (cpp/cells.h CellKind). */
-const enum Cell {
-  RnnTanh = 0,
-  RnnRelu = 1,
-  Lstm = 2,
-  Gru = 3,
-}
 
-const GATES: Record<Cell, number> = { [Cell.RnnTanh]: 1, [Cell.RnnRelu]: 1, [Cell.Lstm]: 4, [Cell.Gru]: 3 };
+const GATES: Record<CellKind, number> = { [CellKind.RnnTanh]: 1, [CellKind.RnnRelu]: 1, [CellKind.Lstm]: 4, [CellKind.Gru]: 3 };
 
 // ---------------------------------------------------------------------------
 // The facts of a recurrent layer that the rest of the library asks here: which modules are
@@ -107,7 +100,7 @@ abstract class RecurrentBase extends Module {
   readonly batchFirst: boolean;
   readonly dropout: number;
   readonly bidirectional: boolean;
-  protected readonly cell: Cell;
+  protected readonly cell: CellKind;
   protected readonly className: string;
   /**
    * The parameters per layer, both directions side by side, as the native stack takes them
@@ -116,7 +109,7 @@ abstract class RecurrentBase extends Module {
    */
   private readonly flatWeights: (Tensor | null)[][] = [];
 
-  constructor(className: string, cell: Cell, options: Record<string, unknown>) {
+  constructor(className: string, cell: CellKind, options: Record<string, unknown>) {
     super();
     this.className = className;
     this.cell = cell;
@@ -151,7 +144,7 @@ abstract class RecurrentBase extends Module {
 
   /** The kind of layer: 'RNN', 'LSTM' or 'GRU'. */
   get kind(): 'RNN' | 'LSTM' | 'GRU' {
-    return this.cell === Cell.Lstm ? 'LSTM' : this.cell === Cell.Gru ? 'GRU' : 'RNN';
+    return this.cell === CellKind.Lstm ? 'LSTM' : this.cell === CellKind.Gru ? 'GRU' : 'RNN';
   }
 
   /** Gates per hidden unit (LSTM 4, GRU 3, RNN 1). */
@@ -182,7 +175,7 @@ abstract class RecurrentBase extends Module {
     const x0 = expectTensor(input, 'input');
     const opts = expectOptions(options, 'options');
     expectKnownKeys(opts, ['h0', 'c0', 'lengths'], 'options');
-    const isLstm = this.cell === Cell.Lstm;
+    const isLstm = this.cell === CellKind.Lstm;
     const D = this.directions;
     const H = this.hiddenSize;
     const stateRows = this.numLayers * D;
@@ -272,7 +265,7 @@ export function probeLayers<R>(into: LayerProbe[], fn: () => R): R {
 // Floats of a layer's reserve, asked of the addon once per shape.
 const reserveSizes = new Map<string, number>();
 
-function reserveSize(cell: Cell, T: number, B: number, I: number, H: number, D: number): number {
+function reserveSize(cell: CellKind, T: number, B: number, I: number, H: number, D: number): number {
   const key = `${cell},${T},${B},${I},${H},${D}`;
   let size = reserveSizes.get(key);
   if (size === undefined) {
@@ -291,7 +284,7 @@ function reserveSize(cell: Cell, T: number, B: number, I: number, H: number, D: 
  * rows of the [L*D, B, H] state tensors and their gradients in place (an offset, no slices).
  */
 function recurrentStack(
-  cell: Cell,
+  cell: CellKind,
   x: Tensor,
   h0: Tensor | null,
   c0: Tensor | null,
@@ -303,7 +296,7 @@ function recurrentStack(
 ): { y: Tensor; h: Tensor; c: Tensor | null } {
   const [T, B] = x.shape;
   const L = weights.length;
-  const isLstm = cell === Cell.Lstm;
+  const isLstm = cell === CellKind.Lstm;
   const flatWeights = weights.flat();
   // every output, the reserves and every gradient below are written entirely by the kernels
   const device = expectSameDevice(`${['RNN', 'RNN', 'LSTM', 'GRU'][cell]}`, [
@@ -327,8 +320,10 @@ function recurrentStack(
     const I = input.shape[2];
     y = emptyOn([T, B, D * H], device);
     const reserve = needsGrad ? allocate(reserveSize(cell, T, B, I, H, D), true, device) : null;
-    native.layerForward(cell, T, B, I, H, D, y.storage, h.storage, c ? c.storage : null, reserve, input.storage, lengths,
-      h0 ? h0.storage : null, c0 ? c0.storage : null, storages[layer], layer * stateRows);
+    layerForward({
+      cell, timeSteps: T, batch: B, inputSize: I, hiddenSize: H, directions: D, x: input.storage, lengths, weights: storages[layer],
+      stateOffset: layer * stateRows, y: y.storage, hN: h.storage, cN: c ? c.storage : null, reserve, h0: h0 ? h0.storage : null, c0: c0 ? c0.storage : null,
+    });
     const probe: LayerProbe | null = probes
       ? { cell, dims: { T, B, H, D }, lengths, reserve: reserve ? new Tensor(reserve, [reserve.length], false, device) : null, dhSteps: null }
       : null;
@@ -370,10 +365,12 @@ function recurrentStack(
       const probe = layerProbes[layer];
       if (probe) probe.dhSteps = emptyOn([D, T, B, H], device);
       const dx = emptyOn(layerInput.shape, device);
-      native.layerBackward(cell, T, B, I, H, D, dx.storage, dh0 ? dh0.storage : null, dc0 ? dc0.storage : null,
-        grads[layer].map((g) => (g ? g.storage : null)), dy ? dy.storage : null, dh ? dh.storage : null,
-        dc ? dc.storage : null, reserves[layer], layerInput.storage, lengths, storages[layer],
-        probe?.dhSteps?.storage ?? null, layer * stateRows);
+      layerBackward({
+        cell, timeSteps: T, batch: B, inputSize: I, hiddenSize: H, directions: D, x: layerInput.storage, lengths, weights: storages[layer],
+        stateOffset: layer * stateRows, dx: dx.storage, dh0: dh0 ? dh0.storage : null, dc0: dc0 ? dc0.storage : null,
+        grads: grads[layer].map((g) => (g ? g.storage : null)), dy: dy ? dy.storage : null, dhN: dh ? dh.storage : null,
+        dcN: dc ? dc.storage : null, reserve: reserves[layer], dhSteps: probe?.dhSteps?.storage ?? null,
+      });
       const mask = layer > 0 ? masks[layer - 1] : null;
       dy = mask ? dx.mul(mask) : dx;
     }
@@ -405,7 +402,7 @@ export class RNN extends RecurrentBase {
     if (nonlinearity !== 'tanh' && nonlinearity !== 'relu') {
       throw rangeError(`Expected options.nonlinearity to be 'tanh' or 'relu' but received ${describe(nonlinearity)}`);
     }
-    super('RNN', nonlinearity === 'relu' ? Cell.RnnRelu : Cell.RnnTanh, opts);
+    super('RNN', nonlinearity === 'relu' ? CellKind.RnnRelu : CellKind.RnnTanh, opts);
     this.nonlinearity = nonlinearity;
   }
 
@@ -440,7 +437,7 @@ export class LSTM extends RecurrentBase {
   constructor(options: RecurrentOptions) {
     const opts = expectOptions(options, 'options');
     expectKnownKeys(opts, OPTION_KEYS, 'options');
-    super('LSTM', Cell.Lstm, opts);
+    super('LSTM', CellKind.Lstm, opts);
   }
 
   forward(input: Tensor, options?: ForwardOptions): LSTMOutput {
@@ -461,7 +458,7 @@ export class GRU extends RecurrentBase {
   constructor(options: RecurrentOptions) {
     const opts = expectOptions(options, 'options');
     expectKnownKeys(opts, OPTION_KEYS, 'options');
-    super('GRU', Cell.Gru, opts);
+    super('GRU', CellKind.Gru, opts);
   }
 
   forward(input: Tensor, options?: ForwardOptions): RecurrentOutput {

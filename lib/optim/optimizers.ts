@@ -3,7 +3,7 @@
  * parameters, gradient clipping, and learning-rate schedules.
  */
 import { describe, expectBoolean, expectNumber, expectOptions, expectKnownKeys, formatShape, rangeError, typeError } from '../core/errors';
-import { native, NativeStorage } from '../core/native';
+import { native, NativeStorage, OptimizerUpdate, optimizerStep } from '../core/native';
 import { runAsync } from '../core/stream';
 import { expectSameDevice } from '../core/device';
 import { keep } from '../core/memory';
@@ -54,7 +54,6 @@ export abstract class Optimizer {
   protected readonly steps: number[];
   /** up to three state tensors per parameter, created on its first update */
   protected readonly buffers: (Tensor | null)[][];
-  protected abstract readonly kind: number;
   protected abstract readonly bufferNames: readonly string[];
 
   protected constructor(params: unknown, lr: number, name: string) {
@@ -64,8 +63,8 @@ export abstract class Optimizer {
     this.buffers = [0, 1, 2].map(() => this.params.map(() => null));
   }
 
-  /** Hyperparameters in native order. */
-  protected abstract hyper(): number[];
+  /** The native update and its hyperparameters, by name (lib/core/native.ts orders them). */
+  protected abstract update(): OptimizerUpdate;
   /** Which of the three state slots this configuration uses. */
   protected abstract usedBuffers(): boolean[];
   /** Hyperparameters by name (for stateDict). */
@@ -96,7 +95,7 @@ export abstract class Optimizer {
       });
     });
     const state = (k: number) => this.buffers[k].map((b) => (b ? b.storage : null));
-    native.optimizerStep(this.kind, this.hyper(), this.steps.map((s) => Math.max(s, 1)), this.params.map((p) => p.storage), grads, state(0), state(1), state(2));
+    optimizerStep({ ...this.update(), steps: this.steps.map((s) => Math.max(s, 1)), params: this.params.map((p) => p.storage), grads, state: [state(0), state(1), state(2)] });
   }
 
   /** step() with the update computed off the main thread. */
@@ -164,7 +163,6 @@ export class SGD extends Optimizer {
   dampening: number;
   weightDecay: number;
   nesterov: boolean;
-  protected readonly kind = 0;
   protected readonly bufferNames = ['momentum_buffer'] as const;
 
   constructor(params: Tensor[], options: SGDOptions = {}) {
@@ -180,8 +178,8 @@ export class SGD extends Optimizer {
     }
   }
 
-  protected hyper(): number[] {
-    return [this.lr, this.momentum, this.dampening, this.weightDecay, this.nesterov ? 1 : 0];
+  protected update(): OptimizerUpdate {
+    return { optimizer: 'SGD', hyper: { lr: this.lr, momentum: this.momentum, dampening: this.dampening, weightDecay: this.weightDecay, nesterov: this.nesterov } };
   }
 
   protected usedBuffers(): boolean[] {
@@ -213,7 +211,6 @@ export class Adam extends Optimizer {
   betas: [number, number];
   eps: number;
   weightDecay: number;
-  protected readonly kind = 1;
   protected readonly bufferNames = ['exp_avg', 'exp_avg_sq'] as const;
   protected readonly decoupled: boolean = false;
 
@@ -228,8 +225,8 @@ export class Adam extends Optimizer {
     this.weightDecay = positive(opts.weightDecay ?? defaults.weightDecay, 'options.weightDecay');
   }
 
-  protected hyper(): number[] {
-    return [this.lr, this.betas[0], this.betas[1], this.eps, this.weightDecay, this.decoupled ? 1 : 0];
+  protected update(): OptimizerUpdate {
+    return { optimizer: 'Adam', hyper: { lr: this.lr, beta1: this.betas[0], beta2: this.betas[1], eps: this.eps, weightDecay: this.weightDecay, decoupled: this.decoupled } };
   }
 
   protected usedBuffers(): boolean[] {
@@ -273,7 +270,6 @@ export class RMSprop extends Optimizer {
   weightDecay: number;
   momentum: number;
   centered: boolean;
-  protected readonly kind = 2;
   protected readonly bufferNames = ['square_avg', 'grad_avg', 'momentum_buffer'] as const;
 
   constructor(params: Tensor[], options: RMSpropOptions = {}) {
@@ -287,8 +283,8 @@ export class RMSprop extends Optimizer {
     this.centered = expectBoolean(opts.centered ?? false, 'options.centered');
   }
 
-  protected hyper(): number[] {
-    return [this.lr, this.alpha, this.eps, this.weightDecay, this.momentum, this.centered ? 1 : 0];
+  protected update(): OptimizerUpdate {
+    return { optimizer: 'RMSprop', hyper: { lr: this.lr, alpha: this.alpha, eps: this.eps, weightDecay: this.weightDecay, momentum: this.momentum, centered: this.centered } };
   }
 
   protected usedBuffers(): boolean[] {

@@ -10,7 +10,7 @@ import type { FitOptions } from './options';
 import { crossEntropyLoss, huberLoss, mseLoss } from '../nn/losses';
 import { scope } from '../core/memory';
 import { Module } from '../nn/module';
-import { GRU, LSTM, RNN } from '../nn/recurrent';
+import { LSTM, isRecurrent } from '../nn/recurrent';
 import { SequenceModel } from '../nn/sequence-model';
 import { runAsync } from '../core/stream';
 import { Tensor } from '../core/tensor';
@@ -28,10 +28,10 @@ export function callModel(model: Module, batchInput: Tensor, state: State | null
   const onDevice = tokens ? batchInput : batchInput.to(model.device);
   // batches are time-major; a batch-first model gets [B, T, ...] and its per-step output is
   // turned back to [T, B, ...] for the loss
-  const batchFirst = model instanceof SequenceModel ? model.options.batchFirst : (model instanceof LSTM || model instanceof GRU || model instanceof RNN) && model.batchFirst;
+  const batchFirst = model instanceof SequenceModel ? model.options.batchFirst : isRecurrent(model) && model.batchFirst;
   const input = batchFirst ? onDevice.transpose(0, 1) : onDevice;
   const timeMajor = (output: Tensor) => (batchFirst && output.shape.length === 3 ? output.transpose(0, 1) : output);
-  if (model instanceof LSTM || model instanceof GRU || model instanceof RNN) {
+  if (isRecurrent(model)) {
     const r = model.forward(input, { h0: state?.h ?? null, ...(model instanceof LSTM && state?.c ? { c0: state.c } : {}), lengths });
     return { output: timeMajor(r.output), state: { h: r.h, ...('c' in r ? { c: (r as { c: Tensor }).c } : {}) } };
   }
