@@ -121,7 +121,7 @@ describe('native addon', () => {
 });
 
 describe('the floors of lib/ (scripts/check-layers.js)', () => {
-  it('pass as they are, and an import that reaches up a floor fails the check, named', () => {
+  it('pass as they are; an import that reaches up a floor, or a cycle at load time, fails the check, named', () => {
     const script = path.join(__dirname, '..', 'scripts', 'check-layers.js');
     expect(execFileSync(process.execPath, [script], { encoding: 'utf8' })).to.match(/none reaches up a floor/);
     const copy = fs.mkdtempSync(path.join(os.tmpdir(), 'recurrent-layers-'));
@@ -131,6 +131,11 @@ describe('the floors of lib/ (scripts/check-layers.js)', () => {
       const result = spawnSync(process.execPath, [script, copy], { encoding: 'utf8' });
       expect(result.status).to.equal(1);
       expect(result.stderr).to.match(/lib\/core\/shape\.ts:\d+ imports \.\.\/nn\/module: core\/ sits below nn\//);
+      // and two files that need each other at load time (a type-only import is no such need)
+      fs.writeFileSync(path.join(copy, 'core', 'shape.ts'), fs.readFileSync(path.join(__dirname, '..', 'lib', 'core', 'shape.ts'), 'utf8') + "\nimport { Tensor } from './tensor';\nexport const tensorClass = Tensor;\n");
+      const cyclic = spawnSync(process.execPath, [script, copy], { encoding: 'utf8' });
+      expect(cyclic.status).to.equal(1);
+      expect(cyclic.stderr).to.match(/an import cycle at load time: .*lib\/core\/shape\.ts/);
     } finally {
       fs.rmSync(copy, { recursive: true, force: true });
     }

@@ -3,11 +3,15 @@
  * requiring a gradient records a GradNode: its inputs and a function from the
  * gradients of its outputs to the gradients of its inputs. backward() walks the
  * recorded graph once in reverse topological order, summing gradients where a tensor
- * feeds several ops, and accumulates into the `.grad` of leaf tensors.
+ * feeds several ops, and accumulates into the `.grad` of leaf tensors (with their hooks).
+ * It knows Tensor only as a type: the public backward(), which checks its arguments, is
+ * tensor.ts's.
  */
-import { describe, formatShape, rangeError, typeError } from './errors';
-import { logAllocations } from './memory';
-import type { NativeStorage } from './native';
+import { expectSameDevice } from './device';
+import { describe, typeError } from './errors';
+import { keep, logAllocations } from './memory';
+import { BinaryOp, native, NativeStorage } from './native';
+import { contiguousStrides } from './shape';
 import type { Tensor } from './tensor';
 
 /** retainGraph: whether the graph will be used again (else saved buffers may be released). */
@@ -102,56 +106,14 @@ export interface BackwardOptions {
 }
 
 /**
- * Computes the gradients of `tensors` with respect to the graph leaves, like
- * torch.autograd.backward. `grads[i]` is the gradient of `tensors[i]` (same shape);
- * it may be omitted (or null) only for a one-element tensor, where it means 1.
+ * @internal The engine: runs backward from `roots` with the gradients `seeds` (checked by the
+ * public backward() in tensor.ts), without recording a graph of its own.
  */
-export function backward(
-  tensors: Tensor | Tensor[],
-  grads?: Tensor | (Tensor | null | undefined)[] | null,
-  options: BackwardOptions = {},
-): void {
-  const roots = Array.isArray(tensors) ? tensors : [tensors];
-  const rootGrads: (Tensor | null | undefined)[] = grads == null ? [] : Array.isArray(grads) ? grads : [grads];
-  if (roots.length === 0) throw rangeError('backward: tensors must not be empty');
-  if (rootGrads.length > roots.length) {
-    throw rangeError(`backward: received ${rootGrads.length} grads for ${roots.length} tensors`, 'ERR_SHAPE_MISMATCH');
-  }
-  const TensorClass = tensorClass();
-  const seeds: Tensor[] = roots.map((root, i) => {
-    if (!(root instanceof TensorClass)) {
-      throw typeError(`backward: expected tensors[${i}] to be a Tensor but received ${describe(root)}`);
-    }
-    if (!root.requiresGrad) {
-      throw typeError(`backward: tensors[${i}] does not require grad and has no grad function`, 'ERR_GRAPH');
-    }
-    const grad = rootGrads[i];
-    if (grad == null) {
-      if (root.size !== 1) {
-        throw typeError(
-          `backward: grads[${i}] can be omitted only for a one-element tensor, but tensors[${i}] has shape ` +
-            formatShape(root.shape),
-          'ERR_SHAPE_MISMATCH',
-        );
-      }
-      return TensorClass.ones(root.shape, { device: root.device });
-    }
-    if (!(grad instanceof TensorClass)) {
-      throw typeError(`backward: expected grads[${i}] to be a Tensor but received ${describe(grad)}`);
-    }
-    if (!sameShape(grad.shape, root.shape)) {
-      throw rangeError(
-        `backward: expected grads[${i}] of shape ${formatShape(root.shape)} but received ${formatShape(grad.shape)}`,
-        'ERR_SHAPE_MISMATCH',
-      );
-    }
-    return grad;
-  });
-  // Gradients are computed without recording a graph of their own.
-  noGrad(() => runBackward(roots, seeds, options.retainGraph ?? false));
+export function runBackward(roots: Tensor[], seeds: Tensor[], retainGraph: boolean): void {
+  noGrad(() => backwardPass(roots, seeds, retainGraph));
 }
 
-function runBackward(roots: Tensor[], seeds: Tensor[], retainGraph: boolean): void {
+function backwardPass(roots: Tensor[], seeds: Tensor[], retainGraph: boolean): void {
   // Count, for every reachable node, how many recorded edges consume its outputs.
   const dependencies = new Map<GradNode, number>();
   const stack: GradNode[] = [];
@@ -201,13 +163,13 @@ function runBackward(roots: Tensor[], seeds: Tensor[], retainGraph: boolean): vo
     if (leafEdges.size === 0) return;
     const left = leafEdges.get(tensor)! - 1;
     leafEdges.set(tensor, left);
-    if (left === 0) tensor.runPostAccumulateGradHooks();
+    if (left === 0) runPostAccumulateGradHooks(tensor);
   };
   const addGrad = (tensor: Tensor, grad: Tensor | null): void => {
     const fn = tensor.gradFn;
     if (!fn) {
       if (tensor.requiresGrad) {
-        if (grad) tensor.accumulateGrad(grad, owned(grad));
+        if (grad) accumulateGrad(tensor, grad, owned(grad));
         leafDone(tensor);
       }
       return;
@@ -253,9 +215,47 @@ function runBackward(roots: Tensor[], seeds: Tensor[], retainGraph: boolean): vo
 const backwardEndHooks = new Set<() => void>();
 let postAccumulateHooks = 0;
 
-/** @internal Tensor.registerPostAccumulateGradHook keeps this count (backward skips leaf counting at 0). */
-export function countPostAccumulateHooks(delta: number): void {
-  postAccumulateHooks += delta;
+// ---------------------------------------------------------------------------
+// Leaves: gradient accumulation and its hooks (PyTorch's AccumulateGrad)
+
+/**
+ * Adds `grad` into the leaf's .grad. `owned`: nothing else holds grad's memory, so a first
+ * gradient becomes .grad as it is; any other is copied. A .grad is the library's to keep.
+ */
+function accumulateGrad(leaf: Tensor, grad: Tensor, owned: boolean): void {
+  if (!leaf.grad) {
+    leaf.grad = keep(owned ? grad : grad.copyData());
+    return;
+  }
+  expectSameDevice('backward', [['the accumulated gradient', leaf.grad], ['a new gradient', grad]]);
+  const strides = contiguousStrides(leaf.shape);
+  native.binary(BinaryOp.Add, leaf.grad.storage, leaf.grad.storage, 0, strides, grad.storage, 0, strides, [...leaf.shape]);
+}
+
+const leafHooks = new WeakMap<Tensor, ((tensor: Tensor) => void)[]>();
+
+/**
+ * Runs `hook(leaf)` after backward() has accumulated the last gradient it computes for `leaf`
+ * (PyTorch's register_post_accumulate_grad_hook); Tensor#registerPostAccumulateGradHook calls it.
+ */
+export function registerPostAccumulateGradHook(leaf: Tensor, hook: (tensor: Tensor) => void): { remove(): void } {
+  const hooks = leafHooks.get(leaf) ?? [];
+  leafHooks.set(leaf, hooks);
+  hooks.push(hook);
+  postAccumulateHooks += 1;
+  return {
+    remove: () => {
+      const at = hooks.indexOf(hook);
+      if (at < 0) return;
+      hooks.splice(at, 1);
+      postAccumulateHooks -= 1;
+    },
+  };
+}
+
+function runPostAccumulateGradHooks(leaf: Tensor): void {
+  const hooks = leafHooks.get(leaf);
+  if (hooks) for (const hook of [...hooks]) hook(leaf);
 }
 
 /**
@@ -270,10 +270,4 @@ export function registerBackwardEndHook(hook: () => void): () => void {
 
 export function sameShape(a: readonly number[], b: readonly number[]): boolean {
   return a.length === b.length && a.every((size, i) => size === b[i]);
-}
-
-// tensor.ts imports this module; resolve the class lazily to keep the cycle harmless.
-function tensorClass(): typeof Tensor {
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  return (require('./tensor') as typeof import('./tensor')).Tensor;
 }

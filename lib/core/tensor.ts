@@ -6,7 +6,7 @@
  * with their source; every other op returns new memory.
  */
 import { inspect } from 'node:util';
-import { BackwardFn, GradNode, backward as runBackward, countPostAccumulateHooks, isGradEnabled, noGrad, sameShape } from './autograd';
+import { BackwardFn, BackwardOptions, GradNode, isGradEnabled, noGrad, registerPostAccumulateGradHook, runBackward, sameShape } from './autograd';
 import {
   describe,
   expectBoolean,
@@ -19,7 +19,7 @@ import {
   typeError,
 } from './errors';
 import { Device, checkDevice, expectSameDevice } from './device';
-import { allocate, keep, transferKept } from './memory';
+import { allocate, transferKept } from './memory';
 import { BinaryOp as Binary, UnaryOp as Unary, gemm, native, NativeStorage } from './native';
 import { nextSeed } from './random';
 import { NestedArray, broadcastShapes, broadcastStrides, checkShape, contiguousStrides, flatten, inferShape, normalizeDim, numel } from './shape';
@@ -65,7 +65,6 @@ export class Tensor {
   grad: Tensor | null = null;
 
   private readonly dims: readonly number[];
-  private postAccumulateHooks: ((tensor: Tensor) => void)[] | null = null;
 
   /** @internal use Tensor.from / zeros / ones. */
   constructor(storage: NativeStorage, shape: readonly number[], requiresGrad = false, device: Device = 'cpu') {
@@ -296,7 +295,7 @@ export class Tensor {
    * Backpropagates from this tensor. `grad` may be omitted for a one-element tensor.
    */
   backward(grad?: Tensor, options?: { retainGraph?: boolean }): void {
-    runBackward([this], grad === undefined ? null : [grad], options);
+    backward([this], grad === undefined ? null : [grad], options);
   }
 
   /** A tensor sharing this memory, cut from the graph. */
@@ -313,7 +312,6 @@ export class Tensor {
     return this;
   }
 
-  /** @internal adds `grad` into this.grad. */
   /**
    * Runs `hook(this)` after backward() has accumulated the last gradient it computes for this
    * leaf into `.grad` (PyTorch's register_post_accumulate_grad_hook). Data-parallel training
@@ -322,31 +320,7 @@ export class Tensor {
   registerPostAccumulateGradHook(hook: (tensor: Tensor) => void): { remove(): void } {
     if (typeof hook !== 'function') throw typeError(`Expected hook to be a function but received ${describe(hook)}`);
     if (this.gradFn) throw typeError('registerPostAccumulateGradHook: only leaf tensors accumulate gradients', 'ERR_GRAPH');
-    (this.postAccumulateHooks ??= []).push(hook);
-    countPostAccumulateHooks(1);
-    return {
-      remove: () => {
-        const at = this.postAccumulateHooks?.indexOf(hook) ?? -1;
-        if (at < 0) return;
-        this.postAccumulateHooks!.splice(at, 1);
-        countPostAccumulateHooks(-1);
-      },
-    };
-  }
-
-  /** @internal called by backward() once this leaf's gradient is complete */
-  runPostAccumulateGradHooks(): void {
-    if (this.postAccumulateHooks) for (const hook of [...this.postAccumulateHooks]) hook(this);
-  }
-
-  /** @internal backward() adds `grad` to .grad; `owned`: nothing else holds grad's memory, so a first gradient is kept as it is. */
-  accumulateGrad(grad: Tensor, owned = false): void {
-    if (!this.grad) {
-      this.grad = keep(owned ? grad : grad.copyData());
-    } else {
-      expectSameDevice('backward', [['the accumulated gradient', this.grad], ['a new gradient', grad]]);
-      native.binary(Binary.Add, this.grad.storage, this.grad.storage, 0, contiguousStrides(this.dims), grad.storage, 0, contiguousStrides(this.dims), [...this.dims]);
-    }
+    return registerPostAccumulateGradHook(this, hook);
   }
 
   // ---- shape ops ----------------------------------------------------------
@@ -679,6 +653,55 @@ export class Tensor {
 
 // ---------------------------------------------------------------------------
 // Op plumbing
+
+/**
+ * Computes the gradients of `tensors` with respect to the graph leaves, like
+ * torch.autograd.backward. `grads[i]` is the gradient of `tensors[i]` (same shape);
+ * it may be omitted (or null) only for a one-element tensor, where it means 1.
+ */
+export function backward(
+  tensors: Tensor | Tensor[],
+  grads?: Tensor | (Tensor | null | undefined)[] | null,
+  options: BackwardOptions = {},
+): void {
+  const roots = Array.isArray(tensors) ? tensors : [tensors];
+  const rootGrads: (Tensor | null | undefined)[] = grads == null ? [] : Array.isArray(grads) ? grads : [grads];
+  if (roots.length === 0) throw rangeError('backward: tensors must not be empty');
+  if (rootGrads.length > roots.length) {
+    throw rangeError(`backward: received ${rootGrads.length} grads for ${roots.length} tensors`, 'ERR_SHAPE_MISMATCH');
+  }
+    const seeds: Tensor[] = roots.map((root, i) => {
+    if (!(root instanceof Tensor)) {
+      throw typeError(`backward: expected tensors[${i}] to be a Tensor but received ${describe(root)}`);
+    }
+    if (!root.requiresGrad) {
+      throw typeError(`backward: tensors[${i}] does not require grad and has no grad function`, 'ERR_GRAPH');
+    }
+    const grad = rootGrads[i];
+    if (grad == null) {
+      if (root.size !== 1) {
+        throw typeError(
+          `backward: grads[${i}] can be omitted only for a one-element tensor, but tensors[${i}] has shape ` +
+            formatShape(root.shape),
+          'ERR_SHAPE_MISMATCH',
+        );
+      }
+      return Tensor.ones(root.shape, { device: root.device });
+    }
+    if (!(grad instanceof Tensor)) {
+      throw typeError(`backward: expected grads[${i}] to be a Tensor but received ${describe(grad)}`);
+    }
+    if (!sameShape(grad.shape, root.shape)) {
+      throw rangeError(
+        `backward: expected grads[${i}] of shape ${formatShape(root.shape)} but received ${formatShape(grad.shape)}`,
+        'ERR_SHAPE_MISMATCH',
+      );
+    }
+    return grad;
+  });
+  runBackward(roots, seeds, options.retainGraph ?? false);
+}
+
 
 /**
  * Attaches a backward function to `outputs` when gradients are being recorded and an
