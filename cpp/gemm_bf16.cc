@@ -1,0 +1,229 @@
+// BF16 matrix products (AVX512_BF16): the switch, operands packed as pairs of bfloat16
+// (rounded to nearest even as they are packed), and the vdpbf16ps micro-kernel.
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <string>
+
+#include "gemm_internal.h"
+
+namespace recurrent {
+
+namespace {
+std::atomic<bool> g_bf16{false};
+
+const char* bf16_reason() {
+#ifdef RECURRENT_X86_DISPATCH
+  if (std::string(gemm_detail::dispatch().isa) != "avx512") return "BF16 matrix products need the AVX-512 kernels (RECURRENT_ISA forces others)";
+  if (!__builtin_cpu_supports("avx512bf16")) return "this CPU has no AVX512_BF16";
+  return "";
+#else
+  return "BF16 matrix products need an x86-64 CPU with AVX512_BF16";
+#endif
+}
+}  // namespace
+
+const char* bf16_unavailable_reason() {
+  static const char* reason = bf16_reason();
+  return reason;
+}
+
+bool bf16_supported() { return bf16_unavailable_reason()[0] == '\0'; }
+
+bool set_bf16_matmul(bool on) {
+  g_bf16.store(on && bf16_supported());
+  return g_bf16.load();
+}
+
+bool bf16_matmul() { return g_bf16.load(std::memory_order_relaxed); }
+
+namespace gemm_detail {
+
+namespace {
+
+#ifdef RECURRENT_X86_DISPATCH
+// BF16 (AVX512_BF16): A and B hold pairs of bfloat16 per 32-bit word (rows k and k + 1 of a
+// column of B; columns k and k + 1 of a row of A). vdpbf16ps multiplies the pairs and adds
+// both products to an FP32 lane, so one instruction does the work of two FMAs on half the
+// bytes. 8 rows x 16 * P columns of accumulators, as the FP32 kernels.
+
+template <int P>
+RECURRENT_BF16_TARGET void micro_kernel_bf16(int kp, const uint32_t* __restrict a, const uint32_t* __restrict b0,
+                                             const uint32_t* __restrict b1, float alpha, float* c, int ldc, int rows,
+                                             int cols, bool overwrite) {
+  __m512 acc[kBf16MR][P];
+  for (int r = 0; r < kBf16MR; ++r)
+    for (int p = 0; p < P; ++p) acc[r][p] = _mm512_setzero_ps();
+  for (int k = 0; k < kp; ++k) {
+    __m512bh bv[P];
+    bv[0] = (__m512bh)_mm512_loadu_si512(b0 + static_cast<long>(k) * kNR);
+    if (P == 2) bv[P - 1] = (__m512bh)_mm512_loadu_si512(b1 + static_cast<long>(k) * kNR);
+    const uint32_t* ak = a + static_cast<long>(k) * kBf16MR;
+    for (int r = 0; r < kBf16MR; ++r) {
+      const __m512bh av = (__m512bh)_mm512_set1_epi32(static_cast<int>(ak[r]));
+      for (int p = 0; p < P; ++p) acc[r][p] = _mm512_dpbf16_ps(acc[r][p], av, bv[p]);
+    }
+  }
+  const __m512 scale = _mm512_set1_ps(alpha);
+  for (int r = 0; r < rows; ++r) {
+    // a partial tile goes through a full one, so its values are computed the same way
+    alignas(64) float tile[P * kNR];
+    float* crow = c + static_cast<long>(r) * ldc;
+    float* out = cols == P * kNR ? crow : tile;
+    if (out == tile && !overwrite) std::memcpy(tile, crow, cols * sizeof(float));
+    for (int p = 0; p < P; ++p) {
+      const __m512 v = _mm512_mul_ps(scale, acc[r][p]);
+      _mm512_storeu_ps(out + p * kNR, overwrite ? v : _mm512_add_ps(_mm512_loadu_ps(out + p * kNR), v));
+    }
+    if (out == tile) std::memcpy(crow, tile, cols * sizeof(float));
+  }
+}
+#endif
+
+// BF16 packing, for A and B alike. A panel holds `width` lanes (columns of op(B), rows of
+// op(A)) and ceil(kc / 2) pair rows: word q of lane i holds depths 2q and 2q + 1 (an odd last
+// depth is paired with zero), each rounded to BF16 to nearest even (NaN stays a quiet NaN).
+// `along`: the two values of a pair are adjacent in memory (x[lane * ld + depth]), else they
+// are in consecutive rows (x[depth * ld + lane]).
+#ifdef RECURRENT_X86_DISPATCH
+// GCC 12 warns about the _mm512_undefined_epi32() inside _mm512_srli_epi32 (a false positive)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+// Each lane: v rounded to BF16, in the high 16 bits (the low 16 bits cleared); integer
+// arithmetic on the float bits, so the result does not depend on MXCSR.
+RECURRENT_BF16_TARGET inline __m512i bf16_high(__m512 v) {
+  const __m512i u = _mm512_castps_si512(v);
+  const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+  __m512i r = _mm512_add_epi32(u, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), odd));
+  const __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+  r = _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(u, _mm512_set1_epi32(0x400000)));
+  return _mm512_and_si512(r, _mm512_set1_epi32(static_cast<int>(0xffff0000u)));
+}
+
+// Lane i: (lo[i], hi[i]) as one BF16 pair.
+RECURRENT_BF16_TARGET inline __m512i bf16_pairs_across(__m512 lo, __m512 hi) {
+  return _mm512_or_si512(_mm512_srli_epi32(bf16_high(lo), 16), bf16_high(hi));
+}
+
+// Lane q: (x[2q], x[2q + 1]) for the 32 floats x = v0 (0..15), v1 (16..31).
+RECURRENT_BF16_TARGET inline __m512i bf16_pairs_along(__m512 v0, __m512 v1) {
+  // the high 16-bit word of float f is word 2f + 1 of the concatenated vectors
+  const __m512i index = _mm512_set_epi16(63, 61, 59, 57, 55, 53, 51, 49, 47, 45, 43, 41, 39, 37, 35, 33, 31, 29, 27, 25, 23,
+                                         21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+  return _mm512_permutex2var_epi16(bf16_high(v0), index, bf16_high(v1));
+}
+
+inline __mmask16 first_lanes(int count) {
+  return count >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << std::max(count, 0)) - 1u);
+}
+
+// Pairs along a row of `count` floats (x[0..count), zero past it), pair q of the row written
+// to out[q * stride], for q < ceil(count / 2).
+RECURRENT_BF16_TARGET void pairs_of_row(const float* x, int count, uint32_t* out, int stride) {
+  const int pairs = (count + 1) / 2;
+  const __m512i offsets = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                             _mm512_set1_epi32(stride));
+  for (int q = 0; q < pairs; q += 16) {
+    const int left = count - 2 * q;
+    const __m512 v0 = _mm512_maskz_loadu_ps(first_lanes(left), x + 2 * q);
+    const __m512 v1 = _mm512_maskz_loadu_ps(first_lanes(left - 16), x + 2 * q + 16);
+    _mm512_mask_i32scatter_epi32(out + static_cast<long>(q) * stride, first_lanes(pairs - q), offsets, bf16_pairs_along(v0, v1), 4);
+  }
+}
+
+// Lanes [i0, i0 + count) and depths [k0, k0 + kc) of x, in panels of `width` (at most 16) lanes.
+RECURRENT_BF16_TARGET void pack_pairs(const float* x, int ld, bool along, int k0, int kc, int i0, int count, int width,
+                                      uint32_t* out) {
+  const int kp = (kc + 1) / 2;
+  for (int p = 0; p < count; p += width) {
+    const int lanes = std::min(width, count - p);
+    uint32_t* dst = out + static_cast<long>(p) * kp;
+    if (along) {
+      int q0 = 0;  // pair rows done
+      if (lanes == width && (width == 8 || width == 16)) {
+        // 16 pair rows at a time: each lane's 32 depths become 16 pairs (one vector), and the
+        // lanes x 16 block is transposed into 16 pair rows of `width` words with 8 x 8 transposes
+        alignas(64) uint32_t block[16][16];
+        for (; q0 + 16 <= kc / 2; q0 += 16) {
+          for (int i = 0; i < width; ++i) {
+            const float* row = x + static_cast<long>(i0 + p + i) * ld + k0 + 2 * q0;
+            _mm512_store_si512(block[i], bf16_pairs_along(_mm512_loadu_ps(row), _mm512_loadu_ps(row + 16)));
+          }
+          uint32_t* out_rows = dst + static_cast<long>(q0) * width;
+          for (int half = 0; half < width / 8; ++half)  // lanes [8 half, 8 half + 8)
+            for (int part = 0; part < 2; ++part)        // pair rows [8 part, 8 part + 8)
+              transpose8(reinterpret_cast<const float*>(&block[8 * half][8 * part]), 16,
+                         reinterpret_cast<float*>(out_rows + static_cast<long>(8 * part) * width + 8 * half), width);
+        }
+      }
+      if (q0 == 0) {
+        if (lanes < width) std::fill(dst, dst + static_cast<long>(kp) * width, 0u);
+        for (int i = 0; i < lanes; ++i) pairs_of_row(x + static_cast<long>(i0 + p + i) * ld + k0, kc, dst + i, width);
+      } else if (2 * q0 < kc) {
+        // the depths past the blocks, into the pair rows past them
+        for (int i = 0; i < lanes; ++i)
+          pairs_of_row(x + static_cast<long>(i0 + p + i) * ld + k0 + 2 * q0, kc - 2 * q0, dst + static_cast<long>(q0) * width + i,
+                       width);
+      }
+      continue;
+    }
+    const __mmask16 mask = first_lanes(lanes);
+    for (int q = 0; q < kp; ++q) {
+      const float* row = x + static_cast<long>(k0 + 2 * q) * ld + i0 + p;
+      const __m512 lo = _mm512_maskz_loadu_ps(mask, row);
+      const __m512 hi = 2 * q + 1 < kc ? _mm512_maskz_loadu_ps(mask, row + ld) : _mm512_setzero_ps();
+      _mm512_mask_storeu_epi32(dst + q * width, first_lanes(width), bf16_pairs_across(lo, hi));
+    }
+  }
+}
+#pragma GCC diagnostic pop
+#else
+// Elsewhere BF16 never runs (bf16_supported() is false); this plain version keeps the build whole.
+void pack_pairs(const float* x, int ld, bool along, int k0, int kc, int i0, int count, int width, uint32_t* out) {
+  const auto bits = [](float v) {
+    uint32_t u;
+    std::memcpy(&u, &v, sizeof(u));
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (u >> 16) | 0x40u;
+    return (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+  };
+  const int kp = (kc + 1) / 2;
+  for (int i = 0; i < (count + width - 1) / width * width; ++i)
+    for (int q = 0; q < kp; ++q) {
+      uint32_t word = 0;
+      for (int h = 0; h < 2 && i < count && 2 * q + h < kc; ++h) {
+        const long lane = i0 + i, depth = k0 + 2 * q + h;
+        word |= bits(along ? x[lane * ld + depth] : x[depth * ld + lane]) << (16 * h);
+      }
+      out[static_cast<long>(i / width * width) * kp + q * width + i % width] = word;
+    }
+}
+#endif
+
+}  // namespace
+
+// op(B)[k0:k0+kc, n0:n0+nc] in BF16 pairs: panels of NR columns (pack_b's layout, in pair rows).
+void pack_b_bf16(bool trans, const float* b, int ldb, int k0, int kc, int n0, int nc, uint32_t* out) {
+  pack_pairs(b, ldb, trans, k0, kc, n0, nc, kNR, out);
+}
+
+// op(A)[m0:m0+mc, k0:k0+kc] in BF16 pairs: panels of kBf16MR rows.
+void pack_a_bf16(bool trans, const float* a, int lda, int m0, int mc, int k0, int kc, uint32_t* out) {
+  pack_pairs(a, lda, !trans, k0, kc, m0, mc, kBf16MR, out);
+}
+
+// The BF16 kernels over one packed A block and the B panels of columns [col, col + width).
+void bf16_block(int kp, const uint32_t* pa, int mc, const uint32_t* b0, const uint32_t* b1, float alpha, float* c,
+                int ldc, int cols, bool overwrite) {
+#ifdef RECURRENT_X86_DISPATCH
+  for (int ir = 0; ir < mc; ir += kBf16MR) {
+    const uint32_t* ap = pa + static_cast<long>(ir) * kp;
+    float* cp = c + static_cast<long>(ir) * ldc;
+    if (b1) micro_kernel_bf16<2>(kp, ap, b0, b1, alpha, cp, ldc, std::min(kBf16MR, mc - ir), cols, overwrite);
+    else micro_kernel_bf16<1>(kp, ap, b0, b0, alpha, cp, ldc, std::min(kBf16MR, mc - ir), cols, overwrite);
+  }
+#endif
+}
+
+}  // namespace gemm_detail
+}  // namespace recurrent

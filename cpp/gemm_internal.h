@@ -1,0 +1,64 @@
+// What the pieces of the CPU GEMM share (not part of gemm.h's interface): the blocking
+// constants, the micro-kernel types and the run-time choice of ISA (gemm_kernels.cc), the FP32
+// packers (gemm_pack.cc) and the BF16 ones with their kernel (gemm_bf16.cc). gemm.cc drives them.
+#pragma once
+
+#include <cstdint>
+
+#include "gemm.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define RECURRENT_X86_DISPATCH 1
+#include <immintrin.h>
+#define RECURRENT_AVX2_TARGET __attribute__((target("avx2,fma")))
+#define RECURRENT_BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma")))
+#endif
+
+namespace recurrent {
+namespace gemm_detail {
+
+constexpr int kMaxMR = 16;  // the tallest micro-kernel (AVX-512); each ISA has its own MR
+constexpr int kNR = 16;
+static_assert(kNR == kGemmTile, "gemm.h promises tiles of kGemmTile columns");
+// Depth of a block: a layer's per-step product (K = H up to 512) runs as one block, each C tile written
+// once. Measured on Zen 5 against 256: +3-5% on the layers at H = 512, the same on large GEMMs; 128 was 5-11%
+// slower.
+constexpr int kKC = 512;
+constexpr int kMC = 64;  // rows of an A block on the narrower ISAs
+constexpr int kNC = 2048;
+constexpr int kBf16MR = 8;  // rows of the BF16 micro-kernel (AVX512_BF16 only)
+
+// overwrite: C tile = alpha * acc (C is not read), else C tile += alpha * acc.
+using MicroKernel = void (*)(int, const float*, const float*, float, float*, int, int, int, bool);
+using WideKernel = void (*)(int, const float*, const float*, const float*, float, float*, int, int, int, bool);
+
+struct Dispatch {
+  MicroKernel kernel;
+  WideKernel wide;  // or null
+  const char* isa;
+  int mr;  // rows of the micro-kernel (A panels are packed this tall)
+  int mc;  // rows of an A block: a multiple of mr
+};
+
+// The kernels chosen for this CPU (or forced by RECURRENT_ISA), once.
+const Dispatch& dispatch();
+
+#ifdef RECURRENT_X86_DISPATCH
+// The 8 x 8 block at src (row stride lds) transposed into dst (row stride ldd).
+RECURRENT_AVX2_TARGET void transpose8(const float* src, long lds, float* dst, long ldd);
+#endif
+
+// op(B)[k0:k0+kc, n0:n0+nc] into panels of NR columns: panel p holds kc rows of NR.
+void pack_b(bool trans, const float* b, int ldb, int k0, int kc, int n0, int nc, float* out);
+// op(A)[m0:m0+mc, k0:k0+kc] into panels of MR rows: panel p holds kc columns of MR.
+void pack_a(bool trans, const float* a, int lda, int m0, int mc, int k0, int kc, int mr, float* out);
+
+// The same in BF16 pairs (panels of NR columns; of kBf16MR rows).
+void pack_b_bf16(bool trans, const float* b, int ldb, int k0, int kc, int n0, int nc, uint32_t* out);
+void pack_a_bf16(bool trans, const float* a, int lda, int m0, int mc, int k0, int kc, uint32_t* out);
+// The BF16 kernels over one packed A block and the B panels of columns [col, col + width).
+void bf16_block(int kp, const uint32_t* pa, int mc, const uint32_t* b0, const uint32_t* b1, float alpha, float* c,
+                int ldc, int cols, bool overwrite);
+
+}  // namespace gemm_detail
+}  // namespace recurrent

@@ -1,0 +1,109 @@
+// The FP32 packers: blocks of op(A) and op(B) into the panels the micro-kernels read, with AVX2
+// 8 x 8 transposes where a panel runs across memory rows (pure data movement: the values are
+// the same as the plain loops', which RECURRENT_ISA=baseline still runs).
+#include <algorithm>
+#include <cstring>
+#include <string>
+
+#include "gemm_internal.h"
+
+namespace recurrent {
+namespace gemm_detail {
+
+#ifdef RECURRENT_X86_DISPATCH
+// The 8 x 8 block at src (row stride lds) transposed into dst (row stride ldd).
+RECURRENT_AVX2_TARGET void transpose8(const float* src, long lds, float* dst, long ldd) {
+  __m256 r[8], t[8], u[8];
+  for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * lds);
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);  // rows i, i+1 interleaved: columns 0, 1 | 4, 5
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);  // columns 2, 3 | 6, 7
+  }
+  for (int i = 0; i < 8; i += 4) {
+    u[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));  // column 0 | 4 of 4 rows
+    u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));  // column 1 | 5
+    u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));  // column 2 | 6
+    u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));  // column 3 | 7
+  }
+  for (int j = 0; j < 4; ++j) {
+    _mm256_storeu_ps(dst + j * ldd, _mm256_permute2f128_ps(u[j], u[4 + j], 0x20));
+    _mm256_storeu_ps(dst + (4 + j) * ldd, _mm256_permute2f128_ps(u[j], u[4 + j], 0x31));
+  }
+}
+#endif
+
+namespace {
+
+// Whether the packers may use AVX2 transposes (pure data movement: the packed values are the
+// same either way); not under RECURRENT_ISA=baseline, so that run still covers the plain loops.
+bool vector_packing() {
+#ifdef RECURRENT_X86_DISPATCH
+  static const bool on = std::string(dispatch().isa) != "baseline";
+  return on;
+#else
+  return false;
+#endif
+}
+
+}  // namespace
+
+void pack_b(bool trans, const float* b, int ldb, int k0, int kc, int n0, int nc, float* out) {
+  const bool vector = vector_packing();
+  for (int p = 0; p < nc; p += kNR) {
+    const int cols = std::min(kNR, nc - p);
+    float* dst = out + static_cast<long>(p) * kc;
+    int k = 0;
+    if (cols == kNR && !trans) {
+      for (; k < kc; ++k) std::memcpy(dst + k * kNR, b + static_cast<long>(k0 + k) * ldb + n0 + p, kNR * sizeof(float));
+    }
+#ifdef RECURRENT_X86_DISPATCH
+    if (cols == kNR && trans && vector) {
+      // B^T's rows are B's columns: two 8 x 8 transposes per 8 rows of the panel
+      const float* src = b + static_cast<long>(n0 + p) * ldb + k0;
+      for (; k + 8 <= kc; k += 8) {
+        transpose8(src + k, ldb, dst + k * kNR, kNR);
+        transpose8(src + 8L * ldb + k, ldb, dst + k * kNR + 8, kNR);
+      }
+    }
+#endif
+    for (; k < kc; ++k) {
+      float* row = dst + k * kNR;
+      if (!trans) {
+        const float* src = b + static_cast<long>(k0 + k) * ldb + n0 + p;
+        for (int j = 0; j < cols; ++j) row[j] = src[j];
+      } else {
+        const float* src = b + static_cast<long>(n0 + p) * ldb + (k0 + k);
+        for (int j = 0; j < cols; ++j) row[j] = src[static_cast<long>(j) * ldb];
+      }
+      for (int j = cols; j < kNR; ++j) row[j] = 0.0f;
+    }
+  }
+}
+
+void pack_a(bool trans, const float* a, int lda, int m0, int mc, int k0, int kc, int mr, float* out) {
+  const bool vector = vector_packing();
+  for (int p = 0; p < mc; p += mr) {
+    const int rows = std::min(mr, mc - p);
+    float* dst = out + static_cast<long>(p) * kc;
+    int k = 0;
+    if (rows == 8 && mr == 8 && trans) {
+      for (; k < kc; ++k) std::memcpy(dst + k * 8, a + static_cast<long>(k0 + k) * lda + m0 + p, 8 * sizeof(float));
+    }
+#ifdef RECURRENT_X86_DISPATCH
+    if (rows == 8 && mr == 8 && !trans && vector) {
+      const float* src = a + static_cast<long>(m0 + p) * lda + k0;
+      for (; k + 8 <= kc; k += 8) transpose8(src + k, lda, dst + k * 8, 8);
+    }
+#endif
+    for (; k < kc; ++k) {
+      float* col = dst + k * mr;
+      for (int r = 0; r < rows; ++r) {
+        col[r] = trans ? a[static_cast<long>(k0 + k) * lda + m0 + p + r] : a[static_cast<long>(m0 + p + r) * lda + k0 + k];
+      }
+      for (int r = rows; r < mr; ++r) col[r] = 0.0f;
+    }
+  }
+}
+
+}  // namespace gemm_detail
+}  // namespace recurrent
