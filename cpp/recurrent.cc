@@ -133,26 +133,17 @@ size_t layer_reserve_size(const LayerDims& dims) {
 }
 
 // ===========================================================================
-// Work split. A team shares a chunk's steps by batch rows (each thread runs its own rows
-// through every step, no barrier; see TeamPlan below) or by hidden units. By units, the
-// hidden units are cut into blocks of kGateBlock; each thread of a team
-// owns a range of blocks for the whole sequence and, at every step, computes the slice
-// of the recurrent GEMM that feeds its units (all gates of them: the forward GEMM runs
-// on w_hh with its rows permuted so that a block's gates are adjacent columns) and then
-// the fused gate kernels of those units. One barrier per step: the next step's GEMM
-// needs every unit of the new state. Backward is the mirror image: gate gradients of
-// the owned units, the barrier, then the owned columns of dh_prev = dgates * w_hh.
-// Nothing depends on the number of threads: every value is computed the same way.
+// Work split: how the threads of a team share the steps of a chunk (TeamPlan below says when
+// each is used). Nothing depends on the number of threads: every value is computed the same
+// way either way.
 
 namespace {
 
 // Multiply-adds of one step's recurrent product below which a split by units is not worth it (the
 // steps run on one thread unless the batch splits by rows): the per-step barrier and the split of
-// a short product cost more than a second thread saves.
-// Measured on Zen 5 (bench/bf16.ts, T = B = 32): at H = 128 (2.1M for an LSTM) a team of two
-// is no faster in FP32 and 1.4x slower in BF16; at H = 512 (33.5M) it is 1.2x (training) to
-// 1.6x (inference) faster in both. A BF16 product takes about half the time of an FP32 one, so
-// it counts half. RECURRENT_TEAM_MIN_WORK overrides the threshold (to measure the crossover).
+// a short product cost more than a second thread saves (bench/bf16.ts measures the crossover; an
+// LSTM at H = 128 is below it, at H = 512 above). A BF16 product takes about half the time of an
+// FP32 one, so it counts half. RECURRENT_TEAM_MIN_WORK overrides the threshold.
 double team_min_work() {
   static const double value = [] {
     const char* env = std::getenv("RECURRENT_TEAM_MIN_WORK");
@@ -162,14 +153,16 @@ double team_min_work() {
 }
 
 // How the threads of a team share the steps of a chunk.
-//  - By hidden units (large steps): each thread owns a range of unit blocks for every row, computes
-//    its slice of the recurrent product and its units' gates; one barrier per step, since the next
-//    product needs every unit of the new state.
+//  - By hidden units (large steps): the units are cut into blocks of kGateBlock; each thread owns a
+//    range of blocks for every row and, at each step, computes the slice of the recurrent product
+//    that feeds its units (all gates of them: the forward GEMM runs on w_hh with its rows permuted
+//    so that a block's gates are adjacent columns) and its units' gates. One barrier per step,
+//    since the next product needs every unit of the new state; backward mirrors it (the owned
+//    units' gate gradients, the barrier, the owned columns of dh_prev = dgates * w_hh).
 //  - By batch rows: the rows of a batch are independent sequences, so each thread runs its own rows
 //    through all steps with no barrier at all, reading the whole of w_hh each step (from its L2 or
-//    the L3). Chosen wherever each thread gets 16 rows or more and w_hh is at most 4 MB. Measured
-//    on Zen 5 (2 threads, B = 32, T = 32) against the split by units: H = 128 LSTM/GRU +24-36%;
-//    H = 512 GRU training +6%, LSTM +4%, tanh RNN +8% (training) and +12% (inference).
+//    the L3). Chosen wherever each thread gets 16 rows or more and w_hh is at most 4 MB: short
+//    steps, where a barrier each would cost more than the split saves (bench/native.ts compares).
 // Every value is computed the same way in either case, so results do not depend on the split.
 struct TeamPlan {
   int team;

@@ -47,7 +47,7 @@ export function memoryStats(): ReturnType<typeof native.memoryStats> {
   return native.memoryStats();
 }
 
-/** Returns cached tensor memory to the system; resolves nothing, returns the bytes released. */
+/** Returns the allocator's cached (freed, kept for reuse) memory to the system; returns how many bytes that was. */
 export function emptyCache(): number {
   return native.emptyCache();
 }

@@ -1,6 +1,7 @@
 /**
  * Tensor: an n-dimensional float32 array whose memory is owned natively, with
- * reverse-mode autograd. Shapes and the graph live in JS; every op is one native call.
+ * reverse-mode autograd. Shapes and the graph live in JS; the data never does: an op is one
+ * native call (a few compose several), and only toArray()/item() copy values out.
  *
  * Tensors are always contiguous (row-major). `reshape`/`view`/`detach` share memory
  * with their source; every other op returns new memory.
