@@ -31,22 +31,34 @@ std::vector<int32_t> targets_arg(const Napi::Value& value, int64_t rows, int64_t
   return targets;
 }
 
+// The arguments both calls share: sizes, the ignored index and the checked targets, at the
+// positions each call has them.
+struct CrossEntropyArgs {
+  int64_t rows, classes;
+  int32_t ignore;
+  std::vector<int32_t> targets;
+};
+
+CrossEntropyArgs cross_entropy_args(const Napi::CallbackInfo& info, const char* name, int at_targets, int at_rows) {
+  const int64_t rows = int_arg(info[at_rows], "rows", 0, kMaxElements);
+  const int64_t classes = int_arg(info[at_rows + 1], "classes", 1, kMaxElements);
+  if (rows > kMaxElements / classes) throw_range(info.Env(), std::string(name) + ": too many elements");
+  const int32_t ignore = static_cast<int32_t>(int_arg(info[at_rows + 2], "ignoreIndex", INT32_MIN, INT32_MAX));
+  return {rows, classes, ignore, targets_arg(info[at_targets], rows, classes, ignore)};
+}
+
 }  // namespace
 
 // crossEntropy(losses, logits, targets, rows, classes, ignoreIndex)
 Napi::Value CrossEntropy(const Napi::CallbackInfo& info) {
   begin_op();
   expect_args(info, 6, "crossEntropy");
-  const int64_t rows = int_arg(info[3], "rows", 0, kMaxElements);
-  const int64_t classes = int_arg(info[4], "classes", 1, kMaxElements);
-  if (rows > kMaxElements / classes) throw_range(info.Env(), "crossEntropy: too many elements");
-  const int32_t ignore = static_cast<int32_t>(int_arg(info[5], "ignoreIndex", INT32_MIN, INT32_MAX));
-  std::vector<int32_t> targets = targets_arg(info[2], rows, classes, ignore);
-  float* losses = span_of(info[0], "losses", 0, rows);
-  const float* logits = span_of(info[1], "logits", 0, rows * classes);
-  run(info.Env(), [=] { cross_entropy_forward_cpu(losses, logits, targets.data(), rows, classes, ignore); }, [&] {
-    DeviceInts on_device(targets);
-    cuda::cross_entropy_forward(losses, logits, on_device.data, rows, classes, ignore);
+  const CrossEntropyArgs a = cross_entropy_args(info, "crossEntropy", 2, 3);
+  float* losses = span_of(info[0], "losses", 0, a.rows);
+  const float* logits = span_of(info[1], "logits", 0, a.rows * a.classes);
+  run(info.Env(), [=] { cross_entropy_forward_cpu(losses, logits, a.targets.data(), a.rows, a.classes, a.ignore); }, [&] {
+    DeviceInts on_device(a.targets);
+    cuda::cross_entropy_forward(losses, logits, on_device.data, a.rows, a.classes, a.ignore);
   });
   return info.Env().Undefined();
 }
@@ -55,20 +67,16 @@ Napi::Value CrossEntropy(const Napi::CallbackInfo& info) {
 Napi::Value CrossEntropyBackward(const Napi::CallbackInfo& info) {
   begin_op();
   expect_args(info, 7, "crossEntropyBackward");
-  const int64_t rows = int_arg(info[4], "rows", 0, kMaxElements);
-  const int64_t classes = int_arg(info[5], "classes", 1, kMaxElements);
-  if (rows > kMaxElements / classes) throw_range(info.Env(), "crossEntropyBackward: too many elements");
-  const int32_t ignore = static_cast<int32_t>(int_arg(info[6], "ignoreIndex", INT32_MIN, INT32_MAX));
-  std::vector<int32_t> targets = targets_arg(info[2], rows, classes, ignore);
-  float* grad_logits = span_of(info[0], "gradLogits", 0, rows * classes);
-  const float* logits = span_of(info[1], "logits", 0, rows * classes);
-  const float* grad_losses = span_of(info[3], "gradLosses", 0, rows);
+  const CrossEntropyArgs a = cross_entropy_args(info, "crossEntropyBackward", 2, 4);
+  float* grad_logits = span_of(info[0], "gradLogits", 0, a.rows * a.classes);
+  const float* logits = span_of(info[1], "logits", 0, a.rows * a.classes);
+  const float* grad_losses = span_of(info[3], "gradLosses", 0, a.rows);
   run(
       info.Env(),
-      [=] { cross_entropy_backward_cpu(grad_logits, logits, targets.data(), grad_losses, rows, classes, ignore); },
+      [=] { cross_entropy_backward_cpu(grad_logits, logits, a.targets.data(), grad_losses, a.rows, a.classes, a.ignore); },
       [&] {
-        DeviceInts on_device(targets);
-        cuda::cross_entropy_backward(grad_logits, logits, on_device.data, grad_losses, rows, classes, ignore);
+        DeviceInts on_device(a.targets);
+        cuda::cross_entropy_backward(grad_logits, logits, on_device.data, grad_losses, a.rows, a.classes, a.ignore);
       });
   return info.Env().Undefined();
 }

@@ -269,38 +269,33 @@ std::vector<int32_t> indices_arg(const Napi::Value& value, int64_t rows) {
 }
 }  // namespace
 
-// embeddingForward(out, weight, indices, rows, dim)
-Napi::Value EmbeddingForward(const Napi::CallbackInfo& info) {
+// embeddingForward(out, weight, indices, rows, dim): out[i] = weight[indices[i]]
+// embeddingBackward(gradWeight, gradOut, indices, rows, dim): gradWeight[indices[i]] += gradOut[i]
+// (one body: the two differ in which operand is the table and which the gathered rows)
+template <bool kBackward>
+Napi::Value EmbeddingCall(const Napi::CallbackInfo& info) {
   begin_op();
-  expect_args(info, 5, "embeddingForward");
+  const char* name = kBackward ? "embeddingBackward" : "embeddingForward";
+  expect_args(info, 5, name);
   const int64_t rows = int_arg(info[3], "rows", 0, kMaxElements);
   const int64_t dim = int_arg(info[4], "dim", 0, kMaxElements);
   std::vector<int32_t> indices = indices_arg(info[2], rows);
   const int64_t count = static_cast<int64_t>(indices.size());
-  float* out = span_of(info[0], "out", 0, count * dim);
-  const float* weight = span_of(info[1], "weight", 0, rows * dim);
-  run(info.Env(), [=] { embedding_forward_cpu(out, weight, indices.data(), count, dim); }, [&] {
+  // the table is rows x dim, the gathered rows count x dim
+  float* written = span_of(info[0], kBackward ? "gradWeight" : "out", 0, (kBackward ? rows : count) * dim);
+  const float* read = span_of(info[1], kBackward ? "gradOut" : "weight", 0, (kBackward ? count : rows) * dim);
+  run(info.Env(), [=] {
+    if (kBackward) embedding_backward_cpu(written, read, indices.data(), count, dim);
+    else embedding_forward_cpu(written, read, indices.data(), count, dim);
+  }, [&] {
     DeviceInts on_device(indices);
-    cuda::embedding_forward(out, weight, on_device.data, count, dim);
+    if (kBackward) cuda::embedding_backward(written, read, on_device.data, count, dim);
+    else cuda::embedding_forward(written, read, on_device.data, count, dim);
   });
   return info.Env().Undefined();
 }
 
-// embeddingBackward(gradWeight, gradOut, indices, rows, dim): accumulates into gradWeight
-Napi::Value EmbeddingBackward(const Napi::CallbackInfo& info) {
-  begin_op();
-  expect_args(info, 5, "embeddingBackward");
-  const int64_t rows = int_arg(info[3], "rows", 0, kMaxElements);
-  const int64_t dim = int_arg(info[4], "dim", 0, kMaxElements);
-  std::vector<int32_t> indices = indices_arg(info[2], rows);
-  const int64_t count = static_cast<int64_t>(indices.size());
-  float* grad_weight = span_of(info[0], "gradWeight", 0, rows * dim);
-  const float* grad_out = span_of(info[1], "gradOut", 0, count * dim);
-  run(info.Env(), [=] { embedding_backward_cpu(grad_weight, grad_out, indices.data(), count, dim); }, [&] {
-    DeviceInts on_device(indices);
-    cuda::embedding_backward(grad_weight, grad_out, on_device.data, count, dim);
-  });
-  return info.Env().Undefined();
-}
+Napi::Value EmbeddingForward(const Napi::CallbackInfo& info) { return EmbeddingCall<false>(info); }
+Napi::Value EmbeddingBackward(const Napi::CallbackInfo& info) { return EmbeddingCall<true>(info); }
 
 }  // namespace recurrent
