@@ -1,38 +1,26 @@
 /**
- * Charts as SVG, rendered in Node by Vega-Lite + Vega (no browser).
+ * Charts as SVG, drawn by the library's own renderer (svg.ts): loss curves, gradient flow on a log
+ * scale, forget-gate time constants, and line charts of any named series (numbers or ISO dates
+ * on x). The functions are async for the callers written when they were rendered by Vega.
  */
 import type { GateStatisticsLayer, GradientFlow } from './diagnostics';
+import { histogram, lineChart } from './svg';
 
 export interface Series {
   name: string;
   points: { x: number | string; y: number }[];
 }
 
-/** A line chart of several named series. x may be numbers or ISO dates. */
+/** A line chart of several named series. x may be numbers or ISO dates (`temporal`, or found by parsing). */
 export async function lineChartSvg(series: Series[], options: { title?: string; xTitle?: string; yTitle?: string; temporal?: boolean; width?: number; height?: number; logY?: boolean } = {}): Promise<string> {
-  const vega = await import('vega');
-  const vegaLite = await import('vega-lite');
-  const values = series.flatMap((s) => s.points.filter((p) => Number.isFinite(p.y) && (!options.logY || p.y > 0)).map((p) => ({ x: p.x, y: p.y, series: s.name })));
-  return renderSvg(vega, vegaLite, {
-    $schema: 'https://vega.github.io/schema/vega-lite/v5.json',
-    title: options.title,
-    width: options.width ?? 640,
-    height: options.height ?? 320,
-    data: { values },
-    mark: { type: 'line', point: values.length < 200 },
-    encoding: {
-      x: { field: 'x', type: options.temporal ? 'temporal' : 'quantitative', title: options.xTitle ?? 'x' },
-      y: { field: 'y', type: 'quantitative', title: options.yTitle ?? 'y', scale: options.logY ? { type: 'log' } : { zero: false } },
-      color: { field: 'series', type: 'nominal', title: null },
-    },
-  });
-}
-
-async function renderSvg(vega: typeof import('vega'), vegaLite: typeof import('vega-lite'), spec: Record<string, unknown>): Promise<string> {
-  const view = new vega.View(vega.parse(vegaLite.compile(spec as never).spec), { renderer: 'none' });
-  const svg = await view.toSVG();
-  view.finalize();
-  return svg;
+  const temporal = options.temporal ?? series.some((s) => s.points.some((p) => typeof p.x === 'string'));
+  const lines = series.map((s) => ({
+    name: s.name,
+    points: s.points.map((p) => ({ x: typeof p.x === 'string' ? Date.parse(p.x) : temporal ? p.x : p.x, y: p.y })),
+  }));
+  return lineChart(lines, {
+    title: options.title, xTitle: options.xTitle ?? 'x', yTitle: options.yTitle ?? 'y', width: options.width ?? 640, height: options.height ?? 320,
+  }, { x: temporal ? 'time' : 'linear', y: options.logY ? 'log' : 'linear' });
 }
 
 /** ||dL/dh_t|| against t on a log scale, one line per named flow (layer and direction). */
@@ -46,21 +34,13 @@ export async function gradientFlowChartSvg(flows: { name: string; flow: Gradient
 
 /** Histogram of the LSTM forget gates' time constants tau = -1 / ln(f) (steps), per layer. */
 export async function forgetTimeChartSvg(stats: { layers: GateStatisticsLayer[] }, options: { title?: string } = {}): Promise<string> {
-  const vega = await import('vega');
-  const vegaLite = await import('vega-lite');
-  const values = stats.layers.flatMap((l) => (l.forgetTimeConstants ?? []).map((tau) => ({
-    tau: Math.min(tau, 1000), layer: `layer ${l.layer}${l.direction ? ' reverse' : ''}`,
-  })));
-  return renderSvg(vega, vegaLite, {
-    $schema: 'https://vega.github.io/schema/vega-lite/v5.json',
+  const groups = stats.layers.map((l) => ({
+    name: `layer ${l.layer}${l.direction ? ' reverse' : ''}`,
+    values: (l.forgetTimeConstants ?? []).map((tau) => Math.min(tau, 1000)),
+  }));
+  return histogram(groups, {
     title: options.title ?? 'LSTM memory: forget-gate time constants tau = -1 / ln(f)',
-    width: 640, height: 240, data: { values },
-    mark: 'bar',
-    encoding: {
-      x: { field: 'tau', type: 'quantitative', bin: { maxbins: 30 }, title: 'tau (steps, capped at 1000)' },
-      y: { aggregate: 'count', type: 'quantitative', title: 'units' },
-      color: { field: 'layer', type: 'nominal', title: null },
-    },
+    xTitle: 'tau (steps, capped at 1000)', yTitle: 'units', width: 640, height: 240,
   });
 }
 

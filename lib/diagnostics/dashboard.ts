@@ -2,7 +2,7 @@
  * A live training dashboard: a page on localhost that shows, while fit() runs, the loss and
  * validation curves, throughput, learning rate and gradient norm, and (refreshed every N
  * steps) the gradient flow over time and the gate statistics. Charts are Vega-Lite, rendered
- * in the page by Vega (served from this package's own dependencies, no network); updates come
+ * in the page by Vega (browser builds the package ships in dist/assets/, no network); updates come
  * as server-sent events; Pause and Resume buttons hold training between steps.
  *
  *   await fit(model, data, { dashboard: 8090 });      // or { dashboard: { port, every, onReady } }
@@ -45,8 +45,13 @@ export interface Dashboard {
   close(): Promise<void>;
 }
 
+/**
+ * A browser build the page loads: from dist/assets/ (the published package ships them there,
+ * scripts/copy-assets.js), or in a checkout from the dev dependency itself.
+ */
 function asset(module: string, file: string): string {
-  // the packages' browser builds, next to their resolved entry points
+  const shipped = path.join(__dirname, '..', 'assets', file);
+  if (fs.existsSync(shipped)) return shipped;
   let dir = path.dirname(require.resolve(module));
   while (!fs.existsSync(path.join(dir, 'package.json'))) dir = path.dirname(dir);
   return path.join(dir, 'build', file);

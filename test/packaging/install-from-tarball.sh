@@ -35,6 +35,14 @@ finished=$(date +%s.%N)
 echo "installed in $(echo "$finished - $started" | bc) s (dependencies included; no compile step)"
 [ ! -d node_modules/recurrent/build ] || { echo "the install compiled the addon"; exit 1; }
 
+# the production install's budget (issue 34): fewer than 68 packages (half of the 136 it once
+# was) and at most 15 MB besides the prebuilt binaries
+packages=$(PATH="$work/bin" npm ls --all --parseable 2>/dev/null | tail -n +2 | wc -l)
+bytes=$(( $(du -sb node_modules | cut -f1) - $(du -sb node_modules/recurrent/prebuilds | cut -f1) ))
+echo "production install: $packages packages, $(( bytes / 1024 )) KB besides the prebuilds"
+[ "$packages" -lt 68 ] || { echo "over the budget of 67 packages"; PATH="$work/bin" npm ls --all; exit 1; }
+[ "$bytes" -le $(( 15 * 1024 * 1024 )) ] || { echo "over the budget of 15 MB"; du -s node_modules/* | sort -rn | head; exit 1; }
+
 script='
 const lstm = new LSTM({ inputSize: 3, hiddenSize: 8, numLayers: 2 });
 const head = new Linear({ inFeatures: 8, outFeatures: 1 });
@@ -57,3 +65,10 @@ console.log(`${FLAVOR}: loss ${first.toFixed(4)} -> ${last.toFixed(4)}, isa ${ba
 PATH="$work/bin" node -e "const { Tensor, LSTM, Linear, Adam, mseLoss, backends } = require('recurrent'); const FLAVOR = 'CommonJS'; $script"
 PATH="$work/bin" node --input-type=module -e "import { Tensor, LSTM, Linear, Adam, mseLoss, backends } from 'recurrent'; const FLAVOR = 'ESM'; $script"
 echo "installed package works from CommonJS and ESM"
+
+# charts and the dashboard from the production install (no chart packages in it)
+PATH="$work/bin" CHECKOUT="$root" node "$root/test/packaging/charts-from-install.js"
+node -e "let t = ''; while (t.length < 3000) t += 'the cat sat on the mat. a dog ran in the fog. '; require('fs').writeFileSync('small.txt', t)"
+PATH="$work/bin" ./node_modules/.bin/recurrent train --text small.txt --out cli/model.safetensors --hidden 8 --layers 1 --epochs 1 --sample 0 > cli.log
+grep -q '^<svg' cli/model.loss.svg || { cat cli.log; echo "the CLI wrote no loss chart"; exit 1; }
+echo "CLI: trained and drew cli/model.loss.svg ($(wc -c < cli/model.loss.svg) bytes)"

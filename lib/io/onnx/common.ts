@@ -2,12 +2,10 @@
  * What ONNX export and import share: the opset, the metadata key of our model description, and
  * how the gates of ONNX's RNN, LSTM and GRU operators are ordered against PyTorch's.
  */
-import { onnx } from 'onnx-proto';
+export { AttributeType, DataType } from './schema';
 
 export const ONNX_OPSET = 17;
 export const IR_VERSION = 8; // the IR version that opset 17 shipped with (ONNX 1.12)
-export const { DataType } = onnx.TensorProto;
-export const { AttributeType } = onnx.AttributeProto;
 
 /** Rows of `w` ([G*H, ...]) regrouped by gate block in `order` (ONNX's order, as indices into ours). */
 export function reorderGates(w: Float32Array, gates: number, order: readonly number[]): Float32Array {

@@ -17,7 +17,6 @@
  */
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
-import { onnx } from 'onnx-proto';
 import { describe, expectOptions, expectKnownKeys, expectBoolean, rangeError, typeError } from '../../core/errors';
 import { LSTM, Recurrent, RNN, isRecurrent } from '../../nn/recurrent';
 import { Dropout, Embedding, Linear, Sequential } from '../../nn/layers';
@@ -26,6 +25,7 @@ import { SequenceModel } from '../../nn/sequence-model';
 import { MODEL_KEY, ModelSpec, describeModel } from '../serialize';
 import { noGrad } from '../../core/tensor';
 import { AttributeType, DataType, IR_VERSION, ONNX_GATE_ORDER, ONNX_OPSET, reorderGates } from './common';
+import { AttributeProto, ModelProto, NodeProto, TensorProto, ValueInfoProto, encodeModel } from './schema';
 
 export interface OnnxExportOptions {
   /** Add the `sequence_lens` input ([B] int32) for variable-length batches. Default false. */
@@ -49,10 +49,10 @@ export interface OnnxExportOptions {
 type Dim = number | string;
 
 class GraphBuilder {
-  readonly nodes: onnx.INodeProto[] = [];
-  readonly initializers: onnx.ITensorProto[] = [];
-  readonly inputs: onnx.IValueInfoProto[] = [];
-  readonly outputs: onnx.IValueInfoProto[] = [];
+  readonly nodes: NodeProto[] = [];
+  readonly initializers: TensorProto[] = [];
+  readonly inputs: ValueInfoProto[] = [];
+  readonly outputs: ValueInfoProto[] = [];
   private names = new Map<string, number>();
 
   /** A name not used before, based on `base`. */
@@ -93,7 +93,7 @@ class GraphBuilder {
   }
 }
 
-function attribute(name: string, value: number | number[] | string | string[]): onnx.IAttributeProto {
+function attribute(name: string, value: number | number[] | string | string[]): AttributeProto {
   if (typeof value === 'string') return { name, type: AttributeType.STRING, s: new TextEncoder().encode(value) };
   if (typeof value === 'number') {
     return Number.isInteger(value) ? { name, type: AttributeType.INT, i: value } : { name, type: AttributeType.FLOAT, f: value };
@@ -104,7 +104,7 @@ function attribute(name: string, value: number | number[] | string | string[]): 
   return { name, type: AttributeType.INTS, ints: value as number[] };
 }
 
-function valueInfo(name: string, elemType: number, dims: Dim[]): onnx.IValueInfoProto {
+function valueInfo(name: string, elemType: number, dims: Dim[]): ValueInfoProto {
   return {
     name,
     type: { tensorType: { elemType, shape: { dim: dims.map((d) => (typeof d === 'number' ? { dimValue: d } : { dimParam: d })) } } },
@@ -201,7 +201,7 @@ function emitEmbedding(g: GraphBuilder, module: Embedding, prefix: string, ids: 
 // ---------------------------------------------------------------------------
 // Export
 
-function buildGraph(model: Module, opts: OnnxExportOptions): onnx.IModelProto {
+function buildGraph(model: Module, opts: OnnxExportOptions): ModelProto {
   const g = new GraphBuilder();
   const required = opts.stateInputs ?? false;
   const lengths = opts.lengths ? g.input('sequence_lens', DataType.INT32, ['batch']) : null;
@@ -345,7 +345,7 @@ export function exportOnnxBuffer(model: Module | { model: Module; onnxMetadata()
     throw typeError(`exportOnnx: expected model to be a Module or a CharLanguageModel but received ${describe(model)}`);
   }
   const proto = noGrad(() => buildGraph(module, { ...opts, metadata }));
-  return onnx.ModelProto.encode(onnx.ModelProto.create(proto)).finish();
+  return encodeModel(proto);
 }
 
 /**

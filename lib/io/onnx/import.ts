@@ -4,7 +4,6 @@
  * recognised, not interpreted: an unsupported node fails naming it.
  */
 import { promises as fs } from 'node:fs';
-import { onnx } from 'onnx-proto';
 import { describe, rangeError, typeError } from '../../core/errors';
 import { GRU, LSTM, RNN, gateCount, isRecurrent, weightSuffix } from '../../nn/recurrent';
 import { Embedding, Linear, Sequential } from '../../nn/layers';
@@ -13,6 +12,7 @@ import { MODEL_KEY, ModelSpec, buildModel } from '../serialize';
 import { SequenceModel } from '../../nn/sequence-model';
 import { Tensor } from '../../core/tensor';
 import { DataType, ONNX_GATE_ORDER, reorderGates } from './common';
+import { AttributeProto, ModelProto, NodeProto, TensorProto, decodeModel } from './schema';
 
 // ---------------------------------------------------------------------------
 // Import
@@ -28,7 +28,7 @@ function num(value: unknown): number {
   return Number(value);
 }
 
-function floatsOf(t: onnx.ITensorProto, where: string): Float32Array {
+function floatsOf(t: TensorProto, where: string): Float32Array {
   if (t.dataType !== DataType.FLOAT) throw rangeError(`importOnnx: ${where} is not float32 (data type ${t.dataType})`, 'ERR_BAD_FILE');
   const count = (t.dims ?? []).reduce((n: number, d) => n * num(d), 1);
   if (t.rawData && t.rawData.length > 0) {
@@ -41,21 +41,21 @@ function floatsOf(t: onnx.ITensorProto, where: string): Float32Array {
   return values;
 }
 
-function attr(node: onnx.INodeProto, name: string): onnx.IAttributeProto | undefined {
+function attr(node: NodeProto, name: string): AttributeProto | undefined {
   return (node.attribute ?? []).find((a) => a.name === name);
 }
 
-function stringAttr(node: onnx.INodeProto, name: string, fallback: string): string {
+function stringAttr(node: NodeProto, name: string, fallback: string): string {
   const a = attr(node, name);
   return a?.s ? new TextDecoder().decode(a.s) : fallback;
 }
 
-function intAttr(node: onnx.INodeProto, name: string, fallback: number): number {
+function intAttr(node: NodeProto, name: string, fallback: number): number {
   const a = attr(node, name);
   return a && a.i !== undefined && a.i !== null ? num(a.i) : fallback;
 }
 
-function nodeLabel(node: onnx.INodeProto): string {
+function nodeLabel(node: NodeProto): string {
   return `${node.opType} node ${JSON.stringify(node.name ?? '')}`;
 }
 
@@ -71,12 +71,12 @@ interface RecurrentLayer {
 }
 
 /** Parses an ONNX model into our modules; what the graph holds is recognised, not interpreted. */
-function modelFromProto(proto: onnx.ModelProto, where: string): { model: Module; metadata: Record<string, string> } {
+function modelFromProto(proto: ModelProto, where: string): { model: Module; metadata: Record<string, string> } {
   const graph = proto.graph;
   if (!graph) throw rangeError(`importOnnx: ${where} has no graph`, 'ERR_BAD_FILE');
   const metadata: Record<string, string> = {};
   for (const entry of proto.metadataProps ?? []) if (entry.key) metadata[entry.key] = entry.value ?? '';
-  const initializers = new Map<string, onnx.ITensorProto>();
+  const initializers = new Map<string, TensorProto>();
   for (const t of graph.initializer ?? []) if (t.name) initializers.set(t.name, t);
   for (const node of graph.node ?? []) {
     if (node.domain && node.domain !== 'ai.onnx') throw rangeError(`importOnnx: unsupported ${nodeLabel(node)} in domain ${JSON.stringify(node.domain)}`, 'ERR_UNSUPPORTED');
@@ -84,7 +84,7 @@ function modelFromProto(proto: onnx.ModelProto, where: string): { model: Module;
       throw rangeError(`importOnnx: unsupported ${nodeLabel(node)} (supported: ${[...SUPPORTED_OPS].join(', ')})`, 'ERR_UNSUPPORTED');
     }
   }
-  const constant = (name: string | undefined | null, node: onnx.INodeProto, role: string): Float32Array => {
+  const constant = (name: string | undefined | null, node: NodeProto, role: string): Float32Array => {
     const t = name ? initializers.get(name) : undefined;
     if (!t) throw rangeError(`importOnnx: ${nodeLabel(node)}: ${role} ${JSON.stringify(name)} is not a constant initializer`, 'ERR_UNSUPPORTED');
     return floatsOf(t, `${role} of ${nodeLabel(node)}`);
@@ -261,9 +261,9 @@ function modelFromProto(proto: onnx.ModelProto, where: string): { model: Module;
 /** Reads ONNX bytes into our modules (see importOnnx). */
 export function importOnnxBuffer(bytes: Uint8Array, where = '<buffer>'): { model: Module; metadata: Record<string, string> } {
   if (!(bytes instanceof Uint8Array)) throw typeError(`importOnnx: expected bytes to be a Uint8Array but received ${describe(bytes)}`);
-  let proto: onnx.ModelProto;
+  let proto: ModelProto;
   try {
-    proto = onnx.ModelProto.decode(bytes);
+    proto = decodeModel(bytes);
   } catch (error) {
     throw rangeError(`importOnnx: ${where} is not an ONNX model (${(error as Error).message})`, 'ERR_BAD_FILE');
   }
