@@ -2,6 +2,7 @@
 // named after what it binds (runtime, storage, ops, recurrent, loss, optim, distributed).
 #include <napi.h>
 
+#include "ctc.h"
 #include "distributed.h"
 #include "loss.h"
 #include "ops.h"
@@ -43,6 +44,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("embeddingBackward", Napi::Function::New<EmbeddingBackward>(env, "embeddingBackward"));
   exports.Set("crossEntropy", Napi::Function::New<CrossEntropy>(env, "crossEntropy"));
   exports.Set("crossEntropyBackward", Napi::Function::New<CrossEntropyBackward>(env, "crossEntropyBackward"));
+  exports.Set("ctcLoss", Napi::Function::New<CtcLoss>(env, "ctcLoss"));
+  exports.Set("ctcLossReference", Napi::Function::New<CtcLossReference>(env, "ctcLossReference"));
+  exports.Set("ctcDecode", Napi::Function::New<CtcDecode>(env, "ctcDecode"));
   exports.Set("optimizerStep", Napi::Function::New<OptimizerStep>(env, "optimizerStep"));
   exports.Set("clipGradNorm", Napi::Function::New<ClipGradNorm>(env, "clipGradNorm"));
   exports.Set("clipGradValue", Napi::Function::New<ClipGradValue>(env, "clipGradValue"));

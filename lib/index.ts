@@ -25,6 +25,8 @@ export type { CodedError, ErrorCode } from './core/errors';
 export { setNumThreads, setFloat32MatmulPrecision, getFloat32MatmulPrecision, memoryStats, emptyCache, backends } from './runtime';
 export { runAsync, synchronize } from './core/stream';
 export { crossEntropyLoss, mseLoss, huberLoss } from './nn/losses';
+export { ctcLoss, ctcGreedyDecode, ctcBeamSearch } from './nn/ctc';
+export type { CtcLossOptions, CtcDecodeOptions, CtcTargets } from './nn/ctc';
 export type { Reduction } from './nn/losses';
 export { Optimizer, SGD, Adam, AdamW, RMSprop, clipGradNorm, clipGradValue, LRScheduler, StepLR, CosineAnnealingLR, LinearLR } from './optim/optimizers';
 export type { OptimizerState, SGDOptions, AdamOptions, RMSpropOptions } from './optim/optimizers';

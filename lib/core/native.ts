@@ -58,6 +58,11 @@ export interface NativeAddon {
   embeddingBackward(gradWeight: S, gradOut: S, indices: Int32Array, rows: number, dim: number): void;
   crossEntropy(losses: S, logits: S, targets: Int32Array, rows: number, classes: number, ignoreIndex: number): void;
   crossEntropyBackward(gradLogits: S, logits: S, targets: Int32Array, gradLosses: S, rows: number, classes: number, ignoreIndex: number): void;
+  ctcLoss(losses: S, grad: MaybeS, logProbs: S, T: number, B: number, C: number, blank: number, targets: Int32Array,
+    targetLengths: Int32Array, inputLengths: Int32Array, zeroInfinity: boolean): void;
+  ctcLossReference(logProbs: Float64Array, T: number, B: number, C: number, blank: number, targets: Int32Array,
+    targetLengths: Int32Array, inputLengths: Int32Array, wantGrad: boolean): { losses: Float64Array; grad?: Float64Array };
+  ctcDecode(logProbs: S, T: number, B: number, C: number, blank: number, inputLengths: Int32Array, beamWidth: number): Int32Array[];
   optimizerStep(kind: number, hyper: number[], steps: number[], params: S[], grads: MaybeS[], state0: MaybeS[], state1: MaybeS[], state2: MaybeS[]): void;
   clipGradNorm(grads: S[], maxNorm: number, normOut: S): void;
   clipGradValue(grads: S[], clip: number): void;

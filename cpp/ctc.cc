@@ -1,0 +1,363 @@
+// CTC loss, gradient and decoders on the CPU (see ctc.h).
+//
+// The fast loss runs the forward-backward recursions over probabilities scaled at every step
+// (Graves 2012, section 7.3): alpha-hat_t = alpha_t / C_t with C_t the sum over s, so that
+// log p = sum_t log C_t and the inner loops are plain multiply-adds on doubles, no log or exp.
+// A row whose scaled probabilities underflow (every candidate of a step below ~1e-300) is
+// computed again by the log-space reference, which cannot underflow. Threads take whole rows;
+// each row's work is O(T_b * (2 S_b + 1)) plus O(T_b * C) for its gradient.
+#include "ctc.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <map>
+#include <unordered_map>
+
+#include "thread_pool.h"
+
+namespace recurrent {
+
+namespace {
+
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+double log_add(double a, double b) {
+  if (a == -kInf) return b;
+  if (b == -kInf) return a;
+  return a > b ? a + std::log1p(std::exp(b - a)) : b + std::log1p(std::exp(a - b));
+}
+
+// The extended sequence l' of a row: blank, l1, blank, l2, ..., blank.
+std::vector<int32_t> extended(const int32_t* labels, int32_t count, int32_t blank) {
+  std::vector<int32_t> ext(2 * static_cast<size_t>(count) + 1, blank);
+  for (int32_t i = 0; i < count; ++i) ext[2 * i + 1] = labels[i];
+  return ext;
+}
+
+// Whether alpha may skip from s - 2 to s (and beta from s + 2 to s, mirrored).
+inline bool can_skip(const std::vector<int32_t>& ext, size_t s, int32_t blank) {
+  return s >= 2 && ext[s] != blank && ext[s] != ext[s - 2];
+}
+
+// The per-row view of the arguments.
+struct Row {
+  const float* lp;  // lp[t * stride + c]
+  int64_t stride;   // B * C
+  int64_t classes;
+  int32_t steps;    // T_b
+  std::vector<int32_t> ext;
+  int32_t blank;
+};
+
+Row row_of(const float* log_probs, const CtcDims& dims, const int32_t* targets, const int64_t* offsets,
+           const int32_t* target_lengths, const int32_t* input_lengths, int64_t b) {
+  return {log_probs + b * dims.classes, dims.batch * dims.classes, dims.classes, input_lengths[b],
+          extended(targets + offsets[b], target_lengths[b], dims.blank), dims.blank};
+}
+
+// -------------------------------------------------------------------------------------------
+// Reference (double, log space, every alpha and beta stored): the textbook recursion.
+
+template <typename Lp>
+double reference_row(const Lp& lp, int32_t T, const std::vector<int32_t>& ext, int32_t blank, int64_t classes,
+                     double* grad, int64_t grad_stride) {
+  const size_t L = ext.size();
+  if (T == 0) return L == 1 ? 0.0 : kInf;
+  std::vector<double> alpha(static_cast<size_t>(T) * L, -kInf), beta(static_cast<size_t>(T) * L, -kInf);
+  alpha[0] = lp(0, ext[0]);
+  if (L > 1) alpha[1] = lp(0, ext[1]);
+  for (int32_t t = 1; t < T; ++t)
+    for (size_t s = 0; s < L; ++s) {
+      double a = alpha[(t - 1) * L + s];
+      if (s >= 1) a = log_add(a, alpha[(t - 1) * L + s - 1]);
+      if (can_skip(ext, s, blank)) a = log_add(a, alpha[(t - 1) * L + s - 2]);
+      alpha[t * L + s] = a + lp(t, ext[s]);
+    }
+  const double log_p = L > 1 ? log_add(alpha[(T - 1) * L + L - 1], alpha[(T - 1) * L + L - 2]) : alpha[(T - 1) * L];
+  if (!grad) return -log_p;
+  beta[(T - 1) * L + L - 1] = lp(T - 1, ext[L - 1]);
+  if (L > 1) beta[(T - 1) * L + L - 2] = lp(T - 1, ext[L - 2]);
+  for (int32_t t = T - 2; t >= 0; --t)
+    for (size_t s = 0; s < L; ++s) {
+      double b = beta[(t + 1) * L + s];
+      if (s + 1 < L) b = log_add(b, beta[(t + 1) * L + s + 1]);
+      if (s + 2 < L && can_skip(ext, s + 2, blank)) b = log_add(b, beta[(t + 1) * L + s + 2]);
+      beta[t * L + s] = b + lp(t, ext[s]);
+    }
+  std::vector<double> lcab(static_cast<size_t>(classes));
+  for (int32_t t = 0; t < T; ++t) {
+    std::fill(lcab.begin(), lcab.end(), -kInf);
+    for (size_t s = 0; s < L; ++s) lcab[ext[s]] = log_add(lcab[ext[s]], alpha[t * L + s] + beta[t * L + s]);
+    for (int64_t c = 0; c < classes; ++c) grad[t * grad_stride + c] = std::exp(lp(t, c)) - std::exp(lcab[c] - log_p - lp(t, c));
+  }
+  return -log_p;
+}
+
+// -------------------------------------------------------------------------------------------
+// Fast: scaled probabilities.
+
+// Scratch of one thread, reused across rows and calls.
+struct Scratch {
+  std::vector<double> prev, next, beta, beta_next, y, weight, scale;
+  std::vector<float> alpha;  // the scaled alpha of every step (normalized: float keeps 7 digits of each)
+};
+
+// The loss of one row, and its gradient into grad (stride B * C) when not null. Returns NaN when
+// the scaled recursion lost precision (the caller falls back to the log-space reference).
+//
+// Scaling keeps each step's total in range but not the spread within a step: over thousands of
+// steps, a state that forward paths rarely reach can fall below 1e-308 of the step's mass while
+// the paths that must end the sequence run through it. The backward pass checks for that: at
+// every step, sum_s alpha_t(s) beta_t(s) / y_t(s) must equal p, the same number each time; where
+// it does not (by 1e-7), the row is recomputed in log space, which has no such limit.
+double fast_row(const Row& r, float* grad, Scratch& w) {
+  const int32_t T = r.steps;
+  const size_t L = r.ext.size();
+  if (T == 0) return L == 1 ? 0.0 : kInf;
+  // a row needs at least S frames plus one per repeat: otherwise no alignment (as torch: +inf)
+  size_t repeats = 0;
+  for (size_t s = 3; s < L; s += 2) repeats += r.ext[s] == r.ext[s - 2];
+  if ((L - 1) / 2 + repeats > static_cast<size_t>(T)) return kInf;
+  const auto y = [&](int32_t t, size_t s) { return std::exp(static_cast<double>(r.lp[t * r.stride + r.ext[s]])); };
+  w.prev.assign(L, 0.0);
+  w.next.assign(L, 0.0);
+  w.alpha.resize(static_cast<size_t>(T) * L);
+  w.scale.resize(static_cast<size_t>(T));
+  double log_p = 0;
+  // alpha: at step t only s <= 2t + 1 can be reached, and only s >= L - 2 (T - t) can still finish
+  for (int32_t t = 0; t < T; ++t) {
+    const size_t hi = std::min(L, 2 * static_cast<size_t>(t) + 2);
+    const size_t lo = L > 2 * static_cast<size_t>(T - t) ? L - 2 * static_cast<size_t>(T - t) : 0;
+    double sum = 0;
+    for (size_t s = 0; s < L; ++s) {
+      double a = 0;
+      if (s >= lo && s < hi) {
+        if (t == 0) a = 1;
+        else {
+          a = w.prev[s];
+          if (s >= 1) a += w.prev[s - 1];
+          if (can_skip(r.ext, s, r.blank)) a += w.prev[s - 2];
+        }
+        a *= y(t, s);
+      }
+      w.next[s] = a;
+      sum += a;
+    }
+    if (!(sum > 1e-290)) return std::numeric_limits<double>::quiet_NaN();
+    for (size_t s = 0; s < L; ++s) w.next[s] /= sum;
+    log_p += std::log(sum);
+    w.scale[t] = log_p;  // log of the product of C_0 .. C_t
+    for (size_t s = 0; s < L; ++s) w.alpha[t * L + s] = static_cast<float>(w.next[s]);
+    std::swap(w.prev, w.next);
+  }
+  // the last step's alphas at the two final symbols, scaled by the product of the C_t
+  const double tail = w.prev[L - 1] + (L > 1 ? w.prev[L - 2] : 0.0);
+  if (!(tail > 0)) return kInf;
+  log_p += std::log(tail);
+
+  // beta backwards, one step at a time; at each step the gradient from alpha_t * beta_t
+  w.beta.assign(L, 0.0);
+  w.beta_next.assign(L, 0.0);
+  w.y.resize(L);
+  w.weight.assign(static_cast<size_t>(r.classes), 0.0);
+  double log_d = 0;  // log of the product of D_t .. D_(T-1)
+  for (int32_t t = T - 1; t >= 0; --t) {
+    const size_t hi = std::min(L, 2 * static_cast<size_t>(t) + 2);
+    const size_t lo = L > 2 * static_cast<size_t>(T - t) ? L - 2 * static_cast<size_t>(T - t) : 0;
+    double sum = 0;
+    for (size_t s = 0; s < L; ++s) {
+      double b = 0;
+      if (s >= lo && s < hi) {
+        if (t == T - 1) b = s + 2 >= L ? 1.0 : 0.0;
+        else {
+          b = w.beta_next[s];
+          if (s + 1 < L) b += w.beta_next[s + 1];
+          if (s + 2 < L && can_skip(r.ext, s + 2, r.blank)) b += w.beta_next[s + 2];
+        }
+        w.y[s] = y(t, s);
+        b *= w.y[s];
+      }
+      w.beta[s] = b;
+      sum += b;
+    }
+    if (!(sum > 1e-290)) return std::numeric_limits<double>::quiet_NaN();
+    for (size_t s = lo; s < hi; ++s) w.beta[s] /= sum;
+    log_d += std::log(sum);
+    // alpha_t(s) beta_t(s) / y_t(s), normalized over s: that is alpha beta / (y p), whose sum
+    // over the s of class c is the occupation the gradient subtracts
+    std::fill(w.weight.begin(), w.weight.end(), 0.0);
+    double total = 0;
+    for (size_t s = lo; s < hi; ++s) {
+      if (!(w.y[s] > 0)) continue;
+      const double v = static_cast<double>(w.alpha[t * L + s]) * w.beta[s] / w.y[s];
+      w.weight[r.ext[s]] += v;
+      total += v;
+    }
+    // alpha-hat_t = alpha_t / prod C, beta-hat_t = beta_t / prod D: total is p / (prod C prod D)
+    if (!(std::fabs(std::log(total) + w.scale[t] + log_d - log_p) <= 1e-7 * std::max(1.0, std::fabs(log_p)) + 1e-9))
+      return std::numeric_limits<double>::quiet_NaN();
+    std::swap(w.beta, w.beta_next);
+    if (!grad) continue;
+    const float* lp = r.lp + t * r.stride;
+    float* g = grad + t * r.stride;
+    for (int64_t c = 0; c < r.classes; ++c) {
+      g[c] = static_cast<float>(std::exp(static_cast<double>(lp[c])) - (total > 0 ? w.weight[c] / total : 0.0));
+    }
+  }
+  return -log_p;
+}
+
+}  // namespace
+
+CtcInputCheck ctc_loss_cpu(float* losses, float* grad, const float* log_probs, const CtcDims& dims,
+                           const int32_t* targets, const int64_t* target_offsets, const int32_t* target_lengths,
+                           const int32_t* input_lengths, bool zero_infinity) {
+  std::vector<CtcInputCheck> checks(static_cast<size_t>(dims.batch));
+  parallel_for(static_cast<int>(dims.batch), [&](int b) {
+    const Row r = row_of(log_probs, dims, targets, target_offsets, target_lengths, input_lengths, b);
+    // the input must be log-probabilities: each frame's logsumexp over the classes is 0
+    for (int32_t t = 0; t < r.steps && checks[b].row < 0; ++t) {
+      const float* lp = r.lp + t * r.stride;
+      double top = -kInf;
+      for (int64_t c = 0; c < r.classes; ++c) top = std::max(top, static_cast<double>(lp[c]));
+      double sum = 0;
+      for (int64_t c = 0; c < r.classes; ++c) sum += std::exp(static_cast<double>(lp[c]) - top);
+      const double lse = top + std::log(sum);
+      if (!(std::fabs(lse) <= 1e-3)) checks[b] = {b, t, lse};
+    }
+    thread_local Scratch scratch;
+    float* row_grad = grad ? grad + b * dims.classes : nullptr;
+    double loss = fast_row(r, row_grad, scratch);
+    if (std::isnan(loss)) {
+      // underflow of the scaled probabilities: the log-space recursion, in double
+      std::vector<double> g(row_grad ? static_cast<size_t>(r.steps) * dims.classes : 0);
+      const auto lp = [&](int32_t t, int64_t c) { return static_cast<double>(r.lp[t * r.stride + c]); };
+      loss = reference_row(lp, r.steps, r.ext, r.blank, dims.classes, row_grad ? g.data() : nullptr, dims.classes);
+      if (row_grad)
+        for (int32_t t = 0; t < r.steps; ++t)
+          for (int64_t c = 0; c < dims.classes; ++c) row_grad[t * r.stride + c] = static_cast<float>(g[t * dims.classes + c]);
+    }
+    const bool dropped = zero_infinity && std::isinf(loss);
+    losses[b] = dropped ? 0.0f : static_cast<float>(loss);
+    if (row_grad) {
+      // steps past the input length get no gradient; an impossible row's gradient is NaN, as
+      // torch's is, or zero with zero_infinity
+      const float fill = std::isinf(loss) && !dropped ? std::numeric_limits<float>::quiet_NaN() : 0.0f;
+      for (int64_t t = std::isinf(loss) ? 0 : r.steps; t < dims.steps; ++t)
+        std::fill(row_grad + t * r.stride, row_grad + t * r.stride + dims.classes, t < r.steps ? fill : 0.0f);
+    }
+  });
+  for (const CtcInputCheck& c : checks)
+    if (c.row >= 0) return c;
+  return {};
+}
+
+void ctc_loss_reference(double* losses, double* grad, const double* log_probs, const CtcDims& dims,
+                        const int32_t* targets, const int64_t* target_offsets, const int32_t* target_lengths,
+                        const int32_t* input_lengths) {
+  const int64_t stride = dims.batch * dims.classes;
+  if (grad) std::fill(grad, grad + dims.steps * stride, 0.0);
+  for (int64_t b = 0; b < dims.batch; ++b) {
+    const auto lp = [&](int32_t t, int64_t c) { return log_probs[t * stride + b * dims.classes + c]; };
+    const std::vector<int32_t> ext = extended(targets + target_offsets[b], target_lengths[b], dims.blank);
+    losses[b] = reference_row(lp, input_lengths[b], ext, dims.blank, dims.classes, grad ? grad + b * dims.classes : nullptr, stride);
+  }
+}
+
+// -------------------------------------------------------------------------------------------
+// Decoders
+
+std::vector<std::vector<int32_t>> ctc_greedy_decode_cpu(const float* log_probs, const CtcDims& dims,
+                                                        const int32_t* input_lengths) {
+  std::vector<std::vector<int32_t>> out(static_cast<size_t>(dims.batch));
+  const int64_t stride = dims.batch * dims.classes;
+  for (int64_t b = 0; b < dims.batch; ++b) {
+    int32_t last = -1;
+    for (int32_t t = 0; t < input_lengths[b]; ++t) {
+      const float* lp = log_probs + t * stride + b * dims.classes;
+      const int32_t best = static_cast<int32_t>(std::max_element(lp, lp + dims.classes) - lp);
+      if (best != dims.blank && best != last) out[b].push_back(best);
+      last = best;
+    }
+  }
+  return out;
+}
+
+namespace {
+
+struct PrefixHash {
+  size_t operator()(const std::vector<int32_t>& v) const {
+    size_t h = 1469598103934665603ull;
+    for (int32_t x : v) h = (h ^ static_cast<uint32_t>(x)) * 1099511628211ull;
+    return h;
+  }
+};
+
+struct Beam {
+  double blank = -kInf, label = -kInf;  // log P(prefix, alignment ends in a blank / in its last label)
+  double total() const { return log_add(blank, label); }
+};
+
+}  // namespace
+
+std::vector<std::vector<int32_t>> ctc_beam_search_cpu(const float* log_probs, const CtcDims& dims,
+                                                      const int32_t* input_lengths, int beam_width) {
+  std::vector<std::vector<int32_t>> out(static_cast<size_t>(dims.batch));
+  const int64_t stride = dims.batch * dims.classes;
+  parallel_for(static_cast<int>(dims.batch), [&](int b) {
+    using Beams = std::unordered_map<std::vector<int32_t>, Beam, PrefixHash>;
+    Beams beams;
+    beams[{}].blank = 0.0;
+    for (int32_t t = 0; t < input_lengths[b]; ++t) {
+      const float* lp = log_probs + t * stride + b * dims.classes;
+      Beams next;
+      for (const auto& [prefix, beam] : beams) {
+        // a blank: the prefix stays and now ends in a blank
+        Beam& same = next[prefix];
+        same.blank = log_add(same.blank, beam.total() + lp[dims.blank]);
+        for (int32_t c = 0; c < dims.classes; ++c) {
+          if (c == dims.blank) continue;
+          const double p = lp[c];
+          if (!prefix.empty() && prefix.back() == c) {
+            // the last label again: merged into it, unless a blank came between
+            same.label = log_add(same.label, beam.label + p);
+            std::vector<int32_t> longer = prefix;
+            longer.push_back(c);
+            Beam& grown = next[longer];
+            grown.label = log_add(grown.label, beam.blank + p);
+          } else {
+            std::vector<int32_t> longer = prefix;
+            longer.push_back(c);
+            Beam& grown = next[longer];
+            grown.label = log_add(grown.label, beam.total() + p);
+          }
+        }
+      }
+      // keep the beam_width likeliest (ties: the shorter, then the smaller prefix)
+      std::vector<std::pair<std::vector<int32_t>, Beam>> ranked(next.begin(), next.end());
+      const auto better = [](const auto& x, const auto& y) {
+        const double a = x.second.total(), b2 = y.second.total();
+        if (a != b2) return a > b2;
+        return x.first < y.first;
+      };
+      const size_t keep = std::min(ranked.size(), static_cast<size_t>(beam_width));
+      std::partial_sort(ranked.begin(), ranked.begin() + keep, ranked.end(), better);
+      beams.clear();
+      for (size_t i = 0; i < keep; ++i) beams.emplace(std::move(ranked[i].first), ranked[i].second);
+    }
+    const std::vector<int32_t>* best = nullptr;
+    double best_score = -kInf;
+    for (const auto& [prefix, beam] : beams) {
+      const double score = beam.total();
+      if (!best || score > best_score || (score == best_score && prefix < *best)) {
+        best = &prefix;
+        best_score = score;
+      }
+    }
+    out[b] = best ? *best : std::vector<int32_t>{};
+  });
+  return out;
+}
+
+}  // namespace recurrent
