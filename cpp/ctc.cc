@@ -99,7 +99,8 @@ double reference_row(const Lp& lp, int32_t T, const std::vector<int32_t>& ext, i
 
 // Scratch of one thread, reused across rows and calls.
 struct Scratch {
-  std::vector<double> prev, next, beta, beta_next, y, weight, scale;
+  std::vector<double> prev, next, beta, beta_next, weight, scale, emit, skip;
+  std::vector<int32_t> label;
   std::vector<float> alpha;  // the scaled alpha of every step (normalized: float keeps 7 digits of each)
 };
 
@@ -119,36 +120,54 @@ double fast_row(const Row& r, float* grad, Scratch& w) {
   size_t repeats = 0;
   for (size_t s = 3; s < L; s += 2) repeats += r.ext[s] == r.ext[s - 2];
   if ((L - 1) / 2 + repeats > static_cast<size_t>(T)) return kInf;
-  const auto y = [&](int32_t t, size_t s) { return std::exp(static_cast<double>(r.lp[t * r.stride + r.ext[s]])); };
-  w.prev.assign(L, 0.0);
-  w.next.assign(L, 0.0);
+  // w.emit: the emission probabilities of every frame (filled by the caller)
+  const double* emit = w.emit.data();
+  const int64_t C = r.classes;
+  // per symbol of l': its class, and whether alpha may skip into it from s - 2
+  w.label.resize(L);
+  w.skip.resize(L);
+  for (size_t s = 0; s < L; ++s) {
+    w.label[s] = r.ext[s];
+    w.skip[s] = can_skip(r.ext, s, r.blank) ? 1.0 : 0.0;
+  }
+  const int32_t* label = w.label.data();
+  const double* skip = w.skip.data();
+  // at step t only s <= 2t + 1 can be reached, and only s >= L - 2 (T - t) can still finish:
+  // the loops run over that band; the entries just outside it are kept at zero
+  const auto band = [&](int32_t t) {
+    const size_t hi = std::min(L, 2 * static_cast<size_t>(t) + 2);
+    const size_t lo = L > 2 * static_cast<size_t>(T - t) ? L - 2 * static_cast<size_t>(T - t) : 0;
+    return std::pair<size_t, size_t>(lo, hi);
+  };
+  w.prev.assign(L + 2, 0.0);
+  w.next.assign(L + 2, 0.0);
   w.alpha.resize(static_cast<size_t>(T) * L);
   w.scale.resize(static_cast<size_t>(T));
   double log_p = 0;
-  // alpha: at step t only s <= 2t + 1 can be reached, and only s >= L - 2 (T - t) can still finish
   for (int32_t t = 0; t < T; ++t) {
-    const size_t hi = std::min(L, 2 * static_cast<size_t>(t) + 2);
-    const size_t lo = L > 2 * static_cast<size_t>(T - t) ? L - 2 * static_cast<size_t>(T - t) : 0;
+    const auto [lo, hi] = band(t);
+    const double* e = emit + t * C;
+    double* next = w.next.data();
+    const double* prev = w.prev.data();
     double sum = 0;
-    for (size_t s = 0; s < L; ++s) {
-      double a = 0;
-      if (s >= lo && s < hi) {
-        if (t == 0) a = 1;
-        else {
-          a = w.prev[s];
-          if (s >= 1) a += w.prev[s - 1];
-          if (can_skip(r.ext, s, r.blank)) a += w.prev[s - 2];
-        }
-        a *= y(t, s);
+    if (t == 0) {
+      for (size_t s = lo; s < hi; ++s) sum += (next[s] = e[label[s]]);
+    } else {
+      for (size_t s = lo; s < hi; ++s) {
+        double a = prev[s];
+        if (s >= 1) a += prev[s - 1];
+        if (s >= 2) a += skip[s] * prev[s - 2];
+        sum += (next[s] = a * e[label[s]]);
       }
-      w.next[s] = a;
-      sum += a;
     }
     if (!(sum > 1e-290)) return std::numeric_limits<double>::quiet_NaN();
-    for (size_t s = 0; s < L; ++s) w.next[s] /= sum;
+    const double inverse = 1.0 / sum;
+    float* stored = w.alpha.data() + t * L;
+    for (size_t s = lo; s < hi; ++s) stored[s] = static_cast<float>(next[s] *= inverse);
+    if (lo >= 2) next[lo - 2] = next[lo - 1] = 0.0;
+    else if (lo == 1) next[0] = 0.0;
     log_p += std::log(sum);
     w.scale[t] = log_p;  // log of the product of C_0 .. C_t
-    for (size_t s = 0; s < L; ++s) w.alpha[t * L + s] = static_cast<float>(w.next[s]);
     std::swap(w.prev, w.next);
   }
   // the last step's alphas at the two final symbols, scaled by the product of the C_t
@@ -157,53 +176,53 @@ double fast_row(const Row& r, float* grad, Scratch& w) {
   log_p += std::log(tail);
 
   // beta backwards, one step at a time; at each step the gradient from alpha_t * beta_t
-  w.beta.assign(L, 0.0);
-  w.beta_next.assign(L, 0.0);
-  w.y.resize(L);
-  w.weight.assign(static_cast<size_t>(r.classes), 0.0);
+  w.beta.assign(L + 2, 0.0);
+  w.beta_next.assign(L + 2, 0.0);
+  w.weight.assign(static_cast<size_t>(C), 0.0);
   double log_d = 0;  // log of the product of D_t .. D_(T-1)
   for (int32_t t = T - 1; t >= 0; --t) {
-    const size_t hi = std::min(L, 2 * static_cast<size_t>(t) + 2);
-    const size_t lo = L > 2 * static_cast<size_t>(T - t) ? L - 2 * static_cast<size_t>(T - t) : 0;
+    const auto [lo, hi] = band(t);
+    const double* e = emit + t * C;
+    double* beta = w.beta.data();
+    const double* after = w.beta_next.data();  // beta_(t+1), zero past its band
     double sum = 0;
-    for (size_t s = 0; s < L; ++s) {
-      double b = 0;
-      if (s >= lo && s < hi) {
-        if (t == T - 1) b = s + 2 >= L ? 1.0 : 0.0;
-        else {
-          b = w.beta_next[s];
-          if (s + 1 < L) b += w.beta_next[s + 1];
-          if (s + 2 < L && can_skip(r.ext, s + 2, r.blank)) b += w.beta_next[s + 2];
-        }
-        w.y[s] = y(t, s);
-        b *= w.y[s];
+    if (t == T - 1) {
+      for (size_t s = lo; s < hi; ++s) sum += (beta[s] = s + 2 >= L ? e[label[s]] : 0.0);
+    } else {
+      for (size_t s = lo; s < hi; ++s) {
+        double b = after[s] + after[s + 1];
+        if (s + 2 < L) b += skip[s + 2] * after[s + 2];
+        sum += (beta[s] = b * e[label[s]]);
       }
-      w.beta[s] = b;
-      sum += b;
     }
     if (!(sum > 1e-290)) return std::numeric_limits<double>::quiet_NaN();
-    for (size_t s = lo; s < hi; ++s) w.beta[s] /= sum;
+    const double inverse = 1.0 / sum;
+    for (size_t s = lo; s < hi; ++s) beta[s] *= inverse;
+    beta[hi] = beta[hi + 1] = 0.0;  // beta_t past its band, for step t - 1
     log_d += std::log(sum);
     // alpha_t(s) beta_t(s) / y_t(s), normalized over s: that is alpha beta / (y p), whose sum
     // over the s of class c is the occupation the gradient subtracts
     std::fill(w.weight.begin(), w.weight.end(), 0.0);
     double total = 0;
+    const float* alpha = w.alpha.data() + t * L;
     for (size_t s = lo; s < hi; ++s) {
-      if (!(w.y[s] > 0)) continue;
-      const double v = static_cast<double>(w.alpha[t * L + s]) * w.beta[s] / w.y[s];
-      w.weight[r.ext[s]] += v;
+      const double y = e[label[s]];
+      if (!(y > 0)) continue;
+      const double v = static_cast<double>(alpha[s]) * beta[s] / y;
+      w.weight[label[s]] += v;
       total += v;
     }
     // alpha-hat_t = alpha_t / prod C, beta-hat_t = beta_t / prod D: total is p / (prod C prod D)
     if (!(std::fabs(std::log(total) + w.scale[t] + log_d - log_p) <= 1e-7 * std::max(1.0, std::fabs(log_p)) + 1e-9))
       return std::numeric_limits<double>::quiet_NaN();
+    // beta_t's entries below its band were set two steps ago: clear them for step t - 1
+    if (lo >= 2) beta[lo - 2] = beta[lo - 1] = 0.0;
+    else if (lo == 1) beta[0] = 0.0;
     std::swap(w.beta, w.beta_next);
     if (!grad) continue;
-    const float* lp = r.lp + t * r.stride;
     float* g = grad + t * r.stride;
-    for (int64_t c = 0; c < r.classes; ++c) {
-      g[c] = static_cast<float>(std::exp(static_cast<double>(lp[c])) - (total > 0 ? w.weight[c] / total : 0.0));
-    }
+    const double norm = total > 0 ? 1.0 / total : 0.0;
+    for (int64_t c = 0; c < C; ++c) g[c] = static_cast<float>(e[c] - w.weight[c] * norm);
   }
   return -log_p;
 }
@@ -216,17 +235,18 @@ CtcInputCheck ctc_loss_cpu(float* losses, float* grad, const float* log_probs, c
   std::vector<CtcInputCheck> checks(static_cast<size_t>(dims.batch));
   parallel_for(static_cast<int>(dims.batch), [&](int b) {
     const Row r = row_of(log_probs, dims, targets, target_offsets, target_lengths, input_lengths, b);
-    // the input must be log-probabilities: each frame's logsumexp over the classes is 0
-    for (int32_t t = 0; t < r.steps && checks[b].row < 0; ++t) {
-      const float* lp = r.lp + t * r.stride;
-      double top = -kInf;
-      for (int64_t c = 0; c < r.classes; ++c) top = std::max(top, static_cast<double>(lp[c]));
-      double sum = 0;
-      for (int64_t c = 0; c < r.classes; ++c) sum += std::exp(static_cast<double>(lp[c]) - top);
-      const double lse = top + std::log(sum);
-      if (!(std::fabs(lse) <= 1e-3)) checks[b] = {b, t, lse};
-    }
     thread_local Scratch scratch;
+    // the emission probabilities of every frame, once (the recursions read each several times);
+    // they also show whether the input is log-probabilities: each frame's sum is 1
+    scratch.emit.resize(static_cast<size_t>(r.steps) * dims.classes);
+    for (int32_t t = 0; t < r.steps; ++t) {
+      const float* lp = r.lp + t * r.stride;
+      double* e = scratch.emit.data() + t * dims.classes;
+      double sum = 0;
+      for (int64_t c = 0; c < dims.classes; ++c) sum += (e[c] = std::exp(static_cast<double>(lp[c])));
+      const double lse = std::log(sum);
+      if (!(std::fabs(lse) <= 1e-3) && checks[b].row < 0) checks[b] = {b, t, lse};
+    }
     float* row_grad = grad ? grad + b * dims.classes : nullptr;
     double loss = fast_row(r, row_grad, scratch);
     if (std::isnan(loss)) {
