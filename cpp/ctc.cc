@@ -1,11 +1,12 @@
 // CTC loss, gradient and decoders on the CPU (see ctc.h).
 //
-// The fast loss runs the forward-backward recursions over probabilities scaled at every step
-// (Graves 2012, section 7.3): alpha-hat_t = alpha_t / C_t with C_t the sum over s, so that
-// log p = sum_t log C_t and the inner loops are plain multiply-adds on doubles, no log or exp.
-// A row whose scaled probabilities underflow (every candidate of a step below ~1e-300) is
-// computed again by the log-space reference, which cannot underflow. Threads take whole rows;
-// each row's work is O(T_b * (2 S_b + 1)) plus O(T_b * C) for its gradient.
+// The fast loss runs the forward-backward recursions over probabilities, rescaled so that they
+// stay in range (Graves 2012, section 7.3): first with one scale per step (step_scaled_row), the
+// inner loops plain multiply-adds on doubles; a row whose states spread beyond what one scale
+// holds (long, uninformative inputs) again with a scale per block of 8 states
+// (block_scaled_row); a row that still loses precision (checked at every step) by the log-space
+// reference. Threads take whole rows; each row's work is
+// O(T_b * (2 S_b + 1)) plus O(T_b * C) for its gradient.
 #include "ctc.h"
 
 #include <algorithm>
@@ -99,10 +100,185 @@ double reference_row(const Lp& lp, int32_t T, const std::vector<int32_t>& ext, i
 
 // Scratch of one thread, reused across rows and calls.
 struct Scratch {
-  std::vector<double> prev, next, beta, beta_next, weight, scale, emit, skip;
+  std::vector<double> prev, next, beta, beta_next, weight, emit, skip, scale;
+  std::vector<double> sigma_prev, sigma_next, tau, tau_next, sigma;  // per block: log scales
   std::vector<int32_t> label;
-  std::vector<float> alpha;  // the scaled alpha of every step (normalized: float keeps 7 digits of each)
+  std::vector<float> alpha;  // alpha of every step and reachable state, relative to its block's scale
 };
+
+// States per block of the scaled recursions: each block of adjacent states keeps its own log scale.
+constexpr size_t kBlock = 8;
+
+// One step of a block-scaled recursion over the states [lo, hi) of `out`: out(s) is the sum of
+// in(s + k * dir) * weight_k (k = 0, 1, 2; weight_2 only where `skip2` allows) times emit(s), with
+// in relative to the scales in_scale (per block) and out relative to out_scale, which this sets
+// (each block of out normalized by its largest value; -inf for a block of zeros).
+// dir = -1: alpha (from s, s - 1, s - 2); dir = +1: beta (from s, s + 1, s + 2).
+template <int kDir>
+void scaled_step(double* out, double* out_scale, const double* in, const double* in_scale, size_t lo, size_t hi, size_t L,
+                 const double* emit, const int32_t* label, const double* skip) {
+  const size_t first = lo / kBlock, last = (hi - 1) / kBlock, blocks = (L + kBlock - 1) / kBlock;
+  for (size_t k = first; k <= last; ++k) {
+    const size_t s0 = std::max(lo, k * kBlock), s1 = std::min(hi, (k + 1) * kBlock);
+    // the neighbouring block the transitions come from (the one before for alpha, after for beta)
+    const size_t other = kDir < 0 ? (k > 0 ? k - 1 : k) : std::min(k + 1, blocks - 1);
+    const double ref = std::max(in_scale[k], in_scale[other]);
+    if (ref == -kInf) {
+      for (size_t s = s0; s < s1; ++s) out[s] = 0.0;
+      out_scale[k] = -kInf;
+      continue;
+    }
+    const double own = std::exp(in_scale[k] - ref), near = std::exp(in_scale[other] - ref);
+    const auto scaled = [&](size_t from) { return in[from] * (from / kBlock == k ? own : near); };
+    double top = 0;
+    if (kDir < 0) {
+      // a sliding window over in(s - 2), in(s - 1), in(s), each in this block's units
+      double before2 = s0 >= 2 ? scaled(s0 - 2) : 0.0, before1 = s0 >= 1 ? scaled(s0 - 1) : 0.0;
+      for (size_t s = s0; s < s1; ++s) {
+        const double here = in[s] * own;
+        const double v = (here + before1 + skip[s] * before2) * emit[label[s]];
+        out[s] = v;
+        top = std::max(top, v);
+        before2 = before1;
+        before1 = here;
+      }
+    } else {
+      double after2 = s1 + 1 < L + 2 ? scaled(s1 + 1) : 0.0, after1 = scaled(s1);
+      for (size_t s = s1; s-- > s0;) {
+        const double here = in[s] * own;
+        const double v = (here + after1 + skip[s + 2] * after2) * emit[label[s]];
+        out[s] = v;
+        top = std::max(top, v);
+        after2 = after1;
+        after1 = here;
+      }
+    }
+    if (!(top > 0)) {
+      out_scale[k] = -kInf;
+      continue;
+    }
+    const double inverse = 1.0 / top;
+    for (size_t s = s0; s < s1; ++s) out[s] *= inverse;
+    out_scale[k] = ref + std::log(top);
+  }
+}
+
+// The same with a log scale per block of kBlock states, for the rows step_scaled_row cannot keep
+// in range. Returns NaN when it loses precision too (the caller falls back to the reference).
+//
+// alpha and beta are kept as doubles relative to a log scale per block of kBlock adjacent states,
+// so no log or exp runs per state: the states of a step may spread over any range, each block
+// within ~1e308. A block whose own states spread further (peaked inputs whose off-path labels
+// have probabilities below ~1e-40 over kBlock states) would lose digits; the gradient pass
+// checks for it: at every step the occupations sum_s alpha_t(s) beta_t(s) / (y_t(s) p) must sum
+// to 1 (within 1e-7), or the row is recomputed in log space.
+double block_scaled_row(const Row& r, float* grad, Scratch& w) {
+  const int32_t T = r.steps;
+  const size_t L = r.ext.size();
+  if (T == 0) return L == 1 ? 0.0 : kInf;
+  // a row needs at least S frames plus one per repeat: otherwise no alignment (as torch: +inf)
+  size_t repeats = 0;
+  for (size_t s = 3; s < L; s += 2) repeats += r.ext[s] == r.ext[s - 2];
+  if ((L - 1) / 2 + repeats > static_cast<size_t>(T)) return kInf;
+  const int64_t C = r.classes;
+  const double* emit = w.emit.data();  // the emission probabilities of every frame (filled by the caller)
+  w.label.resize(L);
+  w.skip.assign(L + 2, 0.0);
+  for (size_t s = 0; s < L; ++s) {
+    w.label[s] = r.ext[s];
+    w.skip[s] = can_skip(r.ext, s, r.blank) ? 1.0 : 0.0;
+  }
+  const int32_t* label = w.label.data();
+  const double* skip = w.skip.data();
+  const size_t blocks = (L + kBlock - 1) / kBlock;
+  // at step t only s <= 2t + 1 can be reached, and only s >= L - 2 (T - t) can still finish
+  const auto band = [&](int32_t t) {
+    const size_t hi = std::min(L, 2 * static_cast<size_t>(t) + 2);
+    const size_t lo = L > 2 * static_cast<size_t>(T - t) ? L - 2 * static_cast<size_t>(T - t) : 0;
+    return std::pair<size_t, size_t>(lo, hi);
+  };
+  const auto clear_outside = [&](double* v, double* scale, size_t lo, size_t hi) {
+    // the arrays hold values of two steps ago: the band moves by at most two states a step, so
+    // only the two states below it, and the blocks below its first, can be stale (nothing above
+    // it was ever written)
+    for (size_t s = lo >= 2 ? lo - 2 : 0; s < lo; ++s) v[s] = 0.0;
+    for (size_t k = lo / kBlock; k-- > 0 && scale[k] != -kInf;) scale[k] = -kInf;
+    for (size_t k = (hi - 1) / kBlock + 1; k < blocks; ++k) scale[k] = -kInf;
+  };
+
+  w.prev.assign(L + 2, 0.0);
+  w.next.assign(L + 2, 0.0);
+  w.sigma_prev.assign(blocks, -kInf);
+  w.sigma_next.assign(blocks, -kInf);
+  w.alpha.resize(static_cast<size_t>(T) * L);
+  w.sigma.resize(static_cast<size_t>(T) * blocks);
+  for (int32_t t = 0; t < T; ++t) {
+    const auto [lo, hi] = band(t);
+    const double* e = emit + t * C;
+    if (t == 0) {
+      // alpha_0: the first blank and the first label, each its emission probability
+      for (size_t s = lo; s < hi; ++s) w.next[s] = e[label[s]];
+      for (size_t k = 0; k < blocks; ++k) w.sigma_next[k] = k == 0 ? 0.0 : -kInf;
+    } else {
+      scaled_step<-1>(w.next.data(), w.sigma_next.data(), w.prev.data(), w.sigma_prev.data(), lo, hi, L, e, label, skip);
+    }
+    clear_outside(w.next.data(), w.sigma_next.data(), lo, hi);
+    float* stored = w.alpha.data() + t * L;
+    for (size_t s = lo; s < hi; ++s) stored[s] = static_cast<float>(w.next[s]);
+    std::copy(w.sigma_next.begin(), w.sigma_next.end(), w.sigma.begin() + static_cast<long>(t) * blocks);
+    std::swap(w.prev, w.next);
+    std::swap(w.sigma_prev, w.sigma_next);
+  }
+  // p: the last step's alphas at the two final symbols
+  const auto at = [&](size_t s) { return w.prev[s] > 0 ? std::log(w.prev[s]) + w.sigma_prev[s / kBlock] : -kInf; };
+  const double log_p = L > 1 ? log_add(at(L - 1), at(L - 2)) : at(L - 1);
+  if (!(log_p > -kInf)) return kInf;
+
+  // beta backwards, one step at a time; at each step the gradient from alpha_t * beta_t
+  w.beta.assign(L + 2, 0.0);
+  w.beta_next.assign(L + 2, 0.0);
+  w.tau.assign(blocks, -kInf);
+  w.tau_next.assign(blocks, -kInf);
+  w.weight.assign(static_cast<size_t>(C), 0.0);
+  for (int32_t t = T - 1; t >= 0; --t) {
+    const auto [lo, hi] = band(t);
+    const double* e = emit + t * C;
+    if (t == T - 1) {
+      for (size_t s = lo; s < hi; ++s) w.beta[s] = s + 2 >= L ? e[label[s]] : 0.0;
+      for (size_t k = 0; k < blocks; ++k) w.tau[k] = -kInf;
+      w.tau[(L - 1) / kBlock] = 0.0;
+      if (L >= 2) w.tau[(L - 2) / kBlock] = 0.0;
+    } else {
+      scaled_step<+1>(w.beta.data(), w.tau.data(), w.beta_next.data(), w.tau_next.data(), lo, hi, L, e, label, skip);
+    }
+    clear_outside(w.beta.data(), w.tau.data(), lo, hi);
+    // the occupation of state s: alpha_t(s) beta_t(s) / (y_t(s) p), one scale factor per block
+    std::fill(w.weight.begin(), w.weight.end(), 0.0);
+    double total = 0;
+    const float* alpha = w.alpha.data() + t * L;
+    const double* sigma = w.sigma.data() + static_cast<long>(t) * blocks;
+    for (size_t k = lo / kBlock; k <= (hi - 1) / kBlock; ++k) {
+      const double scale = sigma[k] + w.tau[k] - log_p;
+      if (!(scale > -700)) continue;  // nothing of p runs through this block
+      const double factor = std::exp(scale);
+      for (size_t s = std::max(lo, k * kBlock); s < std::min(hi, (k + 1) * kBlock); ++s) {
+        const double y = e[label[s]];
+        if (!(y > 0)) continue;
+        const double v = static_cast<double>(alpha[s]) * w.beta[s] / y * factor;
+        w.weight[label[s]] += v;
+        total += v;
+      }
+    }
+    if (!(std::fabs(total - 1.0) <= 1e-7)) return std::numeric_limits<double>::quiet_NaN();
+    std::swap(w.beta, w.beta_next);
+    std::swap(w.tau, w.tau_next);
+    if (!grad) continue;
+    float* g = grad + t * r.stride;
+    const double norm = 1.0 / total;
+    for (int64_t c = 0; c < C; ++c) g[c] = static_cast<float>(e[c] - w.weight[c] * norm);
+  }
+  return -log_p;
+}
 
 // The loss of one row, and its gradient into grad (stride B * C) when not null. Returns NaN when
 // the scaled recursion lost precision (the caller falls back to the log-space reference).
@@ -112,7 +288,7 @@ struct Scratch {
 // the paths that must end the sequence run through it. The backward pass checks for that: at
 // every step, sum_s alpha_t(s) beta_t(s) / y_t(s) must equal p, the same number each time; where
 // it does not (by 1e-7), the row is recomputed in log space, which has no such limit.
-double fast_row(const Row& r, float* grad, Scratch& w) {
+double step_scaled_row(const Row& r, float* grad, Scratch& w) {
   const int32_t T = r.steps;
   const size_t L = r.ext.size();
   if (T == 0) return L == 1 ? 0.0 : kInf;
@@ -248,7 +424,8 @@ CtcInputCheck ctc_loss_cpu(float* losses, float* grad, const float* log_probs, c
       if (!(std::fabs(lse) <= 1e-3) && checks[b].row < 0) checks[b] = {b, t, lse};
     }
     float* row_grad = grad ? grad + b * dims.classes : nullptr;
-    double loss = fast_row(r, row_grad, scratch);
+    double loss = step_scaled_row(r, row_grad, scratch);
+    if (std::isnan(loss)) loss = block_scaled_row(r, row_grad, scratch);
     if (std::isnan(loss)) {
       // underflow of the scaled probabilities: the log-space recursion, in double
       std::vector<double> g(row_grad ? static_cast<size_t>(r.steps) * dims.classes : 0);

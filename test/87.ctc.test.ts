@@ -138,6 +138,27 @@ describe('the CTC kernel', () => {
     expect(run(lp, S, 1, 4, [[...labels.slice(1), 1, 2]], [S - 1]).loss).to.equal(Infinity);
   });
 
+  it('every precision path agrees with the reference: peaked and flat inputs, short and long', function () {
+    this.timeout(60_000);
+    // flat inputs over long sequences spread the states beyond one scale per step; peaked ones
+    // (off-path classes at e^-60) beyond a scale per block of states
+    for (const [T, S, spread] of [[200, 40, 1], [3000, 600, 1], [300, 60, 60], [2000, 300, 60]] as const) {
+      const C = 7;
+      const rand = seededRandom(T + S);
+      const labels = Array.from({ length: S }, () => 1 + Math.floor(rand() * (C - 1)));
+      const lp = new Float64Array(T * C);
+      for (let t = 0; t < T; ++t) {
+        const favourite = spread > 1 ? (t % 2 ? 0 : labels[Math.min(S - 1, Math.floor((t / T) * S))]) : -1;
+        let sum = 0;
+        for (let c = 0; c < C; ++c) sum += Math.exp((lp[t * C + c] = c === favourite ? 0 : -spread * rand()));
+        for (let c = 0; c < C; ++c) lp[t * C + c] -= Math.log(sum);
+      }
+      const { loss, grad, reference } = run(lp, T, 1, C, [labels], [T]);
+      expect(loss, `T = ${T}, spread ${spread}`).to.be.closeTo(reference.losses[0], 1e-6 * reference.losses[0] + 1e-4);
+      expectClose(grad, reference.grad!, `T = ${T}, spread ${spread}: gradient`, { rtol: 1e-4, atol: 1e-6 });
+    }
+  });
+
   it('runs queued in async mode with the same values and gradients', async () => {
     const lp = randomLogProbs(20, 3, 5, 3);
     const make = () => Tensor.from(Float32Array.from(lp), [20, 3, 5], { requiresGrad: true });
