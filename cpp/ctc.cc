@@ -49,12 +49,36 @@ struct Row {
   int32_t steps;    // T_b
   std::vector<int32_t> ext;
   int32_t blank;
+  std::vector<double> skip;  // 1 where alpha may skip into s from s - 2 (two zeros past the end)
+
+  // The states of step t a complete alignment can pass: s <= 2t + 1 are reachable, and only
+  // s >= L - 2 (T - t) can still finish.
+  std::pair<size_t, size_t> band(int32_t t) const {
+    const size_t L = ext.size();
+    const size_t hi = std::min(L, 2 * static_cast<size_t>(t) + 2);
+    const size_t lo = L > 2 * static_cast<size_t>(steps - t) ? L - 2 * static_cast<size_t>(steps - t) : 0;
+    return {lo, hi};
+  }
 };
 
 Row row_of(const float* log_probs, const CtcDims& dims, const int32_t* targets, const int64_t* offsets,
            const int32_t* target_lengths, const int32_t* input_lengths, int64_t b) {
-  return {log_probs + b * dims.classes, dims.batch * dims.classes, dims.classes, input_lengths[b],
-          extended(targets + offsets[b], target_lengths[b], dims.blank), dims.blank};
+  Row r{log_probs + b * dims.classes, dims.batch * dims.classes, dims.classes, input_lengths[b],
+        extended(targets + offsets[b], target_lengths[b], dims.blank), dims.blank, {}};
+  r.skip.assign(r.ext.size() + 2, 0.0);
+  for (size_t s = 0; s < r.ext.size(); ++s) r.skip[s] = can_skip(r.ext, s, r.blank) ? 1.0 : 0.0;
+  return r;
+}
+
+// The loss of a row that needs no recursion: 0 or +inf without frames, +inf when the row has
+// fewer frames than its labels plus one per repeat (no alignment, as torch); else NaN.
+double without_recursion(const Row& r) {
+  const size_t L = r.ext.size();
+  if (r.steps == 0) return L == 1 ? 0.0 : kInf;
+  size_t repeats = 0;
+  for (size_t s = 3; s < L; s += 2) repeats += r.ext[s] == r.ext[s - 2];
+  if ((L - 1) / 2 + repeats > static_cast<size_t>(r.steps)) return kInf;
+  return std::numeric_limits<double>::quiet_NaN();
 }
 
 // -------------------------------------------------------------------------------------------
@@ -100,9 +124,8 @@ double reference_row(const Lp& lp, int32_t T, const std::vector<int32_t>& ext, i
 
 // Scratch of one thread, reused across rows and calls.
 struct Scratch {
-  std::vector<double> prev, next, beta, beta_next, weight, emit, skip, scale;
+  std::vector<double> prev, next, beta, beta_next, weight, emit, scale;
   std::vector<double> sigma_prev, sigma_next, tau, tau_next, sigma;  // per block: log scales
-  std::vector<int32_t> label;
   std::vector<float> alpha;  // alpha of every step and reachable state, relative to its block's scale
 };
 
@@ -175,28 +198,12 @@ void scaled_step(double* out, double* out_scale, const double* in, const double*
 double block_scaled_row(const Row& r, float* grad, Scratch& w) {
   const int32_t T = r.steps;
   const size_t L = r.ext.size();
-  if (T == 0) return L == 1 ? 0.0 : kInf;
-  // a row needs at least S frames plus one per repeat: otherwise no alignment (as torch: +inf)
-  size_t repeats = 0;
-  for (size_t s = 3; s < L; s += 2) repeats += r.ext[s] == r.ext[s - 2];
-  if ((L - 1) / 2 + repeats > static_cast<size_t>(T)) return kInf;
+  if (const double trivial = without_recursion(r); !std::isnan(trivial)) return trivial;
   const int64_t C = r.classes;
   const double* emit = w.emit.data();  // the emission probabilities of every frame (filled by the caller)
-  w.label.resize(L);
-  w.skip.assign(L + 2, 0.0);
-  for (size_t s = 0; s < L; ++s) {
-    w.label[s] = r.ext[s];
-    w.skip[s] = can_skip(r.ext, s, r.blank) ? 1.0 : 0.0;
-  }
-  const int32_t* label = w.label.data();
-  const double* skip = w.skip.data();
+  const int32_t* label = r.ext.data();
+  const double* skip = r.skip.data();
   const size_t blocks = (L + kBlock - 1) / kBlock;
-  // at step t only s <= 2t + 1 can be reached, and only s >= L - 2 (T - t) can still finish
-  const auto band = [&](int32_t t) {
-    const size_t hi = std::min(L, 2 * static_cast<size_t>(t) + 2);
-    const size_t lo = L > 2 * static_cast<size_t>(T - t) ? L - 2 * static_cast<size_t>(T - t) : 0;
-    return std::pair<size_t, size_t>(lo, hi);
-  };
   const auto clear_outside = [&](double* v, double* scale, size_t lo, size_t hi) {
     // the arrays hold values of two steps ago: the band moves by at most two states a step, so
     // only the two states below it, and the blocks below its first, can be stale (nothing above
@@ -213,7 +220,7 @@ double block_scaled_row(const Row& r, float* grad, Scratch& w) {
   w.alpha.resize(static_cast<size_t>(T) * L);
   w.sigma.resize(static_cast<size_t>(T) * blocks);
   for (int32_t t = 0; t < T; ++t) {
-    const auto [lo, hi] = band(t);
+    const auto [lo, hi] = r.band(t);
     const double* e = emit + t * C;
     if (t == 0) {
       // alpha_0: the first blank and the first label, each its emission probability
@@ -241,7 +248,7 @@ double block_scaled_row(const Row& r, float* grad, Scratch& w) {
   w.tau_next.assign(blocks, -kInf);
   w.weight.assign(static_cast<size_t>(C), 0.0);
   for (int32_t t = T - 1; t >= 0; --t) {
-    const auto [lo, hi] = band(t);
+    const auto [lo, hi] = r.band(t);
     const double* e = emit + t * C;
     if (t == T - 1) {
       for (size_t s = lo; s < hi; ++s) w.beta[s] = s + 2 >= L ? e[label[s]] : 0.0;
@@ -280,48 +287,30 @@ double block_scaled_row(const Row& r, float* grad, Scratch& w) {
   return -log_p;
 }
 
-// The loss of one row, and its gradient into grad (stride B * C) when not null. Returns NaN when
-// the scaled recursion lost precision (the caller falls back to the log-space reference).
-//
-// Scaling keeps each step's total in range but not the spread within a step: over thousands of
-// steps, a state that forward paths rarely reach can fall below 1e-308 of the step's mass while
-// the paths that must end the sequence run through it. The backward pass checks for that: at
-// every step, sum_s alpha_t(s) beta_t(s) / y_t(s) must equal p, the same number each time; where
-// it does not (by 1e-7), the row is recomputed in log space, which has no such limit.
+// The loss of one row with one scale per step (Graves' rescaling: alpha-hat_t = alpha_t / C_t,
+// log p = sum_t log C_t), and its gradient into grad (stride B * C) when not null: the fastest
+// recursion. A step's scale keeps its total in range, not its spread: over long sequences a state
+// that forward paths rarely reach can fall below 1e-308 of the step's mass while the paths that
+// must end the sequence run through it. The backward pass checks for that: at every step,
+// sum_s alpha_t(s) beta_t(s) / y_t(s) must equal p, the same number each time; where it does not
+// (by 1e-7) this returns NaN and the row runs with a scale per block (block_scaled_row).
 double step_scaled_row(const Row& r, float* grad, Scratch& w) {
   const int32_t T = r.steps;
   const size_t L = r.ext.size();
-  if (T == 0) return L == 1 ? 0.0 : kInf;
-  // a row needs at least S frames plus one per repeat: otherwise no alignment (as torch: +inf)
-  size_t repeats = 0;
-  for (size_t s = 3; s < L; s += 2) repeats += r.ext[s] == r.ext[s - 2];
-  if ((L - 1) / 2 + repeats > static_cast<size_t>(T)) return kInf;
+  if (const double trivial = without_recursion(r); !std::isnan(trivial)) return trivial;
   // w.emit: the emission probabilities of every frame (filled by the caller)
   const double* emit = w.emit.data();
   const int64_t C = r.classes;
-  // per symbol of l': its class, and whether alpha may skip into it from s - 2
-  w.label.resize(L);
-  w.skip.resize(L);
-  for (size_t s = 0; s < L; ++s) {
-    w.label[s] = r.ext[s];
-    w.skip[s] = can_skip(r.ext, s, r.blank) ? 1.0 : 0.0;
-  }
-  const int32_t* label = w.label.data();
-  const double* skip = w.skip.data();
-  // at step t only s <= 2t + 1 can be reached, and only s >= L - 2 (T - t) can still finish:
-  // the loops run over that band; the entries just outside it are kept at zero
-  const auto band = [&](int32_t t) {
-    const size_t hi = std::min(L, 2 * static_cast<size_t>(t) + 2);
-    const size_t lo = L > 2 * static_cast<size_t>(T - t) ? L - 2 * static_cast<size_t>(T - t) : 0;
-    return std::pair<size_t, size_t>(lo, hi);
-  };
+  const int32_t* label = r.ext.data();
+  const double* skip = r.skip.data();
+  // the loops run over each step's band (Row::band); the entries just outside it are kept at zero
   w.prev.assign(L + 2, 0.0);
   w.next.assign(L + 2, 0.0);
   w.alpha.resize(static_cast<size_t>(T) * L);
   w.scale.resize(static_cast<size_t>(T));
   double log_p = 0;
   for (int32_t t = 0; t < T; ++t) {
-    const auto [lo, hi] = band(t);
+    const auto [lo, hi] = r.band(t);
     const double* e = emit + t * C;
     double* next = w.next.data();
     const double* prev = w.prev.data();
@@ -357,7 +346,7 @@ double step_scaled_row(const Row& r, float* grad, Scratch& w) {
   w.weight.assign(static_cast<size_t>(C), 0.0);
   double log_d = 0;  // log of the product of D_t .. D_(T-1)
   for (int32_t t = T - 1; t >= 0; --t) {
-    const auto [lo, hi] = band(t);
+    const auto [lo, hi] = r.band(t);
     const double* e = emit + t * C;
     double* beta = w.beta.data();
     const double* after = w.beta_next.data();  // beta_(t+1), zero past its band

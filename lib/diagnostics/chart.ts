@@ -16,7 +16,7 @@ export async function lineChartSvg(series: Series[], options: { title?: string; 
   const temporal = options.temporal ?? series.some((s) => s.points.some((p) => typeof p.x === 'string'));
   const lines = series.map((s) => ({
     name: s.name,
-    points: s.points.map((p) => ({ x: typeof p.x === 'string' ? Date.parse(p.x) : temporal ? p.x : p.x, y: p.y })),
+    points: s.points.map((p) => ({ x: typeof p.x === 'string' ? Date.parse(p.x) : p.x, y: p.y })),
   }));
   return lineChart(lines, {
     title: options.title, xTitle: options.xTitle ?? 'x', yTitle: options.yTitle ?? 'y', width: options.width ?? 640, height: options.height ?? 320,

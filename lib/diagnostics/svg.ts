@@ -118,9 +118,8 @@ function timeTicks(min: number, max: number): number[] {
 }
 
 function describeAxis(axis: 'X' | 'Y', title: string, s: Scale): string {
-  const kind = s.kind === 'time' ? 'time' : s.kind;
   const show = (v: number) => (s.kind === 'time' ? new Date(v).toISOString().slice(0, 10) : s.kind === 'log' ? v.toExponential(0) : String(Number(v.toPrecision(3))));
-  return `${axis}-axis titled '${title}' for a ${kind} scale with values from ${show(s.domain[0])} to ${show(s.domain[1])}`;
+  return `${axis}-axis titled '${title}' for a ${s.kind} scale with values from ${show(s.domain[0])} to ${show(s.domain[1])}`;
 }
 
 /** The frame of a chart: title, plot area, axes with ticks, labels and grid, and the legend. */
