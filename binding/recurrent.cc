@@ -108,6 +108,26 @@ struct FloatSpan {
   float* operator()(const Napi::Value& v, const char* name, int64_t n) const { return span_of(v, name, 0, n); }
 };
 
+// The weights, which the layer only reads: their versions stay, so their packed forms are reused.
+struct ReadSpan {
+  using result_type = const float*;
+  const float* operator()(const Napi::Value& v, const char* name, int64_t n) const { return read_span_of(v, name, 0, n); }
+};
+
+// The weights argument (checked by weights_arg) as the kernels take it, with each direction's
+// w_ih and w_hh caches at their versions now.
+std::vector<LayerWeights> layer_weights_arg(const Napi::Value& value, const LayerDims& d) {
+  std::vector<const float*> w;
+  weights_arg(value, d, "weights", ReadSpan{}, w);
+  Napi::Array array = value.As<Napi::Array>();
+  std::vector<LayerWeights> weights(d.directions);
+  for (int dir = 0; dir < d.directions; ++dir)
+    weights[dir] = LayerWeights{w[4 * dir], w[4 * dir + 1], w[4 * dir + 2], w[4 * dir + 3],
+                                cached_weight_of(array.Get(static_cast<uint32_t>(4 * dir))),
+                                cached_weight_of(array.Get(static_cast<uint32_t>(4 * dir + 1)))};
+  return weights;
+}
+
 }  // namespace
 
 // layerReserveSize(cell, T, B, I, H, D) -> floats
@@ -132,11 +152,7 @@ Napi::Value LayerForward(const Napi::CallbackInfo& info) {
   const std::vector<int> lengths = lengths_arg(info[11], d);
   const float* h0 = optional_span(info[12], "h0", state_size(d), at);
   const float* c0 = is_lstm(d) ? optional_span(info[13], "c0", state_size(d), at) : nullptr;
-  std::vector<float*> w;
-  weights_arg(info[14], d, "weights", FloatSpan{}, w);
-  std::vector<LayerWeights> weights(d.directions);
-  for (int dir = 0; dir < d.directions; ++dir)
-    weights[dir] = LayerWeights{w[4 * dir], w[4 * dir + 1], w[4 * dir + 2], w[4 * dir + 3]};
+  const std::vector<LayerWeights> weights = layer_weights_arg(info[14], d);
   run(
       env,
       [=] {
@@ -176,12 +192,9 @@ Napi::Value LayerBackward(const Napi::CallbackInfo& info) {
   const float* reserve = span_of(info[13], "reserve", 0, static_cast<int64_t>(layer_reserve_size(d)));
   const float* x = span_of(info[14], "x", 0, rows * d.input_size);
   const std::vector<int> lengths = lengths_arg(info[15], d);
-  std::vector<float*> w;
-  weights_arg(info[16], d, "weights", FloatSpan{}, w);
-  std::vector<LayerWeights> weights(d.directions);
+  const std::vector<LayerWeights> weights = layer_weights_arg(info[16], d);
   std::vector<LayerGrads> grads(d.directions);
   for (int dir = 0; dir < d.directions; ++dir) {
-    weights[dir] = LayerWeights{w[4 * dir], w[4 * dir + 1], w[4 * dir + 2], w[4 * dir + 3]};
     grads[dir] = LayerGrads{g[4 * dir], g[4 * dir + 1], g[4 * dir + 2], g[4 * dir + 3]};
     if ((weights[dir].b_ih == nullptr) != (grads[dir].b_ih == nullptr))
       throw_type(env, "grads must have biases exactly where weights do");

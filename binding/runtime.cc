@@ -133,12 +133,13 @@ Napi::Value SetBf16Matmul(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), set_bf16_matmul(bool_arg(info[0], "enabled")));
 }
 
-// memoryStats() -> { allocatedBytes, cachedBytes, cuda?: { allocatedBytes, cachedBytes } };
-// emptyCache() -> bytes returned to the system (and the GPU driver)
+// memoryStats() -> { allocatedBytes, cachedBytes, packedWeightBytes, cuda?: { allocatedBytes, cachedBytes } };
+// emptyCache() -> bytes returned to the system (and the GPU driver), packed weights included
 Napi::Value MemoryStats(const Napi::CallbackInfo& info) {
   Napi::Object out = Napi::Object::New(info.Env());
   out.Set("allocatedBytes", static_cast<double>(allocated_bytes()));
   out.Set("cachedBytes", static_cast<double>(cached_bytes()));
+  out.Set("packedWeightBytes", static_cast<double>(PackCache::total_bytes()));
   if (cuda_used()) {
     Napi::Object gpu = Napi::Object::New(info.Env());
     gpu.Set("allocatedBytes", static_cast<double>(cuda::device_allocated_bytes()));
@@ -149,7 +150,7 @@ Napi::Value MemoryStats(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value EmptyCache(const Napi::CallbackInfo& info) {
-  size_t released = cached_release_all();
+  size_t released = cached_release_all() + PackCache::clear_all();
   if (cuda_used()) released += cuda::device_release_all();
   return Napi::Number::New(info.Env(), static_cast<double>(released));
 }

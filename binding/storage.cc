@@ -195,6 +195,7 @@ Napi::Value Storage::Write(const Napi::CallbackInfo& info) {
     throw_range(env, "writing " + std::to_string(count) + " values at offset " + std::to_string(offset) +
                          " overflows a tensor of " + std::to_string(length_) + " elements");
   if (count == 0) return env.Undefined();
+  ++buffer_->version;
   if (on_cuda()) {
     cuda::copy(buffer_->data + offset, values.Data(), static_cast<size_t>(count), cuda::CopyKind::kHostToDevice);
     return env.Undefined();
@@ -220,7 +221,8 @@ Napi::Value Storage::Dispose(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-float* span_of(const Napi::Value& value, const char* name, int64_t offset, int64_t count) {
+namespace {
+Storage* checked_storage(const Napi::Value& value, const char* name, int64_t offset, int64_t count) {
   Storage* storage = Storage::From(value, name);
   OpState& op = current_op();
   const OpDevice device = storage->on_cuda() ? OpDevice::kCuda : OpDevice::kCpu;
@@ -241,7 +243,24 @@ float* span_of(const Napi::Value& value, const char* name, int64_t offset, int64
                                  std::to_string(offset + count) + ") lie outside a tensor of " +
                                  std::to_string(storage->length()) + " elements");
   current_keep().push_back(storage->buffer());
-  return storage->buffer()->data + offset;
+  return storage;
+}
+}  // namespace
+
+float* span_of(const Napi::Value& value, const char* name, int64_t offset, int64_t count) {
+  Buffer& buffer = *checked_storage(value, name, offset, count)->buffer();
+  ++buffer.version;
+  return buffer.data + offset;
+}
+
+const float* read_span_of(const Napi::Value& value, const char* name, int64_t offset, int64_t count) {
+  return checked_storage(value, name, offset, count)->buffer()->data + offset;
+}
+
+CachedWeight cached_weight_of(const Napi::Value& value) {
+  Buffer& buffer = *Storage::From(value, "weight")->buffer();
+  // device memory is not packed by the CPU's GEMM
+  return buffer.cuda ? CachedWeight{} : CachedWeight{&buffer.packs, buffer.version};
 }
 
 Napi::Value CopyBetween(const Napi::CallbackInfo& info) {
@@ -253,6 +272,7 @@ Napi::Value CopyBetween(const Napi::CallbackInfo& info) {
   const int64_t src_offset = int_arg(info[3], "srcOffset", 0, src->length());
   const int64_t count = int_arg(info[4], "count", 0, std::min(dst->length() - dst_offset, src->length() - src_offset));
   if (count == 0) return env.Undefined();
+  ++dst->buffer()->version;
   float* to = dst->buffer()->data + dst_offset;
   const float* from = src->buffer()->data + src_offset;
   const size_t n = static_cast<size_t>(count);

@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <memory>
 
+#include "../cpp/pack_cache.h"
 #include "../cuda/allocator.h"
 
 namespace recurrent {
@@ -27,6 +28,12 @@ struct Buffer {
   int64_t length = 0;
   bool zeroed = true;  // false: a reused block whose zero-fill is still to be done
   bool cuda = false;   // device memory (cuda/allocator.h's caching allocator)
+  // Bumped by every op that may write the buffer, when the op is called (PyTorch's
+  // tensor._version): span_of, write(), copyBetween(). Read on the main thread only.
+  uint64_t version = 0;
+  // The packed forms of this buffer as a layer's weight, stamped with the version they were
+  // packed from (cpp/pack_cache.h); freed with the buffer.
+  PackCache packs;
   Buffer(int64_t n, bool on_cuda);
   ~Buffer();
   Buffer(const Buffer&) = delete;
@@ -67,8 +74,15 @@ class Storage : public Napi::ObjectWrap<Storage> {
 // A pointer to elements [offset, offset + count) of a storage argument, after
 // checking that it is a live Storage, that the range lies inside it and that it lives
 // on the same device as the op's other storages. The buffer joins the current op's keep
-// list (see stream.h).
+// list (see stream.h), and its version is bumped: the op may write it.
 float* span_of(const Napi::Value& value, const char* name, int64_t offset, int64_t count);
+
+// span_of for an argument the op only reads: the same checks, without bumping the version.
+// Use it only where the kernel never writes through the pointer.
+const float* read_span_of(const Napi::Value& value, const char* name, int64_t offset, int64_t count);
+
+// The storage behind an argument that read_span_of or span_of accepted: its cache and version.
+CachedWeight cached_weight_of(const Napi::Value& value);
 
 // copyBetween(dst, dstOffset, src, srcOffset, count): copies between any two storages,
 // across devices too (Tensor.to).

@@ -152,6 +152,23 @@ void gemm_packed_tiles(int m, float alpha, const float* a, int lda, const Packed
     return;
   }
   const Dispatch& isa = dispatch();
+  if (m <= kSkinnyRows) {
+    // one step of a small batch: A as it lies, panels in groups (see SkinnyKernel)
+    for (int k0 = 0; k0 < k; k0 += kKC) {
+      const int kc = std::min(kKC, k - k0);
+      const bool overwrite = beta == 0.0f && k0 == 0;
+      // a run of panels never crosses a block of kNC columns (their panels lie apart)
+      for (int tile = tile0; tile < tile1 && tile * kNR < n;) {
+        const int col = tile * kNR, block = col / kNC * kNC;
+        const int end = std::min({tile1 * kNR, n, block + kNC});
+        const int panels = (end - col + kNR - 1) / kNR;
+        isa.skinny(m, kc, a + k0, lda, b.panel(block, k0) + static_cast<long>(col - block) * kc, panels, alpha, c + col, ldc,
+                   end - col, overwrite);
+        tile += panels;
+      }
+    }
+    return;
+  }
   const MicroKernel micro_kernel = isa.kernel;
   const int mr = isa.mr, block_m = isa.mc;
   thread_local std::vector<float> packed_a;
@@ -239,6 +256,33 @@ const float* PackedMatrix::panel(int n0, int k0) const {
   const size_t before = static_cast<size_t>(k_) * n0;
   const int padded = (std::min(kNC, n_ - n0) + kNR - 1) / kNR * kNR;
   return data_.data() + before + static_cast<size_t>(k0) * padded;
+}
+
+void gemm_packed(int m, float alpha, const float* a, int lda, const PackedMatrix& b, float beta, float* c, int ldc) {
+  const int n = b.cols(), k = b.rows();
+  const int tiles = (n + kNR - 1) / kNR;
+  const int threads = num_threads();
+  const double work = static_cast<double>(m) * n * k * (b.is_bf16() ? 0.5 : 1.0);
+  if (threads <= 1 || k < kParallelMinK || work < kParallelWork || tiles < 2) {
+    gemm_packed_tiles(m, alpha, a, lda, b, beta, c, ldc, 0, tiles);
+    return;
+  }
+  // B is packed already: a split by columns has every thread pack all of A's rows, a split by
+  // rows packs nothing twice, so rows unless they are too few (gemm_cpu's rule otherwise); each
+  // element is computed as on one thread
+  const int mr = dispatch().mr;
+  if (m >= threads * 2 * mr && (m >= n || tiles < threads * 2)) {
+    const int panels = (m + mr - 1) / mr;
+    parallel_for(threads, [&](int part) {
+      const int m0 = std::min(m, panels * part / threads * mr), m1 = std::min(m, panels * (part + 1) / threads * mr);
+      if (m1 > m0) gemm_packed_tiles(m1 - m0, alpha, a + static_cast<long>(m0) * lda, lda, b, beta, c + static_cast<long>(m0) * ldc, ldc, 0, tiles);
+    });
+    return;
+  }
+  const int parts = std::min(threads, tiles);
+  parallel_for(parts, [&](int part) {
+    gemm_packed_tiles(m, alpha, a, lda, b, beta, c, ldc, tiles * part / parts, tiles * (part + 1) / parts);
+  });
 }
 
 // Splits C into column or row slices of whole micro-tiles, one

@@ -5,6 +5,7 @@
 // written without being read (it may hold garbage or NaN).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
@@ -35,6 +36,8 @@ class PackedMatrix {
   int rows() const { return k_; }
   int cols() const { return n_; }
   bool is_bf16() const { return bf16_; }
+  // Bytes of the packed panels.
+  size_t bytes() const { return (data_.capacity() + pairs_.capacity()) * sizeof(float); }
   // The panels of the block starting at column n0 (a multiple of the block width) and row k0.
   const float* panel(int n0, int k0) const;
   // The same in BF16: each 32-bit word holds rows k and k + 1 of one column (k even).
@@ -53,6 +56,10 @@ class PackedMatrix {
 constexpr int kGemmTile = 16;
 void gemm_packed_tiles(int m, float alpha, const float* a, int lda, const PackedMatrix& b, float beta, float* c,
                        int ldc, int tile0, int tile1);
+
+// C (M, N) = alpha * A (M, K) * op(B) + beta * C with op(B) packed, over the thread pool when the
+// product is large enough (as gemm_cpu splits it); the same values as gemm_cpu on the unpacked B.
+void gemm_packed(int m, float alpha, const float* a, int lda, const PackedMatrix& b, float beta, float* c, int ldc);
 
 // The instruction set the GEMM kernels use on this CPU: "avx512", "avx2" or "baseline".
 const char* gemm_isa();

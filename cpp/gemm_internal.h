@@ -31,12 +31,22 @@ constexpr int kBf16MR = 8;  // rows of the BF16 micro-kernel (AVX512_BF16 only)
 using MicroKernel = void (*)(int, const float*, const float*, float, float*, int, int, int, bool);
 using WideKernel = void (*)(int, const float*, const float*, const float*, float, float*, int, int, int, bool);
 
+// Products of at most kSkinnyRows rows (one step of a small batch) on packed B: A is read where it
+// lies (no packing) and several panels run at once, so the FMA chains of a single row overlap.
+// C[0:rows, 0:cols) = alpha * A[0:rows, 0:kc) * (the panels from b on, kNR * kc floats apart) (or +=
+// with !overwrite); cols <= panels * kNR. Each element is summed in the micro-kernels' order, so the
+// values are theirs bit for bit (a row's result does not depend on the batch it came in).
+constexpr int kSkinnyRows = 4;
+using SkinnyKernel = void (*)(int rows, int kc, const float* a, int lda, const float* b, int panels, float alpha, float* c,
+                              int ldc, int cols, bool overwrite);
+
 struct Dispatch {
   MicroKernel kernel;
   WideKernel wide;  // or null
   const char* isa;
   int mr;  // rows of the micro-kernel (A panels are packed this tall)
   int mc;  // rows of an A block: a multiple of mr
+  SkinnyKernel skinny;
 };
 
 // The kernels chosen for this CPU (or forced by RECURRENT_ISA), once.

@@ -83,6 +83,80 @@ namespace {
     }                                                                                                    \
   }
 
+// The skinny kernel's body (see SkinnyKernel): R rows by NP panels of NR columns, accumulators
+// R x NP x NR / W vectors, summed over k in the micro-kernels' order.
+// (A template argument loses the vector typedefs' alignment attribute: loads and stores go
+// through memcpy, which compiles to unaligned moves.)
+template <typename V, int W, int R, int NP>
+__attribute__((always_inline)) inline void skinny_body(int kc, const float* __restrict a, int lda, const float* __restrict b,
+                                                       float alpha, float* c, int ldc, int cols, bool overwrite) {
+  constexpr int kParts = kNR / W;
+  const long panel = static_cast<long>(kNR) * kc;
+  V acc[R][NP][kParts];
+  for (int r = 0; r < R; ++r)
+    for (int q = 0; q < NP; ++q)
+      for (int p = 0; p < kParts; ++p) acc[r][q][p] = V{};
+  for (int k = 0; k < kc; ++k) {
+    for (int r = 0; r < R; ++r) {
+      const float x = a[static_cast<long>(r) * lda + k];
+      for (int q = 0; q < NP; ++q) {
+        const float* bk = b + q * panel + k * kNR;
+        for (int p = 0; p < kParts; ++p) {
+          V v;
+          __builtin_memcpy(&v, bk + p * W, sizeof(V));
+          acc[r][q][p] += x * v;
+        }
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    float* crow = c + static_cast<long>(r) * ldc;
+    for (int q = 0; q < NP; ++q) {
+      const int width = cols - q * kNR < kNR ? cols - q * kNR : kNR;
+      if (width <= 0) break;
+      float tile[kNR];
+      float* out = width == kNR ? crow + q * kNR : tile;
+      if (out == tile && !overwrite) std::memcpy(tile, crow + q * kNR, width * sizeof(float));
+      for (int p = 0; p < kParts; ++p) {
+        V current;
+        if (overwrite) {
+          current = alpha * acc[r][q][p];
+        } else {
+          __builtin_memcpy(&current, out + p * W, sizeof(V));
+          current += alpha * acc[r][q][p];
+        }
+        __builtin_memcpy(out + p * W, &current, sizeof(V));
+      }
+      if (out == tile) std::memcpy(crow + q * kNR, tile, width * sizeof(float));
+    }
+  }
+}
+
+// A skinny kernel for one ISA: as many panels at once as its registers hold for `rows` rows
+// (ACC accumulator registers in all), the rest one panel at a time.
+#define RECURRENT_SKINNY_KERNEL(NAME, TARGET, V, W, ACC)                                                        \
+  template <int R>                                                                                             \
+  TARGET void NAME##_rows(int kc, const float* a, int lda, const float* b, int panels, float alpha, float* c,   \
+                          int ldc, int cols, bool overwrite) {                                                 \
+    constexpr int kGroup = (ACC) / (R * (kNR / (W))) > 0 ? (ACC) / (R * (kNR / (W))) : 1;                       \
+    const long panel = static_cast<long>(kNR) * kc;                                                            \
+    int q = 0;                                                                                                 \
+    for (; q + kGroup <= panels; q += kGroup)                                                                  \
+      skinny_body<V, W, R, kGroup>(kc, a, lda, b + q * panel, alpha, c + q * kNR, ldc, cols - q * kNR, overwrite); \
+    for (; q < panels; ++q)                                                                                    \
+      skinny_body<V, W, R, 1>(kc, a, lda, b + q * panel, alpha, c + q * kNR, ldc, cols - q * kNR, overwrite);     \
+  }                                                                                                            \
+  void NAME(int rows, int kc, const float* a, int lda, const float* b, int panels, float alpha, float* c, int ldc, \
+            int cols, bool overwrite) {                                                                        \
+    static_assert(kSkinnyRows == 4, "one case per row count");                                                 \
+    switch (rows) {                                                                                            \
+      case 1: return NAME##_rows<1>(kc, a, lda, b, panels, alpha, c, ldc, cols, overwrite);                    \
+      case 2: return NAME##_rows<2>(kc, a, lda, b, panels, alpha, c, ldc, cols, overwrite);                    \
+      case 3: return NAME##_rows<3>(kc, a, lda, b, panels, alpha, c, ldc, cols, overwrite);                    \
+      default: return NAME##_rows<4>(kc, a, lda, b, panels, alpha, c, ldc, cols, overwrite);                   \
+    }                                                                                                          \
+  }
+
 // Unaligned, aliasing vector types: loads and stores straight from float arrays.
 typedef float Vec4 __attribute__((vector_size(16), aligned(4), may_alias));
 typedef float Vec8 __attribute__((vector_size(32), aligned(4), may_alias));
@@ -93,12 +167,15 @@ using MicroKernel = void (*)(int, const float*, const float*, float, float*, int
 using WideKernel = void (*)(int, const float*, const float*, const float*, float, float*, int, int, int, bool);
 
 RECURRENT_MICRO_KERNEL(micro_kernel_baseline, , Vec4, 4, 4)
+RECURRENT_SKINNY_KERNEL(skinny_kernel_baseline, , Vec4, 4, 12)
 #ifdef RECURRENT_X86_DISPATCH
 RECURRENT_MICRO_KERNEL(micro_kernel_avx2, __attribute__((target("avx2,fma"))), Vec8, 8, 6)
+RECURRENT_SKINNY_KERNEL(skinny_kernel_avx2, __attribute__((target("avx2,fma"))), Vec8, 8, 12)
 // AVX-512: 8 x 32 (two panels; 16 accumulators hide the FMA latency on two 512-bit pipes),
 // and 8 x 16 for a last single panel; A blocks of 256 rows (L2).
 RECURRENT_MICRO_KERNEL(micro_kernel_avx512, __attribute__((target("avx512f,avx2,fma"))), Vec16, 16, 8)
 RECURRENT_MICRO_KERNEL_WIDE(micro_kernel_avx512_wide, __attribute__((target("avx512f,avx2,fma"))), Vec16, 16, 8)
+RECURRENT_SKINNY_KERNEL(skinny_kernel_avx512, __attribute__((target("avx512f,avx2,fma"))), Vec16, 16, 24)
 
 #endif
 
@@ -111,13 +188,13 @@ Dispatch choose_kernel() {
   const bool has_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   const char* forced = std::getenv("RECURRENT_ISA");
   const std::string want = forced ? forced : "";
-  if (want == "baseline") return {micro_kernel_baseline, nullptr, "baseline", 4, 64};
-  if (want == "avx2" && has_avx2) return {micro_kernel_avx2, nullptr, "avx2", 6, 60};
+  if (want == "baseline") return {micro_kernel_baseline, nullptr, "baseline", 4, 64, skinny_kernel_baseline};
+  if (want == "avx2" && has_avx2) return {micro_kernel_avx2, nullptr, "avx2", 6, 60, skinny_kernel_avx2};
   if ((want.empty() || want == "avx512") && has_avx512)
-    return {micro_kernel_avx512, micro_kernel_avx512_wide, "avx512", 8, 256};
-  if (has_avx2) return {micro_kernel_avx2, nullptr, "avx2", 6, 60};
+    return {micro_kernel_avx512, micro_kernel_avx512_wide, "avx512", 8, 256, skinny_kernel_avx512};
+  if (has_avx2) return {micro_kernel_avx2, nullptr, "avx2", 6, 60, skinny_kernel_avx2};
 #endif
-  return {micro_kernel_baseline, nullptr, "baseline", 4, 64};
+  return {micro_kernel_baseline, nullptr, "baseline", 4, 64, skinny_kernel_baseline};
 }
 
 }  // namespace

@@ -21,6 +21,7 @@
 #include <atomic>
 #include <cstring>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -35,7 +36,7 @@ namespace {
 // Scratch reused across calls: nothing is allocated per step, and after the first call of a
 // given size nothing is allocated at all.
 struct Scratch {
-  PackedMatrix w_hh_packed;
+  PackedMatrix w_hh_packed, w_ih_packed;
   std::vector<float> xproj, hproj, h, c, reserve, zeros, wperm;
   std::vector<float> dgates_x, dgates_h, dh, dc;
 };
@@ -247,7 +248,6 @@ void layer_forward_cpu(const LayerDims& dims, float* y, float* h_n, float* c_n, 
   float* c = sized(s.c, state);
   float* zeros = sized(s.zeros, GH);
   std::fill(zeros, zeros + GH, 0.0f);
-  float* wperm = sized(s.wperm, static_cast<size_t>(P) * H);
 
   for (int d = 0; d < D; ++d) {
     const LayerWeights& w = weights[d];
@@ -255,19 +255,26 @@ void layer_forward_cpu(const LayerDims& dims, float* y, float* h_n, float* c_n, 
     const float* b_ih = w.b_ih ? w.b_ih : zeros;
     const float* b_hh = w.b_hh ? w.b_hh : zeros;
 
-    // w_hh rows in block order (block, gate, unit), zero rows past H; packed transposed once
-    const auto permute = [&](int blk) {
-      for (int q = 0; q < G; ++q)
-        for (int j = 0; j < kGateBlock; ++j) {
-          float* dst = wperm + (static_cast<size_t>(blk) * G * kGateBlock + q * kGateBlock + j) * H;
-          const int unit = blk * kGateBlock + j;
-          if (unit < H) std::memcpy(dst, w.w_hh + (static_cast<size_t>(q) * H + unit) * H, H * sizeof(float));
-          else std::fill(dst, dst + H, 0.0f);
-        }
-    };
-    if (static_cast<double>(P) * H >= 1 << 18) parallel_for(blocks, permute);
-    else for (int blk = 0; blk < blocks; ++blk) permute(blk);
-    s.w_hh_packed.pack(true, H, P, wperm, H);
+    // w_hh rows in block order (block, gate, unit), zero rows past H; packed transposed
+    const PackedWeight w_hh(w.hh_cache, PackLayout::kForwardRecurrent, s.w_hh_packed, [&](PackedMatrix& packed) {
+      float* wperm = sized(s.wperm, static_cast<size_t>(P) * H);
+      const auto permute = [&](int blk) {
+        for (int q = 0; q < G; ++q)
+          for (int j = 0; j < kGateBlock; ++j) {
+            float* dst = wperm + (static_cast<size_t>(blk) * G * kGateBlock + q * kGateBlock + j) * H;
+            const int unit = blk * kGateBlock + j;
+            if (unit < H) std::memcpy(dst, w.w_hh + (static_cast<size_t>(q) * H + unit) * H, H * sizeof(float));
+            else std::fill(dst, dst + H, 0.0f);
+          }
+      };
+      if (static_cast<double>(P) * H >= 1 << 18) parallel_for(blocks, permute);
+      else for (int blk = 0; blk < blocks; ++blk) permute(blk);
+      packed.pack(true, H, P, wperm, H);
+    });
+    // w_ih^T for the input projection: kept where the weight has a cache, else gemm_cpu packs it
+    std::optional<PackedWeight> w_ih;
+    if (w.ih_cache.cache)
+      w_ih.emplace(w.ih_cache, PackLayout::kForwardInput, s.w_ih_packed, [&](PackedMatrix& packed) { packed.pack(true, I, GH, w.w_ih, I); });
 
     if (h0) std::memcpy(hbuf, h0 + d * state, state * sizeof(float));
     else std::fill(hbuf, hbuf + state, 0.0f);
@@ -280,7 +287,9 @@ void layer_forward_cpu(const LayerDims& dims, float* y, float* h_n, float* c_n, 
       // the chunk's steps cover the time steps [t_lo, t_lo + n): their input projection first
       const int n = std::min(chunk, T - first);
       const int t_lo = d == 0 ? first : T - first - n;
-      gemm_cpu(false, true, n * B, GH, I, 1.0f, x + static_cast<size_t>(t_lo) * B * I, I, w.w_ih, I, 0.0f, xproj, GH);
+      const float* x_chunk = x + static_cast<size_t>(t_lo) * B * I;
+      if (w_ih) gemm_packed(n * B, 1.0f, x_chunk, I, **w_ih, 0.0f, xproj, GH);
+      else gemm_cpu(false, true, n * B, GH, I, 1.0f, x_chunk, I, w.w_ih, I, 0.0f, xproj, GH);
       const TeamPlan plan = team_for(blocks, B, GH, H, n);
       run_team(plan.team, [&](int id, int team, Barrier& barrier) {
         const Share share = share_of({team, plan.by_rows}, id, B, blocks);
@@ -294,7 +303,7 @@ void layer_forward_cpu(const LayerDims& dims, float* y, float* h_n, float* c_n, 
           float* h_next = hbuf + (1 - step % 2) * state;
           const int rows = rows_within(gemm_rows(lengths, B, sorted, t), share.b0, share.b1);
           if (rows > 0 && blk1 > blk0)
-            gemm_packed_tiles(rows, 1.0f, h_cur + static_cast<size_t>(share.b0) * H, H, s.w_hh_packed, 0.0f,
+            gemm_packed_tiles(rows, 1.0f, h_cur + static_cast<size_t>(share.b0) * H, H, *w_hh, 0.0f,
                               hproj + static_cast<size_t>(share.b0) * P, P, blk0 * G, blk1 * G);
           for (int b = share.b0; b < share.b1; ++b) {
             const size_t row = static_cast<size_t>(t) * B + b;
@@ -388,7 +397,12 @@ void layer_backward_cpu(const LayerDims& dims, float* dx, float* dh0, float* dc0
     const LayerWeights& w = weights[d];
     const LayerGrads& g = grads[d];
     const ReserveViews r = reserve_views(dims, const_cast<float*>(reserve), d);
-    s.w_hh_packed.pack(false, GH, H, w.w_hh, H);  // w_hh (G*H, H), packed once for all steps
+    // w_hh (G*H, H) and, where kept, w_ih (G*H, I), packed once for all steps
+    const PackedWeight w_hh(w.hh_cache, PackLayout::kBackwardRecurrent, s.w_hh_packed,
+                            [&](PackedMatrix& packed) { packed.pack(false, GH, H, w.w_hh, H); });
+    std::optional<PackedWeight> w_ih;
+    if (w.ih_cache.cache)
+      w_ih.emplace(w.ih_cache, PackLayout::kBackwardInput, s.w_ih_packed, [&](PackedMatrix& packed) { packed.pack(false, GH, I, w.w_ih, I); });
 
     if (dh_n) std::memcpy(dh, dh_n + d * state, state * sizeof(float));
     else std::fill(dh, dh + state, 0.0f);
@@ -461,7 +475,7 @@ void layer_backward_cpu(const LayerDims& dims, float* dx, float* dh0, float* dc0
           // dh_prev (owned rows and columns) = the part that bypasses the GEMM (in dh now) + dgates_h * w_hh
           const int rows = rows_within(gemm_rows(lengths, B, sorted, t), share.b0, share.b1);
           if (rows > 0 && blk1 > blk0)
-            gemm_packed_tiles(rows, 1.0f, dgh + (static_cast<size_t>(t - t_lo) * B + share.b0) * GH, GH, s.w_hh_packed, 1.0f,
+            gemm_packed_tiles(rows, 1.0f, dgh + (static_cast<size_t>(t - t_lo) * B + share.b0) * GH, GH, *w_hh, 1.0f,
                               dh + static_cast<size_t>(share.b0) * H, H, blk0, blk1);
         }
       });
@@ -470,7 +484,8 @@ void layer_backward_cpu(const LayerDims& dims, float* dx, float* dh0, float* dc0
       const int rows = n * B;
       const size_t at = static_cast<size_t>(t_lo) * B;
       const float accumulate = last == T ? 0.0f : 1.0f;
-      gemm_cpu(false, false, rows, I, GH, 1.0f, dgx, GH, w.w_ih, I, d == 0 ? 0.0f : 1.0f, dx + at * I, I);
+      if (w_ih) gemm_packed(rows, 1.0f, dgx, GH, **w_ih, d == 0 ? 0.0f : 1.0f, dx + at * I, I);
+      else gemm_cpu(false, false, rows, I, GH, 1.0f, dgx, GH, w.w_ih, I, d == 0 ? 0.0f : 1.0f, dx + at * I, I);
       gemm_cpu(true, false, GH, I, rows, 1.0f, dgx, GH, x + at * I, I, accumulate, g.w_ih, I);
       gemm_cpu(true, false, GH, H, rows, 1.0f, dgh, GH, r.h_prev + at * H, H, accumulate, g.w_hh, H);
       if (g.b_ih) {

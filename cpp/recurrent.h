@@ -16,6 +16,7 @@
 #include <cstddef>
 
 #include "cells.h"
+#include "pack_cache.h"
 
 namespace recurrent {
 
@@ -33,6 +34,10 @@ struct LayerWeights {
   const float* w_hh;
   const float* b_ih;  // null when the layer has no bias
   const float* b_hh;
+  // Where the packed forms of w_ih and w_hh are kept between calls, with the versions of their
+  // storages at this call (pack_cache.h); no cache: packed for this call only.
+  CachedWeight ih_cache = {};
+  CachedWeight hh_cache = {};
 };
 
 struct LayerGrads {

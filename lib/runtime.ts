@@ -41,13 +41,19 @@ export function getFloat32MatmulPrecision(): 'highest' | 'high' | 'medium' {
 
 /**
  * Native memory: `allocatedBytes` held by live tensors on the CPU, `cachedBytes` freed and kept
- * for reuse; once tensors were put on 'cuda', the GPU's in use and cached (`cuda`).
+ * for reuse, `packedWeightBytes` held by the recurrent layers' weights packed for the matrix
+ * products and kept between calls (up to twice the weights' size in inference, four times in
+ * training; freed with the weights, or by emptyCache()); once tensors were put on 'cuda', the
+ * GPU's in use and cached (`cuda`).
  */
 export function memoryStats(): ReturnType<typeof native.memoryStats> {
   return native.memoryStats();
 }
 
-/** Returns the allocator's cached (freed, kept for reuse) memory to the system; returns how many bytes that was. */
+/**
+ * Returns the allocator's cached (freed, kept for reuse) memory to the system and drops the packed
+ * weights (the next call of each layer packs its weights again); returns how many bytes that was.
+ */
 export function emptyCache(): number {
   return native.emptyCache();
 }

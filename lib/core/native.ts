@@ -36,7 +36,7 @@ export interface NativeAddon {
   setNumThreads(threads: number): void;
   setTf32(enabled: boolean): void;
   setBf16Matmul(enabled: boolean): boolean;
-  memoryStats(): { allocatedBytes: number; cachedBytes: number; cuda?: { allocatedBytes: number; cachedBytes: number } };
+  memoryStats(): { allocatedBytes: number; cachedBytes: number; packedWeightBytes: number; cuda?: { allocatedBytes: number; cachedBytes: number } };
   emptyCache(): number;
   nativeCodes(): { unary: Record<string, number>; binary: Record<string, number>; cell: Record<string, number>; optimizer: Record<string, number>; hyper: Record<string, string[]> };
   backends(): { cpu: { isa: string; threads: number; bf16: boolean; bf16Reason?: string; matmul: 'fp32' | 'bf16' }; cuda: CudaStatus };

@@ -1,0 +1,89 @@
+// Packed copies of one weight matrix, kept between calls.
+//
+// A layer packs w_ih and w_hh into the GEMM's panel layout (gemm.h, PackedMatrix) before it
+// multiplies by them. Packing costs as much as the product itself when a call is short (T = 1,
+// small B: one step of generation or streaming), so each weight storage owns a PackCache
+// (binding/storage.h, Buffer) that keeps the layouts it was packed into, each stamped with the
+// storage's version (PyTorch's tensor._version: every write to the storage bumps it, see
+// binding/storage.cc). A layout asked for at another version is packed again. The version a
+// call reads is taken when the call is made, in program order, so a write queued behind a
+// forward (async mode) cannot make that forward or a later one read stale panels.
+//
+// The cache lives and dies with its storage: a disposed or collected weight frees its packed
+// copies with it, and weights shared by two modules share one cache. clear_all() (emptyCache())
+// drops every cache's entries; a call that is using one keeps it alive until it returns.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "gemm.h"
+
+namespace recurrent {
+
+// Which packed form of a weight a layer asks for (a weight is packed in up to four).
+enum class PackLayout : int {
+  kForwardInput = 0,     // op(B) = w_ih^T (I, G*H): the input projection x * w_ih^T
+  kForwardRecurrent = 1, // w_hh^T with its rows in gate-block order (H, blocks * G * kGateBlock)
+  kBackwardInput = 2,    // op(B) = w_ih (G*H, I): dx = dgates * w_ih
+  kBackwardRecurrent = 3,// op(B) = w_hh (G*H, H): dh_prev = dgates * w_hh
+};
+
+class PackCache {
+ public:
+  using Packer = std::function<void(PackedMatrix&)>;
+
+  PackCache() = default;
+  ~PackCache();
+  PackCache(const PackCache&) = delete;
+  PackCache& operator=(const PackCache&) = delete;
+
+  // The packed form `layout` of the storage at `version` (in the current matmul precision):
+  // the kept one when it was packed at that version, else `pack` fills a new one, which is kept.
+  std::shared_ptr<const PackedMatrix> get(PackLayout layout, uint64_t version, const Packer& pack);
+
+  // Drops every entry (entries in use stay alive until their users let go).
+  void clear();
+
+  // Bytes held by the packed copies of every cache in the process.
+  static size_t total_bytes();
+  // clear() on every cache; the bytes dropped.
+  static size_t clear_all();
+
+ private:
+  struct Entry {
+    PackLayout layout;
+    bool bf16;
+    uint64_t version;
+    std::shared_ptr<const PackedMatrix> packed;
+  };
+  void clear_locked();
+  std::mutex mutex_;
+  std::vector<Entry> entries_;
+  bool registered_ = false;
+};
+
+// A weight's cache and the version a call reads it at (cache null: pack for this call only).
+struct CachedWeight {
+  PackCache* cache = nullptr;
+  uint64_t version = 0;
+};
+
+// The packed form of a weight: from its cache when it has one, else packed into `scratch`.
+// The result stays valid while the returned holder lives (and scratch is untouched).
+class PackedWeight {
+ public:
+  PackedWeight(const CachedWeight& weight, PackLayout layout, PackedMatrix& scratch, const PackCache::Packer& pack);
+  const PackedMatrix& operator*() const { return *matrix_; }
+  const PackedMatrix* operator->() const { return matrix_; }
+
+ private:
+  std::shared_ptr<const PackedMatrix> kept_;
+  const PackedMatrix* matrix_;
+};
+
+}  // namespace recurrent
