@@ -71,7 +71,8 @@ Napi::Function Storage::Init(Napi::Env env) {
   Napi::Function ctor = DefineClass(
       env, "Storage",
       {InstanceAccessor<&Storage::Length>("length"), InstanceAccessor<&Storage::Device>("device"),
-       InstanceAccessor<&Storage::Disposed>("disposed"), InstanceMethod<&Storage::Read>("read"),
+       InstanceAccessor<&Storage::Disposed>("disposed"), InstanceAccessor<&Storage::Version>("version"),
+       InstanceMethod<&Storage::Read>("read"),
        InstanceMethod<&Storage::Write>("write"), InstanceMethod<&Storage::Dispose>("dispose")});
   auto* data = new AddonData();
   data->storage_constructor = Napi::Persistent(ctor);
@@ -160,6 +161,11 @@ Napi::Value Storage::Device(const Napi::CallbackInfo& info) {
 
 Napi::Value Storage::Disposed(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), released_);
+}
+
+// How many ops that may write the storage were called so far (the version packed weights are kept at).
+Napi::Value Storage::Version(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), released_ ? 0.0 : static_cast<double>(buffer_->version));
 }
 
 // read(offset, count): a copy of elements [offset, offset + count) as a Float32Array.

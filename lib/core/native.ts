@@ -10,6 +10,8 @@ export interface NativeStorage {
   readonly length: number;
   readonly device: string;
   readonly disposed: boolean;
+  /** Bumped by every call that may write the storage (PyTorch's tensor._version). */
+  readonly version: number;
   read(offset: number, count: number): Float32Array;
   write(values: Float32Array, offset: number): void;
   dispose(): void;

@@ -231,6 +231,16 @@ export class Tensor {
     return this.storage.disposed;
   }
 
+  /**
+   * How many calls that may write this tensor's memory have been made (PyTorch's `_version`;
+   * shared by views of the same memory). Every write bumps it when it is called: optimizer
+   * steps, loadStateDict, initializers, copies, `storage.write`. The recurrent layers keep their
+   * weights packed for the matrix products between calls and pack them again when it changes.
+   */
+  get version(): number {
+    return this.storage.version;
+  }
+
   /** A copy of the data as a Float32Array (row-major). */
   toArray(): Float32Array {
     this.live();
