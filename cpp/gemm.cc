@@ -152,18 +152,22 @@ void gemm_packed_tiles(int m, float alpha, const float* a, int lda, const Packed
     return;
   }
   const Dispatch& isa = dispatch();
-  if (m <= kSkinnyRows) {
-    // one step of a small batch: A as it lies, panels in groups (see SkinnyKernel)
+  if (m <= kSkinnyMaxRows && (m <= kSkinnyRows || m % isa.mr != 0)) {
+    // one step of a small batch: A as it lies, panels in groups (see SkinnyKernel); more rows than
+    // one kernel takes go in passes over a run of panels small enough to stay in L2
+    const int run = m <= kSkinnyRows ? 24 : 12;  // panels: a multiple of every kernel's group
     for (int k0 = 0; k0 < k; k0 += kKC) {
       const int kc = std::min(kKC, k - k0);
       const bool overwrite = beta == 0.0f && k0 == 0;
       // a run of panels never crosses a block of kNC columns (their panels lie apart)
       for (int tile = tile0; tile < tile1 && tile * kNR < n;) {
         const int col = tile * kNR, block = col / kNC * kNC;
-        const int end = std::min({tile1 * kNR, n, block + kNC});
+        const int end = std::min({tile1 * kNR, n, block + kNC, col + run * kNR});
         const int panels = (end - col + kNR - 1) / kNR;
-        isa.skinny(m, kc, a + k0, lda, b.panel(block, k0) + static_cast<long>(col - block) * kc, panels, alpha, c + col, ldc,
-                   end - col, overwrite);
+        const float* panel = b.panel(block, k0) + static_cast<long>(col - block) * kc;
+        for (int r0 = 0; r0 < m; r0 += kSkinnyRows)
+          isa.skinny(std::min(kSkinnyRows, m - r0), kc, a + static_cast<long>(r0) * lda + k0, lda, panel, panels, alpha,
+                     c + static_cast<long>(r0) * ldc + col, ldc, end - col, overwrite);
         tile += panels;
       }
     }

@@ -37,6 +37,9 @@ using WideKernel = void (*)(int, const float*, const float*, const float*, float
 // with !overwrite); cols <= panels * kNR. Each element is summed in the micro-kernels' order, so the
 // values are theirs bit for bit (a row's result does not depend on the batch it came in).
 constexpr int kSkinnyRows = 4;
+// Up to this many rows the skinny kernels run in passes of kSkinnyRows where the micro-kernel's MR
+// rows would leave some of its rows empty.
+constexpr int kSkinnyMaxRows = 8;
 using SkinnyKernel = void (*)(int rows, int kc, const float* a, int lda, const float* b, int panels, float alpha, float* c,
                               int ldc, int cols, bool overwrite);
 
