@@ -80,10 +80,16 @@ Napi::Function Storage::Init(Napi::Env env) {
   return ctor;
 }
 
+namespace {
+// Marks the objects the Storage constructor made (napi_type_tag_object): checking the tag costs far
+// less than instanceof, which walks the prototype chain on every argument of every op, and unlike
+// it cannot be fooled from JS (Object.setPrototypeOf).
+constexpr napi_type_tag kStorageTag = {0x7265637572726e74ULL, 0x53746f7261676531ULL};
+}  // namespace
+
 Storage* Storage::From(const Napi::Value& value, const char* name) {
   Napi::Env env = value.Env();
-  AddonData* data = env.GetInstanceData<AddonData>();
-  if (!value.IsObject() || !value.As<Napi::Object>().InstanceOf(data->storage_constructor.Value()))
+  if (!value.IsObject() || !value.As<Napi::Object>().CheckTypeTag(&kStorageTag))
     throw_type(env, std::string(name) + " must be a native Storage (a Tensor's memory)");
   Storage* storage = Unwrap(value.As<Napi::Object>());
   if (storage->released_) throw_type(env, std::string(name) + " refers to a disposed tensor");
@@ -110,6 +116,7 @@ Storage::Storage(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Storage>(inf
   }
   // 2^34 floats = 64 GiB: far beyond any sensible tensor, small enough to never overflow.
   length_ = int_arg(info[0], "length", 0, int64_t{1} << 34);
+  info.This().As<Napi::Object>().TypeTag(&kStorageTag);
   try {
     buffer_ = std::make_shared<Buffer>(length_, on_cuda);
   } catch (const std::bad_alloc&) {

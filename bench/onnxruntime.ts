@@ -1,0 +1,263 @@
+/**
+ * Inference against onnxruntime-node on the same model: each model is exported with
+ * exportOnnxBuffer(model, { stateInputs: true }) and run by onnxruntime-node from those bytes,
+ * beside our forward() under noGrad, in one process, rounds alternating, medians of medians:
+ *   - LSTM, GRU and tanh RNN; I = 64; B = 1, 8, 32, 128; T = 1, 32, 100; H = 128, 256, 512; one and
+ *     two layers; on 1 and 2 threads (setNumThreads / intraOpNumThreads);
+ *   - generate(): characters per second of CharLanguageModel with the demo's 2 x 192 LSTM on one
+ *     thread, and the same loop (state in, logits out, one character at a time) through
+ *     onnxruntime-node on the exported file;
+ *   - a training step at B = 1 (LSTM, T = 32, H = 128, Adam), steps per second.
+ * Outputs are compared once per shape (max |difference|), so both run the same model.
+ *
+ *   npm run bench:ort [-- --rounds 3] [--quick]      (--quick: B = 1 and 32, T = 1 and 32, H = 256)
+ * Writes bench/onnxruntime-results.md and .json.
+ */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import * as ort from 'onnxruntime-node';
+import { median, root } from './harness';
+import {
+  Adam, CharLanguageModel, GRU, LSTM, RNN, Tensor, backward, exportOnnxBuffer, noGrad, seed, setNumThreads,
+} from '../lib/index';
+
+const argv = process.argv.slice(2);
+const roundsAt = argv.indexOf('--rounds');
+const rounds = roundsAt >= 0 ? Number(argv[roundsAt + 1]) : 3;
+const quick = argv.includes('--quick');
+const I = 64;
+const cells = ['lstm', 'gru', 'rnn'] as const;
+const batches = quick ? [1, 32] : [1, 8, 32, 128];
+const steps = quick ? [1, 32] : [1, 32, 100];
+const hiddens = quick ? [256] : [128, 256, 512];
+const layerCounts = [1, 2];
+const threadCounts = [1, 2];
+
+type Cell = (typeof cells)[number];
+type Layer = LSTM | GRU | RNN;
+
+/**
+ * Median seconds of one call of `fn`: rounds of at least 2 calls and 50 ms, the median call of each.
+ * A pause first: both libraries' worker threads spin a while after a call, and on a machine with
+ * few cores the other library's spinning threads would take this one's cores.
+ */
+async function timeRound(fn: () => unknown | Promise<unknown>): Promise<number> {
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  await fn();
+  const samples: number[] = [];
+  const started = performance.now();
+  while (samples.length < 2 || performance.now() - started < 50) {
+    const t = performance.now();
+    await fn();
+    samples.push((performance.now() - t) / 1000);
+  }
+  return median(samples);
+}
+
+function machine(): string {
+  let model = os.cpus()[0]?.model ?? 'unknown CPU';
+  try {
+    const info = fs.readFileSync('/proc/cpuinfo', 'utf8');
+    const field = (name: string) => new RegExp(`^${name}\\s*:\\s*(.*)$`, 'm').exec(info)?.[1];
+    model = `${field('model name') ?? model} (family ${field('cpu family')}, model ${field('model')})`;
+  } catch {
+    // not Linux: the model name alone
+  }
+  return `${model}, ${os.cpus().length} cores, ${os.platform()} ${os.arch()}, Node ${process.version}, onnxruntime-node ${require('onnxruntime-node/package.json').version}`;
+}
+
+function makeLayer(cell: Cell, H: number, L: number): Layer {
+  const options = { inputSize: I, hiddenSize: H, numLayers: L };
+  const layer = cell === 'lstm' ? new LSTM(options) : cell === 'gru' ? new GRU(options) : new RNN(options);
+  layer.eval();
+  return layer;
+}
+
+interface Row {
+  cell: Cell; layers: number; hidden: number; batch: number; steps: number; threads: number;
+  oursMicros: number; ortMicros: number; ratio: number; maxDiff: number;
+}
+
+async function compareShapes(rows: Row[]): Promise<void> {
+  for (const cell of cells) {
+    for (const L of layerCounts) {
+      for (const H of hiddens) {
+        seed(1);
+        const layer = makeLayer(cell, H, L);
+        const bytes = exportOnnxBuffer(layer, { stateInputs: true });
+        const sessions = new Map<number, ort.InferenceSession>();
+        for (const threads of threadCounts) {
+          sessions.set(threads, await ort.InferenceSession.create(bytes, {
+            intraOpNumThreads: threads, interOpNumThreads: 1, executionMode: 'sequential', graphOptimizationLevel: 'all', logSeverityLevel: 3,
+          }));
+        }
+        for (const B of batches) {
+          for (const T of steps) {
+            const x = Tensor.randn([T, B, I]);
+            const state = Tensor.randn([L, B, H]).mul(0.5);
+            const cellState = cell === 'lstm' ? Tensor.randn([L, B, H]).mul(0.5) : null;
+            const feeds: Record<string, ort.Tensor> = {
+              input: new ort.Tensor('float32', x.toArray(), [T, B, I]),
+              h0: new ort.Tensor('float32', state.toArray(), [L, B, H]),
+              ...(cellState ? { c0: new ort.Tensor('float32', cellState.toArray(), [L, B, H]) } : {}),
+            };
+            const options = { h0: state, ...(cellState ? { c0: cellState } : {}) };
+            const ours = () => noGrad(() => {
+              const out = layer.forward(x, options);
+              out.output.dispose();
+              out.h.dispose();
+              if ('c' in out) (out as { c: Tensor }).c.dispose();
+            });
+            for (const threads of threadCounts) {
+              setNumThreads(threads);
+              const session = sessions.get(threads)!;
+              const theirs = () => session.run(feeds);
+              const expected = (await theirs()).output.data as Float32Array;
+              const actual = noGrad(() => layer.forward(x, options).output.toArray());
+              let maxDiff = 0;
+              for (let i = 0; i < actual.length; ++i) maxDiff = Math.max(maxDiff, Math.abs(actual[i] - expected[i]));
+              const oursRounds: number[] = [];
+              const ortRounds: number[] = [];
+              for (let r = 0; r < rounds; ++r) {
+                oursRounds.push(await timeRound(ours));
+                ortRounds.push(await timeRound(theirs));
+              }
+              const row: Row = {
+                cell, layers: L, hidden: H, batch: B, steps: T, threads,
+                oursMicros: median(oursRounds) * 1e6, ortMicros: median(ortRounds) * 1e6, ratio: median(ortRounds) / median(oursRounds), maxDiff,
+              };
+              rows.push(row);
+              console.log(`${cell} L=${L} H=${H} B=${B} T=${T} threads=${threads}: ours ${row.oursMicros.toFixed(1)} us, ` +
+                `onnxruntime ${row.ortMicros.toFixed(1)} us, ${row.ratio.toFixed(2)}x (max |diff| ${maxDiff.toExponential(1)})`);
+            }
+            x.dispose();
+          }
+        }
+        for (const session of sessions.values()) await session.release();
+      }
+    }
+  }
+}
+
+/** Characters per second of generate() and of the same loop through onnxruntime, one thread. */
+async function generation(): Promise<{ ours: number; ort: number }> {
+  setNumThreads(1);
+  seed(1);
+  const text = fs.readFileSync(path.join(root, 'examples', 'data', 'sotu.txt'), 'utf8');
+  const lm = new CharLanguageModel({ text }, { hiddenSize: 192, numLayers: 2 });
+  const length = 2000;
+  const oursRounds: number[] = [];
+  const ortRounds: number[] = [];
+  const bytes = exportOnnxBuffer(lm, { stateInputs: true });
+  const session = await ort.InferenceSession.create(bytes, { intraOpNumThreads: 1, interOpNumThreads: 1, logSeverityLevel: 3 });
+  const V = lm.tokenizer.vocabSize;
+  const stateSize = 2 * 192;
+  const ortGenerate = async () => {
+    let h: ort.Tensor = new ort.Tensor('float32', new Float32Array(stateSize), [2, 1, 192]);
+    let c: ort.Tensor = new ort.Tensor('float32', new Float32Array(stateSize), [2, 1, 192]);
+    let token = 1;
+    for (let i = 0; i < length; ++i) {
+      const out = await session.run({ input: new ort.Tensor('int64', BigInt64Array.of(BigInt(token)), [1, 1]), h0: h, c0: c });
+      h = out.h_n as ort.Tensor;
+      c = out.c_n as ort.Tensor;
+      const logits = out.output.data as Float32Array;
+      // sample as generate() does: softmax at temperature 1, never id 0
+      let max = -Infinity;
+      for (let v = 1; v < V; ++v) max = Math.max(max, logits[v]);
+      let total = 0;
+      const p = new Float64Array(V);
+      for (let v = 1; v < V; ++v) total += p[v] = Math.exp(logits[v] - max);
+      let u = Math.random() * total;
+      token = V - 1;
+      for (let v = 1; v < V; ++v) if ((u -= p[v]) <= 0) { token = v; break; }
+    }
+  };
+  for (let r = 0; r < rounds; ++r) {
+    let t = performance.now();
+    lm.generate({ length, seed: r });
+    oursRounds.push(length / ((performance.now() - t) / 1000));
+    t = performance.now();
+    await ortGenerate();
+    ortRounds.push(length / ((performance.now() - t) / 1000));
+  }
+  await session.release();
+  return { ours: median(oursRounds), ort: median(ortRounds) };
+}
+
+/** Training steps per second at B = 1 (LSTM, I = 64, H = 128, T = 32, Adam), one and two threads. */
+function trainingAtBatchOne(): Record<number, number> {
+  const out: Record<number, number> = {};
+  for (const threads of threadCounts) {
+    setNumThreads(threads);
+    seed(1);
+    const lstm = new LSTM({ inputSize: I, hiddenSize: 128 });
+    const opt = new Adam(lstm.parameters(), { lr: 1e-3 });
+    const x = Tensor.randn([32, 1, I]);
+    const dy = Tensor.randn([32, 1, 128]);
+    const step = () => {
+      opt.zeroGrad();
+      const { output } = lstm.forward(x);
+      backward([output], [dy]);
+      opt.step();
+    };
+    const perRound: number[] = [];
+    for (let r = 0; r < rounds; ++r) {
+      const started = performance.now();
+      let n = 0;
+      while (performance.now() - started < 300) {
+        step();
+        ++n;
+      }
+      perRound.push(n / ((performance.now() - started) / 1000));
+    }
+    out[threads] = median(perRound);
+  }
+  return out;
+}
+
+async function main(): Promise<void> {
+  const where = machine();
+  console.log(`machine: ${where}`);
+  const rows: Row[] = [];
+  await compareShapes(rows);
+  const gen = await generation();
+  console.log(`generate(), 2 x 192 LSTM, one thread: ${gen.ours.toFixed(0)} characters/s; through onnxruntime-node: ${gen.ort.toFixed(0)}`);
+  const training = trainingAtBatchOne();
+  console.log(`training at B = 1 (T = 32, H = 128): ${training[1].toFixed(0)} steps/s on one thread, ${training[2].toFixed(0)} on two`);
+
+  const ratios = rows.map((r) => r.ratio);
+  const below = rows.filter((r) => r.ratio < 1);
+  const lines = [
+    '## Inference against onnxruntime-node (npm run bench:ort)',
+    '',
+    `Machine: ${where}. Rounds alternating, ${rounds} rounds, medians of per-call medians. Each model exported with ` +
+      '`exportOnnxBuffer(model, { stateInputs: true })` and run from those bytes; ours is `forward(x, { h0, c0 })` under noGrad. ' +
+      'I = 64; ratio = onnxruntime time / ours (above 1: ours is faster).',
+    '',
+    `Shapes: ${rows.length}; ratio median ${median(ratios).toFixed(2)}x, lowest ${Math.min(...ratios).toFixed(2)}x, highest ${Math.max(...ratios).toFixed(2)}x; ` +
+      `${below.length} below 1.0x. Outputs agree to ${Math.max(...rows.map((r) => r.maxDiff)).toExponential(1)} at most.`,
+    '',
+    `generate() with the demo's 2 x 192 LSTM on one thread: **${gen.ours.toFixed(0)} characters/s**; the same loop through onnxruntime-node: ${gen.ort.toFixed(0)}.`,
+    '',
+    `Training at B = 1 (LSTM, T = 32, H = 128, Adam): ${training[1].toFixed(0)} steps/s on one thread, ${training[2].toFixed(0)} on two.`,
+    '',
+    '| cell | layers | H | B | T | threads | recurrent | onnxruntime-node | ratio |',
+    '|---|---|---|---|---|---|---|---|---|',
+    ...rows.map((r) => `| ${r.cell} | ${r.layers} | ${r.hidden} | ${r.batch} | ${r.steps} | ${r.threads} | ${formatMicros(r.oursMicros)} | ${formatMicros(r.ortMicros)} | ${r.ratio.toFixed(2)}x |`),
+    '',
+  ];
+  const name = quick ? 'onnxruntime-results-quick' : 'onnxruntime-results';
+  fs.writeFileSync(path.join(__dirname, `${name}.md`), lines.join('\n'));
+  fs.writeFileSync(path.join(__dirname, `${name}.json`), JSON.stringify({ machine: where, rounds, rows, generate: gen, trainingAtBatchOne: training }, null, 1));
+  console.log(`wrote bench/${name}.md`);
+}
+
+function formatMicros(us: number): string {
+  return us >= 1000 ? `${(us / 1000).toFixed(2)} ms` : `${us.toFixed(1)} us`;
+}
+
+main().catch((error) => {
+  console.error(error);
+  process.exit(1);
+});
