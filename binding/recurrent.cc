@@ -11,6 +11,7 @@
 
 #include "../cpp/recurrent.h"
 #include "../cpp/reference.h"
+#include "../cpp/step.h"
 #include "../cuda/allocator.h"
 #include "../cuda/recurrent.h"
 #include "args.h"
@@ -212,6 +213,72 @@ Napi::Value LayerBackward(const Napi::CallbackInfo& info) {
         cuda::layer_backward(cuda::stream(), d, dx, dh0, dc0, grads.data(), dy, dh_n, dc_n, reserve, x,
                              lengths.empty() ? nullptr : device_lengths.data, weights.data(), workspace.data);
       });
+  return env.Undefined();
+}
+
+// stackStep(cell, B, I, H, L, V, out, h, c, tokens, embedding, x, layers, headW, headB): one step of a
+// stacked one-directional model (cpp/step.h); I is the embedding's width with tokens; layers holds
+// L arrays [w_ih, w_hh, b_ih, b_hh]; V = 0: no head (headW, headB null), out is the last layer's h.
+Napi::Value StackStep(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  begin_op();
+  expect_args(info, 15, "stackStep");
+  const int32_t kMax = 1 << 30;
+  StepDims d;
+  d.cell = static_cast<CellKind>(int_arg(info[0], "cell", 0, 3));
+  d.batch = static_cast<int>(int_arg(info[1], "batch", 1, kMax));
+  d.input_size = static_cast<int>(int_arg(info[2], "inputSize", 1, kMax));
+  d.hidden_size = static_cast<int>(int_arg(info[3], "hiddenSize", 1, kMax));
+  d.layers = static_cast<int>(int_arg(info[4], "layers", 1, 1 << 16));
+  d.outputs = static_cast<int>(int_arg(info[5], "outputs", 0, kMax));
+  const int64_t B = d.batch, H = d.hidden_size, L = d.layers, V = d.outputs;
+  const int64_t gh = static_cast<int64_t>(gate_count(d.cell)) * H;
+  if (static_cast<double>(gh) * std::max(d.input_size, d.hidden_size) >= 2147483647.0 ||
+      static_cast<double>(B) * std::max<int64_t>({gh, V, d.input_size}) >= 2147483647.0)
+    throw_range(env, "model too large: every product must stay below 2^31 elements");
+  float* out = span_of(info[6], "out", 0, B * (V > 0 ? V : H));
+  float* h = span_of(info[7], "h", 0, L * B * H);
+  float* c = d.cell == CellKind::kLstm ? span_of(info[8], "c", 0, L * B * H) : nullptr;
+  std::vector<int> tokens;
+  const float* embedding = nullptr;
+  const float* x = nullptr;
+  if (info[9].IsNull() || info[9].IsUndefined()) {
+    x = read_span_of(info[11], "x", 0, B * d.input_size);
+  } else {
+    if (!info[9].IsTypedArray() || info[9].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+      throw_type(env, "tokens must be an Int32Array or null");
+    Napi::Int32Array ids = info[9].As<Napi::Int32Array>();
+    if (static_cast<int64_t>(ids.ElementLength()) != B) throw_range(env, "tokens must have one entry per batch row (" + std::to_string(B) + ")");
+    const int64_t table = Storage::From(info[10], "embedding")->length();
+    if (table % d.input_size != 0) throw_range(env, "embedding must hold whole rows of inputSize floats");
+    const int64_t vocab = table / d.input_size;
+    embedding = read_span_of(info[10], "embedding", 0, table);
+    tokens.resize(B);
+    for (size_t b = 0; b < tokens.size(); ++b) {
+      const int32_t id = ids[b];
+      if (id < 0 || id >= vocab) throw_range(env, "tokens[" + std::to_string(b) + "] must be in [0, " + std::to_string(vocab) + ")");
+      tokens[b] = id;
+    }
+  }
+  if (!info[12].IsArray() || info[12].As<Napi::Array>().Length() != static_cast<uint32_t>(L))
+    throw_type(env, "layers must be an array of one weights array per layer");
+  std::vector<LayerWeights> layers;
+  for (uint32_t l = 0; l < static_cast<uint32_t>(L); ++l) {
+    const LayerDims layer{d.cell, 1, d.batch, l == 0 ? d.input_size : d.hidden_size, d.hidden_size, 1};
+    layers.push_back(layer_weights_arg(info[12].As<Napi::Array>().Get(l), layer)[0]);
+  }
+  const float* head_w = nullptr;
+  const float* head_b = nullptr;
+  CachedWeight head_cache;
+  if (V > 0) {
+    head_w = read_span_of(info[13], "headW", 0, V * H);
+    head_cache = cached_weight_of(info[13]);
+    if (!info[14].IsNull() && !info[14].IsUndefined()) head_b = read_span_of(info[14], "headB", 0, V);
+  }
+  run(
+      env,
+      [=] { stack_step_cpu(d, out, h, c, tokens.empty() ? nullptr : tokens.data(), embedding, x, layers.data(), head_w, head_b, head_cache); },
+      [&] { throw_type(env, "stackStep runs on the CPU only"); });
   return env.Undefined();
 }
 

@@ -32,12 +32,13 @@ PackCache::~PackCache() {
   clear_locked();
 }
 
-std::shared_ptr<const PackedMatrix> PackCache::get(PackLayout layout, uint64_t version, const Packer& pack) {
+std::shared_ptr<const PackedMatrix> PackCache::get(PackLayout layout, int rows, int cols, uint64_t version, const Packer& pack) {
   const bool bf16 = bf16_matmul();
   {
     std::lock_guard<std::mutex> lock(mutex_);
     for (const Entry& e : entries_)
-      if (e.layout == layout && e.bf16 == bf16 && e.version == version) return e.packed;
+      if (e.layout == layout && e.bf16 == bf16 && e.version == version && e.packed->rows() == rows && e.packed->cols() == cols)
+        return e.packed;
   }
   // packed outside the lock (it may use the thread pool); two calls racing both pack, the
   // later one's copy is kept
@@ -82,10 +83,10 @@ size_t PackCache::clear_all() {
   return before - g_bytes.load();
 }
 
-PackedWeight::PackedWeight(const CachedWeight& weight, PackLayout layout, PackedMatrix& scratch,
+PackedWeight::PackedWeight(const CachedWeight& weight, PackLayout layout, int rows, int cols, PackedMatrix& scratch,
                            const PackCache::Packer& pack) {
   if (weight.cache) {
-    kept_ = weight.cache->get(layout, weight.version, pack);
+    kept_ = weight.cache->get(layout, rows, cols, weight.version, pack);
     matrix_ = kept_.get();
   } else {
     pack(scratch);

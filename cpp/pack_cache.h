@@ -27,7 +27,7 @@ namespace recurrent {
 
 // Which packed form of a weight a layer asks for (a weight is packed in up to four).
 enum class PackLayout : int {
-  kForwardInput = 0,     // op(B) = w_ih^T (I, G*H): the input projection x * w_ih^T
+  kForwardInput = 0,     // op(B) = w_ih^T (I, G*H): the input projection x * w_ih^T (and a head's x * w^T)
   kForwardRecurrent = 1, // w_hh^T with its rows in gate-block order (H, blocks * G * kGateBlock)
   kBackwardInput = 2,    // op(B) = w_ih (G*H, I): dx = dgates * w_ih
   kBackwardRecurrent = 3,// op(B) = w_hh (G*H, H): dh_prev = dgates * w_hh
@@ -42,9 +42,9 @@ class PackCache {
   PackCache(const PackCache&) = delete;
   PackCache& operator=(const PackCache&) = delete;
 
-  // The packed form `layout` of the storage at `version` (in the current matmul precision):
-  // the kept one when it was packed at that version, else `pack` fills a new one, which is kept.
-  std::shared_ptr<const PackedMatrix> get(PackLayout layout, uint64_t version, const Packer& pack);
+  // The packed form `layout` of the storage at `version` as a (rows, cols) op(B), in the current
+  // matmul precision: the kept one when it was packed so, else `pack` fills a new one, which is kept.
+  std::shared_ptr<const PackedMatrix> get(PackLayout layout, int rows, int cols, uint64_t version, const Packer& pack);
 
   // Drops every entry (entries in use stay alive until their users let go).
   void clear();
@@ -77,7 +77,8 @@ struct CachedWeight {
 // The result stays valid while the returned holder lives (and scratch is untouched).
 class PackedWeight {
  public:
-  PackedWeight(const CachedWeight& weight, PackLayout layout, PackedMatrix& scratch, const PackCache::Packer& pack);
+  PackedWeight(const CachedWeight& weight, PackLayout layout, int rows, int cols, PackedMatrix& scratch,
+               const PackCache::Packer& pack);
   const PackedMatrix& operator*() const { return *matrix_; }
   const PackedMatrix* operator->() const { return matrix_; }
 

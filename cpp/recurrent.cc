@@ -256,7 +256,7 @@ void layer_forward_cpu(const LayerDims& dims, float* y, float* h_n, float* c_n, 
     const float* b_hh = w.b_hh ? w.b_hh : zeros;
 
     // w_hh rows in block order (block, gate, unit), zero rows past H; packed transposed
-    const PackedWeight w_hh(w.hh_cache, PackLayout::kForwardRecurrent, s.w_hh_packed, [&](PackedMatrix& packed) {
+    const PackedWeight w_hh(w.hh_cache, PackLayout::kForwardRecurrent, H, P, s.w_hh_packed, [&](PackedMatrix& packed) {
       float* wperm = sized(s.wperm, static_cast<size_t>(P) * H);
       const auto permute = [&](int blk) {
         for (int q = 0; q < G; ++q)
@@ -274,7 +274,7 @@ void layer_forward_cpu(const LayerDims& dims, float* y, float* h_n, float* c_n, 
     // w_ih^T for the input projection: kept where the weight has a cache, else gemm_cpu packs it
     std::optional<PackedWeight> w_ih;
     if (w.ih_cache.cache)
-      w_ih.emplace(w.ih_cache, PackLayout::kForwardInput, s.w_ih_packed, [&](PackedMatrix& packed) { packed.pack(true, I, GH, w.w_ih, I); });
+      w_ih.emplace(w.ih_cache, PackLayout::kForwardInput, I, GH, s.w_ih_packed, [&](PackedMatrix& packed) { packed.pack(true, I, GH, w.w_ih, I); });
 
     if (h0) std::memcpy(hbuf, h0 + d * state, state * sizeof(float));
     else std::fill(hbuf, hbuf + state, 0.0f);
@@ -398,11 +398,11 @@ void layer_backward_cpu(const LayerDims& dims, float* dx, float* dh0, float* dc0
     const LayerGrads& g = grads[d];
     const ReserveViews r = reserve_views(dims, const_cast<float*>(reserve), d);
     // w_hh (G*H, H) and, where kept, w_ih (G*H, I), packed once for all steps
-    const PackedWeight w_hh(w.hh_cache, PackLayout::kBackwardRecurrent, s.w_hh_packed,
+    const PackedWeight w_hh(w.hh_cache, PackLayout::kBackwardRecurrent, GH, H, s.w_hh_packed,
                             [&](PackedMatrix& packed) { packed.pack(false, GH, H, w.w_hh, H); });
     std::optional<PackedWeight> w_ih;
     if (w.ih_cache.cache)
-      w_ih.emplace(w.ih_cache, PackLayout::kBackwardInput, s.w_ih_packed, [&](PackedMatrix& packed) { packed.pack(false, GH, I, w.w_ih, I); });
+      w_ih.emplace(w.ih_cache, PackLayout::kBackwardInput, GH, I, s.w_ih_packed, [&](PackedMatrix& packed) { packed.pack(false, GH, I, w.w_ih, I); });
 
     if (dh_n) std::memcpy(dh, dh_n + d * state, state * sizeof(float));
     else std::fill(dh, dh + state, 0.0f);

@@ -19,7 +19,7 @@ export { Linear, Embedding, Dropout, Sequential } from './nn/layers';
 export type { LinearOptions, EmbeddingOptions } from './nn/layers';
 export { RNN, LSTM, GRU } from './nn/recurrent';
 export { initForgetGateBias } from './nn/init';
-export type { RecurrentOptions, RNNOptions, ForwardOptions, RecurrentOutput, LSTMOutput } from './nn/recurrent';
+export type { RecurrentOptions, RNNOptions, ForwardOptions, RecurrentOutput, LSTMOutput, StepOptions } from './nn/recurrent';
 export type { CodedError, ErrorCode } from './core/errors';
 
 export { setNumThreads, setFloat32MatmulPrecision, getFloat32MatmulPrecision, memoryStats, emptyCache, backends } from './runtime';

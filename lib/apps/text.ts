@@ -124,9 +124,32 @@ export function sampleLogits(logits: ArrayLike<number>, temperature = 1, topK?: 
   expectNumber(temperature, 'temperature');
   if (temperature < 0) throw rangeError(`Expected temperature to be >= 0 but received ${temperature}`);
   const n = logits.length;
+  const keepAll = topK === undefined || expectInteger(topK, 'topK', 1) >= n;
+  if (temperature === 0 || topK === 1) {
+    let best = 0;
+    for (let i = 1; i < n; ++i) if (logits[i] > logits[best]) best = i;
+    return best;
+  }
+  if (keepAll) {
+    // every candidate, in index order (no sort: this runs once per generated token)
+    let max = -Infinity;
+    for (let i = 0; i < n; ++i) if (logits[i] > max) max = logits[i];
+    const weights = new Float64Array(n);
+    let total = 0;
+    for (let i = 0; i < n; ++i) total += weights[i] = Math.exp((logits[i] - max) / temperature);
+    let r = random() * total;
+    let last = -1;
+    for (let i = 0; i < n; ++i) {
+      if (!(weights[i] > 0)) continue;
+      r -= weights[i];
+      if (r <= 0) return i;
+      last = i;
+    }
+    // rounding left r a hair above 0: the last candidate that can be drawn at all
+    return Math.max(last, 0);
+  }
   const order = [...Array(n).keys()].sort((a, b) => logits[b] - logits[a]);
-  if (temperature === 0) return order[0];
-  const keep = topK === undefined ? n : Math.min(n, expectInteger(topK, 'topK', 1));
+  const keep = Math.min(n, topK!);
   const kept = order.slice(0, keep);
   const max = logits[kept[0]];
   const weights = kept.map((i) => Math.exp((logits[i] - max) / temperature));
@@ -284,22 +307,21 @@ export class CharLanguageModel {
       return noGrad(() => {
         const V = this.tokenizer.vocabSize;
         const primeIds = this.tokenizer.encode(prime);
-        let state: RecurrentState | null = null;
-        let logits: Float32Array;
-        // the prime in one call; then one call per generated character (sampling is sequential)
+        // the prime in one forward call; then one step() per generated character (sampling is
+        // sequential), the state carried in place and the logits written into one tensor
         const start = primeIds.length > 0 ? primeIds : Int32Array.of(this.tokenizer.encode('\n')[0] ?? 0);
-        const first = this.model.forward(Tensor.from(Float32Array.from(start), [start.length, 1], { device: this.model.device }), { state });
-        state = first.state;
-        logits = first.output.select(0, start.length - 1).toArray();
+        const first = this.model.forward(Tensor.from(Float32Array.from(start), [start.length, 1], { device: this.model.device }));
+        const state: RecurrentState = first.state;
+        let logits = first.output.select(0, start.length - 1).toArray();
         const out: number[] = [];
+        const token = new Int32Array(1);
+        const logitsOut = Tensor.empty([1, V], { device: this.model.device });
         for (let i = 0; i < length; ++i) {
           const candidates = logits.subarray(0, V);
           candidates[0] = -Infinity; // id 0 is "a character not in the vocabulary": it has no text to give
-          const next = sampleLogits(candidates, temperature, topK);
-          out.push(next);
-          const step = this.model.forward(Tensor.from([next], [1, 1], { device: this.model.device }), { state });
-          state = step.state;
-          logits = step.output.toArray();
+          token[0] = sampleLogits(candidates, temperature, topK);
+          out.push(token[0]);
+          logits = this.model.step(token, state, { out: logitsOut }).toArray();
         }
         return prime + this.tokenizer.decode(out);
       });

@@ -75,6 +75,8 @@ export interface NativeAddon {
   layerBackward(cell: number, T: number, B: number, I: number, H: number, D: number,
     dx: S, dh0: MaybeS, dc0: MaybeS, grads: MaybeS[], dy: MaybeS, dhN: MaybeS, dcN: MaybeS,
     reserve: S, x: S, lengths: Int32Array | null, weights: MaybeS[], dhSteps?: MaybeS, stateOffset?: number): void;
+  stackStep(cell: number, B: number, I: number, H: number, L: number, V: number, out: S, h: S, c: MaybeS,
+    tokens: Int32Array | null, embedding: MaybeS, x: MaybeS, layers: MaybeS[][], headW: MaybeS, headB: MaybeS): void;
   referenceForward(cell: number, T: number, B: number, I: number, H: number, D: number,
     x: Float64Array, lengths: Int32Array | null, h0: Float64Array | null, c0: Float64Array | null,
     weights: (Float64Array | null)[]): { y: Float64Array; hN: Float64Array; cN?: Float64Array };
@@ -243,4 +245,22 @@ export function layerBackward(call: LayerCall & {
   native.layerBackward(call.cell, call.timeSteps, call.batch, call.inputSize, call.hiddenSize, call.directions,
     call.dx, call.dh0, call.dc0, call.grads, call.dy, call.dhN, call.dcN, call.reserve, call.x, call.lengths, call.weights,
     call.dhSteps ?? null, call.stateOffset ?? 0);
+}
+
+/**
+ * One step of a stacked one-directional model for inference (cpp/step.h): the embedding rows of
+ * `tokens` (or `x` [B, inputSize]) through every layer at T = 1, the state [L, B, H] updated in
+ * place, then the head when there is one: out [B, outputs], else the last layer's h [B, H].
+ */
+export function stackStep(call: {
+  cell: CellKind; batch: number; inputSize: number; hiddenSize: number;
+  /** per layer: weight_ih, weight_hh, bias_ih, bias_hh (null biases: none) */
+  layers: MaybeS[][];
+  h: S; c: MaybeS; out: S;
+  tokens?: Int32Array | null; embedding?: MaybeS; x?: MaybeS;
+  head?: { weight: S; bias: MaybeS; outputs: number } | null;
+}): void {
+  native.stackStep(call.cell, call.batch, call.inputSize, call.hiddenSize, call.layers.length, call.head?.outputs ?? 0,
+    call.out, call.h, call.c, call.tokens ?? null, call.embedding ?? null, call.x ?? null, call.layers,
+    call.head?.weight ?? null, call.head?.bias ?? null);
 }

@@ -7,13 +7,14 @@
  */
 import { isGradEnabled, noGrad } from '../core/autograd';
 import { describe, expectBoolean, expectInteger, expectNumber, expectOptions, expectKnownKeys, formatShape, rangeError, typeError } from '../core/errors';
-import { CellKind, layerBackward, layerForward, native, NativeStorage } from '../core/native';
+import { CellKind, layerBackward, layerForward, native, NativeStorage, stackStep } from '../core/native';
 import { nextSeed } from '../core/random';
 import { expectSameDevice } from '../core/device';
 import { allocate } from '../core/memory';
 import { Tensor, emptyOn, expectTensor, record } from '../core/tensor';
 import { uniform_ } from './init';
 import { Module } from './module';
+import { embedding, linear } from './functional';
 
 
 const GATES: Record<CellKind, number> = { [CellKind.RnnTanh]: 1, [CellKind.RnnRelu]: 1, [CellKind.Lstm]: 4, [CellKind.Gru]: 3 };
@@ -76,6 +77,17 @@ export interface ForwardOptions {
    * at the row's last valid step (packed-sequence semantics).
    */
   lengths?: readonly number[] | Int32Array | null;
+}
+
+/** A stacked layer's state between steps: h (and c for LSTM) [numLayers * D, B, H]. */
+export interface RecurrentState {
+  h: Tensor;
+  c?: Tensor;
+}
+
+export interface StepOptions {
+  /** Where to write the output ([B, H]; [B, outputSize] for SequenceModel), instead of a new tensor. */
+  out?: Tensor;
 }
 
 export interface RecurrentOutput {
@@ -168,6 +180,96 @@ abstract class RecurrentBase extends Module {
   /** Number of directions, D. */
   get directions(): number {
     return this.bidirectional ? 2 : 1;
+  }
+
+  /** A zero state for step(): h (and c for LSTM) [numLayers, batch, H], which step() updates in place. */
+  initialState(batch = 1): RecurrentState {
+    const B = expectInteger(batch, 'batch', 1);
+    const shape = [this.numLayers * this.directions, B, this.hiddenSize];
+    const device = this.flatWeights[0][0]!.device;
+    return { h: Tensor.zeros(shape, { device }), ...(this.cell === CellKind.Lstm ? { c: Tensor.zeros(shape, { device }) } : {}) };
+  }
+
+  /**
+   * One time step, for inference (generation, streaming, real-time input): input [B, inputSize]
+   * -> output [B, H] (the last layer's new h); `state` (from initialState(), or a forward()'s final
+   * h and c) is updated in place. The whole stack is one native call on weights packed once per
+   * change of the weights, and allocates nothing but the output (nothing with options.out). The
+   * values equal forward() at T = 1 with h0/c0 = state, bit for bit. Records no graph (train
+   * with forward()); one direction only.
+   *
+   * @example
+   * const state = lstm.initialState();              // batch 1
+   * for (const frame of frames) {
+   *   const y = lstm.step(frame, state);             // frame [1, inputSize] -> y [1, hiddenSize]
+   * }
+   */
+  step(input: Tensor, state: RecurrentState, options: StepOptions = {}): Tensor {
+    const name = `${this.className}#step()`;
+    const x = expectTensor(input, 'input');
+    if (x.ndim !== 2 || x.shape[1] !== this.inputSize) {
+      throw rangeError(`${name}: expected input of shape [B, ${this.inputSize}] but received ${formatShape(x.shape)}`, 'ERR_SHAPE_MISMATCH');
+    }
+    return this.runStep(name, { x }, x.shape[0], state, options, null);
+  }
+
+  /**
+   * @internal One step of the stack (step() and SequenceModel#step()): `tokens` through `embedding`
+   * or `x` [B, I] in, the head's output (or the last h) out, the state updated in place.
+   */
+  runStep(name: string, input: { x: Tensor } | { tokens: Int32Array; embedding: Tensor }, B: number, state: RecurrentState,
+    options: StepOptions, head: { weight: Tensor; bias: Tensor | null } | null): Tensor {
+    if (this.bidirectional) {
+      throw typeError(`${name}: step() runs one direction; a bidirectional layer needs the whole sequence (use forward())`, 'ERR_INVALID_ARG_VALUE');
+    }
+    const opts = expectOptions(options, 'options');
+    expectKnownKeys(opts, ['out'], 'options');
+    const H = this.hiddenSize;
+    const stateShape = [this.numLayers, B, H];
+    const isLstm = this.cell === CellKind.Lstm;
+    if (!state || typeof state !== 'object') throw typeError(`${name}: expected state to be { h${isLstm ? ', c' : ''} } (see initialState()) but received ${describe(state)}`);
+    const h = expectTensor(state.h, 'state.h');
+    const c = isLstm ? expectTensor(state.c, 'state.c') : null;
+    for (const [key, t] of [['h', h], ['c', c]] as const) {
+      if (t && (t.ndim !== 3 || t.shape.some((size, i) => size !== stateShape[i]))) {
+        throw rangeError(`${name}: expected state.${key} of shape ${formatShape(stateShape)} but received ${formatShape(t.shape)}`, 'ERR_SHAPE_MISMATCH');
+      }
+    }
+    const outputs = head ? head.weight.shape[0] : H;
+    const outShape = [B, outputs];
+    const given = opts.out === undefined ? null : expectTensor(opts.out, 'options.out');
+    if (given && (given.ndim !== 2 || given.shape[0] !== B || given.shape[1] !== outputs)) {
+      throw rangeError(`${name}: expected options.out of shape ${formatShape(outShape)} but received ${formatShape(given.shape)}`, 'ERR_SHAPE_MISMATCH');
+    }
+    const first = 'x' in input ? input.x : input.embedding;
+    const device = expectSameDevice(name, [['input', first], ['state.h', h], ['state.c', c], ['options.out', given],
+      ['weight_ih_l0', this.flatWeights[0][0]]]);
+    if (device !== 'cpu') return this.stepByForward(input, B, h, c, given, head);
+    const out = given ?? emptyOn(outShape, device);
+    stackStep({
+      cell: this.cell, batch: B, inputSize: 'x' in input ? this.inputSize : input.embedding.shape[1], hiddenSize: H,
+      layers: this.flatWeights.map((w) => w.map((t) => (t ? t.storage : null))), h: h.storage, c: c ? c.storage : null, out: out.storage,
+      ...('x' in input ? { x: input.x.storage } : { tokens: input.tokens, embedding: input.embedding.storage }),
+      head: head ? { weight: head.weight.storage, bias: head.bias ? head.bias.storage : null, outputs } : null,
+    });
+    return out;
+  }
+
+  /** step() where the kernel does not run (CUDA): forward() at T = 1, the state copied back. */
+  private stepByForward(input: { x: Tensor } | { tokens: Int32Array; embedding: Tensor }, B: number, h: Tensor, c: Tensor | null,
+    given: Tensor | null, head: { weight: Tensor; bias: Tensor | null } | null): Tensor {
+    return noGrad(() => {
+      const x = 'x' in input ? input.x.reshape([1, B, this.inputSize])
+        : embedding(input.tokens, input.embedding).reshape([1, B, input.embedding.shape[1]]);
+      const result = this.run(x, { h0: h, ...(c ? { c0: c } : {}) });
+      native.copyBetween(h.storage, 0, result.h.storage, 0, h.size);
+      if (c && result.c) native.copyBetween(c.storage, 0, result.c.storage, 0, c.size);
+      let output = result.output.reshape([B, this.hiddenSize]);
+      if (head) output = linear(output, head.weight, head.bias);
+      if (!given) return output;
+      native.copyBetween(given.storage, 0, output.storage, 0, given.size);
+      return given;
+    });
   }
 
   protected run(input: Tensor, options: ForwardOptions | undefined): { output: Tensor; h: Tensor; c: Tensor | null } {

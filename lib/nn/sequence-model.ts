@@ -8,7 +8,7 @@ import { dropout } from './functional';
 import { Tensor, noGrad } from '../core/tensor';
 import { Embedding, Linear } from './layers';
 import { Module } from './module';
-import { GRU, LSTM, RNN } from './recurrent';
+import { GRU, LSTM, RNN, RecurrentState, StepOptions } from './recurrent';
 
 export type CellType = 'lstm' | 'gru' | 'rnn' | 'rnn_relu';
 
@@ -37,10 +37,7 @@ export interface SequenceModelOptions {
   batchFirst?: boolean;
 }
 
-export interface RecurrentState {
-  h: Tensor;
-  c?: Tensor;
-}
+export type { RecurrentState } from './recurrent';
 
 export class SequenceModel extends Module {
   readonly options: Required<Omit<SequenceModelOptions, 'inputSize' | 'vocabSize' | 'embeddingDim'>> & Pick<SequenceModelOptions, 'inputSize' | 'vocabSize' | 'embeddingDim'>;
@@ -123,6 +120,56 @@ export class SequenceModel extends Module {
     if (this.training && this.options.dropout > 0) features = dropout(features, this.options.dropout, true);
     const output = this.head.forward(features);
     return { output: this.options.batchFirst && this.options.outputs === 'sequence' ? output.transpose(0, 1) : output, state: nextState };
+  }
+
+  /** A zero state for step(): h (and c for an LSTM) [numLayers, batch, hiddenSize], updated in place by step(). */
+  initialState(batch = 1): RecurrentState {
+    return this.rnn.initialState(batch);
+  }
+
+  /**
+   * One time step for inference (generation, streaming): `input` is B token ids (an Int32Array, an
+   * array or a Tensor [B]) with vocabSize, else a Tensor [B, inputSize]; returns the head's output
+   * [B, outputSize] and updates `state` (from initialState(), or forward()'s state) in place. The
+   * embedding, every layer and the head run in one native call on weights packed once per change,
+   * and nothing is allocated but the output (nothing with options.out). The values equal forward()
+   * on one step with the same state, bit for bit. Evaluation semantics (no dropout), no graph; one
+   * direction only.
+   *
+   * @example
+   * const state = model.initialState();
+   * let logits = model.step([firstToken], state);     // [1, vocabSize]
+   * logits = model.step([nextToken], state);          // the state carried on in place
+   */
+  step(input: Tensor | Int32Array | readonly number[], state: RecurrentState, options: StepOptions = {}): Tensor {
+    const name = 'SequenceModel#step()';
+    const head = { weight: this.head.weight, bias: this.head.bias };
+    if (this.embedding) {
+      const vocab = this.embedding.weight.shape[0];
+      let ids: Int32Array;
+      if (input instanceof Tensor) {
+        if (input.ndim !== 1) throw rangeError(`${name}: expected token ids of shape [B] but received ${formatShape(input.shape)}`, 'ERR_SHAPE_MISMATCH');
+        ids = Int32Array.from(input.toArray());
+      } else if (input instanceof Int32Array || Array.isArray(input)) {
+        ids = Int32Array.from(input as ArrayLike<number>);
+      } else {
+        throw typeError(`${name}: expected token ids (an Int32Array, an array or a Tensor [B]) but received ${describe(input)}`);
+      }
+      if (ids.length === 0) throw rangeError(`${name}: expected at least one token id`, 'ERR_SHAPE_MISMATCH');
+      for (let b = 0; b < ids.length; ++b) {
+        const id = ids[b];
+        const given = input instanceof Tensor || input instanceof Int32Array ? id : (input as readonly number[])[b];
+        if (!Number.isInteger(given) || given < 0 || given >= vocab) {
+          throw rangeError(`${name}: expected input[${b}] to be a token id in [0, ${vocab}) but received ${describe(given)}`);
+        }
+      }
+      return this.rnn.runStep(name, { tokens: ids, embedding: this.embedding.weight }, ids.length, state, options, head);
+    }
+    if (!(input instanceof Tensor)) throw typeError(`${name}: expected input to be a Tensor [B, ${this.options.inputSize}] but received ${describe(input)}`);
+    if (input.ndim !== 2 || input.shape[1] !== this.options.inputSize) {
+      throw rangeError(`${name}: expected input of shape [B, ${this.options.inputSize}] but received ${formatShape(input.shape)}`, 'ERR_SHAPE_MISMATCH');
+    }
+    return this.rnn.runStep(name, { x: input }, input.shape[0], state, options, head);
   }
 
   /**

@@ -236,6 +236,15 @@ struct GemmCase {
       gemm_packed_tiles(m, alpha, a.data(), lda, packed, beta, out.data(), n, t0, std::min(count, t0 + 3));
     return out;
   }
+
+  // The same through gemm_packed (the whole product, split over the pool as it chooses).
+  std::vector<float> packed_whole() const {
+    PackedMatrix packed;
+    packed.pack(true, k, n, b.data(), ldb);
+    std::vector<float> out = c;
+    gemm_packed(m, alpha, a.data(), lda, packed, beta, out.data(), n);
+    return out;
+  }
 };
 
 struct GemmShape {
@@ -265,7 +274,9 @@ void for_each_gemm_case(std::mt19937& rng, std::initializer_list<GemmShape> shap
 void check_fp32_gemm() {
   std::printf("FP32 GEMM (%s)\n", gemm_isa());
   std::mt19937 rng(78);
-  const auto shapes = {GemmShape{1, 1, 1}, {7, 13, 5}, {9, 33, 257}, {33, 47, 300}, {64, 2048, 512}, {1030, 80, 72}, {40, 2048, 64}, {64, 520, 136}};
+  // (1 to 8 rows: the skinny kernels, past a block of kNC columns and of kKC rows too)
+  const auto shapes = {GemmShape{1, 1, 1}, {7, 13, 5}, {9, 33, 257}, {33, 47, 300}, {64, 2048, 512}, {1030, 80, 72}, {40, 2048, 64},
+                       {64, 520, 136}, {2, 2100, 600}, {3, 47, 513}, {4, 520, 136}, {5, 96, 64}, {6, 33, 9}, {8, 1030, 257}};
   for_each_gemm_case(rng, shapes, [](const GemmCase& g) {
     set_num_threads(1);
     const std::vector<float> first = g.product();
@@ -288,7 +299,13 @@ void check_fp32_gemm() {
       set_num_threads(threads);
       same = same && g.product() == first;
     }
-    if (!g.ta && g.tb) same = same && g.packed_tiles() == first;
+    if (!g.ta && g.tb) {
+      same = same && g.packed_tiles() == first;
+      for (int threads : {1, 2, 3}) {
+        set_num_threads(threads);
+        same = same && g.packed_whole() == first;
+      }
+    }
     if (!ok || !same) ++failures;
     std::printf("  gemm %4dx%4dx%3d ta=%d tb=%d %s (max |diff| %.3g of sum |ab|; threads and packed tiles %s)\n", g.m, g.n, g.k,
                 g.ta, g.tb, ok ? "ok" : "TOO LARGE", worst, same ? "bit-identical" : "DIFFER");

@@ -1,0 +1,52 @@
+// One step of a stacked recurrent model (see step.h).
+#include "step.h"
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "gemm.h"
+
+namespace recurrent {
+
+void stack_step_cpu(const StepDims& dims, float* out, float* h, float* c, const int* tokens, const float* embedding,
+                    const float* x, const LayerWeights* layers, const float* head_w, const float* head_b,
+                    CachedWeight head_cache) {
+  const int B = dims.batch, H = dims.hidden_size, L = dims.layers, V = dims.outputs;
+  const size_t state = static_cast<size_t>(B) * H;
+  // the layers' outputs alternate between two buffers; the embedded input has its own
+  thread_local std::vector<float> embedded, ys[2];
+  thread_local PackedMatrix head_scratch;
+  const float* input = x;
+  if (tokens) {
+    const int E = dims.input_size;
+    embedded.resize(static_cast<size_t>(B) * E);
+    for (int b = 0; b < B; ++b)
+      std::memcpy(embedded.data() + static_cast<size_t>(b) * E, embedding + static_cast<size_t>(tokens[b]) * E, E * sizeof(float));
+    input = embedded.data();
+  }
+  for (int l = 0; l < L; ++l) {
+    float* y;
+    if (l == L - 1 && V == 0) {
+      y = out;
+    } else {
+      ys[l % 2].resize(state);
+      y = ys[l % 2].data();
+    }
+    const LayerDims layer{dims.cell, 1, B, l == 0 ? dims.input_size : H, H, 1};
+    // h0 and h_n (c0 and c_n) are the same rows: the layer copies its initial state before it starts
+    float* hl = h + l * state;
+    float* cl = c ? c + l * state : nullptr;
+    layer_forward_cpu(layer, y, hl, cl, nullptr, input, nullptr, hl, cl, &layers[l]);
+    input = y;
+  }
+  if (V == 0) return;
+  // out = input * w^T + b, as Linear computes it: the bias first, the product added on top
+  const PackedWeight w(head_cache, PackLayout::kForwardInput, H, V, head_scratch,
+                       [&](PackedMatrix& packed) { packed.pack(true, H, V, head_w, H); });
+  if (head_b)
+    for (int b = 0; b < B; ++b) std::memcpy(out + static_cast<size_t>(b) * V, head_b, V * sizeof(float));
+  gemm_packed(B, 1.0f, input, H, *w, head_b ? 1.0f : 0.0f, out, V);
+}
+
+}  // namespace recurrent

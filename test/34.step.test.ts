@@ -1,0 +1,119 @@
+/**
+ * step(): one time step of a stacked model for inference, in one native call (cpp/step.h), with
+ * the state updated in place. Its values must be forward()'s, bit for bit: one step against
+ * forward at T = 1, T steps against forward over the whole sequence, for every cell, stacked,
+ * without bias, batched, with an embedding and a head (SequenceModel).
+ */
+import { expect } from 'chai';
+import { GRU, LSTM, RNN, SGD, SequenceModel, Tensor, backward, noGrad, runAsync, synchronize } from '../lib/index';
+
+type Layer = LSTM | GRU | RNN;
+
+const layers = (): [string, Layer][] => [
+  ['LSTM 2 layers', new LSTM({ inputSize: 6, hiddenSize: 20, numLayers: 2 })],
+  ['GRU', new GRU({ inputSize: 6, hiddenSize: 17 })],
+  ['tanh RNN without bias', new RNN({ inputSize: 6, hiddenSize: 33, bias: false })],
+  ['relu RNN 3 layers', new RNN({ inputSize: 6, hiddenSize: 9, numLayers: 3, nonlinearity: 'relu' })],
+];
+
+const values = (t: Tensor): number[] => Array.from(t.toArray());
+
+describe('step()', () => {
+  it('equals forward() at T = 1 and over a whole sequence, bit for bit, with the state updated in place', () => {
+    for (const [name, layer] of layers()) {
+      for (const B of [1, 3]) {
+        const T = 5;
+        const x = Tensor.randn([T, B, 6]);
+        const init = layer.initialState(B);
+        noGrad(() => init.h.storage.write(Tensor.randn(init.h.shape).mul(0.5).toArray(), 0));
+        const h0 = Tensor.from(init.h.toArray(), init.h.shape);
+        const c0 = init.c ? Tensor.from(init.c.toArray(), init.c.shape) : undefined;
+        const full = noGrad(() => layer.forward(x, { h0, ...(c0 ? { c0 } : {}) }));
+        const state = init;
+        const outputs: number[] = [];
+        for (let t = 0; t < T; ++t) {
+          const y = layer.step(x.select(0, t), state);
+          expect(y.shape).to.deep.equal([B, layer.hiddenSize]);
+          if (t === 0) {
+            const one = noGrad(() => layer.forward(x.slice(0, 0, 1), { h0, ...(c0 ? { c0 } : {}) }));
+            expect(values(y), `${name} B=${B}: step 1`).to.deep.equal(values(one.output));
+          }
+          outputs.push(...values(y));
+        }
+        expect(outputs, `${name} B=${B}: ${T} steps`).to.deep.equal(values(full.output));
+        expect(values(state.h), `${name} B=${B}: h`).to.deep.equal(values(full.h));
+        if (layer instanceof LSTM) expect(values(state.c!), `${name} B=${B}: c`).to.deep.equal(values((full as unknown as { c: Tensor }).c));
+      }
+    }
+  });
+
+  it('SequenceModel: tokens through the embedding, the layers and the head in one call; options.out is reused', () => {
+    const lm = new SequenceModel({ cell: 'lstm', vocabSize: 30, embeddingDim: 8, hiddenSize: 24, numLayers: 2, outputSize: 30 });
+    lm.eval();
+    const ids = [3, 29, 0, 7];
+    const state = lm.initialState(2);
+    const out = Tensor.empty([2, 30]);
+    const reference = noGrad(() => lm.forward(Tensor.from(Float32Array.from(ids), [2, 2])).output); // [T = 2, B = 2, 30]
+    const first = lm.step(Int32Array.of(ids[0], ids[1]), state, { out });
+    expect(first).to.equal(out);
+    expect(values(first)).to.deep.equal(values(reference.select(0, 0)));
+    expect(values(lm.step(Tensor.from([ids[2], ids[3]], [2]), state, { out }))).to.deep.equal(values(reference.select(0, 1)));
+
+    const regressor = new SequenceModel({ cell: 'gru', inputSize: 3, hiddenSize: 10, outputSize: 2, outputs: 'last' });
+    const x = Tensor.randn([1, 4, 3]);
+    const expected = noGrad(() => regressor.forward(x).output);
+    expect(values(regressor.step(x.select(0, 0), regressor.initialState(4)))).to.deep.equal(values(expected));
+  });
+
+  it('sees every change of the weights, in sync and async mode', async () => {
+    const lstm = new LSTM({ inputSize: 6, hiddenSize: 12 });
+    const x = Tensor.randn([1, 2, 6]);
+    const stepped = () => values(lstm.step(x.select(0, 0), lstm.initialState(2)));
+    const forward = () => values(noGrad(() => lstm.forward(x).output));
+    expect(stepped()).to.deep.equal(forward());
+    const { output } = lstm.forward(Tensor.randn([3, 2, 6]));
+    backward([output], [Tensor.ones(output.shape)]);
+    new SGD(lstm.parameters(), { lr: 0.5 }).step();
+    expect(stepped()).to.deep.equal(forward());
+    const [before, after] = await runAsync(() => {
+      const a = lstm.step(x.select(0, 0), lstm.initialState(2));
+      new SGD(lstm.parameters(), { lr: 0.5 }).step(); // the same gradients again, queued
+      const b = lstm.step(x.select(0, 0), lstm.initialState(2));
+      return [a, b];
+    });
+    await synchronize();
+    expect(values(after)).to.deep.equal(forward());
+    expect(values(before)).to.not.deep.equal(values(after));
+  });
+
+  it('bad input: a clear error naming the argument', () => {
+    const lstm = new LSTM({ inputSize: 4, hiddenSize: 5, numLayers: 2 });
+    const state = lstm.initialState(2);
+    const x = Tensor.randn([2, 4]);
+    const expectError = (fn: () => unknown, type: ErrorConstructor, code: string | undefined, text: RegExp) => {
+      try {
+        fn();
+      } catch (error) {
+        expect(error).to.be.instanceOf(type);
+        if (code) expect((error as { code?: string }).code).to.equal(code);
+        expect((error as Error).message).to.match(text);
+        return;
+      }
+      expect.fail(`expected ${text}`);
+    };
+    expectError(() => new LSTM({ inputSize: 4, hiddenSize: 5, bidirectional: true }).step(x, state), TypeError, 'ERR_INVALID_ARG_VALUE', /one direction/);
+    expectError(() => lstm.step(Tensor.randn([2, 3]), state), RangeError, 'ERR_SHAPE_MISMATCH', /input of shape \[B, 4\]/);
+    expectError(() => lstm.step(Tensor.randn([1, 2, 4]), state), RangeError, 'ERR_SHAPE_MISMATCH', /input of shape/);
+    expectError(() => lstm.step(x, lstm.initialState(3)), RangeError, 'ERR_SHAPE_MISMATCH', /state\.h of shape \[2, 2, 5\]/);
+    expectError(() => lstm.step(x, { h: state.h }), TypeError, undefined, /state\.c/);
+    expectError(() => lstm.step(x, null as never), TypeError, undefined, /expected state/);
+    expectError(() => lstm.step(x, state, { out: Tensor.empty([2, 4]) }), RangeError, 'ERR_SHAPE_MISMATCH', /options\.out of shape \[2, 5\]/);
+    expectError(() => lstm.step(x, state, { bogus: 1 } as never), TypeError, undefined, /bogus/);
+    const lm = new SequenceModel({ vocabSize: 10, hiddenSize: 5, outputSize: 10 });
+    expectError(() => lm.step([3, 10], lm.initialState(2)), RangeError, undefined, /input\[1\] to be a token id in \[0, 10\)/);
+    expectError(() => lm.step([1.5], lm.initialState(1)), RangeError, undefined, /input\[0\] to be a token id/);
+    expectError(() => lm.step('ab' as never, lm.initialState(1)), TypeError, undefined, /token ids/);
+    const regressor = new SequenceModel({ inputSize: 3, hiddenSize: 5, outputSize: 1 });
+    expectError(() => regressor.step([1, 2, 3], regressor.initialState(1)), TypeError, undefined, /Tensor \[B, 3\]/);
+  });
+});
