@@ -112,6 +112,27 @@ constexpr int kParallelMinK = 64;
 
 }  // namespace
 
+// Rows [0, m) of C's columns [tile0 * NR, tile1 * NR) += (or =, overwrite) alpha * A * op(B) over the
+// depth block [k0, k0 + kc), by the skinny kernels (m <= kSkinnyMaxRows): A as it lies, panels in
+// groups (see SkinnyKernel); more rows than one kernel takes go in passes over a run of panels
+// small enough to stay in L2.
+static void skinny_block(const Dispatch& isa, int m, int k0, int kc, float alpha, const float* a, int lda, const PackedMatrix& b,
+                  float* c, int ldc, int tile0, int tile1, bool overwrite) {
+  const int n = b.cols();
+  const int run = m <= kSkinnyRows ? 24 : 12;  // panels: a multiple of every kernel's group
+  // a run of panels never crosses a block of kNC columns (their panels lie apart)
+  for (int tile = tile0; tile < tile1 && tile * kNR < n;) {
+    const int col = tile * kNR, block = col / kNC * kNC;
+    const int end = std::min({tile1 * kNR, n, block + kNC, col + run * kNR});
+    const int panels = (end - col + kNR - 1) / kNR;
+    const float* panel = b.panel(block, k0) + static_cast<long>(col - block) * kc;
+    for (int r0 = 0; r0 < m; r0 += kSkinnyRows)
+      isa.skinny(std::min(kSkinnyRows, m - r0), kc, a + static_cast<long>(r0) * lda + k0, lda, panel, panels, alpha,
+                 c + static_cast<long>(r0) * ldc + col, ldc, end - col, overwrite);
+    tile += panels;
+  }
+}
+
 // Columns [tile0 * NR, tile1 * NR) of C = alpha * A * op(B) + beta * C, op(B) packed.
 void gemm_packed_tiles(int m, float alpha, const float* a, int lda, const PackedMatrix& b, float beta, float* c,
                        int ldc, int tile0, int tile1) {
@@ -153,24 +174,9 @@ void gemm_packed_tiles(int m, float alpha, const float* a, int lda, const Packed
   }
   const Dispatch& isa = dispatch();
   if (m <= kSkinnyMaxRows && (m <= kSkinnyRows || m % isa.mr != 0)) {
-    // one step of a small batch: A as it lies, panels in groups (see SkinnyKernel); more rows than
-    // one kernel takes go in passes over a run of panels small enough to stay in L2
-    const int run = m <= kSkinnyRows ? 24 : 12;  // panels: a multiple of every kernel's group
-    for (int k0 = 0; k0 < k; k0 += kKC) {
-      const int kc = std::min(kKC, k - k0);
-      const bool overwrite = beta == 0.0f && k0 == 0;
-      // a run of panels never crosses a block of kNC columns (their panels lie apart)
-      for (int tile = tile0; tile < tile1 && tile * kNR < n;) {
-        const int col = tile * kNR, block = col / kNC * kNC;
-        const int end = std::min({tile1 * kNR, n, block + kNC, col + run * kNR});
-        const int panels = (end - col + kNR - 1) / kNR;
-        const float* panel = b.panel(block, k0) + static_cast<long>(col - block) * kc;
-        for (int r0 = 0; r0 < m; r0 += kSkinnyRows)
-          isa.skinny(std::min(kSkinnyRows, m - r0), kc, a + static_cast<long>(r0) * lda + k0, lda, panel, panels, alpha,
-                     c + static_cast<long>(r0) * ldc + col, ldc, end - col, overwrite);
-        tile += panels;
-      }
-    }
+    // one step of a small batch: every row by the skinny kernels
+    for (int k0 = 0; k0 < k; k0 += kKC)
+      skinny_block(isa, m, k0, std::min(kKC, k - k0), alpha, a, lda, b, c, ldc, tile0, tile1, beta == 0.0f && k0 == 0);
     return;
   }
   const MicroKernel micro_kernel = isa.kernel;
@@ -181,8 +187,15 @@ void gemm_packed_tiles(int m, float alpha, const float* a, int lda, const Packed
     const int kc = std::min(kKC, k - k0);
     for (int m0 = 0; m0 < m; m0 += block_m) {
       const int mc = std::min(block_m, m - m0);
-      pack_a(false, a, lda, m0, mc, k0, kc, mr, packed_a.data());
+      // a last panel of a few rows goes to the skinny kernels instead of an MR-row kernel that
+      // would compute rows that do not exist (B = 32 on AVX2's 6-row kernel: 36 rows for 32)
+      const int rest = mc % mr, tail = rest <= kSkinnyRows ? rest : 0, body = mc - tail;
       const bool overwrite = beta == 0.0f && k0 == 0;
+      if (tail > 0)
+        skinny_block(isa, tail, k0, kc, alpha, a + static_cast<long>(m0 + body) * lda, lda, b, c + static_cast<long>(m0 + body) * ldc,
+                     ldc, tile0, tile1, overwrite);
+      if (body == 0) continue;
+      pack_a(false, a, lda, m0, body, k0, kc, mr, packed_a.data());
       const auto panel = [&](int tile) {
         const int col = tile * kNR, block = col / kNC * kNC;
         return b.panel(block, k0) + static_cast<long>(col - block) * kc;
@@ -192,18 +205,18 @@ void gemm_packed_tiles(int m, float alpha, const float* a, int lda, const Packed
         if (isa.wide && tile + 1 < tile1 && col + kNR < n) {  // two panels
           const float* b0 = panel(tile);
           const float* b1 = panel(tile + 1);
-          for (int ir = 0; ir < mc; ir += mr) {
+          for (int ir = 0; ir < body; ir += mr) {
             isa.wide(kc, packed_a.data() + static_cast<long>(ir) * kc, b0, b1, alpha,
-                     c + static_cast<long>(m0 + ir) * ldc + col, ldc, std::min(mr, mc - ir), std::min(2 * kNR, n - col),
+                     c + static_cast<long>(m0 + ir) * ldc + col, ldc, std::min(mr, body - ir), std::min(2 * kNR, n - col),
                      overwrite);
           }
           tile += 2;
           continue;
         }
         const float* bp = panel(tile);
-        for (int ir = 0; ir < mc; ir += mr) {
+        for (int ir = 0; ir < body; ir += mr) {
           micro_kernel(kc, packed_a.data() + static_cast<long>(ir) * kc, bp, alpha,
-                       c + static_cast<long>(m0 + ir) * ldc + col, ldc, std::min(mr, mc - ir), std::min(kNR, n - col),
+                       c + static_cast<long>(m0 + ir) * ldc + col, ldc, std::min(mr, body - ir), std::min(kNR, n - col),
                        overwrite);
         }
         tile += 1;
