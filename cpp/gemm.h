@@ -23,6 +23,19 @@ void gemm_cpu(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
 bool bf16_supported();
 bool set_bf16_matmul(bool on);
 bool bf16_matmul();
+
+// Which machines get BF16 products (a pure function of the CPU's facts, so that every kind of
+// machine is tested here): those whose BF16 products beat FP32. AVX512_BF16 does on AMD (Zen 4
+// and 5: 1.6-2.0x FP32 at a layer's shapes); on Intel VDPBF16PS issues on one port where FP32
+// FMAs issue on two, so it does not (0.77x FP32 measured), and its fast path, AMX, is not built:
+// FP32 stays. Returns why not, or "" where BF16 runs.
+struct CpuFacts {
+  bool intel;           // GenuineIntel
+  bool avx512_kernels;  // the AVX-512 kernels are in use (the CPU has them, RECURRENT_ISA allows them)
+  bool avx512_bf16;
+  bool amx_bf16;
+};
+const char* bf16_choice(const CpuFacts& cpu);
 // Why BF16 is unavailable (empty when it is available).
 const char* bf16_unavailable_reason();
 

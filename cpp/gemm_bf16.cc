@@ -7,6 +7,10 @@
 
 #include "gemm_internal.h"
 
+#ifdef RECURRENT_X86_DISPATCH
+#include <cpuid.h>
+#endif
+
 namespace recurrent {
 
 namespace {
@@ -14,14 +18,26 @@ std::atomic<bool> g_bf16{false};
 
 const char* bf16_reason() {
 #ifdef RECURRENT_X86_DISPATCH
-  if (std::string(gemm_detail::dispatch().isa) != "avx512") return "BF16 matrix products need the AVX-512 kernels (RECURRENT_ISA forces others)";
-  if (!__builtin_cpu_supports("avx512bf16")) return "this CPU has no AVX512_BF16";
-  return "";
+  __builtin_cpu_init();
+  // GCC 12 has no __builtin_cpu_supports("amx-bf16"): CPUID leaf 7, EDX bit 22
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) edx = 0;
+  return bf16_choice({__builtin_cpu_is("intel") != 0, std::string(gemm_detail::dispatch().isa) == "avx512",
+                      __builtin_cpu_supports("avx512bf16") != 0, ((edx >> 22) & 1u) != 0});
 #else
   return "BF16 matrix products need an x86-64 CPU with AVX512_BF16";
 #endif
 }
 }  // namespace
+
+const char* bf16_choice(const CpuFacts& cpu) {
+  if (!cpu.avx512_kernels) return "BF16 matrix products need the AVX-512 kernels (this CPU has none, or RECURRENT_ISA forces others)";
+  if (!cpu.avx512_bf16) return "this CPU has no AVX512_BF16";
+  if (cpu.intel && cpu.amx_bf16)
+    return "on Intel, AVX512_BF16 products are slower than FP32 (one port against two), and the AMX path is not built yet: FP32 stays";
+  if (cpu.intel) return "on Intel, AVX512_BF16 products are slower than FP32 (one port against two): FP32 stays";
+  return "";
+}
 
 const char* bf16_unavailable_reason() {
   static const char* reason = bf16_reason();

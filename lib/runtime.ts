@@ -23,8 +23,10 @@ let matmulPrecision: 'highest' | 'high' | 'medium' = 'highest';
  *   matmuls) use the tensor cores in TF32 (10-bit mantissas, FP32 accumulation). The CPU stays FP32.
  * - 'medium': as 'high' on 'cuda'; on the CPU every matrix product (the recurrent step's too)
  *   rounds its operands to bfloat16 and multiplies them with AVX512_BF16 (vdpbf16ps), accumulating
- *   in FP32; states, gates and updates stay FP32. Where the CPU lacks AVX512_BF16 it stays FP32:
- *   `backends().cpu` says which (`matmul: 'bf16' | 'fp32'`, `bf16`, `bf16Reason`).
+ *   in FP32; states, gates and updates stay FP32. Only where that is faster than FP32: on AMD CPUs
+ *   with AVX512_BF16 (Zen 4 and 5). Elsewhere, Intel's AVX512_BF16 included (slower than its FP32),
+ *   products stay FP32: `backends().cpu` says which (`matmul: 'fp32' | 'bf16-avx512'`, `bf16`,
+ *   `bf16Reason`).
  */
 export function setFloat32MatmulPrecision(precision: 'highest' | 'high' | 'medium'): void {
   if (precision !== 'highest' && precision !== 'high' && precision !== 'medium') {

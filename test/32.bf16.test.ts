@@ -38,7 +38,7 @@ describe('BF16 matrix products on the CPU', () => {
     if (!cpu.bf16) expect(cpu.bf16Reason).to.match(/AVX512_BF16|AVX-512/);
     withPrecision('medium', () => {
       expect(getFloat32MatmulPrecision()).to.equal('medium');
-      expect(backends().cpu.matmul).to.equal(cpu.bf16 ? 'bf16' : 'fp32');
+      expect(backends().cpu.matmul).to.equal(cpu.bf16 ? 'bf16-avx512' : 'fp32');
     });
     expect(backends().cpu.matmul).to.equal('fp32');
   });

@@ -390,8 +390,33 @@ void check_team_splits(const CellKind (&cells)[N], bool bf16 = false) {
   set_team_split(TeamSplit::kAuto);
 }
 
+// Which machines get BF16 products: every kind of machine, by its CPU's facts.
+void check_bf16_choice() {
+  std::printf("BF16 choice by machine\n");
+  struct Machine {
+    const char* name;
+    CpuFacts facts;
+    bool bf16;
+  };
+  const Machine machines[] = {
+      {"AMD Zen 2 (AVX2 only)", {false, false, false, false}, false},
+      {"AMD Zen 4/5 (AVX512_BF16)", {false, true, true, false}, true},
+      {"AMD Zen 5 with RECURRENT_ISA=avx2", {false, false, true, false}, false},
+      {"Intel Ice Lake (AVX-512, no BF16)", {true, true, false, false}, false},
+      {"Intel Cooper Lake (AVX512_BF16 at half rate)", {true, true, true, false}, false},
+      {"Intel Sapphire Rapids (AMX-BF16, not built)", {true, true, true, true}, false},
+  };
+  for (const Machine& m : machines) {
+    const char* reason = bf16_choice(m.facts);
+    const bool ok = (reason[0] == '\0') == m.bf16 && (m.bf16 || std::strlen(reason) > 10);
+    if (!ok) ++failures;
+    std::printf("  %-46s %s (%s)\n", m.name, ok ? "ok" : "WRONG", reason[0] ? reason : "BF16 products");
+  }
+}
+
 int main() {
   check_activations();
+  check_bf16_choice();
   check_fp32_gemm();
   const CellKind cells[] = {CellKind::kRnnTanh, CellKind::kRnnRelu, CellKind::kLstm, CellKind::kGru};
   for (CellKind cell : cells) {
