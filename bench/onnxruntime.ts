@@ -14,10 +14,9 @@
  * Writes bench/onnxruntime-results.md and .json.
  */
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import * as ort from 'onnxruntime-node';
-import { median, root } from './harness';
+import { describeMachine, median, root } from './harness';
 import {
   Adam, CharLanguageModel, GRU, LSTM, RNN, Tensor, backward, exportOnnxBuffer, noGrad, seed, setNumThreads,
 } from '../lib/index';
@@ -56,15 +55,7 @@ async function timeRound(fn: () => unknown | Promise<unknown>): Promise<number> 
 }
 
 function machine(): string {
-  let model = os.cpus()[0]?.model ?? 'unknown CPU';
-  try {
-    const info = fs.readFileSync('/proc/cpuinfo', 'utf8');
-    const field = (name: string) => new RegExp(`^${name}\\s*:\\s*(.*)$`, 'm').exec(info)?.[1];
-    model = `${field('model name') ?? model} (family ${field('cpu family')}, model ${field('model')})`;
-  } catch {
-    // not Linux: the model name alone
-  }
-  return `${model}, ${os.cpus().length} cores, ${os.platform()} ${os.arch()}, Node ${process.version}, onnxruntime-node ${require('onnxruntime-node/package.json').version}`;
+  return `${describeMachine()}, onnxruntime-node ${require('onnxruntime-node/package.json').version}`;
 }
 
 function makeLayer(cell: Cell, H: number, L: number): Layer {
@@ -77,6 +68,8 @@ function makeLayer(cell: Cell, H: number, L: number): Layer {
 interface Row {
   cell: Cell; layers: number; hidden: number; batch: number; steps: number; threads: number;
   oursMicros: number; ortMicros: number; ratio: number; maxDiff: number;
+  /** T = 1: step(x, state), the API for step-by-step inference, and onnxruntime's time over it */
+  stepMicros: number | null; stepRatio: number | null;
 }
 
 async function compareShapes(rows: Row[]): Promise<void> {
@@ -103,6 +96,11 @@ async function compareShapes(rows: Row[]): Promise<void> {
               ...(cellState ? { c0: new ort.Tensor('float32', cellState.toArray(), [L, B, H]) } : {}),
             };
             const options = { h0: state, ...(cellState ? { c0: cellState } : {}) };
+            // step(): the same state, updated in place (the values do not matter for the time)
+            const stepState = { h: Tensor.from(state.toArray(), state.shape), ...(cellState ? { c: Tensor.from(cellState.toArray(), cellState.shape) } : {}) };
+            const stepInput = x.reshape([B, I]);
+            const stepOut = Tensor.empty([B, H]);
+            const stepped = () => layer.step(stepInput, stepState, { out: stepOut });
             const ours = () => noGrad(() => {
               const out = layer.forward(x, options);
               out.output.dispose();
@@ -119,17 +117,22 @@ async function compareShapes(rows: Row[]): Promise<void> {
               for (let i = 0; i < actual.length; ++i) maxDiff = Math.max(maxDiff, Math.abs(actual[i] - expected[i]));
               const oursRounds: number[] = [];
               const ortRounds: number[] = [];
+              const stepRounds: number[] = [];
               for (let r = 0; r < rounds; ++r) {
                 oursRounds.push(await timeRound(ours));
                 ortRounds.push(await timeRound(theirs));
+                if (T === 1) stepRounds.push(await timeRound(stepped));
               }
+              const stepMicros = T === 1 ? median(stepRounds) * 1e6 : null;
               const row: Row = {
                 cell, layers: L, hidden: H, batch: B, steps: T, threads,
                 oursMicros: median(oursRounds) * 1e6, ortMicros: median(ortRounds) * 1e6, ratio: median(ortRounds) / median(oursRounds), maxDiff,
+                stepMicros, stepRatio: stepMicros === null ? null : (median(ortRounds) * 1e6) / stepMicros,
               };
               rows.push(row);
               console.log(`${cell} L=${L} H=${H} B=${B} T=${T} threads=${threads}: ours ${row.oursMicros.toFixed(1)} us, ` +
-                `onnxruntime ${row.ortMicros.toFixed(1)} us, ${row.ratio.toFixed(2)}x (max |diff| ${maxDiff.toExponential(1)})`);
+                `onnxruntime ${row.ortMicros.toFixed(1)} us, ${row.ratio.toFixed(2)}x (max |diff| ${maxDiff.toExponential(1)})` +
+                (stepMicros === null ? '' : `; step() ${stepMicros.toFixed(1)} us, ${row.stepRatio!.toFixed(2)}x`));
             }
             x.dispose();
           }
@@ -228,6 +231,9 @@ async function main(): Promise<void> {
 
   const ratios = rows.map((r) => r.ratio);
   const below = rows.filter((r) => r.ratio < 1);
+  const stepRows = rows.filter((r) => r.stepRatio !== null);
+  const stepRatios = stepRows.map((r) => r.stepRatio!);
+  const oneStep = rows.filter((r) => r.cell === 'lstm' && r.steps === 1 && r.batch === 1 && r.hidden === 256 && r.layers === 2);
   const lines = [
     '## Inference against onnxruntime-node (npm run bench:ort)',
     '',
@@ -238,13 +244,23 @@ async function main(): Promise<void> {
     `Shapes: ${rows.length}; ratio median ${median(ratios).toFixed(2)}x, lowest ${Math.min(...ratios).toFixed(2)}x, highest ${Math.max(...ratios).toFixed(2)}x; ` +
       `${below.length} below 1.0x. Outputs agree to ${Math.max(...rows.map((r) => r.maxDiff)).toExponential(1)} at most.`,
     '',
+    stepRows.length > 0
+      ? `At T = 1, step() (the step-by-step API): ratio median ${median(stepRatios).toFixed(2)}x, lowest ${Math.min(...stepRatios).toFixed(2)}x; ` +
+        `${stepRows.filter((r) => r.stepRatio! < 1).length} of ${stepRows.length} below 1.0x.`
+      : '',
+    '',
+    ...oneStep.map((r) => `The one-step call (LSTM, T = B = 1, H = 256, 2 layers), ${r.threads} thread${r.threads > 1 ? 's' : ''}: ` +
+      `onnxruntime ${r.ortMicros.toFixed(1)} us; forward() ${r.oursMicros.toFixed(1)} us (${r.ratio.toFixed(2)}x); step() ${r.stepMicros!.toFixed(1)} us (${r.stepRatio!.toFixed(2)}x).`),
+    '',
     `generate() with the demo's 2 x 192 LSTM on one thread: **${gen.ours.toFixed(0)} characters/s**; the same loop through onnxruntime-node: ${gen.ort.toFixed(0)}.`,
     '',
     `Training at B = 1 (LSTM, T = 32, H = 128, Adam): ${training[1].toFixed(0)} steps/s on one thread, ${training[2].toFixed(0)} on two.`,
     '',
-    '| cell | layers | H | B | T | threads | recurrent | onnxruntime-node | ratio |',
-    '|---|---|---|---|---|---|---|---|---|',
-    ...rows.map((r) => `| ${r.cell} | ${r.layers} | ${r.hidden} | ${r.batch} | ${r.steps} | ${r.threads} | ${formatMicros(r.oursMicros)} | ${formatMicros(r.ortMicros)} | ${r.ratio.toFixed(2)}x |`),
+    '| cell | layers | H | B | T | threads | recurrent forward() | onnxruntime-node | ratio | step() (T = 1) | ratio |',
+    '|---|---|---|---|---|---|---|---|---|---|---|',
+    ...rows.map((r) => `| ${r.cell} | ${r.layers} | ${r.hidden} | ${r.batch} | ${r.steps} | ${r.threads} | ${formatMicros(r.oursMicros)} | ` +
+      `${formatMicros(r.ortMicros)} | ${r.ratio.toFixed(2)}x | ${r.stepMicros === null ? '' : formatMicros(r.stepMicros)} | ` +
+      `${r.stepRatio === null ? '' : `${r.stepRatio.toFixed(2)}x`} |`),
     '',
   ];
   const name = quick ? 'onnxruntime-results-quick' : 'onnxruntime-results';

@@ -8,12 +8,13 @@
  *   - forward(x, { h0, c0 }) whole (adds the JS facade: argument checks, the autograd node);
  *   - step(x, state) and step(x, state, { out }) whole.
  *
- *   npx tsx bench/step-cost.ts           Writes bench/step-cost-results.md and .json.
+ *   npx tsx bench/step-cost.ts [name] [--before other-run.json]
+ * Writes bench/<name: step-cost-results>.md and .json; --before adds another run's numbers (an
+ * older build's) as a column.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import * as os from 'node:os';
-import { median } from './harness';
+import { describeMachine, median } from './harness';
 import { LSTM, Tensor, noGrad, seed, setNumThreads } from '../lib/index';
 import { CellKind, layerForward, native } from '../lib/core/native';
 
@@ -42,6 +43,11 @@ function main(): void {
   const h0 = Tensor.randn([L, 1, H]).mul(0.5);
   const c0 = Tensor.randn([L, 1, H]).mul(0.5);
   const weights = (layer: LSTM) => layer.namedParameters().map(([, t]) => t.storage);
+  const args = process.argv.slice(2);
+  const beforeAt = args.indexOf('--before');
+  // --before FILE: another run's .json (an older build: the column "before")
+  const before = beforeAt >= 0 ? new Map((JSON.parse(fs.readFileSync(args[beforeAt + 1], 'utf8')) as { rows: [string, number][] }).rows) : null;
+  const name = args.find((a, i) => !a.startsWith('--') && (beforeAt < 0 || i !== beforeAt + 1)) ?? 'step-cost-results';
   const w = weights(lstm);
   const y0 = Tensor.empty([1, 1, H]), y1 = Tensor.empty([1, 1, H]), h = Tensor.empty([L, 1, H]), c = Tensor.empty([L, 1, H]);
   const nativeCalls = (layer: LSTM, input: Tensor, width: number, hidden: number, ws: typeof w, a: Tensor, b: Tensor, hs: Tensor, cs: Tensor) => () => {
@@ -56,7 +62,9 @@ function main(): void {
   const tiny = new LSTM({ inputSize: 4, hiddenSize: 4, numLayers: L });
   const tx = Tensor.randn([1, 1, 4]);
   const ta = Tensor.empty([1, 1, 4]), tb = Tensor.empty([1, 1, 4]), th = Tensor.empty([L, 1, 4]), tc = Tensor.empty([L, 1, 4]);
-  const state = lstm.initialState(1);
+  // (step() came with the packed-weight cache: without it, this script measures the rest)
+  const stepping = typeof (lstm as { step?: unknown }).step === 'function';
+  const state = stepping ? lstm.initialState(1) : null;
   const input = x.reshape([1, I]);
   const out = Tensor.empty([1, H]);
   const rows: [string, number][] = [
@@ -64,23 +72,26 @@ function main(): void {
     ['the same on a 4-unit layer (the calls without the arithmetic)', micros(nativeCalls(tiny, tx, 4, 4, weights(tiny), ta, tb, th, tc))],
     ['allocating 4 outputs (y of each layer, h, c)', micros(() => { for (let i = 0; i < 4; ++i) new native.Storage(H * L, true).dispose(); })],
     ['forward(x, { h0, c0 })', micros(() => noGrad(() => lstm.forward(x, { h0, c0 })))],
-    ['step(x, state)', micros(() => lstm.step(input, state))],
-    ['step(x, state, { out })', micros(() => lstm.step(input, state, { out }))],
+    ...(stepping ? [
+      ['step(x, state)', micros(() => lstm.step(input, state!))],
+      ['step(x, state, { out })', micros(() => lstm.step(input, state!, { out }))],
+    ] as [string, number][] : []),
   ];
-  const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
+  const cpu = describeMachine();
   const lines = [
     '## One step, piece by piece (LSTM, I = 64, H = 256, 2 layers, T = B = 1, one thread)',
     '',
-    `Machine: ${cpu}, ${os.cpus().length} cores, Node ${process.version}. Medians of 9 rounds. \`npx tsx bench/step-cost.ts\`.`,
+    `Machine: ${cpu}. Medians of 9 rounds. \`npx tsx bench/step-cost.ts${before ? ' --before bench/step-cost-before.json' : ''}\`.`,
     '',
-    '| piece | us per call |',
-    '|---|---|',
-    ...rows.map(([name, us]) => `| ${name} | ${us.toFixed(1)} |`),
+    ...(before
+      ? ['| piece | before (us per call) | now (us per call) |', '|---|---|---|',
+        ...rows.map(([piece, us]) => `| ${piece} | ${before.has(piece) ? before.get(piece)!.toFixed(1) : '-'} | ${us.toFixed(1)} |`)]
+      : ['| piece | us per call |', '|---|---|', ...rows.map(([piece, us]) => `| ${piece} | ${us.toFixed(1)} |`)]),
     '',
   ];
   for (const [name, us] of rows) console.log(`${name}: ${us.toFixed(1)} us`);
-  fs.writeFileSync(path.join(__dirname, 'step-cost-results.md'), lines.join('\n'));
-  fs.writeFileSync(path.join(__dirname, 'step-cost-results.json'), JSON.stringify({ machine: cpu, rows }, null, 1));
+  fs.writeFileSync(path.join(__dirname, `${name}.md`), lines.join('\n'));
+  fs.writeFileSync(path.join(__dirname, `${name}.json`), JSON.stringify({ machine: cpu, rows }, null, 1));
 }
 
 main();
