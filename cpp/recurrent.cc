@@ -143,14 +143,15 @@ namespace {
 // Multiply-adds of one step's recurrent product below which a split by units is not worth it (the
 // steps run on one thread unless the batch splits by rows): the per-step barrier and the split of
 // a short product cost more than a second thread saves. Batches of 32 and more split by rows; below,
-// the split by units pays from an LSTM at H = 128 and B = 1 on (2 threads, Zen 2: B = 1, T = 100
-// inference 503 -> 359 us; B = 8 training 2.94 -> 2.19 ms; B = 16 6.1 -> 4.2 ms; the old threshold
-// of 4M kept all of these on one thread). A BF16 product takes about half the time of an FP32 one,
-// so it counts half. RECURRENT_TEAM_MIN_WORK overrides the threshold.
+// the split by units pays from about 128K multiply-adds a step (2 threads, Zen 2, against the old
+// threshold of 4M: LSTM B = 1, H = 256, T = 100 inference 1.85 -> 1.10 ms; B = 8, H = 128 training
+// 2.94 -> 2.19 ms; B = 16 6.1 -> 4.2 ms), and costs below it (LSTM B = 1, H = 128, training: 1,360
+// steps/s unsplit, 870 split at 65K). A BF16 product takes about half the time of an FP32 one, so
+// it counts half. RECURRENT_TEAM_MIN_WORK overrides the threshold.
 double team_min_work() {
   static const double value = [] {
     const char* env = std::getenv("RECURRENT_TEAM_MIN_WORK");
-    return env && *env ? std::atof(env) : 32768.0;
+    return env && *env ? std::atof(env) : 131072.0;
   }();
   return value;
 }
