@@ -98,7 +98,7 @@ async function compareShapes(rows: Row[]): Promise<void> {
             const options = { h0: state, ...(cellState ? { c0: cellState } : {}) };
             // step(): the same state, updated in place (the values do not matter for the time)
             const stepState = { h: Tensor.from(state.toArray(), state.shape), ...(cellState ? { c: Tensor.from(cellState.toArray(), cellState.shape) } : {}) };
-            const stepInput = x.reshape([B, I]);
+            const stepInput = x.select(0, 0);
             const stepOut = Tensor.empty([B, H]);
             const stepped = () => layer.step(stepInput, stepState, { out: stepOut });
             const ours = () => noGrad(() => {
