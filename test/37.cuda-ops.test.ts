@@ -93,6 +93,20 @@ describe('CUDA: the CPU test cases on the GPU, compared', function () {
     });
   });
 
+  it('step(): a layer and a SequenceModel step by step (on the GPU through forward at T = 1), state carried in place', () => {
+    sameOnBoth('step', (device) => {
+      manualSeed(21);
+      const model = new SequenceModel({ cell: 'lstm', vocabSize: 12, embeddingDim: 6, hiddenSize: 10, numLayers: 2, outputSize: 12, batchFirst: true });
+      model.to(device);
+      const lm = model.initialState(2);
+      const logits = [model.step([3, 7], lm), model.step([1, 11], lm)].map((t) => t.toArray());
+      const gru = new GRU({ inputSize: 4, hiddenSize: 5, batchFirst: true }).to(device);
+      const state = gru.initialState(3);
+      const y = gru.step(Tensor.from(data(22, 12), [3, 4], { device }), state);
+      return [...logits, lm.h.toArray(), lm.c!.toArray(), y.toArray(), state.h.toArray()];
+    });
+  });
+
   it('linear, dropout (the same mask for a seed), embedding with repeated ids, and the losses', () => {
     sameOnBoth('layers and losses', (device) => {
       manualSeed(11);

@@ -259,8 +259,9 @@ abstract class RecurrentBase extends Module {
   private stepByForward(input: { x: Tensor } | { tokens: Int32Array; embedding: Tensor }, B: number, h: Tensor, c: Tensor | null,
     given: Tensor | null, head: { weight: Tensor; bias: Tensor | null } | null): Tensor {
     return noGrad(() => {
-      const x = 'x' in input ? input.x.reshape([1, B, this.inputSize])
-        : embedding(input.tokens, input.embedding).reshape([1, B, input.embedding.shape[1]]);
+      const width = 'x' in input ? this.inputSize : input.embedding.shape[1];
+      const step = 'x' in input ? input.x : embedding(input.tokens, input.embedding);
+      const x = step.reshape(this.batchFirst ? [B, 1, width] : [1, B, width]);
       const result = this.run(x, { h0: h, ...(c ? { c0: c } : {}) });
       native.copyBetween(h.storage, 0, result.h.storage, 0, h.size);
       if (c && result.c) native.copyBetween(c.storage, 0, result.c.storage, 0, c.size);
