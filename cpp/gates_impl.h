@@ -108,36 +108,30 @@ static inline void store2(float* p, V2 v) {
   store(p + W, v.b);
 }
 
+// The LSTM step of the units [p, p + width of T) of a block, on T = V or V2 (loaded and stored by
+// Load and Store).
+template <typename T, typename Math, T (*Load)(const float*), void (*Store)(float*, T)>
+static inline void lstm_forward_lanes(const float* xp, const float* b_ih, const float* b_hh, int gs, const float* hp,
+                                      float* c, float* h, float* y, float* gates, int p) {
+  T pre[4];
+  for (int q = 0; q < 4; ++q) pre[q] = Load(xp + q * gs + p) + Load(hp + q * 16 + p) + Load(b_ih + q * gs + p) + Load(b_hh + q * gs + p);
+  T cn, hn;
+  const LstmGatesOf<T> g = lstm_cell_forward<T, Math>(pre[0], pre[1], pre[2], pre[3], Load(c + p), &cn, &hn);
+  Store(c + p, cn);
+  Store(h + p, hn);
+  Store(y + p, hn);
+  Store(gates + p, g.i);
+  Store(gates + gs + p, g.f);
+  Store(gates + 2 * gs + p, g.g);
+  Store(gates + 3 * gs + p, g.o);
+}
+
 void lstm_forward_block(const float* xp, const float* b_ih, const float* b_hh, int gs, const float* hp,
                         float* c, float* h, float* y, float* gates) {
   if (16 % (2 * W) == 0) {
-    for (int p = 0; p < 16; p += 2 * W) {
-      V2 pre[4];
-      for (int q = 0; q < 4; ++q) pre[q] = load2(xp + q * gs + p) + load2(hp + q * 16 + p) + load2(b_ih + q * gs + p) + load2(b_hh + q * gs + p);
-      V2 cn, hn;
-      const LstmGatesOf<V2> g = lstm_cell_forward<V2, VecMath2>(pre[0], pre[1], pre[2], pre[3], load2(c + p), &cn, &hn);
-      store2(c + p, cn);
-      store2(h + p, hn);
-      store2(y + p, hn);
-      store2(gates + p, g.i);
-      store2(gates + gs + p, g.f);
-      store2(gates + 2 * gs + p, g.g);
-      store2(gates + 3 * gs + p, g.o);
-    }
-    return;
-  }
-  for (int p = 0; p < 16; p += W) {
-    V pre[4];
-    for (int q = 0; q < 4; ++q) pre[q] = load(xp + q * gs + p) + load(hp + q * 16 + p) + load(b_ih + q * gs + p) + load(b_hh + q * gs + p);
-    V cn, hn;
-    const LstmGatesOf<V> g = lstm_cell_forward<V, VecMath>(pre[0], pre[1], pre[2], pre[3], load(c + p), &cn, &hn);
-    store(c + p, cn);
-    store(h + p, hn);
-    store(y + p, hn);
-    store(gates + p, g.i);
-    store(gates + gs + p, g.f);
-    store(gates + 2 * gs + p, g.g);
-    store(gates + 3 * gs + p, g.o);
+    for (int p = 0; p < 16; p += 2 * W) lstm_forward_lanes<V2, VecMath2, load2, store2>(xp, b_ih, b_hh, gs, hp, c, h, y, gates, p);
+  } else {
+    for (int p = 0; p < 16; p += W) lstm_forward_lanes<V, VecMath, load, store>(xp, b_ih, b_hh, gs, hp, c, h, y, gates, p);
   }
 }
 
