@@ -53,6 +53,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("layerReserveSize", Napi::Function::New<LayerReserveSize>(env, "layerReserveSize"));
   exports.Set("layerForward", Napi::Function::New<LayerForward>(env, "layerForward"));
   exports.Set("stackStep", Napi::Function::New<StackStep>(env, "stackStep"));
+  exports.Set("seq2seqDecode", Napi::Function::New<Seq2SeqDecode>(env, "seq2seqDecode"));
   exports.Set("layerBackward", Napi::Function::New<LayerBackward>(env, "layerBackward"));
   exports.Set("referenceForward", Napi::Function::New<ReferenceForward>(env, "referenceForward"));
   exports.Set("referenceBackward", Napi::Function::New<ReferenceBackward>(env, "referenceBackward"));

@@ -11,6 +11,7 @@
 
 #include "../cpp/recurrent.h"
 #include "../cpp/reference.h"
+#include "../cpp/seq2seq.h"
 #include "../cpp/step.h"
 #include "../cuda/allocator.h"
 #include "../cuda/recurrent.h"
@@ -280,6 +281,122 @@ Napi::Value StackStep(const Napi::CallbackInfo& info) {
       [=] { stack_step_cpu(d, out, h, c, tokens.empty() ? nullptr : tokens.data(), embedding, x, layers.data(), head_w, head_b, head_cache); },
       [&] { throw_type(env, "stackStep runs on the CPU only"); });
   return env.Undefined();
+}
+
+// seq2seqDecode(dims, embedding, layers, attention, encoder, search) -> { tokens: Int32Array[], logProbs:
+// Float64Array, ended: Uint8Array }: greedy (beamWidth 0) or beam search over an attention
+// encoder-decoder (cpp/seq2seq.h), the whole search in one call, on the values as they are now.
+//   dims      [cell, L, E, H, C, attention, K, Hv]
+//   layers    L arrays [w_ih, w_hh, b_ih, b_hh]
+//   attention [queryW, queryB, scoreV, combineW, combineB, outW, outB] (unused ones null)
+//   encoder   [S, B, values (S, B, Hv), keys (S, B, K), lengths Int32Array (B), h0 (L, B, H), c0 | null]
+//   search    [beamWidth, maxLength, lengthPenalty, startToken, endToken]
+Napi::Value Seq2SeqDecode(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  begin_op();
+  expect_args(info, 6, "seq2seqDecode");
+  for (size_t i : {0, 2, 3, 4, 5})
+    if (!info[i].IsArray()) throw_type(env, "seq2seqDecode: argument " + std::to_string(i) + " must be an array");
+  const int32_t kMax = 1 << 30;
+  Napi::Array dims = info[0].As<Napi::Array>();
+  if (dims.Length() != 8) throw_type(env, "dims must have 8 entries");
+  DecoderWeights w{};
+  w.cell = static_cast<CellKind>(int_arg(dims.Get(0u), "cell", 0, 3));
+  w.layers = static_cast<int>(int_arg(dims.Get(1u), "layers", 1, 1 << 16));
+  w.embed = static_cast<int>(int_arg(dims.Get(2u), "embed", 1, kMax));
+  w.hidden = static_cast<int>(int_arg(dims.Get(3u), "hidden", 1, kMax));
+  w.classes = static_cast<int>(int_arg(dims.Get(4u), "classes", 1, kMax));
+  w.attention = static_cast<AttentionKind>(int_arg(dims.Get(5u), "attention", 0, 3));
+  w.key_size = static_cast<int>(int_arg(dims.Get(6u), "keySize", 1, kMax));
+  w.value_size = static_cast<int>(int_arg(dims.Get(7u), "valueSize", 1, kMax));
+  const int64_t H = w.hidden, C = w.classes, K = w.key_size, Hv = w.value_size, L = w.layers;
+  if ((w.attention == AttentionKind::kDot || w.attention == AttentionKind::kGeneral) && K != H)
+    throw_range(env, "dot and general attention need keys of the decoder's width");
+  if (w.attention == AttentionKind::kDot && Hv != H) throw_range(env, "dot attention needs values of the decoder's width");
+  const int64_t table = Storage::From(info[1], "embedding")->length();
+  if (table % w.embed != 0) throw_range(env, "embedding must hold whole rows of E floats");
+  const int64_t rows = table / w.embed;
+  w.embedding = read_span_of(info[1], "embedding", 0, table);
+  Napi::Array layer_array = info[2].As<Napi::Array>();
+  if (layer_array.Length() != static_cast<uint32_t>(L)) throw_type(env, "layers must have one weights array per layer");
+  std::vector<LayerWeights> layers;
+  for (uint32_t l = 0; l < static_cast<uint32_t>(L); ++l) {
+    const LayerDims layer{w.cell, 1, 1, l == 0 ? w.embed : w.hidden, w.hidden, 1};
+    layers.push_back(layer_weights_arg(layer_array.Get(l), layer)[0]);
+  }
+  w.rnn = layers.data();
+  Napi::Array att = info[3].As<Napi::Array>();
+  if (att.Length() != 7) throw_type(env, "attention must have 7 entries");
+  auto optional = [&](uint32_t i, const char* name, int64_t count) -> const float* {
+    Napi::Value v = att.Get(i);
+    return v.IsNull() || v.IsUndefined() ? nullptr : read_span_of(v, name, 0, count);
+  };
+  if (w.attention == AttentionKind::kBahdanau) {
+    w.query_w = read_span_of(att.Get(0u), "queryW", 0, K * H);
+    w.query_cache = cached_weight_of(att.Get(0u));
+    w.query_b = optional(1, "queryB", K);
+    w.score_v = read_span_of(att.Get(2u), "scoreV", 0, K);
+  }
+  if (w.attention != AttentionKind::kNone) {
+    w.combine_w = read_span_of(att.Get(3u), "combineW", 0, H * (Hv + H));
+    w.combine_cache = cached_weight_of(att.Get(3u));
+    w.combine_b = optional(4, "combineB", H);
+  }
+  w.out_w = read_span_of(att.Get(5u), "outW", 0, C * H);
+  w.out_cache = cached_weight_of(att.Get(5u));
+  w.out_b = optional(6, "outB", C);
+
+  Napi::Array enc = info[4].As<Napi::Array>();
+  if (enc.Length() != 7) throw_type(env, "encoder must have 7 entries");
+  EncoderMemory m{};
+  m.steps = static_cast<int>(int_arg(enc.Get(0u), "S", 1, kMax));
+  m.sources = static_cast<int>(int_arg(enc.Get(1u), "B", 0, kMax));
+  const int64_t S = m.steps, B = m.sources;
+  if (static_cast<double>(S) * B * std::max({Hv, K, H * L}) >= 2147483647.0) throw_range(env, "encoder memory too large");
+  m.values = read_span_of(enc.Get(2u), "values", 0, S * B * Hv);
+  m.keys = read_span_of(enc.Get(3u), "keys", 0, S * B * K);
+  Napi::Value length_value = enc.Get(4u);
+  if (!length_value.IsTypedArray() || length_value.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array ||
+      static_cast<int64_t>(length_value.As<Napi::Int32Array>().ElementLength()) != B)
+    throw_type(env, "lengths must be an Int32Array of B entries");
+  Napi::Int32Array length_array = length_value.As<Napi::Int32Array>();
+  std::vector<int> lengths(length_array.Data(), length_array.Data() + B);
+  for (int n : lengths)
+    if (n < 1 || n > S) throw_range(env, "lengths must be in [1, S]");
+  m.lengths = lengths.data();
+  m.h0 = read_span_of(enc.Get(5u), "h0", 0, L * B * H);
+  m.c0 = w.cell == CellKind::kLstm ? read_span_of(enc.Get(6u), "c0", 0, L * B * H) : nullptr;
+
+  Napi::Array search = info[5].As<Napi::Array>();
+  if (search.Length() != 5) throw_type(env, "search must have 5 entries");
+  SearchOptions o{};
+  o.beam_width = static_cast<int>(int_arg(search.Get(0u), "beamWidth", 0, 4096));
+  o.max_length = static_cast<int>(int_arg(search.Get(1u), "maxLength", 0, 1 << 20));
+  o.length_penalty = static_cast<float>(number_arg(search.Get(2u), "lengthPenalty"));
+  o.start_token = static_cast<int>(int_arg(search.Get(3u), "startToken", 0, rows - 1));
+  o.end_token = static_cast<int>(int_arg(search.Get(4u), "endToken", 0, C - 1));
+  if (static_cast<double>(B) * std::max(o.beam_width, 1) * std::max({H * L, C, Hv + H, K}) >= 2147483647.0)
+    throw_range(env, "too many hypotheses: beams x sources x width must stay below 2^31");
+  if (C > rows) throw_range(env, "every class but the end token must be an embedding row");
+  if (op_on_cuda()) throw_type(env, "seq2seqDecode runs on the CPU");
+  current_keep().clear();
+  stream_of(env).wait_idle();  // the values are read now, on this thread
+  const std::vector<Hypothesis> best = seq2seq_decode_cpu(w, m, o);
+  Napi::Array tokens = Napi::Array::New(env, best.size());
+  Napi::Float64Array log_probs = Napi::Float64Array::New(env, best.size());
+  Napi::Uint8Array ended = Napi::Uint8Array::New(env, best.size());
+  for (size_t b = 0; b < best.size(); ++b) {
+    Napi::Int32Array row = Napi::Int32Array::New(env, best[b].tokens.size());
+    std::copy(best[b].tokens.begin(), best[b].tokens.end(), row.Data());
+    tokens.Set(static_cast<uint32_t>(b), row);
+    log_probs[b] = best[b].log_prob;
+    ended[b] = best[b].ended ? 1 : 0;
+  }
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("tokens", tokens);
+  out.Set("logProbs", log_probs);
+  out.Set("ended", ended);
+  return out;
 }
 
 // ===========================================================================

@@ -77,6 +77,8 @@ export interface NativeAddon {
     reserve: S, x: S, lengths: Int32Array | null, weights: MaybeS[], dhSteps?: MaybeS, stateOffset?: number): void;
   stackStep(cell: number, B: number, I: number, H: number, L: number, V: number, out: S, h: S, c: MaybeS,
     tokens: Int32Array | null, embedding: MaybeS, x: MaybeS, layers: MaybeS[][], headW: MaybeS, headB: MaybeS): void;
+  seq2seqDecode(dims: number[], embedding: S, layers: MaybeS[][], attention: MaybeS[],
+    encoder: [number, number, S, S, Int32Array, S, MaybeS], search: number[]): { tokens: Int32Array[]; logProbs: Float64Array; ended: Uint8Array };
   referenceForward(cell: number, T: number, B: number, I: number, H: number, D: number,
     x: Float64Array, lengths: Int32Array | null, h0: Float64Array | null, c0: Float64Array | null,
     weights: (Float64Array | null)[]): { y: Float64Array; hN: Float64Array; cN?: Float64Array };

@@ -12,6 +12,8 @@ import { GRU, LSTM, RNN } from '../nn/recurrent';
 import { Dropout, Embedding, Linear, Sequential } from '../nn/layers';
 import { Module } from '../nn/module';
 import { SequenceModel } from '../nn/sequence-model';
+import { Seq2Seq } from '../nn/seq2seq';
+import { BahdanauAttention, LuongAttention } from '../nn/attention';
 import { loadSafetensors, saveSafetensors, SafetensorsContent } from './safetensors';
 import { withAllocationBudget } from '../core/memory';
 import { Tensor } from '../core/tensor';
@@ -26,6 +28,9 @@ const registry = new Map<string, Factory>([
   ['Embedding', (c) => new Embedding(c as never)],
   ['Dropout', (c) => new Dropout((c as { p: number }).p)],
   ['SequenceModel', (c) => new SequenceModel(c as never)],
+  ['Seq2Seq', (c) => new Seq2Seq(c as never)],
+  ['BahdanauAttention', (c) => new BahdanauAttention(c as never)],
+  ['LuongAttention', (c) => new LuongAttention(c as never)],
   ['Sequential', (c) => new Sequential(...((c as { layers: ModelSpec[] }).layers ?? []).map(buildModel))],
 ]);
 

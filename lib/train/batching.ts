@@ -20,6 +20,8 @@ export interface Batch {
   weight: number;
   /** per-step mask [T, B, 1] for padded float targets */
   mask: Tensor | null;
+  /** { sources, targets } data: the batch's pairs (a model such as Seq2Seq computes its own loss on them) */
+  pairs?: { sources: number[][]; targets: number[][] };
 }
 
 export interface Plan {
@@ -290,6 +292,58 @@ function streamPlan(data: { stream: Tensor; targets: Tensor }, batchSize: number
   };
 }
 
+/** The token id arrays of data.sources or data.targets, checked. */
+function tokenRows(value: unknown, name: string, allowEmpty: boolean): number[][] {
+  if (!Array.isArray(value) || value.length === 0) throw typeError(`fit: expected ${name} to be a non-empty array of token id arrays but received ${describe(value)}`);
+  return value.map((row, i) => {
+    if (!Array.isArray(row) && !(row instanceof Int32Array)) throw typeError(`fit: expected ${name}[${i}] to be an array of token ids but received ${describe(row)}`);
+    if (!allowEmpty && row.length === 0) throw rangeError(`fit: ${name}[${i}] is empty`);
+    const ids = Array.from(row as ArrayLike<number>);
+    ids.forEach((id, t) => {
+      if (!Number.isInteger(id) || id < 0) throw rangeError(`fit: ${name}[${i}][${t}] is ${describe(id)}, not a token id (an integer from 0)`);
+    });
+    return ids;
+  });
+}
+
+/**
+ * Source and target sequences (sequence to sequence): batches of pairs with similar source
+ * lengths (sorted after a shuffle, cut, and the batches shuffled). The model gets the pairs and
+ * computes its own loss; input holds the sources' ids time-major (0 past each row's length).
+ */
+function pairPlan(data: { sources: unknown; targets: unknown }, batchSize: number, shard: Shard | null): Plan & { spec: TargetSpec } {
+  const sources = tokenRows(data.sources, 'data.sources', false);
+  const targets = tokenRows(data.targets, 'data.targets', true);
+  const N = sources.length;
+  if (targets.length !== N) throw rangeError(`fit: data.targets must have one target per source (${N}) but has ${targets.length}`, 'ERR_SHAPE_MISMATCH');
+  return {
+    spec: { classification: false, perStep: true },
+    batchesPerEpoch: Math.ceil(shareSize(N, shard) / batchSize),
+    order: (shuffle) => {
+      const base = shardOf(shuffle ? shuffled(N) : [...Array(N).keys()], shard);
+      const byLength = [...base].sort((a, b) => sources[b].length - sources[a].length);
+      const out: number[][] = [];
+      for (let i = 0; i < byLength.length; i += batchSize) out.push(byLength.slice(i, i + batchSize));
+      if (shuffle) return shuffled(out.length).map((k) => out[k]);
+      return out;
+    },
+    batch: (order, index) => {
+      const rows = order![index];
+      const B = rows.length;
+      const S = Math.max(...rows.map((r) => sources[r].length));
+      const ids = new Float32Array(S * B);
+      rows.forEach((r, b) => sources[r].forEach((id, t) => (ids[t * B + b] = id)));
+      // weight: the target tokens (and <end>) the loss averages over
+      const tokens = rows.reduce((sum, r) => sum + targets[r].length + 1, 0);
+      return {
+        input: Tensor.from(ids, [S, B]), target: new Int32Array(0), lengths: rows.map((r) => sources[r].length), carry: false,
+        timesteps: rows.reduce((sum, r) => sum + sources[r].length + targets[r].length + 1, 0), weight: tokens, mask: null,
+        pairs: { sources: rows.map((r) => sources[r]), targets: rows.map((r) => targets[r]) },
+      };
+    },
+  };
+}
+
 export function makePlan(data: unknown, name: string, batchSize: number, bptt: number | undefined, targetMode: string | undefined, classification: boolean, shard: Shard | null = null): Plan & { spec: TargetSpec } {
   const d = expectOptions(data, name);
   if ('inputs' in d) return fixedPlan(d as { inputs: Tensor; targets: Tensor }, batchSize, bptt, targetMode, classification, shard);
@@ -298,5 +352,9 @@ export function makePlan(data: unknown, name: string, batchSize: number, bptt: n
     return sequencePlan(d as { sequences: Tensor[]; targets: Tensor[] | Tensor }, batchSize, targetMode, classification, shard);
   }
   if ('stream' in d) return streamPlan(d as { stream: Tensor; targets: Tensor }, batchSize, bptt, classification, shard);
-  throw typeError(`fit: expected ${name} to have inputs, sequences or stream (with targets) but received keys ${Object.keys(d).join(', ') || '(none)'}`);
+  if ('sources' in d) {
+    if (bptt !== undefined) throw rangeError('fit: bpttSteps is for fixed-length inputs and streams, not source and target pairs');
+    return pairPlan(d as { sources: unknown; targets: unknown }, batchSize, shard);
+  }
+  throw typeError(`fit: expected ${name} to have inputs, sequences, stream (with targets) or sources (with targets) but received keys ${Object.keys(d).join(', ') || '(none)'}`);
 }

@@ -23,7 +23,7 @@ import type { Tensor } from '../core/tensor';
 import { makePlan } from './batching';
 import { DistributedDataParallel, DistributedWorld, GradReducer, agree, broadcastJson, broadcastParameters, initDistributed } from '../distributed/distributed';
 import { FitData, FitOptions, History, EpochInfo, parseFitOptions } from './options';
-import { callModel, computeLoss, detachState, evaluate } from './step';
+import { callModel, computeLoss, detachState, evaluate, pairLoss } from './step';
 import { Position, RunParts, RunState, resumeRun, writeCheckpoint } from './checkpoint';
 
 export type { FitData, FitOptions, History, Progress, EpochInfo, LossFn, LossContext } from './options';
@@ -105,8 +105,9 @@ export async function fit(model: Module, data: FitData, options: FitOptions = {}
         // scope(): the step's intermediates go back to the allocator's cache as soon as the
         // queued work that uses them has run, not at the next garbage collection
         const runStep = () => runAsync(() => stepRng.run(() => scope(() => {
-          const { output, state } = callModel(model, batch.input, run.carried, batch.lengths);
-          const lossValue = computeLoss(loss, output, batch);
+          const pairs = pairLoss(model, batch);
+          const { output, state } = pairs ? { output: null, state: null } : callModel(model, batch.input, run.carried, batch.lengths);
+          const lossValue = pairs ?? computeLoss(loss, output!, batch);
           // the last step's gradients are fit's own: their memory goes straight back to the cache
           for (const p of params) p.grad?.dispose();
           optimizer.zeroGrad();

@@ -15,7 +15,9 @@ export type FitData =
   /** Variable-length samples, grouped by length into batches: each [T_i, F] (or token ids [T_i]); targets one per sequence, or [T_i, ...] per step. */
   | { sequences: Tensor[]; targets: Tensor[] | Tensor }
   /** One long stream ([L, F] or token ids [L]) with per-step targets [L, ...], split into batchSize parallel streams and trained with truncated BPTT. */
-  | { stream: Tensor; targets: Tensor };
+  | { stream: Tensor; targets: Tensor }
+  /** Source and target token sequences, for a sequence-to-sequence model (Seq2Seq), which computes its own loss. */
+  | { sources: readonly (readonly number[])[]; targets: readonly (readonly number[])[] };
 
 export interface LossContext {
   /** Valid steps per batch row, when sequences were padded. */

@@ -12,6 +12,7 @@ import { scope } from '../core/memory';
 import { Module } from '../nn/module';
 import { LSTM, isRecurrent } from '../nn/recurrent';
 import { SequenceModel } from '../nn/sequence-model';
+import { Seq2Seq } from '../nn/seq2seq';
 import { runAsync } from '../core/stream';
 import { Tensor } from '../core/tensor';
 
@@ -44,6 +45,18 @@ export function callModel(model: Module, batchInput: Tensor, state: State | null
   const out = r as { output?: unknown; state?: State | null };
   if (!out || !(out.output instanceof Tensor)) throw typeError(`fit: the model returned ${describe(r)}; expected a Tensor or { output, state }`);
   return { output: out.output, state: out.state ?? null };
+}
+
+/**
+ * The loss of a batch of source and target pairs: the model's own (Seq2Seq#loss). Returns null
+ * for other batches.
+ */
+export function pairLoss(model: Module, batch: Batch): Tensor | null {
+  if (!batch.pairs) return null;
+  if (!(model instanceof Seq2Seq)) {
+    throw typeError(`fit: { sources, targets } data trains a sequence-to-sequence model (Seq2Seq), not ${describe(model)}`);
+  }
+  return model.loss(batch.pairs.sources, batch.pairs.targets);
 }
 
 export function detachState(state: State | null): State | null {
@@ -93,6 +106,8 @@ export async function evaluate(model: Module, plan: Plan & { spec: TargetSpec },
       const previous = carried;
       const { value, output, state } = await runAsync(() =>
         noGrad(() => scope(() => {
+          const pairs = pairLoss(model, batch);
+          if (pairs) return { value: pairs, output: null, state: null };
           const result = callModel(model, batch.input, previous, batch.lengths);
           return { value: computeLoss(loss, result.output, batch), output: result.output, state: result.state };
         })),
@@ -100,7 +115,7 @@ export async function evaluate(model: Module, plan: Plan & { spec: TargetSpec },
       carried = state;
       sum += value.item() * batch.weight;
       weight += batch.weight;
-      if (batch.target instanceof Int32Array) {
+      if (output && batch.target instanceof Int32Array) {
         // accuracy: the arg-max class against the target, padded steps excluded
         const scores = output.toArray();
         const classes = output.shape[output.ndim - 1];

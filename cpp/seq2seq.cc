@@ -1,0 +1,313 @@
+// Greedy and beam search over an attention encoder-decoder (see seq2seq.h).
+#include "seq2seq.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "gemm.h"
+#include "step.h"
+#include "thread_pool.h"
+
+namespace recurrent {
+
+namespace {
+
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+// out (N, cols) = x (N, rows) * w^T + b, with w (cols, rows) packed once per version of its storage
+void linear_rows(int n, int rows, int cols, const float* x, const float* w, const float* b, const CachedWeight& cache,
+                 PackedMatrix& scratch, float* out) {
+  const PackedWeight packed(cache, PackLayout::kForwardInput, rows, cols, scratch,
+                            [&](PackedMatrix& p) { p.pack(true, rows, cols, w, rows); });
+  if (b)
+    for (int i = 0; i < n; ++i) std::memcpy(out + static_cast<size_t>(i) * cols, b, cols * sizeof(float));
+  gemm_packed(n, 1.0f, x, rows, *packed, b ? 1.0f : 0.0f, out, cols);
+}
+
+}  // namespace
+
+void seq2seq_step_cpu(const DecoderWeights& w, const EncoderMemory& m, int rows, const int* tokens, const int* src,
+                      float* h, float* c, float* log_probs) {
+  const int N = rows, H = w.hidden, C = w.classes, Hv = w.value_size, K = w.key_size, B = m.sources;
+  thread_local std::vector<float> top, query, cat, attended;
+  thread_local PackedMatrix query_scratch, combine_scratch, out_scratch;
+  top.resize(static_cast<size_t>(N) * H);
+  const StepDims dims{w.cell, N, w.embed, H, w.layers, 0};
+  stack_step_cpu(dims, top.data(), h, c, tokens, w.embedding, nullptr, w.rnn, nullptr, nullptr, {});
+  const float* features = top.data();
+  if (w.attention != AttentionKind::kNone) {
+    const bool additive = w.attention == AttentionKind::kBahdanau;
+    if (additive) {
+      query.resize(static_cast<size_t>(N) * K);
+      linear_rows(N, H, K, top.data(), w.query_w, w.query_b, w.query_cache, query_scratch, query.data());
+    }
+    const int width = Hv + H;
+    cat.resize(static_cast<size_t>(N) * width);
+    // rows are independent: split them over the pool (a chunk of rows per task); the lambda runs on
+    // other threads, so it reads this thread's buffers through plain pointers, not thread_local names
+    const float* tops = top.data();
+    const float* queries = query.data();
+    float* cats = cat.data();
+    const int chunk = 16;
+    parallel_for((N + chunk - 1) / chunk, [&, tops, queries, cats](int task) {
+      std::vector<double> scores(m.steps);
+      for (int n = task * chunk; n < std::min(N, (task + 1) * chunk); ++n) {
+        const int b = src[n];
+        const int S = m.lengths[b];
+        const float* q = additive ? queries + static_cast<size_t>(n) * K : tops + static_cast<size_t>(n) * H;
+        double best = -std::numeric_limits<double>::infinity();
+        for (int j = 0; j < S; ++j) {
+          const float* key = m.keys + (static_cast<size_t>(j) * B + b) * K;
+          float s = 0.0f;
+          if (additive) {
+            for (int a = 0; a < K; ++a) s += w.score_v[a] * std::tanh(q[a] + key[a]);
+          } else {
+            for (int k = 0; k < K; ++k) s += q[k] * key[k];
+          }
+          scores[j] = s;
+          best = std::max(best, scores[j]);
+        }
+        double total = 0.0;
+        for (int j = 0; j < S; ++j) total += (scores[j] = std::exp(scores[j] - best));
+        float* row = cats + static_cast<size_t>(n) * width;
+        std::fill(row, row + Hv, 0.0f);
+        for (int j = 0; j < S; ++j) {
+          const float weight = static_cast<float>(scores[j] / total);
+          const float* value = m.values + (static_cast<size_t>(j) * B + b) * Hv;
+          for (int k = 0; k < Hv; ++k) row[k] += weight * value[k];
+        }
+        std::memcpy(row + Hv, tops + static_cast<size_t>(n) * H, H * sizeof(float));
+      }
+    });
+    attended.resize(static_cast<size_t>(N) * H);
+    linear_rows(N, width, H, cat.data(), w.combine_w, w.combine_b, w.combine_cache, combine_scratch, attended.data());
+    for (float& x : attended) x = std::tanh(x);
+    features = attended.data();
+  }
+  linear_rows(N, H, C, features, w.out_w, w.out_b, w.out_cache, out_scratch, log_probs);
+  for (int n = 0; n < N; ++n) {
+    float* row = log_probs + static_cast<size_t>(n) * C;
+    const float top_logit = *std::max_element(row, row + C);
+    double total = 0.0;
+    for (int k = 0; k < C; ++k) total += std::exp(static_cast<double>(row[k]) - top_logit);
+    const float shift = top_logit + static_cast<float>(std::log(total));
+    for (int k = 0; k < C; ++k) row[k] -= shift;
+  }
+}
+
+namespace {
+
+// The decoder's initial state for `rows` rows, row n starting from source src[n]'s state.
+void initial_state(const DecoderWeights& w, const EncoderMemory& m, const std::vector<int>& src, std::vector<float>& h,
+                   std::vector<float>& c) {
+  const size_t H = w.hidden, N = src.size(), B = m.sources;
+  h.assign(w.layers * N * H, 0.0f);
+  c.assign(w.cell == CellKind::kLstm ? h.size() : 0, 0.0f);
+  for (int l = 0; l < w.layers; ++l)
+    for (size_t n = 0; n < N; ++n) {
+      std::memcpy(h.data() + (l * N + n) * H, m.h0 + (l * B + src[n]) * H, H * sizeof(float));
+      if (!c.empty()) std::memcpy(c.data() + (l * N + n) * H, m.c0 + (l * B + src[n]) * H, H * sizeof(float));
+    }
+}
+
+std::vector<Hypothesis> greedy(const DecoderWeights& w, const EncoderMemory& m, const SearchOptions& o) {
+  const int B = m.sources, C = w.classes;
+  std::vector<Hypothesis> out(B);
+  // the rows still running, compacted after each step
+  std::vector<int> src(B), tokens(B, o.start_token);
+  for (int b = 0; b < B; ++b) src[b] = b;
+  std::vector<float> h, c, log_probs;
+  initial_state(w, m, src, h, c);
+  for (int t = 0; t < o.max_length && !src.empty(); ++t) {
+    const int N = static_cast<int>(src.size());
+    log_probs.resize(static_cast<size_t>(N) * C);
+    seq2seq_step_cpu(w, m, N, tokens.data(), src.data(), h.data(), c.empty() ? nullptr : c.data(), log_probs.data());
+    std::vector<int> keep;
+    for (int n = 0; n < N; ++n) {
+      const float* row = log_probs.data() + static_cast<size_t>(n) * C;
+      const int best = static_cast<int>(std::max_element(row, row + C) - row);  // the first of equal maxima
+      Hypothesis& hyp = out[src[n]];
+      hyp.log_prob += row[best];
+      if (best == o.end_token) {
+        hyp.ended = true;
+      } else {
+        hyp.tokens.push_back(best);
+        tokens[n] = best;
+        keep.push_back(n);
+      }
+    }
+    if (static_cast<int>(keep.size()) == N) continue;
+    // drop the ended rows from the state
+    const size_t H = w.hidden, M = keep.size();
+    for (int l = 0; l < w.layers; ++l)
+      for (size_t i = 0; i < M; ++i) {
+        std::memmove(h.data() + (l * M + i) * H, h.data() + (l * N + keep[i]) * H, H * sizeof(float));
+        if (!c.empty()) std::memmove(c.data() + (l * M + i) * H, c.data() + (l * N + keep[i]) * H, H * sizeof(float));
+      }
+    std::vector<int> next_src(M), next_tokens(M);
+    for (size_t i = 0; i < M; ++i) {
+      next_src[i] = src[keep[i]];
+      next_tokens[i] = tokens[keep[i]];
+    }
+    src.swap(next_src);
+    tokens.swap(next_tokens);
+  }
+  return out;
+}
+
+double length_normalized(const Hypothesis& hyp, float alpha) {
+  if (alpha == 0.0f) return hyp.log_prob;
+  const double length = static_cast<double>(hyp.tokens.size() + (hyp.ended ? 1 : 0));
+  return hyp.log_prob / std::pow((5.0 + length) / 6.0, alpha);
+}
+
+struct Candidate {
+  double score;
+  int beam;
+  int token;
+};
+
+// Beam search with batched beams: source b owns rows b * W .. b * W + W - 1. A source is done when
+// W hypotheses have ended, when (without a length penalty) its best ended hypothesis beats every
+// live one, or at max_length, where its live hypotheses end as they are.
+std::vector<Hypothesis> beam_search(const DecoderWeights& w, const EncoderMemory& m, const SearchOptions& o) {
+  const int B = m.sources, C = w.classes, W = o.beam_width;
+  const size_t H = w.hidden, L = w.layers;
+  std::vector<std::vector<Hypothesis>> ended(B);
+  std::vector<Hypothesis> live(static_cast<size_t>(B) * W);
+  std::vector<double> live_score(live.size(), -std::numeric_limits<double>::infinity());
+  std::vector<char> done(B, 0);
+  for (int b = 0; b < B; ++b) live_score[static_cast<size_t>(b) * W] = 0.0;  // one live hypothesis to start
+  // the rows of the sources not done, in source order
+  std::vector<int> rows_src;  // the source of each computed row
+  std::vector<int> tokens;
+  std::vector<float> h, c, log_probs, h_next, c_next;
+  {
+    std::vector<int> src;
+    for (int b = 0; b < B; ++b)
+      for (int k = 0; k < W; ++k) src.push_back(b);
+    initial_state(w, m, src, h, c);
+    rows_src = src;
+    tokens.assign(src.size(), o.start_token);
+  }
+  std::vector<Candidate> candidates;
+  for (int t = 0; t < o.max_length && !rows_src.empty(); ++t) {
+    const int N = static_cast<int>(rows_src.size());
+    log_probs.resize(static_cast<size_t>(N) * C);
+    seq2seq_step_cpu(w, m, N, tokens.data(), rows_src.data(), h.data(), c.empty() ? nullptr : c.data(), log_probs.data());
+    // the next rows: W per source still running, each from a parent row
+    std::vector<int> next_src, next_tokens, parent;
+    std::vector<Hypothesis> next_live(live.size());
+    std::vector<double> next_score(live.size(), -std::numeric_limits<double>::infinity());
+    for (int first = 0; first < N; first += W) {
+      const int b = rows_src[first];
+      candidates.clear();
+      for (int k = 0; k < W; ++k) {
+        const double base = live_score[static_cast<size_t>(b) * W + k];
+        if (base == -std::numeric_limits<double>::infinity()) continue;
+        const float* row = log_probs.data() + static_cast<size_t>(first + k) * C;
+        for (int y = 0; y < C; ++y)
+          if (row[y] != kNegInf) candidates.push_back({base + row[y], k, y});
+      }
+      // the best 2W (so that W live ones remain after those that end), ties to the lower beam, then token
+      const size_t keep = std::min<size_t>(candidates.size(), 2 * static_cast<size_t>(W));
+      std::partial_sort(candidates.begin(), candidates.begin() + keep, candidates.end(), [](const Candidate& x, const Candidate& y) {
+        if (x.score != y.score) return x.score > y.score;
+        if (x.beam != y.beam) return x.beam < y.beam;
+        return x.token < y.token;
+      });
+      int alive = 0;
+      for (size_t i = 0; i < keep && alive < W; ++i) {
+        const Candidate& cand = candidates[i];
+        const Hypothesis& from = live[static_cast<size_t>(b) * W + cand.beam];
+        if (cand.token == o.end_token) {
+          // an ending counts while it ranks among the best W
+          if (i < static_cast<size_t>(W)) ended[b].push_back({from.tokens, cand.score, true});
+          continue;
+        }
+        const size_t slot = static_cast<size_t>(b) * W + alive;
+        next_live[slot] = from;
+        next_live[slot].tokens.push_back(cand.token);
+        next_live[slot].log_prob = cand.score;
+        next_score[slot] = cand.score;
+        next_src.push_back(b);
+        next_tokens.push_back(cand.token);
+        parent.push_back(first + cand.beam);
+        ++alive;
+      }
+      bool finished = static_cast<int>(ended[b].size()) >= W || alive == 0;
+      if (!finished && o.length_penalty == 0.0f && !ended[b].empty()) {
+        // live scores only fall: once the best ended one beats them all, nothing can overtake it
+        double best_ended = -std::numeric_limits<double>::infinity();
+        for (const Hypothesis& hyp : ended[b]) best_ended = std::max(best_ended, hyp.log_prob);
+        finished = best_ended >= next_score[static_cast<size_t>(b) * W];
+      }
+      if (!finished && alive < W) {
+        // fewer than W continuations (a small vocabulary): pad with empty slots that never extend
+        for (int k = alive; k < W; ++k) {
+          next_src.push_back(b);
+          next_tokens.push_back(o.start_token);
+          parent.push_back(first);
+        }
+      }
+      if (finished) {
+        done[b] = 1;
+        // drop this source's rows just added
+        const size_t drop = next_src.size() - std::count(next_src.begin(), next_src.end(), b);
+        next_src.resize(drop);
+        next_tokens.resize(drop);
+        parent.resize(drop);
+      }
+    }
+    // gather the parents' states into the new rows
+    const size_t M = next_src.size();
+    h_next.resize(L * M * H);
+    c_next.resize(c.empty() ? 0 : h_next.size());
+    for (size_t l = 0; l < L; ++l)
+      for (size_t i = 0; i < M; ++i) {
+        std::memcpy(h_next.data() + (l * M + i) * H, h.data() + (l * N + parent[i]) * H, H * sizeof(float));
+        if (!c.empty()) std::memcpy(c_next.data() + (l * M + i) * H, c.data() + (l * N + parent[i]) * H, H * sizeof(float));
+      }
+    h.swap(h_next);
+    c.swap(c_next);
+    // sources still running keep their live hypotheses; finished ones keep theirs for the end
+    for (int b = 0; b < B; ++b) {
+      if (done[b]) continue;
+      for (int k = 0; k < W; ++k) {
+        const size_t slot = static_cast<size_t>(b) * W + k;
+        live[slot] = std::move(next_live[slot]);
+        live_score[slot] = next_score[slot];
+      }
+    }
+    rows_src.swap(next_src);
+    tokens.swap(next_tokens);
+  }
+  // at max_length the live hypotheses end as they are
+  for (int b = 0; b < B; ++b) {
+    if (done[b]) continue;
+    for (int k = 0; k < W; ++k) {
+      const size_t slot = static_cast<size_t>(b) * W + k;
+      if (live_score[slot] != -std::numeric_limits<double>::infinity()) ended[b].push_back({live[slot].tokens, live_score[slot], false});
+    }
+  }
+  std::vector<Hypothesis> out(B);
+  for (int b = 0; b < B; ++b) {
+    const Hypothesis* best = nullptr;
+    for (const Hypothesis& hyp : ended[b])
+      if (!best || length_normalized(hyp, o.length_penalty) > length_normalized(*best, o.length_penalty)) best = &hyp;
+    if (best) out[b] = *best;
+  }
+  return out;
+}
+
+}  // namespace
+
+std::vector<Hypothesis> seq2seq_decode_cpu(const DecoderWeights& w, const EncoderMemory& m, const SearchOptions& o) {
+  if (m.sources == 0) return {};
+  if (o.max_length == 0) return std::vector<Hypothesis>(m.sources);
+  return o.beam_width == 0 ? greedy(w, m, o) : beam_search(w, m, o);
+}
+
+}  // namespace recurrent

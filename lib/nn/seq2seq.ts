@@ -1,0 +1,374 @@
+/**
+ * Seq2Seq: an encoder-decoder with attention (Bahdanau et al., 2015; Luong et al., 2015) that maps
+ * one token sequence to another of a different length (translation, transliteration,
+ * grapheme-to-phoneme, normalization).
+ *
+ *   encoder   embedding -> LSTM or GRU over the source (bidirectional: hiddenSize / 2 per
+ *             direction, as OpenNMT's brnn), one native call over the packed batch
+ *   bridge    the decoder starts from the encoder's final state (both directions side by side)
+ *   decoder   embedding -> LSTM or GRU over <start> y_1 .. y_n, one native call (teacher forcing)
+ *   attention scores of each decoder state h_t against the encoder outputs v_j (bahdanau:
+ *             w . tanh(W_q h_t + W_k v_j), luong: h_t . W_a v_j, dot: h_t . v_j), softmax over the
+ *             source's positions, context c_t = sum_j a_tj v_j
+ *   output    ~h_t = tanh(W_c [c_t; h_t] + b_c), logits = W_o ~h_t + b_o over the target
+ *             vocabulary and <end>; attention 'none': logits = W_o h_t + b_o
+ *
+ * This is Luong's global attention placed after the recurrent layer, without input feeding, so
+ * that training runs every target position at once: the recurrent parts are one native call
+ * each, the attention a few batched products. Decoding (translate) runs the whole greedy or beam
+ * search in one native call (cpp/seq2seq.cc), each step one fused pass (cell, attention, output
+ * layer) over every live hypothesis of every source.
+ *
+ * Tokens: the caller's ids are 0..V-1 on both sides. The model adds its own: <start> is row
+ * targetVocabSize of the decoder's embedding, <end> is class targetVocabSize of its output.
+ */
+import { noGrad } from '../core/autograd';
+import { describe, expectBoolean, expectInteger, expectNumber, expectOptions, expectKnownKeys, rangeError, typeError } from '../core/errors';
+import { CellKind, native } from '../core/native';
+import { random } from '../core/random';
+import { Tensor } from '../core/tensor';
+import { BahdanauAttention, LuongAttention, attentionMask } from './attention';
+import { dropout, embedding } from './functional';
+import { Embedding, Linear } from './layers';
+import { crossEntropyLoss } from './losses';
+import { Module } from './module';
+import { GRU, LSTM } from './recurrent';
+
+export type AttentionType = 'bahdanau' | 'luong' | 'dot' | 'none';
+
+export interface Seq2SeqOptions {
+  /** 'lstm' (default) or 'gru', for the encoder and the decoder. */
+  cell?: 'lstm' | 'gru';
+  /** Source ids are 0..sourceVocabSize-1. */
+  sourceVocabSize: number;
+  /** Target ids are 0..targetVocabSize-1. */
+  targetVocabSize: number;
+  /** Width of both embeddings. Default 64. */
+  embeddingDim?: number;
+  /** The decoder's state width (and the encoder's output width). Default 256. */
+  hiddenSize?: number;
+  /** Recurrent layers of the encoder and of the decoder. Default 1. */
+  numLayers?: number;
+  /** A bidirectional encoder (hiddenSize / 2 per direction). Default true. */
+  bidirectional?: boolean;
+  /** Default 'bahdanau'. */
+  attention?: AttentionType;
+  /** Hidden width of Bahdanau's score. Default hiddenSize. */
+  attentionSize?: number;
+  /** Dropout on the embeddings, between recurrent layers and before the output layer. Default 0. */
+  dropout?: number;
+  /**
+   * Share of decoder inputs that are the reference's previous token in training (default 1,
+   * teacher forcing). Below 1, each input is, with probability 1 - teacherForcing, the model's own
+   * prediction of that token instead: parallel scheduled sampling (Duckworth et al., 2019), where
+   * the predictions come from a first teacher-forced pass without gradients.
+   */
+  teacherForcing?: number;
+}
+
+export interface TranslateOptions {
+  /** Hypotheses kept per source. Default 1. */
+  beamWidth?: number;
+  /** Output tokens at most. Default: twice the longest source, plus 10. */
+  maxLength?: number;
+  /** alpha of GNMT's length penalty ((5 + length) / 6)^alpha dividing a hypothesis' log-probability; 0 (default): none. */
+  lengthPenalty?: number;
+  /** Greedy search (the likeliest token at each step) instead of a beam. Default false. */
+  greedy?: boolean;
+}
+
+export interface Translation {
+  /** The best hypothesis of every source (without <end>). */
+  tokens: number[][];
+  /** Its log-probability: sum over its tokens (and <end> when it ended). */
+  logProbs: number[];
+  /** Whether it ended on <end> (else it was cut at maxLength). */
+  ended: boolean[];
+}
+
+const ATTENTION_KINDS: Record<AttentionType, number> = { none: 0, dot: 1, luong: 2, bahdanau: 3 };
+/** The class the loss skips (padding). */
+const IGNORE = -100;
+/** Sources per native decoding call (memory stays bounded for any number of sources). */
+const DECODE_CHUNK = 512;
+
+type Settled = Required<Seq2SeqOptions>;
+
+interface Batch {
+  /** [S * B] source ids, time-major */
+  source: Int32Array;
+  lengths: number[];
+  S: number;
+  B: number;
+}
+
+export class Seq2Seq extends Module {
+  readonly options: Settled;
+  readonly sourceEmbedding: Embedding;
+  readonly encoder: LSTM | GRU;
+  readonly targetEmbedding: Embedding;
+  readonly decoder: LSTM | GRU;
+  readonly attention: BahdanauAttention | LuongAttention | null;
+  readonly combine: Linear | null;
+  readonly output: Linear;
+
+  constructor(options: Seq2SeqOptions) {
+    super();
+    const opts = expectOptions(options, 'options');
+    expectKnownKeys(opts, ['cell', 'sourceVocabSize', 'targetVocabSize', 'embeddingDim', 'hiddenSize', 'numLayers', 'bidirectional', 'attention',
+      'attentionSize', 'dropout', 'teacherForcing'], 'options');
+    const cell = opts.cell ?? 'lstm';
+    if (cell !== 'lstm' && cell !== 'gru') throw rangeError(`Expected options.cell to be 'lstm' or 'gru' but received ${describe(cell)}`);
+    const attention = (opts.attention ?? 'bahdanau') as AttentionType;
+    if (!(attention in ATTENTION_KINDS)) throw rangeError(`Expected options.attention to be 'bahdanau', 'luong', 'dot' or 'none' but received ${describe(attention)}`);
+    const hiddenSize = opts.hiddenSize === undefined ? 256 : expectInteger(opts.hiddenSize, 'options.hiddenSize', 1);
+    const bidirectional = opts.bidirectional === undefined ? true : expectBoolean(opts.bidirectional, 'options.bidirectional');
+    if (bidirectional && hiddenSize % 2 !== 0) {
+      throw rangeError(`Seq2Seq: a bidirectional encoder splits options.hiddenSize between its two directions, so it must be even (received ${hiddenSize})`);
+    }
+    const teacherForcing = opts.teacherForcing === undefined ? 1 : expectNumber(opts.teacherForcing, 'options.teacherForcing');
+    if (!(teacherForcing >= 0 && teacherForcing <= 1)) throw rangeError(`Expected options.teacherForcing to be in [0, 1] but received ${teacherForcing}`);
+    const dropoutP = opts.dropout === undefined ? 0 : expectNumber(opts.dropout, 'options.dropout');
+    if (!(dropoutP >= 0 && dropoutP < 1)) throw rangeError(`Expected options.dropout to be in [0, 1) but received ${dropoutP}`);
+    this.options = {
+      cell, attention, hiddenSize, bidirectional, teacherForcing, dropout: dropoutP,
+      sourceVocabSize: expectInteger(opts.sourceVocabSize, 'options.sourceVocabSize', 1),
+      targetVocabSize: expectInteger(opts.targetVocabSize, 'options.targetVocabSize', 1),
+      embeddingDim: opts.embeddingDim === undefined ? 64 : expectInteger(opts.embeddingDim, 'options.embeddingDim', 1),
+      numLayers: opts.numLayers === undefined ? 1 : expectInteger(opts.numLayers, 'options.numLayers', 1),
+      attentionSize: opts.attentionSize === undefined ? hiddenSize : expectInteger(opts.attentionSize, 'options.attentionSize', 1),
+    };
+    const o = this.options;
+    const Cell = cell === 'lstm' ? LSTM : GRU;
+    this.sourceEmbedding = this.registerModule('source_embedding', new Embedding({ numEmbeddings: o.sourceVocabSize, embeddingDim: o.embeddingDim }));
+    this.encoder = this.registerModule('encoder', new Cell({
+      inputSize: o.embeddingDim, hiddenSize: bidirectional ? hiddenSize / 2 : hiddenSize, numLayers: o.numLayers, bidirectional, dropout: dropoutP,
+    }));
+    // row targetVocabSize: <start>
+    this.targetEmbedding = this.registerModule('target_embedding', new Embedding({ numEmbeddings: o.targetVocabSize + 1, embeddingDim: o.embeddingDim }));
+    this.decoder = this.registerModule('decoder', new Cell({ inputSize: o.embeddingDim, hiddenSize, numLayers: o.numLayers, dropout: dropoutP }));
+    this.attention = attention === 'none' ? null : this.registerModule('attention', attention === 'bahdanau'
+      ? new BahdanauAttention({ querySize: hiddenSize, keySize: hiddenSize, attentionSize: o.attentionSize })
+      : new LuongAttention({ querySize: hiddenSize, keySize: hiddenSize, score: attention === 'dot' ? 'dot' : 'general' }));
+    this.combine = attention === 'none' ? null : this.registerModule('combine', new Linear({ inFeatures: 2 * hiddenSize, outFeatures: hiddenSize }));
+    // class targetVocabSize: <end>
+    this.output = this.registerModule('output', new Linear({ inFeatures: hiddenSize, outFeatures: o.targetVocabSize + 1 }));
+  }
+
+  override config(): Record<string, unknown> {
+    return { ...this.options };
+  }
+
+  /** The id of <start> (a row of the decoder's embedding) and of <end> (a class of its output). */
+  get startToken(): number {
+    return this.options.targetVocabSize;
+  }
+
+  get endToken(): number {
+    return this.options.targetVocabSize;
+  }
+
+  /**
+   * The teacher-forced pass over source and target pairs: logits [B, n + 1, targetVocabSize + 1]
+   * for the target tokens and <end> (rows padded to the longest target), and the attention
+   * weights [B, n + 1, S] (null with attention 'none'). Differentiable.
+   */
+  forward(sources: readonly (readonly number[])[], targets: readonly (readonly number[])[]): { logits: Tensor; weights: Tensor | null; targets: Int32Array } {
+    const name = 'Seq2Seq#forward()';
+    const batch = this.sourceBatch(name, sources);
+    const { inputs, outputs, T } = this.targetBatch(name, targets, batch.B);
+    return { ...this.teacherForced(batch, inputs, T), targets: outputs };
+  }
+
+  /**
+   * The training loss: cross entropy of every target token and <end>, averaged over them (padding
+   * excluded). What fit() minimizes for a Seq2Seq on { sources, targets }.
+   */
+  loss(sources: readonly (readonly number[])[], targets: readonly (readonly number[])[]): Tensor {
+    const name = 'Seq2Seq#loss()';
+    const batch = this.sourceBatch(name, sources);
+    let { inputs, outputs, T } = this.targetBatch(name, targets, batch.B);
+    if (this.training && this.options.teacherForcing < 1) inputs = this.scheduledInputs(batch, inputs, outputs, T);
+    const { logits } = this.teacherForced(batch, inputs, T);
+    return crossEntropyLoss(logits, outputs, { ignoreIndex: IGNORE });
+  }
+
+  /** The output tokens of every source: a beam search (or greedy search), in native code. */
+  translate(sources: readonly (readonly number[])[], options: TranslateOptions = {}): number[][] {
+    return this.decode(sources, options).tokens;
+  }
+
+  /** translate() with each result's log-probability and whether it ended on <end>. */
+  decode(sources: readonly (readonly number[])[], options: TranslateOptions = {}): Translation {
+    const name = 'Seq2Seq#translate()';
+    const opts = expectOptions(options, 'options');
+    expectKnownKeys(opts, ['beamWidth', 'maxLength', 'lengthPenalty', 'greedy'], 'options');
+    const beamWidth = opts.beamWidth === undefined ? 1 : expectInteger(opts.beamWidth, 'options.beamWidth', 1, 4096);
+    const greedy = opts.greedy === undefined ? false : expectBoolean(opts.greedy, 'options.greedy');
+    const lengthPenalty = opts.lengthPenalty === undefined ? 0 : expectNumber(opts.lengthPenalty, 'options.lengthPenalty');
+    if (lengthPenalty < 0) throw rangeError(`Expected options.lengthPenalty to be at least 0 but received ${lengthPenalty}`);
+    const batch = this.sourceBatch(name, sources);
+    const maxLength = opts.maxLength === undefined ? 2 * batch.S + 10 : expectInteger(opts.maxLength, 'options.maxLength', 0, 1 << 20);
+    const device = this.output.weight.device;
+    if (device !== 'cpu') throw typeError(`${name}: decoding runs on the CPU; move the model with model.to('cpu') first`, 'ERR_INVALID_ARG_VALUE');
+    const result: Translation = { tokens: [], logProbs: [], ended: [] };
+    const wasTraining = this.training;
+    this.eval();
+    try {
+      for (let first = 0; first < sources.length; first += DECODE_CHUNK) {
+        const chunk = sources.slice(first, first + DECODE_CHUNK);
+        const part = noGrad(() => this.decodeChunk(this.sourceBatch(name, chunk), { beamWidth: greedy ? 0 : beamWidth, maxLength, lengthPenalty }));
+        result.tokens.push(...part.tokens.map((row) => Array.from(row)));
+        result.logProbs.push(...part.logProbs);
+        result.ended.push(...Array.from(part.ended, (e) => e === 1));
+      }
+    } finally {
+      this.train(wasTraining);
+    }
+    return result;
+  }
+
+  /**
+   * Where the model looks: the attention weights [target length + 1][source length] of `target`
+   * (teacher-forced, in evaluation mode), a row per target token and one for <end>.
+   */
+  attentionWeights(source: readonly number[], target: readonly number[]): number[][] {
+    const name = 'Seq2Seq#attentionWeights()';
+    if (!this.attention) throw typeError(`${name}: this model has no attention (options.attention is 'none')`, 'ERR_INVALID_ARG_VALUE');
+    if (!Array.isArray(source)) throw typeError(`${name}: expected source to be an array of token ids but received ${describe(source)}`);
+    if (!Array.isArray(target)) throw typeError(`${name}: expected target to be an array of token ids but received ${describe(target)}`);
+    const wasTraining = this.training;
+    this.eval();
+    try {
+      const weights = noGrad(() => this.forward([source], [target]).weights!);
+      const values = weights.toArray();
+      const S = source.length;
+      return Array.from({ length: target.length + 1 }, (_, t) => Array.from(values.subarray(t * S, (t + 1) * S)));
+    } finally {
+      this.train(wasTraining);
+    }
+  }
+
+  // ---- internals ------------------------------------------------------------------------------
+
+  private sourceBatch(name: string, sources: unknown): Batch {
+    if (!Array.isArray(sources)) throw typeError(`${name}: expected sources to be an array of token id arrays but received ${describe(sources)}`);
+    const V = this.options.sourceVocabSize;
+    const B = sources.length;
+    const lengths = sources.map((row, b) => {
+      if (!Array.isArray(row) && !(row instanceof Int32Array)) throw typeError(`${name}: expected sources[${b}] to be an array of token ids but received ${describe(row)}`);
+      if (row.length === 0) throw rangeError(`${name}: sources[${b}] is empty; every source needs at least one token`);
+      return row.length;
+    });
+    const S = B === 0 ? 1 : Math.max(...lengths);
+    const source = new Int32Array(S * B);
+    (sources as ArrayLike<number>[]).forEach((row, b) => {
+      for (let t = 0; t < row.length; ++t) {
+        const id = row[t];
+        if (!Number.isInteger(id) || id < 0 || id >= V) throw rangeError(`${name}: sources[${b}][${t}] is ${describe(id)}, not a source id in [0, ${V - 1}]`);
+        source[t * B + b] = id;
+      }
+    });
+    return { source, lengths, S, B };
+  }
+
+  /** Decoder inputs <start> y_1 .. y_n and outputs y_1 .. y_n <end>, [B, T] batch-first, T = longest n + 1. */
+  private targetBatch(name: string, targets: unknown, B: number): { inputs: Int32Array; outputs: Int32Array; T: number } {
+    if (!Array.isArray(targets)) throw typeError(`${name}: expected targets to be an array of token id arrays but received ${describe(targets)}`);
+    if (targets.length !== B) throw rangeError(`${name}: expected one target per source (${B}) but received ${targets.length}`, 'ERR_SHAPE_MISMATCH');
+    const V = this.options.targetVocabSize;
+    targets.forEach((row, b) => {
+      if (!Array.isArray(row) && !(row instanceof Int32Array)) throw typeError(`${name}: expected targets[${b}] to be an array of token ids but received ${describe(row)}`);
+    });
+    const rows = targets as ArrayLike<number>[];
+    const T = Math.max(0, ...rows.map((row) => row.length)) + 1;
+    const inputs = new Int32Array(B * T).fill(this.startToken);
+    const outputs = new Int32Array(B * T).fill(IGNORE);
+    rows.forEach((row, b) => {
+      for (let t = 0; t < row.length; ++t) {
+        const id = row[t];
+        if (!Number.isInteger(id) || id < 0 || id >= V) throw rangeError(`${name}: targets[${b}][${t}] is ${describe(id)}, not a target id in [0, ${V - 1}]`);
+        inputs[b * T + t + 1] = id;
+        outputs[b * T + t] = id;
+      }
+      outputs[b * T + row.length] = this.endToken;
+    });
+    return { inputs, outputs, T };
+  }
+
+  private get cellKind(): CellKind {
+    return this.options.cell === 'lstm' ? CellKind.Lstm : CellKind.Gru;
+  }
+
+  /** The encoder over a batch: outputs [S, B, H] time-major, and the decoder's initial state [L, B, H]. */
+  private encode(batch: Batch): { values: Tensor; h: Tensor; c: Tensor | null } {
+    const { S, B } = batch;
+    const p = this.options.dropout;
+    const x = dropout(embedding(batch.source, this.sourceEmbedding.weight).reshape([S, B, this.options.embeddingDim]), p, this.training);
+    const r = this.encoder.forward(x, { lengths: batch.lengths });
+    const bridge = (state: Tensor) => {
+      if (!this.options.bidirectional) return state;
+      // [L * 2, B, H / 2] -> [L, B, H]: each layer's forward and backward final states side by side
+      const L = this.options.numLayers;
+      const half = this.options.hiddenSize / 2;
+      return state.reshape([L, 2, B, half]).permute([0, 2, 1, 3]).reshape([L, B, 2 * half]);
+    };
+    return { values: r.output, h: bridge(r.h), c: 'c' in r ? bridge((r as { c: Tensor }).c) : null };
+  }
+
+  private teacherForced(batch: Batch, inputs: Int32Array, T: number): { logits: Tensor; weights: Tensor | null } {
+    const { B } = batch;
+    const o = this.options;
+    const { values, h, c } = this.encode(batch);
+    // decoder inputs time-major [T, B]
+    const timeMajor = new Int32Array(T * B);
+    for (let b = 0; b < B; ++b) for (let t = 0; t < T; ++t) timeMajor[t * B + b] = inputs[b * T + t];
+    const x = dropout(embedding(timeMajor, this.targetEmbedding.weight).reshape([T, B, o.embeddingDim]), o.dropout, this.training);
+    const r = this.decoder.forward(x, { h0: h, ...(c ? { c0: c } : {}) });
+    const states = r.output.transpose(0, 1); // [B, T, H]
+    let features = states;
+    let weights: Tensor | null = null;
+    if (this.attention) {
+      const memory = values.transpose(0, 1); // [B, S, H]
+      const mask = attentionMask('Seq2Seq', { lengths: batch.lengths }, B, batch.S, memory.device);
+      const attended = this.attention.attend(states, this.attention.projectKeys(memory), memory, mask);
+      weights = attended.weights;
+      features = this.combine!.forward(Tensor.concat([attended.context, states], 2)).tanh();
+    }
+    return { logits: this.output.forward(dropout(features, o.dropout, this.training)), weights };
+  }
+
+  /** Parallel scheduled sampling: each decoder input after <start> replaced, with probability 1 - teacherForcing, by the model's prediction. */
+  private scheduledInputs(batch: Batch, inputs: Int32Array, outputs: Int32Array, T: number): Int32Array {
+    const predicted = noGrad(() => this.teacherForced(batch, inputs, T).logits.argmax(-1).toArray());
+    const mixed = inputs.slice();
+    const keep = this.options.teacherForcing;
+    for (let b = 0; b < batch.B; ++b) {
+      for (let t = 1; t < T; ++t) {
+        // position t reads the token predicted at t - 1 (unless that is <end>, which is no input)
+        if (outputs[b * T + t - 1] === IGNORE || outputs[b * T + t - 1] === this.endToken) break;
+        const guess = predicted[b * T + t - 1];
+        if (random() >= keep && guess !== this.endToken) mixed[b * T + t] = guess;
+      }
+    }
+    return mixed;
+  }
+
+  private decodeChunk(batch: Batch, search: { beamWidth: number; maxLength: number; lengthPenalty: number }): { tokens: Int32Array[]; logProbs: Float64Array; ended: Uint8Array } {
+    const o = this.options;
+    const { values, h, c } = this.encode(batch);
+    const keys = !this.attention ? values : this.attention.projectKeys(values); // [S, B, K]
+    const bahdanau = this.attention instanceof BahdanauAttention ? this.attention : null;
+    const storageOf = (t: Tensor | null | undefined) => (t ? t.storage : null);
+    const layers = [...Array(o.numLayers).keys()].map((l) => this.decoder.layerWeights(l, false).map(storageOf));
+    return native.seq2seqDecode(
+      [this.cellKind, o.numLayers, o.embeddingDim, o.hiddenSize, o.targetVocabSize + 1, ATTENTION_KINDS[o.attention], keys.shape[2], o.hiddenSize],
+      this.targetEmbedding.weight.storage,
+      layers,
+      [storageOf(bahdanau?.query.weight), storageOf(bahdanau?.query.bias), storageOf(bahdanau?.v.weight), storageOf(this.combine?.weight),
+        storageOf(this.combine?.bias), this.output.weight.storage, storageOf(this.output.bias)],
+      [batch.S, batch.B, values.storage, keys.storage, Int32Array.from(batch.lengths), h.storage, storageOf(c)],
+      [search.beamWidth, search.maxLength, search.lengthPenalty, this.startToken, this.endToken],
+    );
+  }
+}
