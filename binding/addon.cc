@@ -36,6 +36,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("fill", Napi::Function::New<Fill>(env, "fill"));
   exports.Set("gemm", Napi::Function::New<Gemm>(env, "gemm"));
   exports.Set("softmax", Napi::Function::New<Softmax>(env, "softmax"));
+  exports.Set("additiveAttention", Napi::Function::New<AdditiveAttention>(env, "additiveAttention"));
+  exports.Set("additiveAttentionBackward", Napi::Function::New<AdditiveAttentionBackward>(env, "additiveAttentionBackward"));
   exports.Set("softmaxBackward", Napi::Function::New<SoftmaxBackward>(env, "softmaxBackward"));
   exports.Set("uniformFill", Napi::Function::New<UniformFill>(env, "uniformFill"));
   exports.Set("normalFill", Napi::Function::New<NormalFill>(env, "normalFill"));

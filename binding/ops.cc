@@ -2,8 +2,10 @@
 // the kernel. No math here.
 #include "ops.h"
 
+#include <algorithm>
 #include <string>
 
+#include "../cpp/attention.h"
 #include "../cpp/gemm.h"
 #include "../cpp/ops.h"
 #include "../cuda/allocator.h"
@@ -208,6 +210,57 @@ Napi::Value SoftmaxBackward(const Napi::CallbackInfo& info) {
   const bool log = bool_arg(info[5], "log");
   run(info.Env(), [=] { softmax_backward_cpu(grad_in, out, grad_out, rows, cols, log); },
       [&] { cuda::softmax_backward(grad_in, out, grad_out, rows, cols, log); });
+  return info.Env().Undefined();
+}
+
+namespace {
+
+// (B, T, S, A) of the additive attention ops at info[at..at+3], each product checked
+struct AttentionDims {
+  int B, T, S, A;
+};
+
+AttentionDims attention_dims_arg(const Napi::CallbackInfo& info, size_t at) {
+  const int32_t kMax = 1 << 30;
+  AttentionDims d{static_cast<int>(int_arg(info[at], "B", 0, kMax)), static_cast<int>(int_arg(info[at + 1], "T", 0, kMax)),
+                  static_cast<int>(int_arg(info[at + 2], "S", 0, kMax)), static_cast<int>(int_arg(info[at + 3], "A", 1, kMax))};
+  if (static_cast<double>(d.B) * std::max(d.T, d.S) * std::max(d.S, d.A) >= 2147483647.0 * 8)
+    throw_range(info.Env(), "additiveAttention: too many elements");
+  return d;
+}
+
+}  // namespace
+
+// additiveAttention(scores, q, k, v, B, T, S, A): scores (B, T, S) = v . tanh(q (B, T, A) + k (B, S, A))
+Napi::Value AdditiveAttention(const Napi::CallbackInfo& info) {
+  begin_op();
+  expect_args(info, 8, "additiveAttention");
+  const AttentionDims d = attention_dims_arg(info, 4);
+  const int64_t B = d.B, T = d.T, S = d.S, A = d.A;
+  float* scores = span_of(info[0], "scores", 0, B * T * S);
+  const float* q = span_of(info[1], "q", 0, B * T * A);
+  const float* k = span_of(info[2], "k", 0, B * S * A);
+  const float* v = span_of(info[3], "v", 0, A);
+  run(info.Env(), [=] { additive_attention_forward_cpu(scores, q, k, v, d.B, d.T, d.S, d.A); },
+      [&] { throw_type(info.Env(), "additiveAttention runs on the CPU"); });
+  return info.Env().Undefined();
+}
+
+// additiveAttentionBackward(dq, dk, dv, grad, q, k, v, B, T, S, A)
+Napi::Value AdditiveAttentionBackward(const Napi::CallbackInfo& info) {
+  begin_op();
+  expect_args(info, 11, "additiveAttentionBackward");
+  const AttentionDims d = attention_dims_arg(info, 7);
+  const int64_t B = d.B, T = d.T, S = d.S, A = d.A;
+  float* dq = span_of(info[0], "dq", 0, B * T * A);
+  float* dk = span_of(info[1], "dk", 0, B * S * A);
+  float* dv = span_of(info[2], "dv", 0, A);
+  const float* grad = span_of(info[3], "grad", 0, B * T * S);
+  const float* q = span_of(info[4], "q", 0, B * T * A);
+  const float* k = span_of(info[5], "k", 0, B * S * A);
+  const float* v = span_of(info[6], "v", 0, A);
+  run(info.Env(), [=] { additive_attention_backward_cpu(dq, dk, dv, grad, q, k, v, d.B, d.T, d.S, d.A); },
+      [&] { throw_type(info.Env(), "additiveAttentionBackward runs on the CPU"); });
   return info.Env().Undefined();
 }
 

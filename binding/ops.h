@@ -13,6 +13,8 @@ Napi::Value Affine(const Napi::CallbackInfo& info);
 Napi::Value Fill(const Napi::CallbackInfo& info);
 Napi::Value Gemm(const Napi::CallbackInfo& info);
 Napi::Value Softmax(const Napi::CallbackInfo& info);
+Napi::Value AdditiveAttention(const Napi::CallbackInfo& info);
+Napi::Value AdditiveAttentionBackward(const Napi::CallbackInfo& info);
 Napi::Value SoftmaxBackward(const Napi::CallbackInfo& info);
 Napi::Value UniformFill(const Napi::CallbackInfo& info);
 Napi::Value NormalFill(const Napi::CallbackInfo& info);

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <limits>
 
+#include "attention.h"
 #include "gemm.h"
 #include "step.h"
 #include "thread_pool.h"
@@ -53,22 +54,24 @@ void seq2seq_step_cpu(const DecoderWeights& w, const EncoderMemory& m, int rows,
     const int chunk = 16;
     parallel_for((N + chunk - 1) / chunk, [&, tops, queries, cats](int task) {
       std::vector<double> scores(m.steps);
+      std::vector<float> raw(m.steps), scratch(2 * static_cast<size_t>(K));
       for (int n = task * chunk; n < std::min(N, (task + 1) * chunk); ++n) {
         const int b = src[n];
         const int S = m.lengths[b];
         const float* q = additive ? queries + static_cast<size_t>(n) * K : tops + static_cast<size_t>(n) * H;
         double best = -std::numeric_limits<double>::infinity();
-        for (int j = 0; j < S; ++j) {
-          const float* key = m.keys + (static_cast<size_t>(j) * B + b) * K;
-          float s = 0.0f;
-          if (additive) {
-            for (int a = 0; a < K; ++a) s += w.score_v[a] * std::tanh(q[a] + key[a]);
-          } else {
+        if (additive) {
+          additive_scores(q, m.keys + static_cast<size_t>(b) * K, static_cast<int64_t>(B) * K, S, K, w.score_v, raw.data(), scratch.data());
+          for (int j = 0; j < S; ++j) scores[j] = raw[j];
+        } else {
+          for (int j = 0; j < S; ++j) {
+            const float* key = m.keys + (static_cast<size_t>(j) * B + b) * K;
+            float s = 0.0f;
             for (int k = 0; k < K; ++k) s += q[k] * key[k];
+            scores[j] = s;
           }
-          scores[j] = s;
-          best = std::max(best, scores[j]);
         }
+        for (int j = 0; j < S; ++j) best = std::max(best, scores[j]);
         double total = 0.0;
         for (int j = 0; j < S; ++j) total += (scores[j] = std::exp(scores[j] - best));
         float* row = cats + static_cast<size_t>(n) * width;

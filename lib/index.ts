@@ -46,7 +46,7 @@ export { manualSeed as seed } from './core/random';
 export { addingProblem } from './apps/datasets';
 export { CharTokenizer, WordTokenizer, CharLanguageModel, sampleLogits, tokenizerFromJSON } from './apps/text';
 export type { Tokenizer, CharModelOptions, CharTrainOptions } from './apps/text';
-export { lineChartSvg, lossChartSvg, gradientFlowChartSvg, forgetTimeChartSvg } from './diagnostics/chart';
+export { lineChartSvg, lossChartSvg, gradientFlowChartSvg, forgetTimeChartSvg, attentionHeatmapSvg } from './diagnostics/chart';
 export type { Series, LossHistory } from './diagnostics/chart';
 export { TimeSeriesForecaster, makeWindows } from './apps/timeseries';
 export { exportOnnx, exportOnnxBuffer } from './io/onnx/export';

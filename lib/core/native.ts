@@ -53,6 +53,8 @@ export interface NativeAddon {
     c: S, cOffset: number, ldc: number, batch: number, strideA: number, strideB: number, strideC: number): void;
   softmax(out: S, input: S, rows: number, cols: number, log: boolean): void;
   softmaxBackward(gradIn: S, output: S, gradOut: S, rows: number, cols: number, log: boolean): void;
+  additiveAttention(scores: S, q: S, k: S, v: S, B: number, T: number, S: number, A: number): void;
+  additiveAttentionBackward(dq: S, dk: S, dv: S, grad: S, q: S, k: S, v: S, B: number, T: number, S: number, A: number): void;
   uniformFill(out: S, count: number, low: number, high: number, seed: number): void;
   normalFill(out: S, count: number, mean: number, std: number, seed: number): void;
   dropoutMask(out: S, count: number, p: number, seed: number): void;

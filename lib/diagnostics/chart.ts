@@ -4,7 +4,7 @@
  * on x). The functions are async for the callers written when they were rendered by Vega.
  */
 import type { GateStatisticsLayer, GradientFlow } from './diagnostics';
-import { histogram, lineChart } from './svg';
+import { heatmap, histogram, lineChart } from './svg';
 
 export interface Series {
   name: string;
@@ -64,4 +64,17 @@ export async function lossChartSvg(history: LossHistory, options: { title?: stri
   ];
   if (history.valLoss.length) series.push({ name: 'validation', points: history.valLoss.map((y, i) => ({ x: i + 1, y: y * scale })) });
   return lineChartSvg(series, { title: options.title ?? 'Loss', xTitle: 'epoch', yTitle: options.yTitle ?? 'loss' });
+}
+
+/**
+ * Attention weights as a heat map: `weights` [target tokens][source tokens] (from
+ * Seq2Seq#attentionWeights), a row per output token, a column per input token.
+ */
+export function attentionHeatmapSvg(weights: readonly (readonly number[])[], targetLabels: readonly string[], sourceLabels: readonly string[],
+  options: { title?: string; cell?: number } = {}): string {
+  if (!Array.isArray(weights) || weights.some((row) => !Array.isArray(row) || row.length !== sourceLabels.length)) {
+    throw new TypeError(`attentionHeatmapSvg: expected weights to be ${targetLabels.length} rows of ${sourceLabels.length} numbers (one per source label)`);
+  }
+  if (weights.length !== targetLabels.length) throw new RangeError(`attentionHeatmapSvg: expected one target label per row of weights (${weights.length}) but received ${targetLabels.length}`);
+  return heatmap(weights, targetLabels, sourceLabels, { title: options.title, xTitle: 'source', yTitle: 'output', cell: options.cell });
 }

@@ -223,3 +223,37 @@ export function histogram(groups: { name: string; values: number[] }[], f: Frame
   }
   return frame(f, x, y, names, area, body.join('\n'));
 }
+
+/**
+ * A heat map of `values` [rows][columns] in [0, 1] (attention weights: a row per output token, a
+ * column per input token), white to dark blue, with the labels along the axes and each cell's
+ * value in its title (shown on hover).
+ */
+export function heatmap(values: readonly (readonly number[])[], rowLabels: readonly string[], columnLabels: readonly string[],
+  options: { title?: string; xTitle?: string; yTitle?: string; cell?: number } = {}): string {
+  const cell = options.cell ?? 28;
+  const left = 16 + 8 * Math.max(2, ...rowLabels.map((l) => l.length)) + 24;
+  const top = (options.title ? 34 : 12) + 8 * Math.max(2, ...columnLabels.map((l) => l.length)) + 10;
+  const columns = columnLabels.length;
+  const width = left + columns * cell + 16;
+  const height = top + rowLabels.length * cell + 34;
+  const body: string[] = [];
+  values.forEach((row, r) => row.forEach((v, c) => {
+    const shade = Math.max(0, Math.min(1, Number.isFinite(v) ? v : 0));
+    const red = Math.round(255 - 222 * shade);
+    const green = Math.round(255 - 185 * shade);
+    const blue = Math.round(255 - 75 * shade);
+    body.push(`<rect x="${left + c * cell}" y="${top + r * cell}" width="${cell - 1}" height="${cell - 1}" fill="rgb(${red},${green},${blue})">` +
+      `<title>${escape(rowLabels[r] ?? '')} / ${escape(columnLabels[c] ?? '')}: ${round(v)}</title></rect>`);
+  }));
+  rowLabels.forEach((label, r) => body.push(`<text x="${left - 6}" y="${top + r * cell + cell / 2 + 4}" text-anchor="end" font-size="12" ${FONT}>${escape(label)}</text>`));
+  columnLabels.forEach((label, c) => {
+    const x = left + c * cell + cell / 2 + 4;
+    body.push(`<text x="${x}" y="${top - 6}" transform="rotate(-90 ${x} ${top - 6})" font-size="12" ${FONT}>${escape(label)}</text>`);
+  });
+  if (options.title) body.push(`<text x="${width / 2}" y="20" text-anchor="middle" font-size="14" font-weight="600" ${FONT}>${escape(options.title)}</text>`);
+  if (options.xTitle) body.push(`<text x="${left + (columns * cell) / 2}" y="${height - 10}" text-anchor="middle" font-size="12" ${FONT}>${escape(options.xTitle)}</text>`);
+  if (options.yTitle) body.push(`<text x="12" y="${top + (rowLabels.length * cell) / 2}" transform="rotate(-90 12 ${top + (rowLabels.length * cell) / 2})" text-anchor="middle" font-size="12" ${FONT}>${escape(options.yTitle)}</text>`);
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" role="img" aria-label="${escape(options.title ?? 'heat map')}">\n` +
+    `<rect width="100%" height="100%" fill="white"/>\n${body.join('\n')}\n</svg>\n`;
+}

@@ -9,7 +9,8 @@
  * row sums to 1 over the unmasked positions), without the Tq dimension for a [B, Hq] query.
  */
 import { describe, expectInteger, expectOptions, expectKnownKeys, formatShape, rangeError, typeError } from '../core/errors';
-import { Tensor, expectTensor } from '../core/tensor';
+import { native } from '../core/native';
+import { Tensor, emptyOn, expectTensor, record } from '../core/tensor';
 import { Linear } from './layers';
 import { Module } from './module';
 
@@ -160,14 +161,34 @@ export class BahdanauAttention extends Attention {
     const [B, Tq] = query.shape;
     const S = projectedKeys.shape[1];
     const A = this.attentionSize;
-    const q = this.query.forward(query).reshape([B, Tq, 1, A]);
-    const hidden = q.add(projectedKeys.reshape([B, 1, S, A])).tanh(); // [B, Tq, S, A]
+    const q = this.query.forward(query);
+    if (q.device === 'cpu') return additiveScores(q, projectedKeys, this.v.weight);
+    // elsewhere as tensor ops, through a [B, Tq, S, A] intermediate
+    const hidden = q.reshape([B, Tq, 1, A]).add(projectedKeys.reshape([B, 1, S, A])).tanh();
     return this.v.forward(hidden).reshape([B, Tq, S]);
   }
 
   override config(): Record<string, unknown> {
     return { querySize: this.querySize, keySize: this.keySize, attentionSize: this.attentionSize };
   }
+}
+
+/**
+ * scores [B, Tq, S] = v . tanh(q [B, Tq, A] + k [B, S, A]) in one native pass (cpp/attention.h),
+ * and its gradient in another, which recomputes the tanh instead of keeping B * Tq * S * A values.
+ */
+function additiveScores(q: Tensor, k: Tensor, v: Tensor): Tensor {
+  const [B, Tq, A] = q.shape;
+  const S = k.shape[1];
+  const scores = emptyOn([B, Tq, S], q.device);
+  native.additiveAttention(scores.storage, q.storage, k.storage, v.storage, B, Tq, S, A);
+  return record('additiveAttention', [q, k, v], scores, ([g]) => {
+    const dq = emptyOn(q.shape, q.device);
+    const dk = emptyOn(k.shape, k.device);
+    const dv = emptyOn(v.shape, v.device);
+    native.additiveAttentionBackward(dq.storage, dk.storage, dv.storage, g!.storage, q.storage, k.storage, v.storage, B, Tq, S, A);
+    return [dq, dk, dv];
+  });
 }
 
 export interface LuongAttentionOptions {

