@@ -356,5 +356,5 @@ export function makePlan(data: unknown, name: string, batchSize: number, bptt: n
     if (bptt !== undefined) throw rangeError('fit: bpttSteps is for fixed-length inputs and streams, not source and target pairs');
     return pairPlan(d as { sources: unknown; targets: unknown }, batchSize, shard);
   }
-  throw typeError(`fit: expected ${name} to have inputs, sequences, stream (with targets) or sources (with targets) but received keys ${Object.keys(d).join(', ') || '(none)'}`);
+  throw typeError(`fit: expected ${name} to have inputs, sequences or stream (with targets), or sources and targets, but received keys ${Object.keys(d).join(', ') || '(none)'}`);
 }
