@@ -3,12 +3,14 @@
  * an attention encoder-decoder (Seq2Seq): a bidirectional LSTM reads a word's letters, an LSTM
  * decoder with attention writes its phonemes (ARPAbet with stress marks: AH0, AH1, AH2 are three
  * symbols). Every word matching /^[A-Z']+$/ and every one of its pronunciations is used; 5% of the
- * words, chosen by a hash of the word, are held out for the test, and 1% more for choosing the
- * learning rate. A word is right if the decoded phonemes equal any of its pronunciations; the
+ * words, chosen by a hash of the word, are held out for the test, and 1% more to watch training
+ * on. The learning rate follows the time budget: constant for its first half, then falling. A word is right if the decoded phonemes equal any of its pronunciations; the
  * phoneme error rate is the edit distance to the closest one over its length.
  *
- *   npx tsx examples/g2p-seq2seq.ts [minutes = 20] [hidden = 256] [attention = bahdanau] [layers = 1]
+ *   npx tsx examples/g2p-seq2seq.ts [minutes = 20] [hidden = 256] [attention = bahdanau] [layers = 2] [stress | no-stress]
  *
+ * 'no-stress' removes the stress marks (39 phonemes), as the CTC example does, for a comparison
+ * with it.
  * Writes examples/g2p-seq2seq/results.txt and attention heat maps of a few test words
  * (examples/g2p-seq2seq/attention-WORD.svg).
  *
@@ -25,8 +27,9 @@ import type { AttentionType } from '../lib/index';
 const minutes = Number(process.argv[2] ?? 20);
 const hidden = Number(process.argv[3] ?? 256);
 const attention = (process.argv[4] ?? 'bahdanau') as AttentionType;
-const layers = Number(process.argv[5] ?? 1);
-const outDir = path.join(__dirname, 'g2p-seq2seq');
+const layers = Number(process.argv[5] ?? 2);
+const stress = (process.argv[6] ?? 'stress') !== 'no-stress';
+const outDir = path.join(__dirname, stress ? 'g2p-seq2seq' : 'g2p-seq2seq-no-stress');
 
 // ---- data ---------------------------------------------------------------------------------
 
@@ -35,7 +38,8 @@ const pronunciations = new Map<string, string[][]>();
 for (const line of fs.readFileSync(dictFile, 'utf8').split('\n')) {
   const match = /^([^\s(]+)(?:\(\d+\))?\s+(.+)$/.exec(line.trim());
   if (!match || !/^[A-Z']+$/.test(match[1])) continue;
-  pronunciations.set(match[1], [...(pronunciations.get(match[1]) ?? []), match[2].trim().split(/\s+/)]);
+  const phones = match[2].trim().split(/\s+/).map((p) => (stress ? p : p.replace(/\d/g, '')));
+  pronunciations.set(match[1], [...(pronunciations.get(match[1]) ?? []), phones]);
 }
 
 /** FNV-1a of the word: the split depends on the word alone, not on the order of the file. */
@@ -59,7 +63,7 @@ const say = (line: string) => {
   console.log(line);
   log.push(line);
 };
-say(`CMUdict: ${words.length.toLocaleString('en-US')} words, ${letters.length} letters, ${phones.length} phonemes with stress; ` +
+say(`CMUdict: ${words.length.toLocaleString('en-US')} words, ${letters.length} letters, ${phones.length} phonemes ${stress ? 'with' : 'without'} stress; ` +
   `train ${trainWords.length.toLocaleString('en-US')} words (${pairs.length.toLocaleString('en-US')} pronunciations), ` +
   `dev ${devWords.length.toLocaleString('en-US')}, test ${testWords.length.toLocaleString('en-US')} words`);
 
@@ -98,22 +102,25 @@ const pct = (x: number) => `${(x * 100).toFixed(2)}%`;
   seed(1);
   const model = new Seq2Seq({
     cell: 'lstm', sourceVocabSize: letters.length, targetVocabSize: phones.length, embeddingDim: 64, hiddenSize: hidden, numLayers: layers,
-    bidirectional: true, attention, dropout: 0.2,
+    bidirectional: true, attention, dropout: 0.1,
   });
   const optimizer = new Adam(model.parameters(), { lr: 2e-3 });
   say(`Seq2Seq: BiLSTM encoder (${layers} x ${hidden / 2} per direction), LSTM decoder (${layers} x ${hidden}), ${attention} attention, ` +
     `${model.numParameters().toLocaleString('en-US')} parameters; ${os.cpus()[0].model.trim()}, ${os.cpus().length} cores, CPU kernels ${backends().cpu.isa}; budget ${minutes} min`);
   const started = performance.now();
   const elapsed = () => (performance.now() - started) / 60_000;
-  let bestDev = Infinity;
+  // the learning rate by the share of the time budget spent (any machine gets the whole schedule):
+  // 2e-3 for the first half, then down linearly to 5% of it at the end
+  const baseLr = 2e-3;
   const history = await fit(model, { sources: pairs.map((p) => p.source), targets: pairs.map((p) => p.target) }, {
     epochs: 1000, batchSize: 64, optimizer, clipGradNorm: 5, seed: 1, signal: AbortSignal.timeout(minutes * 60_000),
+    onBatchEnd: () => {
+      const spent = Math.min(1, elapsed() / minutes);
+      optimizer.lr = baseLr * (spent < 0.5 ? 1 : 1 - 1.9 * (spent - 0.5));
+    },
     onEpochEnd: ({ epoch, loss }) => {
       const dev = score(model, devWords, 1);
       say(`epoch ${epoch + 1} (${elapsed().toFixed(1)} min): train loss ${loss.toFixed(4)}, dev PER ${pct(dev.per)}, WER ${pct(dev.wer)} (greedy), lr ${optimizer.lr.toExponential(2)}`);
-      // halve the learning rate when the dev error stops falling
-      if (dev.wer > bestDev - 0.002) optimizer.lr /= 2;
-      bestDev = Math.min(bestDev, dev.wer);
     },
   });
   const trainMinutes = elapsed();

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "cpp/attention.h"
 #include "cpp/gates.h"
 #include "cpp/gemm.h"
 #include "cpp/recurrent.h"
@@ -414,8 +415,71 @@ void check_bf16_choice() {
   }
 }
 
+// Bahdanau's fused score (cpp/attention.h) against a double loop, and its gradient against central
+// differences of that loop, at odd sizes, on 1 to 3 threads (bit-identical across them).
+void check_additive_attention() {
+  std::printf("additive attention\n");
+  const int B = 3, T = 4, S = 5, A = 19;
+  std::mt19937 rng(7);
+  const std::vector<float> q = random_vector(rng, B * T * A, 1.0f), k = random_vector(rng, B * S * A, 1.0f),
+                           v = random_vector(rng, A, 1.0f), g = random_vector(rng, B * T * S, 1.0f);
+  auto score = [&](const std::vector<double>& qd, const std::vector<double>& kd, const std::vector<double>& vd, int b, int t, int j) {
+    double s = 0;
+    for (int a = 0; a < A; ++a) s += vd[a] * std::tanh(qd[(b * T + t) * A + a] + kd[(b * S + j) * A + a]);
+    return s;
+  };
+  std::vector<double> qd = widen(q), kd = widen(k), vd = widen(v);
+  auto objective = [&]() {  // sum(g * scores)
+    double total = 0;
+    for (int b = 0; b < B; ++b)
+      for (int t = 0; t < T; ++t)
+        for (int j = 0; j < S; ++j) total += g[(b * T + t) * S + j] * score(qd, kd, vd, b, t, j);
+    return total;
+  };
+  std::vector<double> ref(B * T * S);
+  for (int b = 0; b < B; ++b)
+    for (int t = 0; t < T; ++t)
+      for (int j = 0; j < S; ++j) ref[(b * T + t) * S + j] = score(qd, kd, vd, b, t, j);
+  auto differences = [&](std::vector<double>& x) {
+    std::vector<double> out(x.size());
+    for (size_t i = 0; i < x.size(); ++i) {
+      const double keep = x[i];
+      x[i] = keep + 1e-6;
+      const double up = objective();
+      x[i] = keep - 1e-6;
+      const double down = objective();
+      x[i] = keep;
+      out[i] = (up - down) / 2e-6;
+    }
+    return out;
+  };
+  const std::vector<double> dq_ref = differences(qd), dk_ref = differences(kd), dv_ref = differences(vd);
+  std::vector<float> first;
+  const int default_threads = num_threads();
+  for (int threads : {1, 2, 3}) {
+    set_num_threads(threads);
+    std::vector<float> scores(B * T * S), dq(B * T * A), dk(B * S * A), dv(A);
+    additive_attention_forward_cpu(scores.data(), q.data(), k.data(), v.data(), B, T, S, A);
+    additive_attention_backward_cpu(dq.data(), dk.data(), dv.data(), g.data(), q.data(), k.data(), v.data(), B, T, S, A);
+    expect_close("scores", scores.data(), ref.data(), ref.size(), 1e-5, 1e-4);
+    expect_close("dq", dq.data(), dq_ref.data(), dq.size());
+    expect_close("dk", dk.data(), dk_ref.data(), dk.size());
+    expect_close("dv", dv.data(), dv_ref.data(), dv.size());
+    std::vector<float> all = scores;
+    all.insert(all.end(), dq.begin(), dq.end());
+    all.insert(all.end(), dk.begin(), dk.end());
+    all.insert(all.end(), dv.begin(), dv.end());
+    if (first.empty()) first = all;
+    const bool same = std::memcmp(first.data(), all.data(), all.size() * sizeof(float)) == 0;
+    if (!same) ++failures;
+    std::printf("  %d threads: %s\n", threads, same ? "bit-identical to 1 thread" : "DIFFERS from 1 thread");
+  }
+  set_num_threads(default_threads);
+}
+
 int main() {
   check_activations();
+  check_additive_attention();
   check_bf16_choice();
   check_fp32_gemm();
   const CellKind cells[] = {CellKind::kRnnTanh, CellKind::kRnnRelu, CellKind::kLstm, CellKind::kGru};
