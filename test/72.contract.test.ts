@@ -7,6 +7,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import {
   Tensor, LSTM, Linear, Adam, SGD, SequenceModel, mseLoss, crossEntropyLoss, clipGradNorm, fit, save, load, saveSafetensors, loadSafetensors, seed,
+  Seq2Seq,
 } from '../lib/index';
 import { expectClose } from './helpers';
 
@@ -66,5 +67,33 @@ describe('training contract', () => {
     expect(history.steps).to.equal(30 * 4);
     expect(history.loss).to.have.length(30);
     expect(history.loss[29]).to.be.below(history.loss[0] / 4);
+  });
+
+  it('sequence to sequence: the Seq2Seq contract as the issue writes it (fit with validation and a signal, translate, attentionWeights, save and load)', async () => {
+    seed(3);
+    const sourceVocabSize = 6;
+    const targetVocabSize = 5;
+    const sources = Array.from({ length: 96 }, (_, i) => [i % 6, (i * 7) % 6, (i * 5) % 6].slice(0, 1 + (i % 3)));
+    const targets = sources.map((s) => s.map((x) => x % 5).reverse());
+    const model = new Seq2Seq({
+      cell: 'lstm', sourceVocabSize, targetVocabSize, embeddingDim: 8, hiddenSize: 16, numLayers: 1, bidirectional: true, attention: 'bahdanau', dropout: 0,
+    });
+    const signal = new AbortController().signal;
+    const history = await fit(model, { sources, targets }, { epochs: 2, batchSize: 16, signal, clipGradNorm: 1, validation: { sources: sources.slice(0, 16), targets: targets.slice(0, 16) } });
+    expect(history.epochs).to.equal(2);
+    expect(history.valLoss.length).to.equal(2);
+    const out = model.translate(sources.slice(0, 4), { beamWidth: 5, maxLength: 50, lengthPenalty: 0 });
+    expect(out.length).to.equal(4);
+    for (const row of out) for (const id of row) expect(id).to.be.a('number').within(0, targetVocabSize - 1);
+    const weights = model.attentionWeights(sources[2], targets[2]);
+    expect(weights.length).to.equal(targets[2].length + 1);
+    for (const row of weights) {
+      expect(row.length).to.equal(sources[2].length);
+      expectClose([row.reduce((a, b) => a + b, 0)], [1], 'attention row sum', { atol: 1e-5 });
+    }
+    const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'g2p-')), 'g2p.safetensors');
+    await save(model, file);
+    const again = await load(file) as Seq2Seq;
+    expect(again.translate(sources.slice(0, 4), { beamWidth: 5, maxLength: 50, lengthPenalty: 0 })).to.deep.equal(out);
   });
 });

@@ -66,6 +66,8 @@ export interface FitOptions {
   clipGradNorm?: number;
   clipGradValue?: number;
   validationData?: FitData;
+  /** Another name for validationData (one or the other). */
+  validation?: FitData;
   /** Stepped once per epoch. */
   scheduler?: LRScheduler;
   /** Stop when the monitored loss (validation if given) has not improved by minDelta for `patience` epochs. */
@@ -149,7 +151,7 @@ export interface FitConfig {
 /** Checks every option of fit() (a coded TypeError or RangeError naming the first bad one). */
 export function parseFitOptions(model: Module, options: FitOptions): FitConfig {
   const opts = expectOptions(options, 'options');
-  expectKnownKeys(opts, ['epochs', 'batchSize', 'optimizer', 'loss', 'bpttSteps', 'shuffle', 'targets', 'clipGradNorm', 'clipGradValue', 'validationData',
+  expectKnownKeys(opts, ['epochs', 'batchSize', 'optimizer', 'loss', 'bpttSteps', 'shuffle', 'targets', 'clipGradNorm', 'clipGradValue', 'validationData', 'validation',
     'scheduler', 'earlyStopping', 'signal', 'onProgress', 'onBatchEnd', 'onEpochEnd', 'checkpoint', 'resumeFrom', 'seed', 'nonFinite', 'dashboard', 'distributed'], 'options');
   const nonFinite = opts.nonFinite ?? 'stop';
   if (nonFinite !== 'stop' && nonFinite !== 'skip') throw rangeError(`Expected options.nonFinite to be 'stop' or 'skip' but received ${describe(nonFinite)}`);
@@ -210,11 +212,12 @@ export function parseFitOptions(model: Module, options: FitOptions): FitConfig {
     distributed = d.bucketCapMB === undefined ? {} : { bucketCapMB: expectNumber(d.bucketCapMB, 'options.distributed.bucketCapMB') };
   }
   const seed = opts.seed !== undefined ? expectInteger(opts.seed, 'options.seed', 0, 0xffffffff) : undefined;
+  if (opts.validationData !== undefined && opts.validation !== undefined) throw rangeError('fit: pass options.validationData or options.validation (the same thing), not both');
   if (opts.resumeFrom !== undefined && typeof opts.resumeFrom !== 'string') throw typeError('Expected options.resumeFrom to be a checkpoint path');
   return {
     nonFinite, epochs, batchSize, bptt, shuffle, loss, targetMode: targetMode as FitOptions['targets'], clipNorm, clipValue, optimizer, scheduler, signal,
     patience, minDelta, checkpoint: checkpoint as FitConfig['checkpoint'], checkpointEvery, dashboard: dashboardOptions, distributed, seed,
-    resumeFrom: opts.resumeFrom as string | undefined, validationData: opts.validationData as FitData | undefined,
+    resumeFrom: opts.resumeFrom as string | undefined, validationData: (opts.validationData ?? opts.validation) as FitData | undefined,
     onProgress: opts.onProgress as FitOptions['onProgress'], onBatchEnd: opts.onBatchEnd as FitOptions['onBatchEnd'],
     onEpochEnd: opts.onEpochEnd as FitOptions['onEpochEnd'],
   };
