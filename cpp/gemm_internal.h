@@ -13,6 +13,10 @@
 #define RECURRENT_AVX2_TARGET __attribute__((target("avx2,fma")))
 #define RECURRENT_BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma")))
 #endif
+#if defined(__aarch64__) && defined(__GNUC__)
+#define RECURRENT_NEON_DISPATCH 1
+#include <arm_neon.h>
+#endif
 
 namespace recurrent {
 namespace gemm_detail {

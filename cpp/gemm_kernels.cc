@@ -168,6 +168,50 @@ using WideKernel = void (*)(int, const float*, const float*, const float*, float
 
 RECURRENT_MICRO_KERNEL(micro_kernel_baseline, , Vec4, 4, 4)
 RECURRENT_SKINNY_KERNEL(skinny_kernel_baseline, , Vec4, 4, 12)
+
+#ifdef RECURRENT_NEON_DISPATCH
+// AArch64 (ASIMD, 128-bit, 32 registers): 6 x 16 tiles, 24 accumulators, the 4 B vectors of a k
+// and A's 6 values in two registers; each product is vfmaq_lane(q)_f32, one fused multiply-add by
+// a lane of A. The skinny kernels are the generic ones on 4-float vectors, whose `acc += x * v`
+// GCC contracts to the same fused multiply-add, so a row's values are the micro-kernel's bit for bit.
+void micro_kernel_neon(int kc, const float* __restrict a, const float* __restrict b, float alpha, float* c, int ldc, int rows,
+                       int cols, bool overwrite) {
+  constexpr int kMR = 6;
+  float32x4_t acc[kMR][4];
+  for (int r = 0; r < kMR; ++r)
+    for (int p = 0; p < 4; ++p) acc[r][p] = vdupq_n_f32(0.0f);
+  for (int k = 0; k < kc; ++k) {
+    const float* bk = b + k * kNR;
+    const float32x4_t b0 = vld1q_f32(bk), b1 = vld1q_f32(bk + 4), b2 = vld1q_f32(bk + 8), b3 = vld1q_f32(bk + 12);
+    const float32x4_t a0 = vld1q_f32(a + k * kMR);      // rows 0-3
+    const float32x2_t a1 = vld1_f32(a + k * kMR + 4);   // rows 4-5
+#define RECURRENT_NEON_ROW(R, LANE_FMA, AV, LANE)          \
+    acc[R][0] = LANE_FMA(acc[R][0], b0, AV, LANE);          \
+    acc[R][1] = LANE_FMA(acc[R][1], b1, AV, LANE);          \
+    acc[R][2] = LANE_FMA(acc[R][2], b2, AV, LANE);          \
+    acc[R][3] = LANE_FMA(acc[R][3], b3, AV, LANE);
+    RECURRENT_NEON_ROW(0, vfmaq_laneq_f32, a0, 0)
+    RECURRENT_NEON_ROW(1, vfmaq_laneq_f32, a0, 1)
+    RECURRENT_NEON_ROW(2, vfmaq_laneq_f32, a0, 2)
+    RECURRENT_NEON_ROW(3, vfmaq_laneq_f32, a0, 3)
+    RECURRENT_NEON_ROW(4, vfmaq_lane_f32, a1, 0)
+    RECURRENT_NEON_ROW(5, vfmaq_lane_f32, a1, 1)
+#undef RECURRENT_NEON_ROW
+  }
+  const float32x4_t scale = vdupq_n_f32(alpha);
+  for (int r = 0; r < rows; ++r) {
+    float tile[kNR];
+    float* crow = c + static_cast<long>(r) * ldc;
+    float* out = cols == kNR ? crow : tile;
+    if (out == tile && !overwrite) std::memcpy(tile, crow, cols * sizeof(float));
+    // C += alpha * acc as one fused multiply-add, as GCC contracts the generic kernels' update
+    for (int p = 0; p < 4; ++p)
+      vst1q_f32(out + 4 * p, overwrite ? vmulq_f32(scale, acc[r][p]) : vfmaq_f32(vld1q_f32(out + 4 * p), scale, acc[r][p]));
+    if (out == tile) std::memcpy(crow, tile, cols * sizeof(float));
+  }
+}
+RECURRENT_SKINNY_KERNEL(skinny_kernel_neon, , Vec4, 4, 24)
+#endif
 #ifdef RECURRENT_X86_DISPATCH
 RECURRENT_MICRO_KERNEL(micro_kernel_avx2, __attribute__((target("avx2,fma"))), Vec8, 8, 6)
 RECURRENT_SKINNY_KERNEL(skinny_kernel_avx2, __attribute__((target("avx2,fma"))), Vec8, 8, 12)
@@ -180,7 +224,8 @@ RECURRENT_SKINNY_KERNEL(skinny_kernel_avx512, __attribute__((target("avx512f,avx
 #endif
 
 // The best kernel this CPU runs, or the one RECURRENT_ISA asks for (baseline, avx2,
-// avx512) when the CPU supports it, so every variant can be tested on one machine.
+// avx512; on AArch64 neon or baseline) when the CPU supports it, so every variant can be tested on
+// one machine.
 Dispatch choose_kernel() {
 #ifdef RECURRENT_X86_DISPATCH
   __builtin_cpu_init();
@@ -193,6 +238,11 @@ Dispatch choose_kernel() {
   if ((want.empty() || want == "avx512") && has_avx512)
     return {micro_kernel_avx512, micro_kernel_avx512_wide, "avx512", 8, 256, skinny_kernel_avx512};
   if (has_avx2) return {micro_kernel_avx2, nullptr, "avx2", 6, 60, skinny_kernel_avx2};
+#endif
+#ifdef RECURRENT_NEON_DISPATCH
+  // ASIMD is part of every AArch64 CPU: the NEON kernels unless RECURRENT_ISA asks for the baseline
+  const char* requested = std::getenv("RECURRENT_ISA");
+  if (!requested || std::string(requested) != "baseline") return {micro_kernel_neon, nullptr, "neon", 6, 60, skinny_kernel_neon};
 #endif
   return {micro_kernel_baseline, nullptr, "baseline", 4, 64, skinny_kernel_baseline};
 }

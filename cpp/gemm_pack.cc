@@ -48,7 +48,7 @@ bool vector_packing() {
 }  // namespace
 
 void pack_b(bool trans, const float* b, int ldb, int k0, int kc, int n0, int nc, float* out) {
-  const bool vector = vector_packing();
+  [[maybe_unused]] const bool vector = vector_packing();
   for (int p = 0; p < nc; p += kNR) {
     const int cols = std::min(kNR, nc - p);
     float* dst = out + static_cast<long>(p) * kc;
@@ -81,7 +81,7 @@ void pack_b(bool trans, const float* b, int ldb, int k0, int kc, int n0, int nc,
 }
 
 void pack_a(bool trans, const float* a, int lda, int m0, int mc, int k0, int kc, int mr, float* out) {
-  const bool vector = vector_packing();
+  [[maybe_unused]] const bool vector = vector_packing();
   for (int p = 0; p < mc; p += mr) {
     const int rows = std::min(mr, mc - p);
     float* dst = out + static_cast<long>(p) * kc;

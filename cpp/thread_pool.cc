@@ -70,7 +70,11 @@ class Pool {
     std::lock_guard<std::mutex> guard(busy_);
     stop();
     stopping_.store(false);
-    for (int i = 1; i < std::max(threads, 1); ++i) workers_.emplace_back([this, i] { work(i); });
+    // a new worker waits for the next call: had it started from generation 0 after earlier calls, it
+    // would take the last call for a new one and count itself done in active_, possibly after the
+    // next start() had set active_, and that call's finish() would wait forever
+    const unsigned long current = generation_.load();
+    for (int i = 1; i < std::max(threads, 1); ++i) workers_.emplace_back([this, i, current] { work(i, current); });
     size_.store(static_cast<int>(workers_.size()) + 1);
   }
 
@@ -130,12 +134,11 @@ class Pool {
     for (int i = next_.fetch_add(1); i < count_; i = next_.fetch_add(1)) (*fn_)(i);
   }
 
-  void work(int id) {
+  void work(int id, unsigned long seen) {
 #if defined(__linux__)
     // compute threads yield to the thread that runs the JS event loop (see binding/stream.cc)
     setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)), 5);
 #endif
-    unsigned long seen = 0;
     while (true) {
       const auto called = [&] { return stopping_.load() || generation_.load(std::memory_order_acquire) != seen; };
       if (!spin_until(called, kIdleSpinMicros)) {

