@@ -102,17 +102,23 @@ void seq2seq_step_cpu(const DecoderWeights& w, const EncoderMemory& m, int rows,
 
 namespace {
 
-// The decoder's initial state for `rows` rows, row n starting from source src[n]'s state.
+// Row i of every layer of `to` (L, rows.size(), H) = row rows[i] of the same layer of `from`
+// (L, from_rows, H): a state's rows picked, repeated or reordered (`to` is another buffer).
+void gather_state(const float* from, size_t from_rows, const std::vector<int>& rows, size_t layers, size_t H,
+                  std::vector<float>& to) {
+  const size_t M = rows.size();
+  to.resize(layers * M * H);
+  for (size_t l = 0; l < layers; ++l)
+    for (size_t i = 0; i < M; ++i)
+      std::memcpy(to.data() + (l * M + i) * H, from + (l * from_rows + rows[i]) * H, H * sizeof(float));
+}
+
+// The decoder's state for rows that start from the sources src[n] (h, and c for an LSTM).
 void initial_state(const DecoderWeights& w, const EncoderMemory& m, const std::vector<int>& src, std::vector<float>& h,
                    std::vector<float>& c) {
-  const size_t H = w.hidden, N = src.size(), B = m.sources;
-  h.assign(w.layers * N * H, 0.0f);
-  c.assign(w.cell == CellKind::kLstm ? h.size() : 0, 0.0f);
-  for (int l = 0; l < w.layers; ++l)
-    for (size_t n = 0; n < N; ++n) {
-      std::memcpy(h.data() + (l * N + n) * H, m.h0 + (l * B + src[n]) * H, H * sizeof(float));
-      if (!c.empty()) std::memcpy(c.data() + (l * N + n) * H, m.c0 + (l * B + src[n]) * H, H * sizeof(float));
-    }
+  gather_state(m.h0, m.sources, src, w.layers, w.hidden, h);
+  if (w.cell == CellKind::kLstm) gather_state(m.c0, m.sources, src, w.layers, w.hidden, c);
+  else c.clear();
 }
 
 std::vector<Hypothesis> greedy(const DecoderWeights& w, const EncoderMemory& m, const SearchOptions& o) {
@@ -121,7 +127,7 @@ std::vector<Hypothesis> greedy(const DecoderWeights& w, const EncoderMemory& m, 
   // the rows still running, compacted after each step
   std::vector<int> src(B), tokens(B, o.start_token);
   for (int b = 0; b < B; ++b) src[b] = b;
-  std::vector<float> h, c, log_probs;
+  std::vector<float> h, c, log_probs, h_next, c_next;
   initial_state(w, m, src, h, c);
   for (int t = 0; t < o.max_length && !src.empty(); ++t) {
     const int N = static_cast<int>(src.size());
@@ -143,12 +149,13 @@ std::vector<Hypothesis> greedy(const DecoderWeights& w, const EncoderMemory& m, 
     }
     if (static_cast<int>(keep.size()) == N) continue;
     // drop the ended rows from the state
-    const size_t H = w.hidden, M = keep.size();
-    for (int l = 0; l < w.layers; ++l)
-      for (size_t i = 0; i < M; ++i) {
-        std::memmove(h.data() + (l * M + i) * H, h.data() + (l * N + keep[i]) * H, H * sizeof(float));
-        if (!c.empty()) std::memmove(c.data() + (l * M + i) * H, c.data() + (l * N + keep[i]) * H, H * sizeof(float));
-      }
+    const size_t M = keep.size();
+    gather_state(h.data(), N, keep, w.layers, w.hidden, h_next);
+    h.swap(h_next);
+    if (!c.empty()) {
+      gather_state(c.data(), N, keep, w.layers, w.hidden, c_next);
+      c.swap(c_next);
+    }
     std::vector<int> next_src(M), next_tokens(M);
     for (size_t i = 0; i < M; ++i) {
       next_src[i] = src[keep[i]];
@@ -265,16 +272,12 @@ std::vector<Hypothesis> beam_search(const DecoderWeights& w, const EncoderMemory
       }
     }
     // gather the parents' states into the new rows
-    const size_t M = next_src.size();
-    h_next.resize(L * M * H);
-    c_next.resize(c.empty() ? 0 : h_next.size());
-    for (size_t l = 0; l < L; ++l)
-      for (size_t i = 0; i < M; ++i) {
-        std::memcpy(h_next.data() + (l * M + i) * H, h.data() + (l * N + parent[i]) * H, H * sizeof(float));
-        if (!c.empty()) std::memcpy(c_next.data() + (l * M + i) * H, c.data() + (l * N + parent[i]) * H, H * sizeof(float));
-      }
+    gather_state(h.data(), N, parent, L, H, h_next);
     h.swap(h_next);
-    c.swap(c_next);
+    if (!c.empty()) {
+      gather_state(c.data(), N, parent, L, H, c_next);
+      c.swap(c_next);
+    }
     // sources still running keep their live hypotheses; finished ones keep theirs for the end
     for (int b = 0; b < B; ++b) {
       if (done[b]) continue;

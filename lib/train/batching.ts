@@ -172,6 +172,20 @@ function fixedPlan(data: { inputs: Tensor; targets: Tensor }, batchSize: number,
   };
 }
 
+/**
+ * One epoch's batches of samples of similar length: sorted by length (shuffled first so equal
+ * lengths mix), cut into batches, the batches shuffled.
+ */
+function lengthOrder(lengthOf: readonly number[], batchSize: number, shard: Shard | null, shuffle: boolean): number[][] {
+  const N = lengthOf.length;
+  const base = shardOf(shuffle ? shuffled(N) : [...Array(N).keys()], shard);
+  const byLength = [...base].sort((a, b) => lengthOf[b] - lengthOf[a]);
+  const out: number[][] = [];
+  for (let i = 0; i < byLength.length; i += batchSize) out.push(byLength.slice(i, i + batchSize));
+  if (shuffle) return shuffled(out.length).map((k) => out[k]);
+  return out;
+}
+
 function sequencePlan(data: { sequences: Tensor[]; targets: Tensor[] | Tensor }, batchSize: number, targetMode: string | undefined, classification: boolean, shard: Shard | null): Plan & { spec: TargetSpec } {
   if (!Array.isArray(data.sequences) || data.sequences.length === 0) throw typeError(`fit: expected data.sequences to be a non-empty array of Tensors but received ${describe(data.sequences)}`);
   const seqs = data.sequences.map((s, i) => host(s, `data.sequences[${i}]`));
@@ -213,15 +227,7 @@ function sequencePlan(data: { sequences: Tensor[]; targets: Tensor[] | Tensor },
   return {
     spec: { classification, perStep },
     batchesPerEpoch: Math.ceil(shareSize(N, shard) / batchSize),
-    order: (shuffle) => {
-      // sort by length (shuffled first so equal lengths mix), cut into batches, shuffle the batches
-      const base = shardOf(shuffle ? shuffled(N) : [...Array(N).keys()], shard);
-      const byLength = [...base].sort((a, b) => lengthOf[b] - lengthOf[a]);
-      const out: number[][] = [];
-      for (let i = 0; i < byLength.length; i += batchSize) out.push(byLength.slice(i, i + batchSize));
-      if (shuffle) return shuffled(out.length).map((k) => out[k]);
-      return out;
-    },
+    order: (shuffle) => lengthOrder(lengthOf, batchSize, shard, shuffle),
     batch: (order, index) => {
       const rows = order![index];
       const B = rows.length;
@@ -316,21 +322,15 @@ function pairPlan(data: { sources: unknown; targets: unknown }, batchSize: numbe
   const targets = tokenRows(data.targets, 'data.targets', true);
   const N = sources.length;
   if (targets.length !== N) throw rangeError(`fit: data.targets must have one target per source (${N}) but has ${targets.length}`, 'ERR_SHAPE_MISMATCH');
+  const sourceLengths = sources.map((s) => s.length);
   return {
     spec: { classification: false, perStep: true },
     batchesPerEpoch: Math.ceil(shareSize(N, shard) / batchSize),
-    order: (shuffle) => {
-      const base = shardOf(shuffle ? shuffled(N) : [...Array(N).keys()], shard);
-      const byLength = [...base].sort((a, b) => sources[b].length - sources[a].length);
-      const out: number[][] = [];
-      for (let i = 0; i < byLength.length; i += batchSize) out.push(byLength.slice(i, i + batchSize));
-      if (shuffle) return shuffled(out.length).map((k) => out[k]);
-      return out;
-    },
+    order: (shuffle) => lengthOrder(sourceLengths, batchSize, shard, shuffle),
     batch: (order, index) => {
       const rows = order![index];
       const B = rows.length;
-      const S = Math.max(...rows.map((r) => sources[r].length));
+      const S = Math.max(...rows.map((r) => sourceLengths[r]));
       const ids = new Float32Array(S * B);
       rows.forEach((r, b) => sources[r].forEach((id, t) => (ids[t * B + b] = id)));
       // weight: the target tokens (and <end>) the loss averages over
