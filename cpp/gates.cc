@@ -1,7 +1,12 @@
-// The three compiled variants of gates_impl.h and the run-time choice among them.
+// The compiled variants of gates_impl.h and the run-time choice among them: AVX-512, AVX2+FMA
+// and the portable baseline on x86-64; NEON and the portable baseline on AArch64.
 #include "gates.h"
 
 #include <cstring>
+
+#if defined(__aarch64__) && defined(__GNUC__)
+#include <arm_neon.h>
+#endif
 
 #include "cells.h"
 #include "gemm.h"
@@ -35,6 +40,15 @@ namespace recurrent {
 #pragma GCC pop_options
 #endif
 
+#if defined(__aarch64__) && defined(__GNUC__)
+#define RECURRENT_GATES_ARM 1
+#define RECURRENT_GATES_NS neon_gates
+#define RECURRENT_GATES_NEON 1
+#include "gates_impl.h"
+#undef RECURRENT_GATES_NEON
+#undef RECURRENT_GATES_NS
+#endif
+
 namespace {
 
 #define RECURRENT_GATE_SET(NS)                                                                    \
@@ -48,6 +62,9 @@ GateKernels choose() {
   const char* isa = gemm_isa();
   if (std::strcmp(isa, "avx512") == 0) return RECURRENT_GATE_SET(avx512_gates);
   if (std::strcmp(isa, "avx2") == 0) return RECURRENT_GATE_SET(avx2_gates);
+#endif
+#ifdef RECURRENT_GATES_ARM
+  if (std::strcmp(gemm_isa(), "neon") == 0) return RECURRENT_GATE_SET(neon_gates);
 #endif
   return RECURRENT_GATE_SET(baseline_gates);
 }

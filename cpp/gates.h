@@ -1,6 +1,6 @@
 // Vectorized sigmoid/tanh and the fused gate kernels of the CPU recurrent layer, for
 // one batch row and one block of kGateBlock hidden units (see gates_impl.h for the
-// layouts). Compiled for AVX-512, AVX2+FMA and the portable baseline; gate_kernels()
+// layouts). Compiled for AVX-512, AVX2+FMA, NEON and the portable baseline; gate_kernels()
 // returns the set matching the GEMM's choice (gemm_isa(), RECURRENT_ISA).
 #pragma once
 

@@ -2,6 +2,7 @@
 // gates.cc, which defines before including this file:
 //   RECURRENT_GATES_NS     the namespace of this variant (avx512, avx2, baseline)
 //   RECURRENT_GATES_BYTES  the vector size in bytes (64, 32 or 16)
+//   RECURRENT_GATES_NEON   (AArch64 only) the math in NEON intrinsics instead of GCC's generic vectors
 // No library functions are called in here (they would not be compiled for the target).
 //
 // The gate equations are cells.h's, instantiated on the vector type V with VecMath; only
@@ -16,6 +17,63 @@
 
 namespace RECURRENT_GATES_NS {
 
+#ifdef RECURRENT_GATES_NEON
+// AArch64 ASIMD: the same algorithms in NEON intrinsics (arm_neon.h, included by gates.cc), with
+// fused multiply-adds, FRINTN for the rounding and bit selects. float32x4_t takes C++'s vector
+// operators in GCC and Clang, so cells.h's equations instantiate on it as they are.
+typedef float32x4_t V;
+typedef int32x4_t VI;
+constexpr int W = 4;
+
+static inline V load(const float* p) { return vld1q_f32(p); }
+static inline void store(float* p, V v) { vst1q_f32(p, v); }
+static inline V splat(float x) { return vdupq_n_f32(x); }
+static inline V fma(V acc, V a, V b) { return vfmaq_f32(acc, a, b); }  // acc + a * b
+
+static inline V vexp(V x) {
+  // exp(x) = 2^n * exp(r), n = round(x / ln 2), r = x - n ln 2 (ln 2 split in two parts).
+  // FMAX/FMIN return NaN for a NaN input, as the comparisons of the generic version do.
+  x = vminq_f32(vmaxq_f32(x, splat(-87.3365478515625f)), splat(88.3762626647949f));
+  const V n = vrndnq_f32(vmulq_n_f32(x, 1.44269504088896341f));  // to nearest, ties to even
+  const V r = fma(vfmsq_f32(x, n, splat(0.693359375f)), n, splat(2.12194440e-4f));
+  V p = splat(1.9875691500E-4f);
+  p = fma(splat(1.3981999507E-3f), p, r);
+  p = fma(splat(8.3334519073E-3f), p, r);
+  p = fma(splat(4.1665795894E-2f), p, r);
+  p = fma(splat(1.6666665459E-1f), p, r);
+  p = fma(splat(5.0000001201E-1f), p, r);
+  p = fma(vaddq_f32(r, splat(1.0f)), p, vmulq_f32(r, r));
+  const VI bits = vshlq_n_s32(vaddq_s32(vcvtq_s32_f32(n), vdupq_n_s32(127)), 23);
+  return vmulq_f32(p, vreinterpretq_f32_s32(bits));
+}
+
+static inline V vsigmoid(V x) { return vdivq_f32(splat(1.0f), vaddq_f32(splat(1.0f), vexp(vnegq_f32(x)))); }
+
+static inline V vtanh(V x) {
+  const V a = vabsq_f32(x);
+  // small |x|: x + x^3 P(x^2)
+  const V z = vmulq_f32(x, x);
+  V p = splat(-5.70498872745E-3f);
+  p = fma(splat(2.06390887954E-2f), p, z);
+  p = fma(splat(-5.37397155531E-2f), p, z);
+  p = fma(splat(1.33314422036E-1f), p, z);
+  p = fma(splat(-3.33332819422E-1f), p, z);
+  const V small = fma(x, vmulq_f32(p, z), x);
+  // large |x|: sign(x) (1 - 2 / (exp(2|x|) + 1)), the sign copied from x
+  const V big = vsubq_f32(splat(1.0f), vdivq_f32(splat(2.0f), vaddq_f32(vexp(vaddq_f32(a, a)), splat(1.0f))));
+  const V large = vbslq_f32(vdupq_n_u32(0x80000000u), x, big);
+  return vbslq_f32(vcltq_f32(a, splat(0.625f)), small, large);  // NaN: not below, so large (NaN)
+}
+
+// cells.h's activations on float32x4_t
+struct VecMath {
+  static inline V sigmoid(V x) { return vsigmoid(x); }
+  static inline V tanh(V x) { return vtanh(x); }
+  static inline V relu(V x) { return vbslq_f32(vcgtq_f32(x, splat(0.0f)), x, splat(0.0f)); }
+  static inline V relu_grad(V h, V dh) { return vbslq_f32(vcgtq_f32(h, splat(0.0f)), dh, splat(0.0f)); }
+};
+
+#else
 typedef float V __attribute__((vector_size(RECURRENT_GATES_BYTES)));                           // W floats
 typedef float VU __attribute__((vector_size(RECURRENT_GATES_BYTES), aligned(4), may_alias));  // V in memory
 typedef int VI __attribute__((vector_size(RECURRENT_GATES_BYTES)));                            // W int32
@@ -70,6 +128,8 @@ struct VecMath {
   static inline V relu(V x) { return x > splat(0.0f) ? x : splat(0.0f); }
   static inline V relu_grad(V h, V dh) { return h > splat(0.0f) ? dh : splat(0.0f); }
 };
+
+#endif  // RECURRENT_GATES_NEON
 
 // y[i] = f(x[i]) over whole vectors, the tail through a zero-padded one.
 template <V (*F)(V)>
