@@ -36,9 +36,13 @@ cmake -S . -B build/arm64-ctest -DCMAKE_TOOLCHAIN_FILE="$PWD/cmake/aarch64-linux
   -DRECURRENT_CUDA=OFF > build-arm64-ctest.log 2>&1 || { cat build-arm64-ctest.log; exit 1; }
 cmake --build build/arm64-ctest -j "$(nproc)" --target kernel_tests >> build-arm64-ctest.log 2>&1 || { cat build-arm64-ctest.log; exit 1; }
 rm -f build-arm64-ctest.log
-"${QEMU[@]}" build/arm64-ctest/kernel_tests | tail -n 3
-echo "-- the same on the portable baseline (RECURRENT_ISA=baseline)"
-RECURRENT_ISA=baseline "${QEMU[@]}" build/arm64-ctest/kernel_tests | tail -n 1
+for isa in neon baseline; do
+  [ "$isa" = baseline ] && echo "-- the same on the portable baseline (RECURRENT_ISA=baseline)"
+  env=(); [ "$isa" = baseline ] && env=(RECURRENT_ISA=baseline)
+  out=$(env "${env[@]}" "${QEMU[@]}" build/arm64-ctest/kernel_tests) || { echo "$out"; exit 1; }
+  # which GEMM and gate kernels ran, and the verdict
+  echo "$out" | grep -E '^(FP32 GEMM \(|activations \(|all kernel comparisons)'
+done
 
 echo "== the addon, cross-built (build-arm64/Release/recurrent.node)"
 node node_modules/cmake-js/bin/cmake-js compile --out build-arm64 --CDCMAKE_TOOLCHAIN_FILE="$PWD/cmake/aarch64-linux-gnu.cmake" \
