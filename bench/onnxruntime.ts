@@ -11,7 +11,9 @@
  * Outputs are compared once per shape (max |difference|), so both run the same model.
  *
  *   npm run bench:ort [-- --rounds 3] [--quick]      (--quick: B = 1 and 32, T = 1 and 32, H = 256)
- * Writes bench/onnxruntime-results.md and .json.
+ *   A part of the grid: --cells lstm --layers 1 --hiddens 128,512 --batches 8,32 --steps 32
+ *   --threads 1,2; --grid-only skips generate() and training and prints instead of writing files.
+ * Writes bench/onnxruntime-results.md and .json (the whole run only).
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -25,24 +27,50 @@ const argv = process.argv.slice(2);
 const roundsAt = argv.indexOf('--rounds');
 const rounds = roundsAt >= 0 ? Number(argv[roundsAt + 1]) : 3;
 const quick = argv.includes('--quick');
+/** `--name a,b,c`: a subset of the grid (numbers or cell names), else `all`. */
+function pick<T extends string | number>(name: string, all: readonly T[]): T[] {
+  const at = argv.indexOf(`--${name}`);
+  if (at < 0) return [...all];
+  const wanted = argv[at + 1].split(',');
+  const chosen = all.filter((value) => wanted.includes(String(value)));
+  if (chosen.length !== wanted.length) throw new Error(`--${name} ${argv[at + 1]}: expected some of ${all.join(', ')}`);
+  return chosen;
+}
 const I = 64;
-const cells = ['lstm', 'gru', 'rnn'] as const;
-const batches = quick ? [1, 32] : [1, 8, 32, 128];
-const steps = quick ? [1, 32] : [1, 32, 100];
-const hiddens = quick ? [256] : [128, 256, 512];
-const layerCounts = [1, 2];
-const threadCounts = [1, 2];
+const cells = pick('cells', ['lstm', 'gru', 'rnn'] as const);
+const batches = pick('batches', quick ? [1, 32] : [1, 8, 32, 128]);
+const steps = pick('steps', quick ? [1, 32] : [1, 32, 100]);
+const hiddens = pick('hiddens', quick ? [256] : [128, 256, 512]);
+const layerCounts = pick('layers', [1, 2]);
+const threadCounts = pick('threads', [1, 2]);
+const gridOnly = argv.includes('--grid-only');
 
 type Cell = (typeof cells)[number];
 type Layer = LSTM | GRU | RNN;
 
 /**
- * Median seconds of one call of `fn`: rounds of at least 2 calls and 50 ms, the median call of each.
- * A pause first: both libraries' worker threads spin a while after a call, and on a machine with
- * few cores the other library's spinning threads would take this one's cores.
+ * Waits until this process is idle: both libraries' worker threads spin a while after a call (ours
+ * about 2 ms; onnxruntime-node's intra-op pool 60-90 ms here, measured with process.cpuUsage()), and
+ * on a machine with few cores the other library's spinning threads would take this one's cores: a
+ * fixed 20 ms pause left two-thread rows of ours 2-60x slow right after onnxruntime. At least 20 ms,
+ * then until a 5 ms window uses under 10% of a core (at most 1 s).
  */
+async function quiet(): Promise<void> {
+  const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+  await sleep(20);
+  const started = performance.now();
+  while (performance.now() - started < 1000) {
+    const before = process.cpuUsage();
+    const t = performance.now();
+    await sleep(5);
+    const used = process.cpuUsage(before);
+    if ((used.user + used.system) / 1000 < 0.1 * (performance.now() - t)) return;
+  }
+}
+
+/** Median seconds of one call of `fn`: rounds of at least 2 calls and 50 ms, the median call of each, on a quiet process. */
 async function timeRound(fn: () => unknown | Promise<unknown>): Promise<number> {
-  await new Promise((resolve) => setTimeout(resolve, 20));
+  await quiet();
   await fn();
   const samples: number[] = [];
   const started = performance.now();
@@ -177,9 +205,11 @@ async function generation(): Promise<{ ours: number; ort: number }> {
     }
   };
   for (let r = 0; r < rounds; ++r) {
+    await quiet();
     let t = performance.now();
     lm.generate({ length, seed: r });
     oursRounds.push(length / ((performance.now() - t) / 1000));
+    await quiet();
     t = performance.now();
     await ortGenerate();
     ortRounds.push(length / ((performance.now() - t) / 1000));
@@ -224,6 +254,12 @@ async function main(): Promise<void> {
   console.log(`machine: ${where}`);
   const rows: Row[] = [];
   await compareShapes(rows);
+  if (gridOnly || argv.some((a) => /^--(cells|batches|steps|hiddens|layers|threads)$/.test(a))) {
+    const ratios = rows.map((r) => r.ratio).sort((a, b) => a - b);
+    console.log(`${rows.length} shapes: ratio median ${median(ratios).toFixed(2)}x, lowest ${ratios[0].toFixed(2)}x; ` +
+      `${rows.filter((r) => r.ratio < 1).length} below 1.0x (a part of the grid: nothing written)`);
+    return;
+  }
   const gen = await generation();
   console.log(`generate(), 2 x 192 LSTM, one thread: ${gen.ours.toFixed(0)} characters/s; through onnxruntime-node: ${gen.ort.toFixed(0)}`);
   const training = trainingAtBatchOne();

@@ -6,7 +6,7 @@
  *   - the same calls on a 4-unit layer (what a call costs besides the arithmetic);
  *   - allocating the outputs (a native Storage each);
  *   - forward(x, { h0, c0 }) whole (adds the JS facade: argument checks, the autograd node);
- *   - step(x, state) and step(x, state, { out }) whole.
+ *   - step(x, state) and step(x, state, { out }) whole, and the latter on the 4-unit layer.
  *
  *   npx tsx bench/step-cost.ts [name] [--before other-run.json]
  * Writes bench/<name: step-cost-results>.md and .json; --before adds another run's numbers (an
@@ -67,6 +67,9 @@ function main(): void {
   const state = stepping ? lstm.initialState(1) : null;
   const input = x.reshape([1, I]);
   const out = Tensor.empty([1, H]);
+  const tinyState = stepping ? tiny.initialState(1) : null;
+  const tinyInput = tx.reshape([1, 4]);
+  const tinyOut = Tensor.empty([1, 4]);
   const rows: [string, number][] = [
     ['native layer calls (2), buffers allocated once', micros(nativeCalls(lstm, x, I, H, w, y0, y1, h, c))],
     ['the same on a 4-unit layer (the calls without the arithmetic)', micros(nativeCalls(tiny, tx, 4, 4, weights(tiny), ta, tb, th, tc))],
@@ -75,13 +78,14 @@ function main(): void {
     ...(stepping ? [
       ['step(x, state)', micros(() => lstm.step(input, state!))],
       ['step(x, state, { out })', micros(() => lstm.step(input, state!, { out }))],
+      ['step(x, state, { out }) on a 4-unit layer (the call without the arithmetic)', micros(() => tiny.step(tinyInput, tinyState!, { out: tinyOut }))],
     ] as [string, number][] : []),
   ];
   const cpu = describeMachine();
   const lines = [
     '## One step, piece by piece (LSTM, I = 64, H = 256, 2 layers, T = B = 1, one thread)',
     '',
-    `Machine: ${cpu}. Medians of 9 rounds. \`npx tsx bench/step-cost.ts${before ? ' --before bench/step-cost-before.json' : ''}\`.`,
+    `Machine: ${cpu}. Medians of 9 rounds. \`npx tsx bench/step-cost.ts${before ? ` --before ${args[beforeAt + 1]}` : ''}\`.`,
     '',
     ...(before
       ? ['| piece | before (us per call) | now (us per call) |', '|---|---|---|',

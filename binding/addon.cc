@@ -54,7 +54,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("clipGradValue", Napi::Function::New<ClipGradValue>(env, "clipGradValue"));
   exports.Set("layerReserveSize", Napi::Function::New<LayerReserveSize>(env, "layerReserveSize"));
   exports.Set("layerForward", Napi::Function::New<LayerForward>(env, "layerForward"));
-  exports.Set("stackStep", Napi::Function::New<StackStep>(env, "stackStep"));
+  exports.Set("stepPlan", Napi::Function::New<StepPlan>(env, "stepPlan"));
+  exports.Set("stepRun", Napi::Function::New<StepRun>(env, "stepRun"));
   exports.Set("seq2seqDecode", Napi::Function::New<Seq2SeqDecode>(env, "seq2seqDecode"));
   exports.Set("layerBackward", Napi::Function::New<LayerBackward>(env, "layerBackward"));
   exports.Set("referenceForward", Napi::Function::New<ReferenceForward>(env, "referenceForward"));

@@ -217,69 +217,166 @@ Napi::Value LayerBackward(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-// stackStep(cell, B, I, H, L, V, out, h, c, tokens, embedding, x, layers, headW, headB): one step of a
-// stacked one-directional model (cpp/step.h); I is the embedding's width with tokens; layers holds
-// L arrays [w_ih, w_hh, b_ih, b_hh]; V = 0: no head (headW, headB null), out is the last layer's h.
-Napi::Value StackStep(const Napi::CallbackInfo& info) {
+// A step plan: the weights of one stacked one-directional model (cpp/step.h), checked once by
+// stepPlan() so that each stepRun() (one time step: generation, streaming) checks only its own
+// arguments. Through Node-API every storage argument costs two property lookups (its type tag and
+// its wrapped pointer); a plan saves about twenty of them per step.
+//
+// The plan does not keep the weights alive: it holds weak pointers to their buffers, and a step
+// whose weight was disposed (or collected) throws. The caller (lib/nn/recurrent.ts) makes a new plan
+// whenever a module's weight storages change. Versions are read at each step, so weights written
+// in place (an optimizer step, loadStateDict) are packed again.
+namespace {
+
+struct StepWeight {
+  std::weak_ptr<Buffer> buffer;  // expired: absent (a bias-free layer, no head bias)
+  std::string name;
+  bool present = false;
+};
+
+struct StepPlanData {
+  StepDims dims;  // batch: per step
+  int64_t vocab = 0;  // embedding rows, 0: the input is x
+  // per layer w_ih, w_hh, b_ih, b_hh; then the embedding, the head's weight and bias
+  std::vector<StepWeight> weights;
+};
+
+constexpr napi_type_tag kStepPlanTag = {0x7265637572726e74ULL, 0x53746570506c616eULL};
+
+// The buffer of a plan's weight for one step, or a TypeError when it was disposed; it joins the
+// op's keep list (a queued step keeps it alive).
+const float* plan_weight(Napi::Env env, const StepWeight& w, std::shared_ptr<Buffer>* out = nullptr) {
+  if (!w.present) return nullptr;
+  std::shared_ptr<Buffer> buffer = w.buffer.lock();
+  if (!buffer || buffer->released) throw_type(env, w.name + " refers to a disposed tensor");
+  const float* data = buffer->data;
+  if (out) *out = buffer;
+  current_keep().push_back(std::move(buffer));
+  return data;
+}
+
+}  // namespace
+
+// stepPlan(cell, I, H, L, V, embedding, layers, headW, headB) -> plan: I is the embedding's width
+// with an embedding (else null: the input is x); layers holds L arrays [w_ih, w_hh, b_ih, b_hh];
+// V = 0: no head (headW, headB null), the step's output is the last layer's h. CPU storages only.
+Napi::Value StepPlan(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   begin_op();
-  expect_args(info, 15, "stackStep");
+  expect_args(info, 9, "stepPlan");
   const int32_t kMax = 1 << 30;
-  StepDims d;
+  auto plan = std::make_unique<StepPlanData>();
+  StepDims& d = plan->dims;
   d.cell = static_cast<CellKind>(int_arg(info[0], "cell", 0, 3));
-  d.batch = static_cast<int>(int_arg(info[1], "batch", 1, kMax));
-  d.input_size = static_cast<int>(int_arg(info[2], "inputSize", 1, kMax));
-  d.hidden_size = static_cast<int>(int_arg(info[3], "hiddenSize", 1, kMax));
-  d.layers = static_cast<int>(int_arg(info[4], "layers", 1, 1 << 16));
-  d.outputs = static_cast<int>(int_arg(info[5], "outputs", 0, kMax));
-  const int64_t B = d.batch, H = d.hidden_size, L = d.layers, V = d.outputs;
+  d.batch = 1;
+  d.input_size = static_cast<int>(int_arg(info[1], "inputSize", 1, kMax));
+  d.hidden_size = static_cast<int>(int_arg(info[2], "hiddenSize", 1, kMax));
+  d.layers = static_cast<int>(int_arg(info[3], "layers", 1, 1 << 16));
+  d.outputs = static_cast<int>(int_arg(info[4], "outputs", 0, kMax));
+  const int64_t H = d.hidden_size, L = d.layers, V = d.outputs;
   const int64_t gh = static_cast<int64_t>(gate_count(d.cell)) * H;
   if (static_cast<double>(gh) * std::max(d.input_size, d.hidden_size) >= 2147483647.0 ||
-      static_cast<double>(B) * std::max<int64_t>({gh, V, d.input_size}) >= 2147483647.0)
+      static_cast<double>(V) * H >= 2147483647.0)
     throw_range(env, "model too large: every product must stay below 2^31 elements");
-  float* out = span_of(info[6], "out", 0, B * (V > 0 ? V : H));
-  float* h = span_of(info[7], "h", 0, L * B * H);
-  float* c = d.cell == CellKind::kLstm ? span_of(info[8], "c", 0, L * B * H) : nullptr;
-  std::vector<int> tokens;
-  const float* embedding = nullptr;
-  const float* x = nullptr;
-  if (info[9].IsNull() || info[9].IsUndefined()) {
-    x = read_span_of(info[11], "x", 0, B * d.input_size);
+  // every weight once through the full check (a live CPU storage of the right size)
+  const auto add = [&](const Napi::Value& value, const std::string& name, int64_t count, bool optional) {
+    StepWeight w;
+    w.name = name;
+    if (!(optional && (value.IsNull() || value.IsUndefined()))) {
+      read_span_of(value, w.name.c_str(), 0, count);
+      const Storage* storage = Storage::From(value, w.name.c_str());
+      if (storage->on_cuda()) throw_type(env, name + ": stepPlan runs on the CPU only");
+      w.buffer = storage->buffer();
+      w.present = true;
+    }
+    plan->weights.push_back(std::move(w));
+  };
+  if (!info[6].IsArray() || info[6].As<Napi::Array>().Length() != static_cast<uint32_t>(L))
+    throw_type(env, "layers must be an array of one weights array per layer");
+  for (uint32_t l = 0; l < static_cast<uint32_t>(L); ++l) {
+    const Napi::Value layer = info[6].As<Napi::Array>().Get(l);
+    if (!layer.IsArray() || layer.As<Napi::Array>().Length() != 4) throw_type(env, "layers[" + std::to_string(l) + "] must be [w_ih, w_hh, b_ih, b_hh]");
+    const Napi::Array w = layer.As<Napi::Array>();
+    const std::string at = "layers[" + std::to_string(l) + "]";
+    add(w.Get(0u), at + ".w_ih", gh * (l == 0 ? d.input_size : H), false);
+    add(w.Get(1u), at + ".w_hh", gh * H, false);
+    add(w.Get(2u), at + ".b_ih", gh, true);
+    add(w.Get(3u), at + ".b_hh", gh, true);
+    if (plan->weights[4 * l + 2].present != plan->weights[4 * l + 3].present)
+      throw_type(env, at + ": b_ih and b_hh must both be given or both be null");
+  }
+  if (info[5].IsNull() || info[5].IsUndefined()) {
+    add(info[5], "embedding", 0, true);
   } else {
-    if (!info[9].IsTypedArray() || info[9].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
-      throw_type(env, "tokens must be an Int32Array or null");
-    Napi::Int32Array ids = info[9].As<Napi::Int32Array>();
-    if (static_cast<int64_t>(ids.ElementLength()) != B) throw_range(env, "tokens must have one entry per batch row (" + std::to_string(B) + ")");
-    const int64_t table = Storage::From(info[10], "embedding")->length();
+    const int64_t table = Storage::From(info[5], "embedding")->length();
     if (table % d.input_size != 0) throw_range(env, "embedding must hold whole rows of inputSize floats");
-    const int64_t vocab = table / d.input_size;
-    embedding = read_span_of(info[10], "embedding", 0, table);
+    plan->vocab = table / d.input_size;
+    add(info[5], "embedding", table, false);
+  }
+  add(info[7], "headW", V * H, V == 0);
+  add(info[8], "headB", V, true);
+  if (V == 0 && (plan->weights[4 * L + 1].present || plan->weights[4 * L + 2].present))
+    throw_type(env, "headW and headB must be null without outputs");
+  current_keep().clear();
+  Napi::External<StepPlanData> external = Napi::External<StepPlanData>::New(env, plan.release(), [](Napi::Env, StepPlanData* p) { delete p; });
+  external.TypeTag(&kStepPlanTag);
+  return external;
+}
+
+// stepRun(plan, B, out, h, c, tokens, x): one step of the plan's model on B rows: tokens (an
+// Int32Array of B ids) with an embedding, else x (B, I); h, c (L, B, H) read and written in place
+// (c: LSTM only, else null); out (B, V), or (B, H) without a head.
+Napi::Value StepRun(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  begin_op();
+  expect_args(info, 7, "stepRun");
+  if (!info[0].IsExternal() || !info[0].As<Napi::External<StepPlanData>>().CheckTypeTag(&kStepPlanTag))
+    throw_type(env, "plan must be a step plan (from stepPlan)");
+  const StepPlanData& plan = *info[0].As<Napi::External<StepPlanData>>().Data();
+  StepDims d = plan.dims;
+  d.batch = static_cast<int>(int_arg(info[1], "batch", 1, 1 << 30));
+  const int64_t B = d.batch, H = d.hidden_size, L = d.layers, V = d.outputs;
+  if (static_cast<double>(B) * std::max<int64_t>({static_cast<int64_t>(gate_count(d.cell)) * H, V, d.input_size}) >= 2147483647.0)
+    throw_range(env, "batch too large: every product must stay below 2^31 elements");
+  float* out = span_of(info[2], "out", 0, B * (V > 0 ? V : H));
+  float* h = span_of(info[3], "h", 0, L * B * H);
+  float* c = d.cell == CellKind::kLstm ? span_of(info[4], "c", 0, L * B * H) : nullptr;
+  std::vector<int> tokens;
+  const float* x = nullptr;
+  const float* embedding = plan_weight(env, plan.weights[4 * L]);
+  if (embedding) {
+    if (!info[5].IsTypedArray() || info[5].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+      throw_type(env, "tokens must be an Int32Array");
+    Napi::Int32Array ids = info[5].As<Napi::Int32Array>();
+    if (static_cast<int64_t>(ids.ElementLength()) != B) throw_range(env, "tokens must have one entry per batch row (" + std::to_string(B) + ")");
     tokens.resize(B);
     for (size_t b = 0; b < tokens.size(); ++b) {
       const int32_t id = ids[b];
-      if (id < 0 || id >= vocab) throw_range(env, "tokens[" + std::to_string(b) + "] must be in [0, " + std::to_string(vocab) + ")");
+      if (id < 0 || id >= plan.vocab) throw_range(env, "tokens[" + std::to_string(b) + "] must be in [0, " + std::to_string(plan.vocab) + ")");
       tokens[b] = id;
     }
+  } else {
+    x = read_span_of(info[6], "x", 0, B * d.input_size);
   }
-  if (!info[12].IsArray() || info[12].As<Napi::Array>().Length() != static_cast<uint32_t>(L))
-    throw_type(env, "layers must be an array of one weights array per layer");
-  std::vector<LayerWeights> layers;
-  for (uint32_t l = 0; l < static_cast<uint32_t>(L); ++l) {
-    const LayerDims layer{d.cell, 1, d.batch, l == 0 ? d.input_size : d.hidden_size, d.hidden_size, 1};
-    layers.push_back(layer_weights_arg(info[12].As<Napi::Array>().Get(l), layer)[0]);
+  std::vector<LayerWeights> layers(L);
+  for (int64_t l = 0; l < L; ++l) {
+    std::shared_ptr<Buffer> w_ih, w_hh;
+    LayerWeights& w = layers[l];
+    w.w_ih = plan_weight(env, plan.weights[4 * l], &w_ih);
+    w.w_hh = plan_weight(env, plan.weights[4 * l + 1], &w_hh);
+    w.b_ih = plan_weight(env, plan.weights[4 * l + 2]);
+    w.b_hh = plan_weight(env, plan.weights[4 * l + 3]);
+    w.ih_cache = CachedWeight{&w_ih->packs, w_ih->version};
+    w.hh_cache = CachedWeight{&w_hh->packs, w_hh->version};
   }
-  const float* head_w = nullptr;
-  const float* head_b = nullptr;
-  CachedWeight head_cache;
-  if (V > 0) {
-    head_w = read_span_of(info[13], "headW", 0, V * H);
-    head_cache = cached_weight_of(info[13]);
-    if (!info[14].IsNull() && !info[14].IsUndefined()) head_b = read_span_of(info[14], "headB", 0, V);
-  }
+  std::shared_ptr<Buffer> head;
+  const float* head_w = plan_weight(env, plan.weights[4 * L + 1], &head);
+  const float* head_b = plan_weight(env, plan.weights[4 * L + 2]);
+  const CachedWeight head_cache = head ? CachedWeight{&head->packs, head->version} : CachedWeight{};
   run(
       env,
       [=] { stack_step_cpu(d, out, h, c, tokens.empty() ? nullptr : tokens.data(), embedding, x, layers.data(), head_w, head_b, head_cache); },
-      [&] { throw_type(env, "stackStep runs on the CPU only"); });
+      [&] { throw_type(env, "stepRun runs on the CPU only"); });
   return env.Undefined();
 }
 

@@ -9,7 +9,8 @@ namespace recurrent {
 Napi::Value LayerReserveSize(const Napi::CallbackInfo& info);
 Napi::Value LayerForward(const Napi::CallbackInfo& info);
 Napi::Value LayerBackward(const Napi::CallbackInfo& info);
-Napi::Value StackStep(const Napi::CallbackInfo& info);
+Napi::Value StepPlan(const Napi::CallbackInfo& info);
+Napi::Value StepRun(const Napi::CallbackInfo& info);
 Napi::Value Seq2SeqDecode(const Napi::CallbackInfo& info);
 Napi::Value ReferenceForward(const Napi::CallbackInfo& info);
 Napi::Value ReferenceBackward(const Napi::CallbackInfo& info);

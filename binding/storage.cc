@@ -146,6 +146,7 @@ Storage::Storage(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Storage>(inf
 // Garbage collection reached the handle (this runs inside GC: no napi or V8 calls).
 Storage::~Storage() {
   if (released_) return;
+  if (buffer_) buffer_->released = true;
   buffer_.reset();  // a queued job may still hold it; it is freed after that job
   if (reported_bytes_ > 0) *unreported_frees_ += reported_bytes_;
 }
@@ -153,6 +154,7 @@ Storage::~Storage() {
 void Storage::Release(Napi::Env env) {
   if (released_) return;
   released_ = true;
+  if (buffer_) buffer_->released = true;
   buffer_.reset();  // a queued job may still hold it; it is freed after that job
   report_external(env, env.GetInstanceData<AddonData>(), -reported_bytes_);
   reported_bytes_ = 0;

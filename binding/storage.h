@@ -31,6 +31,9 @@ struct Buffer {
   // Bumped by every op that may write the buffer, when the op is called (PyTorch's
   // tensor._version): span_of, write(), copyBetween(). Read on the main thread only.
   uint64_t version = 0;
+  // Set when the tensor is disposed (its handle lets go of the buffer; a queued job may still hold
+  // it): what a step plan's weak pointers check (binding/recurrent.cc).
+  bool released = false;
   // The packed forms of this buffer as a layer's weight, stamped with the version they were
   // packed from (cpp/pack_cache.h); freed with the buffer.
   PackCache packs;

@@ -5,7 +5,8 @@
  * without bias, batched, with an embedding and a head (SequenceModel).
  */
 import { expect } from 'chai';
-import { GRU, LSTM, RNN, SGD, SequenceModel, Tensor, backward, noGrad, runAsync, synchronize } from '../lib/index';
+import { GRU, LSTM, RNN, SGD, SequenceModel, Tensor, backward, memoryStats, noGrad, runAsync, synchronize } from '../lib/index';
+import { native } from '../lib/core/native';
 
 type Layer = LSTM | GRU | RNN;
 
@@ -84,6 +85,40 @@ describe('step()', () => {
     await synchronize();
     expect(values(after)).to.deep.equal(forward());
     expect(values(before)).to.not.deep.equal(values(after));
+  });
+
+  it('its plan (the weights checked once) follows a weight moved to new memory, and never keeps disposed weights', () => {
+    // A device move gives a parameter new memory (Tensor.moveTo_); on a CPU-only machine the same
+    // swap is made by hand: new storage, other values. The next step must use them.
+    const lstm = new LSTM({ inputSize: 6, hiddenSize: 12, numLayers: 2 });
+    const x = Tensor.randn([1, 3, 6]);
+    const stepped = () => values(lstm.step(x.select(0, 0), lstm.initialState(3)));
+    const forward = () => values(noGrad(() => lstm.forward(x).output));
+    expect(stepped()).to.deep.equal(forward());
+    const weight = new Map(lstm.namedParameters()).get('weight_hh_l1')!;
+    const moved = new native.Storage(weight.size);
+    moved.write(new Float32Array(Array.from(weight.toArray(), (v) => -2 * v)), 0);
+    const old = weight.storage;
+    (weight as unknown as { storage: unknown }).storage = moved;
+    old.dispose();
+    const after = stepped();
+    expect(after).to.deep.equal(forward());
+    expect(after).to.not.deep.equal(values(noGrad(() => new LSTM({ inputSize: 6, hiddenSize: 12, numLayers: 2 }).forward(x).output)));
+
+    // disposed weights: a clear error, and their memory is not held by the plan
+    const big = new SequenceModel({ vocabSize: 50, hiddenSize: 256, numLayers: 2, outputSize: 50 });
+    big.step([1], big.initialState(1));
+    const held = memoryStats().allocatedBytes;
+    const bytes = big.parameters().reduce((sum, p) => sum + 4 * p.size, 0);
+    for (const p of big.parameters()) p.dispose();
+    expect(held - memoryStats().allocatedBytes).to.be.at.least(bytes);
+    try {
+      big.step([1], big.initialState(1));
+      expect.fail('expected an error');
+    } catch (error) {
+      expect(error).to.be.instanceOf(TypeError);
+      expect((error as Error).message).to.match(/disposed/);
+    }
   });
 
   it('bad input: a clear error naming the argument', () => {

@@ -77,8 +77,9 @@ export interface NativeAddon {
   layerBackward(cell: number, T: number, B: number, I: number, H: number, D: number,
     dx: S, dh0: MaybeS, dc0: MaybeS, grads: MaybeS[], dy: MaybeS, dhN: MaybeS, dcN: MaybeS,
     reserve: S, x: S, lengths: Int32Array | null, weights: MaybeS[], dhSteps?: MaybeS, stateOffset?: number): void;
-  stackStep(cell: number, B: number, I: number, H: number, L: number, V: number, out: S, h: S, c: MaybeS,
-    tokens: Int32Array | null, embedding: MaybeS, x: MaybeS, layers: MaybeS[][], headW: MaybeS, headB: MaybeS): void;
+  stepPlan(cell: number, I: number, H: number, L: number, V: number, embedding: MaybeS, layers: MaybeS[][],
+    headW: MaybeS, headB: MaybeS): NativeStepPlan;
+  stepRun(plan: NativeStepPlan, B: number, out: S, h: S, c: MaybeS, tokens: Int32Array | null, x: MaybeS): void;
   seq2seqDecode(dims: number[], embedding: S, layers: MaybeS[][], attention: MaybeS[],
     encoder: [number, number, S, S, Int32Array, S, MaybeS], search: number[]): { tokens: Int32Array[]; logProbs: Float64Array; ended: Uint8Array };
   referenceForward(cell: number, T: number, B: number, I: number, H: number, D: number,
@@ -251,20 +252,31 @@ export function layerBackward(call: LayerCall & {
     call.dhSteps ?? null, call.stateOffset ?? 0);
 }
 
+/** A step plan (binding/recurrent.cc): the weights of a stacked model, checked once for stepRun. */
+export interface NativeStepPlan {
+  readonly __brand: 'NativeStepPlan';
+}
+
 /**
- * One step of a stacked one-directional model for inference (cpp/step.h): the embedding rows of
- * `tokens` (or `x` [B, inputSize]) through every layer at T = 1, the state [L, B, H] updated in
- * place, then the head when there is one: out [B, outputs], else the last layer's h [B, H].
+ * The plan for one step of a stacked one-directional model for inference (cpp/step.h): its layers'
+ * weights, the embedding (token ids in) or none (x [B, inputSize] in), and the head or none.
  */
-export function stackStep(call: {
-  cell: CellKind; batch: number; inputSize: number; hiddenSize: number;
+export function stepPlan(model: {
+  cell: CellKind; inputSize: number; hiddenSize: number;
   /** per layer: weight_ih, weight_hh, bias_ih, bias_hh (null biases: none) */
   layers: MaybeS[][];
-  h: S; c: MaybeS; out: S;
-  tokens?: Int32Array | null; embedding?: MaybeS; x?: MaybeS;
-  head?: { weight: S; bias: MaybeS; outputs: number } | null;
-}): void {
-  native.stackStep(call.cell, call.batch, call.inputSize, call.hiddenSize, call.layers.length, call.head?.outputs ?? 0,
-    call.out, call.h, call.c, call.tokens ?? null, call.embedding ?? null, call.x ?? null, call.layers,
-    call.head?.weight ?? null, call.head?.bias ?? null);
+  embedding: MaybeS;
+  head: { weight: S; bias: MaybeS; outputs: number } | null;
+}): NativeStepPlan {
+  return native.stepPlan(model.cell, model.inputSize, model.hiddenSize, model.layers.length, model.head?.outputs ?? 0,
+    model.embedding, model.layers, model.head?.weight ?? null, model.head?.bias ?? null);
+}
+
+/**
+ * One step of a plan's model: the embedding rows of `tokens` (or `x` [B, inputSize]) through every
+ * layer at T = 1, the state [L, B, H] updated in place, then the head when there is one: out
+ * [B, outputs], else the last layer's h [B, H].
+ */
+export function stepRun(plan: NativeStepPlan, call: { batch: number; h: S; c: MaybeS; out: S; tokens: Int32Array | null; x: MaybeS }): void {
+  native.stepRun(plan, call.batch, call.out, call.h, call.c, call.tokens, call.x);
 }

@@ -7,7 +7,7 @@
  */
 import { isGradEnabled, noGrad } from '../core/autograd';
 import { describe, expectBoolean, expectInteger, expectNumber, expectOptions, expectKnownKeys, formatShape, rangeError, typeError } from '../core/errors';
-import { CellKind, layerBackward, layerForward, native, NativeStorage, stackStep } from '../core/native';
+import { CellKind, layerBackward, layerForward, native, NativeStepPlan, NativeStorage, stepPlan, stepRun } from '../core/native';
 import { nextSeed } from '../core/random';
 import { expectSameDevice } from '../core/device';
 import { allocate } from '../core/memory';
@@ -120,6 +120,8 @@ abstract class RecurrentBase extends Module {
    * Parameters are never replaced (loading and moving write into them), so this stays true.
    */
   private readonly flatWeights: (Tensor | null)[][] = [];
+  /** runStep's native plan and the storages it was made from (stepPlanFor) */
+  private cachedStepPlan: { plan: NativeStepPlan; storages: (NativeStorage | null)[] } | null = null;
 
   constructor(className: string, cell: CellKind, options: Record<string, unknown>) {
     super();
@@ -246,13 +248,40 @@ abstract class RecurrentBase extends Module {
       ['weight_ih_l0', this.flatWeights[0][0]]]);
     if (device !== 'cpu') return this.stepByForward(input, B, h, c, given, head);
     const out = given ?? emptyOn(outShape, device);
-    stackStep({
-      cell: this.cell, batch: B, inputSize: 'x' in input ? this.inputSize : input.embedding.shape[1], hiddenSize: H,
-      layers: this.flatWeights.map((w) => w.map((t) => (t ? t.storage : null))), h: h.storage, c: c ? c.storage : null, out: out.storage,
-      ...('x' in input ? { x: input.x.storage } : { tokens: input.tokens, embedding: input.embedding.storage }),
-      head: head ? { weight: head.weight.storage, bias: head.bias ? head.bias.storage : null, outputs } : null,
+    const embedding = 'x' in input ? null : input.embedding;
+    stepRun(this.stepPlanFor(embedding, head), {
+      batch: B, h: h.storage, c: c ? c.storage : null, out: out.storage,
+      tokens: 'x' in input ? null : input.tokens, x: 'x' in input ? input.x.storage : null,
     });
     return out;
+  }
+
+  /**
+   * The native plan of runStep for these weights (binding/recurrent.cc's stepPlan: every weight checked
+   * once, not at each step), made again when any of their storages changed (a device move).
+   */
+  private stepPlanFor(embedding: Tensor | null, head: { weight: Tensor; bias: Tensor | null } | null): NativeStepPlan {
+    const cached = this.cachedStepPlan;
+    if (cached) {
+      const storages = cached.storages;
+      let i = 0;
+      let same = storages[i++] === (embedding ? embedding.storage : null) && storages[i++] === (head ? head.weight.storage : null) &&
+        storages[i++] === (head && head.bias ? head.bias.storage : null);
+      for (let l = 0; same && l < this.flatWeights.length; ++l) {
+        for (const w of this.flatWeights[l]) same = same && storages[i++] === (w ? w.storage : null);
+      }
+      if (same) return cached.plan;
+    }
+    const layers = this.flatWeights.map((w) => w.map((t) => (t ? t.storage : null)));
+    const headStorages = head ? { weight: head.weight.storage, bias: head.bias ? head.bias.storage : null, outputs: head.weight.shape[0] } : null;
+    const plan = stepPlan({
+      cell: this.cell, inputSize: embedding ? embedding.shape[1] : this.inputSize, hiddenSize: this.hiddenSize, layers,
+      embedding: embedding ? embedding.storage : null, head: headStorages,
+    });
+    this.cachedStepPlan = {
+      plan, storages: [embedding ? embedding.storage : null, headStorages?.weight ?? null, headStorages?.bias ?? null, ...layers.flat()],
+    };
+    return plan;
   }
 
   /** step() where the kernel does not run (CUDA): forward() at T = 1, the state copied back. */
