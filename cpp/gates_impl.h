@@ -7,8 +7,9 @@
 //
 // The gate equations are cells.h's, instantiated on the vector type V with VecMath; only
 // sigmoid and tanh differ from the scalar ones in the last bits: expf is Cephes' range
-// reduction with a degree-5 polynomial (< 2 ulp), and tanh uses Cephes' odd polynomial below |x| = 0.625 and 1 - 2 / (exp(2|x|) + 1)
-// above, so the relative error stays below 1e-6 everywhere (tested in kernel_tests.cc).
+// reduction with a degree-5 polynomial (< 2 ulp), sigmoid is 1 / (1 + exp(-x)), and tanh is a
+// rational approximation (degree 13 over 6, one division, no exponential), so the relative error
+// stays below 1e-6 everywhere (tested in kernel_tests.cc).
 //
 // Block kernels work on one batch row and one block of 16 hidden units. Pointers are at
 // the block's first unit; gate q of the x-side pre-activations, of the biases and of the
@@ -50,19 +51,24 @@ static inline V vexp(V x) {
 static inline V vsigmoid(V x) { return vdivq_f32(splat(1.0f), vaddq_f32(splat(1.0f), vexp(vnegq_f32(x)))); }
 
 static inline V vtanh(V x) {
-  const V a = vabsq_f32(x);
-  // small |x|: x + x^3 P(x^2)
-  const V z = vmulq_f32(x, x);
-  V p = splat(-5.70498872745E-3f);
-  p = fma(splat(2.06390887954E-2f), p, z);
-  p = fma(splat(-5.37397155531E-2f), p, z);
-  p = fma(splat(1.33314422036E-1f), p, z);
-  p = fma(splat(-3.33332819422E-1f), p, z);
-  const V small = fma(x, vmulq_f32(p, z), x);
-  // large |x|: sign(x) (1 - 2 / (exp(2|x|) + 1)), the sign copied from x
-  const V big = vsubq_f32(splat(1.0f), vdivq_f32(splat(2.0f), vaddq_f32(vexp(vaddq_f32(a, a)), splat(1.0f))));
-  const V large = vbslq_f32(vdupq_n_u32(0x80000000u), x, big);
-  return vbslq_f32(vcltq_f32(a, splat(0.625f)), small, large);  // NaN: not below, so large (NaN)
+  // the generic version's rational approximation (see there); FMIN/FMAX keep a NaN
+  const V c = vmaxq_f32(vminq_f32(x, splat(7.90531110763549805f)), splat(-7.90531110763549805f));
+  const V z = vmulq_f32(c, c);
+  V p = splat(-2.76076847742355e-16f);
+  p = fma(splat(2.00018790482477e-13f), p, z);
+  p = fma(splat(-8.60467152213735e-11f), p, z);
+  p = fma(splat(5.12229709037114e-08f), p, z);
+  p = fma(splat(1.48572235717979e-05f), p, z);
+  p = fma(splat(6.37261928875436e-04f), p, z);
+  p = fma(splat(4.89352455891786e-03f), p, z);
+  V q = splat(1.19825839466702e-06f);
+  q = fma(splat(1.18534705686654e-04f), q, z);
+  q = fma(splat(2.26843463243900e-03f), q, z);
+  q = fma(splat(4.89352518554385e-03f), q, z);
+  const V r = vmulq_f32(c, vdivq_f32(p, q));
+  // from |x| = 9: +-1, the sign copied from x
+  const V one = vbslq_f32(vdupq_n_u32(0x80000000u), x, splat(1.0f));
+  return vbslq_f32(vcgeq_f32(vabsq_f32(x), splat(9.0f)), one, r);
 }
 
 // cells.h's activations on float32x4_t
@@ -106,19 +112,29 @@ static inline V vexp(V x) {
 static inline V vsigmoid(V x) { return 1.0f / (1.0f + vexp(-x)); }
 
 static inline V vtanh(V x) {
+  // A rational approximation, odd degree 13 over even degree 6 (Eigen's fast tanh): no exponential,
+  // one division; relative error below 3e-7 (kernel_tests.cc). The argument is clamped to +-7.905,
+  // where the quotient levels off at 0.99999976; from |x| = 9, where tanh rounds to 1 in float,
+  // the result is +-1. The clamps keep a NaN (a comparison with it is false), and so does the rest.
+  const V hi = splat(7.90531110763549805f), lo = splat(-7.90531110763549805f);
+  V c = hi < x ? hi : x;
+  c = lo > c ? lo : c;
+  const V z = c * c;
+  V p = splat(-2.76076847742355e-16f);
+  p = p * z + 2.00018790482477e-13f;
+  p = p * z - 8.60467152213735e-11f;
+  p = p * z + 5.12229709037114e-08f;
+  p = p * z + 1.48572235717979e-05f;
+  p = p * z + 6.37261928875436e-04f;
+  p = p * z + 4.89352455891786e-03f;
+  V q = splat(1.19825839466702e-06f);
+  q = q * z + 1.18534705686654e-04f;
+  q = q * z + 2.26843463243900e-03f;
+  q = q * z + 4.89352518554385e-03f;
+  const V r = c * (p / q);  // not (p * c) / q: p * c is subnormal near the smallest normal x
   const V a = x < splat(0.0f) ? -x : x;
-  // small |x|: x + x^3 P(x^2)
-  const V z = x * x;
-  V p = splat(-5.70498872745E-3f);
-  p = p * z + 2.06390887954E-2f;
-  p = p * z - 5.37397155531E-2f;
-  p = p * z + 1.33314422036E-1f;
-  p = p * z - 3.33332819422E-1f;
-  const V small = p * z * x + x;
-  // large |x|: sign(x) (1 - 2 / (exp(2|x|) + 1))
-  const V big = 1.0f - 2.0f / (vexp(a + a) + 1.0f);
-  const V large = x < splat(0.0f) ? -big : big;
-  return a < splat(0.625f) ? small : large;
+  const V one = x < splat(0.0f) ? splat(-1.0f) : splat(1.0f);
+  return a >= splat(9.0f) ? one : r;
 }
 
 // cells.h's activations on V
