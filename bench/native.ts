@@ -137,8 +137,9 @@ export function nativeMarkdown(report: NativeReport): string {
     '',
     `Machine: ${report.machine}. One layer, T = 32, B = 32, I = H, float32; training = forward + backward. ` +
       `Timestep-samples per second (T x B / s), medians of ${report.rounds} alternating rounds; GFLOP/s counts the matmuls ` +
-      '(3 x 2 x B x (I + H) x G x H per step for training). oneDNN 2.6 from Debian (OpenMP), weights in its preferred layouts, ' +
-      'reorders not timed; its GRU is the linear-before-reset GRU, which is PyTorch\'s.',
+      '(3 x 2 x B x (I + H) x G x H per step for training). oneDNN 2.6 from Debian (OpenMP), weights reordered into its preferred layouts, ' +
+      'reorders not timed; its GRU is the linear-before-reset GRU, which is PyTorch\'s. recurrent keeps its packed weights as the addon ' +
+      'does: packed once in inference, once per iteration in training (one optimizer step in fit).',
     '',
     `| job | recurrent ${maxThreads} threads | oneDNN ${maxThreads} threads | ratio | recurrent 1 thread | oneDNN 1 thread | ratio | recurrent ${maxThreads}t/1t |`,
     '|---|---|---|---|---|---|---|---|',
