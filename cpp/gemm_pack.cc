@@ -3,6 +3,7 @@
 // the same as the plain loops', which RECURRENT_ISA=baseline still runs).
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 #include <string>
 
 #include "gemm_internal.h"
@@ -86,8 +87,15 @@ void pack_a(bool trans, const float* a, int lda, int m0, int mc, int k0, int kc,
     const int rows = std::min(mr, mc - p);
     float* dst = out + static_cast<long>(p) * kc;
     int k = 0;
-    if (rows == 8 && mr == 8 && trans) {
-      for (; k < kc; ++k) std::memcpy(dst + k * 8, a + static_cast<long>(k0 + k) * lda + m0 + p, 8 * sizeof(float));
+    if (rows == mr && trans) {  // op(A) = A^T: the panel's mr values of each k lie side by side
+      const float* src = a + static_cast<long>(k0) * lda + m0 + p;
+      // a copy of a constant size is inlined (a call to memcpy per k costs more than it moves)
+      const auto copy = [&](auto width) {
+        for (; k < kc; ++k) std::memcpy(dst + k * width, src + static_cast<long>(k) * lda, width * sizeof(float));
+      };
+      if (mr == 8) copy(std::integral_constant<int, 8>{});
+      else if (mr == 6) copy(std::integral_constant<int, 6>{});  // AVX2, NEON
+      else if (mr == 4) copy(std::integral_constant<int, 4>{});  // the portable baseline
     }
 #ifdef RECURRENT_X86_DISPATCH
     if (rows == 8 && mr == 8 && !trans && vector) {
