@@ -43,7 +43,8 @@ const steps = pick('steps', quick ? [1, 32] : [1, 32, 100]);
 const hiddens = pick('hiddens', quick ? [256] : [128, 256, 512]);
 const layerCounts = pick('layers', [1, 2]);
 const threadCounts = pick('threads', [1, 2]);
-const gridOnly = argv.includes('--grid-only');
+// a part of the grid, or --grid-only: the shapes alone, printed, nothing written
+const gridOnly = argv.includes('--grid-only') || ['cells', 'batches', 'steps', 'hiddens', 'layers', 'threads'].some((name) => argv.includes(`--${name}`));
 
 type Cell = (typeof cells)[number];
 type Layer = LSTM | GRU | RNN;
@@ -254,7 +255,7 @@ async function main(): Promise<void> {
   console.log(`machine: ${where}`);
   const rows: Row[] = [];
   await compareShapes(rows);
-  if (gridOnly || argv.some((a) => /^--(cells|batches|steps|hiddens|layers|threads)$/.test(a))) {
+  if (gridOnly) {
     const ratios = rows.map((r) => r.ratio).sort((a, b) => a - b);
     console.log(`${rows.length} shapes: ratio median ${median(ratios).toFixed(2)}x, lowest ${ratios[0].toFixed(2)}x; ` +
       `${rows.filter((r) => r.ratio < 1).length} below 1.0x (a part of the grid: nothing written)`);

@@ -18,6 +18,20 @@
 
 namespace RECURRENT_GATES_NS {
 
+// The constants both versions below evaluate (polynomials highest degree first, for Horner's rule).
+// exp: Cephes' range reduction and degree-5 polynomial
+constexpr float kExpMax = 88.3762626647949f, kExpMin = -87.3365478515625f;
+constexpr float kLog2e = 1.44269504088896341f;
+constexpr float kLn2Hi = 0.693359375f, kLn2Lo = -2.12194440e-4f;  // ln 2 = kLn2Hi + kLn2Lo
+constexpr float kExpPoly[] = {1.9875691500E-4f, 1.3981999507E-3f, 8.3334519073E-3f, 4.1665795894E-2f, 1.6666665459E-1f, 5.0000001201E-1f};
+// tanh: a rational approximation, odd degree 13 over even degree 6 (Eigen's fast tanh), in z = x^2:
+// x * num(z) / den(z) on x clamped to +-kTanhClamp, where the quotient levels off at 0.99999976;
+// from |x| = kTanhOne, where tanh rounds to 1 in float, the result is +-1
+constexpr float kTanhClamp = 7.90531110763549805f, kTanhOne = 9.0f;
+constexpr float kTanhNum[] = {-2.76076847742355e-16f, 2.00018790482477e-13f, -8.60467152213735e-11f, 5.12229709037114e-08f,
+                              1.48572235717979e-05f, 6.37261928875436e-04f, 4.89352455891786e-03f};
+constexpr float kTanhDen[] = {1.19825839466702e-06f, 1.18534705686654e-04f, 2.26843463243900e-03f, 4.89352518554385e-03f};
+
 #ifdef RECURRENT_GATES_NEON
 // AArch64 ASIMD: the same algorithms in NEON intrinsics (arm_neon.h, included by gates.cc), with
 // fused multiply-adds, FRINTN for the rounding and bit selects. float32x4_t takes C++'s vector
@@ -34,15 +48,11 @@ static inline V fma(V acc, V a, V b) { return vfmaq_f32(acc, a, b); }  // acc + 
 static inline V vexp(V x) {
   // exp(x) = 2^n * exp(r), n = round(x / ln 2), r = x - n ln 2 (ln 2 split in two parts).
   // FMAX/FMIN return NaN for a NaN input, as the comparisons of the generic version do.
-  x = vminq_f32(vmaxq_f32(x, splat(-87.3365478515625f)), splat(88.3762626647949f));
-  const V n = vrndnq_f32(vmulq_n_f32(x, 1.44269504088896341f));  // to nearest, ties to even
-  const V r = fma(vfmsq_f32(x, n, splat(0.693359375f)), n, splat(2.12194440e-4f));
-  V p = splat(1.9875691500E-4f);
-  p = fma(splat(1.3981999507E-3f), p, r);
-  p = fma(splat(8.3334519073E-3f), p, r);
-  p = fma(splat(4.1665795894E-2f), p, r);
-  p = fma(splat(1.6666665459E-1f), p, r);
-  p = fma(splat(5.0000001201E-1f), p, r);
+  x = vminq_f32(vmaxq_f32(x, splat(kExpMin)), splat(kExpMax));
+  const V n = vrndnq_f32(vmulq_n_f32(x, kLog2e));  // to nearest, ties to even
+  const V r = fma(vfmsq_f32(x, n, splat(kLn2Hi)), n, splat(-kLn2Lo));
+  V p = splat(kExpPoly[0]);
+  for (int i = 1; i < 6; ++i) p = fma(splat(kExpPoly[i]), p, r);
   p = fma(vaddq_f32(r, splat(1.0f)), p, vmulq_f32(r, r));
   const VI bits = vshlq_n_s32(vaddq_s32(vcvtq_s32_f32(n), vdupq_n_s32(127)), 23);
   return vmulq_f32(p, vreinterpretq_f32_s32(bits));
@@ -52,23 +62,16 @@ static inline V vsigmoid(V x) { return vdivq_f32(splat(1.0f), vaddq_f32(splat(1.
 
 static inline V vtanh(V x) {
   // the generic version's rational approximation (see there); FMIN/FMAX keep a NaN
-  const V c = vmaxq_f32(vminq_f32(x, splat(7.90531110763549805f)), splat(-7.90531110763549805f));
+  const V c = vmaxq_f32(vminq_f32(x, splat(kTanhClamp)), splat(-kTanhClamp));
   const V z = vmulq_f32(c, c);
-  V p = splat(-2.76076847742355e-16f);
-  p = fma(splat(2.00018790482477e-13f), p, z);
-  p = fma(splat(-8.60467152213735e-11f), p, z);
-  p = fma(splat(5.12229709037114e-08f), p, z);
-  p = fma(splat(1.48572235717979e-05f), p, z);
-  p = fma(splat(6.37261928875436e-04f), p, z);
-  p = fma(splat(4.89352455891786e-03f), p, z);
-  V q = splat(1.19825839466702e-06f);
-  q = fma(splat(1.18534705686654e-04f), q, z);
-  q = fma(splat(2.26843463243900e-03f), q, z);
-  q = fma(splat(4.89352518554385e-03f), q, z);
+  V p = splat(kTanhNum[0]);
+  for (int i = 1; i < 7; ++i) p = fma(splat(kTanhNum[i]), p, z);
+  V q = splat(kTanhDen[0]);
+  for (int i = 1; i < 4; ++i) q = fma(splat(kTanhDen[i]), q, z);
   const V r = vmulq_f32(c, vdivq_f32(p, q));
-  // from |x| = 9: +-1, the sign copied from x
+  // +-1 from kTanhOne, the sign copied from x
   const V one = vbslq_f32(vdupq_n_u32(0x80000000u), x, splat(1.0f));
-  return vbslq_f32(vcgeq_f32(vabsq_f32(x), splat(9.0f)), one, r);
+  return vbslq_f32(vcgeq_f32(vabsq_f32(x), splat(kTanhOne)), one, r);
 }
 
 // cells.h's activations on float32x4_t
@@ -91,17 +94,13 @@ static inline V splat(float x) { return V{} + x; }
 
 static inline V vexp(V x) {
   // exp(x) = 2^n * exp(r), n = round(x / ln 2), r = x - n ln 2 (ln 2 split in two parts)
-  x = x > splat(88.3762626647949f) ? splat(88.3762626647949f) : x;
-  x = x < splat(-87.3365478515625f) ? splat(-87.3365478515625f) : x;
+  x = x > splat(kExpMax) ? splat(kExpMax) : x;
+  x = x < splat(kExpMin) ? splat(kExpMin) : x;
   const V magic = splat(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
-  const V n = (x * 1.44269504088896341f + magic) - magic;
-  const V r = x - n * 0.693359375f + n * 2.12194440e-4f;
-  V p = splat(1.9875691500E-4f);
-  p = p * r + 1.3981999507E-3f;
-  p = p * r + 8.3334519073E-3f;
-  p = p * r + 4.1665795894E-2f;
-  p = p * r + 1.6666665459E-1f;
-  p = p * r + 5.0000001201E-1f;
+  const V n = (x * kLog2e + magic) - magic;
+  const V r = x - n * kLn2Hi - n * kLn2Lo;
+  V p = splat(kExpPoly[0]);
+  for (int i = 1; i < 6; ++i) p = p * r + kExpPoly[i];
   p = p * (r * r) + r + 1.0f;
   const VI bits = (__builtin_convertvector(n, VI) + 127) << 23;
   V scale;
@@ -112,29 +111,21 @@ static inline V vexp(V x) {
 static inline V vsigmoid(V x) { return 1.0f / (1.0f + vexp(-x)); }
 
 static inline V vtanh(V x) {
-  // A rational approximation, odd degree 13 over even degree 6 (Eigen's fast tanh): no exponential,
-  // one division; relative error below 3e-7 (kernel_tests.cc). The argument is clamped to +-7.905,
-  // where the quotient levels off at 0.99999976; from |x| = 9, where tanh rounds to 1 in float,
-  // the result is +-1. The clamps keep a NaN (a comparison with it is false), and so does the rest.
-  const V hi = splat(7.90531110763549805f), lo = splat(-7.90531110763549805f);
+  // the rational approximation (kTanhNum, kTanhDen): no exponential, one division; relative error
+  // below 3e-7 (kernel_tests.cc). The clamps keep a NaN (a comparison with it is false), and so
+  // does the rest.
+  const V hi = splat(kTanhClamp), lo = splat(-kTanhClamp);
   V c = hi < x ? hi : x;
   c = lo > c ? lo : c;
   const V z = c * c;
-  V p = splat(-2.76076847742355e-16f);
-  p = p * z + 2.00018790482477e-13f;
-  p = p * z - 8.60467152213735e-11f;
-  p = p * z + 5.12229709037114e-08f;
-  p = p * z + 1.48572235717979e-05f;
-  p = p * z + 6.37261928875436e-04f;
-  p = p * z + 4.89352455891786e-03f;
-  V q = splat(1.19825839466702e-06f);
-  q = q * z + 1.18534705686654e-04f;
-  q = q * z + 2.26843463243900e-03f;
-  q = q * z + 4.89352518554385e-03f;
+  V p = splat(kTanhNum[0]);
+  for (int i = 1; i < 7; ++i) p = p * z + kTanhNum[i];
+  V q = splat(kTanhDen[0]);
+  for (int i = 1; i < 4; ++i) q = q * z + kTanhDen[i];
   const V r = c * (p / q);  // not (p * c) / q: p * c is subnormal near the smallest normal x
   const V a = x < splat(0.0f) ? -x : x;
   const V one = x < splat(0.0f) ? splat(-1.0f) : splat(1.0f);
-  return a >= splat(9.0f) ? one : r;
+  return a >= splat(kTanhOne) ? one : r;
 }
 
 // cells.h's activations on V
