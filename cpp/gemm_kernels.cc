@@ -132,12 +132,70 @@ __attribute__((always_inline)) inline void skinny_body(int kc, const float* __re
   }
 }
 
+// The same over a group of NV column vectors (W columns each) that need not fill whole panels:
+// vector j is part j % (kNR / W) of panel j / (kNR / W), counted from b (and from C's column 0).
+// For ISAs whose panel is several vectors (AVX2: two), so that R rows can use every accumulator
+// register: 4 rows x 3 vectors on AVX2 where whole panels would leave 4 x 2 (an FMA latency's worth
+// of chains too few). Vectors from column `cols` on are computed (the panels are zero-padded) but
+// not stored.
+template <typename V, int W, int R, int NV>
+__attribute__((always_inline)) inline void skinny_vectors_body(int kc, const float* __restrict a, int lda, const float* __restrict b,
+                                                               int j0, float alpha, float* c, int ldc, int cols, bool overwrite) {
+  constexpr int kParts = kNR / W;
+  const long panel = static_cast<long>(kNR) * kc;
+  const float* src[NV];
+  for (int v = 0; v < NV; ++v) src[v] = b + (j0 + v) / kParts * panel + (j0 + v) % kParts * W;
+  V acc[R][NV];
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < NV; ++v) acc[r][v] = V{};
+  for (int k = 0; k < kc; ++k) {
+    for (int r = 0; r < R; ++r) {
+      const float x = a[static_cast<long>(r) * lda + k];
+      for (int v = 0; v < NV; ++v) {
+        V bv;
+        __builtin_memcpy(&bv, src[v] + k * kNR, sizeof(V));
+        acc[r][v] += x * bv;
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    float* crow = c + static_cast<long>(r) * ldc;
+    for (int v = 0; v < NV; ++v) {
+      const int col = (j0 + v) * W, width = cols - col < W ? cols - col : W;
+      if (width <= 0) break;
+      float tile[W];
+      float* out = width == W ? crow + col : tile;
+      if (out == tile && !overwrite) std::memcpy(tile, crow + col, width * sizeof(float));
+      V current;
+      if (overwrite) {
+        current = alpha * acc[r][v];
+      } else {
+        __builtin_memcpy(&current, out, sizeof(V));
+        current += alpha * acc[r][v];
+      }
+      __builtin_memcpy(out, &current, sizeof(V));
+      if (out == tile) std::memcpy(crow + col, tile, width * sizeof(float));
+    }
+  }
+}
+
 // A skinny kernel for one ISA: as many panels at once as its registers hold for `rows` rows
-// (ACC accumulator registers in all), the rest one panel at a time.
-#define RECURRENT_SKINNY_KERNEL(NAME, TARGET, V, W, ACC)                                                        \
+// (ACC accumulator registers in all), the rest one panel at a time; with VECTORS, groups of column
+// vectors instead (skinny_vectors_body), where whole panels would leave registers unused.
+#define RECURRENT_SKINNY_KERNEL(NAME, TARGET, V, W, ACC, VECTORS)                                               \
   template <int R>                                                                                             \
   TARGET void NAME##_rows(int kc, const float* a, int lda, const float* b, int panels, float alpha, float* c,   \
                           int ldc, int cols, bool overwrite) {                                                 \
+    constexpr int kParts = kNR / (W);                                                                          \
+    constexpr int kGroupV = (ACC) / R;                                                                         \
+    if constexpr ((VECTORS) && kGroupV % kParts != 0) {                                                        \
+      const int vectors = panels * kParts;                                                                     \
+      int j = 0;                                                                                               \
+      for (; j + kGroupV <= vectors; j += kGroupV)                                                             \
+        skinny_vectors_body<V, W, R, kGroupV>(kc, a, lda, b, j, alpha, c, ldc, cols, overwrite);                \
+      for (; j < vectors; ++j) skinny_vectors_body<V, W, R, 1>(kc, a, lda, b, j, alpha, c, ldc, cols, overwrite); \
+      return;                                                                                                  \
+    }                                                                                                          \
     constexpr int kGroup = (ACC) / (R * (kNR / (W))) > 0 ? (ACC) / (R * (kNR / (W))) : 1;                       \
     const long panel = static_cast<long>(kNR) * kc;                                                            \
     int q = 0;                                                                                                 \
@@ -167,7 +225,7 @@ using MicroKernel = void (*)(int, const float*, const float*, float, float*, int
 using WideKernel = void (*)(int, const float*, const float*, const float*, float, float*, int, int, int, bool);
 
 RECURRENT_MICRO_KERNEL(micro_kernel_baseline, , Vec4, 4, 4)
-RECURRENT_SKINNY_KERNEL(skinny_kernel_baseline, , Vec4, 4, 12)
+RECURRENT_SKINNY_KERNEL(skinny_kernel_baseline, , Vec4, 4, 12, false)
 
 #ifdef RECURRENT_NEON_DISPATCH
 // AArch64 (ASIMD, 128-bit, 32 registers): 6 x 16 tiles, 24 accumulators, the 4 B vectors of a k
@@ -210,16 +268,16 @@ void micro_kernel_neon(int kc, const float* __restrict a, const float* __restric
     if (out == tile) std::memcpy(crow, tile, cols * sizeof(float));
   }
 }
-RECURRENT_SKINNY_KERNEL(skinny_kernel_neon, , Vec4, 4, 24)
+RECURRENT_SKINNY_KERNEL(skinny_kernel_neon, , Vec4, 4, 24, false)
 #endif
 #ifdef RECURRENT_X86_DISPATCH
 RECURRENT_MICRO_KERNEL(micro_kernel_avx2, __attribute__((target("avx2,fma"))), Vec8, 8, 6)
-RECURRENT_SKINNY_KERNEL(skinny_kernel_avx2, __attribute__((target("avx2,fma"))), Vec8, 8, 12)
+RECURRENT_SKINNY_KERNEL(skinny_kernel_avx2, __attribute__((target("avx2,fma"))), Vec8, 8, 12, true)
 // AVX-512: 8 x 32 (two panels; 16 accumulators hide the FMA latency on two 512-bit pipes),
 // and 8 x 16 for a last single panel; A blocks of 256 rows (L2).
 RECURRENT_MICRO_KERNEL(micro_kernel_avx512, __attribute__((target("avx512f,avx2,fma"))), Vec16, 16, 8)
 RECURRENT_MICRO_KERNEL_WIDE(micro_kernel_avx512_wide, __attribute__((target("avx512f,avx2,fma"))), Vec16, 16, 8)
-RECURRENT_SKINNY_KERNEL(skinny_kernel_avx512, __attribute__((target("avx512f,avx2,fma"))), Vec16, 16, 24)
+RECURRENT_SKINNY_KERNEL(skinny_kernel_avx512, __attribute__((target("avx512f,avx2,fma"))), Vec16, 16, 24, false)
 
 #endif
 
