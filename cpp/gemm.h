@@ -77,4 +77,14 @@ void gemm_packed(int m, float alpha, const float* a, int lda, const PackedMatrix
 // The instruction set the GEMM kernels use on this CPU: "avx512", "avx2" or "baseline".
 const char* gemm_isa();
 
+// How a batch may be cut between threads that each multiply their own rows by the same packed B
+// at full rate: at least min_rows rows each, in multiples of grain. AVX2: 4 and 2 (its skinny
+// kernels run 4 rows at full rate, its micro-kernel 6); elsewhere 16 and 8 (two of AVX-512's
+// 8-row panels).
+struct GemmRowSplit {
+  int min_rows;
+  int grain;
+};
+GemmRowSplit gemm_row_split();
+
 }  // namespace recurrent

@@ -54,6 +54,7 @@ struct Dispatch {
   int mr;  // rows of the micro-kernel (A panels are packed this tall)
   int mc;  // rows of an A block: a multiple of mr
   SkinnyKernel skinny;
+  GemmRowSplit row_split;  // see gemm.h
 };
 
 // The kernels chosen for this CPU (or forced by RECURRENT_ISA), once.

@@ -291,18 +291,18 @@ Dispatch choose_kernel() {
   const bool has_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   const char* forced = std::getenv("RECURRENT_ISA");
   const std::string want = forced ? forced : "";
-  if (want == "baseline") return {micro_kernel_baseline, nullptr, "baseline", 4, 64, skinny_kernel_baseline};
-  if (want == "avx2" && has_avx2) return {micro_kernel_avx2, nullptr, "avx2", 6, 60, skinny_kernel_avx2};
+  if (want == "baseline") return {micro_kernel_baseline, nullptr, "baseline", 4, 64, skinny_kernel_baseline, {16, 8}};
+  if (want == "avx2" && has_avx2) return {micro_kernel_avx2, nullptr, "avx2", 6, 60, skinny_kernel_avx2, {4, 2}};
   if ((want.empty() || want == "avx512") && has_avx512)
-    return {micro_kernel_avx512, micro_kernel_avx512_wide, "avx512", 8, 256, skinny_kernel_avx512};
-  if (has_avx2) return {micro_kernel_avx2, nullptr, "avx2", 6, 60, skinny_kernel_avx2};
+    return {micro_kernel_avx512, micro_kernel_avx512_wide, "avx512", 8, 256, skinny_kernel_avx512, {16, 8}};
+  if (has_avx2) return {micro_kernel_avx2, nullptr, "avx2", 6, 60, skinny_kernel_avx2, {4, 2}};
 #endif
 #ifdef RECURRENT_NEON_DISPATCH
   // ASIMD is part of every AArch64 CPU: the NEON kernels unless RECURRENT_ISA asks for the baseline
   const char* requested = std::getenv("RECURRENT_ISA");
-  if (!requested || std::string(requested) != "baseline") return {micro_kernel_neon, nullptr, "neon", 6, 60, skinny_kernel_neon};
+  if (!requested || std::string(requested) != "baseline") return {micro_kernel_neon, nullptr, "neon", 6, 60, skinny_kernel_neon, {16, 8}};
 #endif
-  return {micro_kernel_baseline, nullptr, "baseline", 4, 64, skinny_kernel_baseline};
+  return {micro_kernel_baseline, nullptr, "baseline", 4, 64, skinny_kernel_baseline, {16, 8}};
 }
 
 }  // namespace
@@ -315,5 +315,7 @@ const Dispatch& dispatch() {
 }  // namespace gemm_detail
 
 const char* gemm_isa() { return gemm_detail::dispatch().isa; }
+
+GemmRowSplit gemm_row_split() { return gemm_detail::dispatch().row_split; }
 
 }  // namespace recurrent

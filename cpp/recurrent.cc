@@ -25,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "aligned.h"
 #include "gates.h"
 #include "gemm.h"
 #include "thread_pool.h"
@@ -37,8 +38,9 @@ namespace {
 // given size nothing is allocated at all.
 struct Scratch {
   PackedMatrix w_hh_packed, w_ih_packed;
-  std::vector<float> xproj, hproj, h, c, reserve, zeros, wperm;
-  std::vector<float> dgates_x, dgates_h, dh, dc;
+  // aligned: the threads of a split by rows write their own rows of these (see aligned.h)
+  AlignedVector<float> xproj, hproj, h, c, reserve, zeros, wperm;
+  AlignedVector<float> dgates_x, dgates_h, dh, dc;
 };
 
 // A call borrows a scratch from a pool and gives it back. Calls queued in async mode run one at a
@@ -77,7 +79,7 @@ class ScratchLease {
   Scratch* scratch_;
 };
 
-float* sized(std::vector<float>& v, size_t n) {
+float* sized(AlignedVector<float>& v, size_t n) {
   if (v.size() < n) v.resize(n);
   return v.data();
 }
@@ -173,15 +175,14 @@ struct TeamPlan {
   bool by_rows;
 };
 
-// Rows per thread below which a batch is not split (two panels of the GEMM's 8-row micro-kernel),
-// and the largest w_hh every thread reads whole at each step.
-constexpr int kMinRowsPerThread = 16;
+// The largest w_hh every thread reads whole at each step of a split by rows (the rows per thread
+// below which a batch is not split, and their multiple: gemm_row_split()).
 constexpr double kRowSplitMaxWeightBytes = 4 << 20;
 
 TeamPlan team_for(int blocks, int batch, int gh, int hidden, int steps) {
   const double step_work = static_cast<double>(batch) * gh * hidden * (bf16_matmul() ? 0.5 : 1.0);
   const TeamSplit split = g_team_split.load();
-  const int row_team = std::min(num_threads(), batch / kMinRowsPerThread);
+  const int row_team = std::min(num_threads(), batch / gemm_row_split().min_rows);
   const double weight_bytes = static_cast<double>(gh) * hidden * (bf16_matmul() ? 2 : 4);
   if (row_team > 1 && (split == TeamSplit::kRows || (split == TeamSplit::kAuto && weight_bytes <= kRowSplitMaxWeightBytes &&
                                                       step_work * steps >= 1 << 20)))
@@ -197,8 +198,9 @@ struct Share {
 
 Share share_of(const TeamPlan& plan, int id, int batch, int blocks) {
   if (plan.by_rows) {
-    const int panels = (batch + 7) / 8;  // whole panels of 8 rows
-    return {std::min(batch, panels * id / plan.team * 8), std::min(batch, panels * (id + 1) / plan.team * 8), 0, blocks};
+    const int grain = gemm_row_split().grain;  // rows in multiples of the GEMM's
+    const int panels = (batch + grain - 1) / grain;
+    return {std::min(batch, panels * id / plan.team * grain), std::min(batch, panels * (id + 1) / plan.team * grain), 0, blocks};
   }
   return {0, batch, blocks * id / plan.team, blocks * (id + 1) / plan.team};
 }
@@ -291,13 +293,32 @@ void layer_forward_cpu(const LayerDims& dims, float* y, float* h_n, float* c_n, 
       const int n = std::min(chunk, T - first);
       const int t_lo = d == 0 ? first : T - first - n;
       const float* x_chunk = x + static_cast<size_t>(t_lo) * B * I;
-      if (w_ih) gemm_packed(n * B, 1.0f, x_chunk, I, **w_ih, 0.0f, xproj, GH);
-      else gemm_cpu(false, true, n * B, GH, I, 1.0f, x_chunk, I, w.w_ih, I, 0.0f, xproj, GH);
       const TeamPlan plan = team_for(blocks, B, GH, H, n);
+      // Split by rows, each thread projects its own rows, so that its steps read nothing another
+      // core wrote (a product of all rows over the pool splits them by time: half of each thread's
+      // rows would come from the other core's cache, which costs microseconds a step where the
+      // cores are far apart). Otherwise all rows at once, over the pool.
+      const bool own_projection = plan.by_rows && plan.team > 1 && w_ih;
+      if (own_projection) {
+        // in run_team below
+      } else if (w_ih) {
+        gemm_packed(n * B, 1.0f, x_chunk, I, **w_ih, 0.0f, xproj, GH);
+      } else {
+        gemm_cpu(false, true, n * B, GH, I, 1.0f, x_chunk, I, w.w_ih, I, 0.0f, xproj, GH);
+      }
       run_team(plan.team, [&](int id, int team, Barrier& barrier) {
         const Share share = share_of({team, plan.by_rows}, id, B, blocks);
         const int blk0 = share.blk0, blk1 = share.blk1;
         const int u0 = blk0 * kGateBlock, u1 = std::min(H, blk1 * kGateBlock);
+        if (own_projection) {  // (the whole batch where the pool was busy and the team is this thread alone)
+          const int tiles = (GH + kGemmTile - 1) / kGemmTile;
+          for (int tt = t_lo; tt < t_lo + n; ++tt) {
+            const int rows = rows_within(gemm_rows(lengths, B, sorted, tt), share.b0, share.b1);
+            if (rows > 0)
+              gemm_packed_tiles(rows, 1.0f, x + (static_cast<size_t>(tt) * B + share.b0) * I, I, **w_ih, 0.0f,
+                                xproj + (static_cast<size_t>(tt - t_lo) * B + share.b0) * GH, GH, 0, tiles);
+          }
+        }
         std::vector<float> discard(training ? 0 : GH + H);  // inference: gates and h_n go nowhere
         Pad pad;
         for (int step = first; step < first + n; ++step) {

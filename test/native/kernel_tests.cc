@@ -65,6 +65,10 @@ void capture(const std::vector<float>& values) {
   if (g_capture) g_capture->insert(g_capture->end(), values.begin(), values.end());
 }
 
+// When set, check_layer gives its weights pack caches (as the addon does), so that the layer keeps
+// their packed forms, and a split by rows projects each thread's own inputs.
+bool g_pack_caches = false;
+
 void check_layer(CellKind cell, int directions, const std::vector<int>& lengths, bool bias, int H = 6, int T = 7) {
   const int B = static_cast<int>(lengths.empty() ? 3 : lengths.size()), I = 5;
   const int G = gate_count(cell), GH = G * H;
@@ -81,6 +85,7 @@ void check_layer(CellKind cell, int directions, const std::vector<int>& lengths,
   std::vector<std::vector<double>> wd(4 * directions);
   std::vector<LayerWeights> lw(directions);
   std::vector<ReferenceWeights> rw(directions);
+  std::vector<PackCache> caches(2 * directions);
   const float scale = 1.0f / std::sqrt(static_cast<float>(H));
   for (int d = 0; d < directions; ++d) {
     const size_t sizes[4] = {static_cast<size_t>(GH) * I, static_cast<size_t>(GH) * H, static_cast<size_t>(GH),
@@ -91,6 +96,10 @@ void check_layer(CellKind cell, int directions, const std::vector<int>& lengths,
     }
     lw[d] = {w[4 * d].data(), w[4 * d + 1].data(), bias ? w[4 * d + 2].data() : nullptr,
              bias ? w[4 * d + 3].data() : nullptr};
+    if (g_pack_caches) {
+      lw[d].ih_cache = CachedWeight{&caches[2 * d], 1};
+      lw[d].hh_cache = CachedWeight{&caches[2 * d + 1], 1};
+    }
     rw[d] = {wd[4 * d].data(), wd[4 * d + 1].data(), bias ? wd[4 * d + 2].data() : nullptr,
              bias ? wd[4 * d + 3].data() : nullptr};
   }
@@ -355,15 +364,18 @@ void check_bf16_gemm() {
 
 // A team split by batch rows (each thread its own rows through every step, no barrier) and the
 // same batches split by hidden units: 48 rows, ragged (sorted: prefix GEMMs, and unsorted), 2 and
-// 3 threads (16 rows each, or 24 and 24); every output and gradient bit-identical to one thread.
+// 3 threads (16 rows each, or 24 and 24), and 10 rows (AVX2 splits them 4 and 6); with the
+// weights' pack caches (where a split by rows projects each thread's own inputs) and without;
+// every output and gradient bit-identical to one thread.
 // Under BF16 the ReLU RNN is checked forward only (see main).
 template <size_t N>
 void check_team_splits(const CellKind (&cells)[N], bool bf16 = false) {
-  std::vector<int> sorted48, unsorted48;
+  std::vector<int> sorted48, unsorted48, unsorted10;
   for (int b = 0; b < 48; ++b) {
     sorted48.push_back(9 - b * 8 / 48);
     unsorted48.push_back(1 + (b * 7) % 9);
   }
+  for (int b = 0; b < 10; ++b) unsorted10.push_back(1 + (b * 3) % 5);
   const auto run_all = [&](TeamSplit split, int threads) {
     std::vector<float> out;
     g_capture = &out;
@@ -373,8 +385,14 @@ void check_team_splits(const CellKind (&cells)[N], bool bf16 = false) {
     for (CellKind cell : cells) {
       g_forward_only = bf16 && cell == CellKind::kRnnRelu;
       for (int directions = 1; directions <= 2; ++directions) {
-        check_layer(cell, directions, sorted48, true, 37, 9);
-        check_layer(cell, directions, unsorted48, false, 20, 9);
+        for (bool caches : {false, true}) {
+          g_pack_caches = caches;
+          check_layer(cell, directions, sorted48, true, 37, 9);
+          check_layer(cell, directions, unsorted48, false, 20, 9);
+        }
+        g_pack_caches = true;
+        check_layer(cell, directions, unsorted10, true, 37, 5);
+        g_pack_caches = false;
       }
     }
     g_forward_only = false;
