@@ -284,9 +284,10 @@ void for_each_gemm_case(std::mt19937& rng, std::initializer_list<GemmShape> shap
 void check_fp32_gemm() {
   std::printf("FP32 GEMM (%s)\n", gemm_isa());
   std::mt19937 rng(78);
-  // (1 to 8 rows: the skinny kernels, past a block of kNC columns and of kKC rows too)
+  // (1 to 8 rows: the skinny kernels, past a block of kNC columns and of kKC rows too; 33 rows: a
+  // tail of 3 beside the 6-row kernel across a block of kNC columns)
   const auto shapes = {GemmShape{1, 1, 1}, {7, 13, 5}, {9, 33, 257}, {33, 47, 300}, {64, 2048, 512}, {1030, 80, 72}, {40, 2048, 64},
-                       {64, 520, 136}, {2, 2100, 600}, {3, 47, 513}, {4, 520, 136}, {5, 96, 64}, {6, 33, 9}, {8, 1030, 257}};
+                       {64, 520, 136}, {2, 2100, 600}, {33, 2100, 100}, {3, 47, 513}, {4, 520, 136}, {5, 96, 64}, {6, 33, 9}, {8, 1030, 257}};
   for_each_gemm_case(rng, shapes, [](const GemmCase& g) {
     set_num_threads(1);
     const std::vector<float> first = g.product();
