@@ -117,11 +117,6 @@ void gemm_serial(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
 // Below this many multiply-adds (or with a short K, where packing dominates) a GEMM is
 // not worth waking other threads for.
 constexpr double kParallelWork = 1 << 22;
-
-// Panels per group in gemm_packed_tiles: the body's rows run over a group, then the tail's rows
-// (skinny kernels) while its panels are in cache. 12 column vectors of AVX2 (a multiple of every
-// skinny group: 12, 6, 4 and 3 vectors for 1-4 rows), 6 of AVX-512's panels.
-constexpr int kTailGroup = 6;
 constexpr int kParallelMinK = 64;
 
 }  // namespace
@@ -203,48 +198,38 @@ void gemm_packed_tiles(int m, float alpha, const float* a, int lda, const Packed
     for (int m0 = 0; m0 < m; m0 += block_m) {
       const int mc = std::min(block_m, m - m0);
       // a last panel of a few rows goes to the skinny kernels instead of an MR-row kernel that
-      // would compute rows that do not exist (B = 32 on AVX2's 6-row kernel: 36 rows for 32), group
-      // by group of panels right after the body's rows, while the panels are in cache (a pass of
-      // its own would read all of B again, from L3 for a 4 MB w_hh: 10% of an LSTM H = 512 step at
-      // B = 32 for 2 rows of 32)
+      // would compute rows that do not exist (B = 32 on AVX2's 6-row kernel: 36 rows for 32)
       const int rest = mc % mr, tail = rest <= kSkinnyRows ? rest : 0, body = mc - tail;
       const bool overwrite = beta == 0.0f && k0 == 0;
-      if (body > 0) pack_a(false, a, lda, m0, body, k0, kc, mr, packed_a.data());
+      if (tail > 0)
+        skinny_block(isa, tail, k0, kc, alpha, a + static_cast<long>(m0 + body) * lda, lda, b, c + static_cast<long>(m0 + body) * ldc,
+                     ldc, tile0, tile1, overwrite);
+      if (body == 0) continue;
+      pack_a(false, a, lda, m0, body, k0, kc, mr, packed_a.data());
       const auto panel = [&](int tile) {
         const int col = tile * kNR, block = col / kNC * kNC;
         return b.panel(block, k0) + static_cast<long>(col - block) * kc;
       };
-      const int tiles = (n + kNR - 1) / kNR;
-      for (int group = tile0; group < std::min(tile1, tiles);) {
-        // a group of panels within one block of kNC columns (the skinny kernels read them as adjacent panels)
-        const int group_end = std::min({group + kTailGroup, tile1, tiles, (group * kNR / kNC + 1) * kNC / kNR});
-        for (int tile = group; tile < group_end && body > 0;) {
-          const int col = tile * kNR;
-          if (isa.wide && tile + 1 < group_end) {  // two panels
-            const float* b0 = panel(tile);
-            const float* b1 = panel(tile + 1);
-            for (int ir = 0; ir < body; ir += mr) {
-              isa.wide(kc, packed_a.data() + static_cast<long>(ir) * kc, b0, b1, alpha,
-                       c + static_cast<long>(m0 + ir) * ldc + col, ldc, std::min(mr, body - ir), std::min(2 * kNR, n - col),
-                       overwrite);
-            }
-            tile += 2;
-            continue;
-          }
-          const float* bp = panel(tile);
+      for (int tile = tile0; tile < tile1 && tile * kNR < n;) {
+        const int col = tile * kNR;
+        if (isa.wide && tile + 1 < tile1 && col + kNR < n) {  // two panels
+          const float* b0 = panel(tile);
+          const float* b1 = panel(tile + 1);
           for (int ir = 0; ir < body; ir += mr) {
-            micro_kernel(kc, packed_a.data() + static_cast<long>(ir) * kc, bp, alpha,
-                         c + static_cast<long>(m0 + ir) * ldc + col, ldc, std::min(mr, body - ir), std::min(kNR, n - col),
-                         overwrite);
+            isa.wide(kc, packed_a.data() + static_cast<long>(ir) * kc, b0, b1, alpha,
+                     c + static_cast<long>(m0 + ir) * ldc + col, ldc, std::min(mr, body - ir), std::min(2 * kNR, n - col),
+                     overwrite);
           }
-          tile += 1;
+          tile += 2;
+          continue;
         }
-        if (tail > 0) {
-          const int col = group * kNR;
-          isa.skinny(tail, kc, a + static_cast<long>(m0 + body) * lda + k0, lda, panel(group), group_end - group, alpha,
-                     c + static_cast<long>(m0 + body) * ldc + col, ldc, std::min(group_end * kNR, n) - col, overwrite);
+        const float* bp = panel(tile);
+        for (int ir = 0; ir < body; ir += mr) {
+          micro_kernel(kc, packed_a.data() + static_cast<long>(ir) * kc, bp, alpha,
+                       c + static_cast<long>(m0 + ir) * ldc + col, ldc, std::min(mr, body - ir), std::min(kNR, n - col),
+                       overwrite);
         }
-        group = group_end;
+        tile += 1;
       }
     }
   }
