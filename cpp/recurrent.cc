@@ -25,7 +25,6 @@
 #include <string>
 #include <vector>
 
-#include "aligned.h"
 #include "gates.h"
 #include "gemm.h"
 #include "thread_pool.h"
@@ -38,9 +37,8 @@ namespace {
 // given size nothing is allocated at all.
 struct Scratch {
   PackedMatrix w_hh_packed, w_ih_packed;
-  // aligned: the threads of a split by rows write their own rows of these (see aligned.h)
-  AlignedVector<float> xproj, hproj, h, c, reserve, zeros, wperm;
-  AlignedVector<float> dgates_x, dgates_h, dh, dc;
+  std::vector<float> xproj, hproj, h, c, reserve, zeros, wperm;
+  std::vector<float> dgates_x, dgates_h, dh, dc;
 };
 
 // A call borrows a scratch from a pool and gives it back. Calls queued in async mode run one at a
@@ -79,7 +77,7 @@ class ScratchLease {
   Scratch* scratch_;
 };
 
-float* sized(AlignedVector<float>& v, size_t n) {
+float* sized(std::vector<float>& v, size_t n) {
   if (v.size() < n) v.resize(n);
   return v.data();
 }
