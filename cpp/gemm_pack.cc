@@ -81,22 +81,37 @@ void pack_b(bool trans, const float* b, int ldb, int k0, int kc, int n0, int nc,
   }
 }
 
+// op(A) = A^T, the full panels of [m0, m0 + full): each k's values of all of them lie side by side
+// in one row of A, so row by row (one pass down A's rows, each read once and in order; a pass per
+// panel read every row again, a few floats of each, at a stride of lda: the weight gradient's dG^T,
+// 2048 x 1024 at a stride of 8 KB, spent 4.6% of an LSTM H = 512 training step packing).
+template <int MR>
+void pack_a_trans_rows(const float* a, int lda, int m0, int full, int k0, int kc, float* out) {
+  for (int k = 0; k < kc; ++k) {
+    const float* src = a + static_cast<long>(k0 + k) * lda + m0;
+    float* dst = out + static_cast<long>(k) * MR;
+    // a copy of a constant size is inlined (a call to memcpy per panel costs more than it moves)
+    for (int p = 0; p < full; p += MR) std::memcpy(dst + static_cast<long>(p) * kc, src + p, MR * sizeof(float));
+  }
+}
+
 void pack_a(bool trans, const float* a, int lda, int m0, int mc, int k0, int kc, int mr, float* out) {
   [[maybe_unused]] const bool vector = vector_packing();
+  if (trans && (mr == 8 || mr == 6 || mr == 4)) {
+    const int full = mc / mr * mr;
+    if (mr == 8) pack_a_trans_rows<8>(a, lda, m0, full, k0, kc, out);
+    else if (mr == 6) pack_a_trans_rows<6>(a, lda, m0, full, k0, kc, out);  // AVX2, NEON
+    else pack_a_trans_rows<4>(a, lda, m0, full, k0, kc, out);                // the portable baseline
+    if (full == mc) return;
+    // the last, partial panel by the loop below
+    out += static_cast<long>(full) * kc;
+    m0 += full;
+    mc -= full;
+  }
   for (int p = 0; p < mc; p += mr) {
     const int rows = std::min(mr, mc - p);
     float* dst = out + static_cast<long>(p) * kc;
     int k = 0;
-    if (rows == mr && trans) {  // op(A) = A^T: the panel's mr values of each k lie side by side
-      const float* src = a + static_cast<long>(k0) * lda + m0 + p;
-      // a copy of a constant size is inlined (a call to memcpy per k costs more than it moves)
-      const auto copy = [&](auto width) {
-        for (; k < kc; ++k) std::memcpy(dst + k * width, src + static_cast<long>(k) * lda, width * sizeof(float));
-      };
-      if (mr == 8) copy(std::integral_constant<int, 8>{});
-      else if (mr == 6) copy(std::integral_constant<int, 6>{});  // AVX2, NEON
-      else if (mr == 4) copy(std::integral_constant<int, 4>{});  // the portable baseline
-    }
 #ifdef RECURRENT_X86_DISPATCH
     if (rows == 8 && mr == 8 && !trans && vector) {
       const float* src = a + static_cast<long>(m0 + p) * lda + k0;
