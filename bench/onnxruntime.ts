@@ -47,7 +47,6 @@ const threadCounts = pick('threads', [1, 2]);
 // a part of the grid, or --grid-only: the shapes alone, printed, nothing written
 const gridOnly = argv.includes('--grid-only') || ['cells', 'batches', 'steps', 'hiddens', 'layers', 'threads'].some((name) => argv.includes(`--${name}`));
 const loopsOnly = argv.includes('--loops-only');
-let loops: { gen: { ours: number; ort: number }; training: Record<number, number> } | null = null;
 
 type Cell = (typeof cells)[number];
 type Layer = LSTM | GRU | RNN;
@@ -259,13 +258,11 @@ async function main(): Promise<void> {
   // generate() and training at B = 1 first, in a fresh process (after the grid's hundreds of
   // sessions and tensors, V8's heap and the allocator's caches made both loops 5-15% slower,
   // ours and onnxruntime's alike); --loops-only: these alone, printed, nothing written
-  if (!gridOnly) {
-    const gen = await generation();
-    console.log(`generate(), 2 x 192 LSTM, one thread: ${gen.ours.toFixed(0)} characters/s; through onnxruntime-node: ${gen.ort.toFixed(0)}`);
-    loops = { gen, training: trainingAtBatchOne() };
-    console.log(`training at B = 1 (T = 32, H = 128): ${loops.training[1].toFixed(0)} steps/s on one thread, ${loops.training[2].toFixed(0)} on two`);
-    if (loopsOnly) return;
-  }
+  const gen = gridOnly ? null : await generation();
+  if (gen) console.log(`generate(), 2 x 192 LSTM, one thread: ${gen.ours.toFixed(0)} characters/s; through onnxruntime-node: ${gen.ort.toFixed(0)}`);
+  const training = gridOnly ? null : trainingAtBatchOne();
+  if (training) console.log(`training at B = 1 (T = 32, H = 128): ${training[1].toFixed(0)} steps/s on one thread, ${training[2].toFixed(0)} on two`);
+  if (loopsOnly) return;
   const rows: Row[] = [];
   await compareShapes(rows);
   if (gridOnly) {
@@ -274,7 +271,7 @@ async function main(): Promise<void> {
       `${rows.filter((r) => r.ratio < 1).length} below 1.0x (a part of the grid: nothing written)`);
     return;
   }
-  const { gen, training } = loops!;
+  if (!gen || !training) return;
 
   const ratios = rows.map((r) => r.ratio);
   const below = rows.filter((r) => r.ratio < 1);

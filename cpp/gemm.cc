@@ -28,7 +28,7 @@ namespace {
 
 // Rows of an A block of depth kc: the ISA's mc at the full depth kKC, more at a shorter one, so a
 // block keeps the same bytes in L2 (mc * kKC floats). With a short K (an input projection with I = 64)
-// each pass over B's panels then serves more rows: 1024 x 2048 x 64 on AVX2, 59-60 -> 73-76 GFLOP/s.
+// each pass over B's panels then serves more rows: 1024 x 2048 x 64 on AVX2, 55-59 -> 64-70 GFLOP/s.
 int block_rows(const Dispatch& isa, int kc) {
   const int rows = static_cast<int>(static_cast<long>(isa.mc) * kKC / std::max(kc, 1)) / isa.mr * isa.mr;
   return std::max(isa.mc, rows);

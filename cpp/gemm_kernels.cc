@@ -132,7 +132,9 @@ __attribute__((always_inline)) inline void skinny_body(int kc, const float* __re
   }
 }
 
-// The same over a group of NV column vectors (W columns each) that need not fill whole panels:
+// The same over a group of NV column vectors (W columns each) that need not fill whole panels
+// (skinny_body is kept for whole panels: written over vectors, its 2- and 3-row groups compiled to
+// slower loops on AVX2, 75 -> 43 and 92 -> 82 GFLOP/s):
 // vector j is part j % (kNR / W) of panel j / (kNR / W), counted from b (and from C's column 0).
 // For ISAs whose panel is several vectors (AVX2: two), so that R rows can use every accumulator
 // register: 4 rows x 3 vectors on AVX2 where whole panels would leave 4 x 2 (an FMA latency's worth

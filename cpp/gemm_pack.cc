@@ -3,7 +3,6 @@
 // the same as the plain loops', which RECURRENT_ISA=baseline still runs).
 #include <algorithm>
 #include <cstring>
-#include <type_traits>
 #include <string>
 
 #include "gemm_internal.h"

@@ -297,12 +297,9 @@ void layer_forward_cpu(const LayerDims& dims, float* y, float* h_n, float* c_n, 
       // rows would come from the other core's cache, which costs microseconds a step where the
       // cores are far apart). Otherwise all rows at once, over the pool.
       const bool own_projection = plan.by_rows && plan.team > 1 && w_ih;
-      if (own_projection) {
-        // in run_team below
-      } else if (w_ih) {
-        gemm_packed(n * B, 1.0f, x_chunk, I, **w_ih, 0.0f, xproj, GH);
-      } else {
-        gemm_cpu(false, true, n * B, GH, I, 1.0f, x_chunk, I, w.w_ih, I, 0.0f, xproj, GH);
+      if (!own_projection) {
+        if (w_ih) gemm_packed(n * B, 1.0f, x_chunk, I, **w_ih, 0.0f, xproj, GH);
+        else gemm_cpu(false, true, n * B, GH, I, 1.0f, x_chunk, I, w.w_ih, I, 0.0f, xproj, GH);
       }
       run_team(plan.team, [&](int id, int team, Barrier& barrier) {
         const Share share = share_of({team, plan.by_rows}, id, B, blocks);
