@@ -27,6 +27,9 @@ interface Case {
   cell: 'lstm' | 'gru';
   batch: number;
   hidden: number;
+  /** decoder and encoder layers (default 1) */
+  layers?: number;
+  contextFeeding?: boolean;
 }
 const cases: Case[] = [
   { attention: 'bahdanau', cell: 'lstm', batch: 64, hidden: 256 },
@@ -34,6 +37,9 @@ const cases: Case[] = [
   { attention: 'dot', cell: 'gru', batch: 64, hidden: 256 },
   { attention: 'none', cell: 'lstm', batch: 64, hidden: 256 },
   { attention: 'bahdanau', cell: 'lstm', batch: 128, hidden: 512 },
+  // the G2P example's model: 2 layers, with and without context feeding
+  { attention: 'bahdanau', cell: 'lstm', batch: 64, hidden: 256, layers: 2 },
+  { attention: 'bahdanau', cell: 'lstm', batch: 64, hidden: 256, layers: 2, contextFeeding: true },
 ];
 const sourceVocab = 27;
 const targetVocab = 69;
@@ -50,7 +56,8 @@ function batchOf(B: number): { sources: number[][]; targets: number[][] } {
 
 function ours(c: Case, data: { sources: number[][]; targets: number[][] }): () => number[] {
   seed(0);
-  const model = new Seq2Seq({ cell: c.cell, attention: c.attention, sourceVocabSize: sourceVocab, targetVocabSize: targetVocab, embeddingDim, hiddenSize: c.hidden });
+  const model = new Seq2Seq({ cell: c.cell, attention: c.attention, sourceVocabSize: sourceVocab, targetVocabSize: targetVocab, embeddingDim, hiddenSize: c.hidden,
+    numLayers: c.layers ?? 1, contextFeeding: c.contextFeeding ?? false });
   const optimizer = new Adam(model.parameters(), { lr: 1e-3 });
   const step = () => scope(() => {
     const loss = model.loss(data.sources, data.targets);
@@ -70,7 +77,7 @@ function ours(c: Case, data: { sources: number[][]; targets: number[][] }): () =
 function torchRound(c: Case, data: { sources: number[][]; targets: number[][] }): number[] | null {
   if (!fs.existsSync('/usr/bin/python3')) return null;
   const config = path.join(os.tmpdir(), `recurrent-seq2seq-${process.pid}.json`);
-  fs.writeFileSync(config, JSON.stringify({ ...c, sourceVocab, targetVocab, embeddingDim, layers: 1, threads, steps, ...data }));
+  fs.writeFileSync(config, JSON.stringify({ layers: 1, contextFeeding: false, ...c, sourceVocab, targetVocab, embeddingDim, threads, steps, ...data }));
   const r = spawnSync('/usr/bin/python3', [path.join(__dirname, 'seq2seq_torch.py'), config], { encoding: 'utf8' });
   fs.rmSync(config, { force: true });
   if (r.status !== 0) {
@@ -80,6 +87,7 @@ function torchRound(c: Case, data: { sources: number[][]; targets: number[][] })
   return (JSON.parse(r.stdout.trim().split('\n').pop()!) as { msPerStep: number[] }).msPerStep;
 }
 
+const label = (c: Case) => `${c.attention}${c.contextFeeding ? ' (context feeding)' : ''} ${c.cell}${c.layers ? ` x ${c.layers}` : ''}`;
 const machine = describeMachine();
 console.log(`Seq2Seq training step (forward, loss, backward, Adam): recurrent vs PyTorch 1.13 CPU, ${threads} threads; ${machine}`);
 const rows: { case: Case; recurrentMs: number; torchMs: number | null; ratio: number | null; pairsPerSecond: number }[] = [];
@@ -97,7 +105,7 @@ for (const c of cases) {
   const torchMs = theirs.length ? median(theirs) : null;
   const ratio = torchMs === null ? null : torchMs / recurrentMs;
   rows.push({ case: c, recurrentMs, torchMs, ratio, pairsPerSecond: (c.batch / recurrentMs) * 1000 });
-  console.log(`${c.attention} ${c.cell} B = ${c.batch}, H = ${c.hidden}: recurrent ${recurrentMs.toFixed(2)} ms, PyTorch ${torchMs?.toFixed(2) ?? '-'} ms` +
+  console.log(`${label(c)} B = ${c.batch}, H = ${c.hidden}: recurrent ${recurrentMs.toFixed(2)} ms, PyTorch ${torchMs?.toFixed(2) ?? '-'} ms` +
     (ratio ? `, ${ratio.toFixed(2)}x` : ''));
 }
 const md = [
@@ -105,12 +113,12 @@ const md = [
   '',
   `${machine}; ${threads} threads on both sides. One step: forward, masked cross entropy, backward, Adam, on one batch of`,
   `G2P-sized pairs (sources of 4-12 tokens from ${sourceVocab}, targets of about the same length from ${targetVocab}), embeddings ${embeddingDim},`,
-  `one layer, bidirectional encoder (hidden / 2 per direction). PyTorch runs the twin model (scripts/seq2seq_model.py:`,
+  `one layer unless the cell says x 2, bidirectional encoder (hidden / 2 per direction). PyTorch runs the twin model (scripts/seq2seq_model.py:`,
   'pack_padded_sequence, nn.LSTM/nn.GRU, the same attention). Medians of ' + `${rounds} alternating rounds of ${steps} steps.`,
   '',
-  '| attention | cell | B | H | recurrent | PyTorch | speed-up | pairs/s (recurrent) |',
+  '| attention | cell (layers) | B | H | recurrent | PyTorch | speed-up | pairs/s (recurrent) |',
   '|---|---|---|---|---|---|---|---|',
-  ...rows.map((r) => `| ${r.case.attention} | ${r.case.cell} | ${r.case.batch} | ${r.case.hidden} | ${r.recurrentMs.toFixed(2)} ms | ` +
+  ...rows.map((r) => `| ${r.case.attention}${r.case.contextFeeding ? ' (context feeding)' : ''} | ${r.case.cell}${r.case.layers ? ` x ${r.case.layers}` : ''} | ${r.case.batch} | ${r.case.hidden} | ${r.recurrentMs.toFixed(2)} ms | ` +
     `${r.torchMs === null ? '-' : `${r.torchMs.toFixed(2)} ms`} | ${r.ratio === null ? '-' : `${r.ratio.toFixed(2)}x`} | ${r.pairsPerSecond.toFixed(0)} |`),
   '',
 ];

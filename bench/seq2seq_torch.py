@@ -19,7 +19,7 @@ config = json.load(open(sys.argv[1]))
 torch.set_num_threads(config['threads'])
 torch.manual_seed(0)
 model = Seq2Seq(config['cell'], config['sourceVocab'], config['targetVocab'], config['embeddingDim'], config['hidden'],
-                config['layers'], True, config['attention'])
+                config['layers'], True, config['attention'], context_feeding=config['contextFeeding'])
 optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
 source, lengths, inputs, outputs = model.batches(config['sources'], config['targets'])
 

@@ -383,8 +383,8 @@ Napi::Value StepRun(const Napi::CallbackInfo& info) {
 // seq2seqDecode(dims, embedding, layers, attention, encoder, search) -> { tokens: Int32Array[], logProbs:
 // Float64Array, ended: Uint8Array }: greedy (beamWidth 0) or beam search over an attention
 // encoder-decoder (cpp/seq2seq.h), the whole search in one call, on the values as they are now.
-//   dims      [cell, L, E, H, C, attention, K, Hv]
-//   layers    L arrays [w_ih, w_hh, b_ih, b_hh]
+//   dims      [cell, L, E, H, C, attention, K, Hv, contextFeeding (0 | 1)]
+//   layers    L arrays [w_ih, w_hh, b_ih, b_hh] (with context feeding, layer 2 reads Hv + H inputs)
 //   attention [queryW, queryB, scoreV, combineW, combineB, outW, outB] (unused ones null)
 //   encoder   [S, B, values (S, B, Hv), keys (S, B, K), lengths Int32Array (B), h0 (L, B, H), c0 | null]
 //   search    [beamWidth, maxLength, lengthPenalty, startToken, endToken]
@@ -396,7 +396,7 @@ Napi::Value Seq2SeqDecode(const Napi::CallbackInfo& info) {
     if (!info[i].IsArray()) throw_type(env, "seq2seqDecode: argument " + std::to_string(i) + " must be an array");
   const int32_t kMax = 1 << 30;
   Napi::Array dims = info[0].As<Napi::Array>();
-  if (dims.Length() != 8) throw_type(env, "dims must have 8 entries");
+  if (dims.Length() != 9) throw_type(env, "dims must have 9 entries");
   DecoderWeights w{};
   w.cell = static_cast<CellKind>(int_arg(dims.Get(0u), "cell", 0, 3));
   w.layers = static_cast<int>(int_arg(dims.Get(1u), "layers", 1, 1 << 16));
@@ -406,10 +406,13 @@ Napi::Value Seq2SeqDecode(const Napi::CallbackInfo& info) {
   w.attention = static_cast<AttentionKind>(int_arg(dims.Get(5u), "attention", 0, 3));
   w.key_size = static_cast<int>(int_arg(dims.Get(6u), "keySize", 1, kMax));
   w.value_size = static_cast<int>(int_arg(dims.Get(7u), "valueSize", 1, kMax));
+  w.context_feeding = int_arg(dims.Get(8u), "contextFeeding", 0, 1) == 1;
   const int64_t H = w.hidden, C = w.classes, K = w.key_size, Hv = w.value_size, L = w.layers;
   if ((w.attention == AttentionKind::kDot || w.attention == AttentionKind::kGeneral) && K != H)
     throw_range(env, "dot and general attention need keys of the decoder's width");
   if (w.attention == AttentionKind::kDot && Hv != H) throw_range(env, "dot attention needs values of the decoder's width");
+  if (w.context_feeding && (L < 2 || w.attention == AttentionKind::kNone))
+    throw_range(env, "context feeding needs at least 2 layers and an attention");
   const int64_t table = Storage::From(info[1], "embedding")->length();
   if (table % w.embed != 0) throw_range(env, "embedding must hold whole rows of E floats");
   const int64_t rows = table / w.embed;
@@ -418,7 +421,8 @@ Napi::Value Seq2SeqDecode(const Napi::CallbackInfo& info) {
   if (layer_array.Length() != static_cast<uint32_t>(L)) throw_type(env, "layers must have one weights array per layer");
   std::vector<LayerWeights> layers;
   for (uint32_t l = 0; l < static_cast<uint32_t>(L); ++l) {
-    const LayerDims layer{w.cell, 1, 1, l == 0 ? w.embed : w.hidden, w.hidden, 1};
+    const int input = l == 0 ? w.embed : l == 1 && w.context_feeding ? w.value_size + w.hidden : w.hidden;
+    const LayerDims layer{w.cell, 1, 1, input, w.hidden, 1};
     layers.push_back(layer_weights_arg(layer_array.Get(l), layer)[0]);
   }
   w.rnn = layers.data();

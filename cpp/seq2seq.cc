@@ -35,7 +35,9 @@ void seq2seq_step_cpu(const DecoderWeights& w, const EncoderMemory& m, int rows,
   thread_local std::vector<float> top, query, cat, attended;
   thread_local PackedMatrix query_scratch, combine_scratch, out_scratch;
   top.resize(static_cast<size_t>(N) * H);
-  const StepDims dims{w.cell, N, w.embed, H, w.layers, 0};
+  // with context feeding only layer 1 steps before the attention
+  const int lower = w.context_feeding ? 1 : w.layers;
+  const StepDims dims{w.cell, N, w.embed, H, lower, 0};
   stack_step_cpu(dims, top.data(), h, c, tokens, w.embedding, nullptr, w.rnn, nullptr, nullptr, {});
   const float* features = top.data();
   if (w.attention != AttentionKind::kNone) {
@@ -84,6 +86,15 @@ void seq2seq_step_cpu(const DecoderWeights& w, const EncoderMemory& m, int rows,
         std::memcpy(row + Hv, tops + static_cast<size_t>(n) * H, H * sizeof(float));
       }
     });
+    if (w.context_feeding) {
+      // layers 2..L step on [c_t; h_t of layer 1] (cat's rows as they are); then cat's second half
+      // becomes the top layer's new state, the attentional layer's input
+      const size_t state = static_cast<size_t>(N) * H;
+      const StepDims upper{w.cell, N, width, H, w.layers - 1, 0};
+      stack_step_cpu(upper, top.data(), h + state, c ? c + state : nullptr, nullptr, nullptr, cat.data(), w.rnn + 1, nullptr, nullptr, {});
+      for (int n = 0; n < N; ++n)
+        std::memcpy(cats + static_cast<size_t>(n) * width + Hv, tops + static_cast<size_t>(n) * H, H * sizeof(float));
+    }
     attended.resize(static_cast<size_t>(N) * H);
     linear_rows(N, width, H, cat.data(), w.combine_w, w.combine_b, w.combine_cache, combine_scratch, attended.data());
     for (float& x : attended) x = std::tanh(x);

@@ -5,7 +5,8 @@
 //
 // The step computes what the model's training graph computes at one position (Luong et al.,
 // 2015, without input feeding):
-//   h_t            the top layer's new state
+//   h_t            the top layer's new state (with context feeding: layer 1's, and the layers
+//                  above then step on [c_t; h_t]; ~h_t below reads the top layer's new state)
 //   score(h_t, j)  dot: h_t . k_j;  general: h_t . k_j with k = W_a v (the caller projects);
 //                  bahdanau: w . tanh(W_q h_t + b_q + k_j) with k = W_k v
 //   a_t            softmax over the source's first lengths[b] positions
@@ -36,6 +37,7 @@ struct DecoderWeights {
   AttentionKind attention;
   int key_size;    // K: H for dot and general, the attention size A for bahdanau
   int value_size;  // Hv: the encoder outputs' width
+  bool context_feeding;  // GNMT: layer 1's state queries the attention, layer 2 reads [c_t; h_t of layer 1]
   const float* embedding;  // (rows, E)
   const LayerWeights* rnn; // L layers
   const float* query_w;    // bahdanau: (A, H), with query_b (A) or null

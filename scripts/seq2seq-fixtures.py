@@ -89,9 +89,10 @@ def greedy(model, sources, max_length):
     return out
 
 
-def model_case(name, seed, cell, attention, layers, bidirectional, sources, targets, V_s=7, V_t=6, E=5, H=8, A=6):
+def model_case(name, seed, cell, attention, layers, bidirectional, sources, targets, V_s=7, V_t=6, E=5, H=8, A=6, context_feeding=False):
     g = torch.Generator().manual_seed(seed)
-    model = Seq2Seq(cell, V_s, V_t, E, H, layers, bidirectional, attention, A if attention == 'bahdanau' else None)
+    model = Seq2Seq(cell, V_s, V_t, E, H, layers, bidirectional, attention, A if attention == 'bahdanau' else None,
+                    context_feeding=context_feeding)
     rounded_params(model, g)
     model.eval()
     src, lengths, inputs, outputs = model.batches(sources, targets)
@@ -99,7 +100,7 @@ def model_case(name, seed, cell, attention, layers, bidirectional, sources, targ
     loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), outputs.reshape(-1), ignore_index=-100)
     loss.backward()
     return {
-        'name': name, 'cell': cell, 'attention': attention, 'numLayers': layers, 'bidirectional': bidirectional,
+        'name': name, 'cell': cell, 'attention': attention, 'numLayers': layers, 'bidirectional': bidirectional, 'contextFeeding': context_feeding,
         'sourceVocabSize': V_s, 'targetVocabSize': V_t, 'embeddingDim': E, 'hiddenSize': H, 'attentionSize': A,
         'sources': sources, 'targets': targets,
         'state': {k: {'shape': list(p.shape), 'values': as_list(p)} for k, p in model.named_parameters()},
@@ -123,6 +124,8 @@ def main():
         model_case('gru, luong, bidirectional', 12, 'gru', 'luong', 1, True, sources, targets),
         model_case('lstm, dot, one direction', 13, 'lstm', 'dot', 1, False, sources, targets),
         model_case('gru, no attention, 2 layers', 14, 'gru', 'none', 2, True, sources, targets),
+        model_case('lstm, bahdanau, context feeding, 3 layers', 15, 'lstm', 'bahdanau', 3, True, sources, targets, context_feeding=True),
+        model_case('gru, luong, context feeding, 2 layers, one direction', 16, 'gru', 'luong', 2, False, sources, targets, context_feeding=True),
     ]
     out = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'test', 'fixtures', 'seq2seq')
     os.makedirs(out, exist_ok=True)

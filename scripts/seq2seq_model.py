@@ -55,7 +55,7 @@ def attend(attention, query, keys, values, lengths=None):
 
 class Seq2Seq(nn.Module):
     def __init__(self, cell, source_vocab, target_vocab, embedding_dim, hidden_size, num_layers=1, bidirectional=True,
-                 attention='bahdanau', attention_size=None, dropout=0.0):
+                 attention='bahdanau', attention_size=None, dropout=0.0, context_feeding=False):
         super().__init__()
         Cell = nn.LSTM if cell == 'lstm' else nn.GRU
         self.cell = cell
@@ -68,7 +68,11 @@ class Seq2Seq(nn.Module):
         self.encoder = Cell(embedding_dim, hidden_size // 2 if bidirectional else hidden_size, num_layers,
                             bidirectional=bidirectional, dropout=dropout)
         self.target_embedding = nn.Embedding(target_vocab + 1, embedding_dim)
-        self.decoder = Cell(embedding_dim, hidden_size, num_layers, dropout=dropout)
+        # context feeding (GNMT): layer 1 queries the attention, layers 2..L read [context; layer 1's state]
+        self.context_feeding = context_feeding
+        self.decoder = Cell(embedding_dim, hidden_size, 1 if context_feeding else num_layers, dropout=dropout)
+        if context_feeding:
+            self.decoder_upper = Cell(2 * hidden_size, hidden_size, num_layers - 1, dropout=dropout)
         self.kind = attention
         if attention == 'bahdanau':
             self.attention = BahdanauAttention(hidden_size, hidden_size, attention_size or hidden_size)
@@ -110,13 +114,20 @@ class Seq2Seq(nn.Module):
 
         state = tuple(bridge(s) for s in state) if self.cell == 'lstm' else bridge(state)
         y = F.dropout(self.target_embedding(inputs.t()), self.dropout, self.training)
-        states, _ = self.decoder(y, state)
-        states = states.transpose(0, 1)  # [B, T, H]
+        first = (lambda s: s[:1]) if self.context_feeding else (lambda s: s)
+        rest = lambda s: s[1:]
+        pick = lambda f: tuple(f(s) for s in state) if self.cell == 'lstm' else f(state)
+        lower, _ = self.decoder(y, pick(first))
+        states = lower.transpose(0, 1)  # [B, T, H]
         weights = None
         features = states
         if self.kind != 'none':
             memory = values.transpose(0, 1)
             context, weights = attend(self.attention, states, memory, memory, lengths)
+            if self.context_feeding:
+                fed = torch.cat([context.transpose(0, 1), F.dropout(lower, self.dropout, self.training)], dim=2)
+                upper, _ = self.decoder_upper(fed, pick(rest))
+                states = upper.transpose(0, 1)
             features = torch.tanh(self.combine(torch.cat([context, states], dim=2)))
         return self.output(F.dropout(features, self.dropout, self.training)), weights
 

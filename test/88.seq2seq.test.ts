@@ -22,7 +22,7 @@ interface AttentionCase {
   grads: Record<string, number[]>;
 }
 interface ModelCase {
-  name: string; cell: 'lstm' | 'gru'; attention: 'bahdanau' | 'luong' | 'dot' | 'none'; numLayers: number; bidirectional: boolean;
+  name: string; cell: 'lstm' | 'gru'; attention: 'bahdanau' | 'luong' | 'dot' | 'none'; numLayers: number; bidirectional: boolean; contextFeeding: boolean;
   sourceVocabSize: number; targetVocabSize: number; embeddingDim: number; hiddenSize: number; attentionSize: number;
   sources: number[][]; targets: number[][]; state: Record<string, Param>; loss: number; grads: Record<string, number[]>;
   weights: number[] | null; greedy: { tokens: number[]; logProb: number; ended: boolean }[];
@@ -208,7 +208,7 @@ describe('attention modules', () => {
 function modelOf(c: ModelCase): Seq2Seq {
   const model = new Seq2Seq({
     cell: c.cell, attention: c.attention, sourceVocabSize: c.sourceVocabSize, targetVocabSize: c.targetVocabSize, embeddingDim: c.embeddingDim,
-    hiddenSize: c.hiddenSize, numLayers: c.numLayers, bidirectional: c.bidirectional, attentionSize: c.attentionSize,
+    hiddenSize: c.hiddenSize, numLayers: c.numLayers, bidirectional: c.bidirectional, attentionSize: c.attentionSize, contextFeeding: c.contextFeeding,
   });
   loadParams(model, c.state);
   return model;
@@ -258,11 +258,13 @@ describe('Seq2Seq', () => {
     });
   }
 
-  const kinds = [['lstm', 'bahdanau'], ['gru', 'luong'], ['lstm', 'dot'], ['gru', 'none']] as const;
-  for (const [cell, attention] of kinds) {
-    it(`${cell}, ${attention}: the native search's log-probabilities are the teacher-forced graph's; a beam of 1 is greedy; a wide beam is exhaustive search`, () => {
+  const kinds = [['lstm', 'bahdanau', false, 2], ['gru', 'luong', false, 2], ['lstm', 'dot', false, 2], ['gru', 'none', false, 2],
+    ['lstm', 'bahdanau', true, 3], ['gru', 'luong', true, 2]] as const;
+  for (const [cell, attention, contextFeeding, numLayers] of kinds) {
+    const title = `${cell}, ${attention}${contextFeeding ? `, context feeding, ${numLayers} layers` : ''}`;
+    it(`${title}: the native search's log-probabilities are the teacher-forced graph's; a beam of 1 is greedy; a wide beam is exhaustive search`, () => {
       seed(17);
-      const model = new Seq2Seq({ cell, attention, sourceVocabSize: 5, targetVocabSize: 2, embeddingDim: 6, hiddenSize: 8, numLayers: 2 });
+      const model = new Seq2Seq({ cell, attention, sourceVocabSize: 5, targetVocabSize: 2, embeddingDim: 6, hiddenSize: 8, numLayers, contextFeeding });
       // livelier weights than the default initialization: varied outputs, few near-ties
       for (const p of model.parameters()) p.storage.write(p.toArray().map((x) => x * 4), 0);
       const rand = seededRandom(3);
@@ -365,6 +367,9 @@ describe('Seq2Seq', () => {
     expect(() => new Seq2Seq({ sourceVocabSize: 4, targetVocabSize: 3, hiddenSize: 7 })).to.throw(RangeError, /must be even/);
     expect(() => new Seq2Seq({ sourceVocabSize: 4, targetVocabSize: 3, attention: 'cosine' as never })).to.throw(RangeError, /options.attention/);
     expect(() => new Seq2Seq({ sourceVocabSize: 4, targetVocabSize: 3, teacherForcing: 2 })).to.throw(RangeError, /teacherForcing/);
+    expect(() => new Seq2Seq({ sourceVocabSize: 4, targetVocabSize: 3, contextFeeding: true })).to.throw(RangeError, /contextFeeding .*numLayers >= 2/);
+    expect(() => new Seq2Seq({ sourceVocabSize: 4, targetVocabSize: 3, numLayers: 2, attention: 'none', contextFeeding: true })).to.throw(RangeError, /an attention/);
+    expect(() => new Seq2Seq({ sourceVocabSize: 4, targetVocabSize: 3, contextFeeding: 1 as never })).to.throw(TypeError, /options.contextFeeding/);
     expect(() => new Seq2Seq({ sourceVocabSize: 4, targetVocabSize: 3, attention: 'none', hiddenSize: 8 }).attentionWeights([1], [1])).to.throw(TypeError, /no attention/);
     expect(model.translate([])).to.deep.equal([]);
     expect(model.translate([[1, 2]], { maxLength: 0 })).to.deep.equal([[]]);

@@ -64,6 +64,14 @@ export interface Seq2SeqOptions {
    * the predictions come from a first teacher-forced pass without gradients.
    */
   teacherForcing?: number;
+  /**
+   * Attention between the decoder's layers, as in GNMT (Wu et al., 2016): the first decoder layer's
+   * state queries the attention, and its context c_t is an input of the layers above ([c_t; h_t]
+   * into the second). The upper layers' state then carries what was attended so far, as input
+   * feeding does, while training still runs every target position at once. Needs numLayers >= 2
+   * and an attention. Default false: attention after the last layer.
+   */
+  contextFeeding?: boolean;
 }
 
 export interface TranslateOptions {
@@ -108,6 +116,8 @@ export class Seq2Seq extends Module {
   readonly encoder: LSTM | GRU;
   readonly targetEmbedding: Embedding;
   readonly decoder: LSTM | GRU;
+  /** With contextFeeding: the decoder's layers 2..L, which read [context; state of layer 1]. */
+  readonly upperDecoder: LSTM | GRU | null;
   readonly attention: BahdanauAttention | LuongAttention | null;
   readonly combine: Linear | null;
   readonly output: Linear;
@@ -116,7 +126,7 @@ export class Seq2Seq extends Module {
     super();
     const opts = expectOptions(options, 'options');
     expectKnownKeys(opts, ['cell', 'sourceVocabSize', 'targetVocabSize', 'embeddingDim', 'hiddenSize', 'numLayers', 'bidirectional', 'attention',
-      'attentionSize', 'dropout', 'teacherForcing'], 'options');
+      'attentionSize', 'dropout', 'teacherForcing', 'contextFeeding'], 'options');
     const cell = opts.cell ?? 'lstm';
     if (cell !== 'lstm' && cell !== 'gru') throw rangeError(`Expected options.cell to be 'lstm' or 'gru' but received ${describe(cell)}`);
     const attention = (opts.attention ?? 'bahdanau') as AttentionType;
@@ -130,8 +140,9 @@ export class Seq2Seq extends Module {
     if (!(teacherForcing >= 0 && teacherForcing <= 1)) throw rangeError(`Expected options.teacherForcing to be in [0, 1] but received ${teacherForcing}`);
     const dropoutP = opts.dropout === undefined ? 0 : expectNumber(opts.dropout, 'options.dropout');
     if (!(dropoutP >= 0 && dropoutP < 1)) throw rangeError(`Expected options.dropout to be in [0, 1) but received ${dropoutP}`);
+    const contextFeeding = opts.contextFeeding === undefined ? false : expectBoolean(opts.contextFeeding, 'options.contextFeeding');
     this.options = {
-      cell, attention, hiddenSize, bidirectional, teacherForcing, dropout: dropoutP,
+      cell, attention, hiddenSize, bidirectional, teacherForcing, dropout: dropoutP, contextFeeding,
       sourceVocabSize: expectInteger(opts.sourceVocabSize, 'options.sourceVocabSize', 1),
       targetVocabSize: expectInteger(opts.targetVocabSize, 'options.targetVocabSize', 1),
       embeddingDim: opts.embeddingDim === undefined ? 64 : expectInteger(opts.embeddingDim, 'options.embeddingDim', 1),
@@ -139,6 +150,9 @@ export class Seq2Seq extends Module {
       attentionSize: opts.attentionSize === undefined ? hiddenSize : expectInteger(opts.attentionSize, 'options.attentionSize', 1),
     };
     const o = this.options;
+    if (contextFeeding && (o.numLayers < 2 || attention === 'none')) {
+      throw rangeError(`Seq2Seq: options.contextFeeding feeds the attention of the first decoder layer to the layers above, so it needs numLayers >= 2 and an attention (received numLayers ${o.numLayers}, attention '${attention}')`);
+    }
     const Cell = cell === 'lstm' ? LSTM : GRU;
     this.sourceEmbedding = this.registerModule('source_embedding', new Embedding({ numEmbeddings: o.sourceVocabSize, embeddingDim: o.embeddingDim }));
     this.encoder = this.registerModule('encoder', new Cell({
@@ -146,7 +160,10 @@ export class Seq2Seq extends Module {
     }));
     // row targetVocabSize: <start>
     this.targetEmbedding = this.registerModule('target_embedding', new Embedding({ numEmbeddings: o.targetVocabSize + 1, embeddingDim: o.embeddingDim }));
-    this.decoder = this.registerModule('decoder', new Cell({ inputSize: o.embeddingDim, hiddenSize, numLayers: o.numLayers, dropout: dropoutP }));
+    this.decoder = this.registerModule('decoder', new Cell({ inputSize: o.embeddingDim, hiddenSize, numLayers: contextFeeding ? 1 : o.numLayers, dropout: dropoutP }));
+    this.upperDecoder = !contextFeeding ? null : this.registerModule('decoder_upper', new Cell({
+      inputSize: 2 * hiddenSize, hiddenSize, numLayers: o.numLayers - 1, dropout: dropoutP,
+    }));
     this.attention = attention === 'none' ? null : this.registerModule('attention', attention === 'bahdanau'
       ? new BahdanauAttention({ querySize: hiddenSize, keySize: hiddenSize, attentionSize: o.attentionSize })
       : new LuongAttention({ querySize: hiddenSize, keySize: hiddenSize, score: attention === 'dot' ? 'dot' : 'general' }));
@@ -324,8 +341,10 @@ export class Seq2Seq extends Module {
     const timeMajor = new Int32Array(T * B);
     for (let b = 0; b < B; ++b) for (let t = 0; t < T; ++t) timeMajor[t * B + b] = inputs[b * T + t];
     const x = dropout(embedding(timeMajor, this.targetEmbedding.weight).reshape([T, B, o.embeddingDim]), o.dropout, this.training);
-    const r = this.decoder.forward(x, { h0: h, ...(c ? { c0: c } : {}) });
-    const states = r.output.transpose(0, 1); // [B, T, H]
+    // with context feeding, the encoder's state for layer 1 starts the decoder, the rest its upper layers
+    const lower = (state: Tensor) => (this.upperDecoder ? state.slice(0, 0, 1) : state);
+    const r = this.decoder.forward(x, { h0: lower(h), ...(c ? { c0: lower(c) } : {}) });
+    let states = r.output.transpose(0, 1); // [B, T, H]
     let features = states;
     let weights: Tensor | null = null;
     if (this.attention) {
@@ -333,6 +352,12 @@ export class Seq2Seq extends Module {
       const mask = attentionMask('Seq2Seq', { lengths: batch.lengths }, B, batch.S, memory.device);
       const attended = this.attention.attend(states, this.attention.projectKeys(memory), memory, mask);
       weights = attended.weights;
+      if (this.upperDecoder) {
+        // layers 2..L over [c_t; h_t of layer 1], time-major
+        const fed = Tensor.concat([attended.context.transpose(0, 1), dropout(r.output, o.dropout, this.training)], 2);
+        const upper = this.upperDecoder.forward(fed, { h0: h.slice(0, 1), ...(c ? { c0: c.slice(0, 1) } : {}) });
+        states = upper.output.transpose(0, 1);
+      }
       features = this.combine!.forward(Tensor.concat([attended.context, states], 2)).tanh();
     }
     return { logits: this.output.forward(dropout(features, o.dropout, this.training)), weights };
@@ -360,9 +385,11 @@ export class Seq2Seq extends Module {
     const keys = !this.attention ? values : this.attention.projectKeys(values); // [S, B, K]
     const bahdanau = this.attention instanceof BahdanauAttention ? this.attention : null;
     const storageOf = (t: Tensor | null | undefined) => (t ? t.storage : null);
-    const layers = [...Array(o.numLayers).keys()].map((l) => this.decoder.layerWeights(l, false).map(storageOf));
+    const layers = [...Array(o.numLayers).keys()].map((l) =>
+      (this.upperDecoder && l > 0 ? this.upperDecoder.layerWeights(l - 1, false) : this.decoder.layerWeights(l, false)).map(storageOf));
     return native.seq2seqDecode(
-      [this.cellKind, o.numLayers, o.embeddingDim, o.hiddenSize, o.targetVocabSize + 1, ATTENTION_KINDS[o.attention], keys.shape[2], o.hiddenSize],
+      [this.cellKind, o.numLayers, o.embeddingDim, o.hiddenSize, o.targetVocabSize + 1, ATTENTION_KINDS[o.attention], keys.shape[2], o.hiddenSize,
+        o.contextFeeding ? 1 : 0],
       this.targetEmbedding.weight.storage,
       layers,
       [storageOf(bahdanau?.query.weight), storageOf(bahdanau?.query.bias), storageOf(bahdanau?.v.weight), storageOf(this.combine?.weight),
