@@ -262,7 +262,7 @@ describe('Seq2Seq', () => {
     ['lstm', 'bahdanau', true, 3], ['gru', 'luong', true, 2]] as const;
   for (const [cell, attention, contextFeeding, numLayers] of kinds) {
     const title = `${cell}, ${attention}${contextFeeding ? `, context feeding, ${numLayers} layers` : ''}`;
-    it(`${title}: the native search's log-probabilities are the teacher-forced graph's; a beam of 1 is greedy; a wide beam is exhaustive search`, () => {
+    it(`${title}: the native search's log-probabilities are the teacher-forced graph's; a beam of 1 is greedy; a wide beam is exhaustive search`, async () => {
       seed(17);
       const model = new Seq2Seq({ cell, attention, sourceVocabSize: 5, targetVocabSize: 2, embeddingDim: 6, hiddenSize: 8, numLayers, contextFeeding });
       // livelier weights than the default initialization: varied outputs, few near-ties
@@ -296,6 +296,15 @@ describe('Seq2Seq', () => {
           expect({ tokens: beam.tokens[i], ended: beam.ended[i] }, `source ${i}, lengthPenalty ${lengthPenalty}`).to.deep.equal({ tokens: scored[0].tokens, ended: scored[0].ended });
           expectClose([beam.logProbs[i]], [scored[0].logProb], `beam log-probability ${i}`, { rtol: 1e-5, atol: 1e-5 });
         });
+      }
+      if (contextFeeding) {
+        // save and load keep the option and its weights (decoder_upper.*)
+        const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'seq2seq-')), 'fed.safetensors');
+        await save(model, file);
+        const again = await load(file) as Seq2Seq;
+        expect(again.options.contextFeeding).to.equal(true);
+        expect(again.namedParameters().map(([k]) => k)).to.include('decoder_upper.weight_ih_l0');
+        expect(again.decode(sources, { beamWidth: 4, maxLength })).to.deep.equal(model.decode(sources, { beamWidth: 4, maxLength }));
       }
     });
   }
