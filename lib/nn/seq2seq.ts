@@ -16,9 +16,10 @@
  * This is Luong's global attention placed after the recurrent layer, without input feeding, so
  * that training runs every target position at once: the recurrent parts are one native call
  * each, the attention a few batched products. contextFeeding instead attends from the first
- * decoder layer and feeds [c_t; h_t] to the layers above (GNMT), still in parallel over t. Decoding (translate) runs the whole greedy or beam
- * search in one native call (cpp/seq2seq.cc), each step one fused pass (cell, attention, output
- * layer) over every live hypothesis of every source.
+ * decoder layer and feeds [c_t; h_t] to the layers above (GNMT), still in parallel over t.
+ * Decoding (translate) runs the whole greedy or beam search in one native call (cpp/seq2seq.cc),
+ * each step one fused pass (cell, attention, output layer) over every live hypothesis of every
+ * source.
  *
  * Tokens: the caller's ids are 0..V-1 on both sides. The model adds its own: <start> is row
  * targetVocabSize of the decoder's embedding, <end> is class targetVocabSize of its output.
