@@ -87,7 +87,8 @@ function torchRound(c: Case, data: { sources: number[][]; targets: number[][] })
   return (JSON.parse(r.stdout.trim().split('\n').pop()!) as { msPerStep: number[] }).msPerStep;
 }
 
-const label = (c: Case) => `${c.attention}${c.contextFeeding ? ' (context feeding)' : ''} ${c.cell}${c.layers ? ` x ${c.layers}` : ''}`;
+const attentionLabel = (c: Case) => `${c.attention}${c.contextFeeding ? ' (context feeding)' : ''}`;
+const cellLabel = (c: Case) => `${c.cell}${c.layers ? ` x ${c.layers}` : ''}`;
 const machine = describeMachine();
 console.log(`Seq2Seq training step (forward, loss, backward, Adam): recurrent vs PyTorch 1.13 CPU, ${threads} threads; ${machine}`);
 const rows: { case: Case; recurrentMs: number; torchMs: number | null; ratio: number | null; pairsPerSecond: number }[] = [];
@@ -105,7 +106,7 @@ for (const c of cases) {
   const torchMs = theirs.length ? median(theirs) : null;
   const ratio = torchMs === null ? null : torchMs / recurrentMs;
   rows.push({ case: c, recurrentMs, torchMs, ratio, pairsPerSecond: (c.batch / recurrentMs) * 1000 });
-  console.log(`${label(c)} B = ${c.batch}, H = ${c.hidden}: recurrent ${recurrentMs.toFixed(2)} ms, PyTorch ${torchMs?.toFixed(2) ?? '-'} ms` +
+  console.log(`${attentionLabel(c)} ${cellLabel(c)} B = ${c.batch}, H = ${c.hidden}: recurrent ${recurrentMs.toFixed(2)} ms, PyTorch ${torchMs?.toFixed(2) ?? '-'} ms` +
     (ratio ? `, ${ratio.toFixed(2)}x` : ''));
 }
 const md = [
@@ -118,7 +119,7 @@ const md = [
   '',
   '| attention | cell (layers) | B | H | recurrent | PyTorch | speed-up | pairs/s (recurrent) |',
   '|---|---|---|---|---|---|---|---|',
-  ...rows.map((r) => `| ${r.case.attention}${r.case.contextFeeding ? ' (context feeding)' : ''} | ${r.case.cell}${r.case.layers ? ` x ${r.case.layers}` : ''} | ${r.case.batch} | ${r.case.hidden} | ${r.recurrentMs.toFixed(2)} ms | ` +
+  ...rows.map((r) => `| ${attentionLabel(r.case)} | ${cellLabel(r.case)} | ${r.case.batch} | ${r.case.hidden} | ${r.recurrentMs.toFixed(2)} ms | ` +
     `${r.torchMs === null ? '-' : `${r.torchMs.toFixed(2)} ms`} | ${r.ratio === null ? '-' : `${r.ratio.toFixed(2)}x`} | ${r.pairsPerSecond.toFixed(0)} |`),
   '',
 ];

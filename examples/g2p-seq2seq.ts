@@ -109,7 +109,8 @@ const pct = (x: number) => `${(x * 100).toFixed(2)}%`;
     cell: 'lstm', sourceVocabSize: letters.length, targetVocabSize: phones.length, embeddingDim: 64, hiddenSize: hidden, numLayers: layers,
     bidirectional: true, attention, dropout: 0, contextFeeding,
   });
-  const optimizer = new Adam(model.parameters(), { lr: 2e-3 });
+  const baseLr = 2e-3;
+  const optimizer = new Adam(model.parameters(), { lr: baseLr });
   say(`Seq2Seq: BiLSTM encoder (${layers} x ${hidden / 2} per direction), LSTM decoder (${layers} x ${hidden}), ${attention} attention` +
     `${contextFeeding ? ' (context feeding)' : ''}, ` +
     `${model.numParameters().toLocaleString('en-US')} parameters; ${os.cpus()[0].model.trim()}, ${os.cpus().length} cores, CPU kernels ${backends().cpu.isa}; budget ${minutes} min`);
@@ -118,7 +119,6 @@ const pct = (x: number) => `${(x * 100).toFixed(2)}%`;
   // the learning rate by the share of the time budget spent: a short warm-up, then a linear decay,
   // and no dropout: on 2 Zen 2 cores, 29.51% WER against 31.03% for 'constant for half the
   // budget, then falling' with dropout 0.1 (which also makes a step 9% slower)
-  const baseLr = 2e-3;
   const history = await fit(model, { sources: pairs.map((p) => p.source), targets: pairs.map((p) => p.target) }, {
     epochs: 1000, batchSize: 64, optimizer, clipGradNorm: 5, seed: 1, signal: AbortSignal.timeout(minutes * 60_000),
     onBatchEnd: () => {
