@@ -6,12 +6,16 @@
 
 namespace recurrent {
 
-// losses (N) = -log softmax(logits)[target]
-void cross_entropy_forward_cpu(float* losses, const float* logits, const int32_t* targets, int64_t rows,
-                               int64_t classes, int32_t ignore_index);
+// With label smoothing s (PyTorch's label_smoothing), the target distribution is
+// q = (1 - s) onehot(target) + s / V; s = 0 is the plain loss.
 
-// grad_logits (N, V) = (softmax(logits) - onehot(target)) * grad_losses[n]
+// losses (N) = -sum_j q[j] log softmax(logits)[j]
+void cross_entropy_forward_cpu(float* losses, const float* logits, const int32_t* targets, int64_t rows,
+                               int64_t classes, int32_t ignore_index, float smoothing);
+
+// grad_logits (N, V) = (softmax(logits) - q) * grad_losses[n]
 void cross_entropy_backward_cpu(float* grad_logits, const float* logits, const int32_t* targets,
-                                const float* grad_losses, int64_t rows, int64_t classes, int32_t ignore_index);
+                                const float* grad_losses, int64_t rows, int64_t classes, int32_t ignore_index,
+                                float smoothing);
 
 }  // namespace recurrent

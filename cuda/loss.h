@@ -14,9 +14,9 @@ namespace recurrent {
 namespace cuda {
 
 RECURRENT_CUDA_FN void cross_entropy_forward(float* losses, const float* logits, const int32_t* targets, int64_t rows,
-    int64_t classes, int32_t ignore_index) RECURRENT_CUDA_ELSE_THROW;
+    int64_t classes, int32_t ignore_index, float smoothing) RECURRENT_CUDA_ELSE_THROW;
 RECURRENT_CUDA_FN void cross_entropy_backward(float* grad_logits, const float* logits, const int32_t* targets,
-    const float* grad_losses, int64_t rows, int64_t classes, int32_t ignore_index) RECURRENT_CUDA_ELSE_THROW;
+    const float* grad_losses, int64_t rows, int64_t classes, int32_t ignore_index, float smoothing) RECURRENT_CUDA_ELSE_THROW;
 
 }  // namespace cuda
 }  // namespace recurrent

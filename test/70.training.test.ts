@@ -35,6 +35,23 @@ describe('losses', () => {
     });
   });
 
+  it('crossEntropyLoss with labelSmoothing matches torch.nn.functional.cross_entropy(label_smoothing=0.25)', () => {
+    // python3-torch 1.13, float64: the mean over the three counted rows, its gradient, and the per-row losses
+    const x = Tensor.from([[1, 2, 3], [0, 0, 0], [5, -1, 2], [0.5, 0.2, -3]], undefined, { requiresGrad: true });
+    const targets = [2, 0, -100, 1];
+    const loss = crossEntropyLoss(x, targets, { labelSmoothing: 0.25 });
+    expect(loss.item()).to.be.closeTo(0.9564793631470383, 1e-6);
+    loss.backward();
+    expectClose(x.grad!.toArray(), [0.002232413279, 0.05379837924, -0.05603079252, -0.166666666667, 0.083333333333, 0.083333333333, 0, 0, 0,
+      0.160438143392, -0.138343993952, -0.02209414944], 'grad', { atol: 1e-6 });
+    expectClose(crossEntropyLoss(x, targets, { labelSmoothing: 0.25, reduction: 'none' }).toArray(), [0.657605964444, 1.098612288668, 0, 1.113219836329],
+      'none', { rtol: 1e-6 });
+    // 0 is the plain loss; out of range is refused
+    expect(crossEntropyLoss(x, targets, { labelSmoothing: 0 }).item()).to.equal(crossEntropyLoss(x, targets).item());
+    expect(() => crossEntropyLoss(x, targets, { labelSmoothing: 1.5 })).to.throw(RangeError, /labelSmoothing in \[0, 1\]/);
+    expect(() => crossEntropyLoss(x, targets, { labelSmoothing: '0.1' as unknown as number })).to.throw(TypeError, /labelSmoothing/);
+  });
+
   it('crossEntropyLoss takes [T, B, V] logits with [T, B] targets and rejects bad targets', () => {
     const logits = Tensor.randn([4, 3, 5]);
     const targets = Tensor.from([[0, 1, 2], [3, 4, 0], [1, 1, 1], [4, 3, 2]]);

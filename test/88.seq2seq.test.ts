@@ -10,7 +10,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import {
-  Adam, BahdanauAttention, LuongAttention, Seq2Seq, SequenceModel, Tensor, attentionHeatmapSvg, fit, load, noGrad, save, seed,
+  Adam, BahdanauAttention, LuongAttention, Seq2Seq, SequenceModel, Tensor, attentionHeatmapSvg, crossEntropyLoss, fit, load, noGrad, save, seed,
 } from '../lib/index';
 import { expectClose, seededRandom } from './helpers';
 
@@ -361,6 +361,29 @@ describe('Seq2Seq', () => {
     const first = await run();
     expect(first[first.length - 1]).to.be.lessThan(first[0]);
     expect(await run()).to.deep.equal(first);
+  });
+
+  it('labelSmoothing smooths the training loss only: the teacher-forced logits under crossEntropyLoss({ labelSmoothing }); eval mode is plain', async () => {
+    seed(6);
+    const model = new Seq2Seq({ sourceVocabSize: 5, targetVocabSize: 4, embeddingDim: 6, hiddenSize: 8, labelSmoothing: 0.2 });
+    const sources = [[1, 2, 3], [4, 0]];
+    const targets = [[3, 1], [2, 0, 1]];
+    const { logits, targets: classes } = model.forward(sources, targets);
+    const smoothed = crossEntropyLoss(logits, classes, { ignoreIndex: -100, labelSmoothing: 0.2 }).item();
+    const plain = crossEntropyLoss(logits, classes, { ignoreIndex: -100 }).item();
+    expect(Math.abs(smoothed - plain)).to.be.greaterThan(1e-3);
+    expect(model.loss(sources, targets).item()).to.be.closeTo(smoothed, 1e-6);
+    model.eval();
+    expect(model.loss(sources, targets).item()).to.be.closeTo(plain, 1e-6);
+    model.train();
+    const file = path.join(os.tmpdir(), `recurrent-seq2seq-ls-${process.pid}.safetensors`);
+    await save(model, file);
+    const again = (await load(file)) as Seq2Seq;
+    fs.unlinkSync(file);
+    expect(again.options.labelSmoothing).to.equal(0.2);
+    expect(again.loss(sources, targets).item()).to.be.closeTo(smoothed, 1e-6);
+    expect(() => new Seq2Seq({ sourceVocabSize: 4, targetVocabSize: 3, labelSmoothing: 1 })).to.throw(RangeError, /options.labelSmoothing/);
+    expect(() => new Seq2Seq({ sourceVocabSize: 4, targetVocabSize: 3, labelSmoothing: 'a' as never })).to.throw(TypeError, /options.labelSmoothing/);
   });
 
   it('bad input is named: ids, empty sources, options, a model fit() cannot train on pairs', async () => {

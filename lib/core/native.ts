@@ -60,8 +60,8 @@ export interface NativeAddon {
   dropoutMask(out: S, count: number, p: number, seed: number): void;
   embeddingForward(out: S, weight: S, indices: Int32Array, rows: number, dim: number): void;
   embeddingBackward(gradWeight: S, gradOut: S, indices: Int32Array, rows: number, dim: number): void;
-  crossEntropy(losses: S, logits: S, targets: Int32Array, rows: number, classes: number, ignoreIndex: number): void;
-  crossEntropyBackward(gradLogits: S, logits: S, targets: Int32Array, gradLosses: S, rows: number, classes: number, ignoreIndex: number): void;
+  crossEntropy(losses: S, logits: S, targets: Int32Array, rows: number, classes: number, ignoreIndex: number, labelSmoothing: number): void;
+  crossEntropyBackward(gradLogits: S, logits: S, targets: Int32Array, gradLosses: S, rows: number, classes: number, ignoreIndex: number, labelSmoothing: number): void;
   ctcLoss(losses: S, grad: MaybeS, logProbs: S, T: number, B: number, C: number, blank: number, targets: Int32Array,
     targetLengths: Int32Array, inputLengths: Int32Array, zeroInfinity: boolean): void;
   ctcLossReference(logProbs: Float64Array, T: number, B: number, C: number, blank: number, targets: Int32Array,

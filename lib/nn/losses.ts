@@ -54,16 +54,20 @@ function classTargets(targets: unknown, expectedShape: number[]): Int32Array {
  * targets: class indices with the leading shape of logits ([N] or [T, B]), as a Tensor
  * of integers, an Int32Array or numbers. Steps whose target equals `ignoreIndex`
  * (default -100) count neither in the loss nor in the mean.
+ * labelSmoothing s in [0, 1] (PyTorch's label_smoothing, default 0) trains toward
+ * (1 - s) onehot(target) + s / V instead of onehot(target).
  * Returns a one-element tensor (reduction 'mean' or 'sum') or per-element losses ('none').
  */
 export function crossEntropyLoss(
   logits: Tensor,
   targets: Tensor | Int32Array | readonly number[],
-  options: { reduction?: Reduction; ignoreIndex?: number } = {},
+  options: { reduction?: Reduction; ignoreIndex?: number; labelSmoothing?: number } = {},
 ): Tensor {
   const x = expectTensor(logits, 'logits');
   const opts = expectOptions(options, 'options');
-  expectKnownKeys(opts, ['reduction', 'ignoreIndex'], 'options');
+  expectKnownKeys(opts, ['reduction', 'ignoreIndex', 'labelSmoothing'], 'options');
+  const smoothing = opts.labelSmoothing === undefined ? 0 : expectNumber(opts.labelSmoothing, 'options.labelSmoothing');
+  if (!(smoothing >= 0 && smoothing <= 1)) throw rangeError(`crossEntropyLoss: expected options.labelSmoothing in [0, 1] but received ${describe(opts.labelSmoothing)}`);
   const reduction = reductionOf(opts);
   const ignoreIndex = opts.ignoreIndex === undefined ? -100 : expectInteger(opts.ignoreIndex, 'options.ignoreIndex', -(2 ** 31), 2 ** 31 - 1);
   if (x.ndim < 2 || x.shape[x.ndim - 1] === 0) {
@@ -79,10 +83,10 @@ export function crossEntropyLoss(
     }
   }
   const losses = emptyOn([rows], x.device);
-  native.crossEntropy(losses.storage, x.storage, t, rows, classes, ignoreIndex);
+  native.crossEntropy(losses.storage, x.storage, t, rows, classes, ignoreIndex, smoothing);
   record('crossEntropy', [x], losses, ([g]) => {
     const grad = emptyOn(x.shape, x.device);
-    native.crossEntropyBackward(grad.storage, x.storage, t, g!.storage, rows, classes, ignoreIndex);
+    native.crossEntropyBackward(grad.storage, x.storage, t, g!.storage, rows, classes, ignoreIndex, smoothing);
     return [grad];
   });
   if (reduction === 'none') return losses.reshape(leading);

@@ -74,6 +74,13 @@ export interface Seq2SeqOptions {
    * and an attention. Default false: attention after the last layer.
    */
   contextFeeding?: boolean;
+  /**
+   * Label smoothing of the training loss (PyTorch's label_smoothing): each target token is
+   * learned as (1 - s) onehot + s / V over the V output classes, which keeps the model from
+   * growing overconfident. Only in training mode; loss() in eval mode (validation) is the plain
+   * cross entropy. Default 0.
+   */
+  labelSmoothing?: number;
 }
 
 export interface TranslateOptions {
@@ -128,7 +135,7 @@ export class Seq2Seq extends Module {
     super();
     const opts = expectOptions(options, 'options');
     expectKnownKeys(opts, ['cell', 'sourceVocabSize', 'targetVocabSize', 'embeddingDim', 'hiddenSize', 'numLayers', 'bidirectional', 'attention',
-      'attentionSize', 'dropout', 'teacherForcing', 'contextFeeding'], 'options');
+      'attentionSize', 'dropout', 'teacherForcing', 'contextFeeding', 'labelSmoothing'], 'options');
     const cell = opts.cell ?? 'lstm';
     if (cell !== 'lstm' && cell !== 'gru') throw rangeError(`Expected options.cell to be 'lstm' or 'gru' but received ${describe(cell)}`);
     const attention = (opts.attention ?? 'bahdanau') as AttentionType;
@@ -143,8 +150,10 @@ export class Seq2Seq extends Module {
     const dropoutP = opts.dropout === undefined ? 0 : expectNumber(opts.dropout, 'options.dropout');
     if (!(dropoutP >= 0 && dropoutP < 1)) throw rangeError(`Expected options.dropout to be in [0, 1) but received ${dropoutP}`);
     const contextFeeding = opts.contextFeeding === undefined ? false : expectBoolean(opts.contextFeeding, 'options.contextFeeding');
+    const labelSmoothing = opts.labelSmoothing === undefined ? 0 : expectNumber(opts.labelSmoothing, 'options.labelSmoothing');
+    if (!(labelSmoothing >= 0 && labelSmoothing < 1)) throw rangeError(`Expected options.labelSmoothing to be in [0, 1) but received ${labelSmoothing}`);
     this.options = {
-      cell, attention, hiddenSize, bidirectional, teacherForcing, dropout: dropoutP, contextFeeding,
+      cell, attention, hiddenSize, bidirectional, teacherForcing, dropout: dropoutP, contextFeeding, labelSmoothing,
       sourceVocabSize: expectInteger(opts.sourceVocabSize, 'options.sourceVocabSize', 1),
       targetVocabSize: expectInteger(opts.targetVocabSize, 'options.targetVocabSize', 1),
       embeddingDim: opts.embeddingDim === undefined ? 64 : expectInteger(opts.embeddingDim, 'options.embeddingDim', 1),
@@ -201,7 +210,8 @@ export class Seq2Seq extends Module {
 
   /**
    * The training loss: cross entropy of every target token and <end>, averaged over them (padding
-   * excluded). What fit() minimizes for a Seq2Seq on { sources, targets }.
+   * excluded), label-smoothed in training mode (options.labelSmoothing). What fit() minimizes for a
+   * Seq2Seq on { sources, targets }.
    */
   loss(sources: readonly (readonly number[])[], targets: readonly (readonly number[])[]): Tensor {
     const name = 'Seq2Seq#loss()';
@@ -209,7 +219,7 @@ export class Seq2Seq extends Module {
     let { inputs, outputs, T } = this.targetBatch(name, targets, batch.B);
     if (this.training && this.options.teacherForcing < 1) inputs = this.scheduledInputs(batch, inputs, outputs, T);
     const { logits } = this.teacherForced(batch, inputs, T);
-    return crossEntropyLoss(logits, outputs, { ignoreIndex: IGNORE });
+    return crossEntropyLoss(logits, outputs, { ignoreIndex: IGNORE, labelSmoothing: this.training ? this.options.labelSmoothing : 0 });
   }
 
   /** The output tokens of every source: a beam search (or greedy search), in native code. */
