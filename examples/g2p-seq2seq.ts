@@ -5,9 +5,9 @@
  * symbols). Every word matching /^[A-Z']+$/ and every one of its pronunciations is used; 5% of the
  * words, chosen by a hash of the word, are held out for the test, and 1% more to watch training
  * on. The learning rate follows the time budget: up over its first 3%, then down linearly to 3% of
- * its peak at the end (any machine gets the whole schedule). A word is right if the decoded
- * phonemes equal any of its pronunciations; the
- * phoneme error rate is the edit distance to the closest one over its length.
+ * its peak at the end (any machine gets the whole schedule), and the loss is label-smoothed (0.2).
+ * A word is right if the decoded phonemes equal any of its pronunciations; the phoneme error rate
+ * is the edit distance to the closest one over its length.
  *
  *   npx tsx examples/g2p-seq2seq.ts [minutes = 20] [hidden = 256] [attention = bahdanau] [layers = 2] [stress | no-stress]
  *       [context-feeding]
@@ -107,7 +107,7 @@ const pct = (x: number) => `${(x * 100).toFixed(2)}%`;
   seed(1);
   const model = new Seq2Seq({
     cell: 'lstm', sourceVocabSize: letters.length, targetVocabSize: phones.length, embeddingDim: 64, hiddenSize: hidden, numLayers: layers,
-    bidirectional: true, attention, dropout: 0, contextFeeding,
+    bidirectional: true, attention, dropout: 0, contextFeeding, labelSmoothing: 0.2,
   });
   const baseLr = 2e-3;
   const optimizer = new Adam(model.parameters(), { lr: baseLr });
@@ -118,7 +118,9 @@ const pct = (x: number) => `${(x * 100).toFixed(2)}%`;
   const elapsed = () => (performance.now() - started) / 60_000;
   // the learning rate by the share of the time budget spent: a short warm-up, then a linear decay,
   // and no dropout: on 2 Zen 2 cores, 29.51% WER against 31.03% for 'constant for half the
-  // budget, then falling' with dropout 0.1 (which also makes a step 9% slower)
+  // budget, then falling' with dropout 0.1 (which also makes a step 9% slower). Label smoothing
+  // 0.2 costs nothing per step: 14,000 steps on one thread gave 29.17% WER against 30.05%
+  // without it (0.1: 29.46%)
   const history = await fit(model, { sources: pairs.map((p) => p.source), targets: pairs.map((p) => p.target) }, {
     epochs: 1000, batchSize: 64, optimizer, clipGradNorm: 5, seed: 1, signal: AbortSignal.timeout(minutes * 60_000),
     onBatchEnd: () => {
