@@ -54,6 +54,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("clipGradValue", Napi::Function::New<ClipGradValue>(env, "clipGradValue"));
   exports.Set("layerReserveSize", Napi::Function::New<LayerReserveSize>(env, "layerReserveSize"));
   exports.Set("layerForward", Napi::Function::New<LayerForward>(env, "layerForward"));
+  exports.Set("stackForward", Napi::Function::New<StackForward>(env, "stackForward"));
   exports.Set("stepPlan", Napi::Function::New<StepPlan>(env, "stepPlan"));
   exports.Set("stepRun", Napi::Function::New<StepRun>(env, "stepRun"));
   exports.Set("seq2seqDecode", Napi::Function::New<Seq2SeqDecode>(env, "seq2seqDecode"));

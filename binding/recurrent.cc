@@ -172,6 +172,48 @@ Napi::Value LayerForward(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// stackForward(cell, T, B, I, H, D, L, ys, hN, cN, x, lengths, h0, c0, layers): inference through L
+// one-direction layers (D must be 1) in one call (cpp/recurrent.h, stack_forward_cpu): ys holds L
+// storages of (T, B, H), the last one the stack's output; hN, cN, h0, c0 are (L, B, H); layers holds
+// L arrays [w_ih, w_hh, b_ih, b_hh]. CPU storages only.
+Napi::Value StackForward(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  begin_op();
+  expect_args(info, 15, "stackForward");
+  const LayerDims d = dims_arg(info);
+  if (d.directions != 1) throw_range(env, "stackForward runs one-direction layers: directions must be 1");
+  const int L = static_cast<int>(int_arg(info[6], "layers", 1, 1 << 16));
+  const int64_t rows = static_cast<int64_t>(d.steps) * d.batch;
+  const int64_t states = static_cast<int64_t>(L) * d.batch * d.hidden_size;
+  if (!info[7].IsArray() || info[7].As<Napi::Array>().Length() != static_cast<uint32_t>(L))
+    throw_type(env, "ys must be an array of one storage per layer");
+  if (!info[14].IsArray() || info[14].As<Napi::Array>().Length() != static_cast<uint32_t>(L))
+    throw_type(env, "layers must be an array of one weights array per layer");
+  Napi::Array ys_array = info[7].As<Napi::Array>();
+  Napi::Array layers_array = info[14].As<Napi::Array>();
+  std::vector<float*> ys(L);
+  for (int l = 0; l < L; ++l) ys[l] = span_of(ys_array.Get(static_cast<uint32_t>(l)), "ys[l]", 0, rows * d.hidden_size);
+  float* h_n = span_of(info[8], "hN", 0, states);
+  float* c_n = is_lstm(d) ? span_of(info[9], "cN", 0, states) : nullptr;
+  const float* x = read_span_of(info[10], "x", 0, rows * d.input_size);
+  const std::vector<int> lengths = lengths_arg(info[11], d);
+  const float* h0 = info[12].IsNull() || info[12].IsUndefined() ? nullptr : read_span_of(info[12], "h0", 0, states);
+  const float* c0 = !is_lstm(d) || info[13].IsNull() || info[13].IsUndefined() ? nullptr : read_span_of(info[13], "c0", 0, states);
+  std::vector<LayerWeights> weights(L);
+  for (int l = 0; l < L; ++l) {
+    LayerDims layer = d;
+    layer.input_size = l == 0 ? d.input_size : d.hidden_size;
+    weights[l] = layer_weights_arg(layers_array.Get(static_cast<uint32_t>(l)), layer)[0];
+  }
+  run(
+      env,
+      [=] {
+        stack_forward_cpu(d, L, ys.data(), h_n, c_n, x, lengths.empty() ? nullptr : lengths.data(), h0, c0, weights.data());
+      },
+      [&] { throw_type(env, "stackForward runs on the CPU only"); });
+  return env.Undefined();
+}
+
 // layerBackward(cell, T, B, I, H, D, dx, dh0, dc0, grads, dy, dhN, dcN, reserve, x, lengths, weights[, dhSteps[,
 //               stateOffset]])
 Napi::Value LayerBackward(const Napi::CallbackInfo& info) {

@@ -8,6 +8,7 @@ namespace recurrent {
 
 Napi::Value LayerReserveSize(const Napi::CallbackInfo& info);
 Napi::Value LayerForward(const Napi::CallbackInfo& info);
+Napi::Value StackForward(const Napi::CallbackInfo& info);
 Napi::Value LayerBackward(const Napi::CallbackInfo& info);
 Napi::Value StepPlan(const Napi::CallbackInfo& info);
 Napi::Value StepRun(const Napi::CallbackInfo& info);

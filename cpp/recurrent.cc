@@ -17,6 +17,7 @@
 #include "layout.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <atomic>
 #include <cstring>
@@ -382,6 +383,120 @@ void layer_forward_cpu(const LayerDims& dims, float* y, float* h_n, float* c_n, 
     std::memcpy(h_n + d * state, final_h, state * sizeof(float));
     if (cell == CellKind::kLstm) std::memcpy(c_n + d * state, c, state * sizeof(float));
   }
+}
+
+// ===========================================================================
+// A stack of layers in inference (see stack_forward_cpu in recurrent.h)
+
+namespace {
+
+std::atomic<StackPipeline> g_stack_pipeline{[] {
+  const char* env = std::getenv("RECURRENT_STACK_PIPELINE");
+  const std::string mode = env ? env : "";
+  return mode == "on" ? StackPipeline::kOn : mode == "off" ? StackPipeline::kOff : StackPipeline::kAuto;
+}()};
+
+// How much a pipeline of layers may be out of balance and still beat each layer's own split of a
+// step over the team (by units: a barrier per layer and step), in multiply-adds per step and layer:
+// about what a barrier and the split's shorter products cost (2 threads, Zen 2). A step of the
+// pipeline takes as long as its slowest thread's layers, a step of the split about the average plus
+// the barriers; an LSTM's first layer often reads fewer inputs than the others.
+constexpr double kPipelineSlackPerLayer = 64 << 10;
+
+// Steps per chunk of the pipeline (0: chosen by size); RECURRENT_PIPELINE_CHUNK sets the start.
+std::atomic<int> g_pipeline_chunk{[] {
+  const char* env = std::getenv("RECURRENT_PIPELINE_CHUNK");
+  return env && *env ? std::max(0, std::atoi(env)) : 0;
+}()};
+
+struct PipelinePlan {
+  int team;   // 1: layer after layer, each with its own split
+  int chunk;  // time steps per chunk
+};
+
+PipelinePlan pipeline_for(const LayerDims& dims, int layers) {
+  const int T = dims.steps, B = dims.batch, H = dims.hidden_size, GH = gate_count(dims.cell) * H;
+  const int team = std::min(num_threads(), layers);
+  const StackPipeline mode = g_stack_pipeline.load();
+  if (team < 2 || T < 2 || dims.directions != 1 || mode == StackPipeline::kOff) return {1, T};
+  if (mode == StackPipeline::kAuto) {
+    const int blocks = (H + kGateBlock - 1) / kGateBlock;
+    const TeamPlan own = team_for(blocks, B, GH, H, T);
+    if (own.by_rows) return {1, T};  // no barriers to save
+    if (own.team > 1) {  // split by units: the pipeline only where it is about as balanced
+      std::vector<double> thread_work(team, 0.0);
+      double total = 0;
+      for (int id = 0; id < team; ++id)
+        for (int l = layers * id / team; l < layers * (id + 1) / team; ++l) {  // thread id's layers
+          const double work = static_cast<double>(B) * GH * ((l == 0 ? dims.input_size : H) + H);
+          thread_work[id] += work;
+          total += work;
+        }
+      const double slowest = *std::max_element(thread_work.begin(), thread_work.end());
+      if (slowest - total / team > kPipelineSlackPerLayer * layers) return {1, T};
+    }
+  }
+  const int forced = g_pipeline_chunk.load();
+  if (forced > 0) return {team, std::min(T, forced)};
+  // Filling the pipeline costs a chunk of the first layers; a chunk's call and its handover cost
+  // a few microseconds. Measured best: 4-8 steps (LSTM 2 x 128 and 2 x 256, B = 1 and 8).
+  return {team, std::max(1, std::min(8, T / 8))};
+}
+
+}  // namespace
+
+void set_stack_pipeline(StackPipeline mode) { g_stack_pipeline = mode; }
+
+void set_pipeline_chunk(int steps) { g_pipeline_chunk = std::max(0, steps); }
+
+void stack_forward_cpu(const LayerDims& dims, int layers, float* const* ys, float* h_n, float* c_n,
+                       const float* x, const int* lengths, const float* h0, const float* c0,
+                       const LayerWeights* weights) {
+  const int T = dims.steps, B = dims.batch, H = dims.hidden_size, L = layers;
+  const size_t state = static_cast<size_t>(B) * H;
+  const bool lstm = dims.cell == CellKind::kLstm;
+  const auto layer_dims = [&](int l, int steps) {
+    LayerDims d = dims;
+    d.steps = steps;
+    d.input_size = l == 0 ? dims.input_size : H;
+    return d;
+  };
+  const auto input_of = [&](int l) { return l == 0 ? x : ys[l - 1]; };
+  const PipelinePlan plan = pipeline_for(dims, L);
+  if (plan.team <= 1) {
+    for (int l = 0; l < L; ++l)
+      layer_forward_cpu(layer_dims(l, T), ys[l], h_n + l * state, lstm ? c_n + l * state : nullptr, nullptr, input_of(l), lengths,
+                        h0 ? h0 + l * state : nullptr, lstm && c0 ? c0 + l * state : nullptr, &weights[l]);
+    return;
+  }
+  // Chunk k of layer l covers steps [k * chunk, (k + 1) * chunk) and starts from the state the
+  // layer's chunk k - 1 left in h_n, c_n. Every step computes what the whole-sequence call computes
+  // (the kernels' results do not depend on how time is cut into chunks), so the stack's results do
+  // not depend on the plan.
+  const int chunks = (T + plan.chunk - 1) / plan.chunk;
+  std::vector<Progress> done(L);  // chunks of each layer written
+  run_team(plan.team, [&](int id, int team, Barrier&) {
+    // layers [l0, l1) are this thread's (all of them where the pool was busy)
+    const int l0 = L * id / team, l1 = L * (id + 1) / team;
+    std::vector<int> chunk_lengths(lengths ? B : 0);
+    for (int k = 0; k < chunks; ++k) {
+      const int t0 = k * plan.chunk, n = std::min(plan.chunk, T - t0);
+      if (lengths)
+        for (int b = 0; b < B; ++b) chunk_lengths[b] = std::max(0, std::min(n, lengths[b] - t0));
+      for (int l = l0; l < l1; ++l) {
+        if (l == l0 && l > 0) done[l - 1].wait_for(k + 1);  // the layer below is another thread's
+        const int I = l == 0 ? dims.input_size : H;
+        float* hl = h_n + l * state;
+        float* cl = lstm ? c_n + l * state : nullptr;
+        const float* h_start = k > 0 ? hl : h0 ? h0 + l * state : nullptr;
+        const float* c_start = !lstm ? nullptr : k > 0 ? cl : c0 ? c0 + l * state : nullptr;
+        layer_forward_cpu(layer_dims(l, n), ys[l] + static_cast<size_t>(t0) * B * H, hl, cl, nullptr,
+                          input_of(l) + static_cast<size_t>(t0) * B * I, lengths ? chunk_lengths.data() : nullptr, h_start,
+                          c_start, &weights[l]);
+        if (l == l1 - 1) done[l].publish(k + 1);
+      }
+    }
+  });
 }
 
 // ===========================================================================

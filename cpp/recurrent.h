@@ -70,6 +70,25 @@ void layer_forward_cpu(const LayerDims& dims, float* y, float* h_n, float* c_n, 
                        const float* x, const int* lengths, const float* h0, const float* c0,
                        const LayerWeights* weights);
 
+// Inference through a stack of `layers` one-direction layers (dims: the first layer's; the
+// others read the previous layer's output, input size H). ys[l] (T, B, H) receives layer l's
+// output; h0, c0, h_n, c_n are (layers, B, H) (h0, c0 may be null). With two or more threads,
+// where a layer's own split of a step is weak (small steps), the layers run as a pipeline: each
+// thread owns consecutive layers and runs them chunk by chunk of time steps, a chunk as soon as
+// the layer below has written it (layer l at chunk k while layer l-1 runs chunk k+1). The results
+// are bit-identical to layer_forward_cpu layer after layer, which is what runs otherwise.
+void stack_forward_cpu(const LayerDims& dims, int layers, float* const* ys, float* h_n, float* c_n,
+                       const float* x, const int* lengths, const float* h0, const float* c0,
+                       const LayerWeights* weights);
+
+// RECURRENT_STACK_PIPELINE=on|off in the environment (or this) forces the pipeline of
+// stack_forward_cpu on or off where two threads and two layers allow it; kAuto picks by size.
+enum class StackPipeline : int { kAuto = 0, kOn = 1, kOff = 2 };
+void set_stack_pipeline(StackPipeline mode);
+// Time steps per chunk of that pipeline (0: chosen by size, the default; results do not depend on
+// it). RECURRENT_PIPELINE_CHUNK in the environment sets the starting value.
+void set_pipeline_chunk(int steps);
+
 // Writes (does not accumulate) every gradient. dh0/dc0 may be null when not wanted.
 // dh_steps (D, T, B, H), when not null, receives dL/dh_t of every step: the total gradient
 // of the state after step t (from y_t and from the steps after it), zero past a row's length

@@ -54,6 +54,15 @@ bool spin_until(Ready ready, int micros) {
   }
 }
 
+// Set while this thread runs a pool call's work (as its caller or as a worker): a call made from
+// there runs serially instead of asking for the pool again (the caller holds its lock).
+thread_local bool t_in_call = false;
+
+struct InCall {
+  InCall() { t_in_call = true; }
+  ~InCall() { t_in_call = false; }
+};
+
 constexpr int kIdleSpinMicros = 2000;     // a worker waiting for the next call
 constexpr int kBarrierSpinMicros = 2000;  // a team thread waiting at a step's barrier
 
@@ -79,24 +88,28 @@ class Pool {
   }
 
   void run(int count, const std::function<void(int)>& fn) {
-    std::unique_lock<std::mutex> guard(busy_, std::try_to_lock);
+    std::unique_lock<std::mutex> guard;
+    if (!t_in_call) guard = std::unique_lock<std::mutex>(busy_, std::try_to_lock);
     if (!guard.owns_lock() || workers_.empty() || count <= 1) {
       for (int i = 0; i < count; ++i) fn(i);
       return;
     }
+    const InCall in_call;
     start(&fn, count, nullptr, 0, nullptr);
     drain();
     finish();
   }
 
   void run_team(int want, const std::function<void(int, int, Barrier&)>& fn) {
-    std::unique_lock<std::mutex> guard(busy_, std::try_to_lock);
+    std::unique_lock<std::mutex> guard;
+    if (!t_in_call) guard = std::unique_lock<std::mutex>(busy_, std::try_to_lock);
     const int team = guard.owns_lock() ? std::min(want, static_cast<int>(workers_.size()) + 1) : 1;
     Barrier barrier(std::max(team, 1));
     if (team <= 1) {
       fn(0, 1, barrier);
       return;
     }
+    const InCall in_call;
     start(nullptr, 0, &fn, team, &barrier);
     fn(0, team, barrier);
     finish();
@@ -152,6 +165,7 @@ class Pool {
       const int team = team_;
       Barrier* barrier = barrier_;
       lock.unlock();
+      const InCall in_call;
       if (team_fn) {
         if (id < team) (*team_fn)(id, team, *barrier);
       } else {
@@ -228,6 +242,20 @@ void Barrier::wait() {
   if (spin_until([&] { return phase_.load(std::memory_order_acquire) != phase; }, kBarrierSpinMicros)) return;
   sleepers_.fetch_add(1, std::memory_order_seq_cst);
   while (phase_.load(std::memory_order_seq_cst) == phase) wait_while(&phase_, phase);
+  sleepers_.fetch_sub(1, std::memory_order_relaxed);
+}
+
+void Progress::publish(unsigned value) {
+  value_.store(value, std::memory_order_seq_cst);
+  if (sleepers_.load(std::memory_order_seq_cst) > 0) wake_all(&value_);
+}
+
+void Progress::wait_for(unsigned value) {
+  const auto reached = [&] { return value_.load(std::memory_order_acquire) >= value; };
+  if (spin_until(reached, kBarrierSpinMicros)) return;
+  sleepers_.fetch_add(1, std::memory_order_seq_cst);
+  for (unsigned seen = value_.load(std::memory_order_seq_cst); seen < value; seen = value_.load(std::memory_order_seq_cst))
+    wait_while(&value_, seen);
   sleepers_.fetch_sub(1, std::memory_order_relaxed);
 }
 

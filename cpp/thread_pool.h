@@ -29,9 +29,22 @@ class Barrier {
   std::atomic<int> sleepers_{0};
 };
 
+// A count one thread of a team raises and others wait on (a pipeline's progress: "chunks done").
+// wait_for spins briefly, then sleeps (futex on Linux), like Barrier.
+class Progress {
+ public:
+  void publish(unsigned value);
+  void wait_for(unsigned value);
+
+ private:
+  std::atomic<unsigned> value_{0};
+  std::atomic<int> sleepers_{0};
+};
+
 // Runs fn(id, team, barrier) on `team` threads at once (ids 0..team-1, the caller is 0),
 // team = min(want, num_threads()), or 1 when another caller holds the pool. The threads
 // may synchronize on the barrier (all of them must call wait() the same number of times).
+// A call made from inside fn (or inside a parallel_for) runs on its own thread alone.
 void run_team(int want, const std::function<void(int id, int team, Barrier& barrier)>& fn);
 
 }  // namespace recurrent

@@ -4,7 +4,7 @@
  * and the reference's own gradients against finite differences.
  */
 import { expect } from 'chai';
-import { GRU, LSTM, RNN, Tensor, backward } from '../lib/index';
+import { GRU, LSTM, RNN, Tensor, backends, backward, noGrad, setNumThreads } from '../lib/index';
 import { native } from '../lib/core/native';
 import {
   CELL_CODE,
@@ -133,6 +133,53 @@ describe('recurrent layers (CPU) against the double reference', () => {
       });
     }
   }
+
+  it('inference through one-direction stacks (one native call; on two threads a pipeline over time) against the reference, bit for bit the training path', () => {
+    // Under noGrad a stack of one-direction layers is one native call, which on two threads runs
+    // small layers as a pipeline (each thread its layers, chunk by chunk of time steps); with
+    // gradients each layer is its own call. Both must give the same bits, on one thread and two.
+    const before = backends().cpu.threads;
+    try {
+      for (const threads of [1, 2]) {
+        setNumThreads(threads);
+        for (const cell of CELLS) {
+          for (const [L, lengths, initialState] of [[2, null, true], [3, [40, 33, 33, 9], false], [2, [12, 40, 1], true]] as const) {
+            const B = lengths ? lengths.length : 2;
+            const cfg: StackConfig = { cell, T: 40, B, I: 5, H: 9, L, D: 1, bias: true };
+            const rand = seededRandom(CELL_CODE[cell] * 7 + L + threads * 100);
+            const params = randomParams(cfg, rand);
+            const state = L * B * cfg.H;
+            const x = roundToF32(randomArray(rand, cfg.T * B * cfg.I));
+            const h0 = initialState ? roundToF32(randomArray(rand, state, 0.5)) : null;
+            const c0 = initialState && cell === 'lstm' ? roundToF32(randomArray(rand, state, 0.5)) : null;
+            const module = makeModule(cfg);
+            module.loadStateDict(stateDictOf(cfg, params));
+            module.eval();
+            const options = {
+              h0: h0 ? tensorOf(h0, [L, B, cfg.H]) : null,
+              ...(c0 ? { c0: tensorOf(c0, [L, B, cfg.H]) } : {}),
+              lengths: lengths ? [...lengths] : undefined,
+            };
+            const inference = noGrad(() => module.forward(tensorOf(x, [cfg.T, B, cfg.I]), options));
+            const training = module.forward(tensorOf(x, [cfg.T, B, cfg.I], true), options);
+            const ref = referenceStack(cfg, params, x, h0, c0, lengths ? Int32Array.from(lengths) : null);
+            const label = `${cell}, ${L} layers, ${threads} thread(s)`;
+            expectClose(inference.output.toArray(), ref.y, `${label}: output`);
+            expectClose(inference.h.toArray(), ref.hN, `${label}: h`);
+            expect(Array.from(inference.output.toArray())).to.deep.equal(Array.from(training.output.toArray()), `${label}: output bits`);
+            expect(Array.from(inference.h.toArray())).to.deep.equal(Array.from(training.h.toArray()), `${label}: h bits`);
+            if (cell === 'lstm') {
+              const c = (r: unknown) => (r as { c: Tensor }).c.toArray();
+              expectClose(c(inference), ref.cN!, `${label}: c`);
+              expect(Array.from(c(inference))).to.deep.equal(Array.from(c(training)), `${label}: c bits`);
+            }
+          }
+        }
+      }
+    } finally {
+      setNumThreads(before);
+    }
+  });
 
   it('batchFirst gives the transposed result of the time-major layer', () => {
     const cfg: StackConfig = { cell: 'lstm', T: 5, B: 3, I: 4, H: 6, L: 2, D: 2, bias: true };

@@ -74,6 +74,8 @@ export interface NativeAddon {
   layerForward(cell: number, T: number, B: number, I: number, H: number, D: number,
     y: S, hN: S, cN: MaybeS, reserve: MaybeS, x: S, lengths: Int32Array | null, h0: MaybeS, c0: MaybeS,
     weights: MaybeS[], stateOffset?: number): void;
+  stackForward(cell: number, T: number, B: number, I: number, H: number, D: number, L: number,
+    ys: S[], hN: S, cN: MaybeS, x: S, lengths: Int32Array | null, h0: MaybeS, c0: MaybeS, layers: MaybeS[][]): void;
   layerBackward(cell: number, T: number, B: number, I: number, H: number, D: number,
     dx: S, dh0: MaybeS, dc0: MaybeS, grads: MaybeS[], dy: MaybeS, dhN: MaybeS, dcN: MaybeS,
     reserve: S, x: S, lengths: Int32Array | null, weights: MaybeS[], dhSteps?: MaybeS, stateOffset?: number): void;
@@ -241,6 +243,19 @@ interface LayerCall {
 export function layerForward(call: LayerCall & { y: S; hN: S; cN: MaybeS; reserve: MaybeS; h0: MaybeS; c0: MaybeS }): void {
   native.layerForward(call.cell, call.timeSteps, call.batch, call.inputSize, call.hiddenSize, call.directions,
     call.y, call.hN, call.cN, call.reserve, call.x, call.lengths, call.h0, call.c0, call.weights, call.stateOffset ?? 0);
+}
+
+/**
+ * Inference through a stack of one-direction layers in one call (CPU): ys[l] [T, B, H] receives
+ * layer l's output (the last one is the stack's), hN, cN, h0, c0 are [L, B, H]. With two threads
+ * and small steps the layers run as a pipeline over chunks of time steps (cpp/recurrent.h).
+ */
+export function stackForward(call: Omit<LayerCall, 'weights' | 'directions' | 'stateOffset'> & {
+  /** per layer: weight_ih, weight_hh, bias_ih, bias_hh */
+  layers: MaybeS[][]; ys: S[]; hN: S; cN: MaybeS; h0: MaybeS; c0: MaybeS;
+}): void {
+  native.stackForward(call.cell, call.timeSteps, call.batch, call.inputSize, call.hiddenSize, 1, call.layers.length,
+    call.ys, call.hN, call.cN, call.x, call.lengths, call.h0, call.c0, call.layers);
 }
 
 /** A layer's backward from its reserve: dx, the initial states' and the weights' gradients (and dL/dh_t per step). */

@@ -7,7 +7,7 @@
  */
 import { isGradEnabled, noGrad } from '../core/autograd';
 import { describe, expectBoolean, expectInteger, expectNumber, expectOptions, expectKnownKeys, formatShape, rangeError, typeError } from '../core/errors';
-import { CellKind, layerBackward, layerForward, native, NativeStepPlan, NativeStorage, stepPlan, stepRun } from '../core/native';
+import { CellKind, layerBackward, layerForward, native, NativeStepPlan, NativeStorage, stackForward, stepPlan, stepRun } from '../core/native';
 import { nextSeed } from '../core/random';
 import { expectSameDevice } from '../core/device';
 import { allocate } from '../core/memory';
@@ -440,12 +440,24 @@ function recurrentStack(
   const inputs: Tensor[] = [x, ...(h0 ? [h0] : []), ...(c0 ? [c0] : []), ...flatWeights.filter((w): w is Tensor => w !== null)];
   const needsGrad = isGradEnabled() && inputs.some((t) => t.requiresGrad);
 
+  const storages = weights.map((w) => w.map((t) => (t ? t.storage : null)));
+  if (!needsGrad && D === 1 && L > 1 && dropoutP === 0 && !probes && device === 'cpu') {
+    // inference through one-direction layers: one native call for the stack, which may run the
+    // layers as a pipeline over time (one thread per layer) where a step is too short to split
+    const ys = Array.from({ length: L }, () => emptyOn([T, B, H], device));
+    stackForward({
+      cell, timeSteps: T, batch: B, inputSize: x.shape[2], hiddenSize: H, x: x.storage, lengths, layers: storages,
+      ys: ys.map((t) => t.storage), hN: h.storage, cN: c ? c.storage : null, h0: h0 ? h0.storage : null, c0: c0 ? c0.storage : null,
+    });
+    for (const t of ys.slice(0, -1)) t.dispose();
+    return { y: ys[L - 1], h, c };
+  }
+
   // per layer: its input, its reserve, and the dropout mask that made the next layer's input
   const layerInputs: Tensor[] = [];
   const reserves: NativeStorage[] = [];
   const masks: (Tensor | null)[] = [];
   const layerProbes: (LayerProbe | null)[] = [];
-  const storages = weights.map((w) => w.map((t) => (t ? t.storage : null)));
   let input = x;
   let y = x;
   for (let layer = 0; layer < L; ++layer) {

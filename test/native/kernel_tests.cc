@@ -2,6 +2,7 @@
 // forward and backward, for all cells, one and two directions, full and ragged
 // lengths. Needs no Node.js; runs under CTest (and compute-sanitizer once CUDA lands).
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <cstdio>
 #include <random>
@@ -410,6 +411,96 @@ void check_team_splits(const CellKind (&cells)[N], bool bf16 = false) {
   set_team_split(TeamSplit::kAuto);
 }
 
+// A stack of one-direction layers in inference (stack_forward_cpu): the outputs of every layer and
+// the final states against the double reference run layer after layer, with the pipeline over time
+// forced on (2 and 3 threads: each thread its layers; chunks of 1, 3 and the automatic size, a
+// partial last one) and off; every run bit-identical to the stack on one thread. Ragged sorted and
+// unsorted lengths, with and without initial states, with pack caches.
+template <size_t N>
+void check_stack_pipeline(const CellKind (&cells)[N]) {
+  struct Case {
+    int layers, H, T;
+    std::vector<int> lengths;
+    bool h0;
+  };
+  const std::vector<Case> cases = {{2, 37, 11, {}, true},
+                                   {3, 20, 9, {9, 7, 7, 3, 1}, false},
+                                   {4, 16, 10, {2, 10, 5}, true}};
+  const auto run_all = [&](StackPipeline mode, int threads, const char* chunk) {
+    set_stack_pipeline(mode);
+    set_num_threads(threads);
+    set_pipeline_chunk(chunk ? std::atoi(chunk) : 0);
+    std::vector<float> out;
+    std::printf("stack of layers, pipeline %s, %d threads, chunks of %s\n", mode == StackPipeline::kOn ? "on" : "off", threads,
+                chunk ? chunk : "auto");
+    for (CellKind cell : cells)
+      for (const Case& c : cases) {
+        const int B = c.lengths.empty() ? 4 : static_cast<int>(c.lengths.size()), I = 5, H = c.H, T = c.T, L = c.layers;
+        const int GH = gate_count(cell) * H;
+        std::mt19937 rng(99 + static_cast<int>(cell) + L);
+        const size_t state = static_cast<size_t>(B) * H;
+        auto x = random_vector(rng, static_cast<size_t>(T) * B * I, 1.0f);
+        auto h0 = random_vector(rng, L * state, 0.5f), c0 = random_vector(rng, L * state, 0.5f);
+        std::vector<std::vector<float>> w(4 * L);
+        std::vector<PackCache> caches(2 * L);
+        std::vector<LayerWeights> lw(L);
+        const float scale = 1.0f / std::sqrt(static_cast<float>(H));
+        for (int l = 0; l < L; ++l) {
+          const int in = l == 0 ? I : H;
+          const size_t sizes[4] = {static_cast<size_t>(GH) * in, static_cast<size_t>(GH) * H, static_cast<size_t>(GH),
+                                   static_cast<size_t>(GH)};
+          for (int k = 0; k < 4; ++k) w[4 * l + k] = random_vector(rng, sizes[k], scale);
+          lw[l] = {w[4 * l].data(), w[4 * l + 1].data(), w[4 * l + 2].data(), w[4 * l + 3].data(),
+                   CachedWeight{&caches[2 * l], 1}, CachedWeight{&caches[2 * l + 1], 1}};
+        }
+        const int* len = c.lengths.empty() ? nullptr : c.lengths.data();
+        std::vector<std::vector<float>> ys(L, std::vector<float>(static_cast<size_t>(T) * B * H, -1.0f));
+        std::vector<float*> y_ptrs;
+        for (auto& y : ys) y_ptrs.push_back(y.data());
+        std::vector<float> hn(L * state), cn(L * state);
+        const LayerDims dims{cell, T, B, I, H, 1};
+        stack_forward_cpu(dims, L, y_ptrs.data(), hn.data(), cell == CellKind::kLstm ? cn.data() : nullptr, x.data(), len,
+                          c.h0 ? h0.data() : nullptr, c.h0 && cell == CellKind::kLstm ? c0.data() : nullptr, lw.data());
+        // the reference, layer after layer, each on the previous layer's reference output
+        std::vector<double> input = widen(x);
+        for (int l = 0; l < L; ++l) {
+          const int in = l == 0 ? I : H;
+          std::vector<std::vector<double>> wd(4);
+          for (int k = 0; k < 4; ++k) wd[k] = widen(w[4 * l + k]);
+          const ReferenceWeights rw{wd[0].data(), wd[1].data(), wd[2].data(), wd[3].data()};
+          std::vector<double> yr(static_cast<size_t>(T) * B * H), hnr(state), cnr(state);
+          std::vector<double> h0d(h0.begin() + l * state, h0.begin() + (l + 1) * state);
+          std::vector<double> c0d(c0.begin() + l * state, c0.begin() + (l + 1) * state);
+          if (!c.h0) std::fill(h0d.begin(), h0d.end(), 0.0), std::fill(c0d.begin(), c0d.end(), 0.0);
+          layer_forward_reference(LayerDims{cell, T, B, in, H, 1}, yr.data(), hnr.data(), cnr.data(), input.data(), len,
+                                  h0d.data(), c0d.data(), &rw);
+          expect_close("y" + std::to_string(l), ys[l].data(), yr.data(), yr.size());
+          expect_close("h_n" + std::to_string(l), hn.data() + l * state, hnr.data(), state);
+          if (cell == CellKind::kLstm) expect_close("c_n" + std::to_string(l), cn.data() + l * state, cnr.data(), state);
+          input = yr;
+        }
+        for (const auto& y : ys) out.insert(out.end(), y.begin(), y.end());
+        out.insert(out.end(), hn.begin(), hn.end());
+        out.insert(out.end(), cn.begin(), cn.end());
+      }
+    set_pipeline_chunk(0);
+    return out;
+  };
+  const std::vector<float> one = run_all(StackPipeline::kOff, 1, nullptr);
+  struct Run {
+    StackPipeline mode;
+    int threads;
+    const char* chunk;
+  };
+  for (const Run& r : {Run{StackPipeline::kOff, 2, nullptr}, Run{StackPipeline::kOn, 2, nullptr}, Run{StackPipeline::kOn, 2, "1"},
+                       Run{StackPipeline::kOn, 3, "3"}, Run{StackPipeline::kOn, 3, nullptr}}) {
+    const bool same = run_all(r.mode, r.threads, r.chunk) == one;
+    if (!same) ++failures;
+    std::printf("  bit-identical to one thread: %s\n", same ? "yes" : "NO");
+  }
+  set_stack_pipeline(StackPipeline::kAuto);
+}
+
 // Which machines get BF16 products: every kind of machine, by its CPU's facts.
 void check_bf16_choice() {
   std::printf("BF16 choice by machine\n");
@@ -516,6 +607,7 @@ int main() {
     }
   }
   check_team_splits(cells);
+  check_stack_pipeline(cells);
   // the input projections and the weight gradients in chunks of time steps (set_time_chunk):
   // chunks of 2 and 4 steps over T = 9 (a partial chunk at the end of each direction's sweep)
   for (int chunk : {2, 4}) {
