@@ -9,6 +9,7 @@
 #include "../cpp/ops.h"
 #include "../cpp/optim.h"
 #include "../cpp/gemm.h"
+#include "../cpp/recurrent.h"
 #include "../cpp/thread_pool.h"
 #include "../cuda/device.h"
 #include "../cuda/allocator.h"
@@ -117,6 +118,14 @@ Napi::Value Synchronize(const Napi::CallbackInfo& info) {
 Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
   expect_args(info, 1, "setNumThreads");
   set_num_threads(static_cast<int>(int_arg(info[0], "threads", 1, 256)));
+  return info.Env().Undefined();
+}
+
+// setStackPipeline(mode): 0 auto, 1 on, 2 off: whether stackForward may run its layers as a
+// pipeline over time (cpp/recurrent.h; for benchmarks and tests, like RECURRENT_STACK_PIPELINE).
+Napi::Value SetStackPipeline(const Napi::CallbackInfo& info) {
+  expect_args(info, 1, "setStackPipeline");
+  set_stack_pipeline(static_cast<StackPipeline>(int_arg(info[0], "mode", 0, 2)));
   return info.Env().Undefined();
 }
 

@@ -10,6 +10,7 @@ Napi::Value SetAsync(const Napi::CallbackInfo& info);
 Napi::Value IsAsync(const Napi::CallbackInfo& info);
 Napi::Value Synchronize(const Napi::CallbackInfo& info);
 Napi::Value SetNumThreads(const Napi::CallbackInfo& info);
+Napi::Value SetStackPipeline(const Napi::CallbackInfo& info);
 Napi::Value SetTf32(const Napi::CallbackInfo& info);
 Napi::Value SetBf16Matmul(const Napi::CallbackInfo& info);
 Napi::Value MemoryStats(const Napi::CallbackInfo& info);

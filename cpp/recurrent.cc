@@ -396,12 +396,14 @@ std::atomic<StackPipeline> g_stack_pipeline{[] {
   return mode == "on" ? StackPipeline::kOn : mode == "off" ? StackPipeline::kOff : StackPipeline::kAuto;
 }()};
 
-// How much a pipeline of layers may be out of balance and still beat each layer's own split of a
-// step over the team (by units: a barrier per layer and step), in multiply-adds per step and layer:
-// about what a barrier and the split's shorter products cost (2 threads, Zen 2). A step of the
-// pipeline takes as long as its slowest thread's layers, a step of the split about the average plus
-// the barriers; an LSTM's first layer often reads fewer inputs than the others.
-constexpr double kPipelineSlackPerLayer = 64 << 10;
+// Where the size rule runs the pipeline: only where each layer's steps are too short to split over
+// the team (team_for gives one thread), so that the other threads would sit idle. There it is
+// 1.2-1.7x faster on 2 threads (Zen 2, bench/stack-pipeline-results.md; LSTM 2 x 128 at B = 1:
+// 1.6x). Where a layer does split its steps (by units, a barrier per step, or by rows), the
+// pipeline loses in most runs: a thread's layers must take a whole step's work, and an LSTM's or
+// GRU's first layer reads fewer inputs than the next, so the threads are out of balance. At B = 1
+// to 8 and H = 128 to 256 it was 10-30% faster in some runs and 15-20% slower in others, as the
+// machine's two cores changed speed from minute to minute. RECURRENT_STACK_PIPELINE=on forces it.
 
 // Steps per chunk of the pipeline (0: chosen by size); RECURRENT_PIPELINE_CHUNK sets the start.
 std::atomic<int> g_pipeline_chunk{[] {
@@ -420,21 +422,11 @@ PipelinePlan pipeline_for(const LayerDims& dims, int layers) {
   const StackPipeline mode = g_stack_pipeline.load();
   if (team < 2 || T < 2 || dims.directions != 1 || mode == StackPipeline::kOff) return {1, T};
   if (mode == StackPipeline::kAuto) {
+    double step_work = 0;  // every layer's multiply-adds in a step
+    for (int l = 0; l < layers; ++l) step_work += static_cast<double>(B) * GH * ((l == 0 ? dims.input_size : H) + H);
+    if (step_work * T < 1 << 20) return {1, T};  // too little to wake a second thread for
     const int blocks = (H + kGateBlock - 1) / kGateBlock;
-    const TeamPlan own = team_for(blocks, B, GH, H, T);
-    if (own.by_rows) return {1, T};  // no barriers to save
-    if (own.team > 1) {  // split by units: the pipeline only where it is about as balanced
-      std::vector<double> thread_work(team, 0.0);
-      double total = 0;
-      for (int id = 0; id < team; ++id)
-        for (int l = layers * id / team; l < layers * (id + 1) / team; ++l) {  // thread id's layers
-          const double work = static_cast<double>(B) * GH * ((l == 0 ? dims.input_size : H) + H);
-          thread_work[id] += work;
-          total += work;
-        }
-      const double slowest = *std::max_element(thread_work.begin(), thread_work.end());
-      if (slowest - total / team > kPipelineSlackPerLayer * layers) return {1, T};
-    }
+    if (team_for(blocks, B, GH, H, T).team > 1) return {1, T};
   }
   const int forced = g_pipeline_chunk.load();
   if (forced > 0) return {team, std::min(T, forced)};

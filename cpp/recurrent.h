@@ -73,7 +73,7 @@ void layer_forward_cpu(const LayerDims& dims, float* y, float* h_n, float* c_n, 
 // Inference through a stack of `layers` one-direction layers (dims: the first layer's; the
 // others read the previous layer's output, input size H). ys[l] (T, B, H) receives layer l's
 // output; h0, c0, h_n, c_n are (layers, B, H) (h0, c0 may be null). With two or more threads,
-// where a layer's own split of a step is weak (small steps), the layers run as a pipeline: each
+// where a layer's steps are too short to split over them, the layers run as a pipeline: each
 // thread owns consecutive layers and runs them chunk by chunk of time steps, a chunk as soon as
 // the layer below has written it (layer l at chunk k while layer l-1 runs chunk k+1). The results
 // are bit-identical to layer_forward_cpu layer after layer, which is what runs otherwise.

@@ -138,10 +138,13 @@ describe('recurrent layers (CPU) against the double reference', () => {
     // Under noGrad a stack of one-direction layers is one native call, which on two threads runs
     // small layers as a pipeline (each thread its layers, chunk by chunk of time steps); with
     // gradients each layer is its own call. Both must give the same bits, on one thread and two.
+    // The pipeline is forced on (native.setStackPipeline(1)) as well as chosen by size (0): these
+    // small layers alone would not be worth a second thread.
     const before = backends().cpu.threads;
     try {
-      for (const threads of [1, 2]) {
+      for (const [threads, pipeline] of [[1, 0], [2, 0], [2, 1]]) {
         setNumThreads(threads);
+        native.setStackPipeline(pipeline);
         for (const cell of CELLS) {
           for (const [L, lengths, initialState] of [[2, null, true], [3, [40, 33, 33, 9], false], [2, [12, 40, 1], true]] as const) {
             const B = lengths ? lengths.length : 2;
@@ -163,7 +166,7 @@ describe('recurrent layers (CPU) against the double reference', () => {
             const inference = noGrad(() => module.forward(tensorOf(x, [cfg.T, B, cfg.I]), options));
             const training = module.forward(tensorOf(x, [cfg.T, B, cfg.I], true), options);
             const ref = referenceStack(cfg, params, x, h0, c0, lengths ? Int32Array.from(lengths) : null);
-            const label = `${cell}, ${L} layers, ${threads} thread(s)`;
+            const label = `${cell}, ${L} layers, ${threads} thread(s), pipeline ${pipeline ? 'on' : 'by size'}`;
             expectClose(inference.output.toArray(), ref.y, `${label}: output`);
             expectClose(inference.h.toArray(), ref.hN, `${label}: h`);
             expect(Array.from(inference.output.toArray())).to.deep.equal(Array.from(training.output.toArray()), `${label}: output bits`);
@@ -178,6 +181,7 @@ describe('recurrent layers (CPU) against the double reference', () => {
       }
     } finally {
       setNumThreads(before);
+      native.setStackPipeline(0);
     }
   });
 

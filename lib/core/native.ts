@@ -36,6 +36,8 @@ export interface NativeAddon {
   isAsync(): boolean;
   synchronize(): Promise<void>;
   setNumThreads(threads: number): void;
+  /** 0 auto, 1 on, 2 off (benchmarks and tests): stackForward's pipeline over time */
+  setStackPipeline(mode: number): void;
   setTf32(enabled: boolean): void;
   setBf16Matmul(enabled: boolean): boolean;
   memoryStats(): { allocatedBytes: number; cachedBytes: number; packedWeightBytes: number; cuda?: { allocatedBytes: number; cachedBytes: number } };
