@@ -454,11 +454,14 @@ void stack_forward_cpu(const LayerDims& dims, int layers, float* const* ys, floa
     return d;
   };
   const auto input_of = [&](int l) { return l == 0 ? x : ys[l - 1]; };
-  const PipelinePlan plan = pipeline_for(dims, L);
-  if (plan.team <= 1) {
+  const auto layer_after_layer = [&] {
     for (int l = 0; l < L; ++l)
       layer_forward_cpu(layer_dims(l, T), ys[l], h_n + l * state, lstm ? c_n + l * state : nullptr, nullptr, input_of(l), lengths,
                         h0 ? h0 + l * state : nullptr, lstm && c0 ? c0 + l * state : nullptr, &weights[l]);
+  };
+  const PipelinePlan plan = pipeline_for(dims, L);
+  if (plan.team <= 1) {
+    layer_after_layer();
     return;
   }
   // Chunk k of layer l covers steps [k * chunk, (k + 1) * chunk) and starts from the state the
@@ -468,8 +471,11 @@ void stack_forward_cpu(const LayerDims& dims, int layers, float* const* ys, floa
   const int chunks = (T + plan.chunk - 1) / plan.chunk;
   std::vector<Progress> done(L);  // chunks of each layer written
   run_team(plan.team, [&](int id, int team, Barrier&) {
-    // layers [l0, l1) are this thread's (all of them where the pool was busy)
-    const int l0 = L * id / team, l1 = L * (id + 1) / team;
+    if (team == 1) {  // the pool was busy (another caller): this thread alone, whole layers
+      layer_after_layer();
+      return;
+    }
+    const int l0 = L * id / team, l1 = L * (id + 1) / team;  // this thread's layers
     std::vector<int> chunk_lengths(lengths ? B : 0);
     for (int k = 0; k < chunks; ++k) {
       const int t0 = k * plan.chunk, n = std::min(plan.chunk, T - t0);
