@@ -284,6 +284,14 @@ describe('Seq2Seq', () => {
         for (const y of [0, 1]) grow([...prefix, y]);
       };
       grow([]);
+      // sequenceLogProbs: every ended hypothesis (0-2 tokens: padded rows) of every source in one
+      // call, as the teacher-forced graph scores each alone; the training mode is put back
+      const pairs = sources.flatMap((source) => all.filter((h) => h.ended).map((h) => ({ source, target: h.tokens })));
+      model.train();
+      const scores = model.sequenceLogProbs(pairs.map((p) => p.source), pairs.map((p) => p.target));
+      expect(model.training).to.equal(true);
+      expectClose(scores, pairs.map((p) => sequenceLogProb(model, p.source, p.target, true)), 'sequenceLogProbs', { rtol: 1e-5, atol: 1e-5 });
+      model.eval();
       for (const lengthPenalty of [0, 1]) {
         const beam = model.decode(sources, { beamWidth: 16, maxLength, lengthPenalty });
         sources.forEach((source, i) => {
@@ -396,6 +404,13 @@ describe('Seq2Seq', () => {
     expect(() => model.loss([[1]], [[3]])).to.throw(RangeError, /targets\[0\]\[0\] is .*3.*, not a target id in \[0, 2\]/);
     expect(() => model.loss([[1], [2]], [[1]])).to.throw(RangeError, /one target per source \(2\)/);
     expect(() => model.attentionWeights([1], 'x' as never)).to.throw(TypeError, /target/);
+    // sequenceLogProbs: pairs counted, and an id named by its index in the whole list (past the
+    // first chunk of 512)
+    const many = Array.from({ length: 600 }, () => [1, 2]);
+    expect(() => model.sequenceLogProbs([[1]], [[1], [2]])).to.throw(RangeError, /one target per source \(1\) but received 2/);
+    expect(() => model.sequenceLogProbs(many, many.map((t, i) => (i === 550 ? [1, 3] : t)))).to.throw(RangeError, /targets\[550\]\[1\] is number 3, not a target id/);
+    expect(() => model.sequenceLogProbs(many.map((t, i) => (i === 520 ? [] : t)), many)).to.throw(RangeError, /sources\[520\] is empty/);
+    expect(model.sequenceLogProbs(many, many.map(() => [0]))).to.have.length(600);
     expect(() => new Seq2Seq({ sourceVocabSize: 4, targetVocabSize: 3, hiddenSize: 7 })).to.throw(RangeError, /must be even/);
     expect(() => new Seq2Seq({ sourceVocabSize: 4, targetVocabSize: 3, attention: 'cosine' as never })).to.throw(RangeError, /options.attention/);
     expect(() => new Seq2Seq({ sourceVocabSize: 4, targetVocabSize: 3, teacherForcing: 2 })).to.throw(RangeError, /teacherForcing/);

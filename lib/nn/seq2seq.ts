@@ -222,6 +222,45 @@ export class Seq2Seq extends Module {
     return crossEntropyLoss(logits, outputs, { ignoreIndex: IGNORE, labelSmoothing: this.training ? this.options.labelSmoothing : 0 });
   }
 
+  /**
+   * log p(target, then <end> | source) of every pair under the model in evaluation mode (teacher
+   * forced, no gradient): what decode() reports for an ended hypothesis, for any target. For
+   * reranking candidates (from another model, another direction, a lexicon) or a confidence.
+   */
+  sequenceLogProbs(sources: readonly (readonly number[])[], targets: readonly (readonly number[])[]): number[] {
+    const name = 'Seq2Seq#sequenceLogProbs()';
+    // every pair checked first, so that an error names its index in the whole list
+    this.targetBatch(name, targets, this.sourceBatch(name, sources).B);
+    const result: number[] = [];
+    const wasTraining = this.training;
+    this.eval();
+    try {
+      for (let first = 0; first < sources.length; first += DECODE_CHUNK) {
+        const chunk = sources.slice(first, first + DECODE_CHUNK);
+        const batch = this.sourceBatch(name, chunk);
+        const { inputs, outputs, T } = this.targetBatch(name, targets.slice(first, first + DECODE_CHUNK), batch.B);
+        const losses = noGrad(() => {
+          const { logits, weights } = this.teacherForced(batch, inputs, T);
+          weights?.dispose();
+          const perToken = crossEntropyLoss(logits, outputs, { ignoreIndex: IGNORE, reduction: 'none' });
+          logits.dispose();
+          const values = perToken.toArray();
+          perToken.dispose();
+          return values;
+        });
+        // rows b * T + k: the tokens of pair b and its <end>, then padding (ignored: a loss of 0)
+        for (let b = 0; b < batch.B; ++b) {
+          let total = 0;
+          for (let k = 0; k < T; ++k) total -= losses[b * T + k];
+          result.push(total);
+        }
+      }
+    } finally {
+      this.train(wasTraining);
+    }
+    return result;
+  }
+
   /** The output tokens of every source: a beam search (or greedy search), in native code. */
   translate(sources: readonly (readonly number[])[], options: TranslateOptions = {}): number[][] {
     return this.decode(sources, options).tokens;
