@@ -54,6 +54,12 @@ float* optional_span(const Napi::Value& value, const char* name, int64_t count, 
   return span_of(value, name, offset, count);
 }
 
+// optional_span for an argument the op only reads (its version stays: read_span_of).
+const float* optional_read_span(const Napi::Value& value, const char* name, int64_t count, int64_t offset = 0) {
+  if (value.IsNull() || value.IsUndefined()) return nullptr;
+  return read_span_of(value, name, offset, count);
+}
+
 // The optional state offset: where this layer's (D, B, H) rows start in the (L * D, B, H)
 // state buffers of a stacked module (h0, c0, hN, cN and their gradients), in floats.
 int64_t state_offset_arg(const Napi::CallbackInfo& info, size_t index) {
@@ -197,8 +203,8 @@ Napi::Value StackForward(const Napi::CallbackInfo& info) {
   float* c_n = is_lstm(d) ? span_of(info[9], "cN", 0, states) : nullptr;
   const float* x = read_span_of(info[10], "x", 0, rows * d.input_size);
   const std::vector<int> lengths = lengths_arg(info[11], d);
-  const float* h0 = info[12].IsNull() || info[12].IsUndefined() ? nullptr : read_span_of(info[12], "h0", 0, states);
-  const float* c0 = !is_lstm(d) || info[13].IsNull() || info[13].IsUndefined() ? nullptr : read_span_of(info[13], "c0", 0, states);
+  const float* h0 = optional_read_span(info[12], "h0", states);
+  const float* c0 = is_lstm(d) ? optional_read_span(info[13], "c0", states) : nullptr;
   std::vector<LayerWeights> weights(L);
   for (int l = 0; l < L; ++l) {
     LayerDims layer = d;
@@ -470,10 +476,7 @@ Napi::Value Seq2SeqDecode(const Napi::CallbackInfo& info) {
   w.rnn = layers.data();
   Napi::Array att = info[3].As<Napi::Array>();
   if (att.Length() != 7) throw_type(env, "attention must have 7 entries");
-  auto optional = [&](uint32_t i, const char* name, int64_t count) -> const float* {
-    Napi::Value v = att.Get(i);
-    return v.IsNull() || v.IsUndefined() ? nullptr : read_span_of(v, name, 0, count);
-  };
+  auto optional = [&](uint32_t i, const char* name, int64_t count) { return optional_read_span(att.Get(i), name, count); };
   if (w.attention == AttentionKind::kBahdanau) {
     w.query_w = read_span_of(att.Get(0u), "queryW", 0, K * H);
     w.query_cache = cached_weight_of(att.Get(0u));

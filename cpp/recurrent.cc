@@ -101,12 +101,15 @@ int gemm_rows(const int* lengths, int batch, bool sorted, int t) {
 
 inline float bias_at(const float* bias, int index) { return bias ? bias[index] : 0.0f; }
 
+// A count of steps from the environment: 0 when unset (chosen by size).
+int env_steps(const char* name) {
+  const char* env = std::getenv(name);
+  return env && *env ? std::max(0, std::atoi(env)) : 0;
+}
+
 // RECURRENT_TIME_CHUNK=N in the environment starts with chunks of N steps (a huge N: one chunk
 // per call, as before chunking; for measuring).
-std::atomic<int> g_time_chunk{[] {
-  const char* env = std::getenv("RECURRENT_TIME_CHUNK");
-  return env && *env ? std::max(0, std::atoi(env)) : 0;
-}()};
+std::atomic<int> g_time_chunk{env_steps("RECURRENT_TIME_CHUNK")};
 
 std::atomic<TeamSplit> g_team_split{[] {
   const char* env = std::getenv("RECURRENT_TEAM_SPLIT");
@@ -406,10 +409,7 @@ std::atomic<StackPipeline> g_stack_pipeline{[] {
 // machine's two cores changed speed from minute to minute. RECURRENT_STACK_PIPELINE=on forces it.
 
 // Steps per chunk of the pipeline (0: chosen by size); RECURRENT_PIPELINE_CHUNK sets the start.
-std::atomic<int> g_pipeline_chunk{[] {
-  const char* env = std::getenv("RECURRENT_PIPELINE_CHUNK");
-  return env && *env ? std::max(0, std::atoi(env)) : 0;
-}()};
+std::atomic<int> g_pipeline_chunk{env_steps("RECURRENT_PIPELINE_CHUNK")};
 
 struct PipelinePlan {
   int team;   // 1: layer after layer, each with its own split
@@ -483,14 +483,14 @@ void stack_forward_cpu(const LayerDims& dims, int layers, float* const* ys, floa
         for (int b = 0; b < B; ++b) chunk_lengths[b] = std::max(0, std::min(n, lengths[b] - t0));
       for (int l = l0; l < l1; ++l) {
         if (l == l0 && l > 0) done[l - 1].wait_for(k + 1);  // the layer below is another thread's
-        const int I = l == 0 ? dims.input_size : H;
+        const LayerDims chunk_dims = layer_dims(l, n);
         float* hl = h_n + l * state;
         float* cl = lstm ? c_n + l * state : nullptr;
         const float* h_start = k > 0 ? hl : h0 ? h0 + l * state : nullptr;
         const float* c_start = !lstm ? nullptr : k > 0 ? cl : c0 ? c0 + l * state : nullptr;
-        layer_forward_cpu(layer_dims(l, n), ys[l] + static_cast<size_t>(t0) * B * H, hl, cl, nullptr,
-                          input_of(l) + static_cast<size_t>(t0) * B * I, lengths ? chunk_lengths.data() : nullptr, h_start,
-                          c_start, &weights[l]);
+        layer_forward_cpu(chunk_dims, ys[l] + static_cast<size_t>(t0) * B * H, hl, cl, nullptr,
+                          input_of(l) + static_cast<size_t>(t0) * B * chunk_dims.input_size, lengths ? chunk_lengths.data() : nullptr,
+                          h_start, c_start, &weights[l]);
         if (l == l1 - 1) done[l].publish(k + 1);
       }
     }

@@ -9,7 +9,6 @@
  * await lm.save('model.safetensors');
  */
 import * as fs from 'node:fs';
-import { noGrad } from '../core/autograd';
 import { describe, expectInteger, expectNumber, expectOptions, expectKnownKeys, rangeError, typeError } from '../core/errors';
 import { fit, FitOptions, History, Progress, EpochInfo } from '../train/fit';
 import { Adam } from '../optim/optimizers';
@@ -270,21 +269,15 @@ export class CharLanguageModel {
   bitsPerChar(text: TextSource): number {
     const ids = this.tokenizer.encode(readText(text));
     if (ids.length < 2) throw rangeError('bitsPerChar needs at least two characters');
-    const wasTraining = this.model.training;
-    this.model.eval();
-    try {
-      return noGrad(() => {
-        const input = Tensor.from(Float32Array.from(ids.subarray(0, -1)), [ids.length - 1, 1], { device: this.model.device });
-        const { output } = this.model.forward(input);
-        const logProbs = output.logSoftmax().toArray();
-        const V = this.tokenizer.vocabSize;
-        let nats = 0;
-        for (let t = 0; t < ids.length - 1; ++t) nats -= logProbs[t * V + ids[t + 1]];
-        return nats / (ids.length - 1) / Math.LN2;
-      });
-    } finally {
-      this.model.train(wasTraining);
-    }
+    return this.model.inference(() => {
+      const input = Tensor.from(Float32Array.from(ids.subarray(0, -1)), [ids.length - 1, 1], { device: this.model.device });
+      const { output } = this.model.forward(input);
+      const logProbs = output.logSoftmax().toArray();
+      const V = this.tokenizer.vocabSize;
+      let nats = 0;
+      for (let t = 0; t < ids.length - 1; ++t) nats -= logProbs[t * V + ids[t + 1]];
+      return nats / (ids.length - 1) / Math.LN2;
+    });
   }
 
   /**
@@ -301,33 +294,27 @@ export class CharLanguageModel {
     const temperature = opts.temperature === undefined ? 1 : expectNumber(opts.temperature, 'options.temperature');
     const topK = opts.topK === undefined ? undefined : expectInteger(opts.topK, 'options.topK', 1);
     if (opts.seed !== undefined) manualSeed(expectInteger(opts.seed, 'options.seed', 0, 0xffffffff));
-    const wasTraining = this.model.training;
-    this.model.eval();
-    try {
-      return noGrad(() => {
-        const V = this.tokenizer.vocabSize;
-        const primeIds = this.tokenizer.encode(prime);
-        // the prime in one forward call; then one step() per generated character (sampling is
-        // sequential), the state carried in place and the logits written into one tensor
-        const start = primeIds.length > 0 ? primeIds : Int32Array.of(this.tokenizer.encode('\n')[0] ?? 0);
-        const first = this.model.forward(Tensor.from(Float32Array.from(start), [start.length, 1], { device: this.model.device }));
-        const state: RecurrentState = first.state;
-        let logits = first.output.select(0, start.length - 1).toArray();
-        const out: number[] = [];
-        const token = new Int32Array(1);
-        const logitsOut = Tensor.empty([1, V], { device: this.model.device });
-        for (let i = 0; i < length; ++i) {
-          const candidates = logits.subarray(0, V);
-          candidates[0] = -Infinity; // id 0 is "a character not in the vocabulary": it has no text to give
-          token[0] = sampleLogits(candidates, temperature, topK);
-          out.push(token[0]);
-          logits = this.model.step(token, state, { out: logitsOut }).toArray();
-        }
-        return prime + this.tokenizer.decode(out);
-      });
-    } finally {
-      this.model.train(wasTraining);
-    }
+    return this.model.inference(() => {
+      const V = this.tokenizer.vocabSize;
+      const primeIds = this.tokenizer.encode(prime);
+      // the prime in one forward call; then one step() per generated character (sampling is
+      // sequential), the state carried in place and the logits written into one tensor
+      const start = primeIds.length > 0 ? primeIds : Int32Array.of(this.tokenizer.encode('\n')[0] ?? 0);
+      const first = this.model.forward(Tensor.from(Float32Array.from(start), [start.length, 1], { device: this.model.device }));
+      const state: RecurrentState = first.state;
+      let logits = first.output.select(0, start.length - 1).toArray();
+      const out: number[] = [];
+      const token = new Int32Array(1);
+      const logitsOut = Tensor.empty([1, V], { device: this.model.device });
+      for (let i = 0; i < length; ++i) {
+        const candidates = logits.subarray(0, V);
+        candidates[0] = -Infinity; // id 0 is "a character not in the vocabulary": it has no text to give
+        token[0] = sampleLogits(candidates, temperature, topK);
+        out.push(token[0]);
+        logits = this.model.step(token, state, { out: logitsOut }).toArray();
+      }
+      return prime + this.tokenizer.decode(out);
+    });
   }
 
   /** Saves weights, config, vocabulary and training history in one safetensors file. */

@@ -12,7 +12,6 @@
  * await f.train([co2], { epochs: 30 });
  * f.predict([co2.slice(-36)]); // the next 12 values, in ppm
  */
-import { noGrad } from '../core/autograd';
 import { describe, expectBoolean, expectInteger, expectOptions, expectKnownKeys, rangeError, typeError } from '../core/errors';
 import { fit, FitOptions, History } from '../train/fit';
 import { Adam } from '../optim/optimizers';
@@ -173,10 +172,8 @@ export class TimeSeriesForecaster {
       const last = channels[c][start + L - 1];
       for (let t = 0; t < L; ++t) x[t * C + c] = (channels[c][start + t] - last) / this.config.scale[c];
     }
-    const wasTraining = this.model.training;
-    this.model.eval();
-    const out = noGrad(() => this.model!.forward(Tensor.from(x, [L, 1, C], { device: this.model!.device })).output.toArray());
-    this.model.train(wasTraining);
+    const model = this.model;
+    const out = model.inference(() => model.forward(Tensor.from(x, [L, 1, C], { device: model.device })).output.toArray());
     const result = this.targets.map((c, k) => {
       const last = channels[c][start + L - 1];
       return Array.from(out.subarray(k * this.horizon, (k + 1) * this.horizon), (v) => last + v * this.config!.scale[c]);

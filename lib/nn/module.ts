@@ -92,6 +92,20 @@ export abstract class Module {
     return this.train(false);
   }
 
+  /**
+   * Runs fn in evaluation mode without gradients, then puts the previous mode back (also when fn
+   * throws): what every prediction, decoding or scoring method of a model does.
+   */
+  inference<R>(fn: () => R): R {
+    const wasTraining = this.training;
+    this.eval();
+    try {
+      return noGrad(fn);
+    } finally {
+      this.train(wasTraining);
+    }
+  }
+
   /** Clears the gradients of every parameter. */
   zeroGrad(): void {
     for (const p of this.parameters()) p.grad = null;

@@ -232,22 +232,16 @@ export class Seq2Seq extends Module {
     // every pair checked first, so that an error names its index in the whole list
     this.targetBatch(name, targets, this.sourceBatch(name, sources).B);
     const result: number[] = [];
-    const wasTraining = this.training;
-    this.eval();
-    try {
+    this.inference(() => {
       for (let first = 0; first < sources.length; first += DECODE_CHUNK) {
-        const chunk = sources.slice(first, first + DECODE_CHUNK);
-        const batch = this.sourceBatch(name, chunk);
+        const batch = this.sourceBatch(name, sources.slice(first, first + DECODE_CHUNK));
         const { inputs, outputs, T } = this.targetBatch(name, targets.slice(first, first + DECODE_CHUNK), batch.B);
-        const losses = noGrad(() => {
-          const { logits, weights } = this.teacherForced(batch, inputs, T);
-          weights?.dispose();
-          const perToken = crossEntropyLoss(logits, outputs, { ignoreIndex: IGNORE, reduction: 'none' });
-          logits.dispose();
-          const values = perToken.toArray();
-          perToken.dispose();
-          return values;
-        });
+        const { logits, weights } = this.teacherForced(batch, inputs, T);
+        weights?.dispose();
+        const perToken = crossEntropyLoss(logits, outputs, { ignoreIndex: IGNORE, reduction: 'none' });
+        logits.dispose();
+        const losses = perToken.toArray();
+        perToken.dispose();
         // rows b * T + k: the tokens of pair b and its <end>, then padding (ignored: a loss of 0)
         for (let b = 0; b < batch.B; ++b) {
           let total = 0;
@@ -255,9 +249,7 @@ export class Seq2Seq extends Module {
           result.push(total);
         }
       }
-    } finally {
-      this.train(wasTraining);
-    }
+    });
     return result;
   }
 
@@ -280,19 +272,15 @@ export class Seq2Seq extends Module {
     const device = this.output.weight.device;
     if (device !== 'cpu') throw typeError(`${name}: decoding runs on the CPU; move the model with model.to('cpu') first`, 'ERR_INVALID_ARG_VALUE');
     const result: Translation = { tokens: [], logProbs: [], ended: [] };
-    const wasTraining = this.training;
-    this.eval();
-    try {
+    this.inference(() => {
       for (let first = 0; first < sources.length; first += DECODE_CHUNK) {
         const chunk = sources.slice(first, first + DECODE_CHUNK);
-        const part = noGrad(() => this.decodeChunk(this.sourceBatch(name, chunk), { beamWidth: greedy ? 0 : beamWidth, maxLength, lengthPenalty }));
+        const part = this.decodeChunk(this.sourceBatch(name, chunk), { beamWidth: greedy ? 0 : beamWidth, maxLength, lengthPenalty });
         result.tokens.push(...part.tokens.map((row) => Array.from(row)));
         result.logProbs.push(...part.logProbs);
         result.ended.push(...Array.from(part.ended, (e) => e === 1));
       }
-    } finally {
-      this.train(wasTraining);
-    }
+    });
     return result;
   }
 
@@ -305,16 +293,9 @@ export class Seq2Seq extends Module {
     if (!this.attention) throw typeError(`${name}: this model has no attention (options.attention is 'none')`, 'ERR_INVALID_ARG_VALUE');
     if (!Array.isArray(source)) throw typeError(`${name}: expected source to be an array of token ids but received ${describe(source)}`);
     if (!Array.isArray(target)) throw typeError(`${name}: expected target to be an array of token ids but received ${describe(target)}`);
-    const wasTraining = this.training;
-    this.eval();
-    try {
-      const weights = noGrad(() => this.forward([source], [target]).weights!);
-      const values = weights.toArray();
-      const S = source.length;
-      return Array.from({ length: target.length + 1 }, (_, t) => Array.from(values.subarray(t * S, (t + 1) * S)));
-    } finally {
-      this.train(wasTraining);
-    }
+    const values = this.inference(() => this.forward([source], [target]).weights!.toArray());
+    const S = source.length;
+    return Array.from({ length: target.length + 1 }, (_, t) => Array.from(values.subarray(t * S, (t + 1) * S)));
   }
 
   // ---- internals ------------------------------------------------------------------------------

@@ -5,7 +5,7 @@
  */
 import { describe, expectBoolean, expectInteger, expectOptions, expectKnownKeys, formatShape, rangeError, typeError } from '../core/errors';
 import { dropout } from './functional';
-import { Tensor, noGrad } from '../core/tensor';
+import { Tensor } from '../core/tensor';
 import { Embedding, Linear } from './layers';
 import { Module } from './module';
 import { GRU, LSTM, RNN, RecurrentState, StepOptions } from './recurrent';
@@ -196,22 +196,16 @@ export class SequenceModel extends Module {
     if (lengths !== undefined && (typeof lengths !== 'object' || lengths.length !== N)) {
       throw rangeError(`SequenceModel.predict: expected options.lengths to hold ${N} lengths but received ${describe(lengths)}`, 'ERR_SHAPE_MISMATCH');
     }
-    const wasTraining = this.training;
-    this.eval();
-    try {
-      return noGrad(() => {
-        const parts: Tensor[] = [];
-        for (let first = 0; first < N; first += batchSize) {
-          const last = Math.min(N, first + batchSize);
-          const batch = inputs.slice(0, first, last).to(this.device);
-          const x = this.options.batchFirst ? batch : batch.transpose(0, 1);
-          const { output } = this.forward(x, lengths ? { lengths: Array.from(lengths).slice(first, last) } : {});
-          parts.push(this.options.outputs === 'sequence' && !this.options.batchFirst ? output.transpose(0, 1) : output);
-        }
-        return parts.length === 1 ? parts[0] : Tensor.cat(parts, 0);
-      });
-    } finally {
-      this.train(wasTraining);
-    }
+    return this.inference(() => {
+      const parts: Tensor[] = [];
+      for (let first = 0; first < N; first += batchSize) {
+        const last = Math.min(N, first + batchSize);
+        const batch = inputs.slice(0, first, last).to(this.device);
+        const x = this.options.batchFirst ? batch : batch.transpose(0, 1);
+        const { output } = this.forward(x, lengths ? { lengths: Array.from(lengths).slice(first, last) } : {});
+        parts.push(this.options.outputs === 'sequence' && !this.options.batchFirst ? output.transpose(0, 1) : output);
+      }
+      return parts.length === 1 ? parts[0] : Tensor.cat(parts, 0);
+    });
   }
 }
