@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "gates.h"
+
 namespace recurrent {
 
 namespace {
@@ -75,8 +77,16 @@ void strided_copy_cpu(float* dst, const int64_t* dst_strides, const float* src,
 
 void unary_forward_cpu(UnaryOp op, float* out, const float* in, int64_t n) {
   switch (op) {
-    case UnaryOp::kTanh: for (int64_t i = 0; i < n; ++i) out[i] = std::tanh(in[i]); break;
-    case UnaryOp::kSigmoid: for (int64_t i = 0; i < n; ++i) out[i] = 1.0f / (1.0f + std::exp(-in[i])); break;
+    // the gate kernels' vectorized activations (the C library's scalar tanhf took 2% of a
+    // sequence-to-sequence training step), in pieces that fit their int count
+    case UnaryOp::kTanh:
+    case UnaryOp::kSigmoid: {
+      const GateKernels& k = gate_kernels();
+      const auto apply = op == UnaryOp::kTanh ? k.tanh : k.sigmoid;
+      constexpr int64_t kPiece = int64_t{1} << 30;
+      for (int64_t i = 0; i < n; i += kPiece) apply(in + i, out + i, static_cast<int>(std::min(kPiece, n - i)));
+      break;
+    }
     case UnaryOp::kRelu: for (int64_t i = 0; i < n; ++i) out[i] = in[i] > 0.0f ? in[i] : 0.0f; break;
     case UnaryOp::kExp: for (int64_t i = 0; i < n; ++i) out[i] = std::exp(in[i]); break;
     case UnaryOp::kLog: for (int64_t i = 0; i < n; ++i) out[i] = std::log(in[i]); break;

@@ -7,6 +7,7 @@
 #include <limits>
 
 #include "attention.h"
+#include "gates.h"
 #include "gemm.h"
 #include "step.h"
 #include "thread_pool.h"
@@ -97,7 +98,8 @@ void seq2seq_step_cpu(const DecoderWeights& w, const EncoderMemory& m, int rows,
     }
     attended.resize(static_cast<size_t>(N) * H);
     linear_rows(N, width, H, cat.data(), w.combine_w, w.combine_b, w.combine_cache, combine_scratch, attended.data());
-    for (float& x : attended) x = std::tanh(x);
+    // the graph's tanh op (unary_forward_cpu): the same function, so the search scores what training computes
+    gate_kernels().tanh(attended.data(), attended.data(), static_cast<int>(attended.size()));
     features = attended.data();
   }
   linear_rows(N, H, C, features, w.out_w, w.out_b, w.out_cache, out_scratch, log_probs);
