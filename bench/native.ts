@@ -85,7 +85,7 @@ export function runNative(rounds: number): NativeReport {
 
   const samples = new Map<string, { first: LayerResult; values: number[] }>();
   const add = (r: LayerResult) => {
-    const key = `${r.library}|${r.cell}|${r.hidden}|${r.mode}|${r.threads}`;
+    const key = `${r.library}|${r.cell}|${r.hidden}|${r.batch}|${r.mode}|${r.threads}`;
     const entry = samples.get(key) ?? { first: r, values: [] };
     entry.values.push(r.timestepSamplesPerSecond);
     samples.set(key, entry);
@@ -129,13 +129,13 @@ function rate(v: number): string {
 }
 
 export function nativeMarkdown(report: NativeReport): string {
-  const find = (library: string, cell: string, hidden: number, mode: string, threads: number) =>
-    report.layers.find((r) => r.library === library && r.cell === cell && r.hidden === hidden && r.mode === mode && r.threads === threads);
+  const find = (library: string, cell: string, hidden: number, batch: number, mode: string, threads: number) =>
+    report.layers.find((r) => r.library === library && r.cell === cell && r.hidden === hidden && r.batch === batch && r.mode === mode && r.threads === threads);
   const maxThreads = Math.max(...report.layers.map((r) => r.threads));
   const lines = [
     '## The layer alone: recurrent vs oneDNN (C++)',
     '',
-    `Machine: ${report.machine}. One layer, T = 32, B = 32, I = H, float32; training = forward + backward. ` +
+    `Machine: ${report.machine}. One layer, T = 32, B = 32 (and 128 for the LSTM and GRU), I = H, float32; training = forward + backward. ` +
       `Timestep-samples per second (T x B / s), medians of ${report.rounds} alternating rounds; GFLOP/s counts the matmuls ` +
       '(3 x 2 x B x (I + H) x G x H per step for training). oneDNN 2.6 from Debian (OpenMP), weights reordered into its preferred layouts, ' +
       'reorders not timed; its GRU is the linear-before-reset GRU, which is PyTorch\'s. recurrent keeps its packed weights as the addon ' +
@@ -144,18 +144,20 @@ export function nativeMarkdown(report: NativeReport): string {
     `| job | recurrent ${maxThreads} threads | oneDNN ${maxThreads} threads | ratio | recurrent 1 thread | oneDNN 1 thread | ratio | recurrent ${maxThreads}t/1t |`,
     '|---|---|---|---|---|---|---|---|',
   ];
-  for (const cell of ['lstm', 'gru', 'rnn']) {
-    for (const hidden of [128, 512]) {
-      for (const mode of ['train', 'inference']) {
-        const ours = find('recurrent', cell, hidden, mode, maxThreads);
-        const theirs = find('oneDNN', cell, hidden, mode, maxThreads);
-        const ours1 = find('recurrent', cell, hidden, mode, 1);
-        const theirs1 = find('oneDNN', cell, hidden, mode, 1);
-        if (!ours) continue;
-        const cellText = (r?: LayerResult) => (r ? `${rate(r.timestepSamplesPerSecond)} (${r.gflops.toFixed(0)} GF/s)` : 'skipped');
-        const ratio = (a?: LayerResult, b?: LayerResult) => (a && b ? `${(a.timestepSamplesPerSecond / b.timestepSamplesPerSecond).toFixed(2)}x` : '-');
-        lines.push(`| ${cell === 'rnn' ? 'RNN tanh' : cell.toUpperCase()} H=${hidden} ${mode} | ${cellText(ours)} | ${cellText(theirs)} | ${ratio(ours, theirs)} | ` +
-          `${cellText(ours1)} | ${cellText(theirs1)} | ${ratio(ours1, theirs1)} | ${ours1 ? (ours.timestepSamplesPerSecond / ours1.timestepSamplesPerSecond).toFixed(2) + 'x' : '-'} |`);
+  for (const batch of [32, 128]) {
+    for (const cell of ['lstm', 'gru', 'rnn']) {
+      for (const hidden of [128, 512]) {
+        for (const mode of ['train', 'inference']) {
+          const ours = find('recurrent', cell, hidden, batch, mode, maxThreads);
+          const theirs = find('oneDNN', cell, hidden, batch, mode, maxThreads);
+          const ours1 = find('recurrent', cell, hidden, batch, mode, 1);
+          const theirs1 = find('oneDNN', cell, hidden, batch, mode, 1);
+          if (!ours) continue;
+          const cellText = (r?: LayerResult) => (r ? `${rate(r.timestepSamplesPerSecond)} (${r.gflops.toFixed(0)} GF/s)` : 'skipped');
+          const ratio = (a?: LayerResult, b?: LayerResult) => (a && b ? `${(a.timestepSamplesPerSecond / b.timestepSamplesPerSecond).toFixed(2)}x` : '-');
+          lines.push(`| ${cell === 'rnn' ? 'RNN tanh' : cell.toUpperCase()} H=${hidden}${batch === 32 ? '' : ` B=${batch}`} ${mode} | ${cellText(ours)} | ${cellText(theirs)} | ${ratio(ours, theirs)} | ` +
+            `${cellText(ours1)} | ${cellText(theirs1)} | ${ratio(ours1, theirs1)} | ${ours1 ? (ours.timestepSamplesPerSecond / ours1.timestepSamplesPerSecond).toFixed(2) + 'x' : '-'} |`);
+        }
       }
     }
   }

@@ -14,26 +14,34 @@ struct Job {
   const char* cell;  // "lstm" | "gru" | "rnn" (tanh)
   int hidden;
   bool train;  // forward + backward, else inference forward
+  int batch;
 };
 
-// T = 32, B = 32, I = H, one layer, one direction (issue 5's configurations, and issue 14's tanh
-// RNN at H = 512).
-constexpr int kSteps = 32, kBatch = 32;
+// T = 32, I = H, one layer, one direction: B = 32 (issue 5's configurations, and issue 14's tanh
+// RNN at H = 512) and B = 128 for the LSTM and GRU (the CPU issue's targets name both batches).
+constexpr int kSteps = 32, kBatch = 32, kLargeBatch = 128;
 
 inline std::vector<Job> jobs() {
   std::vector<Job> out;
-  for (const char* cell : {"lstm", "gru"})
-    for (int h : {128, 512})
-      for (bool train : {true, false}) out.push_back({cell, h, train});
-  for (bool train : {true, false}) out.push_back({"rnn", 512, train});
+  for (int batch : {kBatch, kLargeBatch})
+    for (const char* cell : {"lstm", "gru"})
+      for (int h : {128, 512})
+        for (bool train : {true, false}) out.push_back({cell, h, train, batch});
+  for (bool train : {true, false}) out.push_back({"rnn", 512, train, kBatch});
   return out;
+}
+
+// The job's name for --only: lstm-512-train at B = 32, lstm-512-train-b128 at another batch.
+inline std::string job_name(const Job& job) {
+  return std::string(job.cell) + "-" + std::to_string(job.hidden) + "-" + (job.train ? "train" : "inference") +
+         (job.batch == kBatch ? "" : "-b" + std::to_string(job.batch));
 }
 
 inline int gates_of(const std::string& cell) { return cell == "lstm" ? 4 : cell == "gru" ? 3 : 1; }
 
 // FLOPs of the matmuls: per step 2 B (I + H) G H forward; training adds 2x for backward.
 inline double flops(const Job& job, int steps = kSteps) {
-  const double per_step = 2.0 * kBatch * (job.hidden + job.hidden) * gates_of(job.cell) * job.hidden;
+  const double per_step = 2.0 * job.batch * (job.hidden + job.hidden) * gates_of(job.cell) * job.hidden;
   return per_step * steps * (job.train ? 3.0 : 1.0);
 }
 
@@ -60,10 +68,10 @@ double median_seconds(F&& fn, int warmup = 3, int reps = 15, double min_seconds 
 }
 
 inline void report(const char* library, const Job& job, int threads, double seconds, int steps = kSteps) {
-  const double ts = static_cast<double>(steps) * kBatch / seconds;
+  const double ts = static_cast<double>(steps) * job.batch / seconds;
   std::printf("{\"library\":\"%s\",\"cell\":\"%s\",\"hidden\":%d,\"mode\":\"%s\",\"threads\":%d,\"steps\":%d,"
               "\"batch\":%d,\"seconds\":%.6g,\"timestepSamplesPerSecond\":%.1f,\"gflops\":%.2f}\n",
-              library, job.cell, job.hidden, job.train ? "train" : "inference", threads, steps, kBatch, seconds, ts,
+              library, job.cell, job.hidden, job.train ? "train" : "inference", threads, steps, job.batch, seconds, ts,
               flops(job, steps) / seconds / 1e9);
   std::fflush(stdout);
 }

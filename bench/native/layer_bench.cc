@@ -1,6 +1,7 @@
 // One recurrent layer of `recurrent`'s CPU kernels, timed alone (no Node.js): the same
 // jobs as onednn_bench.cc, so the two print comparable lines.
 //   layer_bench [threads...] [--steps T] [--only JOB]    (RECURRENT_BF16=1: BF16 matrix products)
+// JOB: bench::job_name's, e.g. lstm-512-train (B = 32) or gru-128-inference-b128.
 #include <cstring>
 #include <random>
 
@@ -34,10 +35,9 @@ int main(int argc, char** argv) {
   std::uniform_real_distribution<float> dist(-0.1f, 0.1f);
   auto fill = [&](std::vector<float>& v) { for (float& x : v) x = dist(rng); };
   for (const bench::Job& job : bench::jobs()) {
-    const std::string name = std::string(job.cell) + "-" + std::to_string(job.hidden) + "-" + (job.train ? "train" : "inference");
-    if (!only.empty() && std::find(only.begin(), only.end(), name) == only.end()) continue;
+    if (!only.empty() && std::find(only.begin(), only.end(), bench::job_name(job)) == only.end()) continue;
     for (int T : step_counts) {
-      const int B = bench::kBatch, H = job.hidden, I = H;
+      const int B = job.batch, H = job.hidden, I = H;
       const std::string kind = job.cell;
       const CellKind cell = kind == "lstm" ? CellKind::kLstm : kind == "gru" ? CellKind::kGru : CellKind::kRnnTanh;
       const int GH = gate_count(cell) * H;

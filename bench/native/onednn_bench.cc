@@ -2,7 +2,7 @@
 // forward_training + backward, or forward_inference; f32; weights in the layouts
 // oneDNN prefers (format_tag::any, filled through a plain buffer and a reorder, not timed). The GRU is
 // oneDNN's linear-before-reset GRU, which is PyTorch's GRU.
-//   onednn_bench [threads...]
+//   onednn_bench [threads...] [--only JOB]    (JOB as in layer_bench.cc)
 #include <omp.h>
 
 #include <cstring>
@@ -63,7 +63,11 @@ std::unordered_map<int, memory> arguments(const primitive_desc_base& pd, const e
 
 int main(int argc, char** argv) {
   std::vector<int> thread_counts;
-  for (int i = 1; i < argc; ++i) thread_counts.push_back(std::atoi(argv[i]));
+  std::vector<std::string> only;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--only") == 0 && i + 1 < argc) only.push_back(argv[++i]);
+    else thread_counts.push_back(std::atoi(argv[i]));
+  }
   if (thread_counts.empty()) thread_counts.push_back(omp_get_max_threads());
   engine eng(engine::kind::cpu, 0);
   stream strm(eng);
@@ -72,9 +76,10 @@ int main(int argc, char** argv) {
   // create them after setting the count
   for (int threads : thread_counts)
   for (const bench::Job& job : bench::jobs()) {
+    if (!only.empty() && std::find(only.begin(), only.end(), bench::job_name(job)) == only.end()) continue;
     omp_set_num_threads(threads);
     const bool lstm = std::strcmp(job.cell, "lstm") == 0, rnn = std::strcmp(job.cell, "rnn") == 0;
-    const memory::dim T = bench::kSteps, N = bench::kBatch, H = job.hidden, C = H, G = bench::gates_of(job.cell);
+    const memory::dim T = bench::kSteps, N = job.batch, H = job.hidden, C = H, G = bench::gates_of(job.cell);
     const memory::desc src_layer({T, N, C}, dt::f32, tag::tnc), dst_layer({T, N, H}, dt::f32, tag::tnc);
     const memory::desc iter({1, 1, N, H}, dt::f32, tag::ldnc);
     const memory::desc w_layer({1, 1, C, G, H}, dt::f32, tag::any), w_iter({1, 1, H, G, H}, dt::f32, tag::any);
