@@ -116,6 +116,16 @@ void check_layer(CellKind cell, int directions, const std::vector<int>& lengths,
   expect_close("h_n", hn.data(), hnr.data(), state);
   if (cell == CellKind::kLstm) expect_close("c_n", cn.data(), cnr.data(), state);
   for (const auto* v : {&y, &hn, &cn}) capture(*v);
+  // inference (no reserve; small shares of a split by rows run on their own copies of their rows):
+  // the same values bit for bit
+  {
+    std::vector<float> yi(y.size(), -1.0f), hni(state, -1.0f), cni(state, -1.0f);
+    layer_forward_cpu(dims, yi.data(), hni.data(), cell == CellKind::kLstm ? cni.data() : nullptr, nullptr, x.data(), len, h0.data(),
+                      c0.data(), lw.data());
+    const bool same = yi == y && hni == hn && (cell != CellKind::kLstm || cni == cn);
+    if (!same) ++failures;
+    std::printf("  inference bit-identical to the training forward: %s\n", same ? "ok" : "MISMATCH");
+  }
   if (g_forward_only) return;
 
   std::vector<float> dx(x.size()), dh0(state), dc0(state);
@@ -378,6 +388,8 @@ void check_team_splits(const CellKind (&cells)[N], bool bf16 = false) {
     unsorted48.push_back(1 + (b * 7) % 9);
   }
   for (int b = 0; b < 10; ++b) unsorted10.push_back(1 + (b * 3) % 5);
+  std::vector<int> sorted13;  // 3 threads split 13 rows 4 + 4 + 5
+  for (int b = 0; b < 13; ++b) sorted13.push_back(8 - b / 2);
   const auto run_all = [&](TeamSplit split, int threads) {
     std::vector<float> out;
     g_capture = &out;
@@ -394,6 +406,7 @@ void check_team_splits(const CellKind (&cells)[N], bool bf16 = false) {
         }
         g_pack_caches = true;
         check_layer(cell, directions, unsorted10, true, 37, 5);
+        check_layer(cell, directions, sorted13, false, 20, 8);
         g_pack_caches = false;
       }
     }
@@ -423,12 +436,17 @@ void check_stack_pipeline(const CellKind (&cells)[N]) {
     std::vector<int> lengths;
     bool h0;
   };
+  // (the last two: batches that a split by rows cuts into shares of at most 8 rows, which run the
+  // whole stack on their own copies of their rows)
   const std::vector<Case> cases = {{2, 37, 11, {}, true},
                                    {3, 20, 9, {9, 7, 7, 3, 1}, false},
-                                   {4, 16, 10, {2, 10, 5}, true}};
-  const auto run_all = [&](StackPipeline mode, int threads, const char* chunk) {
+                                   {4, 16, 10, {2, 10, 5}, true},
+                                   {2, 20, 6, {6, 2, 5, 6, 1, 3, 6, 4, 2}, true},
+                                   {3, 16, 7, {7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1}, false}};
+  const auto run_all = [&](StackPipeline mode, int threads, const char* chunk, TeamSplit split = TeamSplit::kAuto) {
     set_stack_pipeline(mode);
     set_num_threads(threads);
+    set_team_split(split);
     set_pipeline_chunk(chunk ? std::atoi(chunk) : 0);
     std::vector<float> out;
     std::printf("stack of layers, pipeline %s, %d threads, chunks of %s\n", mode == StackPipeline::kOn ? "on" : "off", threads,
@@ -491,14 +509,19 @@ void check_stack_pipeline(const CellKind (&cells)[N]) {
     StackPipeline mode;
     int threads;
     const char* chunk;
+    TeamSplit split;
   };
-  for (const Run& r : {Run{StackPipeline::kOff, 2, nullptr}, Run{StackPipeline::kOn, 2, nullptr}, Run{StackPipeline::kOn, 2, "1"},
-                       Run{StackPipeline::kOn, 3, "3"}, Run{StackPipeline::kOn, 3, nullptr}}) {
-    const bool same = run_all(r.mode, r.threads, r.chunk) == one;
+  for (const Run& r : {Run{StackPipeline::kOff, 2, nullptr, TeamSplit::kAuto}, Run{StackPipeline::kOn, 2, nullptr, TeamSplit::kAuto},
+                       Run{StackPipeline::kOn, 2, "1", TeamSplit::kAuto}, Run{StackPipeline::kOn, 3, "3", TeamSplit::kAuto},
+                       Run{StackPipeline::kOn, 3, nullptr, TeamSplit::kAuto}, Run{StackPipeline::kAuto, 2, nullptr, TeamSplit::kRows},
+                       Run{StackPipeline::kAuto, 3, nullptr, TeamSplit::kRows}}) {
+    if (r.split == TeamSplit::kRows) std::printf("  (batches split by rows)\n");
+    const bool same = run_all(r.mode, r.threads, r.chunk, r.split) == one;
     if (!same) ++failures;
     std::printf("  bit-identical to one thread: %s\n", same ? "yes" : "NO");
   }
   set_stack_pipeline(StackPipeline::kAuto);
+  set_team_split(TeamSplit::kAuto);
 }
 
 // Which machines get BF16 products: every kind of machine, by its CPU's facts.
