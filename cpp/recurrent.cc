@@ -51,12 +51,20 @@ class ScratchLease {
   ScratchLease() {
     std::lock_guard<std::mutex> lock(mutex());
     auto& free = pool();
-    if (free.empty()) {
+    // the scratch this thread used last where it is free: its lines are still in this core's
+    // caches (two threads that each ran calls of their own, leasing whichever was free, took turns
+    // on each other's scratch: a call in three ran 15-30% slower)
+    const auto mine = std::find(free.begin(), free.end(), t_last);
+    if (mine != free.end()) {
+      scratch_ = *mine;
+      free.erase(mine);
+    } else if (free.empty()) {
       scratch_ = new Scratch();  // kept for the life of the process, like the thread_locals before
     } else {
       scratch_ = free.back();
       free.pop_back();
     }
+    t_last = scratch_;
   }
   ~ScratchLease() {
     std::lock_guard<std::mutex> lock(mutex());
@@ -76,7 +84,10 @@ class ScratchLease {
     return *p;
   }
   Scratch* scratch_;
+  static thread_local Scratch* t_last;
 };
+
+thread_local Scratch* ScratchLease::t_last = nullptr;
 
 float* sized(std::vector<float>& v, size_t n) {
   if (v.size() < n) v.resize(n);
@@ -246,9 +257,11 @@ void copy_rows(const float* src, int src_rows, int src_row0, float* dst, int dst
                 static_cast<size_t>(rows) * width * sizeof(float));
 }
 
-// The most rows a thread's share may have for forward_by_row_shares (larger shares keep the team's
-// shared buffers: at 16 rows a thread, copying the rows in and out cost more than it saved, 2%).
-constexpr int kRowShareMaxRows = 8;
+// The most rows a thread's share may have for forward_by_row_shares. Larger shares keep the team's
+// shared buffers: at 32 and 64 rows a thread the two were within 2.5% either way (H = 128 and 512),
+// while at 16 rows the shares ran 4-7% faster (B = 32: H = 128, T = 100, 4.46-4.50 ms against
+// 4.76-4.84; H = 512, T = 32, 1-3%) and at 4 rows 30%.
+constexpr int kRowShareMaxRows = 16;
 
 // Inference split by batch rows: each thread of the team runs its rows as a call of its own (one
 // layer, or a whole stack), on copies of its rows (x, h0, c0 in; the outputs, h_n, c_n back) and
@@ -258,8 +271,8 @@ constexpr int kRowShareMaxRows = 8;
 // ran 40-50% slower than each thread's rows alone: two threads that each ran a call on 4 rows of
 // H = 128 took 1.15 ms, a team of two on the 8 rows of one call 1.65-1.75 ms (2-core Zen 2), though
 // no cache line was written by both (aligning every buffer changed nothing); on their own buffers,
-// 1.40-1.47 ms. At B = 8 and T = 32, 0.56-0.58 ms against 0.39-0.46. Training keeps the shared
-// buffers: its reserve is one array for backward.
+// 1.18-1.19 ms (each thread leasing the scratch it used last, see ScratchLease). Training keeps the
+// shared buffers: its reserve is one array for backward, and its weight gradients sum over all rows.
 //
 // The plan: a team split by rows whose shares are at most kRowShareMaxRows rows (else team 1).
 // RECURRENT_ROW_SHARES=off keeps the team's shared buffers (for measuring).
