@@ -248,6 +248,13 @@ namespace {
 // Set on a thread while it runs its share of a batch as a call of its own (forward_by_row_shares).
 thread_local bool t_row_share = false;
 
+struct RowShareScope {
+  RowShareScope() { t_row_share = true; }
+  ~RowShareScope() { t_row_share = false; }
+  RowShareScope(const RowShareScope&) = delete;
+  RowShareScope& operator=(const RowShareScope&) = delete;
+};
+
 // Copies `rows` rows of `width` floats from each of `count` groups: row r of group g from
 // src + (g * src_rows + src_row0 + r) * width to dst + (g * dst_rows + dst_row0 + r) * width.
 void copy_rows(const float* src, int src_rows, int src_row0, float* dst, int dst_rows, int dst_row0, int count, int rows,
@@ -322,14 +329,15 @@ void forward_by_row_shares(const TeamPlan& plan, const LayerDims& dims, int laye
     LayerDims own = dims;
     own.batch = rows;
     const int* own_lengths = lengths ? lengths + share.b0 : nullptr;
-    t_row_share = true;
-    if (L == 1)
-      layer_forward_cpu(own, own_ys[0], hs, lstm ? cs : nullptr, nullptr, xs, own_lengths, h0 ? h0s : nullptr, lstm && c0 ? c0s : nullptr,
-                        weights);
-    else
-      stack_forward_cpu(own, L, own_ys.data(), hs, lstm ? cs : nullptr, xs, own_lengths, h0 ? h0s : nullptr, lstm && c0 ? c0s : nullptr,
-                        weights);
-    t_row_share = false;
+    {
+      const RowShareScope scope;
+      if (L == 1)
+        layer_forward_cpu(own, own_ys[0], hs, lstm ? cs : nullptr, nullptr, xs, own_lengths, h0 ? h0s : nullptr,
+                          lstm && c0 ? c0s : nullptr, weights);
+      else
+        stack_forward_cpu(own, L, own_ys.data(), hs, lstm ? cs : nullptr, xs, own_lengths, h0 ? h0s : nullptr,
+                          lstm && c0 ? c0s : nullptr, weights);
+    }
     for (int l = 0; l < L; ++l) copy_rows(own_ys[l], rows, 0, ys[l], B, share.b0, T, rows, D * H);
     copy_rows(hs, rows, 0, h_n, B, share.b0, L * D, rows, H);
     if (lstm) copy_rows(cs, rows, 0, c_n, B, share.b0, L * D, rows, H);
