@@ -11,10 +11,11 @@ namespace recurrent {
 namespace gemm_detail {
 
 #ifdef RECURRENT_X86_DISPATCH
-// The 8 x 8 block at src (row stride lds) transposed into dst (row stride ldd).
-RECURRENT_AVX2_TARGET void transpose8(const float* src, long lds, float* dst, long ldd) {
-  __m256 r[8], t[8], u[8];
-  for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * lds);
+namespace {
+
+// The 8 x 8 matrix whose rows are r[0..7] transposed: column j of it into c[j].
+RECURRENT_AVX2_TARGET inline void transpose8_registers(const __m256 (&r)[8], __m256 (&c)[8]) {
+  __m256 t[8], u[8];
   for (int i = 0; i < 8; i += 2) {
     t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);  // rows i, i+1 interleaved: columns 0, 1 | 4, 5
     t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);  // columns 2, 3 | 6, 7
@@ -26,8 +27,8 @@ RECURRENT_AVX2_TARGET void transpose8(const float* src, long lds, float* dst, lo
     u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));  // column 3 | 7
   }
   for (int j = 0; j < 4; ++j) {
-    _mm256_storeu_ps(dst + j * ldd, _mm256_permute2f128_ps(u[j], u[4 + j], 0x20));
-    _mm256_storeu_ps(dst + (4 + j) * ldd, _mm256_permute2f128_ps(u[j], u[4 + j], 0x31));
+    c[j] = _mm256_permute2f128_ps(u[j], u[4 + j], 0x20);
+    c[4 + j] = _mm256_permute2f128_ps(u[j], u[4 + j], 0x31);
   }
 }
 
@@ -36,28 +37,13 @@ RECURRENT_AVX2_TARGET void transpose8(const float* src, long lds, float* dst, lo
 // 8 x 8 transpose with two zero rows; each column's 6 values are stored as 8 (the next column's
 // store overwrites the 2 extra), the last of each 8 as 4 + 2, so nothing past the panel is written.
 // (The plain loop it replaces, a value at a time at a stride of lda, was 2% of an LSTM training step.)
-namespace {
 RECURRENT_AVX2_TARGET void pack_rows6(const float* src, long lda, int kc, float* dst) {
   int k = 0;
   for (; k + 8 <= kc; k += 8) {
-    __m256 r[8], t[8], u[8];
+    __m256 r[8], column[8];
     for (int i = 0; i < 6; ++i) r[i] = _mm256_loadu_ps(src + i * lda + k);
     r[6] = r[7] = _mm256_setzero_ps();
-    for (int i = 0; i < 8; i += 2) {
-      t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
-      t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
-    }
-    for (int i = 0; i < 8; i += 4) {
-      u[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
-      u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
-      u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
-      u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
-    }
-    __m256 column[8];  // column j of the 8: rows 0-7 (6 and 7 zero)
-    for (int j = 0; j < 4; ++j) {
-      column[j] = _mm256_permute2f128_ps(u[j], u[4 + j], 0x20);
-      column[4 + j] = _mm256_permute2f128_ps(u[j], u[4 + j], 0x31);
-    }
+    transpose8_registers(r, column);
     float* out = dst + static_cast<long>(k) * 6;
     for (int j = 0; j < 7; ++j) _mm256_storeu_ps(out + j * 6, column[j]);
     _mm_storeu_ps(out + 42, _mm256_castps256_ps128(column[7]));
@@ -66,7 +52,16 @@ RECURRENT_AVX2_TARGET void pack_rows6(const float* src, long lda, int kc, float*
   for (; k < kc; ++k)
     for (int r = 0; r < 6; ++r) dst[k * 6 + r] = src[r * lda + k];
 }
+
 }  // namespace
+
+// The 8 x 8 block at src (row stride lds) transposed into dst (row stride ldd).
+RECURRENT_AVX2_TARGET void transpose8(const float* src, long lds, float* dst, long ldd) {
+  __m256 r[8], c[8];
+  for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * lds);
+  transpose8_registers(r, c);
+  for (int j = 0; j < 8; ++j) _mm256_storeu_ps(dst + j * ldd, c[j]);
+}
 #endif
 
 namespace {

@@ -118,13 +118,18 @@ int env_steps(const char* name) {
   return env && *env ? std::max(0, std::atoi(env)) : 0;
 }
 
+// A mode from the environment ("" when unset).
+std::string env_mode(const char* name) {
+  const char* env = std::getenv(name);
+  return env ? env : "";
+}
+
 // RECURRENT_TIME_CHUNK=N in the environment starts with chunks of N steps (a huge N: one chunk
 // per call, as before chunking; for measuring).
 std::atomic<int> g_time_chunk{env_steps("RECURRENT_TIME_CHUNK")};
 
 std::atomic<TeamSplit> g_team_split{[] {
-  const char* env = std::getenv("RECURRENT_TEAM_SPLIT");
-  const std::string split = env ? env : "";
+  const std::string split = env_mode("RECURRENT_TEAM_SPLIT");
   return split == "units" ? TeamSplit::kUnits : split == "rows" ? TeamSplit::kRows : TeamSplit::kAuto;
 }()};
 
@@ -284,10 +289,7 @@ constexpr int kRowShareMaxRows = 16;
 // The plan: a team split by rows whose shares are at most kRowShareMaxRows rows (else team 1).
 // RECURRENT_ROW_SHARES=off keeps the team's shared buffers (for measuring).
 TeamPlan row_share_plan(const LayerDims& dims) {
-  static const bool off = [] {
-    const char* env = std::getenv("RECURRENT_ROW_SHARES");
-    return env && std::string(env) == "off";
-  }();
+  static const bool off = env_mode("RECURRENT_ROW_SHARES") == "off";
   if (off || t_row_share || num_threads() < 2) return {1, true};
   const int B = dims.batch, H = dims.hidden_size, GH = gate_count(dims.cell) * H, blocks = (H + kGateBlock - 1) / kGateBlock;
   const TeamPlan plan = team_for(blocks, B, GH, H, dims.steps);
@@ -516,8 +518,7 @@ void layer_forward_cpu(const LayerDims& dims, float* y, float* h_n, float* c_n, 
 namespace {
 
 std::atomic<StackPipeline> g_stack_pipeline{[] {
-  const char* env = std::getenv("RECURRENT_STACK_PIPELINE");
-  const std::string mode = env ? env : "";
+  const std::string mode = env_mode("RECURRENT_STACK_PIPELINE");
   return mode == "on" ? StackPipeline::kOn : mode == "off" ? StackPipeline::kOff : StackPipeline::kAuto;
 }()};
 
