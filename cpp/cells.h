@@ -72,20 +72,36 @@ struct LstmGatesOf {
 };
 using LstmGates = LstmGatesOf<float>;
 
+// In two parts, for kernels that activate the gates of many units at once (gates_impl.h): the
+// gates from their pre-activations, then the new state from the gates.
+template <typename T, typename Math = ScalarMath>
+RECURRENT_CELL LstmGatesOf<T> lstm_cell_activate(T a_i, T a_f, T a_g, T a_o) {
+  return {Math::sigmoid(a_i), Math::sigmoid(a_f), Math::tanh(a_g), Math::sigmoid(a_o)};
+}
+
+template <typename T>
+RECURRENT_CELL T lstm_cell_state(const LstmGatesOf<T>& gates, T c_prev) {
+  return gates.f * c_prev + gates.i * gates.g;
+}
+
+template <typename T, typename Math = ScalarMath>
+RECURRENT_CELL void lstm_cell_update(const LstmGatesOf<T>& gates, T c_prev, T* c, T* h) {
+  *c = lstm_cell_state(gates, c_prev);
+  *h = gates.o * Math::tanh(*c);
+}
+
 template <typename T, typename Math = ScalarMath>
 RECURRENT_CELL LstmGatesOf<T> lstm_cell_forward(T a_i, T a_f, T a_g, T a_o, T c_prev, T* c, T* h) {
-  LstmGatesOf<T> gates{Math::sigmoid(a_i), Math::sigmoid(a_f), Math::tanh(a_g), Math::sigmoid(a_o)};
-  *c = gates.f * c_prev + gates.i * gates.g;
-  *h = gates.o * Math::tanh(*c);
+  const LstmGatesOf<T> gates = lstm_cell_activate<T, Math>(a_i, a_f, a_g, a_o);
+  lstm_cell_update<T, Math>(gates, c_prev, c, h);
   return gates;
 }
 
 // Given the saved gates, the previous cell state and the gradients flowing into
 // h' and c', returns the pre-activation gradients and the gradient of c.
-template <typename T, typename Math = ScalarMath>
-RECURRENT_CELL LstmGatesOf<T> lstm_cell_backward(const LstmGatesOf<T>& gates, T c_prev, T dh, T dc, T* dc_prev) {
-  const T c = gates.f * c_prev + gates.i * gates.g;
-  const T tanh_c = Math::tanh(c);
+// (in two parts: tanh(c') from lstm_cell_state, then the rest)
+template <typename T>
+RECURRENT_CELL LstmGatesOf<T> lstm_cell_backward_given(const LstmGatesOf<T>& gates, T c_prev, T tanh_c, T dh, T dc, T* dc_prev) {
   const T dc_total = dc + dh * gates.o * (1.0f - tanh_c * tanh_c);
   *dc_prev = dc_total * gates.f;
   LstmGatesOf<T> da;
@@ -96,6 +112,11 @@ RECURRENT_CELL LstmGatesOf<T> lstm_cell_backward(const LstmGatesOf<T>& gates, T 
   return da;
 }
 
+template <typename T, typename Math = ScalarMath>
+RECURRENT_CELL LstmGatesOf<T> lstm_cell_backward(const LstmGatesOf<T>& gates, T c_prev, T dh, T dc, T* dc_prev) {
+  return lstm_cell_backward_given(gates, c_prev, Math::tanh(lstm_cell_state(gates, c_prev)), dh, dc, dc_prev);
+}
+
 // ---------------------------------------------------------------------------
 // GRU. x_* include b_i*, h_* include b_h*.
 template <typename T>
@@ -104,13 +125,19 @@ struct GruGatesOf {
 };
 using GruGates = GruGatesOf<float>;
 
+// The new state from the activated gates
+template <typename T>
+RECURRENT_CELL T gru_cell_state(const GruGatesOf<T>& gates, T h_prev) {
+  return (1.0f - gates.z) * gates.n + gates.z * h_prev;
+}
+
 template <typename T, typename Math = ScalarMath>
 RECURRENT_CELL GruGatesOf<T> gru_cell_forward(T x_r, T x_z, T x_n, T h_r, T h_z, T h_n, T h_prev, T* h) {
   GruGatesOf<T> gates;
   gates.r = Math::sigmoid(x_r + h_r);
   gates.z = Math::sigmoid(x_z + h_z);
   gates.n = Math::tanh(x_n + gates.r * h_n);
-  *h = (1.0f - gates.z) * gates.n + gates.z * h_prev;
+  *h = gru_cell_state(gates, h_prev);
   return gates;
 }
 

@@ -7,6 +7,9 @@
 #if defined(__aarch64__) && defined(__GNUC__)
 #include <arm_neon.h>
 #endif
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
 
 #include "cells.h"
 #include "gemm.h"

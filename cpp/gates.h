@@ -12,7 +12,7 @@ struct GateKernels {
   void (*sigmoid)(const float* x, float* y, int n);
   void (*tanh)(const float* x, float* y, int n);
   void (*lstm_forward)(const float* xp, const float* b_ih, const float* b_hh, int gs, const float* hp,
-                       float* c, float* h, float* y, float* gates);
+                       float* c, float* h, float* y, float* gates, int blocks);
   void (*gru_forward)(const float* xp, const float* b_ih, const float* b_hh, int gs, const float* hp,
                       const float* h_prev, float* h, float* y, float* gates, float* h_n);
   void (*rnn_forward)(const float* xp, const float* b_ih, const float* b_hh, const float* hp, bool relu,

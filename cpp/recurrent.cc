@@ -474,12 +474,21 @@ void layer_forward_cpu(const LayerDims& dims, float* y, float* h_n, float* c_n, 
               continue;
             }
             const float* xrow = xproj + (static_cast<size_t>(t - t_lo) * B + b) * GH;
-            for (int blk = blk0; blk < blk1; ++blk) {
+            int blk = blk0;
+            if (cell == CellKind::kLstm) {  // the whole blocks in one call
+              const int whole = std::min(blk1, H / kGateBlock) - blk0;
+              if (whole > 0) {
+                const int j0 = blk0 * kGateBlock;
+                k.lstm_forward(xrow + j0, b_ih + j0, b_hh + j0, H, hproj + static_cast<size_t>(b) * P + static_cast<size_t>(blk0) * G * kGateBlock,
+                               cb + j0, hb_next + j0, yb + j0, gates + j0, whole);
+                blk += whole;
+              }
+            }
+            for (; blk < blk1; ++blk) {
               const int j0 = blk * kGateBlock, width = std::min(kGateBlock, H - j0);
               const float* hp = hproj + static_cast<size_t>(b) * P + static_cast<size_t>(blk) * G * kGateBlock;
               if (width == kGateBlock) {
-                if (cell == CellKind::kLstm) k.lstm_forward(xrow + j0, b_ih + j0, b_hh + j0, H, hp, cb + j0, hb_next + j0, yb + j0, gates + j0);
-                else if (cell == CellKind::kGru) k.gru_forward(xrow + j0, b_ih + j0, b_hh + j0, H, hp, hb + j0, hb_next + j0, yb + j0, gates + j0, hn_saved + j0);
+                if (cell == CellKind::kGru) k.gru_forward(xrow + j0, b_ih + j0, b_hh + j0, H, hp, hb + j0, hb_next + j0, yb + j0, gates + j0, hn_saved + j0);
                 else k.rnn_forward(xrow + j0, b_ih + j0, b_hh + j0, hp, relu, hb_next + j0, yb + j0, gates + j0);
                 continue;
               }
@@ -488,7 +497,7 @@ void layer_forward_cpu(const LayerDims& dims, float* y, float* h_n, float* c_n, 
               gather(pad.b_hh, b_hh + j0, H, G, width);
               if (cell == CellKind::kLstm) {
                 gather(pad.c, cb + j0, 0, 1, width);
-                k.lstm_forward(pad.x, pad.b_ih, pad.b_hh, kGateBlock, hp, pad.c, pad.a, pad.b, pad.gates);
+                k.lstm_forward(pad.x, pad.b_ih, pad.b_hh, kGateBlock, hp, pad.c, pad.a, pad.b, pad.gates, 1);
                 scatter(cb + j0, pad.c, 0, 1, width);
               } else if (cell == CellKind::kGru) {
                 gather(pad.d, hb + j0, 0, 1, width);
