@@ -124,6 +124,22 @@ constexpr int kTileRun = 8;
 
 }  // namespace
 
+// How gemm_packed_tiles runs a block of rows: `full` rows in MR-row panels (the last possibly
+// partial), then `shorts` rows in panels of MR - 1 (the ISA's short kernel), then `tail` rows on the
+// skinny kernels.
+struct RowPanels {
+  int full, shorts, tail;
+};
+
+static RowPanels row_panels(const Dispatch& isa, int rows) {
+  const int mr = isa.mr;
+  if (isa.short_kernel)
+    for (int s = 0; s < mr && s * (mr - 1) <= rows; ++s)
+      if ((rows - s * (mr - 1)) % mr == 0) return {rows - s * (mr - 1), s * (mr - 1), 0};
+  const int rest = rows % mr, tail = rest <= kSkinnyRows ? rest : 0;
+  return {rows - tail, 0, tail};
+}
+
 // Rows [0, m) of C's columns [tile0 * NR, tile1 * NR) += (or =, overwrite) alpha * A * op(B) over the
 // depth block [k0, k0 + kc), by the skinny kernels (m <= kSkinnyMaxRows): A as it lies, panels in
 // groups (see SkinnyKernel); more rows than one kernel takes go in passes over a run of panels
@@ -200,14 +216,28 @@ void gemm_packed_tiles(int m, float alpha, const float* a, int lda, const Packed
     packed_a.resize(std::max(packed_a.size(), static_cast<size_t>(kc) * (block_m + kMaxMR)));
     for (int m0 = 0; m0 < m; m0 += block_m) {
       const int mc = std::min(block_m, m - m0);
-      // a last panel of a few rows goes to the skinny kernels instead of an MR-row kernel that
-      // would compute rows that do not exist (B = 32 on AVX2's 6-row kernel: 36 rows for 32)
-      const int rest = mc % mr, tail = rest <= kSkinnyRows ? rest : 0, body = mc - tail;
+      // Rows in MR-row panels, then (where the ISA has one) panels of MR - 1 rows, so that every row
+      // of a count that MR does not divide runs at the micro-kernel's rate: on AVX2, 16 = 6 + 5 + 5
+      // and 32 = 6 + 6 + 4 x 5. A few rows left over (B = 8: 6 + 2) go to the skinny kernels
+      // instead of an MR-row kernel that would compute rows that do not exist. Every row's values
+      // are the same whichever kernel computes them.
+      const RowPanels split = row_panels(isa, mc);
+      const int full = split.full, shorts = split.shorts, tail = split.tail, body = full + shorts;
       const bool overwrite = beta == 0.0f && k0 == 0;
-      if (body > 0) pack_a(false, a, lda, m0, body, k0, kc, mr, packed_a.data());
+      if (full > 0) pack_a(false, a, lda, m0, full, k0, kc, mr, packed_a.data());
+      if (shorts > 0) pack_a(false, a, lda, m0 + full, shorts, k0, kc, mr - 1, packed_a.data() + static_cast<long>(full) * kc);
       const auto panel = [&](int tile) {
         const int col = tile * kNR, block = col / kNC * kNC;
         return b.panel(block, k0) + static_cast<long>(col - block) * kc;
+      };
+      // the body's rows of one panel of B (cols wide) by the MR-row and the short kernels
+      const auto rows_on = [&](const float* bp, int col, int cols) {
+        for (int ir = 0; ir < full; ir += mr)
+          micro_kernel(kc, packed_a.data() + static_cast<long>(ir) * kc, bp, alpha, c + static_cast<long>(m0 + ir) * ldc + col, ldc,
+                       std::min(mr, full - ir), cols, overwrite);
+        for (int ir = full; ir < body; ir += mr - 1)
+          isa.short_kernel(kc, packed_a.data() + static_cast<long>(ir) * kc, bp, alpha, c + static_cast<long>(m0 + ir) * ldc + col,
+                           ldc, mr - 1, cols, overwrite);
       };
       // In runs of kTileRun tiles, the tail rows right after the body's: a run's panels are then
       // read from memory once (B of a 512-unit layer, 4 MB, is far larger than L2; with the tail
@@ -216,23 +246,18 @@ void gemm_packed_tiles(int m, float alpha, const float* a, int lda, const Packed
         const int run1 = std::min(tile1, run0 + kTileRun);
         for (int tile = run0; body > 0 && tile < run1 && tile * kNR < n;) {
           const int col = tile * kNR;
-          if (isa.wide && tile + 1 < run1 && col + kNR < n) {  // two panels
+          if (isa.wide && shorts == 0 && tile + 1 < run1 && col + kNR < n) {  // two panels
             const float* b0 = panel(tile);
             const float* b1 = panel(tile + 1);
-            for (int ir = 0; ir < body; ir += mr) {
+            for (int ir = 0; ir < full; ir += mr) {
               isa.wide(kc, packed_a.data() + static_cast<long>(ir) * kc, b0, b1, alpha,
-                       c + static_cast<long>(m0 + ir) * ldc + col, ldc, std::min(mr, body - ir), std::min(2 * kNR, n - col),
+                       c + static_cast<long>(m0 + ir) * ldc + col, ldc, std::min(mr, full - ir), std::min(2 * kNR, n - col),
                        overwrite);
             }
             tile += 2;
             continue;
           }
-          const float* bp = panel(tile);
-          for (int ir = 0; ir < body; ir += mr) {
-            micro_kernel(kc, packed_a.data() + static_cast<long>(ir) * kc, bp, alpha,
-                         c + static_cast<long>(m0 + ir) * ldc + col, ldc, std::min(mr, body - ir), std::min(kNR, n - col),
-                         overwrite);
-          }
+          rows_on(panel(tile), col, std::min(kNR, n - col));
           tile += 1;
         }
         if (tail > 0)

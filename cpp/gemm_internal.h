@@ -55,6 +55,7 @@ struct Dispatch {
   int mc;  // rows of an A block: a multiple of mr
   SkinnyKernel skinny;
   GemmRowSplit row_split;  // see gemm.h
+  MicroKernel short_kernel;  // mr - 1 rows, or null: gemm_packed_tiles' row counts that mr does not divide
 };
 
 // The kernels chosen for this CPU (or forced by RECURRENT_ISA), once.

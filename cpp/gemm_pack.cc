@@ -34,23 +34,26 @@ RECURRENT_AVX2_TARGET inline void transpose8_registers(const __m256 (&r)[8], __m
 
 // A panel of 6 rows (AVX2's micro-kernel height) of A as it lies (row stride lda), over kc columns
 // from src, into dst: 6 values per column, columns one after another. 8 columns at a time by an
-// 8 x 8 transpose with two zero rows; each column's 6 values are stored as 8 (the next column's
-// store overwrites the 2 extra), the last of each 8 as 4 + 2, so nothing past the panel is written.
-// (The plain loop it replaces, a value at a time at a stride of lda, was 2% of an LSTM training step.)
-RECURRENT_AVX2_TARGET void pack_rows6(const float* src, long lda, int kc, float* dst) {
+// R (5 or 6) rows: an 8 x 8 transpose with 8 - R zero rows; each column's R values are stored as 8
+// (the next column's store overwrites the extra ones), the last of each 8 as 4 + R - 4, so nothing
+// past the panel is written. (The plain loop it replaces, a value at a time at a stride of lda, was
+// 2% of an LSTM training step.)
+template <int R>
+RECURRENT_AVX2_TARGET void pack_rows(const float* src, long lda, int kc, float* dst) {
+  static_assert(R == 5 || R == 6, "the last column's store is written for 5 and 6 rows");
   int k = 0;
   for (; k + 8 <= kc; k += 8) {
     __m256 r[8], column[8];
-    for (int i = 0; i < 6; ++i) r[i] = _mm256_loadu_ps(src + i * lda + k);
-    r[6] = r[7] = _mm256_setzero_ps();
+    for (int i = 0; i < 8; ++i) r[i] = i < R ? _mm256_loadu_ps(src + i * lda + k) : _mm256_setzero_ps();
     transpose8_registers(r, column);
-    float* out = dst + static_cast<long>(k) * 6;
-    for (int j = 0; j < 7; ++j) _mm256_storeu_ps(out + j * 6, column[j]);
-    _mm_storeu_ps(out + 42, _mm256_castps256_ps128(column[7]));
-    _mm_storel_pi(reinterpret_cast<__m64*>(out + 46), _mm256_extractf128_ps(column[7], 1));
+    float* out = dst + static_cast<long>(k) * R;
+    for (int j = 0; j < 7; ++j) _mm256_storeu_ps(out + j * R, column[j]);
+    _mm_storeu_ps(out + 7 * R, _mm256_castps256_ps128(column[7]));
+    if (R == 6) _mm_storel_pi(reinterpret_cast<__m64*>(out + 7 * R + 4), _mm256_extractf128_ps(column[7], 1));
+    else _mm_store_ss(out + 7 * R + 4, _mm256_extractf128_ps(column[7], 1));
   }
   for (; k < kc; ++k)
-    for (int r = 0; r < 6; ++r) dst[k * 6 + r] = src[r * lda + k];
+    for (int r = 0; r < R; ++r) dst[k * R + r] = src[r * lda + k];
 }
 
 }  // namespace
@@ -148,8 +151,9 @@ void pack_a(bool trans, const float* a, int lda, int m0, int mc, int k0, int kc,
       const float* src = a + static_cast<long>(m0 + p) * lda + k0;
       for (; k + 8 <= kc; k += 8) transpose8(src + k, lda, dst + k * 8, 8);
     }
-    if (rows == 6 && mr == 6 && !trans && vector) {
-      pack_rows6(a + static_cast<long>(m0 + p) * lda + k0, lda, kc, dst);
+    if (rows == mr && (mr == 6 || mr == 5) && !trans && vector) {
+      if (mr == 6) pack_rows<6>(a + static_cast<long>(m0 + p) * lda + k0, lda, kc, dst);
+      else pack_rows<5>(a + static_cast<long>(m0 + p) * lda + k0, lda, kc, dst);
       continue;
     }
 #endif
