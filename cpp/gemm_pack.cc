@@ -32,12 +32,12 @@ RECURRENT_AVX2_TARGET inline void transpose8_registers(const __m256 (&r)[8], __m
   }
 }
 
-// A panel of 6 rows (AVX2's micro-kernel height) of A as it lies (row stride lda), over kc columns
-// from src, into dst: 6 values per column, columns one after another. 8 columns at a time by an
-// R (5 or 6) rows: an 8 x 8 transpose with 8 - R zero rows; each column's R values are stored as 8
-// (the next column's store overwrites the extra ones), the last of each 8 as 4 + R - 4, so nothing
-// past the panel is written. (The plain loop it replaces, a value at a time at a stride of lda, was
-// 2% of an LSTM training step.)
+// A panel of R rows (5 or 6, AVX2's micro-kernel heights) of A as it lies (row stride lda), over kc
+// columns from src, into dst: R values per column, columns one after another. 8 columns at a time
+// by an 8 x 8 transpose with 8 - R zero rows; each column's R values are stored as 8 (the next
+// column's store overwrites the extra ones), the last of each 8 as 4 + (R - 4), so nothing past the
+// panel is written. (The plain loop it replaces, a value at a time at a stride of lda, was 2% of an
+// LSTM training step.)
 template <int R>
 RECURRENT_AVX2_TARGET void pack_rows(const float* src, long lda, int kc, float* dst) {
   static_assert(R == 5 || R == 6, "the last column's store is written for 5 and 6 rows");
