@@ -62,6 +62,23 @@ void set_time_chunk(int steps);
 enum class TeamSplit : int { kAuto = 0, kUnits = 1, kRows = 2 };
 void set_team_split(TeamSplit split);
 
+// The weight bytes of a whole inference call (every layer of a stack: stack_forward_cpu and
+// stack_step_cpu set it; a lone layer_forward_cpu counts its own) while it runs on this thread.
+// A call of a few steps whose weights are large splits by units, not by rows: split by rows, every
+// thread reads all of the weights (see team_for in recurrent.cc).
+class CallWeightsScope {
+ public:
+  explicit CallWeightsScope(double bytes);
+  ~CallWeightsScope();
+  CallWeightsScope(const CallWeightsScope&) = delete;
+  CallWeightsScope& operator=(const CallWeightsScope&) = delete;
+
+ private:
+  double saved_;
+};
+// The weight bytes of `layers` layers of dims (the first layer's input size; the others' H).
+double stack_weight_bytes(const LayerDims& dims, int layers);
+
 // Floats of the reserve that forward fills for backward (all directions).
 size_t layer_reserve_size(const LayerDims& dims);
 

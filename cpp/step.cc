@@ -25,6 +25,7 @@ void stack_step_cpu(const StepDims& dims, float* out, float* h, float* c, const 
       std::memcpy(embedded.data() + static_cast<size_t>(b) * E, embedding + static_cast<size_t>(tokens[b]) * E, E * sizeof(float));
     input = embedded.data();
   }
+  const CallWeightsScope call(stack_weight_bytes(LayerDims{dims.cell, 1, B, dims.input_size, H, 1}, L));
   for (int l = 0; l < L; ++l) {
     float* y;
     if (l == L - 1 && V == 0) {

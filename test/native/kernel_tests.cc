@@ -454,13 +454,16 @@ void check_stack_pipeline(const CellKind (&cells)[N]) {
     std::vector<int> lengths;
     bool h0;
   };
-  // (the last two: batches that a split by rows cuts into shares of at most 8 rows, which run the
-  // whole stack on their own copies of their rows)
+  // (the next two: batches that a split by rows cuts into shares of at most 8 rows, which run the
+  // whole stack on their own copies of their rows; the last two: a few steps of 2 layers of H = 512,
+  // whose weights pass 8 MB for the LSTM and the GRU, so that the split is by units)
   const std::vector<Case> cases = {{2, 37, 11, {}, true},
                                    {3, 20, 9, {9, 7, 7, 3, 1}, false},
                                    {4, 16, 10, {2, 10, 5}, true},
                                    {2, 20, 6, {6, 2, 5, 6, 1, 3, 6, 4, 2}, true},
-                                   {3, 16, 7, {7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1}, false}};
+                                   {3, 16, 7, {7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1}, false},
+                                   {2, 512, 1, {1, 1, 1, 1, 1, 1, 1, 1}, true},
+                                   {2, 512, 3, {3, 3, 2, 3, 1, 3, 2, 3}, false}};
   const auto run_all = [&](StackPipeline mode, int threads, const char* chunk, TeamSplit split = TeamSplit::kAuto) {
     set_stack_pipeline(mode);
     set_num_threads(threads);
