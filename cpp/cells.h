@@ -72,28 +72,18 @@ struct LstmGatesOf {
 };
 using LstmGates = LstmGatesOf<float>;
 
-// In two parts, for kernels that activate the gates of many units at once (gates_impl.h): the
-// gates from their pre-activations, then the new state from the gates.
-template <typename T, typename Math = ScalarMath>
-RECURRENT_CELL LstmGatesOf<T> lstm_cell_activate(T a_i, T a_f, T a_g, T a_o) {
-  return {Math::sigmoid(a_i), Math::sigmoid(a_f), Math::tanh(a_g), Math::sigmoid(a_o)};
-}
-
+// The new cell state from the activated gates (also recomputed by backward, and used by the
+// vectorized kernels, which activate the gates of many units at once: gates_impl.h)
 template <typename T>
 RECURRENT_CELL T lstm_cell_state(const LstmGatesOf<T>& gates, T c_prev) {
   return gates.f * c_prev + gates.i * gates.g;
 }
 
 template <typename T, typename Math = ScalarMath>
-RECURRENT_CELL void lstm_cell_update(const LstmGatesOf<T>& gates, T c_prev, T* c, T* h) {
+RECURRENT_CELL LstmGatesOf<T> lstm_cell_forward(T a_i, T a_f, T a_g, T a_o, T c_prev, T* c, T* h) {
+  LstmGatesOf<T> gates{Math::sigmoid(a_i), Math::sigmoid(a_f), Math::tanh(a_g), Math::sigmoid(a_o)};
   *c = lstm_cell_state(gates, c_prev);
   *h = gates.o * Math::tanh(*c);
-}
-
-template <typename T, typename Math = ScalarMath>
-RECURRENT_CELL LstmGatesOf<T> lstm_cell_forward(T a_i, T a_f, T a_g, T a_o, T c_prev, T* c, T* h) {
-  const LstmGatesOf<T> gates = lstm_cell_activate<T, Math>(a_i, a_f, a_g, a_o);
-  lstm_cell_update<T, Math>(gates, c_prev, c, h);
   return gates;
 }
 

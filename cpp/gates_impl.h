@@ -174,10 +174,6 @@ static inline void vtanh_n(V* x) {
   }
 }
 
-static inline V vexp(V x) {
-  vexp_n<1>(&x);
-  return x;
-}
 static inline V vsigmoid(V x) {
   vsigmoid_n<1>(&x);
   return x;
@@ -229,9 +225,9 @@ constexpr int kUnitVectors = 16 / W;
 
 // The LSTM step of `blocks` whole blocks of one row: block k's units at +16 k in xp, the biases,
 // c, h, y and gates, its recurrent projection at hp + 64 k. In two passes over the blocks: first
-// cells.h's lstm_cell_activate, the sigmoids of i, f and o in one lockstep (three gates' chains
+// cells.h's gate activations, the sigmoids of i, f and o in one lockstep (three gates' chains
 // at once: 10% faster than gate by gate on Zen 2), stored in gates; then, from the stored gates,
-// lstm_cell_update, a block's tanh(c') in lockstep. (The passes are short and independent from
+// the cell update (lstm_cell_state, then h'), a block's tanh(c') in lockstep. (The passes are short and independent from
 // block to block, so the core overlaps blocks: 20% faster than both parts block by block.)
 void lstm_forward_block(const float* xp, const float* b_ih, const float* b_hh, int gs, const float* hp,
                         float* c, float* h, float* y, float* gates, int blocks) {
@@ -270,7 +266,7 @@ void lstm_forward_block(const float* xp, const float* b_ih, const float* b_hh, i
     vtanh_n<NV>(tc);
     for (int v = 0; v < NV; ++v) {
       const int p = u + v * W;
-      const V hn = load(gates + 3 * gs + p) * tc[v];  // lstm_cell_update's h' = o tanh(c')
+      const V hn = load(gates + 3 * gs + p) * tc[v];  // lstm_cell_forward's h' = o tanh(c')
       store(c + p, cn[v]);
       store(h + p, hn);
       store(y + p, hn);
