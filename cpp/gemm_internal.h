@@ -47,6 +47,11 @@ constexpr int kSkinnyMaxRows = 8;
 using SkinnyKernel = void (*)(int rows, int kc, const float* a, int lda, const float* b, int panels, float alpha, float* c,
                               int ldc, int cols, bool overwrite);
 
+// MR rows (a full panel) by one panel of B (b1 null) or two, A not packed: row r's value at depth k
+// is a[r * rs + k * ks]. The same values as the packed kernels.
+using StridedKernel = void (*)(int kc, const float* a, long rs, long ks, const float* b0, const float* b1, float alpha, float* c,
+                               int ldc, int cols, bool overwrite);
+
 struct Dispatch {
   MicroKernel kernel;
   WideKernel wide;  // or null
@@ -56,6 +61,7 @@ struct Dispatch {
   SkinnyKernel skinny;
   GemmRowSplit row_split;  // see gemm.h
   MicroKernel short_kernel;  // mr - 1 rows, or null: gemm_packed_tiles' row counts that mr does not divide
+  StridedKernel strided;     // or null: full panels of A read where they lie (see StridedKernel)
 };
 
 // The kernels chosen for this CPU (or forced by RECURRENT_ISA), once.

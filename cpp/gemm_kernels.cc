@@ -285,6 +285,54 @@ RECURRENT_MICRO_KERNEL(micro_kernel_avx512, __attribute__((target("avx512f,avx2,
 RECURRENT_MICRO_KERNEL_WIDE(micro_kernel_avx512_wide, __attribute__((target("avx512f,avx2,fma"))), Vec16, 16, 8)
 RECURRENT_SKINNY_KERNEL(skinny_kernel_avx512, __attribute__((target("avx512f,avx2,fma"))), Vec16, 16, 24, false)
 
+// 8 x 16 or 8 x 32 (NP panels) with A read where it lies, no packing: row r's value at depth k is
+// a[r * rs + k * ks] (rs = lda, ks = 1 for A; rs = 1, ks = lda for A^T, whose 8 values of a k lie
+// side by side). The sums are the packed kernels' (the same multiply-adds in the same order), so a
+// row's values do not depend on which kernel computed it. Packing A cost a fifth as much as the
+// products it served where it is used once per panel of B: an LSTM H = 128 training step spent 9%
+// of its time packing (Zen 5).
+#define RECURRENT_STRIDED_BODY(NAME, NP)                                                                              \
+  __attribute__((target("avx512f,avx2,fma"))) void NAME(int kc, const float* __restrict a, long rs, long ks,         \
+                                                        const float* __restrict b0, const float* __restrict b1,      \
+                                                        float alpha, float* c, int ldc, int cols, bool overwrite) {  \
+    constexpr int kMR = 8;                                                                                             \
+    Vec16 acc[kMR][NP];                                                                                                \
+    for (int r = 0; r < kMR; ++r)                                                                                      \
+      for (int p = 0; p < (NP); ++p) acc[r][p] = Vec16{};                                                              \
+    const float* row[kMR];                                                                                             \
+    for (int r = 0; r < kMR; ++r) row[r] = a + r * rs;                                                                 \
+    for (int k = 0; k < kc; ++k) {                                                                                     \
+      const long at = k * ks;                                                                                          \
+      const Vec16 p0 = *reinterpret_cast<const Vec16*>(b0 + k * kNR);                                                  \
+      Vec16 p1{};                                                                                                      \
+      if ((NP) == 2) p1 = *reinterpret_cast<const Vec16*>(b1 + k * kNR);                                               \
+      for (int r = 0; r < kMR; ++r) {                                                                                  \
+        const float x = row[r][at];                                                                                    \
+        acc[r][0] += x * p0;                                                                                           \
+        if ((NP) == 2) acc[r][(NP) - 1] += x * p1;                                                                     \
+      }                                                                                                                \
+    }                                                                                                                  \
+    for (int r = 0; r < kMR; ++r) {                                                                                    \
+      float tile[(NP) * kNR];                                                                                          \
+      float* crow = c + static_cast<long>(r) * ldc;                                                                    \
+      float* out = cols == (NP) * kNR ? crow : tile;                                                                   \
+      if (out == tile && !overwrite) std::memcpy(tile, crow, cols * sizeof(float));                                    \
+      Vec16* current = reinterpret_cast<Vec16*>(out);                                                                  \
+      if (overwrite)                                                                                                   \
+        for (int p = 0; p < (NP); ++p) current[p] = alpha * acc[r][p];                                                 \
+      else                                                                                                             \
+        for (int p = 0; p < (NP); ++p) current[p] += alpha * acc[r][p];                                                \
+      if (out == tile) std::memcpy(crow, tile, cols * sizeof(float));                                                  \
+    }                                                                                                                  \
+  }
+RECURRENT_STRIDED_BODY(strided_avx512_1, 1)
+RECURRENT_STRIDED_BODY(strided_avx512_2, 2)
+void strided_kernel_avx512(int kc, const float* a, long rs, long ks, const float* b0, const float* b1, float alpha, float* c,
+                           int ldc, int cols, bool overwrite) {
+  if (b1) strided_avx512_2(kc, a, rs, ks, b0, b1, alpha, c, ldc, cols, overwrite);
+  else strided_avx512_1(kc, a, rs, ks, b0, nullptr, alpha, c, ldc, cols, overwrite);
+}
+
 #endif
 
 // The best kernel this CPU runs, or the one RECURRENT_ISA asks for (baseline, avx2,
@@ -297,18 +345,19 @@ Dispatch choose_kernel() {
   const bool has_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   const char* forced = std::getenv("RECURRENT_ISA");
   const std::string want = forced ? forced : "";
-  if (want == "baseline") return {micro_kernel_baseline, nullptr, "baseline", 4, 64, skinny_kernel_baseline, {16, 8}, nullptr};
-  if (want == "avx2" && has_avx2) return {micro_kernel_avx2, nullptr, "avx2", 6, 60, skinny_kernel_avx2, {4, 2}, micro_kernel_avx2_5};
+  if (want == "baseline") return {micro_kernel_baseline, nullptr, "baseline", 4, 64, skinny_kernel_baseline, {16, 8}, nullptr, nullptr};
+  if (want == "avx2" && has_avx2) return {micro_kernel_avx2, nullptr, "avx2", 6, 60, skinny_kernel_avx2, {4, 2}, micro_kernel_avx2_5, nullptr};
   if ((want.empty() || want == "avx512") && has_avx512)
-    return {micro_kernel_avx512, micro_kernel_avx512_wide, "avx512", 8, 256, skinny_kernel_avx512, {16, 8}, nullptr};
-  if (has_avx2) return {micro_kernel_avx2, nullptr, "avx2", 6, 60, skinny_kernel_avx2, {4, 2}, micro_kernel_avx2_5};
+    return {micro_kernel_avx512, micro_kernel_avx512_wide, "avx512", 8, 256, skinny_kernel_avx512, {16, 8}, nullptr,
+            std::getenv("RECURRENT_NO_STRIDED") ? nullptr : strided_kernel_avx512};  // the variable: for comparisons
+  if (has_avx2) return {micro_kernel_avx2, nullptr, "avx2", 6, 60, skinny_kernel_avx2, {4, 2}, micro_kernel_avx2_5, nullptr};
 #endif
 #ifdef RECURRENT_NEON_DISPATCH
   // ASIMD is part of every AArch64 CPU: the NEON kernels unless RECURRENT_ISA asks for the baseline
   const char* requested = std::getenv("RECURRENT_ISA");
-  if (!requested || std::string(requested) != "baseline") return {micro_kernel_neon, nullptr, "neon", 6, 60, skinny_kernel_neon, {16, 8}, nullptr};
+  if (!requested || std::string(requested) != "baseline") return {micro_kernel_neon, nullptr, "neon", 6, 60, skinny_kernel_neon, {16, 8}, nullptr, nullptr};
 #endif
-  return {micro_kernel_baseline, nullptr, "baseline", 4, 64, skinny_kernel_baseline, {16, 8}, nullptr};
+  return {micro_kernel_baseline, nullptr, "baseline", 4, 64, skinny_kernel_baseline, {16, 8}, nullptr, nullptr};
 }
 
 }  // namespace
