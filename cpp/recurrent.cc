@@ -179,8 +179,10 @@ namespace {
 // the split by units pays from about 128K multiply-adds a step (2 threads, Zen 2, against the old
 // threshold of 4M: LSTM B = 1, H = 256, T = 100 inference 1.85 -> 1.10 ms; B = 8, H = 128 training
 // 2.94 -> 2.19 ms; B = 16 6.1 -> 4.2 ms), and costs below it (LSTM B = 1, H = 128, training: 1,360
-// steps/s unsplit, 870 split at 65K). A BF16 product takes about half the time of an FP32 one, so
-// it counts half. RECURRENT_TEAM_MIN_WORK overrides the threshold.
+// steps/s unsplit, 870 split at 65K; Zen 5: 3,012 against 1,772-2,059). Inference (a forward without
+// a reserve) splits from half of it: LSTM B = 1, H = 128, T = 100 on 2 Zen 5 threads, 282 -> 150 us
+// (onnxruntime: 211-284). A BF16 product takes about half the time of an FP32 one, so it counts
+// half. RECURRENT_TEAM_MIN_WORK overrides the threshold.
 double team_min_work() {
   static const double value = [] {
     const char* env = std::getenv("RECURRENT_TEAM_MIN_WORK");
@@ -219,7 +221,7 @@ constexpr double kRowSplitMaxWeightBytes = 4 << 20;
 constexpr int kFewSteps = 4;
 constexpr double kRowSplitMaxCallBytes = 8 << 20;
 
-TeamPlan team_for(int blocks, int batch, int gh, int hidden, int steps) {
+TeamPlan team_for(int blocks, int batch, int gh, int hidden, int steps, bool inference = false) {
   const double step_work = static_cast<double>(batch) * gh * hidden * (bf16_matmul() ? 0.5 : 1.0);
   const TeamSplit split = g_team_split.load();
   const int row_team = std::min(num_threads(), batch / gemm_row_split().min_rows);
@@ -228,7 +230,10 @@ TeamPlan team_for(int blocks, int batch, int gh, int hidden, int steps) {
   if (row_team > 1 && (split == TeamSplit::kRows || (split == TeamSplit::kAuto && weight_bytes <= kRowSplitMaxWeightBytes &&
                                                       step_work * steps >= 1 << 20 && !few_steps_large_call)))
     return {row_team, true};
-  if (blocks < 2 || (split != TeamSplit::kUnits && step_work < team_min_work())) return {1, false};
+  // inference splits by units from half the work: no backward sweep, whose short steps cost more
+  // split (see team_min_work)
+  const double min_work = inference ? team_min_work() / 2 : team_min_work();
+  if (blocks < 2 || (split != TeamSplit::kUnits && step_work < min_work)) return {1, false};
   return {std::min(num_threads(), blocks), false};
 }
 
@@ -453,7 +458,7 @@ void layer_forward_cpu(const LayerDims& dims, float* y, float* h_n, float* c_n, 
       const int n = std::min(chunk, T - first);
       const int t_lo = d == 0 ? first : T - first - n;
       const float* x_chunk = x + static_cast<size_t>(t_lo) * B * I;
-      const TeamPlan plan = team_for(blocks, B, GH, H, n);
+      const TeamPlan plan = team_for(blocks, B, GH, H, n, !training);
       // Split by rows, each thread projects its own rows, so that its steps read nothing another
       // core wrote (a product of all rows over the pool splits them by time: half of each thread's
       // rows would come from the other core's cache, which costs microseconds a step where the
