@@ -30,14 +30,24 @@ describe('fit()', () => {
     // holds every timer back by a whole step. In a child process with a fresh heap; the fixture
     // sizes its batches so that one synchronous step takes 100+ ms on this machine as it is
     // loaded now, and the timer may be late by at most half of that.
+    // Up to 3 runs, the first within the bound passes: on a shared 2-vCPU machine the main
+    // thread is sometimes off its core for tens of milliseconds (a CI run saw 59.6 ms against
+    // a bound of 56 once, where runs here see 10-30 ms), while a fit that blocks holds every
+    // timer back by a whole step in every run.
     const script = path.join(__dirname, 'fixtures', 'fit-liveness.ts');
-    const result = spawnSync(process.execPath, ['--require', 'tsx/cjs', script], { encoding: 'utf8', timeout: 120_000 });
-    expect(result.status, result.stderr).to.equal(0);
-    const { worst, ticks, steps, stepMs, timeSteps } = JSON.parse(result.stdout.trim().split('\n').pop()!) as Record<string, number>;
-    console.log(`      step ${stepMs.toFixed(0)} ms synchronously (T = ${timeSteps}); worst timer delay ${worst.toFixed(1)} ms over ${ticks} ticks`);
-    expect(steps).to.equal(6);
-    expect(ticks, 'the timer ran during the steps, not only between them').to.be.above(2 * steps);
-    expect(worst, `a step takes ${stepMs.toFixed(0)} ms synchronously`).to.be.below(Math.max(25, stepMs / 2));
+    const runs: string[] = [];
+    for (let attempt = 0; attempt < 3; ++attempt) {
+      const result = spawnSync(process.execPath, ['--require', 'tsx/cjs', script], { encoding: 'utf8', timeout: 120_000 });
+      expect(result.status, result.stderr).to.equal(0);
+      const { worst, ticks, steps, stepMs, timeSteps } = JSON.parse(result.stdout.trim().split('\n').pop()!) as Record<string, number>;
+      console.log(`      step ${stepMs.toFixed(0)} ms synchronously (T = ${timeSteps}); worst timer delay ${worst.toFixed(1)} ms over ${ticks} ticks`);
+      expect(steps).to.equal(6);
+      expect(ticks, 'the timer ran during the steps, not only between them').to.be.above(2 * steps);
+      const bound = Math.max(25, stepMs / 2);
+      runs.push(`${worst.toFixed(1)} ms (bound ${bound.toFixed(1)}, a step ${stepMs.toFixed(0)} ms synchronously)`);
+      if (worst < bound) return;
+    }
+    expect.fail(`the timer was held back in every run: ${runs.join('; ')}`);
   });
 
   it('stops cleanly on an AbortSignal and leaves a usable model', async () => {
