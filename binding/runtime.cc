@@ -63,7 +63,7 @@ Napi::Value Backends(const Napi::CallbackInfo& info) {
   cpu.Set("threads", num_threads());
   cpu.Set("bf16", bf16_supported());
   if (!bf16_supported()) cpu.Set("bf16Reason", bf16_unavailable_reason());
-  cpu.Set("matmul", bf16_matmul() ? "bf16-avx512" : "fp32");
+  cpu.Set("matmul", matmul_path());
   const CudaStatus status = cuda_status();
   Napi::Object cuda = Napi::Object::New(env);
   cuda.Set("compiled", status.compiled);

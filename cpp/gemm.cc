@@ -49,13 +49,14 @@ void gemm_serial(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
   if (skip) return;
 
   if (bf16_matmul()) {
-    thread_local std::vector<uint32_t> pa, pb;
+    thread_local AlignedVector<uint32_t> pa, pb;
     pb.resize(static_cast<size_t>(kKC / 2) * (kNC + kNR));
     pa.resize(static_cast<size_t>(kKC / 2) * (dispatch().mc + kMaxMR));
+    const Bf16Tiles tiles;
     for (int n0 = 0; n0 < n; n0 += kNC) {
       const int nc = std::min(kNC, n - n0);
       for (int k0 = 0; k0 < k; k0 += kKC) {
-        const int kc = std::min(kKC, k - k0), kp = (kc + 1) / 2;
+        const int kc = std::min(kKC, k - k0), kp = bf16_pair_rows(kc);
         pack_b_bf16(trans_b, b, ldb, k0, kc, n0, nc, pb.data());
         for (int m0 = 0; m0 < m; m0 += dispatch().mc) {
           const int mc = std::min(dispatch().mc, m - m0);
@@ -192,11 +193,12 @@ void gemm_packed_tiles(int m, float alpha, const float* a, int lda, const Packed
   }
   if (skip) return;
   if (b.is_bf16()) {
-    thread_local std::vector<uint32_t> pa;
+    thread_local AlignedVector<uint32_t> pa;
     const int block_m = dispatch().mc;
     pa.resize(static_cast<size_t>(kKC / 2) * (block_m + kMaxMR));
+    const Bf16Tiles tiles;
     for (int k0 = 0; k0 < k; k0 += kKC) {
-      const int kc = std::min(kKC, k - k0), kp = (kc + 1) / 2;
+      const int kc = std::min(kKC, k - k0), kp = bf16_pair_rows(kc);
       for (int m0 = 0; m0 < m; m0 += block_m) {
         const int mc = std::min(block_m, m - m0);
         pack_a_bf16(false, a, lda, m0, mc, k0, kc, pa.data());
@@ -294,14 +296,20 @@ void gemm_packed_tiles(int m, float alpha, const float* a, int lda, const Packed
   }
 }
 
+// Pair rows of a BF16 packing of depth k: its blocks of kKC rows and the last one's.
+static int pair_rows(int k) {
+  static_assert(kKC % 32 == 0, "a full depth block is whole AMX tiles");
+  return k / kKC * (kKC / 2) + (k % kKC ? bf16_pair_rows(k % kKC) : 0);
+}
+
 void PackedMatrix::pack(bool trans, int k, int n, const float* b, int ldb) {
   k_ = k;
   n_ = n;
   bf16_ = bf16_matmul();
   if (bf16_) {
-    // the same blocks, in rows of BF16 pairs: a block of kc rows holds ceil(kc / 2) pair rows
+    // the same blocks, in rows of BF16 pairs: a block of kc rows holds bf16_pair_rows(kc) pair rows
     size_t total = 0;
-    for (int n0 = 0; n0 < n; n0 += kNC) total += static_cast<size_t>((k + 1) / 2) * ((std::min(kNC, n - n0) + kNR - 1) / kNR * kNR);
+    for (int n0 = 0; n0 < n; n0 += kNC) total += static_cast<size_t>(pair_rows(k)) * ((std::min(kNC, n - n0) + kNR - 1) / kNR * kNR);
     pairs_.resize(total);
     data_.clear();
     for (int n0 = 0; n0 < n; n0 += kNC)
@@ -331,8 +339,9 @@ void PackedMatrix::pack(bool trans, int k, int n, const float* b, int ldb) {
 }
 
 const uint32_t* PackedMatrix::panel_bf16(int n0, int k0) const {
-  // k0 is a multiple of kKC (even), so the pair rows before it are k0 / 2
-  const size_t before = static_cast<size_t>((k_ + 1) / 2) * n0;
+  // k0 is a multiple of kKC (even, and full blocks hold kKC / 2 pair rows, a multiple of 16), so
+  // the pair rows before it are k0 / 2
+  const size_t before = static_cast<size_t>(pair_rows(k_)) * n0;
   const int padded = (std::min(kNC, n_ - n0) + kNR - 1) / kNR * kNR;
   return pairs_.data() + before + static_cast<size_t>(k0 / 2) * padded;
 }

@@ -7,6 +7,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
+#include <new>
 #include <vector>
 
 namespace recurrent {
@@ -17,27 +19,54 @@ void gemm_cpu(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
 
 // BF16 matrix products (torch's float32 matmul precision 'medium'): while on, every GEMM
 // rounds its operands to bfloat16 (round to nearest even) as it packs them and multiplies
-// them with AVX512_BF16's vdpbf16ps, accumulating in FP32; C, alpha and beta stay FP32.
-// Only where the CPU has AVX512_BF16 and the AVX-512 kernels are in use; elsewhere
-// set_bf16_matmul(true) leaves it off and returns false.
+// them in BF16 pairs, accumulating in FP32; C, alpha and beta stay FP32. Two paths: AMX tiles
+// (TDPBF16PS) where the CPU has AMX-BF16, else AVX512_BF16's vdpbf16ps where that beats FP32
+// (see bf16_choice); elsewhere set_bf16_matmul(true) leaves it off and returns false.
 bool bf16_supported();
 bool set_bf16_matmul(bool on);
 bool bf16_matmul();
+// BF16 products, when on, run on AMX tiles (else on AVX512_BF16).
+bool bf16_amx();
+// What backends().cpu.matmul reports: "fp32", "bf16-avx512" or "bf16-amx".
+const char* matmul_path();
 
 // Which machines get BF16 products (a pure function of the CPU's facts, so that every kind of
-// machine is tested here): those whose BF16 products beat FP32. AVX512_BF16 does on AMD (Zen 4
-// and 5: 1.6-2.0x FP32 at a layer's shapes); on Intel VDPBF16PS issues on one port where FP32
-// FMAs issue on two, so it does not (0.77x FP32 measured), and its fast path, AMX, is not built:
-// FP32 stays. Returns why not, or "" where BF16 runs.
+// machine is tested here): those whose BF16 products beat FP32. AMX does wherever it can run
+// (a tile product is 16 x 16 x 32 multiply-adds; 3-4x FP32 at a layer's shapes). AVX512_BF16
+// does on AMD (Zen 4 and 5: 1.6-2.0x FP32); on Intel VDPBF16PS issues on one port where FP32
+// FMAs issue on two, so it does not (0.77x FP32 measured): without AMX, FP32 stays. Returns why
+// not, or "" where BF16 runs; *amx tells which path runs.
 struct CpuFacts {
   bool intel;           // GenuineIntel
   bool avx512_kernels;  // the AVX-512 kernels are in use (the CPU has them, RECURRENT_ISA allows them)
   bool avx512_bf16;
-  bool amx_bf16;
+  bool amx_bf16;        // AMX-BF16 usable: the CPU has it, Linux grants the tile data, RECURRENT_ISA allows it
 };
-const char* bf16_choice(const CpuFacts& cpu);
+const char* bf16_choice(const CpuFacts& cpu, bool* amx = nullptr);
 // Why BF16 is unavailable (empty when it is available).
 const char* bf16_unavailable_reason();
+
+// Memory aligned to a cache line (AMX tile loads of 64-byte rows run at a third of their rate
+// where the rows straddle two lines).
+template <typename T>
+struct CacheAligned {
+  using value_type = T;
+  CacheAligned() = default;
+  template <typename U>
+  CacheAligned(const CacheAligned<U>&) {}
+  T* allocate(size_t count) {
+    void* p = std::aligned_alloc(64, (count * sizeof(T) + 63) / 64 * 64);
+    if (!p) throw std::bad_alloc();
+    return static_cast<T*>(p);
+  }
+  void deallocate(T* p, size_t) { std::free(p); }
+  template <typename U>
+  bool operator==(const CacheAligned<U>&) const { return true; }
+  template <typename U>
+  bool operator!=(const CacheAligned<U>&) const { return false; }
+};
+template <typename T>
+using AlignedVector = std::vector<T, CacheAligned<T>>;
 
 // op(B) packed once into the panel layout of gemm_cpu, for products that reuse the same
 // B many times (the recurrent weights at every time step).
@@ -53,12 +82,13 @@ class PackedMatrix {
   size_t bytes() const { return (data_.capacity() + pairs_.capacity()) * sizeof(float); }
   // The panels of the block starting at column n0 (a multiple of the block width) and row k0.
   const float* panel(int n0, int k0) const;
-  // The same in BF16: each 32-bit word holds rows k and k + 1 of one column (k even).
+  // The same in BF16: each 32-bit word holds rows k and k + 1 of one column (k even); a block
+  // of kc rows has bf16_pair_rows(kc) pair rows.
   const uint32_t* panel_bf16(int n0, int k0) const;
 
  private:
   std::vector<float> data_;
-  std::vector<uint32_t> pairs_;
+  AlignedVector<uint32_t> pairs_;
   int k_ = 0, n_ = 0;
   bool bf16_ = false;
 };
@@ -73,6 +103,10 @@ void gemm_packed_tiles(int m, float alpha, const float* a, int lda, const Packed
 // C (M, N) = alpha * A (M, K) * op(B) + beta * C with op(B) packed, over the thread pool when the
 // product is large enough (as gemm_cpu splits it); the same values as gemm_cpu on the unpacked B.
 void gemm_packed(int m, float alpha, const float* a, int lda, const PackedMatrix& b, float beta, float* c, int ldc);
+
+// Pair rows of a depth block of kc rows in the BF16 layouts: ceil(kc / 2), rounded up to the
+// 16 of an AMX tile where AMX runs (the rows past the depth are zero).
+int bf16_pair_rows(int kc);
 
 // The instruction set the GEMM kernels use on this CPU: "avx512", "avx2" or "baseline".
 const char* gemm_isa();

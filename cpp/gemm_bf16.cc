@@ -1,7 +1,9 @@
-// BF16 matrix products (AVX512_BF16): the switch, operands packed as pairs of bfloat16
-// (rounded to nearest even as they are packed), and the vdpbf16ps micro-kernel.
+// BF16 matrix products: the switch and the choice of path, operands packed as pairs of bfloat16
+// (rounded to nearest even as they are packed), AVX512_BF16's vdpbf16ps micro-kernel and AMX's
+// tile kernel.
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 
@@ -9,6 +11,8 @@
 
 #ifdef RECURRENT_X86_DISPATCH
 #include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #endif
 
 namespace recurrent {
@@ -16,33 +20,56 @@ namespace recurrent {
 namespace {
 std::atomic<bool> g_bf16{false};
 
-const char* bf16_reason() {
+struct Choice {
+  const char* reason;  // "" where BF16 runs
+  bool amx;            // on AMX tiles
+};
+
+#ifdef RECURRENT_X86_DISPATCH
+// Linux gives a process AMX's tile data (8 KB more state a thread) only when asked, once
+bool amx_permitted() {
+  constexpr long kReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+  return syscall(SYS_arch_prctl, kReqXcompPerm, kXfeatureXtiledata) == 0;
+}
+#endif
+
+Choice choose() {
 #ifdef RECURRENT_X86_DISPATCH
   __builtin_cpu_init();
-  // GCC 12 has no __builtin_cpu_supports("amx-bf16"): CPUID leaf 7, EDX bit 22
+  // GCC 12 has no __builtin_cpu_supports("amx-bf16"): CPUID leaf 7, EDX bits 22 (AMX-BF16), 24 (AMX-TILE)
   unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
   if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) edx = 0;
-  return bf16_choice({__builtin_cpu_is("intel") != 0, std::string(gemm_detail::dispatch().isa) == "avx512",
-                      __builtin_cpu_supports("avx512bf16") != 0, ((edx >> 22) & 1u) != 0});
+  const bool avx512 = std::string(gemm_detail::dispatch().isa) == "avx512";
+  const char* forced = std::getenv("RECURRENT_ISA");
+  const bool amx_allowed = !(forced && std::string(forced) == "avx512");  // avx512: the AVX-512 kernels without AMX
+  const bool amx = avx512 && amx_allowed && ((edx >> 22) & 1u) && ((edx >> 24) & 1u) && amx_permitted();
+  Choice choice{"", false};
+  choice.reason = bf16_choice({__builtin_cpu_is("intel") != 0, avx512, __builtin_cpu_supports("avx512bf16") != 0, amx}, &choice.amx);
+  return choice;
 #else
-  return "BF16 matrix products need an x86-64 CPU with AVX512_BF16";
+  return {"BF16 matrix products need an x86-64 CPU with AVX512_BF16 or AMX-BF16", false};
 #endif
+}
+
+const Choice& choice() {
+  static const Choice chosen = choose();
+  return chosen;
 }
 }  // namespace
 
-const char* bf16_choice(const CpuFacts& cpu) {
+const char* bf16_choice(const CpuFacts& cpu, bool* amx) {
+  if (amx) *amx = false;
   if (!cpu.avx512_kernels) return "BF16 matrix products need the AVX-512 kernels (this CPU has none, or RECURRENT_ISA forces others)";
-  if (!cpu.avx512_bf16) return "this CPU has no AVX512_BF16";
-  if (cpu.intel && cpu.amx_bf16)
-    return "on Intel, AVX512_BF16 products are slower than FP32 (one port against two), and the AMX path is not built yet: FP32 stays";
-  if (cpu.intel) return "on Intel, AVX512_BF16 products are slower than FP32 (one port against two): FP32 stays";
+  if (cpu.amx_bf16) {
+    if (amx) *amx = true;
+    return "";
+  }
+  if (!cpu.avx512_bf16) return "this CPU has neither AMX-BF16 nor AVX512_BF16";
+  if (cpu.intel) return "on Intel without AMX, AVX512_BF16 products are slower than FP32 (one port against two): FP32 stays";
   return "";
 }
 
-const char* bf16_unavailable_reason() {
-  static const char* reason = bf16_reason();
-  return reason;
-}
+const char* bf16_unavailable_reason() { return choice().reason; }
 
 bool bf16_supported() { return bf16_unavailable_reason()[0] == '\0'; }
 
@@ -52,6 +79,15 @@ bool set_bf16_matmul(bool on) {
 }
 
 bool bf16_matmul() { return g_bf16.load(std::memory_order_relaxed); }
+
+bool bf16_amx() { return choice().amx; }
+
+const char* matmul_path() { return !bf16_matmul() ? "fp32" : bf16_amx() ? "bf16-amx" : "bf16-avx512"; }
+
+int bf16_pair_rows(int kc) {
+  const int kp = (kc + 1) / 2;
+  return bf16_amx() ? (kp + 15) / 16 * 16 : kp;
+}
 
 namespace gemm_detail {
 
@@ -148,13 +184,15 @@ RECURRENT_BF16_TARGET void pairs_of_row(const float* x, int count, uint32_t* out
   }
 }
 
-// Lanes [i0, i0 + count) and depths [k0, k0 + kc) of x, in panels of `width` (at most 16) lanes.
+// Lanes [i0, i0 + count) and depths [k0, k0 + kc) of x, in panels of `width` (at most 16) lanes
+// and kp_out pair rows (those past the depth are zero).
 RECURRENT_BF16_TARGET void pack_pairs(const float* x, int ld, bool along, int k0, int kc, int i0, int count, int width,
-                                      uint32_t* out) {
+                                      int kp_out, uint32_t* out) {
   const int kp = (kc + 1) / 2;
   for (int p = 0; p < count; p += width) {
     const int lanes = std::min(width, count - p);
-    uint32_t* dst = out + static_cast<long>(p) * kp;
+    uint32_t* dst = out + static_cast<long>(p) * kp_out;
+    std::fill(dst + static_cast<long>(kp) * width, dst + static_cast<long>(kp_out) * width, 0u);
     if (along) {
       int q0 = 0;  // pair rows done
       if (lanes == width && (width == 8 || width == 16)) {
@@ -193,10 +231,175 @@ RECURRENT_BF16_TARGET void pack_pairs(const float* x, int ld, bool along, int k0
     }
   }
 }
+// AMX (Sapphire Rapids and later): eight tile registers of 16 rows x 64 bytes. TDPBF16PS
+// multiplies a tile of A (16 rows x 16 BF16 pairs) by one of B (16 pair rows x 16 columns, the
+// pairs as in the B panels above) into an FP32 tile of C: 8,192 multiply-adds in one
+// instruction. Its tiles here: C in 0-3 (2 x 2 tiles, 32 x 32), A in 4-5, B in 6-7.
+constexpr int kTile = 16;            // rows of a tile; a row holds 16 words (pairs or FP32)
+constexpr int kTileWords = kTile * kTile;
+
+// GCC 12's tile loads do not tell the compiler that they read memory, and its _tile_loadconfig
+// says it reads 8 bytes of the 64 (so the stores that fill the rest were dropped as dead): these
+// two say that they read memory.
+#define RECURRENT_TILE_LOAD(T, base, stride) \
+  __asm__ volatile("tileloadd (%0,%1,1), %%tmm" #T ::"r"(static_cast<const void*>(base)), "r"(static_cast<long>(stride)) : "memory")
+
+// The tile configuration (palette 1): byte 0 the palette, bytes 16 + 2t the bytes in a row of
+// tile t (16 bits), byte 48 + t its rows.
+RECURRENT_AMX_TARGET void amx_configure() {
+  alignas(64) unsigned char config[64] = {};
+  config[0] = 1;
+  for (int t = 0; t < 8; ++t) {
+    config[16 + 2 * t] = 64;
+    config[48 + t] = kTile;
+  }
+  __asm__ volatile("ldtilecfg %0" ::"m"(config) : "memory");
+}
+
+RECURRENT_AMX_TARGET void amx_release() { _tile_release(); }
+
+// op(A)[m0:m0+mc, k0:k0+kc] in AMX's layout: panels of 16 rows (the rows past mc zero), each
+// cut into tiles of 32 depths: tile t of panel p holds 16 rows of 16 pairs, 1 KB.
+RECURRENT_BF16_TARGET void pack_a_tiles(bool trans, const float* a, int lda, int m0, int mc, int k0, int kc, uint32_t* out) {
+  const int tiles = bf16_pair_rows(kc) / kTile;
+  for (int p = 0; p < mc; p += kTile) {
+    const int rows = std::min(kTile, mc - p);
+    for (int t = 0; t < tiles; ++t) {
+      uint32_t* tile = out + (static_cast<long>(p / kTile) * tiles + t) * kTileWords;
+      const int d0 = 2 * kTile * t, left = kc - d0;
+      if (!trans) {  // a row's 32 depths lie together: one row of the tile
+        for (int i = 0; i < kTile; ++i) {
+          __m512i pairs = _mm512_setzero_si512();
+          if (i < rows) {
+            const float* x = a + static_cast<long>(m0 + p + i) * lda + k0 + d0;
+            pairs = bf16_pairs_along(_mm512_maskz_loadu_ps(first_lanes(left), x), _mm512_maskz_loadu_ps(first_lanes(left - 16), x + 16));
+          }
+          _mm512_store_si512(tile + i * kTile, pairs);
+        }
+        continue;
+      }
+      // A^T: a depth's 16 rows lie together; pairs of depths across, then [pair][row] transposed
+      alignas(64) uint32_t block[kTile][kTile];
+      const __mmask16 mask = first_lanes(rows);
+      for (int q = 0; q < kTile; ++q) {
+        const int d = d0 + 2 * q;
+        const float* x = a + static_cast<long>(k0 + std::min(d, kc - 1)) * lda + m0 + p;
+        const __m512 lo = d < kc ? _mm512_maskz_loadu_ps(mask, x) : _mm512_setzero_ps();
+        const __m512 hi = d + 1 < kc ? _mm512_maskz_loadu_ps(mask, x + lda) : _mm512_setzero_ps();
+        _mm512_store_si512(block[q], bf16_pairs_across(lo, hi));
+      }
+      for (int qb = 0; qb < 2; ++qb)
+        for (int rb = 0; rb < 2; ++rb)
+          transpose8(reinterpret_cast<const float*>(&block[8 * qb][8 * rb]), kTile,
+                     reinterpret_cast<float*>(tile + 8 * rb * kTile + 8 * qb), kTile);
+    }
+  }
+}
+
+// GCC's tile intrinsics paste their tile numbers into the assembly: they take literals only,
+// so the per-tile steps are macros around these helpers.
+
+// C's rows x cols (at most a tile) into a zero-padded tile in memory.
+RECURRENT_BF16_TARGET inline void stage_tile(const float* c, int ldc, int rows, int cols, float* part) {
+  std::memset(part, 0, kTileWords * sizeof(float));
+  for (int r = 0; r < rows; ++r) std::memcpy(part + r * kTile, c + static_cast<long>(r) * ldc, cols * sizeof(float));
+}
+
+// A tile stored in memory written to C's rows x cols: as it is where `whole`, else C = alpha *
+// tile (+ C where !overwrite).
+RECURRENT_BF16_TARGET inline void unstage_tile(const float* part, float* c, int ldc, int rows, int cols, bool whole, float alpha,
+                                               bool overwrite) {
+  const __mmask16 mask = first_lanes(cols);
+  const __m512 scale = _mm512_set1_ps(alpha);
+  for (int r = 0; r < rows; ++r) {
+    float* crow = c + static_cast<long>(r) * ldc;
+    __m512 v = _mm512_load_ps(part + r * kTile);
+    if (!whole) {
+      v = _mm512_mul_ps(scale, v);
+      if (!overwrite) v = _mm512_add_ps(_mm512_maskz_loadu_ps(mask, crow), v);
+    }
+    _mm512_mask_storeu_ps(crow, mask, v);
+  }
+}
+
+// C tile T's start: C itself (rows x cols of it) where `load`, else zero.
+#define RECURRENT_TILE_BEGIN(T, cp, rows, cols)                          \
+  do {                                                                   \
+    if (!load) {                                                         \
+      _tile_zero(T);                                                     \
+    } else if ((rows) == kTile && (cols) == kTile) {                     \
+      RECURRENT_TILE_LOAD(T, cp, ldc * static_cast<long>(sizeof(float)));        \
+    } else {                                                             \
+      alignas(64) float part[kTileWords];                                \
+      stage_tile(cp, ldc, rows, cols, part);                             \
+      RECURRENT_TILE_LOAD(T, part, 64);                                          \
+    }                                                                    \
+  } while (0)
+
+// C tile T's end: its rows x cols written to C (see unstage_tile).
+#define RECURRENT_TILE_END(T, cp, rows, cols)                            \
+  do {                                                                   \
+    if (whole && (rows) == kTile && (cols) == kTile) {                   \
+      _tile_stored(T, cp, ldc * static_cast<long>(sizeof(float)));       \
+    } else {                                                             \
+      alignas(64) float part[kTileWords];                                \
+      _tile_stored(T, part, 64);                                         \
+      unstage_tile(part, cp, ldc, rows, cols, whole, alpha, overwrite);  \
+    }                                                                    \
+  } while (0)
+
+// C[0:rows, 0:cols) (rows <= 16 MT, cols <= 16 NT) from MT row panels of A (tiles in a row, the
+// second panel `tiles` tiles after the first) and NT panels of B. With alpha = 1 the tiles
+// start from C (or zero) and are stored as they are; otherwise they start from zero and are
+// scaled. Either way a row's values do not depend on the tile it falls in.
+template <int MT, int NT>
+RECURRENT_AMX_TARGET void amx_kernel(int tiles, const uint32_t* a0, const uint32_t* b0, const uint32_t* b1, float alpha, float* c,
+                                     int ldc, int rows, int cols, bool overwrite) {
+  const bool whole = alpha == 1.0f, load = whole && !overwrite;
+  const int rows0 = std::min(rows, kTile), cols0 = std::min(cols, kTile), rows1 = rows - kTile, cols1 = cols - kTile;
+  float* c1 = c + static_cast<long>(kTile) * ldc;
+  const uint32_t* a1 = a0 + static_cast<long>(tiles) * kTileWords;
+  RECURRENT_TILE_BEGIN(0, c, rows0, cols0);
+  if (NT == 2) RECURRENT_TILE_BEGIN(1, c + kTile, rows0, cols1);
+  if (MT == 2) RECURRENT_TILE_BEGIN(2, c1, rows1, cols0);
+  if (MT == 2 && NT == 2) RECURRENT_TILE_BEGIN(3, c1 + kTile, rows1, cols1);
+  for (int t = 0; t < tiles; ++t) {
+    const long at = static_cast<long>(t) * kTileWords;
+    RECURRENT_TILE_LOAD(4, a0 + at, 64);
+    RECURRENT_TILE_LOAD(6, b0 + at, 64);
+    if (MT == 2) RECURRENT_TILE_LOAD(5, a1 + at, 64);
+    if (NT == 2) RECURRENT_TILE_LOAD(7, b1 + at, 64);
+    _tile_dpbf16ps(0, 4, 6);
+    if (NT == 2) _tile_dpbf16ps(1, 4, 7);
+    if (MT == 2) _tile_dpbf16ps(2, 5, 6);
+    if (MT == 2 && NT == 2) _tile_dpbf16ps(3, 5, 7);
+  }
+  RECURRENT_TILE_END(0, c, rows0, cols0);
+  if (NT == 2) RECURRENT_TILE_END(1, c + kTile, rows0, cols1);
+  if (MT == 2) RECURRENT_TILE_END(2, c1, rows1, cols0);
+  if (MT == 2 && NT == 2) RECURRENT_TILE_END(3, c1 + kTile, rows1, cols1);
+}
+
+void amx_block(int kp, const uint32_t* pa, int mc, const uint32_t* b0, const uint32_t* b1, float alpha, float* c, int ldc,
+               int cols, bool overwrite) {
+  const int tiles = kp / kTile;
+  for (int ir = 0; ir < mc; ir += 2 * kTile) {
+    const uint32_t* ap = pa + static_cast<long>(ir / kTile) * tiles * kTileWords;
+    float* cp = c + static_cast<long>(ir) * ldc;
+    const int rows = std::min(2 * kTile, mc - ir);
+    if (rows > kTile) {
+      if (b1) amx_kernel<2, 2>(tiles, ap, b0, b1, alpha, cp, ldc, rows, cols, overwrite);
+      else amx_kernel<2, 1>(tiles, ap, b0, b0, alpha, cp, ldc, rows, cols, overwrite);
+    } else {
+      if (b1) amx_kernel<1, 2>(tiles, ap, b0, b1, alpha, cp, ldc, rows, cols, overwrite);
+      else amx_kernel<1, 1>(tiles, ap, b0, b0, alpha, cp, ldc, rows, cols, overwrite);
+    }
+  }
+}
 #pragma GCC diagnostic pop
 #else
 // Elsewhere BF16 never runs (bf16_supported() is false); this plain version keeps the build whole.
-void pack_pairs(const float* x, int ld, bool along, int k0, int kc, int i0, int count, int width, uint32_t* out) {
+void pack_pairs(const float* x, int ld, bool along, int k0, int kc, int i0, int count, int width, int kp_out, uint32_t* out) {
   const auto bits = [](float v) {
     uint32_t u;
     std::memcpy(&u, &v, sizeof(u));
@@ -205,39 +408,62 @@ void pack_pairs(const float* x, int ld, bool along, int k0, int kc, int i0, int 
   };
   const int kp = (kc + 1) / 2;
   for (int i = 0; i < (count + width - 1) / width * width; ++i)
-    for (int q = 0; q < kp; ++q) {
+    for (int q = 0; q < kp_out; ++q) {
       uint32_t word = 0;
-      for (int h = 0; h < 2 && i < count && 2 * q + h < kc; ++h) {
+      for (int h = 0; h < 2 && i < count && q < kp && 2 * q + h < kc; ++h) {
         const long lane = i0 + i, depth = k0 + 2 * q + h;
         word |= bits(along ? x[lane * ld + depth] : x[depth * ld + lane]) << (16 * h);
       }
-      out[static_cast<long>(i / width * width) * kp + q * width + i % width] = word;
+      out[static_cast<long>(i / width * width) * kp_out + q * width + i % width] = word;
     }
 }
 #endif
 
 }  // namespace
 
-// op(B)[k0:k0+kc, n0:n0+nc] in BF16 pairs: panels of NR columns (pack_b's layout, in pair rows).
+// op(B)[k0:k0+kc, n0:n0+nc] in BF16 pairs: panels of NR columns (pack_b's layout, in pair rows),
+// bf16_pair_rows(kc) pair rows each.
 void pack_b_bf16(bool trans, const float* b, int ldb, int k0, int kc, int n0, int nc, uint32_t* out) {
-  pack_pairs(b, ldb, trans, k0, kc, n0, nc, kNR, out);
+  pack_pairs(b, ldb, trans, k0, kc, n0, nc, kNR, bf16_pair_rows(kc), out);
 }
 
-// op(A)[m0:m0+mc, k0:k0+kc] in BF16 pairs: panels of kBf16MR rows.
+// op(A)[m0:m0+mc, k0:k0+kc] in BF16 pairs: panels of kBf16MR rows, or AMX's tiles.
 void pack_a_bf16(bool trans, const float* a, int lda, int m0, int mc, int k0, int kc, uint32_t* out) {
-  pack_pairs(a, lda, !trans, k0, kc, m0, mc, kBf16MR, out);
+#ifdef RECURRENT_X86_DISPATCH
+  if (bf16_amx()) {
+    pack_a_tiles(trans, a, lda, m0, mc, k0, kc, out);
+    return;
+  }
+#endif
+  pack_pairs(a, lda, !trans, k0, kc, m0, mc, kBf16MR, (kc + 1) / 2, out);
 }
 
 // The BF16 kernels over one packed A block and the B panels of columns [col, col + width).
 void bf16_block(int kp, const uint32_t* pa, int mc, const uint32_t* b0, const uint32_t* b1, float alpha, float* c,
                 int ldc, int cols, bool overwrite) {
 #ifdef RECURRENT_X86_DISPATCH
+  if (bf16_amx()) {
+    amx_block(kp, pa, mc, b0, b1, alpha, c, ldc, cols, overwrite);
+    return;
+  }
   for (int ir = 0; ir < mc; ir += kBf16MR) {
     const uint32_t* ap = pa + static_cast<long>(ir) * kp;
     float* cp = c + static_cast<long>(ir) * ldc;
     if (b1) micro_kernel_bf16<2>(kp, ap, b0, b1, alpha, cp, ldc, std::min(kBf16MR, mc - ir), cols, overwrite);
     else micro_kernel_bf16<1>(kp, ap, b0, b0, alpha, cp, ldc, std::min(kBf16MR, mc - ir), cols, overwrite);
   }
+#endif
+}
+
+Bf16Tiles::Bf16Tiles() : amx_(bf16_amx()) {
+#ifdef RECURRENT_X86_DISPATCH
+  if (amx_) amx_configure();
+#endif
+}
+
+Bf16Tiles::~Bf16Tiles() {
+#ifdef RECURRENT_X86_DISPATCH
+  if (amx_) amx_release();
 #endif
 }
 

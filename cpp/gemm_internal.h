@@ -12,6 +12,7 @@
 #include <immintrin.h>
 #define RECURRENT_AVX2_TARGET __attribute__((target("avx2,fma")))
 #define RECURRENT_BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma")))
+#define RECURRENT_AMX_TARGET __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma")))
 #endif
 #if defined(__aarch64__) && defined(__GNUC__)
 #define RECURRENT_NEON_DISPATCH 1
@@ -77,12 +78,29 @@ void pack_b(bool trans, const float* b, int ldb, int k0, int kc, int n0, int nc,
 // op(A)[m0:m0+mc, k0:k0+kc] into panels of MR rows: panel p holds kc columns of MR.
 void pack_a(bool trans, const float* a, int lda, int m0, int mc, int k0, int kc, int mr, float* out);
 
-// The same in BF16 pairs (panels of NR columns; of kBf16MR rows).
+// The same in BF16 pairs: B in panels of NR columns and bf16_pair_rows(kc) pair rows; A in panels
+// of kBf16MR rows, or where AMX runs in panels of 16 rows cut into tiles of 32 depths (16 rows x
+// 16 pairs, 1 KB; the rows past mc zero, so an A buffer holds mc rounded up to 16 rows). Buffers
+// 64-byte aligned.
 void pack_b_bf16(bool trans, const float* b, int ldb, int k0, int kc, int n0, int nc, uint32_t* out);
 void pack_a_bf16(bool trans, const float* a, int lda, int m0, int mc, int k0, int kc, uint32_t* out);
-// The BF16 kernels over one packed A block and the B panels of columns [col, col + width).
+// The BF16 kernels over one packed A block (kp = bf16_pair_rows(kc)) and the B panels of
+// columns [col, col + width). Where AMX runs, only while a Bf16Tiles lives on this thread.
 void bf16_block(int kp, const uint32_t* pa, int mc, const uint32_t* b0, const uint32_t* b1, float alpha, float* c,
                 int ldc, int cols, bool overwrite);
+
+// This thread's AMX tiles configured for bf16_block while it lives (released after), where
+// AMX runs; nothing elsewhere.
+class Bf16Tiles {
+ public:
+  Bf16Tiles();
+  ~Bf16Tiles();
+  Bf16Tiles(const Bf16Tiles&) = delete;
+  Bf16Tiles& operator=(const Bf16Tiles&) = delete;
+
+ private:
+  bool amx_;
+};
 
 }  // namespace gemm_detail
 }  // namespace recurrent

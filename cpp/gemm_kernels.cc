@@ -343,7 +343,7 @@ void strided_kernel_avx512(int kc, const float* a, long rs, long ks, const float
 #endif
 
 // The best kernel this CPU runs, or the one RECURRENT_ISA asks for (baseline, avx2,
-// avx512; on AArch64 neon or baseline) when the CPU supports it, so every variant can be tested on
+// avx512, amx; on AArch64 neon or baseline) when the CPU supports it, so every variant can be tested on
 // one machine.
 Dispatch choose_kernel() {
 #ifdef RECURRENT_X86_DISPATCH
@@ -354,7 +354,8 @@ Dispatch choose_kernel() {
   const std::string want = forced ? forced : "";
   if (want == "baseline") return {micro_kernel_baseline, nullptr, "baseline", 4, 64, skinny_kernel_baseline, {16, 8}, nullptr, nullptr};
   if (want == "avx2" && has_avx2) return {micro_kernel_avx2, nullptr, "avx2", 6, 60, skinny_kernel_avx2, {4, 2}, micro_kernel_avx2_5, nullptr};
-  if ((want.empty() || want == "avx512") && has_avx512)
+  // amx: the AVX-512 kernels, and AMX for BF16 products (gemm_bf16.cc; avx512 turns AMX off)
+  if ((want.empty() || want == "avx512" || want == "amx") && has_avx512)
     return {micro_kernel_avx512, micro_kernel_avx512_wide, "avx512", 8, 256, skinny_kernel_avx512, {16, 8}, nullptr,
             std::getenv("RECURRENT_NO_STRIDED") ? nullptr : strided_kernel_avx512};  // the variable: for comparisons
   if (has_avx2) return {micro_kernel_avx2, nullptr, "avx2", 6, 60, skinny_kernel_avx2, {4, 2}, micro_kernel_avx2_5, nullptr};

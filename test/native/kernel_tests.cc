@@ -359,7 +359,10 @@ void check_fp32_gemm() {
 void check_bf16_gemm() {
   std::printf("BF16 GEMM\n");
   std::mt19937 rng(77);
-  const auto shapes = {GemmShape{1, 1, 1}, {7, 13, 5}, {9, 33, 257}, {33, 47, 300}, {64, 2048, 512}, {3, 100, 1}};
+  // (AMX: 16-row tiles of 32 depths; 40 x 70 x 700 two depth blocks, the second not whole tiles;
+  // 17 x 2100 x 40 two column blocks)
+  const auto shapes = {GemmShape{1, 1, 1}, {7, 13, 5}, {9, 33, 257}, {33, 47, 300}, {64, 2048, 512}, {3, 100, 1},
+                       {40, 70, 700}, {17, 2100, 40}};
   for_each_gemm_case(rng, shapes, [](const GemmCase& g) {
     const std::vector<float> got = g.product();
     bool ok = true;
@@ -551,21 +554,24 @@ void check_bf16_choice() {
   struct Machine {
     const char* name;
     CpuFacts facts;
-    bool bf16;
+    bool bf16, amx;
   };
   const Machine machines[] = {
-      {"AMD Zen 2 (AVX2 only)", {false, false, false, false}, false},
-      {"AMD Zen 4/5 (AVX512_BF16)", {false, true, true, false}, true},
-      {"AMD Zen 5 with RECURRENT_ISA=avx2", {false, false, true, false}, false},
-      {"Intel Ice Lake (AVX-512, no BF16)", {true, true, false, false}, false},
-      {"Intel Cooper Lake (AVX512_BF16 at half rate)", {true, true, true, false}, false},
-      {"Intel Sapphire Rapids (AMX-BF16, not built)", {true, true, true, true}, false},
+      {"AMD Zen 2 (AVX2 only)", {false, false, false, false}, false, false},
+      {"AMD Zen 4/5 (AVX512_BF16)", {false, true, true, false}, true, false},
+      {"AMD Zen 5 with RECURRENT_ISA=avx2", {false, false, true, false}, false, false},
+      {"Intel Ice Lake (AVX-512, no BF16)", {true, true, false, false}, false, false},
+      {"Intel Cooper Lake (AVX512_BF16 at half rate)", {true, true, true, false}, false, false},
+      {"Intel Sapphire Rapids (AMX-BF16)", {true, true, true, true}, true, true},
+      {"Intel Sapphire Rapids, RECURRENT_ISA=avx512", {true, true, true, false}, false, false},
+      {"Intel Sapphire Rapids, RECURRENT_ISA=avx2", {true, false, true, false}, false, false},
   };
   for (const Machine& m : machines) {
-    const char* reason = bf16_choice(m.facts);
-    const bool ok = (reason[0] == '\0') == m.bf16 && (m.bf16 || std::strlen(reason) > 10);
+    bool amx = !m.amx;
+    const char* reason = bf16_choice(m.facts, &amx);
+    const bool ok = (reason[0] == '\0') == m.bf16 && amx == m.amx && (m.bf16 || std::strlen(reason) > 10);
     if (!ok) ++failures;
-    std::printf("  %-46s %s (%s)\n", m.name, ok ? "ok" : "WRONG", reason[0] ? reason : "BF16 products");
+    std::printf("  %-46s %s (%s)\n", m.name, ok ? "ok" : "WRONG", reason[0] ? (reason) : amx ? "BF16 products on AMX" : "BF16 products on AVX512_BF16");
   }
 }
 
@@ -669,6 +675,7 @@ int main() {
   // BF16 matrix products (setFloat32MatmulPrecision('medium')) where the CPU has them: the
   // GEMMs exactly, the layers within BF16's tolerance
   if (set_bf16_matmul(true)) {
+    std::printf("BF16 matrix products on %s\n", matmul_path());
     for (int threads : {1, 2}) {
       set_num_threads(threads);
       check_bf16_gemm();
