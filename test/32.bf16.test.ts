@@ -1,8 +1,10 @@
 /**
- * BF16 matrix products on the CPU (setFloat32MatmulPrecision('medium')): where the CPU has
- * AVX512_BF16, products round their operands to bfloat16 and accumulate in FP32, close to FP32
- * and not equal to it; elsewhere (RECURRENT_ISA=baseline, other CPUs) a clear fallback to FP32.
+ * BF16 matrix products on the CPU (setFloat32MatmulPrecision('medium')): on AMX tiles where the
+ * CPU has AMX-BF16, on AVX512_BF16 where that beats FP32 (AMD), products round their operands to
+ * bfloat16 and accumulate in FP32, close to FP32 and not equal to it; elsewhere (RECURRENT_ISA=
+ * baseline, other CPUs) a clear fallback to FP32.
  */
+import * as fs from 'fs';
 import { expect } from 'chai';
 import { Adam, LSTM, GRU, SequenceModel, Tensor, backends, fit, getFloat32MatmulPrecision, manualSeed, setFloat32MatmulPrecision } from '../lib/index';
 
@@ -29,6 +31,18 @@ function maxAbsDiff(a: Float32Array, b: Float32Array): number {
   return worst;
 }
 
+/** Whether this CPU has AMX-BF16 (and Linux lists it) and RECURRENT_ISA leaves the AVX-512 kernels on. */
+function amxExpected(): boolean {
+  let flags = '';
+  try {
+    flags = fs.readFileSync('/proc/cpuinfo', 'utf8').split('\n').find((line) => line.startsWith('flags')) ?? '';
+  } catch {
+    return false;
+  }
+  const isa = process.env.RECURRENT_ISA;
+  return process.arch === 'x64' && / amx_bf16( |$)/.test(flags) && / amx_tile( |$)/.test(flags) && (isa === undefined || isa === '' || isa === 'amx');
+}
+
 describe('BF16 matrix products on the CPU', () => {
   const cpu = backends().cpu;
 
@@ -38,7 +52,8 @@ describe('BF16 matrix products on the CPU', () => {
     if (!cpu.bf16) expect(cpu.bf16Reason).to.match(/AVX512_BF16|AVX-512/);
     withPrecision('medium', () => {
       expect(getFloat32MatmulPrecision()).to.equal('medium');
-      expect(backends().cpu.matmul).to.equal(cpu.bf16 ? 'bf16-avx512' : 'fp32');
+      // AMX wherever the CPU has it; AVX512_BF16 only where it beats FP32
+      expect(backends().cpu.matmul).to.equal(amxExpected() ? 'bf16-amx' : cpu.bf16 ? 'bf16-avx512' : 'fp32');
     });
     expect(backends().cpu.matmul).to.equal('fp32');
   });
