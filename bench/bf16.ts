@@ -107,6 +107,18 @@ async function accuracy(epochs: number): Promise<{ precision: string; valBits: n
   return out;
 }
 
+/** ", family F model M" from /proc/cpuinfo (a virtual machine's model name can be generic), or "". */
+function cpuFamilyModel(): string {
+  try {
+    const info = fs.readFileSync('/proc/cpuinfo', 'utf8');
+    const family = /^cpu family\s*:\s*(\d+)/m.exec(info)?.[1];
+    const model = /^model\s*:\s*(\d+)/m.exec(info)?.[1];
+    return family && model ? `, family ${family} model ${model}` : '';
+  } catch {
+    return '';
+  }
+}
+
 async function main(): Promise<void> {
   const cpu = backends().cpu;
   if (!cpu.bf16) {
@@ -115,7 +127,10 @@ async function main(): Promise<void> {
   }
   const rows = speed(arg('rounds', 9));
   const curves = await accuracy(arg('epochs', 1));
-  const machine = `${os.availableParallelism()} cores (${os.cpus()[0]?.model ?? 'unknown'}), ${cpu.isa}, Node ${process.version}`;
+  setFloat32MatmulPrecision('medium');
+  const bf16Path = backends().cpu.matmul; // which BF16 path ran: 'bf16-amx' or 'bf16-avx512'
+  setFloat32MatmulPrecision('highest');
+  const machine = `${os.availableParallelism()} cores (${os.cpus()[0]?.model ?? 'unknown'}${cpuFamilyModel()}), ${cpu.isa}, BF16 on ${bf16Path}, Node ${process.version}`;
   const [fp32, bf16] = curves;
   const gap = bf16.valBits.map((b, i) => (b / fp32.valBits[i] - 1) * 100);
   const lines = [

@@ -49,7 +49,7 @@ describe('BF16 matrix products on the CPU', () => {
   it('backends().cpu says whether BF16 is available, and which precision products use', () => {
     expect(cpu.bf16).to.be.a('boolean');
     expect(cpu.matmul).to.equal('fp32');
-    if (!cpu.bf16) expect(cpu.bf16Reason).to.match(/AVX512_BF16|AVX-512/);
+    if (!cpu.bf16) expect(cpu.bf16Reason).to.match(/AVX512_BF16|AVX-512|AMX/);
     withPrecision('medium', () => {
       expect(getFloat32MatmulPrecision()).to.equal('medium');
       // AMX wherever the CPU has it; AVX512_BF16 only where it beats FP32
