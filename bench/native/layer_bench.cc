@@ -1,7 +1,6 @@
 // One recurrent layer of `recurrent`'s CPU kernels, timed alone (no Node.js): the same
 // jobs as onednn_bench.cc, so the two print comparable lines.
-//   layer_bench [threads...] [--steps T] [--only JOB]    (RECURRENT_BF16=1: BF16 matrix products;
-//   RECURRENT_TEAM_SPLIT=rows|units: the team split forced)
+//   layer_bench [threads...] [--steps T] [--only JOB]    (RECURRENT_BF16=1: BF16 matrix products)
 // JOB: bench::job_name's, e.g. lstm-512-train (B = 32) or gru-128-inference-b128.
 #include <cstring>
 #include <random>
@@ -30,9 +29,6 @@ int main(int argc, char** argv) {
   }
   if (thread_counts.empty()) thread_counts.push_back(num_threads());
   // RECURRENT_BF16=1: BF16 matrix products (setFloat32MatmulPrecision('medium')), where the CPU has them
-  // RECURRENT_TEAM_SPLIT=rows|units: force how a team shares the steps (for comparisons)
-  if (const char* split = std::getenv("RECURRENT_TEAM_SPLIT"); split && *split)
-    set_team_split(std::strcmp(split, "rows") == 0 ? TeamSplit::kRows : TeamSplit::kUnits);
   if (const char* bf16 = std::getenv("RECURRENT_BF16"); bf16 && std::strcmp(bf16, "1") == 0 && !set_bf16_matmul(true))
     std::fprintf(stderr, "BF16 unavailable: %s\n", bf16_unavailable_reason());
   std::mt19937 rng(1);
