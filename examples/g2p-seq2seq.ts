@@ -16,7 +16,8 @@
  * with it. 'context-feeding' builds the decoder with contextFeeding (attention between its
  * layers) and writes to examples/g2p-seq2seq-context-feeding/. 'average' averages the weights over the
  * last third of the budget and keeps the average where the dev words score better with it; 'bf16'
- * trains at setFloat32MatmulPrecision('medium'). Each flag adds its name to the output folder.
+ * trains at setFloat32MatmulPrecision('medium'). Each flag adds its name to the output folder, and a
+ * hidden size other than 256 adds -hN.
  * Writes examples/g2p-seq2seq/results.txt and attention heat maps of a few test words
  * (examples/g2p-seq2seq/attention-WORD.svg).
  *
@@ -43,7 +44,7 @@ const averaging = flags.includes('average');
 // 'bf16': matrix products at setFloat32MatmulPrecision('medium') (BF16 on AMX or AVX512_BF16)
 const bf16 = flags.includes('bf16');
 const outDir = path.join(__dirname, `g2p-seq2seq${stress ? '' : '-no-stress'}${contextFeeding ? '-context-feeding' : ''}` +
-  `${averaging ? '-average' : ''}${bf16 ? '-bf16' : ''}`);
+  `${averaging ? '-average' : ''}${bf16 ? '-bf16' : ''}${hidden !== 256 ? `-h${hidden}` : ''}`);
 
 // ---- data ---------------------------------------------------------------------------------
 
