@@ -192,6 +192,10 @@ RECURRENT_BF16_TARGET void pairs_of_row(const float* x, int count, uint32_t* out
 RECURRENT_BF16_TARGET void pack_pairs(const float* x, int ld, bool along, int k0, int kc, int i0, int count, int width,
                                       int kp_out, uint32_t* out) {
   const int kp = (kc + 1) / 2;
+  for (int p = 0; p < count; p += width) {  // the pair rows past the depth
+    uint32_t* dst = out + static_cast<long>(p) * kp_out;
+    std::fill(dst + static_cast<long>(kp) * width, dst + static_cast<long>(kp_out) * width, 0u);
+  }
   if (!along) {
     // 8 pair rows (16 rows of x) at a time across all the panels, so that each row of x is read in
     // order, not a panel at a time walked down x's rows, a line from each, ld apart (with the same
@@ -207,16 +211,11 @@ RECURRENT_BF16_TARGET void pack_pairs(const float* x, int ld, bool along, int k0
           _mm512_mask_storeu_epi32(dst + q * width, first_lanes(width), bf16_pairs_across(lo, hi));
         }
       }
-    for (int p = 0; p < count; p += width) {
-      uint32_t* dst = out + static_cast<long>(p) * kp_out;
-      std::fill(dst + static_cast<long>(kp) * width, dst + static_cast<long>(kp_out) * width, 0u);
-    }
     return;
   }
   for (int p = 0; p < count; p += width) {
     const int lanes = std::min(width, count - p);
     uint32_t* dst = out + static_cast<long>(p) * kp_out;
-    std::fill(dst + static_cast<long>(kp) * width, dst + static_cast<long>(kp_out) * width, 0u);
     int q0 = 0;  // pair rows done
     if (lanes == width && (width == 8 || width == 16)) {
       // 16 pair rows at a time: each lane's 32 depths become 16 pairs (one vector), and the
@@ -276,33 +275,34 @@ RECURRENT_AMX_TARGET void amx_release() { _tile_release(); }
 // op(A)[m0:m0+mc, k0:k0+kc] in AMX's layout: panels of 16 rows (the rows past mc zero), each
 // cut into tiles of 32 depths: tile t of panel p holds 16 rows of 16 pairs, 1 KB.
 RECURRENT_BF16_TARGET void pack_a_tiles(bool trans, const float* a, int lda, int m0, int mc, int k0, int kc, uint32_t* out) {
-  const int tiles = bf16_pair_rows(kc) / kTile;
-  // A^T: tiles of one depth range across the panels, so that each of its 32 rows of a is read in
-  // order (as pack_pairs)
-  const int outer = trans ? tiles : (mc + kTile - 1) / kTile, inner = trans ? (mc + kTile - 1) / kTile : tiles;
-  for (int o = 0; o < outer; ++o)
-    for (int j = 0; j < inner; ++j) {
-      const int p = kTile * (trans ? j : o), t = trans ? o : j;
-      const int rows = std::min(kTile, mc - p);
-      uint32_t* tile = out + (static_cast<long>(p / kTile) * tiles + t) * kTileWords;
-      const int d0 = 2 * kTile * t, left = kc - d0;
-      if (!trans) {  // a row's 32 depths lie together: one row of the tile
+  const int tiles = bf16_pair_rows(kc) / kTile, panels = (mc + kTile - 1) / kTile;
+  const auto tile_at = [&](int p, int t) { return out + (static_cast<long>(p) * tiles + t) * kTileWords; };
+  if (!trans) {
+    // a row's 32 depths lie together: one row of a tile
+    for (int p = 0; p < panels; ++p)
+      for (int t = 0; t < tiles; ++t) {
+        const int rows = std::min(kTile, mc - kTile * p), left = kc - 2 * kTile * t;
         for (int i = 0; i < kTile; ++i) {
           __m512i pairs = _mm512_setzero_si512();
           if (i < rows) {
-            const float* x = a + static_cast<long>(m0 + p + i) * lda + k0 + d0;
+            const float* x = a + static_cast<long>(m0 + kTile * p + i) * lda + k0 + 2 * kTile * t;
             pairs = bf16_pairs_along(_mm512_maskz_loadu_ps(first_lanes(left), x), _mm512_maskz_loadu_ps(first_lanes(left - 16), x + 16));
           }
-          _mm512_store_si512(tile + i * kTile, pairs);
+          _mm512_store_si512(tile_at(p, t) + i * kTile, pairs);
         }
-        continue;
       }
-      // A^T: a depth's 16 rows lie together; pairs of depths across, then [pair][row] transposed
+    return;
+  }
+  // A^T: a depth's 16 rows lie together; pairs of depths across, then [pair][row] transposed. One
+  // depth range across all the panels at a time, so that each of its 32 rows of a is read in
+  // order (as pack_pairs)
+  for (int t = 0; t < tiles; ++t)
+    for (int p = 0; p < panels; ++p) {
       alignas(64) uint32_t block[kTile][kTile];
-      const __mmask16 mask = first_lanes(rows);
+      const __mmask16 mask = first_lanes(std::min(kTile, mc - kTile * p));
       for (int q = 0; q < kTile; ++q) {
-        const int d = d0 + 2 * q;
-        const float* x = a + static_cast<long>(k0 + std::min(d, kc - 1)) * lda + m0 + p;
+        const int d = 2 * kTile * t + 2 * q;
+        const float* x = a + static_cast<long>(k0 + std::min(d, kc - 1)) * lda + m0 + kTile * p;
         const __m512 lo = d < kc ? _mm512_maskz_loadu_ps(mask, x) : _mm512_setzero_ps();
         const __m512 hi = d + 1 < kc ? _mm512_maskz_loadu_ps(mask, x + lda) : _mm512_setzero_ps();
         _mm512_store_si512(block[q], bf16_pairs_across(lo, hi));
@@ -310,7 +310,7 @@ RECURRENT_BF16_TARGET void pack_a_tiles(bool trans, const float* a, int lda, int
       for (int qb = 0; qb < 2; ++qb)
         for (int rb = 0; rb < 2; ++rb)
           transpose8(reinterpret_cast<const float*>(&block[8 * qb][8 * rb]), kTile,
-                     reinterpret_cast<float*>(tile + 8 * rb * kTile + 8 * qb), kTile);
+                     reinterpret_cast<float*>(tile_at(p, t) + 8 * rb * kTile + 8 * qb), kTile);
     }
 }
 
@@ -346,11 +346,11 @@ RECURRENT_BF16_TARGET inline void unstage_tile(const float* part, float* c, int 
     if (!load) {                                                         \
       _tile_zero(T);                                                     \
     } else if ((rows) == kTile && (cols) == kTile) {                     \
-      RECURRENT_TILE_LOAD(T, cp, ldc * static_cast<long>(sizeof(float)));        \
+      RECURRENT_TILE_LOAD(T, cp, ldc * static_cast<long>(sizeof(float))); \
     } else {                                                             \
       alignas(64) float part[kTileWords];                                \
       stage_tile(cp, ldc, rows, cols, part);                             \
-      RECURRENT_TILE_LOAD(T, part, 64);                                          \
+      RECURRENT_TILE_LOAD(T, part, 64);                                  \
     }                                                                    \
   } while (0)
 

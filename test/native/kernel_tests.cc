@@ -571,7 +571,7 @@ void check_bf16_choice() {
     const char* reason = bf16_choice(m.facts, &amx);
     const bool ok = (reason[0] == '\0') == m.bf16 && amx == m.amx && (m.bf16 || std::strlen(reason) > 10);
     if (!ok) ++failures;
-    std::printf("  %-46s %s (%s)\n", m.name, ok ? "ok" : "WRONG", reason[0] ? (reason) : amx ? "BF16 products on AMX" : "BF16 products on AVX512_BF16");
+    std::printf("  %-46s %s (%s)\n", m.name, ok ? "ok" : "WRONG", reason[0] ? reason : amx ? "BF16 products on AMX" : "BF16 products on AVX512_BF16");
   }
 }
 
