@@ -23,13 +23,24 @@ struct AddonData {
   Napi::FunctionReference storage_constructor;
   Stream stream;
   std::shared_ptr<std::atomic<int64_t>> unreported_frees = std::make_shared<std::atomic<int64_t>>(0);
+  int64_t pending_report = 0;  // net bytes not yet told to V8 (report_external)
 };
 
+// V8 hears of external memory in steps of this much: the gradients fit() frees and
+// allocates again every step (17 MB for a 4M-parameter model) then never reach it. Reported
+// one by one, that churn alone kept V8 starting a full collection every few hundred
+// milliseconds in G2P training, while what it reported never grew.
+constexpr int64_t kReportStep = int64_t{32} << 20;
+
 // Tells V8 about `change` bytes of external memory, net of what handles collected
-// since the last call freed (see storage.h). Call from JS context only.
+// since the last call freed (see storage.h), once the net change since the last report
+// reaches kReportStep either way. Call from JS context only.
 void report_external(Napi::Env env, AddonData* data, int64_t change) {
-  change -= data->unreported_frees->exchange(0);
-  if (change != 0) Napi::MemoryManagement::AdjustExternalMemory(env, change);
+  data->pending_report += change - data->unreported_frees->exchange(0);
+  if (data->pending_report >= kReportStep || data->pending_report <= -kReportStep) {
+    Napi::MemoryManagement::AdjustExternalMemory(env, data->pending_report);
+    data->pending_report = 0;
+  }
 }
 }  // namespace
 
@@ -73,7 +84,8 @@ Napi::Function Storage::Init(Napi::Env env) {
       {InstanceAccessor<&Storage::Length>("length"), InstanceAccessor<&Storage::Device>("device"),
        InstanceAccessor<&Storage::Disposed>("disposed"), InstanceAccessor<&Storage::Version>("version"),
        InstanceMethod<&Storage::Read>("read"),
-       InstanceMethod<&Storage::Write>("write"), InstanceMethod<&Storage::Dispose>("dispose")});
+       InstanceMethod<&Storage::Write>("write"), InstanceMethod<&Storage::Dispose>("dispose"),
+       InstanceMethod<&Storage::Report>("report")});
   auto* data = new AddonData();
   data->storage_constructor = Napi::Persistent(ctor);
   env.SetInstanceData<AddonData>(data);
@@ -96,9 +108,10 @@ Storage* Storage::From(const Napi::Value& value, const char* name) {
   return storage;
 }
 
-// new Storage(length[, uninitialized[, device]]): float32 memory of `length` elements on
+// new Storage(length[, uninitialized[, device[, report]]]): float32 memory of `length` elements on
 // 'cpu' (the default) or 'cuda', zero-filled unless `uninitialized` is true (for outputs a
-// kernel overwrites entirely).
+// kernel overwrites entirely). report === false leaves the memory out of V8's external count
+// until report() (memory.ts: a scope() frees it when it ends, so it never waits for GC).
 Storage::Storage(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Storage>(info) {
   Napi::Env env = info.Env();
   expect_args(info, 1, "Storage");
@@ -125,7 +138,8 @@ Storage::Storage(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Storage>(inf
   }
   AddonData* data = env.GetInstanceData<AddonData>();
   unreported_frees_ = data->unreported_frees;
-  reported_bytes_ = length_ * static_cast<int64_t>(sizeof(float));
+  const bool report = info.Length() < 4 || !info[3].IsBoolean() || info[3].As<Napi::Boolean>().Value();
+  reported_bytes_ = report ? length_ * static_cast<int64_t>(sizeof(float)) : 0;
   report_external(env, data, reported_bytes_);
   if (on_cuda) {
     g_cuda_used = true;
@@ -233,6 +247,16 @@ Napi::Value Storage::Write(const Napi::CallbackInfo& info) {
 
 Napi::Value Storage::Dispose(const Napi::CallbackInfo& info) {
   Release(info.Env());
+  return info.Env().Undefined();
+}
+
+// report(): adds memory created with report === false to V8's external count (once; a
+// disposed storage holds none).
+Napi::Value Storage::Report(const Napi::CallbackInfo& info) {
+  if (!released_ && reported_bytes_ == 0 && length_ > 0) {
+    reported_bytes_ = length_ * static_cast<int64_t>(sizeof(float));
+    report_external(info.Env(), info.Env().GetInstanceData<AddonData>(), reported_bytes_);
+  }
   return info.Env().Undefined();
 }
 

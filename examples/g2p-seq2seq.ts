@@ -10,14 +10,15 @@
  * is the edit distance to the closest one over its length.
  *
  *   npx tsx examples/g2p-seq2seq.ts [minutes = 20] [hidden = 256] [attention = bahdanau] [layers = 2] [stress | no-stress]
- *       [context-feeding] [average] [bf16]
+ *       [context-feeding] [average] [bf16] [batch=N]
  *
  * 'no-stress' removes the stress marks (39 phonemes), as the CTC example does, for a comparison
  * with it. 'context-feeding' builds the decoder with contextFeeding (attention between its
  * layers) and writes to examples/g2p-seq2seq-context-feeding/. 'average' averages the weights over the
  * last third of the budget and keeps the average where the dev words score better with it; 'bf16'
- * trains at setFloat32MatmulPrecision('medium'). Each flag adds its name to the output folder, and a
- * hidden size other than 256 adds -hN.
+ * trains at setFloat32MatmulPrecision('medium'); 'batch=N' trains on batches of N pairs (64 by default).
+ * Each flag adds its name to the output folder, a hidden size other than 256 adds -hN, and a batch
+ * size other than 64 -bN.
  * Writes examples/g2p-seq2seq/results.txt and attention heat maps of a few test words
  * (examples/g2p-seq2seq/attention-WORD.svg).
  *
@@ -43,8 +44,9 @@ const contextFeeding = flags.includes('context-feeding');
 const averaging = flags.includes('average');
 // 'bf16': matrix products at setFloat32MatmulPrecision('medium') (BF16 on AMX or AVX512_BF16)
 const bf16 = flags.includes('bf16');
+const batchSize = Number(flags.find((f) => f.startsWith('batch='))?.slice(6) ?? 64);
 const outDir = path.join(__dirname, `g2p-seq2seq${stress ? '' : '-no-stress'}${contextFeeding ? '-context-feeding' : ''}` +
-  `${averaging ? '-average' : ''}${bf16 ? '-bf16' : ''}${hidden !== 256 ? `-h${hidden}` : ''}`);
+  `${averaging ? '-average' : ''}${bf16 ? '-bf16' : ''}${hidden !== 256 ? `-h${hidden}` : ''}${batchSize !== 64 ? `-b${batchSize}` : ''}`);
 
 // ---- data ---------------------------------------------------------------------------------
 
@@ -137,7 +139,7 @@ const pct = (x: number) => `${(x * 100).toFixed(2)}%`;
   let batchesInWindow = 0;
   let averaged = 0;
   const history = await fit(model, { sources: pairs.map((p) => p.source), targets: pairs.map((p) => p.target) }, {
-    epochs: 1000, batchSize: 64, optimizer, clipGradNorm: 5, seed: 1, signal: AbortSignal.timeout(minutes * 60_000),
+    epochs: 1000, batchSize, optimizer, clipGradNorm: 5, seed: 1, signal: AbortSignal.timeout(minutes * 60_000),
     onBatchEnd: () => {
       const spent = Math.min(1, elapsed() / minutes);
       optimizer.lr = baseLr * Math.min(1, spent / 0.03) * (1 - 0.97 * spent);

@@ -5,8 +5,9 @@
  */
 import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
+import { PerformanceObserver, constants } from 'node:perf_hooks';
 import { expect } from 'chai';
-import { GradNode, LSTM, Tensor, dropout, memoryStats, noGrad, seed } from '../lib/index';
+import { GradNode, LSTM, Tensor, dropout, keep, memoryStats, noGrad, scope, seed } from '../lib/index';
 
 interface Sample { step: number; rss: number; allocated: number }
 
@@ -83,6 +84,57 @@ describe('native memory and garbage collection', () => {
     const rssGrowth = Math.max(...samples.slice(2).map((s) => s.rss)) - warm.rss;
     if (!sanitized) expect(rssGrowth).to.be.below(64 * MB); // ~420 MB without
     expect(Math.max(...samples.map((s) => s.allocated))).to.be.below(200 * MB);
+  });
+});
+
+/** How many full (mark-compact) collections V8 ran while `fn` ran, turns of the event loop included. */
+async function majorCollections(fn: () => Promise<void>): Promise<number> {
+  let count = 0;
+  const observer = new PerformanceObserver((list) => {
+    for (const entry of list.getEntries()) if ((entry as { detail?: { kind?: number } }).detail?.kind === constants.NODE_PERFORMANCE_GC_MAJOR) count += 1;
+  });
+  observer.observe({ entryTypes: ['gc'] });
+  try {
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    count = 0;
+    await fn();
+    await new Promise((resolve) => setTimeout(resolve, 20)); // the observer hears of the last ones
+    return count;
+  } finally {
+    observer.disconnect();
+  }
+}
+
+describe('what V8 is told of tensor memory', () => {
+  const turn = () => new Promise((resolve) => setImmediate(resolve));
+
+  it('memory a scope frees is not reported: 20 steps of 200 MB each start no full collection (54 when reported)', async function () {
+    this.timeout(60_000);
+    const count = await majorCollections(async () => {
+      for (let step = 0; step < 20; ++step) {
+        scope(() => {
+          for (let k = 0; k < 5; ++k) Tensor.zeros([10 * 2 ** 20]).add(1);
+        });
+        await turn();
+      }
+    });
+    expect(count).to.be.at.most(1);
+  });
+
+  it('what fit() frees and allocates again every step (the gradients) starts no full collection either', async function () {
+    this.timeout(60_000);
+    let grad = keep(Tensor.zeros([4 * 2 ** 20]));
+    const count = await majorCollections(async () => {
+      for (let step = 0; step < 100; ++step) {
+        grad.dispose();
+        grad = scope(() => keep(Tensor.ones([4 * 2 ** 20]).mul(2)));
+        await turn();
+      }
+    });
+    const values = grad.toArray();
+    expect([values[0], values[values.length - 1]]).to.deep.equal([2, 2]);
+    grad.dispose();
+    expect(count).to.be.at.most(1);
   });
 });
 

@@ -15,6 +15,8 @@ export interface NativeStorage {
   read(offset: number, count: number): Float32Array;
   write(values: Float32Array, offset: number): void;
   dispose(): void;
+  /** Adds memory created with report === false to V8's external memory count. */
+  report(): void;
 }
 
 type S = NativeStorage;
@@ -28,8 +30,11 @@ export interface CudaStatus {
 }
 
 export interface NativeAddon {
-  /** uninitialized: skip zero-filling a reused block (for outputs a kernel overwrites entirely). */
-  Storage: new (length: number, uninitialized?: boolean, device?: 'cpu' | 'cuda') => NativeStorage;
+  /**
+   * uninitialized: skip zero-filling a reused block (for outputs a kernel overwrites entirely);
+   * report: false leaves the memory out of V8's external count until report() (scope() memory).
+   */
+  Storage: new (length: number, uninitialized?: boolean, device?: 'cpu' | 'cuda', report?: boolean) => NativeStorage;
   /** Copies count floats between any two storages, across devices too. */
   copyBetween(dst: S, dstOffset: number, src: S, srcOffset: number, count: number): void;
   setAsync(async: boolean): void;

@@ -25,6 +25,7 @@
  * targetVocabSize of the decoder's embedding, <end> is class targetVocabSize of its output.
  */
 import { noGrad } from '../core/autograd';
+import { scope } from '../core/memory';
 import { describe, expectBoolean, expectInteger, expectNumber, expectOptions, expectKnownKeys, rangeError, typeError } from '../core/errors';
 import { CellKind, native } from '../core/native';
 import { random } from '../core/random';
@@ -236,12 +237,10 @@ export class Seq2Seq extends Module {
       for (let first = 0; first < sources.length; first += DECODE_CHUNK) {
         const batch = this.sourceBatch(name, sources.slice(first, first + DECODE_CHUNK));
         const { inputs, outputs, T } = this.targetBatch(name, targets.slice(first, first + DECODE_CHUNK), batch.B);
-        const { logits, weights } = this.teacherForced(batch, inputs, T);
-        weights?.dispose();
-        const perToken = crossEntropyLoss(logits, outputs, { ignoreIndex: IGNORE, reduction: 'none' });
-        logits.dispose();
-        const losses = perToken.toArray();
-        perToken.dispose();
+        const losses = scope(() => {
+          const { logits } = this.teacherForced(batch, inputs, T);
+          return crossEntropyLoss(logits, outputs, { ignoreIndex: IGNORE, reduction: 'none' }).toArray();
+        });
         // rows b * T + k: the tokens of pair b and its <end>, then padding (ignored: a loss of 0)
         for (let b = 0; b < batch.B; ++b) {
           let total = 0;
@@ -275,7 +274,8 @@ export class Seq2Seq extends Module {
     this.inference(() => {
       for (let first = 0; first < sources.length; first += DECODE_CHUNK) {
         const chunk = sources.slice(first, first + DECODE_CHUNK);
-        const part = this.decodeChunk(this.sourceBatch(name, chunk), { beamWidth: greedy ? 0 : beamWidth, maxLength, lengthPenalty });
+        // scope(): each chunk's tensors go back to the allocator as it ends, not at a collection
+        const part = scope(() => this.decodeChunk(this.sourceBatch(name, chunk), { beamWidth: greedy ? 0 : beamWidth, maxLength, lengthPenalty }));
         result.tokens.push(...part.tokens.map((row) => Array.from(row)));
         result.logProbs.push(...part.logProbs);
         result.ended.push(...Array.from(part.ended, (e) => e === 1));
@@ -293,7 +293,7 @@ export class Seq2Seq extends Module {
     if (!this.attention) throw typeError(`${name}: this model has no attention (options.attention is 'none')`, 'ERR_INVALID_ARG_VALUE');
     if (!Array.isArray(source)) throw typeError(`${name}: expected source to be an array of token ids but received ${describe(source)}`);
     if (!Array.isArray(target)) throw typeError(`${name}: expected target to be an array of token ids but received ${describe(target)}`);
-    const values = this.inference(() => this.forward([source], [target]).weights!.toArray());
+    const values = this.inference(() => scope(() => this.forward([source], [target]).weights!.toArray()));
     const S = source.length;
     return Array.from({ length: target.length + 1 }, (_, t) => Array.from(values.subarray(t * S, (t + 1) * S)));
   }
