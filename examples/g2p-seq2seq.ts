@@ -10,15 +10,16 @@
  * is the edit distance to the closest one over its length.
  *
  *   npx tsx examples/g2p-seq2seq.ts [minutes = 20] [hidden = 256] [attention = bahdanau] [layers = 2] [stress | no-stress]
- *       [context-feeding] [average] [bf16] [batch=N]
+ *       [context-feeding] [average] [bf16] [batch=N] [lr=X]
  *
  * 'no-stress' removes the stress marks (39 phonemes), as the CTC example does, for a comparison
  * with it. 'context-feeding' builds the decoder with contextFeeding (attention between its
  * layers) and writes to examples/g2p-seq2seq-context-feeding/. 'average' averages the weights over the
  * last third of the budget and keeps the average where the dev words score better with it; 'bf16'
- * trains at setFloat32MatmulPrecision('medium'); 'batch=N' trains on batches of N pairs (64 by default).
+ * trains at setFloat32MatmulPrecision('medium'); 'batch=N' trains on batches of N pairs (64 by default), 'lr=X' at a peak
+ * learning rate of X (2e-3 by default).
  * Each flag adds its name to the output folder, a hidden size other than 256 adds -hN, and a batch
- * size other than 64 -bN.
+ * size other than 64 -bN, a learning rate other than 2e-3 -lrX.
  * Writes examples/g2p-seq2seq/results.txt and attention heat maps of a few test words
  * (examples/g2p-seq2seq/attention-WORD.svg).
  *
@@ -45,8 +46,10 @@ const averaging = flags.includes('average');
 // 'bf16': matrix products at setFloat32MatmulPrecision('medium') (BF16 on AMX or AVX512_BF16)
 const bf16 = flags.includes('bf16');
 const batchSize = Number(flags.find((f) => f.startsWith('batch='))?.slice(6) ?? 64);
+// 'lr=X': the peak learning rate (2e-3 by default)
+const baseLr = Number(flags.find((f) => f.startsWith('lr='))?.slice(3) ?? 2e-3);
 const outDir = path.join(__dirname, `g2p-seq2seq${stress ? '' : '-no-stress'}${contextFeeding ? '-context-feeding' : ''}` +
-  `${averaging ? '-average' : ''}${bf16 ? '-bf16' : ''}${hidden !== 256 ? `-h${hidden}` : ''}${batchSize !== 64 ? `-b${batchSize}` : ''}`);
+  `${averaging ? '-average' : ''}${bf16 ? '-bf16' : ''}${hidden !== 256 ? `-h${hidden}` : ''}${batchSize !== 64 ? `-b${batchSize}` : ''}${baseLr !== 2e-3 ? `-lr${baseLr}` : ''}`);
 
 // ---- data ---------------------------------------------------------------------------------
 
@@ -122,7 +125,6 @@ const pct = (x: number) => `${(x * 100).toFixed(2)}%`;
     cell: 'lstm', sourceVocabSize: letters.length, targetVocabSize: phones.length, embeddingDim: 64, hiddenSize: hidden, numLayers: layers,
     bidirectional: true, attention, dropout: 0, contextFeeding, labelSmoothing: 0.2,
   });
-  const baseLr = 2e-3;
   const optimizer = new Adam(model.parameters(), { lr: baseLr });
   say(`Seq2Seq: BiLSTM encoder (${layers} x ${hidden / 2} per direction), LSTM decoder (${layers} x ${hidden}), ${attention} attention` +
     `${contextFeeding ? ' (context feeding)' : ''}, ` +

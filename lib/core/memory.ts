@@ -47,7 +47,6 @@ export function logAllocations<R>(log: WeakSet<NativeStorage>, fn: () => R): R {
 const scopes: Set<NativeStorage>[] = [];
 const kept = new WeakSet<NativeStorage>();
 
-
 /**
  * Marks a tensor's memory as owned beyond any scope it was created in (parameters,
  * gradients and optimizer state are marked by the library itself). Returns the tensor.
