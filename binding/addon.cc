@@ -25,6 +25,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setTf32", Napi::Function::New<SetTf32>(env, "setTf32"));
   exports.Set("setBf16Matmul", Napi::Function::New<SetBf16Matmul>(env, "setBf16Matmul"));
   exports.Set("memoryStats", Napi::Function::New<MemoryStats>(env, "memoryStats"));
+  exports.Set("externalMemory", Napi::Function::New<ExternalMemory>(env, "externalMemory"));
   exports.Set("emptyCache", Napi::Function::New<EmptyCache>(env, "emptyCache"));
   exports.Set("backends", Napi::Function::New<Backends>(env, "backends"));
   exports.Set("nativeCodes", Napi::Function::New<NativeCodes>(env, "nativeCodes"));

@@ -98,6 +98,7 @@ CachedWeight cached_weight_of(const Napi::Value& value);
 // copyBetween(dst, dstOffset, src, srcOffset, count): copies between any two storages,
 // across devices too (Tensor.to).
 Napi::Value CopyBetween(const Napi::CallbackInfo& info);
+Napi::Value ExternalMemory(const Napi::CallbackInfo& info);
 
 // Whether any tensor was ever put on 'cuda' in this process (synchronize and the memory
 // statistics then include the GPU).

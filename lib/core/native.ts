@@ -45,6 +45,8 @@ export interface NativeAddon {
   setStackPipeline(mode: number): void;
   setTf32(enabled: boolean): void;
   setBf16Matmul(enabled: boolean): boolean;
+  /** V8's count of external memory, which tensors add to as binding/storage.cc's report_external says (tests). */
+  externalMemory(): number;
   memoryStats(): { allocatedBytes: number; cachedBytes: number; packedWeightBytes: number; cuda?: { allocatedBytes: number; cachedBytes: number } };
   emptyCache(): number;
   nativeCodes(): { unary: Record<string, number>; binary: Record<string, number>; cell: Record<string, number>; optimizer: Record<string, number>; hyper: Record<string, string[]> };
