@@ -20,6 +20,9 @@
  * learning rate of X (2e-3 by default).
  * Each flag adds its name to the output folder, a hidden size other than 256 adds -hN, and a batch
  * size other than 64 -bN, a learning rate other than 2e-3 -lrX.
+ * The best with stress marks so far, on 2 cores of an Intel Xeon with AMX (BF16 products):
+ *   npx tsx examples/g2p-seq2seq.ts 20 448 bahdanau 2 stress context-feeding average bf16 batch=256 lr=4e-3
+ * 8.6 epochs in the 20 minutes, 25.78% WER and 6.73% PER with a beam of 5.
  * Writes examples/g2p-seq2seq/results.txt and attention heat maps of a few test words
  * (examples/g2p-seq2seq/attention-WORD.svg).
  *
