@@ -8,8 +8,8 @@
 // under which Node runs finalizers synchronously from GC, and the handle has no
 // Finalize() override, so node-addon-api deletes it right there. Code that runs inside
 // GC must not call into JS or V8, so the destructor only frees memory and records the
-// bytes in a per-environment counter; the next allocation or dispose() reports them to
-// V8 (napi_adjust_external_memory) from ordinary JS context.
+// bytes in a per-environment counter, which the next allocation or dispose() nets into what it
+// tells V8 (napi_adjust_external_memory, from ordinary JS context; see report_external).
 //
 // Memory that a scope() will free when it ends is not reported (until it outlives the
 // scope): V8 starts a full collection whenever external memory grows 64 MB past what it

@@ -48,9 +48,11 @@ const contextFeeding = flags.includes('context-feeding');
 const averaging = flags.includes('average');
 // 'bf16': matrix products at setFloat32MatmulPrecision('medium') (BF16 on AMX or AVX512_BF16)
 const bf16 = flags.includes('bf16');
-const batchSize = Number(flags.find((f) => f.startsWith('batch='))?.slice(6) ?? 64);
+/** The number a 'name=X' flag gives, or `fallback`. */
+const flagValue = (name: string, fallback: number) => Number(flags.find((f) => f.startsWith(`${name}=`))?.slice(name.length + 1) ?? fallback);
+const batchSize = flagValue('batch', 64);
 // 'lr=X': the peak learning rate (2e-3 by default)
-const baseLr = Number(flags.find((f) => f.startsWith('lr='))?.slice(3) ?? 2e-3);
+const baseLr = flagValue('lr', 2e-3);
 const outDir = path.join(__dirname, `g2p-seq2seq${stress ? '' : '-no-stress'}${contextFeeding ? '-context-feeding' : ''}` +
   `${averaging ? '-average' : ''}${bf16 ? '-bf16' : ''}${hidden !== 256 ? `-h${hidden}` : ''}${batchSize !== 64 ? `-b${batchSize}` : ''}${baseLr !== 2e-3 ? `-lr${baseLr}` : ''}`);
 
