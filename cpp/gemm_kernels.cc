@@ -16,6 +16,24 @@ namespace {
 // rows x cols part that exists). A row of NR floats is one zmm register under AVX-512,
 // two ymm under AVX2, four xmm on the baseline.
 
+// The kernels' epilogue: rows [0, ROWS) of the accumulators acc[r][0, PARTS) (vectors V) to C's rows
+// (c, ldc; WIDTH = PARTS vectors of columns, of which `cols` exist): alpha * acc where `overwrite`,
+// else C + alpha * acc. A partial row goes through a full one, so its values are computed the same
+// way. (A macro, as the kernels are: a template argument would lose V's alignment attribute.)
+#define RECURRENT_STORE_TILE(V, ROWS, PARTS, WIDTH)                                 \
+  for (int r = 0; r < (ROWS); ++r) {                                                 \
+    float tile[WIDTH];                                                               \
+    float* crow = c + static_cast<long>(r) * ldc;                                    \
+    float* out = cols == (WIDTH) ? crow : tile;                                      \
+    if (out == tile && !overwrite) std::memcpy(tile, crow, cols * sizeof(float));    \
+    V* current = reinterpret_cast<V*>(out);                                          \
+    if (overwrite)                                                                   \
+      for (int p = 0; p < (PARTS); ++p) current[p] = alpha * acc[r][p];              \
+    else                                                                             \
+      for (int p = 0; p < (PARTS); ++p) current[p] += alpha * acc[r][p];             \
+    if (out == tile) std::memcpy(crow, tile, cols * sizeof(float));                  \
+  }
+
 // The kernel body for a vector type V of W floats (NR / W vectors per row): the
 // accumulators are MR x (NR / W) vectors that stay in registers.
 #define RECURRENT_MICRO_KERNEL(NAME, TARGET, V, W, MR)                                                \
@@ -32,19 +50,7 @@ namespace {
       for (int r = 0; r < kMR; ++r)                                                                   \
         for (int p = 0; p < kParts; ++p) acc[r][p] += ak[r] * bk[p];                                  \
     }                                                                                                 \
-    for (int r = 0; r < rows; ++r) {                                                                  \
-      /* a partial tile goes through a full one, so its values are computed the same way */          \
-      float tile[kNR];                                                                                \
-      float* crow = c + static_cast<long>(r) * ldc;                                                   \
-      float* out = cols == kNR ? crow : tile;                                                         \
-      if (out == tile && !overwrite) std::memcpy(tile, crow, cols * sizeof(float));                   \
-      V* current = reinterpret_cast<V*>(out);                                                         \
-      if (overwrite)                                                                                  \
-        for (int p = 0; p < kParts; ++p) current[p] = alpha * acc[r][p];                              \
-      else                                                                                            \
-        for (int p = 0; p < kParts; ++p) current[p] += alpha * acc[r][p];                             \
-      if (out == tile) std::memcpy(crow, tile, cols * sizeof(float));                                 \
-    }                                                                                                 \
+    RECURRENT_STORE_TILE(V, rows, kParts, kNR);                                                       \
   }
 
 // MR x 2NR: two B panels at once (b0, b1), so each broadcast of A feeds two FMAs: on
@@ -69,18 +75,7 @@ namespace {
         }                                                                                                \
       }                                                                                                  \
     }                                                                                                    \
-    for (int r = 0; r < rows; ++r) {                                                                     \
-      float tile[2 * kNR];                                                                               \
-      float* crow = c + static_cast<long>(r) * ldc;                                                      \
-      float* out = cols == 2 * kNR ? crow : tile;                                                        \
-      if (out == tile && !overwrite) std::memcpy(tile, crow, cols * sizeof(float));                      \
-      V* current = reinterpret_cast<V*>(out);                                                            \
-      if (overwrite)                                                                                     \
-        for (int p = 0; p < 2 * kParts; ++p) current[p] = alpha * acc[r][p];                             \
-      else                                                                                               \
-        for (int p = 0; p < 2 * kParts; ++p) current[p] += alpha * acc[r][p];                            \
-      if (out == tile) std::memcpy(crow, tile, cols * sizeof(float));                                    \
-    }                                                                                                    \
+    RECURRENT_STORE_TILE(V, rows, 2 * kParts, 2 * kNR);                                                  \
   }
 
 // The skinny kernel's body (see SkinnyKernel): R rows by NP panels of NR columns, accumulators
@@ -319,18 +314,7 @@ RECURRENT_SKINNY_KERNEL(skinny_kernel_avx512, __attribute__((target("avx512f,avx
         if ((NP) == 2) acc[r][(NP) - 1] += x * p1;                                                                     \
       }                                                                                                                \
     }                                                                                                                  \
-    for (int r = 0; r < kMR; ++r) {                                                                                    \
-      float tile[(NP) * kNR];                                                                                          \
-      float* crow = c + static_cast<long>(r) * ldc;                                                                    \
-      float* out = cols == (NP) * kNR ? crow : tile;                                                                   \
-      if (out == tile && !overwrite) std::memcpy(tile, crow, cols * sizeof(float));                                    \
-      Vec16* current = reinterpret_cast<Vec16*>(out);                                                                  \
-      if (overwrite)                                                                                                   \
-        for (int p = 0; p < (NP); ++p) current[p] = alpha * acc[r][p];                                                 \
-      else                                                                                                             \
-        for (int p = 0; p < (NP); ++p) current[p] += alpha * acc[r][p];                                                \
-      if (out == tile) std::memcpy(crow, tile, cols * sizeof(float));                                                  \
-    }                                                                                                                  \
+    RECURRENT_STORE_TILE(Vec16, kMR, (NP), (NP) * kNR);                                                               \
   }
 RECURRENT_STRIDED_BODY(strided_avx512_1, 1)
 RECURRENT_STRIDED_BODY(strided_avx512_2, 2)
