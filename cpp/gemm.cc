@@ -34,6 +34,23 @@ int block_rows(const Dispatch& isa, int kc) {
   return std::max(isa.mc, rows);
 }
 
+// Rows [0, rows) of the C block at c from one B panel (b1 null: MR x NR kernels) or two (b0, b1:
+// the wide kernel): the first `direct` rows (whole MR-row panels) by the strided kernel from A
+// where it lies (row r, depth k at a[r * rs + k * ks]), the rest from their packing at their place
+// in packed_a. Every row's values are the same whichever kernel computes them.
+void panel_rows(const Dispatch& isa, int kc, int rows, int direct, const float* a, long rs, long ks, const float* packed_a,
+                const float* b0, const float* b1, float alpha, float* c, int ldc, int cols, bool overwrite) {
+  const int mr = isa.mr;
+  for (int ir = 0; ir < direct; ir += mr)
+    isa.strided(kc, a + ir * rs, rs, ks, b0, b1, alpha, c + static_cast<long>(ir) * ldc, ldc, cols, overwrite);
+  for (int ir = direct; ir < rows; ir += mr) {
+    const float* ap = packed_a + static_cast<long>(ir) * kc;
+    float* cp = c + static_cast<long>(ir) * ldc;
+    if (b1) isa.wide(kc, ap, b0, b1, alpha, cp, ldc, std::min(mr, rows - ir), cols, overwrite);
+    else isa.kernel(kc, ap, b0, alpha, cp, ldc, std::min(mr, rows - ir), cols, overwrite);
+  }
+}
+
 void gemm_serial(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
                  const float* a, int lda, const float* b, int ldb, float beta,
                  float* c, int ldc) {
@@ -76,7 +93,6 @@ void gemm_serial(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
   }
 
   const Dispatch& isa = dispatch();
-  const MicroKernel micro_kernel = isa.kernel;
   const int mr = isa.mr;
   thread_local std::vector<float> packed_a, packed_b;
   packed_b.resize(static_cast<size_t>(kKC) * (kNC + kNR));
@@ -99,32 +115,15 @@ void gemm_serial(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
         const int direct = strided ? mc / mr * mr : 0;
         if (mc > direct) pack_a(trans_a, a, lda, m0 + direct, mc - direct, k0, kc, mr, packed_a.data() + static_cast<long>(direct) * kc);
         const bool overwrite = beta == 0.0f && k0 == 0;
-        // row r of op(A)'s panel at row ir, depth k: a_at(ir)[r * rs + k * ks]
+        // op(A)'s row r, depth k of the block at a_block[r * rs + k * ks]
         const long rs = trans_a ? 1 : lda, ks = trans_a ? lda : 1;
-        const auto a_at = [&](int ir) { return a + (m0 + ir) * rs + k0 * ks; };
+        const float* a_block = a + m0 * rs + k0 * ks;
         for (int jr = 0; jr < nc;) {
           const float* bp = packed_b.data() + static_cast<long>(jr) * kc;
-          if (isa.wide && jr + kNR < nc) {  // two panels
-            for (int ir = 0; ir < direct; ir += mr)
-              isa.strided(kc, a_at(ir), rs, ks, bp, bp + static_cast<long>(kNR) * kc, alpha, c + static_cast<long>(m0 + ir) * ldc + n0 + jr,
-                          ldc, std::min(2 * kNR, nc - jr), overwrite);
-            for (int ir = direct; ir < mc; ir += mr) {
-              isa.wide(kc, packed_a.data() + static_cast<long>(ir) * kc, bp, bp + static_cast<long>(kNR) * kc, alpha,
-                       c + static_cast<long>(m0 + ir) * ldc + n0 + jr, ldc, std::min(mr, mc - ir),
-                       std::min(2 * kNR, nc - jr), overwrite);
-            }
-            jr += 2 * kNR;
-            continue;
-          }
-          for (int ir = 0; ir < direct; ir += mr)
-            isa.strided(kc, a_at(ir), rs, ks, bp, nullptr, alpha, c + static_cast<long>(m0 + ir) * ldc + n0 + jr, ldc,
-                        std::min(kNR, nc - jr), overwrite);
-          for (int ir = direct; ir < mc; ir += mr) {
-            micro_kernel(kc, packed_a.data() + static_cast<long>(ir) * kc, bp, alpha,
-                         c + static_cast<long>(m0 + ir) * ldc + n0 + jr, ldc, std::min(mr, mc - ir),
-                         std::min(kNR, nc - jr), overwrite);
-          }
-          jr += kNR;
+          const bool wide = isa.wide && jr + kNR < nc;  // two panels
+          panel_rows(isa, kc, mc, direct, a_block, rs, ks, packed_a.data(), bp, wide ? bp + static_cast<long>(kNR) * kc : nullptr, alpha,
+                     c + static_cast<long>(m0) * ldc + n0 + jr, ldc, std::min((wide ? 2 : 1) * kNR, nc - jr), overwrite);
+          jr += wide ? 2 * kNR : kNR;
         }
       }
     }
@@ -225,7 +224,6 @@ void gemm_packed_tiles(int m, float alpha, const float* a, int lda, const Packed
       skinny_block(isa, m, k0, std::min(kKC, k - k0), alpha, a, lda, b, c, ldc, tile0, tile1, beta == 0.0f && k0 == 0);
     return;
   }
-  const MicroKernel micro_kernel = isa.kernel;
   const int mr = isa.mr;
   thread_local std::vector<float> packed_a;
   for (int k0 = 0; k0 < k; k0 += kKC) {
@@ -254,12 +252,8 @@ void gemm_packed_tiles(int m, float alpha, const float* a, int lda, const Packed
       };
       // the body's rows of one panel of B (cols wide) by the MR-row and the short kernels
       const auto rows_on = [&](const float* bp, int col, int cols) {
-        for (int ir = 0; ir < direct; ir += mr)
-          isa.strided(kc, a_block + static_cast<long>(ir) * lda, lda, 1, bp, nullptr, alpha, c + static_cast<long>(m0 + ir) * ldc + col,
-                      ldc, cols, overwrite);
-        for (int ir = direct; ir < full; ir += mr)
-          micro_kernel(kc, packed_a.data() + static_cast<long>(ir) * kc, bp, alpha, c + static_cast<long>(m0 + ir) * ldc + col, ldc,
-                       std::min(mr, full - ir), cols, overwrite);
+        panel_rows(isa, kc, full, direct, a_block, lda, 1, packed_a.data(), bp, nullptr, alpha, c + static_cast<long>(m0) * ldc + col, ldc, cols,
+                   overwrite);
         for (int ir = full; ir < body; ir += mr - 1)
           isa.short_kernel(kc, packed_a.data() + static_cast<long>(ir) * kc, bp, alpha, c + static_cast<long>(m0 + ir) * ldc + col,
                            ldc, mr - 1, cols, overwrite);
@@ -272,16 +266,8 @@ void gemm_packed_tiles(int m, float alpha, const float* a, int lda, const Packed
         for (int tile = run0; body > 0 && tile < run1 && tile * kNR < n;) {
           const int col = tile * kNR;
           if (isa.wide && shorts == 0 && tile + 1 < run1 && col + kNR < n) {  // two panels
-            const float* b0 = panel(tile);
-            const float* b1 = panel(tile + 1);
-            for (int ir = 0; ir < direct; ir += mr)
-              isa.strided(kc, a_block + static_cast<long>(ir) * lda, lda, 1, b0, b1, alpha, c + static_cast<long>(m0 + ir) * ldc + col,
-                          ldc, std::min(2 * kNR, n - col), overwrite);
-            for (int ir = direct; ir < full; ir += mr) {
-              isa.wide(kc, packed_a.data() + static_cast<long>(ir) * kc, b0, b1, alpha,
-                       c + static_cast<long>(m0 + ir) * ldc + col, ldc, std::min(mr, full - ir), std::min(2 * kNR, n - col),
-                       overwrite);
-            }
+            panel_rows(isa, kc, full, direct, a_block, lda, 1, packed_a.data(), panel(tile), panel(tile + 1), alpha, c + static_cast<long>(m0) * ldc + col,
+                       ldc, std::min(2 * kNR, n - col), overwrite);
             tile += 2;
             continue;
           }

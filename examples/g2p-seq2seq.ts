@@ -10,21 +10,21 @@
  * is the edit distance to the closest one over its length.
  *
  *   npx tsx examples/g2p-seq2seq.ts [minutes = 20] [hidden = 256] [attention = bahdanau] [layers = 2] [stress | no-stress]
- *       [context-feeding] [average] [bf16] [batch=N] [lr=X]
+ *       [context-feeding] [average] [bf16] [batch=N] [lr=X] [ctc=W]
  *
  * 'no-stress' removes the stress marks (39 phonemes), as the CTC example does, for a comparison
  * with it. 'context-feeding' builds the decoder with contextFeeding (attention between its
  * layers) and writes to examples/g2p-seq2seq-context-feeding/. 'average' averages the weights over the
  * last third of the budget and keeps the average where the dev words score better with it; 'bf16'
  * trains at setFloat32MatmulPrecision('medium'); 'batch=N' trains on batches of N pairs (64 by default), 'lr=X' at a peak
- * learning rate of X (2e-3 by default).
+ * learning rate of X (2e-3 by default); 'ctc=W' adds a CTC loss on the encoder weighted W (Seq2Seq's ctcWeight).
  * Each flag adds its name to the output folder, a hidden size other than 256 adds -hN, and a batch
- * size other than 64 -bN, a learning rate other than 2e-3 -lrX.
+ * size other than 64 -bN, a learning rate other than 2e-3 -lrX, a CTC weight -ctcW.
  * The best with stress marks so far, on 2 cores of an Intel Xeon with AMX (BF16 products):
  *   npx tsx examples/g2p-seq2seq.ts 20 448 bahdanau 2 stress context-feeding average bf16 batch=256 lr=4e-3
  * 8.6 epochs in the 20 minutes, 25.78% WER and 6.73% PER with a beam of 5.
- * Writes examples/g2p-seq2seq/results.txt and attention heat maps of a few test words
- * (examples/g2p-seq2seq/attention-WORD.svg).
+ * Writes examples/g2p-seq2seq/results.txt, attention heat maps of a few test words
+ * (examples/g2p-seq2seq/attention-WORD.svg) and the trained model (model.safetensors, for load()).
  *
  * Published results on CMUdict (their own splits): joint-sequence n-gram (Bisani & Ney 2008)
  * 5.88% PER, 24.53% WER; LSTM encoder-decoder (Yao & Zweig 2015) 7.63%, 28.61%; bidirectional
@@ -33,7 +33,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { Adam, Seq2Seq, Tensor, attentionHeatmapSvg, backends, fit, seed, setFloat32MatmulPrecision } from '../lib/index';
+import { Adam, Seq2Seq, Tensor, attentionHeatmapSvg, backends, fit, save, seed, setFloat32MatmulPrecision } from '../lib/index';
 import type { AttentionType } from '../lib/index';
 
 const minutes = Number(process.argv[2] ?? 20);
@@ -53,8 +53,10 @@ const flagValue = (name: string, fallback: number) => Number(flags.find((f) => f
 const batchSize = flagValue('batch', 64);
 // 'lr=X': the peak learning rate (2e-3 by default)
 const baseLr = flagValue('lr', 2e-3);
+// 'ctc=W': joint CTC and attention training with the CTC loss weighted W (Seq2Seq's ctcWeight; 0 by default)
+const ctcWeight = flagValue('ctc', 0);
 const outDir = path.join(__dirname, `g2p-seq2seq${stress ? '' : '-no-stress'}${contextFeeding ? '-context-feeding' : ''}` +
-  `${averaging ? '-average' : ''}${bf16 ? '-bf16' : ''}${hidden !== 256 ? `-h${hidden}` : ''}${batchSize !== 64 ? `-b${batchSize}` : ''}${baseLr !== 2e-3 ? `-lr${baseLr}` : ''}`);
+  `${averaging ? '-average' : ''}${bf16 ? '-bf16' : ''}${hidden !== 256 ? `-h${hidden}` : ''}${batchSize !== 64 ? `-b${batchSize}` : ''}${baseLr !== 2e-3 ? `-lr${baseLr}` : ''}${ctcWeight ? `-ctc${ctcWeight}` : ''}`);
 
 // ---- data ---------------------------------------------------------------------------------
 
@@ -128,13 +130,13 @@ const pct = (x: number) => `${(x * 100).toFixed(2)}%`;
   if (bf16) setFloat32MatmulPrecision('medium');
   const model = new Seq2Seq({
     cell: 'lstm', sourceVocabSize: letters.length, targetVocabSize: phones.length, embeddingDim: 64, hiddenSize: hidden, numLayers: layers,
-    bidirectional: true, attention, dropout: 0, contextFeeding, labelSmoothing: 0.2,
+    bidirectional: true, attention, dropout: 0, contextFeeding, labelSmoothing: 0.2, ctcWeight,
   });
   const optimizer = new Adam(model.parameters(), { lr: baseLr });
   say(`Seq2Seq: BiLSTM encoder (${layers} x ${hidden / 2} per direction), LSTM decoder (${layers} x ${hidden}), ${attention} attention` +
     `${contextFeeding ? ' (context feeding)' : ''}, ` +
     `${model.numParameters().toLocaleString('en-US')} parameters; ${os.cpus()[0].model.trim()}, ${os.cpus().length} cores, CPU kernels ${backends().cpu.isa}, products ${backends().cpu.matmul}; budget ${minutes} min` +
-    `${averaging ? '; weights averaged over the last third' : ''}`);
+    `${averaging ? '; weights averaged over the last third' : ''}${ctcWeight ? `; joint CTC loss weighted ${ctcWeight}` : ''}`);
   const started = performance.now();
   const elapsed = () => (performance.now() - started) / 60_000;
   // the learning rate by the share of the time budget spent: a short warm-up, then a linear decay,
@@ -190,4 +192,6 @@ const pct = (x: number) => `${(x * 100).toFixed(2)}%`;
     fs.writeFileSync(path.join(outDir, `attention-${word.replace(/'/g, '_')}.svg`), svg);
   }
   fs.writeFileSync(path.join(outDir, 'results.txt'), log.join('\n') + '\n');
+  // the trained model, for decoding again (load(); not committed: .gitignore)
+  await save(model, path.join(outDir, 'model.safetensors'));
 })();

@@ -10,7 +10,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import {
-  Adam, BahdanauAttention, LuongAttention, Seq2Seq, SequenceModel, Tensor, attentionHeatmapSvg, crossEntropyLoss, fit, load, noGrad, save, seed,
+  Adam, BahdanauAttention, LuongAttention, Seq2Seq, SequenceModel, Tensor, attentionHeatmapSvg, crossEntropyLoss, ctcLoss, fit, load, noGrad, save, seed,
 } from '../lib/index';
 import { expectClose, seededRandom } from './helpers';
 
@@ -392,6 +392,69 @@ describe('Seq2Seq', () => {
     expect(again.loss(sources, targets).item()).to.be.closeTo(smoothed, 1e-6);
     expect(() => new Seq2Seq({ sourceVocabSize: 4, targetVocabSize: 3, labelSmoothing: 1 })).to.throw(RangeError, /options.labelSmoothing/);
     expect(() => new Seq2Seq({ sourceVocabSize: 4, targetVocabSize: 3, labelSmoothing: 'a' as never })).to.throw(TypeError, /options.labelSmoothing/);
+  });
+
+  it('ctcWeight: (1 - w) x the cross entropy + w x ctcLoss on ctc_head(encoder outputs), two frames a position, blank last; its gradient by finite differences; save and load keep it', async () => {
+    seed(7);
+    const V = 4;
+    const C = V + 1;
+    const model = new Seq2Seq({ sourceVocabSize: 5, targetVocabSize: V, embeddingDim: 6, hiddenSize: 8, ctcWeight: 0.3 });
+    expect(model.ctcHead!.weight.shape).to.deep.equal([2 * C, 8]);
+    expect(new Seq2Seq({ sourceVocabSize: 5, targetVocabSize: V }).ctcHead).to.equal(null);
+    // the third pair: 3 labels on 2 frames, which CTC cannot align (it adds no loss)
+    const sources = [[1, 2, 3], [4, 0], [2]];
+    const targets = [[3, 1], [2, 0, 1, 3], [1, 2, 3]];
+    const S = 3;
+    const B = 3;
+    const expected = () => noGrad(() => {
+      const { logits, targets: classes } = model.forward(sources, targets);
+      const ce = crossEntropyLoss(logits, classes, { ignoreIndex: -100 }).item();
+      // the encoder's outputs by the public modules, then the frames laid out by hand: frame 2j + f
+      // of row b is ctc_head's outputs f C .. (f + 1) C at position j
+      const ids = Array.from({ length: S * B }, (_, i) => sources[i % B][Math.floor(i / B)] ?? 0);
+      const x = model.sourceEmbedding.forward(ids).reshape([S, B, 6]);
+      const head = model.ctcHead!.forward(model.encoder.forward(x, { lengths: sources.map((s) => s.length) }).output).toArray();
+      const frames = new Float32Array(2 * S * B * C);
+      for (let j = 0; j < S; ++j) for (let b = 0; b < B; ++b) for (let f = 0; f < 2; ++f) for (let k = 0; k < C; ++k) {
+        frames[((2 * j + f) * B + b) * C + k] = head[(j * B + b) * 2 * C + f * C + k];
+      }
+      const ctc = ctcLoss(Tensor.from(frames, [2 * S, B, C]).logSoftmax(), targets, sources.map((s) => 2 * s.length), targets.map((t) => t.length),
+        { blank: V, zeroInfinity: true }).item();
+      expect(ctc).to.be.greaterThan(0);
+      return 0.7 * ce + 0.3 * ctc;
+    });
+    const loss = () => model.loss(sources, targets).item();
+    expect(loss()).to.be.closeTo(expected(), 1e-5);
+    model.eval();
+    expect(loss(), 'eval mode: the same (no dropout, no label smoothing here)').to.be.closeTo(expected(), 1e-5);
+    model.train();
+    // the CTC term's gradient: ctc_head's weights are read by nothing else
+    model.zeroGrad();
+    model.loss(sources, targets).backward();
+    const w = model.ctcHead!.weight;
+    const grad = w.grad!.toArray();
+    const values = w.toArray();
+    for (const i of [0, 7, 3 * 8 + 2, 9 * 8 + 5]) {
+      const at = (delta: number) => {
+        const moved = values.slice();
+        moved[i] += delta;
+        w.storage.write(moved, 0);
+        return loss();
+      };
+      const numeric = (at(1e-2) - at(-1e-2)) / 2e-2;
+      w.storage.write(values, 0);
+      expect(grad[i], `d loss / d ctc_head.weight[${i}]`).to.be.closeTo(numeric, 2e-3 + 2e-2 * Math.abs(numeric));
+      expect(Math.abs(grad[i])).to.be.greaterThan(1e-5);
+    }
+    const file = path.join(os.tmpdir(), `recurrent-seq2seq-ctc-${process.pid}.safetensors`);
+    await save(model, file);
+    const again = (await load(file)) as Seq2Seq;
+    fs.unlinkSync(file);
+    expect(again.options.ctcWeight).to.equal(0.3);
+    expect(again.loss(sources, targets).item()).to.be.closeTo(loss(), 1e-6);
+    expect(again.translate(sources, { beamWidth: 2 })).to.deep.equal(model.translate(sources, { beamWidth: 2 }));
+    expect(() => new Seq2Seq({ sourceVocabSize: 4, targetVocabSize: 3, ctcWeight: 1 })).to.throw(RangeError, /options.ctcWeight/);
+    expect(() => new Seq2Seq({ sourceVocabSize: 4, targetVocabSize: 3, ctcWeight: 'a' as never })).to.throw(TypeError, /options.ctcWeight/);
   });
 
   it('bad input is named: ids, empty sources, options, a model fit() cannot train on pairs', async () => {

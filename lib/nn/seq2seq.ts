@@ -33,6 +33,7 @@ import { Tensor } from '../core/tensor';
 import { BahdanauAttention, LuongAttention, attentionMask } from './attention';
 import { dropout, embedding } from './functional';
 import { Embedding, Linear } from './layers';
+import { ctcLoss } from './ctc';
 import { crossEntropyLoss } from './losses';
 import { Module } from './module';
 import { GRU, LSTM } from './recurrent';
@@ -82,6 +83,16 @@ export interface Seq2SeqOptions {
    * cross entropy. Default 0.
    */
   labelSmoothing?: number;
+  /**
+   * Joint CTC and attention training (Kim, Hori and Watanabe, 2017): the loss is (1 - w) x the
+   * decoder's cross entropy + w x a CTC loss of the target given the encoder's outputs, through a
+   * linear layer (`ctc_head`) that gives each source position two frames of target classes and a
+   * blank (so a target may be up to twice as long as its source; a pair CTC cannot align adds no
+   * loss). The CTC term pushes the encoder to hold the target's tokens in source order, which
+   * helps the attention find a monotonic alignment early. Training only: decoding uses the
+   * decoder alone. Default 0 (no CTC layer).
+   */
+  ctcWeight?: number;
 }
 
 export interface TranslateOptions {
@@ -109,6 +120,8 @@ const ATTENTION_KINDS: Record<AttentionType, number> = { none: 0, dot: 1, luong:
 const IGNORE = -100;
 /** Sources per native decoding call (memory stays bounded for any number of sources). */
 const DECODE_CHUNK = 512;
+/** CTC frames per source position of the ctcWeight loss. */
+const CTC_FRAMES = 2;
 
 type Settled = Required<Seq2SeqOptions>;
 
@@ -131,12 +144,14 @@ export class Seq2Seq extends Module {
   readonly attention: BahdanauAttention | LuongAttention | null;
   readonly combine: Linear | null;
   readonly output: Linear;
+  /** With ctcWeight > 0: encoder output -> two CTC frames of targetVocabSize + 1 classes (the last the blank). */
+  readonly ctcHead: Linear | null;
 
   constructor(options: Seq2SeqOptions) {
     super();
     const opts = expectOptions(options, 'options');
     expectKnownKeys(opts, ['cell', 'sourceVocabSize', 'targetVocabSize', 'embeddingDim', 'hiddenSize', 'numLayers', 'bidirectional', 'attention',
-      'attentionSize', 'dropout', 'teacherForcing', 'contextFeeding', 'labelSmoothing'], 'options');
+      'attentionSize', 'dropout', 'teacherForcing', 'contextFeeding', 'labelSmoothing', 'ctcWeight'], 'options');
     const cell = opts.cell ?? 'lstm';
     if (cell !== 'lstm' && cell !== 'gru') throw rangeError(`Expected options.cell to be 'lstm' or 'gru' but received ${describe(cell)}`);
     const attention = (opts.attention ?? 'bahdanau') as AttentionType;
@@ -153,8 +168,10 @@ export class Seq2Seq extends Module {
     const contextFeeding = opts.contextFeeding === undefined ? false : expectBoolean(opts.contextFeeding, 'options.contextFeeding');
     const labelSmoothing = opts.labelSmoothing === undefined ? 0 : expectNumber(opts.labelSmoothing, 'options.labelSmoothing');
     if (!(labelSmoothing >= 0 && labelSmoothing < 1)) throw rangeError(`Expected options.labelSmoothing to be in [0, 1) but received ${labelSmoothing}`);
+    const ctcWeight = opts.ctcWeight === undefined ? 0 : expectNumber(opts.ctcWeight, 'options.ctcWeight');
+    if (!(ctcWeight >= 0 && ctcWeight < 1)) throw rangeError(`Expected options.ctcWeight to be in [0, 1) but received ${ctcWeight}`);
     this.options = {
-      cell, attention, hiddenSize, bidirectional, teacherForcing, dropout: dropoutP, contextFeeding, labelSmoothing,
+      cell, attention, hiddenSize, bidirectional, teacherForcing, dropout: dropoutP, contextFeeding, labelSmoothing, ctcWeight,
       sourceVocabSize: expectInteger(opts.sourceVocabSize, 'options.sourceVocabSize', 1),
       targetVocabSize: expectInteger(opts.targetVocabSize, 'options.targetVocabSize', 1),
       embeddingDim: opts.embeddingDim === undefined ? 64 : expectInteger(opts.embeddingDim, 'options.embeddingDim', 1),
@@ -182,6 +199,7 @@ export class Seq2Seq extends Module {
     this.combine = attention === 'none' ? null : this.registerModule('combine', new Linear({ inFeatures: 2 * hiddenSize, outFeatures: hiddenSize }));
     // class targetVocabSize: <end>
     this.output = this.registerModule('output', new Linear({ inFeatures: hiddenSize, outFeatures: o.targetVocabSize + 1 }));
+    this.ctcHead = ctcWeight === 0 ? null : this.registerModule('ctc_head', new Linear({ inFeatures: hiddenSize, outFeatures: CTC_FRAMES * (o.targetVocabSize + 1) }));
   }
 
   override config(): Record<string, unknown> {
@@ -211,16 +229,20 @@ export class Seq2Seq extends Module {
 
   /**
    * The training loss: cross entropy of every target token and <end>, averaged over them (padding
-   * excluded), label-smoothed in training mode (options.labelSmoothing). What fit() minimizes for a
-   * Seq2Seq on { sources, targets }.
+   * excluded), label-smoothed in training mode (options.labelSmoothing). With options.ctcWeight w,
+   * (1 - w) x that + w x the CTC loss of the targets on the encoder's outputs (in any mode; see
+   * ctcLoss() for its mean). What fit() minimizes for a Seq2Seq on { sources, targets }.
    */
   loss(sources: readonly (readonly number[])[], targets: readonly (readonly number[])[]): Tensor {
     const name = 'Seq2Seq#loss()';
     const batch = this.sourceBatch(name, sources);
     let { inputs, outputs, T } = this.targetBatch(name, targets, batch.B);
     if (this.training && this.options.teacherForcing < 1) inputs = this.scheduledInputs(batch, inputs, outputs, T);
-    const { logits } = this.teacherForced(batch, inputs, T);
-    return crossEntropyLoss(logits, outputs, { ignoreIndex: IGNORE, labelSmoothing: this.training ? this.options.labelSmoothing : 0 });
+    const { logits, values } = this.teacherForced(batch, inputs, T);
+    const loss = crossEntropyLoss(logits, outputs, { ignoreIndex: IGNORE, labelSmoothing: this.training ? this.options.labelSmoothing : 0 });
+    if (!this.ctcHead) return loss;
+    const w = this.options.ctcWeight;
+    return loss.mul(1 - w).add(this.ctcLoss(batch, values, targets).mul(w));
   }
 
   /**
@@ -365,7 +387,19 @@ export class Seq2Seq extends Module {
     return { values: r.output, h: bridge(r.h), c: 'c' in r ? bridge((r as { c: Tensor }).c) : null };
   }
 
-  private teacherForced(batch: Batch, inputs: Int32Array, T: number): { logits: Tensor; weights: Tensor | null } {
+  /**
+   * CTC of the targets on the encoder's outputs values [S, B, H]: ctc_head gives each position
+   * CTC_FRAMES frames (time-major: position j's frames are frames CTC_FRAMES j ..), blank last.
+   */
+  private ctcLoss(batch: Batch, values: Tensor, targets: readonly (readonly number[])[]): Tensor {
+    const { S, B } = batch;
+    const C = this.options.targetVocabSize + 1;
+    const frames = this.ctcHead!.forward(values).reshape([S, B, CTC_FRAMES, C]).permute([0, 2, 1, 3]).reshape([CTC_FRAMES * S, B, C]);
+    return ctcLoss(frames.logSoftmax(), targets.map((row) => Array.from(row)), batch.lengths.map((n) => CTC_FRAMES * n), targets.map((row) => row.length),
+      { blank: C - 1, zeroInfinity: true });
+  }
+
+  private teacherForced(batch: Batch, inputs: Int32Array, T: number): { logits: Tensor; weights: Tensor | null; values: Tensor } {
     const { B } = batch;
     const o = this.options;
     const { values, h, c } = this.encode(batch);
@@ -392,7 +426,7 @@ export class Seq2Seq extends Module {
       }
       features = this.combine!.forward(Tensor.concat([attended.context, states], 2)).tanh();
     }
-    return { logits: this.output.forward(dropout(features, o.dropout, this.training)), weights };
+    return { logits: this.output.forward(dropout(features, o.dropout, this.training)), weights, values };
   }
 
   /** Parallel scheduled sampling: each decoder input after <start> replaced, with probability 1 - teacherForcing, by the model's prediction. */
