@@ -10,16 +10,17 @@
  * is the edit distance to the closest one over its length.
  *
  *   npx tsx examples/g2p-seq2seq.ts [minutes = 20] [hidden = 256] [attention = bahdanau] [layers = 2] [stress | no-stress]
- *       [context-feeding] [average] [bf16] [batch=N] [lr=X] [ctc=W]
+ *       [context-feeding] [average] [bf16] [batch=N] [lr=X] [ctc=W] [emb=N]
  *
  * 'no-stress' removes the stress marks (39 phonemes), as the CTC example does, for a comparison
  * with it. 'context-feeding' builds the decoder with contextFeeding (attention between its
  * layers) and writes to examples/g2p-seq2seq-context-feeding/. 'average' averages the weights over the
  * last third of the budget and keeps the average where the dev words score better with it; 'bf16'
  * trains at setFloat32MatmulPrecision('medium'); 'batch=N' trains on batches of N pairs (64 by default), 'lr=X' at a peak
- * learning rate of X (2e-3 by default); 'ctc=W' adds a CTC loss on the encoder weighted W (Seq2Seq's ctcWeight).
+ * learning rate of X (2e-3 by default); 'ctc=W' adds a CTC loss on the encoder weighted W (Seq2Seq's ctcWeight);
+ * 'emb=N' makes the embeddings N wide (64 by default).
  * Each flag adds its name to the output folder, a hidden size other than 256 adds -hN, and a batch
- * size other than 64 -bN, a learning rate other than 2e-3 -lrX, a CTC weight -ctcW.
+ * size other than 64 -bN, a learning rate other than 2e-3 -lrX, a CTC weight -ctcW, an embedding width other than 64 -eN.
  * The best with stress marks so far, on 2 cores of an Intel Xeon with AMX (BF16 products):
  *   npx tsx examples/g2p-seq2seq.ts 20 448 bahdanau 2 stress context-feeding average bf16 batch=256 lr=4e-3
  * 8.6 epochs in the 20 minutes, 25.78% WER and 6.73% PER with a beam of 5.
@@ -55,8 +56,10 @@ const batchSize = flagValue('batch', 64);
 const baseLr = flagValue('lr', 2e-3);
 // 'ctc=W': joint CTC and attention training with the CTC loss weighted W (Seq2Seq's ctcWeight; 0 by default)
 const ctcWeight = flagValue('ctc', 0);
+// 'emb=N': the width of both embeddings (64 by default)
+const embeddingDim = flagValue('emb', 64);
 const outDir = path.join(__dirname, `g2p-seq2seq${stress ? '' : '-no-stress'}${contextFeeding ? '-context-feeding' : ''}` +
-  `${averaging ? '-average' : ''}${bf16 ? '-bf16' : ''}${hidden !== 256 ? `-h${hidden}` : ''}${batchSize !== 64 ? `-b${batchSize}` : ''}${baseLr !== 2e-3 ? `-lr${baseLr}` : ''}${ctcWeight ? `-ctc${ctcWeight}` : ''}`);
+  `${averaging ? '-average' : ''}${bf16 ? '-bf16' : ''}${hidden !== 256 ? `-h${hidden}` : ''}${batchSize !== 64 ? `-b${batchSize}` : ''}${baseLr !== 2e-3 ? `-lr${baseLr}` : ''}${ctcWeight ? `-ctc${ctcWeight}` : ''}${embeddingDim !== 64 ? `-e${embeddingDim}` : ''}`);
 
 // ---- data ---------------------------------------------------------------------------------
 
@@ -129,7 +132,7 @@ const pct = (x: number) => `${(x * 100).toFixed(2)}%`;
   seed(1);
   if (bf16) setFloat32MatmulPrecision('medium');
   const model = new Seq2Seq({
-    cell: 'lstm', sourceVocabSize: letters.length, targetVocabSize: phones.length, embeddingDim: 64, hiddenSize: hidden, numLayers: layers,
+    cell: 'lstm', sourceVocabSize: letters.length, targetVocabSize: phones.length, embeddingDim, hiddenSize: hidden, numLayers: layers,
     bidirectional: true, attention, dropout: 0, contextFeeding, labelSmoothing: 0.2, ctcWeight,
   });
   const optimizer = new Adam(model.parameters(), { lr: baseLr });
