@@ -88,9 +88,9 @@ export interface Seq2SeqOptions {
    * decoder's cross entropy + w x a CTC loss of the target given the encoder's outputs, through a
    * linear layer (`ctc_head`) that gives each source position two frames of target classes and a
    * blank (so a target may be up to twice as long as its source; a pair CTC cannot align adds no
-   * loss). The CTC term pushes the encoder to hold the target's tokens in source order, which
-   * helps the attention find a monotonic alignment early. Training only: decoding uses the
-   * decoder alone. Default 0 (no CTC layer).
+   * loss). The CTC term asks the encoder to hold the target's tokens in source order, the
+   * multi-task recipe of attention models for speech; on grapheme-to-phoneme it cost accuracy
+   * (README). Training only: decoding uses the decoder alone. Default 0 (no CTC layer).
    */
   ctcWeight?: number;
 }
