@@ -23,7 +23,7 @@
  * size other than 64 -bN, a learning rate other than 2e-3 -lrX, a CTC weight -ctcW, an embedding width other than 64 -eN.
  * The best with stress marks so far, on 2 cores of an Intel Xeon with AMX (BF16 products):
  *   npx tsx examples/g2p-seq2seq.ts 20 448 bahdanau 2 stress context-feeding average bf16 batch=256 lr=4e-3
- * 8.6 epochs in the 20 minutes, 25.78% WER and 6.73% PER with a beam of 5.
+ * 8.6 epochs in the 20 minutes, 25.78% WER and 6.73% PER with a beam of 5 (a second run: 9.1 epochs, 26.35% and 6.89%).
  * Writes examples/g2p-seq2seq/results.txt, attention heat maps of a few test words
  * (examples/g2p-seq2seq/attention-WORD.svg) and the trained model (model.safetensors, for load()).
  *
