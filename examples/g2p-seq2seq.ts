@@ -58,8 +58,12 @@ const baseLr = flagValue('lr', 2e-3);
 const ctcWeight = flagValue('ctc', 0);
 // 'emb=N': the width of both embeddings (64 by default)
 const embeddingDim = flagValue('emb', 64);
-const outDir = path.join(__dirname, `g2p-seq2seq${stress ? '' : '-no-stress'}${contextFeeding ? '-context-feeding' : ''}` +
-  `${averaging ? '-average' : ''}${bf16 ? '-bf16' : ''}${hidden !== 256 ? `-h${hidden}` : ''}${batchSize !== 64 ? `-b${batchSize}` : ''}${baseLr !== 2e-3 ? `-lr${baseLr}` : ''}${ctcWeight ? `-ctc${ctcWeight}` : ''}${embeddingDim !== 64 ? `-e${embeddingDim}` : ''}`);
+// each setting away from its default names itself in the output folder, in this order
+const suffixes: [boolean, string][] = [
+  [!stress, '-no-stress'], [contextFeeding, '-context-feeding'], [averaging, '-average'], [bf16, '-bf16'], [hidden !== 256, `-h${hidden}`],
+  [batchSize !== 64, `-b${batchSize}`], [baseLr !== 2e-3, `-lr${baseLr}`], [ctcWeight !== 0, `-ctc${ctcWeight}`], [embeddingDim !== 64, `-e${embeddingDim}`],
+];
+const outDir = path.join(__dirname, `g2p-seq2seq${suffixes.filter(([on]) => on).map(([, name]) => name).join('')}`);
 
 // ---- data ---------------------------------------------------------------------------------
 
