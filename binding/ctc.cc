@@ -79,7 +79,7 @@ Napi::Value CtcLoss(const Napi::CallbackInfo& info) {
   const std::vector<int32_t> inputs = input_lengths_arg(info[9], d);
   float* losses = span_of(info[0], "losses", 0, d.batch);
   float* grad = info[1].IsNull() ? nullptr : span_of(info[1], "grad", 0, d.steps * d.batch * d.classes);
-  const float* log_probs = span_of(info[2], "logProbs", 0, d.steps * d.batch * d.classes);
+  const float* log_probs = read_span_of(info[2], "logProbs", 0, d.steps * d.batch * d.classes);
   if (op_on_cuda()) throw_type(env, "ctcLoss runs on the CPU");
   const bool queued = stream_of(env).async();
   auto check = std::make_shared<CtcInputCheck>();
@@ -133,7 +133,7 @@ Napi::Value CtcDecode(const Napi::CallbackInfo& info) {
   const CtcDims d = dims_arg(info, 1);
   const std::vector<int32_t> inputs = input_lengths_arg(info[5], d);
   const int beam = static_cast<int>(int_arg(info[6], "beamWidth", 0, 1 << 16));
-  const float* log_probs = span_of(info[0], "logProbs", 0, d.steps * d.batch * d.classes);
+  const float* log_probs = read_span_of(info[0], "logProbs", 0, d.steps * d.batch * d.classes);
   if (op_on_cuda()) throw_type(env, "ctcDecode runs on the CPU");
   current_keep().clear();
   stream_of(env).wait_idle();  // the values are read now, on this thread

@@ -59,7 +59,7 @@ Napi::Value CrossEntropy(const Napi::CallbackInfo& info) {
   expect_args(info, 7, "crossEntropy");
   const CrossEntropyArgs a = cross_entropy_args(info, "crossEntropy", 2, 3);
   float* losses = span_of(info[0], "losses", 0, a.rows);
-  const float* logits = span_of(info[1], "logits", 0, a.rows * a.classes);
+  const float* logits = read_span_of(info[1], "logits", 0, a.rows * a.classes);
   run(info.Env(), [=] { cross_entropy_forward_cpu(losses, logits, a.targets.data(), a.rows, a.classes, a.ignore, a.smoothing); }, [&] {
     DeviceInts on_device(a.targets);
     cuda::cross_entropy_forward(losses, logits, on_device.data, a.rows, a.classes, a.ignore, a.smoothing);
@@ -73,8 +73,8 @@ Napi::Value CrossEntropyBackward(const Napi::CallbackInfo& info) {
   expect_args(info, 8, "crossEntropyBackward");
   const CrossEntropyArgs a = cross_entropy_args(info, "crossEntropyBackward", 2, 4);
   float* grad_logits = span_of(info[0], "gradLogits", 0, a.rows * a.classes);
-  const float* logits = span_of(info[1], "logits", 0, a.rows * a.classes);
-  const float* grad_losses = span_of(info[3], "gradLosses", 0, a.rows);
+  const float* logits = read_span_of(info[1], "logits", 0, a.rows * a.classes);
+  const float* grad_losses = read_span_of(info[3], "gradLosses", 0, a.rows);
   run(
       info.Env(),
       [=] { cross_entropy_backward_cpu(grad_logits, logits, a.targets.data(), grad_losses, a.rows, a.classes, a.ignore,

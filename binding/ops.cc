@@ -52,7 +52,7 @@ Napi::Value StridedCopy(const Napi::CallbackInfo& info) {
   const int rank = static_cast<int>(shape.size());
   float* dst = strided_span_of(info[0], "dst", int_arg(info[1], "dstOffset", 0, kMaxElements),
                                shape.data(), dst_strides.data(), rank);
-  const float* src = strided_span_of(info[3], "src", int_arg(info[4], "srcOffset", 0, kMaxElements),
+  const float* src = read_strided_span_of(info[3], "src", int_arg(info[4], "srcOffset", 0, kMaxElements),
                                      shape.data(), src_strides.data(), rank);
   const bool accumulate = bool_arg(info[7], "accumulate");
   run(env, [=] { strided_copy_cpu(dst, dst_strides.data(), src, src_strides.data(), shape.data(), rank, accumulate); },
@@ -67,7 +67,7 @@ Napi::Value Unary(const Napi::CallbackInfo& info) {
   const auto op = static_cast<UnaryOp>(int_arg(info[0], "op", 0, 7));
   const int64_t n = int_arg(info[3], "count", 0, kMaxElements);
   float* out = span_of(info[1], "out", 0, n);
-  const float* in = span_of(info[2], "input", 0, n);
+  const float* in = read_span_of(info[2], "input", 0, n);
   run(info.Env(), [=] { unary_forward_cpu(op, out, in, n); }, [&] { cuda::unary_forward(op, out, in, n); });
   return info.Env().Undefined();
 }
@@ -79,9 +79,9 @@ Napi::Value UnaryBackward(const Napi::CallbackInfo& info) {
   const auto op = static_cast<UnaryOp>(int_arg(info[0], "op", 0, 7));
   const int64_t n = int_arg(info[5], "count", 0, kMaxElements);
   float* grad_in = span_of(info[1], "gradIn", 0, n);
-  const float* in = span_of(info[2], "input", 0, n);
-  const float* out = span_of(info[3], "output", 0, n);
-  const float* grad_out = span_of(info[4], "gradOut", 0, n);
+  const float* in = read_span_of(info[2], "input", 0, n);
+  const float* out = read_span_of(info[3], "output", 0, n);
+  const float* grad_out = read_span_of(info[4], "gradOut", 0, n);
   run(info.Env(), [=] { unary_backward_cpu(op, grad_in, in, out, grad_out, n); },
       [&] { cuda::unary_backward(op, grad_in, in, out, grad_out, n); });
   return info.Env().Undefined();
@@ -100,9 +100,9 @@ Napi::Value Binary(const Napi::CallbackInfo& info) {
   same_rank(env, shape, b_strides, "bStrides");
   const int rank = static_cast<int>(shape.size());
   float* out = span_of(info[1], "out", 0, total(env, shape));
-  const float* a = strided_span_of(info[2], "a", int_arg(info[3], "aOffset", 0, kMaxElements), shape.data(),
+  const float* a = read_strided_span_of(info[2], "a", int_arg(info[3], "aOffset", 0, kMaxElements), shape.data(),
                                    a_strides.data(), rank);
-  const float* b = strided_span_of(info[5], "b", int_arg(info[6], "bOffset", 0, kMaxElements), shape.data(),
+  const float* b = read_strided_span_of(info[5], "b", int_arg(info[6], "bOffset", 0, kMaxElements), shape.data(),
                                    b_strides.data(), rank);
   run(env, [=] { binary_cpu(op, out, a, a_strides.data(), b, b_strides.data(), shape.data(), rank); },
       [&] { cuda::binary(op, out, a, a_strides.data(), b, b_strides.data(), shape.data(), rank); });
@@ -115,7 +115,7 @@ Napi::Value Affine(const Napi::CallbackInfo& info) {
   expect_args(info, 5, "affine");
   const int64_t n = int_arg(info[4], "count", 0, kMaxElements);
   float* out = span_of(info[0], "out", 0, n);
-  const float* in = span_of(info[1], "input", 0, n);
+  const float* in = read_span_of(info[1], "input", 0, n);
   const float alpha = static_cast<float>(number_arg(info[2], "alpha"));
   const float beta = static_cast<float>(number_arg(info[3], "beta"));
   run(info.Env(), [=] { affine_cpu(out, in, alpha, beta, n); }, [&] { cuda::affine(out, in, alpha, beta, n); });
@@ -159,9 +159,9 @@ Napi::Value Gemm(const Napi::CallbackInfo& info) {
   if (a_cols > lda || b_cols > ldb || n > ldc) throw_range(env, "gemm: leading dimension smaller than a row");
   if (batch == 0) return env.Undefined();
   const int64_t last = batch - 1;
-  float* a = span_of(info[6], "a", int_arg(info[7], "aOffset", 0, kMaxElements),
+  const float* a = read_span_of(info[6], "a", int_arg(info[7], "aOffset", 0, kMaxElements),
                      last * stride_a + extent(a_rows, a_cols, lda));
-  float* b = span_of(info[9], "b", int_arg(info[10], "bOffset", 0, kMaxElements),
+  const float* b = read_span_of(info[9], "b", int_arg(info[10], "bOffset", 0, kMaxElements),
                      last * stride_b + extent(b_rows, b_cols, ldb));
   float* c = span_of(info[13], "c", int_arg(info[14], "cOffset", 0, kMaxElements),
                      last * stride_c + extent(m, n, ldc));
@@ -189,7 +189,7 @@ Napi::Value Softmax(const Napi::CallbackInfo& info) {
   const int64_t cols = int_arg(info[3], "cols", 1, kMaxElements);
   if (rows > kMaxElements / cols) throw_range(info.Env(), "softmax: too many elements");
   float* out = span_of(info[0], "out", 0, rows * cols);
-  const float* in = span_of(info[1], "input", 0, rows * cols);
+  const float* in = read_span_of(info[1], "input", 0, rows * cols);
   const bool log = bool_arg(info[4], "log");
   run(info.Env(), [=] { softmax_forward_cpu(out, in, rows, cols, log); },
       [&] { cuda::softmax_forward(out, in, rows, cols, log); });
@@ -205,8 +205,8 @@ Napi::Value SoftmaxBackward(const Napi::CallbackInfo& info) {
   if (rows > kMaxElements / cols) throw_range(info.Env(), "softmaxBackward: too many elements");
   const int64_t n = rows * cols;
   float* grad_in = span_of(info[0], "gradIn", 0, n);
-  const float* out = span_of(info[1], "output", 0, n);
-  const float* grad_out = span_of(info[2], "gradOut", 0, n);
+  const float* out = read_span_of(info[1], "output", 0, n);
+  const float* grad_out = read_span_of(info[2], "gradOut", 0, n);
   const bool log = bool_arg(info[5], "log");
   run(info.Env(), [=] { softmax_backward_cpu(grad_in, out, grad_out, rows, cols, log); },
       [&] { cuda::softmax_backward(grad_in, out, grad_out, rows, cols, log); });
@@ -238,9 +238,9 @@ Napi::Value AdditiveAttention(const Napi::CallbackInfo& info) {
   const AttentionDims d = attention_dims_arg(info, 4);
   const int64_t B = d.B, T = d.T, S = d.S, A = d.A;
   float* scores = span_of(info[0], "scores", 0, B * T * S);
-  const float* q = span_of(info[1], "q", 0, B * T * A);
-  const float* k = span_of(info[2], "k", 0, B * S * A);
-  const float* v = span_of(info[3], "v", 0, A);
+  const float* q = read_span_of(info[1], "q", 0, B * T * A);
+  const float* k = read_span_of(info[2], "k", 0, B * S * A);
+  const float* v = read_span_of(info[3], "v", 0, A);
   run(info.Env(), [=] { additive_attention_forward_cpu(scores, q, k, v, d.B, d.T, d.S, d.A); },
       [&] { throw_type(info.Env(), "additiveAttention runs on the CPU"); });
   return info.Env().Undefined();
@@ -255,10 +255,10 @@ Napi::Value AdditiveAttentionBackward(const Napi::CallbackInfo& info) {
   float* dq = span_of(info[0], "dq", 0, B * T * A);
   float* dk = span_of(info[1], "dk", 0, B * S * A);
   float* dv = span_of(info[2], "dv", 0, A);
-  const float* grad = span_of(info[3], "grad", 0, B * T * S);
-  const float* q = span_of(info[4], "q", 0, B * T * A);
-  const float* k = span_of(info[5], "k", 0, B * S * A);
-  const float* v = span_of(info[6], "v", 0, A);
+  const float* grad = read_span_of(info[3], "grad", 0, B * T * S);
+  const float* q = read_span_of(info[4], "q", 0, B * T * A);
+  const float* k = read_span_of(info[5], "k", 0, B * S * A);
+  const float* v = read_span_of(info[6], "v", 0, A);
   run(info.Env(), [=] { additive_attention_backward_cpu(dq, dk, dv, grad, q, k, v, d.B, d.T, d.S, d.A); },
       [&] { throw_type(info.Env(), "additiveAttentionBackward runs on the CPU"); });
   return info.Env().Undefined();
@@ -336,7 +336,7 @@ Napi::Value EmbeddingCall(const Napi::CallbackInfo& info) {
   const int64_t count = static_cast<int64_t>(indices.size());
   // the table is rows x dim, the gathered rows count x dim
   float* written = span_of(info[0], kBackward ? "gradWeight" : "out", 0, (kBackward ? rows : count) * dim);
-  const float* read = span_of(info[1], kBackward ? "gradOut" : "weight", 0, (kBackward ? count : rows) * dim);
+  const float* read = read_span_of(info[1], kBackward ? "gradOut" : "weight", 0, (kBackward ? count : rows) * dim);
   run(info.Env(), [=] {
     if (kBackward) embedding_backward_cpu(written, read, indices.data(), count, dim);
     else embedding_forward_cpu(written, read, indices.data(), count, dim);

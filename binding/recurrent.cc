@@ -391,8 +391,12 @@ Napi::Value StepRun(const Napi::CallbackInfo& info) {
   float* c = d.cell == CellKind::kLstm ? span_of(info[4], "c", 0, L * B * H) : nullptr;
   std::vector<int> tokens;
   const float* x = nullptr;
-  const float* embedding = plan_weight(env, plan.weights[4 * L]);
+  std::shared_ptr<Buffer> embedding_buffer;
+  const float* embedding = plan_weight(env, plan.weights[4 * L], &embedding_buffer);
+  CachedWeight embedding_cache;
   if (embedding) {
+    d.vocab = static_cast<int>(plan.vocab);
+    embedding_cache = CachedWeight{&embedding_buffer->packs, embedding_buffer->version};
     if (!info[5].IsTypedArray() || info[5].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
       throw_type(env, "tokens must be an Int32Array");
     Napi::Int32Array ids = info[5].As<Napi::Int32Array>();
@@ -423,7 +427,8 @@ Napi::Value StepRun(const Napi::CallbackInfo& info) {
   const CachedWeight head_cache = head ? CachedWeight{&head->packs, head->version} : CachedWeight{};
   run(
       env,
-      [=] { stack_step_cpu(d, out, h, c, tokens.empty() ? nullptr : tokens.data(), embedding, x, layers.data(), head_w, head_b, head_cache); },
+      [=] { stack_step_cpu(d, out, h, c, tokens.empty() ? nullptr : tokens.data(), embedding, x, layers.data(), head_w, head_b, head_cache,
+                           embedding_cache); },
       [&] { throw_type(env, "stepRun runs on the CPU only"); });
   return env.Undefined();
 }

@@ -332,14 +332,26 @@ Napi::Value CopyBetween(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-float* strided_span_of(const Napi::Value& value, const char* name, int64_t offset,
-                       const int64_t* shape, const int64_t* strides, int rank) {
+namespace {
+// Elements from `offset` to the last one a strided walk reaches (0 for an empty shape).
+int64_t strided_extent(int64_t offset, const int64_t* shape, const int64_t* strides, int rank) {
   int64_t last = offset;
   for (int k = 0; k < rank; ++k) {
-    if (shape[k] == 0) return span_of(value, name, offset, 0);
+    if (shape[k] == 0) return 0;
     last += (shape[k] - 1) * strides[k];
   }
-  return span_of(value, name, offset, last - offset + 1);
+  return last - offset + 1;
+}
+}  // namespace
+
+float* strided_span_of(const Napi::Value& value, const char* name, int64_t offset,
+                       const int64_t* shape, const int64_t* strides, int rank) {
+  return span_of(value, name, offset, strided_extent(offset, shape, strides, rank));
+}
+
+const float* read_strided_span_of(const Napi::Value& value, const char* name, int64_t offset,
+                                  const int64_t* shape, const int64_t* strides, int rank) {
+  return read_span_of(value, name, offset, strided_extent(offset, shape, strides, rank));
 }
 
 }  // namespace recurrent

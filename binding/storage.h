@@ -108,6 +108,9 @@ bool cuda_used();
 // returns the base pointer.
 float* strided_span_of(const Napi::Value& value, const char* name, int64_t offset,
                        const int64_t* shape, const int64_t* strides, int rank);
+// The same for an argument the op only reads (no version bump, as read_span_of).
+const float* read_strided_span_of(const Napi::Value& value, const char* name, int64_t offset,
+                                  const int64_t* shape, const int64_t* strides, int rank);
 
 // Device memory for one op's temporaries (workspace, a reserve nobody keeps, integer
 // arguments), back in the cache when the op has been queued: the stream keeps it safe.

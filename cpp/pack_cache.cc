@@ -19,7 +19,11 @@ std::vector<PackCache*>& registry() {
 }
 std::atomic<size_t> g_bytes{0};
 
+std::atomic<uint64_t> g_next_id{1};
+
 }  // namespace
+
+PackCache::PackCache() : id_(g_next_id++) {}
 
 PackCache::~PackCache() {
   {
@@ -32,18 +36,16 @@ PackCache::~PackCache() {
   clear_locked();
 }
 
-std::shared_ptr<const PackedMatrix> PackCache::get(PackLayout layout, int rows, int cols, uint64_t version, const Packer& pack) {
-  const bool bf16 = bf16_matmul();
+std::shared_ptr<const void> PackCache::find_or_make(const Key& key,
+                                                    const std::function<std::pair<std::shared_ptr<const void>, size_t>()>& make) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     for (const Entry& e : entries_)
-      if (e.layout == layout && e.bf16 == bf16 && e.version == version && e.packed->rows() == rows && e.packed->cols() == cols)
-        return e.packed;
+      if (e.key == key) return e.value;
   }
-  // packed outside the lock (it may use the thread pool); two calls racing both pack, the
-  // later one's copy is kept
-  auto fresh = std::make_shared<PackedMatrix>();
-  pack(*fresh);
+  // made outside the lock (it may use the thread pool); two calls racing both make it, the
+  // later one's is kept
+  auto [fresh, bytes] = make();
   {
     std::lock_guard<std::mutex> registry_lock(registry_mutex());
     if (!registered_) {
@@ -52,16 +54,36 @@ std::shared_ptr<const PackedMatrix> PackCache::get(PackLayout layout, int rows, 
     }
   }
   std::lock_guard<std::mutex> lock(mutex_);
-  // one entry per layout and precision: an older version is never asked for again
+  // one entry per slot (layout or table, and precision): an older version is never asked for again
   for (auto it = entries_.begin(); it != entries_.end(); ++it)
-    if (it->layout == layout && it->bf16 == bf16) {
-      g_bytes -= it->packed->bytes();
+    if (it->key.same_slot(key)) {
+      g_bytes -= it->bytes;
       entries_.erase(it);
       break;
     }
-  g_bytes += fresh->bytes();
-  entries_.push_back({layout, bf16, version, fresh});
+  g_bytes += bytes;
+  entries_.push_back({key, fresh, bytes});
   return fresh;
+}
+
+std::shared_ptr<const PackedMatrix> PackCache::get(PackLayout layout, int rows, int cols, uint64_t version, const Packer& pack) {
+  const Key key{static_cast<int>(layout), bf16_matmul(), rows, cols, version};
+  return std::static_pointer_cast<const PackedMatrix>(find_or_make(key, [&] {
+    auto fresh = std::make_shared<PackedMatrix>();
+    pack(*fresh);
+    return std::pair<std::shared_ptr<const void>, size_t>(fresh, fresh->bytes());
+  }));
+}
+
+std::shared_ptr<const std::vector<float>> PackCache::table(TableKind kind, int rows, int cols, uint64_t version,
+                                                           const CachedWeight& partner, const Filler& fill) {
+  const Key key{-1 - static_cast<int>(kind), bf16_matmul(), rows, cols, version, partner.cache ? partner.cache->id() : 0,
+                partner.version};
+  return std::static_pointer_cast<const std::vector<float>>(find_or_make(key, [&] {
+    auto fresh = std::make_shared<std::vector<float>>();
+    fill(*fresh);
+    return std::pair<std::shared_ptr<const void>, size_t>(fresh, fresh->capacity() * sizeof(float));
+  }));
 }
 
 void PackCache::clear() {
@@ -70,7 +92,7 @@ void PackCache::clear() {
 }
 
 void PackCache::clear_locked() {
-  for (const Entry& e : entries_) g_bytes -= e.packed->bytes();
+  for (const Entry& e : entries_) g_bytes -= e.bytes;
   entries_.clear();
 }
 

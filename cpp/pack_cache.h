@@ -33,11 +33,19 @@ enum class PackLayout : int {
   kBackwardRecurrent = 3,// op(B) = w_hh (G*H, H): dh_prev = dgates * w_hh
 };
 
+// A table of rows kept beside the packed forms, computed from this storage and a second one.
+enum class TableKind : int {
+  kTokenProjection = 0,  // embedding * w_ih^T (vocab, G*H), in the embedding's cache (see step.h)
+};
+
+struct CachedWeight;
+
 class PackCache {
  public:
   using Packer = std::function<void(PackedMatrix&)>;
+  using Filler = std::function<void(std::vector<float>&)>;
 
-  PackCache() = default;
+  PackCache();
   ~PackCache();
   PackCache(const PackCache&) = delete;
   PackCache& operator=(const PackCache&) = delete;
@@ -45,6 +53,16 @@ class PackCache {
   // The packed form `layout` of the storage at `version` as a (rows, cols) op(B), in the current
   // matmul precision: the kept one when it was packed so, else `pack` fills a new one, which is kept.
   std::shared_ptr<const PackedMatrix> get(PackLayout layout, int rows, int cols, uint64_t version, const Packer& pack);
+
+  // The table `kind` of (rows, cols) floats computed from this storage at `version` and the storage
+  // of `partner` at its version, in the current matmul precision: the kept one, else `fill` makes a
+  // new one, which is kept (one per kind and precision, like the packed forms).
+  std::shared_ptr<const std::vector<float>> table(TableKind kind, int rows, int cols, uint64_t version,
+                                                  const CachedWeight& partner, const Filler& fill);
+
+  // This cache's number, never given to another cache in the process (a partner's identity: a
+  // freed storage's address can come back, its number cannot).
+  uint64_t id() const { return id_; }
 
   // Drops every entry (entries in use stay alive until their users let go).
   void clear();
@@ -55,13 +73,29 @@ class PackCache {
   static size_t clear_all();
 
  private:
-  struct Entry {
-    PackLayout layout;
+  // What an entry is: a packed form (kind >= 0, a PackLayout) or a table (kind < 0: -1 - TableKind),
+  // its precision, shape and the versions (and partner) it was made from.
+  struct Key {
+    int kind;
     bool bf16;
+    int rows, cols;
     uint64_t version;
-    std::shared_ptr<const PackedMatrix> packed;
+    uint64_t partner = 0, partner_version = 0;
+    bool same_slot(const Key& o) const { return kind == o.kind && bf16 == o.bf16; }
+    bool operator==(const Key& o) const {
+      return same_slot(o) && rows == o.rows && cols == o.cols && version == o.version && partner == o.partner &&
+             partner_version == o.partner_version;
+    }
   };
+  struct Entry {
+    Key key;
+    std::shared_ptr<const void> value;
+    size_t bytes;
+  };
+  // The entry of `key`, else make() -> (value, bytes) kept in its slot.
+  std::shared_ptr<const void> find_or_make(const Key& key, const std::function<std::pair<std::shared_ptr<const void>, size_t>()>& make);
   void clear_locked();
+  const uint64_t id_;
   std::mutex mutex_;
   std::vector<Entry> entries_;
   bool registered_ = false;

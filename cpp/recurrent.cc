@@ -23,6 +23,7 @@
 #include <cstring>
 #include <mutex>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -349,7 +350,8 @@ void forward_by_row_shares(const TeamPlan& plan, const LayerDims& dims, int laye
     const Share share = share_of(plan, id, B, blocks);
     const int rows = share.b1 - share.b0;
     if (rows <= 0) return;
-    const size_t state = static_cast<size_t>(L) * D * rows * H, xsize = static_cast<size_t>(T) * rows * I;
+    const int width = weights[0].input_projected ? gate_count(dims.cell) * H : I;  // of a row of x
+    const size_t state = static_cast<size_t>(L) * D * rows * H, xsize = static_cast<size_t>(T) * rows * width;
     const size_t ysize = static_cast<size_t>(T) * rows * D * H;
     // one buffer per thread, kept between calls up to 16 MB: x's rows, each layer's y, then h_n,
     // c_n, h0, c0
@@ -362,7 +364,7 @@ void forward_by_row_shares(const TeamPlan& plan, const LayerDims& dims, int laye
     float* cs = hs + state;
     float* h0s = cs + state;
     float* c0s = h0s + state;
-    copy_rows(x, B, share.b0, xs, rows, 0, T, rows, I);
+    copy_rows(x, B, share.b0, xs, rows, 0, T, rows, width);
     if (h0) copy_rows(h0, B, share.b0, h0s, rows, 0, L * D, rows, H);
     if (lstm && c0) copy_rows(c0, B, share.b0, c0s, rows, 0, L * D, rows, H);
     LayerDims own = dims;
@@ -400,6 +402,8 @@ void layer_forward_cpu(const LayerDims& dims, float* y, float* h_n, float* c_n, 
   }
   const int T = dims.steps, B = dims.batch, I = dims.input_size, H = dims.hidden_size;
   const int D = dims.directions, G = gate_count(dims.cell), GH = G * H;
+  const bool projected = weights[0].input_projected;
+  if (projected && (reserve || D != 1)) throw std::invalid_argument("layer_forward_cpu: a projected input is for inference in one direction");
   const CellKind cell = dims.cell;
   const bool relu = cell == CellKind::kRnnRelu;
   const bool sorted = sorted_decreasing(lengths, B);
@@ -443,7 +447,7 @@ void layer_forward_cpu(const LayerDims& dims, float* y, float* h_n, float* c_n, 
     });
     // w_ih^T for the input projection: kept where the weight has a cache, else gemm_cpu packs it
     std::optional<PackedWeight> w_ih;
-    if (w.ih_cache.cache)
+    if (w.ih_cache.cache && !projected)
       w_ih.emplace(w.ih_cache, PackLayout::kForwardInput, I, GH, s.w_ih_packed, [&](PackedMatrix& packed) { packed.pack(true, I, GH, w.w_ih, I); });
 
     if (h0) std::memcpy(hbuf, h0 + d * state, state * sizeof(float));
@@ -457,14 +461,15 @@ void layer_forward_cpu(const LayerDims& dims, float* y, float* h_n, float* c_n, 
       // the chunk's steps cover the time steps [t_lo, t_lo + n): their input projection first
       const int n = std::min(chunk, T - first);
       const int t_lo = d == 0 ? first : T - first - n;
-      const float* x_chunk = x + static_cast<size_t>(t_lo) * B * I;
+      const float* x_chunk = x + static_cast<size_t>(t_lo) * B * (projected ? GH : I);
       const TeamPlan plan = team_for(blocks, B, GH, H, n, !training);
       // Split by rows, each thread projects its own rows, so that its steps read nothing another
       // core wrote (a product of all rows over the pool splits them by time: half of each thread's
       // rows would come from the other core's cache, which costs microseconds a step where the
       // cores are far apart). Otherwise all rows at once, over the pool.
       const bool own_projection = plan.by_rows && plan.team > 1 && w_ih;
-      if (!own_projection) {
+      const float* const xp = projected ? x_chunk : xproj;  // the chunk's projected inputs
+      if (!own_projection && !projected) {
         if (w_ih) gemm_packed(n * B, 1.0f, x_chunk, I, **w_ih, 0.0f, xproj, GH);
         else gemm_cpu(false, true, n * B, GH, I, 1.0f, x_chunk, I, w.w_ih, I, 0.0f, xproj, GH);
       }
@@ -492,7 +497,7 @@ void layer_forward_cpu(const LayerDims& dims, float* y, float* h_n, float* c_n, 
         const auto hproj_of = [&](int b) { return share_proj + static_cast<size_t>(b - share.b0) * P; };
         const auto xrow_of = [&](int t, int b) {
           return own_projection ? own.xproj.data() + (static_cast<size_t>(t - t_lo) * srows + (b - share.b0)) * GH
-                                : xproj + (static_cast<size_t>(t - t_lo) * B + b) * GH;
+                                : xp + (static_cast<size_t>(t - t_lo) * B + b) * GH;
         };
         std::vector<float> discard(training ? 0 : GH + H);  // inference: gates and h_n go nowhere
         Pad pad;

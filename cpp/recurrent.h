@@ -38,6 +38,9 @@ struct LayerWeights {
   // storages at this call (pack_cache.h); no cache: packed for this call only.
   CachedWeight ih_cache = {};
   CachedWeight hh_cache = {};
+  // x holds the input projection x * w_ih^T already, rows of G*H floats (w_ih is not read):
+  // layer_forward_cpu in inference, one direction (a step's first layer from its token table).
+  bool input_projected = false;
 };
 
 struct LayerGrads {

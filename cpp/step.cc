@@ -9,16 +9,48 @@
 
 namespace recurrent {
 
+namespace {
+
+// The first layer's token table (see step.h), or null where the step multiplies instead.
+std::shared_ptr<const std::vector<float>> token_table(const StepDims& dims, const float* embedding,
+                                                      const CachedWeight& embedding_cache, const LayerWeights& first) {
+  const int E = dims.input_size, GH = gate_count(dims.cell) * dims.hidden_size, V = dims.vocab;
+  const double floats = static_cast<double>(V) * GH;
+  if (!embedding_cache.cache || !first.ih_cache.cache || V <= 0 || bf16_matmul() ||
+      floats > std::max(2.0 * E * GH, static_cast<double>(1 << 18)))
+    return nullptr;
+  return embedding_cache.cache->table(TableKind::kTokenProjection, V, GH, embedding_cache.version, first.ih_cache,
+                                      [&](std::vector<float>& table) {
+                                        // the product the layer runs on its inputs, on every row of the embedding
+                                        thread_local PackedMatrix scratch;
+                                        const PackedWeight w_ih(first.ih_cache, PackLayout::kForwardInput, E, GH, scratch,
+                                                                [&](PackedMatrix& packed) { packed.pack(true, E, GH, first.w_ih, E); });
+                                        table.resize(static_cast<size_t>(V) * GH);
+                                        gemm_packed(V, 1.0f, embedding, E, *w_ih, 0.0f, table.data(), GH);
+                                      });
+}
+
+}  // namespace
+
 void stack_step_cpu(const StepDims& dims, float* out, float* h, float* c, const int* tokens, const float* embedding,
                     const float* x, const LayerWeights* layers, const float* head_w, const float* head_b,
-                    CachedWeight head_cache) {
+                    CachedWeight head_cache, CachedWeight embedding_cache) {
   const int B = dims.batch, H = dims.hidden_size, L = dims.layers, V = dims.outputs;
   const size_t state = static_cast<size_t>(B) * H;
   // the layers' outputs alternate between two buffers; the embedded input has its own
   thread_local std::vector<float> embedded, ys[2];
   thread_local PackedMatrix head_scratch;
   const float* input = x;
-  if (tokens) {
+  LayerWeights first = layers[0];
+  const std::shared_ptr<const std::vector<float>> table = tokens ? token_table(dims, embedding, embedding_cache, first) : nullptr;
+  if (table) {
+    // the first layer's projected inputs: the tokens' rows of the table
+    const size_t GH = static_cast<size_t>(gate_count(dims.cell)) * H;
+    embedded.resize(B * GH);
+    for (int b = 0; b < B; ++b) std::memcpy(embedded.data() + b * GH, table->data() + tokens[b] * GH, GH * sizeof(float));
+    input = embedded.data();
+    first.input_projected = true;
+  } else if (tokens) {
     const int E = dims.input_size;
     embedded.resize(static_cast<size_t>(B) * E);
     for (int b = 0; b < B; ++b)
@@ -38,7 +70,7 @@ void stack_step_cpu(const StepDims& dims, float* out, float* h, float* c, const 
     // h0 and h_n (c0 and c_n) are the same rows: the layer copies its initial state before it starts
     float* hl = h + l * state;
     float* cl = c ? c + l * state : nullptr;
-    layer_forward_cpu(layer, y, hl, cl, nullptr, input, nullptr, hl, cl, &layers[l]);
+    layer_forward_cpu(layer, y, hl, cl, nullptr, input, nullptr, hl, cl, l == 0 ? &first : &layers[l]);
     input = y;
   }
   if (V == 0) return;

@@ -5,7 +5,7 @@
  * without bias, batched, with an embedding and a head (SequenceModel).
  */
 import { expect } from 'chai';
-import { GRU, LSTM, RNN, SGD, SequenceModel, Tensor, backward, memoryStats, noGrad, runAsync, synchronize } from '../lib/index';
+import { GRU, LSTM, RNN, SGD, SequenceModel, Tensor, backward, emptyCache, memoryStats, noGrad, runAsync, synchronize } from '../lib/index';
 import { native } from '../lib/core/native';
 
 type Layer = LSTM | GRU | RNN;
@@ -119,6 +119,79 @@ describe('step()', () => {
       expect(error).to.be.instanceOf(TypeError);
       expect((error as Error).message).to.match(/disposed/);
     }
+  });
+
+  it("SequenceModel's token table (the first layer's projected embedding) follows every write to the embedding or w_ih", async () => {
+    // The step looks up embedding * w_ih^T instead of multiplying (cpp/step.h), kept in the
+    // embedding's cache and keyed by both weights' versions: stale rows would be a silent wrong answer.
+    emptyCache();
+    const lm = new SequenceModel({ cell: 'lstm', vocabSize: 30, embeddingDim: 16, hiddenSize: 24, numLayers: 2, outputSize: 30 });
+    lm.eval();
+    const ids = [3, 29, 0, 7, 11, 3];
+    const h0 = Tensor.randn([2, 3, 24]).mul(0.5);
+    const c0 = Tensor.randn([2, 3, 24]).mul(0.5);
+    const stepped = (model = lm) => {
+      const state = { h: Tensor.from(h0.toArray(), h0.shape), c: Tensor.from(c0.toArray(), c0.shape) };
+      return [model.step(ids.slice(0, 3), state), model.step(ids.slice(3), state)].flatMap(values);
+    };
+    const forward = (model = lm) => values(noGrad(() => model.forward(Tensor.from(Float32Array.from(ids), [2, 3]), { state: { h: h0, c: c0 } }).output));
+    expect(stepped(), 'first').to.deep.equal(forward());
+    const kept = memoryStats().packedWeightBytes;
+    emptyCache();
+    noGrad(() => lm.forward(Tensor.from(Float32Array.from(ids), [2, 3]), { state: { h: h0, c: c0 } }));
+    expect(kept - memoryStats().packedWeightBytes, 'the table: 30 ids x 4 gates x 24 units').to.be.at.least(30 * 96 * 4);
+
+    const named = new Map(lm.namedParameters());
+    const embedding = named.get('embedding.weight')!;
+    // reading a weight is not writing it: a forward leaves every version as it was (else each
+    // forward would throw away the table and the packed copies)
+    const versions = () => lm.parameters().map((p) => p.version);
+    const unread = versions();
+    forward();
+    stepped();
+    expect(versions()).to.deep.equal(unread);
+    const trainOnly = (params: Tensor[]) => {
+      const { output } = lm.forward(Tensor.from(Float32Array.from(ids), [2, 3]));
+      backward([output], [Tensor.randn(output.shape)]);
+      new SGD(params, { lr: 0.5 }).step();
+      for (const p of lm.parameters()) p.grad = null;
+    };
+    const writes: [string, () => void][] = [
+      ['embedding.storage.write', () => embedding.storage.write(Float32Array.from({ length: 16 }, (_, i) => Math.cos(i)), 3 * 16)],
+      ['an optimizer step on the embedding alone', () => trainOnly([embedding])],
+      ['an optimizer step on w_ih alone', () => trainOnly([named.get('rnn.weight_ih_l0')!])],
+      ['w_ih.storage.write', () => named.get('rnn.weight_ih_l0')!.storage.write(new Float32Array(16).fill(-0.5), 5 * 16)],
+      ['loadStateDict', () => lm.loadStateDict(new SequenceModel({ cell: 'lstm', vocabSize: 30, embeddingDim: 16, hiddenSize: 24, numLayers: 2, outputSize: 30 }).stateDict())],
+    ];
+    for (const [what, write] of writes) {
+      const before = stepped();
+      write();
+      const after = stepped();
+      expect(after, what).to.not.deep.equal(before);
+      expect(after, what).to.deep.equal(forward());
+    }
+    // a write queued between two steps in async mode (row 11: read by the second step only)
+    const unchanged = stepped();
+    const [first, second] = await runAsync(() => {
+      const state = { h: Tensor.from(h0.toArray(), h0.shape), c: Tensor.from(c0.toArray(), c0.shape) };
+      const a = lm.step(ids.slice(0, 3), state);
+      embedding.storage.write(new Float32Array(16).fill(0.25), 11 * 16);
+      return [a, lm.step(ids.slice(3), state)];
+    });
+    await synchronize();
+    expect([...values(first), ...values(second)]).to.deep.equal(forward());
+    expect(values(second)).to.not.deep.equal(unchanged.slice(3 * 30));
+
+    // two models sharing one embedding storage, each with its own w_ih (written as often: the same
+    // versions), alternating: each step uses its own
+    const [a, b] = [0, 1].map(() => new SequenceModel({ cell: 'lstm', vocabSize: 30, embeddingDim: 16, hiddenSize: 24, numLayers: 2, outputSize: 30 }));
+    (new Map(b.namedParameters()).get('embedding.weight') as unknown as { storage: unknown }).storage = new Map(a.namedParameters()).get('embedding.weight')!.storage;
+    for (const model of [a, b]) model.eval();
+    for (let round = 0; round < 2; ++round) {
+      expect(stepped(a), `model a, round ${round}`).to.deep.equal(forward(a));
+      expect(stepped(b), `model b, round ${round}`).to.deep.equal(forward(b));
+    }
+    expect(stepped(a)).to.not.deep.equal(stepped(b));
   });
 
   it('bad input: a clear error naming the argument', () => {
