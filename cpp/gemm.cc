@@ -339,12 +339,17 @@ const float* PackedMatrix::panel(int n0, int k0) const {
   return data_.data() + before + static_cast<size_t>(k0) * padded;
 }
 
+bool gemm_packed_serial(int m, const PackedMatrix& b) {
+  const int n = b.cols(), k = b.rows();
+  const double work = static_cast<double>(m) * n * k * (b.is_bf16() ? 0.5 : 1.0);
+  return num_threads() <= 1 || k < kParallelMinK || work < kParallelWork || (n + kNR - 1) / kNR < 2;
+}
+
 void gemm_packed(int m, float alpha, const float* a, int lda, const PackedMatrix& b, float beta, float* c, int ldc) {
   const int n = b.cols(), k = b.rows();
   const int tiles = (n + kNR - 1) / kNR;
   const int threads = num_threads();
-  const double work = static_cast<double>(m) * n * k * (b.is_bf16() ? 0.5 : 1.0);
-  if (threads <= 1 || k < kParallelMinK || work < kParallelWork || tiles < 2) {
+  if (gemm_packed_serial(m, b)) {
     gemm_packed_tiles(m, alpha, a, lda, b, beta, c, ldc, 0, tiles);
     return;
   }

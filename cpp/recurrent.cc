@@ -468,8 +468,15 @@ void layer_forward_cpu(const LayerDims& dims, float* y, float* h_n, float* c_n, 
       // rows would come from the other core's cache, which costs microseconds a step where the
       // cores are far apart). Otherwise all rows at once, over the pool.
       const bool own_projection = plan.by_rows && plan.team > 1 && w_ih;
+      // Split by units, where the product of all rows is too small for the pool (a few steps of a
+      // small batch), each thread projects its own units' columns of every gate: else the calling
+      // thread reads all of w_ih while the others wait, and it is the weight that thread would
+      // otherwise not read at all, so the threads' halves of the weights stay in their own L2.
+      static_assert(kGateBlock % kGemmTile == 0, "a thread's units are whole tiles of every gate's columns");
+      const bool unit_projection = !plan.by_rows && plan.team > 1 && w_ih && H % kGemmTile == 0 &&
+                                   gemm_packed_serial(n * B, **w_ih);
       const float* const xp = projected ? x_chunk : xproj;  // the chunk's projected inputs
-      if (!own_projection && !projected) {
+      if (!own_projection && !unit_projection && !projected) {
         if (w_ih) gemm_packed(n * B, 1.0f, x_chunk, I, **w_ih, 0.0f, xproj, GH);
         else gemm_cpu(false, true, n * B, GH, I, 1.0f, x_chunk, I, w.w_ih, I, 0.0f, xproj, GH);
       }
@@ -491,6 +498,9 @@ void layer_forward_cpu(const LayerDims& dims, float* y, float* h_n, float* c_n, 
           copy_rows(x_chunk, B, share.b0, own.x.data(), srows, 0, n, srows, I);
           gemm_packed(n * srows, 1.0f, own.x.data(), I, **w_ih, 0.0f, own.xproj.data(), GH);
         }
+        if (unit_projection)
+          for (int q = 0; q < G; ++q)
+            gemm_packed_tiles(n * B, 1.0f, x_chunk, I, **w_ih, 0.0f, xproj, GH, (q * H + u0) / kGemmTile, (q * H + u1) / kGemmTile);
         // the step's recurrent products of the share's first row and of row b; the projected
         // inputs of row b at time t
         float* const share_proj = own_projection ? own.hproj.data() : hproj + static_cast<size_t>(share.b0) * P;

@@ -428,6 +428,9 @@ void check_team_splits(const CellKind (&cells)[N], bool bf16 = false) {
         g_pack_caches = true;
         check_layer(cell, directions, unsorted10, true, 37, 5);
         check_layer(cell, directions, sorted13, false, 20, 8);
+        // H a whole number of tiles: split by units, each thread projects its own units' inputs
+        check_layer(cell, directions, unsorted10, true, 32, 5);
+        check_layer(cell, directions, sorted13, true, 48, 8);
         g_pack_caches = false;
       }
     }
