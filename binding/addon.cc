@@ -22,6 +22,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("synchronize", Napi::Function::New<Synchronize>(env, "synchronize"));
   exports.Set("setNumThreads", Napi::Function::New<SetNumThreads>(env, "setNumThreads"));
   exports.Set("setStackPipeline", Napi::Function::New<SetStackPipeline>(env, "setStackPipeline"));
+  exports.Set("setRowSplit", Napi::Function::New<SetRowSplit>(env, "setRowSplit"));
   exports.Set("setTf32", Napi::Function::New<SetTf32>(env, "setTf32"));
   exports.Set("setBf16Matmul", Napi::Function::New<SetBf16Matmul>(env, "setBf16Matmul"));
   exports.Set("memoryStats", Napi::Function::New<MemoryStats>(env, "memoryStats"));

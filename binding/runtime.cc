@@ -129,6 +129,14 @@ Napi::Value SetStackPipeline(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// setRowSplit(minRows, grain): the batch rows a thread needs before a team splits by rows, and
+// their multiple (cpp/gemm.h's GemmRowSplit; 0: the kernels' own); for benchmarks and tests.
+Napi::Value SetRowSplit(const Napi::CallbackInfo& info) {
+  expect_args(info, 2, "setRowSplit");
+  set_gemm_row_split(static_cast<int>(int_arg(info[0], "minRows", 0, 1 << 20)), static_cast<int>(int_arg(info[1], "grain", 1, 1 << 20)));
+  return info.Env().Undefined();
+}
+
 // setTf32(on): large CUDA matrix products through the tensor cores in TF32.
 Napi::Value SetTf32(const Napi::CallbackInfo& info) {
   expect_args(info, 1, "setTf32");

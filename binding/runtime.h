@@ -11,6 +11,7 @@ Napi::Value IsAsync(const Napi::CallbackInfo& info);
 Napi::Value Synchronize(const Napi::CallbackInfo& info);
 Napi::Value SetNumThreads(const Napi::CallbackInfo& info);
 Napi::Value SetStackPipeline(const Napi::CallbackInfo& info);
+Napi::Value SetRowSplit(const Napi::CallbackInfo& info);
 Napi::Value SetTf32(const Napi::CallbackInfo& info);
 Napi::Value SetBf16Matmul(const Napi::CallbackInfo& info);
 Napi::Value MemoryStats(const Napi::CallbackInfo& info);

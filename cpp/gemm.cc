@@ -346,7 +346,7 @@ bool gemm_packed_serial(int m, const PackedMatrix& b) {
 }
 
 void gemm_packed(int m, float alpha, const float* a, int lda, const PackedMatrix& b, float beta, float* c, int ldc) {
-  const int n = b.cols(), k = b.rows();
+  const int n = b.cols();
   const int tiles = (n + kNR - 1) / kNR;
   const int threads = num_threads();
   if (gemm_packed_serial(m, b)) {

@@ -114,13 +114,21 @@ int bf16_pair_rows(int kc);
 const char* gemm_isa();
 
 // How a batch may be cut between threads that each multiply their own rows by the same packed B
-// at full rate: at least min_rows rows each, in multiples of grain. AVX2: 4 and 2 (its skinny
-// kernels run 4 rows at full rate, its micro-kernel 6); elsewhere 16 and 8 (two of AVX-512's
-// 8-row panels).
+// (a recurrent layer's w_hh, H deep) at full rate: at least min_rows rows each, in multiples of
+// grain, where H <= max_hidden; above it 16 and 8. AVX2: 4 and 2 at any H (its skinny kernels run
+// 4 rows at full rate, its micro-kernel 6; Zen 2). AVX-512: 4 and 4 up to H = 256, where a split
+// by units waits at a barrier every step for too little work: on a 2-core Intel Xeon (model 207),
+// in-process alternating, 2 threads, B = 8 and 16, 4-row shares against the split by units ran
+// inference 1.08-1.94x faster at H = 128 and 256 (LSTM, GRU, tanh RNN) and training 1.15-1.24x,
+// but 0.60-0.86x at H = 384 and 512, where each thread's whole w_hh (2.4-4 MB for the LSTM) no
+// longer stays in its L2. Elsewhere 16 and 8 (two of AVX-512's 8-row panels).
 struct GemmRowSplit {
   int min_rows;
   int grain;
+  int max_hidden = 1 << 30;
 };
-GemmRowSplit gemm_row_split();
+GemmRowSplit gemm_row_split(int hidden);
+// Overrides the row split at every H (min_rows 0: the ISA's own again); for benchmarks and tests.
+void set_gemm_row_split(int min_rows, int grain);
 
 }  // namespace recurrent

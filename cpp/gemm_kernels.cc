@@ -1,6 +1,8 @@
 // The FP32 micro-kernels, compiled for AVX-512, AVX2+FMA and the portable baseline, and the
 // run-time choice between them (RECURRENT_ISA can force a lower one, so every variant can be
 // tested on one machine).
+#include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -340,7 +342,7 @@ Dispatch choose_kernel() {
   if (want == "avx2" && has_avx2) return {micro_kernel_avx2, nullptr, "avx2", 6, 60, skinny_kernel_avx2, {4, 2}, micro_kernel_avx2_5, nullptr};
   // amx: the AVX-512 kernels, and AMX for BF16 products (gemm_bf16.cc; avx512 turns AMX off)
   if ((want.empty() || want == "avx512" || want == "amx") && has_avx512)
-    return {micro_kernel_avx512, micro_kernel_avx512_wide, "avx512", 8, 256, skinny_kernel_avx512, {16, 8}, nullptr,
+    return {micro_kernel_avx512, micro_kernel_avx512_wide, "avx512", 8, 256, skinny_kernel_avx512, {4, 4, 256}, nullptr,
             std::getenv("RECURRENT_NO_STRIDED") ? nullptr : strided_kernel_avx512};  // the variable: for comparisons
   if (has_avx2) return {micro_kernel_avx2, nullptr, "avx2", 6, 60, skinny_kernel_avx2, {4, 2}, micro_kernel_avx2_5, nullptr};
 #endif
@@ -363,6 +365,20 @@ const Dispatch& dispatch() {
 
 const char* gemm_isa() { return gemm_detail::dispatch().isa; }
 
-GemmRowSplit gemm_row_split() { return gemm_detail::dispatch().row_split; }
+namespace {
+std::atomic<int> g_row_split_min{0}, g_row_split_grain{0};  // set_gemm_row_split's override (0: none)
+}  // namespace
+
+GemmRowSplit gemm_row_split(int hidden) {
+  const int min_rows = g_row_split_min.load();
+  if (min_rows > 0) return {min_rows, g_row_split_grain.load()};
+  const GemmRowSplit split = gemm_detail::dispatch().row_split;
+  return hidden <= split.max_hidden ? split : GemmRowSplit{16, 8};
+}
+
+void set_gemm_row_split(int min_rows, int grain) {
+  g_row_split_grain = std::max(1, grain);
+  g_row_split_min = std::max(0, min_rows);
+}
 
 }  // namespace recurrent

@@ -210,7 +210,7 @@ struct TeamPlan {
 };
 
 // The largest w_hh every thread reads whole at each step of a split by rows (the rows per thread
-// below which a batch is not split, and their multiple: gemm_row_split()).
+// below which a batch is not split, and their multiple: gemm_row_split(H)).
 constexpr double kRowSplitMaxWeightBytes = 4 << 20;
 
 // An inference call of at most kFewSteps steps whose weights (all its layers) pass
@@ -225,7 +225,7 @@ constexpr double kRowSplitMaxCallBytes = 8 << 20;
 TeamPlan team_for(int blocks, int batch, int gh, int hidden, int steps, bool inference = false) {
   const double step_work = static_cast<double>(batch) * gh * hidden * (bf16_matmul() ? 0.5 : 1.0);
   const TeamSplit split = g_team_split.load();
-  const int row_team = std::min(num_threads(), batch / gemm_row_split().min_rows);
+  const int row_team = std::min(num_threads(), batch / gemm_row_split(hidden).min_rows);
   const double weight_bytes = static_cast<double>(gh) * hidden * (bf16_matmul() ? 2 : 4);
   const bool few_steps_large_call = steps <= kFewSteps && t_call_weight_bytes > kRowSplitMaxCallBytes;
   if (row_team > 1 && (split == TeamSplit::kRows || (split == TeamSplit::kAuto && weight_bytes <= kRowSplitMaxWeightBytes &&
@@ -243,9 +243,10 @@ struct Share {
   int b0, b1, blk0, blk1;
 };
 
-Share share_of(const TeamPlan& plan, int id, int batch, int blocks) {
+Share share_of(const TeamPlan& plan, int id, int batch, int hidden) {
+  const int blocks = (hidden + kGateBlock - 1) / kGateBlock;
   if (plan.by_rows) {
-    const int grain = gemm_row_split().grain;  // rows in multiples of the GEMM's
+    const int grain = gemm_row_split(hidden).grain;  // rows in multiples of the GEMM's
     const int panels = (batch + grain - 1) / grain;
     return {std::min(batch, panels * id / plan.team * grain), std::min(batch, panels * (id + 1) / plan.team * grain), 0, blocks};
   }
@@ -333,7 +334,7 @@ TeamPlan row_share_plan(const LayerDims& dims) {
   const TeamPlan plan = team_for(blocks, B, GH, H, dims.steps);
   if (!plan.by_rows || plan.team < 2) return {1, true};
   for (int id = 0; id < plan.team; ++id) {
-    const Share share = share_of(plan, id, B, blocks);
+    const Share share = share_of(plan, id, B, H);
     if (share.b1 - share.b0 > kRowShareMaxRows) return {1, true};
   }
   return plan;
@@ -344,10 +345,9 @@ TeamPlan row_share_plan(const LayerDims& dims) {
 void forward_by_row_shares(const TeamPlan& plan, const LayerDims& dims, int layers, float* const* ys, float* h_n, float* c_n,
                            const float* x, const int* lengths, const float* h0, const float* c0, const LayerWeights* weights) {
   const int T = dims.steps, B = dims.batch, I = dims.input_size, H = dims.hidden_size, D = dims.directions, L = layers;
-  const int blocks = (H + kGateBlock - 1) / kGateBlock;
   const bool lstm = dims.cell == CellKind::kLstm;
   parallel_for(plan.team, [&](int id) {
-    const Share share = share_of(plan, id, B, blocks);
+    const Share share = share_of(plan, id, B, H);
     const int rows = share.b1 - share.b0;
     if (rows <= 0) return;
     const int width = weights[0].input_projected ? gate_count(dims.cell) * H : I;  // of a row of x
@@ -481,7 +481,7 @@ void layer_forward_cpu(const LayerDims& dims, float* y, float* h_n, float* c_n, 
         else gemm_cpu(false, true, n * B, GH, I, 1.0f, x_chunk, I, w.w_ih, I, 0.0f, xproj, GH);
       }
       run_team(plan.team, [&](int id, int team, Barrier& barrier) {
-        const Share share = share_of({team, plan.by_rows}, id, B, blocks);
+        const Share share = share_of({team, plan.by_rows}, id, B, H);
         const int blk0 = share.blk0, blk1 = share.blk1;
         const int u0 = blk0 * kGateBlock, u1 = std::min(H, blk1 * kGateBlock);
         // Split by rows, the thread's own rows of the chunk's inputs, gathered (a step's rows lie B
@@ -756,7 +756,7 @@ void layer_backward_cpu(const LayerDims& dims, float* dx, float* dh0, float* dc0
       const int t_lo = d == 0 ? last - n : T - last;
       const TeamPlan plan = team_for(blocks, B, GH, H, n);
       run_team(plan.team, [&](int id, int team, Barrier& barrier) {
-        const Share share = share_of({team, plan.by_rows}, id, B, blocks);
+        const Share share = share_of({team, plan.by_rows}, id, B, H);
         const int blk0 = share.blk0, blk1 = share.blk1;
         const int u0 = blk0 * kGateBlock, u1 = std::min(H, blk1 * kGateBlock);
         Pad pad;

@@ -43,6 +43,7 @@ export interface NativeAddon {
   setNumThreads(threads: number): void;
   /** 0 auto, 1 on, 2 off (benchmarks and tests): stackForward's pipeline over time */
   setStackPipeline(mode: number): void;
+  setRowSplit(minRows: number, grain: number): void;
   setTf32(enabled: boolean): void;
   setBf16Matmul(enabled: boolean): boolean;
   /** V8's count of external memory, which tensors add to as binding/storage.cc's report_external says (tests). */
