@@ -7,7 +7,11 @@
 // storage's version (PyTorch's tensor._version: every write to the storage bumps it, see
 // binding/storage.cc). A layout asked for at another version is packed again. The version a
 // call reads is taken when the call is made, in program order, so a write queued behind a
-// forward (async mode) cannot make that forward or a later one read stale panels.
+// forward (async mode) cannot make that forward or a later one read stale panels. An op that
+// only reads a storage leaves its version alone (read_span_of).
+//
+// A cache can also keep a table computed from its storage and another one (TableKind: a step's
+// token table, embedding * w_ih^T), stamped with both versions and the other cache's id.
 //
 // The cache lives and dies with its storage: a disposed or collected weight frees its packed
 // copies with it, and weights shared by two modules share one cache. clear_all() (emptyCache())
