@@ -127,6 +127,8 @@ struct GemmRowSplit {
   int grain;
   int max_hidden = 1 << 30;
 };
+// 16 and 8: the split of the ISAs without their own, and above an ISA's max_hidden.
+constexpr GemmRowSplit kPanelPairSplit{16, 8};
 GemmRowSplit gemm_row_split(int hidden);
 // Overrides the row split at every H (min_rows 0: the ISA's own again); for benchmarks and tests.
 void set_gemm_row_split(int min_rows, int grain);

@@ -349,7 +349,7 @@ Dispatch choose_kernel() {
   const bool has_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   const char* forced = std::getenv("RECURRENT_ISA");
   const std::string want = forced ? forced : "";
-  if (want == "baseline") return {micro_kernel_baseline, nullptr, "baseline", 4, 64, skinny_kernel_baseline, {16, 8}, nullptr, nullptr};
+  if (want == "baseline") return {micro_kernel_baseline, nullptr, "baseline", 4, 64, skinny_kernel_baseline, kPanelPairSplit, nullptr, nullptr};
   if (want == "avx2" && has_avx2) return {micro_kernel_avx2, nullptr, "avx2", 6, 60, skinny_kernel_avx2, {4, 2}, micro_kernel_avx2_5, nullptr};
   // amx: the AVX-512 kernels, and AMX for BF16 products (gemm_bf16.cc; avx512 turns AMX off)
   if ((want.empty() || want == "avx512" || want == "amx") && has_avx512)
@@ -360,9 +360,9 @@ Dispatch choose_kernel() {
 #ifdef RECURRENT_NEON_DISPATCH
   // ASIMD is part of every AArch64 CPU: the NEON kernels unless RECURRENT_ISA asks for the baseline
   const char* requested = std::getenv("RECURRENT_ISA");
-  if (!requested || std::string(requested) != "baseline") return {micro_kernel_neon, nullptr, "neon", 6, 60, skinny_kernel_neon, {16, 8}, nullptr, nullptr};
+  if (!requested || std::string(requested) != "baseline") return {micro_kernel_neon, nullptr, "neon", 6, 60, skinny_kernel_neon, kPanelPairSplit, nullptr, nullptr};
 #endif
-  return {micro_kernel_baseline, nullptr, "baseline", 4, 64, skinny_kernel_baseline, {16, 8}, nullptr, nullptr};
+  return {micro_kernel_baseline, nullptr, "baseline", 4, 64, skinny_kernel_baseline, kPanelPairSplit, nullptr, nullptr};
 }
 
 }  // namespace
@@ -384,7 +384,7 @@ GemmRowSplit gemm_row_split(int hidden) {
   const int min_rows = g_row_split_min.load();
   if (min_rows > 0) return {min_rows, g_row_split_grain.load()};
   const GemmRowSplit split = gemm_detail::dispatch().row_split;
-  return hidden <= split.max_hidden ? split : GemmRowSplit{16, 8};
+  return hidden <= split.max_hidden ? split : kPanelPairSplit;
 }
 
 void set_gemm_row_split(int min_rows, int grain) {

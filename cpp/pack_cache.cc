@@ -116,4 +116,9 @@ PackedWeight::PackedWeight(const CachedWeight& weight, PackLayout layout, int ro
   }
 }
 
+PackedWeight forward_input(const CachedWeight& weight, const float* w, int rows, int cols, PackedMatrix& scratch) {
+  return PackedWeight(weight, PackLayout::kForwardInput, rows, cols, scratch,
+                      [&](PackedMatrix& packed) { packed.pack(true, rows, cols, w, rows); });
+}
+
 }  // namespace recurrent

@@ -125,4 +125,9 @@ class PackedWeight {
   const PackedMatrix* matrix_;
 };
 
+// The kForwardInput form of a weight w (cols, rows), row-major (a layer's w_ih, a linear head's
+// weight): op(B) = w^T (rows, cols), for the products x * w^T. Every caller asks for it through
+// here, so all of them find the same kept entry.
+PackedWeight forward_input(const CachedWeight& weight, const float* w, int rows, int cols, PackedMatrix& scratch);
+
 }  // namespace recurrent

@@ -448,7 +448,7 @@ void layer_forward_cpu(const LayerDims& dims, float* y, float* h_n, float* c_n, 
     // w_ih^T for the input projection: kept where the weight has a cache, else gemm_cpu packs it
     std::optional<PackedWeight> w_ih;
     if (w.ih_cache.cache && !projected)
-      w_ih.emplace(w.ih_cache, PackLayout::kForwardInput, I, GH, s.w_ih_packed, [&](PackedMatrix& packed) { packed.pack(true, I, GH, w.w_ih, I); });
+      w_ih.emplace(forward_input(w.ih_cache, w.w_ih, I, GH, s.w_ih_packed));
 
     if (h0) std::memcpy(hbuf, h0 + d * state, state * sizeof(float));
     else std::fill(hbuf, hbuf + state, 0.0f);

@@ -21,8 +21,7 @@ constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 // out (N, cols) = x (N, rows) * w^T + b, with w (cols, rows) packed once per version of its storage
 void linear_rows(int n, int rows, int cols, const float* x, const float* w, const float* b, const CachedWeight& cache,
                  PackedMatrix& scratch, float* out) {
-  const PackedWeight packed(cache, PackLayout::kForwardInput, rows, cols, scratch,
-                            [&](PackedMatrix& p) { p.pack(true, rows, cols, w, rows); });
+  const PackedWeight packed = forward_input(cache, w, rows, cols, scratch);
   if (b)
     for (int i = 0; i < n; ++i) std::memcpy(out + static_cast<size_t>(i) * cols, b, cols * sizeof(float));
   gemm_packed(n, 1.0f, x, rows, *packed, b ? 1.0f : 0.0f, out, cols);

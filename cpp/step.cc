@@ -23,8 +23,7 @@ std::shared_ptr<const std::vector<float>> token_table(const StepDims& dims, cons
                                       [&](std::vector<float>& table) {
                                         // the product the layer runs on its inputs, on every row of the embedding
                                         thread_local PackedMatrix scratch;
-                                        const PackedWeight w_ih(first.ih_cache, PackLayout::kForwardInput, E, GH, scratch,
-                                                                [&](PackedMatrix& packed) { packed.pack(true, E, GH, first.w_ih, E); });
+                                        const PackedWeight w_ih = forward_input(first.ih_cache, first.w_ih, E, GH, scratch);
                                         table.resize(static_cast<size_t>(V) * GH);
                                         gemm_packed(V, 1.0f, embedding, E, *w_ih, 0.0f, table.data(), GH);
                                       });
@@ -75,8 +74,7 @@ void stack_step_cpu(const StepDims& dims, float* out, float* h, float* c, const 
   }
   if (V == 0) return;
   // out = input * w^T + b, as Linear computes it: the bias first, the product added on top
-  const PackedWeight w(head_cache, PackLayout::kForwardInput, H, V, head_scratch,
-                       [&](PackedMatrix& packed) { packed.pack(true, H, V, head_w, H); });
+  const PackedWeight w = forward_input(head_cache, head_w, H, V, head_scratch);
   if (head_b)
     for (int b = 0; b < B; ++b) std::memcpy(out + static_cast<size_t>(b) * V, head_b, V * sizeof(float));
   gemm_packed(B, 1.0f, input, H, *w, head_b ? 1.0f : 0.0f, out, V);
