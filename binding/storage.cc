@@ -193,15 +193,22 @@ Napi::Value Storage::Version(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), released_ ? 0.0 : static_cast<double>(buffer_->version));
 }
 
-// read(offset, count): a copy of elements [offset, offset + count) as a Float32Array.
-// Waits for queued jobs first, so it sees the result of every op called before it.
+// read(offset, count[, out]): a copy of elements [offset, offset + count) as a Float32Array, new
+// or `out` (a Float32Array of at least count elements, whose first count are written: a loop that
+// reads every step allocates nothing). Waits for queued jobs first, so it sees the result of every
+// op called before it.
 Napi::Value Storage::Read(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   expect_args(info, 2, "read");
   if (released_) throw_type(env, "cannot read a disposed tensor");
   const int64_t offset = int_arg(info[0], "offset", 0, length_);
   const int64_t count = int_arg(info[1], "count", 0, length_ - offset);
-  Napi::Float32Array out = Napi::Float32Array::New(env, static_cast<size_t>(count));
+  const bool given = info.Length() > 2 && !info[2].IsUndefined();
+  if (given && (!info[2].IsTypedArray() || info[2].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array))
+    throw_type(env, "out must be a Float32Array");
+  Napi::Float32Array out = given ? info[2].As<Napi::Float32Array>() : Napi::Float32Array::New(env, static_cast<size_t>(count));
+  if (given && static_cast<int64_t>(out.ElementLength()) < count)
+    throw_range(env, "out holds " + std::to_string(out.ElementLength()) + " elements; reading " + std::to_string(count) + " needs that many");
   if (count == 0) return out;
   if (on_cuda()) {
     cuda::copy(out.Data(), buffer_->data + offset, static_cast<size_t>(count), cuda::CopyKind::kDeviceToHost);

@@ -57,6 +57,18 @@ describe('Tensor creation', () => {
     expect(arr(a)).to.deep.equal([1, 2]);
   });
 
+  it('toArray(out) writes into out and returns it; a wrong out is a TypeError naming the size', () => {
+    const a = Tensor.from([[1, 2, 3], [4, 5, 6]]);
+    const out = new Float32Array(6).fill(-1);
+    expect(a.toArray(out)).to.equal(out);
+    expect(Array.from(out)).to.deep.equal([1, 2, 3, 4, 5, 6]);
+    a.mul(2).toArray(out);
+    expect(Array.from(out)).to.deep.equal([2, 4, 6, 8, 10, 12]);
+    expect(() => a.toArray(new Float32Array(5))).to.throw(TypeError, /Float32Array of 6 elements but received a Float32Array of 5/);
+    expect(() => a.toArray(new Float64Array(6) as unknown as Float32Array)).to.throw(TypeError, /Float64Array/);
+    expect(() => a.toArray([0, 0, 0, 0, 0, 0] as unknown as Float32Array)).to.throw(TypeError, /an Array of length 6/);
+  });
+
   it('zeros, ones, full, scalar, rand within bounds, randn with the right moments', () => {
     expect(arr(Tensor.zeros([2, 2]))).to.deep.equal([0, 0, 0, 0]);
     expect(arr(Tensor.ones([3]))).to.deep.equal([1, 1, 1]);

@@ -6,7 +6,7 @@ import { expect } from 'chai';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { CharLanguageModel, CharTokenizer, TimeSeriesForecaster, WordTokenizer, makeWindows, sampleLogits, seed } from '../lib/index';
+import { CharLanguageModel, CharTokenizer, Tensor, TimeSeriesForecaster, WordTokenizer, makeWindows, noGrad, sampleLogits, seed } from '../lib/index';
 
 let dir: string;
 before(() => {
@@ -63,6 +63,24 @@ describe('CharLanguageModel', function () {
     expect(again.tokenizer.chars).to.deep.equal(lm.tokenizer.chars);
     expect(again.generate({ prime: 'ab', length: 30, temperature: 0 })).to.equal(sample);
     expect(again.history!.epochs).to.equal(3);
+  });
+
+  it('generate() at temperature 1 draws what a plain loop draws: forward() over all the text so far, a fresh array each step', () => {
+    seed(3);
+    const lm = new CharLanguageModel('the cat sat on the mat; '.repeat(20), { hiddenSize: 16, numLayers: 2, embeddingDim: 8 });
+    const V = lm.tokenizer.vocabSize;
+    for (const [temperature, topK] of [[1, undefined], [0.7, 3]] as const) {
+      const fast = lm.generate({ prime: 'the ', length: 40, temperature, topK, seed: 5 });
+      seed(5);
+      const ids = Array.from(lm.tokenizer.encode('the '));
+      for (let i = 0; i < 40; ++i) {
+        const logits = noGrad(() => lm.model.forward(Tensor.from(Float32Array.from(ids), [ids.length, 1])).output.select(0, ids.length - 1).toArray());
+        const candidates = Float32Array.from(logits.subarray(0, V));
+        candidates[0] = -Infinity;
+        ids.push(sampleLogits(candidates, temperature, topK));
+      }
+      expect(fast).to.equal(lm.tokenizer.decode(Int32Array.from(ids)));
+    }
   });
 });
 

@@ -118,6 +118,9 @@ export function tokenizerFromJSON(json: unknown): Tokenizer {
   throw rangeError(`Unknown tokenizer description ${describe(json)}`);
 }
 
+// sampleLogits' weights, kept between calls (generate() samples once per character)
+let sampleWeights = new Float64Array(0);
+
 /** Samples an index from logits with temperature and optional top-k, using the global generator. */
 export function sampleLogits(logits: ArrayLike<number>, temperature = 1, topK?: number): number {
   expectNumber(temperature, 'temperature');
@@ -133,7 +136,8 @@ export function sampleLogits(logits: ArrayLike<number>, temperature = 1, topK?: 
     // every candidate, in index order (no sort: this runs once per generated token)
     let max = -Infinity;
     for (let i = 0; i < n; ++i) if (logits[i] > max) max = logits[i];
-    const weights = new Float64Array(n);
+    if (sampleWeights.length < n) sampleWeights = new Float64Array(n);
+    const weights = sampleWeights;
     let total = 0;
     for (let i = 0; i < n; ++i) total += weights[i] = Math.exp((logits[i] - max) / temperature);
     let r = random() * total;
@@ -302,16 +306,16 @@ export class CharLanguageModel {
       const start = primeIds.length > 0 ? primeIds : Int32Array.of(this.tokenizer.encode('\n')[0] ?? 0);
       const first = this.model.forward(Tensor.from(Float32Array.from(start), [start.length, 1], { device: this.model.device }));
       const state: RecurrentState = first.state;
-      let logits = first.output.select(0, start.length - 1).toArray();
+      const logits = first.output.select(0, start.length - 1).toArray();
       const out: number[] = [];
       const token = new Int32Array(1);
-      const logitsOut = Tensor.empty([1, V], { device: this.model.device });
+      const logitsOut = Tensor.empty([1, logits.length], { device: this.model.device });
+      const candidates = logits.subarray(0, V);
       for (let i = 0; i < length; ++i) {
-        const candidates = logits.subarray(0, V);
         candidates[0] = -Infinity; // id 0 is "a character not in the vocabulary": it has no text to give
         token[0] = sampleLogits(candidates, temperature, topK);
         out.push(token[0]);
-        logits = this.model.step(token, state, { out: logitsOut }).toArray();
+        this.model.step(token, state, { out: logitsOut }).toArray(logits);
       }
       return prime + this.tokenizer.decode(out);
     });

@@ -12,7 +12,8 @@ export interface NativeStorage {
   readonly disposed: boolean;
   /** Bumped by every call that may write the storage (PyTorch's tensor._version). */
   readonly version: number;
-  read(offset: number, count: number): Float32Array;
+  /** into `out` (at least count elements; its first count written) when given, else a new array */
+  read(offset: number, count: number, out?: Float32Array): Float32Array;
   write(values: Float32Array, offset: number): void;
   dispose(): void;
   /** Adds memory created with report === false to V8's external memory count. */

@@ -241,10 +241,22 @@ export class Tensor {
     return this.storage.version;
   }
 
-  /** A copy of the data as a Float32Array (row-major). */
-  toArray(): Float32Array {
+  /**
+   * A copy of the data as a Float32Array (row-major): a new one, or `out` (a Float32Array of
+   * exactly this tensor's size), which a loop that reads a result every step can reuse.
+   *
+   * @example
+   * const values = new Float32Array(vocabSize);
+   * for (...) model.step(token, state, { out: logits }).toArray(values);   // no allocation per step
+   */
+  toArray(out?: Float32Array): Float32Array {
     this.live();
-    return this.storage.read(0, this.size);
+    if (out === undefined) return this.storage.read(0, this.size);
+    if (!(out instanceof Float32Array) || out.length !== this.size) {
+      const got = out instanceof Float32Array ? `a Float32Array of ${out.length} elements` : describe(out);
+      throw typeError(`toArray: expected out to be a Float32Array of ${this.size} elements but received ${got}`);
+    }
+    return this.storage.read(0, this.size, out);
   }
 
   /** The value of a one-element tensor. */
