@@ -25,6 +25,9 @@ namespace gemm_detail {
 constexpr int kMaxMR = 16;  // the tallest micro-kernel (AVX-512); each ISA has its own MR
 constexpr int kNR = 16;
 static_assert(kNR == kGemmTile, "gemm.h promises tiles of kGemmTile columns");
+// How many depths ahead the AVX-512 wide and strided kernels prefetch B's panels (16 depths of a
+// panel = 1 KB: far enough to cover an L2 hit while the 8 rows of the current depth run).
+constexpr int kPrefetchDepths = 16;
 // Depth of a block: a layer's per-step product (K = H up to 512) runs as one block, each C tile written
 // once (faster on the H = 512 layers than 256 or 128, the same on large GEMMs).
 constexpr int kKC = 512;

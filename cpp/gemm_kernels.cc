@@ -58,7 +58,7 @@ namespace {
 // MR x 2NR: two B panels at once (b0, b1), so each broadcast of A feeds two FMAs: on
 // AVX-512, 8 x 32 needs 10 loads per 16 FMAs where 16 x 16 needs 17. B's two panels (64 KB at a
 // depth of 512) do not fit a 48 KB L1 and stream from L2 for every 8 rows of A: they are
-// prefetched 16 depths ahead, as in the strided kernel (Intel Xeon model 207, paired alternating
+// prefetched kPrefetchDepths (16) depths ahead, as in the strided kernel (Intel Xeon model 207, paired alternating
 // runs: gemm_bench 1024 x 2048 x 512 on 2 threads 1.11x, layer_bench LSTM 512 training 1.05x on
 // one thread, even on two). Not measured on AMD.
 #define RECURRENT_MICRO_KERNEL_WIDE(NAME, TARGET, V, W, MR)                                               \
@@ -70,8 +70,8 @@ namespace {
     for (int r = 0; r < kMR; ++r)                                                                        \
       for (int p = 0; p < 2 * kParts; ++p) acc[r][p] = V{};                                              \
     for (int k = 0; k < kc; ++k) {                                                                       \
-      __builtin_prefetch(b0 + (k + 16) * kNR);                                                           \
-      __builtin_prefetch(b1 + (k + 16) * kNR);                                                           \
+      __builtin_prefetch(b0 + (k + kPrefetchDepths) * kNR);                                              \
+      __builtin_prefetch(b1 + (k + kPrefetchDepths) * kNR);                                              \
       const V* p0 = reinterpret_cast<const V*>(b0 + k * kNR);                                            \
       const V* p1 = reinterpret_cast<const V*>(b1 + k * kNR);                                            \
       const float* ak = a + k * kMR;                                                                     \
@@ -300,7 +300,7 @@ RECURRENT_SKINNY_KERNEL(skinny_kernel_avx512, __attribute__((target("avx512f,avx
 // side by side). The sums are the packed kernels' (the same multiply-adds in the same order), so a
 // row's values do not depend on which kernel computed it. Packing A cost a fifth as much as the
 // products it served where it is used once per panel of B: an LSTM H = 128 training step spent 9%
-// of its time packing (Zen 5). B's panels are prefetched 16 depths (1 KB) ahead: a recurrent
+// of its time packing (Zen 5). B's panels are prefetched kPrefetchDepths (16) depths (1 KB) ahead: a recurrent
 // step's product streams w_hh through L1 once per 8 or 16 rows, and the prefetches took it 8-16%
 // faster (Intel Xeon model 207, paired alternating runs: layer_bench LSTM 512 inference on 1
 // thread, LSTM 1 x 512 and 2 x 256 at B = T = 32 through forward()). Not measured on AMD.
@@ -316,8 +316,8 @@ RECURRENT_SKINNY_KERNEL(skinny_kernel_avx512, __attribute__((target("avx512f,avx
     for (int r = 0; r < kMR; ++r) row[r] = a + r * rs;                                                                 \
     for (int k = 0; k < kc; ++k) {                                                                                     \
       const long at = k * ks;                                                                                          \
-      __builtin_prefetch(b0 + (k + 16) * kNR);                                                                         \
-      if ((NP) == 2) __builtin_prefetch(b1 + (k + 16) * kNR);                                                          \
+      __builtin_prefetch(b0 + (k + kPrefetchDepths) * kNR);                                                            \
+      if ((NP) == 2) __builtin_prefetch(b1 + (k + kPrefetchDepths) * kNR);                                             \
       const Vec16 p0 = *reinterpret_cast<const Vec16*>(b0 + k * kNR);                                                  \
       Vec16 p1{};                                                                                                      \
       if ((NP) == 2) p1 = *reinterpret_cast<const Vec16*>(b1 + k * kNR);                                               \
