@@ -58,9 +58,9 @@ namespace {
 // MR x 2NR: two B panels at once (b0, b1), so each broadcast of A feeds two FMAs: on
 // AVX-512, 8 x 32 needs 10 loads per 16 FMAs where 16 x 16 needs 17. B's two panels (64 KB at a
 // depth of 512) do not fit a 48 KB L1 and stream from L2 for every 8 rows of A: they are
-// prefetched kPrefetchDepths (16) depths ahead, as in the strided kernel (Intel Xeon model 207, paired alternating
-// runs: gemm_bench 1024 x 2048 x 512 on 2 threads 1.11x, layer_bench LSTM 512 training 1.05x on
-// one thread, even on two). Not measured on AMD.
+// prefetched kPrefetchDepths (16) depths ahead, as in the strided kernel (Intel Xeon model 207,
+// paired alternating runs: gemm_bench 1024 x 2048 x 512 on 2 threads 1.11x, layer_bench LSTM 512
+// training 1.05x on one thread, even on two). Not measured on AMD.
 #define RECURRENT_MICRO_KERNEL_WIDE(NAME, TARGET, V, W, MR)                                               \
   TARGET void NAME(int kc, const float* __restrict a, const float* __restrict b0, const float* __restrict b1, \
                    float alpha, float* c, int ldc, int rows, int cols, bool overwrite) {                 \
@@ -300,10 +300,11 @@ RECURRENT_SKINNY_KERNEL(skinny_kernel_avx512, __attribute__((target("avx512f,avx
 // side by side). The sums are the packed kernels' (the same multiply-adds in the same order), so a
 // row's values do not depend on which kernel computed it. Packing A cost a fifth as much as the
 // products it served where it is used once per panel of B: an LSTM H = 128 training step spent 9%
-// of its time packing (Zen 5). B's panels are prefetched kPrefetchDepths (16) depths (1 KB) ahead: a recurrent
-// step's product streams w_hh through L1 once per 8 or 16 rows, and the prefetches took it 8-16%
-// faster (Intel Xeon model 207, paired alternating runs: layer_bench LSTM 512 inference on 1
-// thread, LSTM 1 x 512 and 2 x 256 at B = T = 32 through forward()). Not measured on AMD.
+// of its time packing (Zen 5). B's panels are prefetched kPrefetchDepths (16) depths (1 KB)
+// ahead: a recurrent step's product streams w_hh through L1 once per 8 or 16 rows, and the
+// prefetches took it 8-16% faster (Intel Xeon model 207, paired alternating runs: layer_bench
+// LSTM 512 inference on 1 thread, LSTM 1 x 512 and 2 x 256 at B = T = 32 through forward()).
+// Not measured on AMD.
 #define RECURRENT_STRIDED_BODY(NAME, NP)                                                                              \
   __attribute__((target("avx512f,avx2,fma"))) void NAME(int kc, const float* __restrict a, long rs, long ks,         \
                                                         const float* __restrict b0, const float* __restrict b1,      \

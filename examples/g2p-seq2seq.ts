@@ -73,6 +73,7 @@ const suffixes: [boolean, string][] = [
   [batchSize !== 64, `-b${batchSize}`], [baseLr !== 2e-3, `-lr${baseLr}`], [ctcWeight !== 0, `-ctc${ctcWeight}`], [embeddingDim !== 64, `-e${embeddingDim}`],
   [worldSize > 1, `-ranks${worldSize}`],
 ];
+if (batchSize % worldSize !== 0) throw new RangeError(`batch=${batchSize} must be a multiple of the ${worldSize} ranks`);
 const outDir = path.join(__dirname, `g2p-seq2seq${suffixes.filter(([on]) => on).map(([, name]) => name).join('')}`);
 
 // ---- data ---------------------------------------------------------------------------------
@@ -166,7 +167,6 @@ const pct = (x: number) => `${(x * 100).toFixed(2)}%`;
   const sums = new Map<string, Float64Array>();
   let batchesInWindow = 0;
   let averaged = 0;
-  if (batchSize % worldSize !== 0) throw new RangeError(`batch=${batchSize} must be a multiple of the ${worldSize} ranks`);
   const history = await fit(model, { sources: pairs.map((p) => p.source), targets: pairs.map((p) => p.target) }, {
     // every rank trains on batchSize / worldSize pairs of each step's batch (fit averages the gradients)
     epochs: 1000, batchSize: batchSize / worldSize, optimizer, clipGradNorm: 5, seed: 1, signal: AbortSignal.timeout(minutes * 60_000),
