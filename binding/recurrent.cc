@@ -6,6 +6,7 @@
 #include "recurrent.h"
 
 #include <algorithm>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -433,24 +434,37 @@ Napi::Value StepRun(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-// seq2seqDecode(dims, embedding, layers, attention, encoder, search) -> { tokens: Int32Array[], logProbs:
-// Float64Array, ended: Uint8Array }: greedy (beamWidth 0) or beam search over an attention
-// encoder-decoder (cpp/seq2seq.h), the whole search in one call, on the values as they are now.
+// seq2seqDecode(models, search) -> { tokens: Int32Array[], logProbs: Float64Array, ended: Uint8Array }:
+// greedy (beamWidth 0) or beam search over an attention encoder-decoder, or an ensemble of them
+// (cpp/seq2seq.h), the whole search in one call, on the values as they are now. Each model is
+// [dims, embedding, layers, attention, encoder]; all have the same classes and sources.
 //   dims      [cell, L, E, H, C, attention, K, Hv, contextFeeding (0 | 1)]
 //   layers    L arrays [w_ih, w_hh, b_ih, b_hh] (with context feeding, layer 2 reads Hv + H inputs)
 //   attention [queryW, queryB, scoreV, combineW, combineB, outW, outB] (unused ones null)
 //   encoder   [S, B, values (S, B, Hv), keys (S, B, K), lengths Int32Array (B), h0 (L, B, H), c0 | null]
 //   search    [beamWidth, maxLength, lengthPenalty, startToken, endToken]
-Napi::Value Seq2SeqDecode(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  begin_op();
-  expect_args(info, 6, "seq2seqDecode");
-  for (size_t i : {0, 2, 3, 4, 5})
-    if (!info[i].IsArray()) throw_type(env, "seq2seqDecode: argument " + std::to_string(i) + " must be an array");
-  const int32_t kMax = 1 << 30;
-  Napi::Array dims = info[0].As<Napi::Array>();
-  if (dims.Length() != 9) throw_type(env, "dims must have 9 entries");
+namespace {
+
+// One model's arguments, checked, with the arrays its DecoderWeights and EncoderMemory point into.
+struct DecodeModel {
   DecoderWeights w{};
+  std::vector<LayerWeights> layers;
+  EncoderMemory m{};
+  std::vector<int> lengths;
+  int64_t rows = 0;  // embedding rows
+};
+
+void decode_model_arg(Napi::Env env, const Napi::Value& value, DecodeModel& model) {
+  if (!value.IsArray() || value.As<Napi::Array>().Length() != 5)
+    throw_type(env, "seq2seqDecode: each model must be [dims, embedding, layers, attention, encoder]");
+  Napi::Array spec = value.As<Napi::Array>();
+  for (uint32_t i : {0u, 2u, 3u, 4u})
+    if (!spec.Get(i).IsArray()) throw_type(env, "seq2seqDecode: model entry " + std::to_string(i) + " must be an array");
+  DecoderWeights& w = model.w;
+  EncoderMemory& m = model.m;
+  const int32_t kMax = 1 << 30;
+  Napi::Array dims = spec.Get(0u).As<Napi::Array>();
+  if (dims.Length() != 9) throw_type(env, "dims must have 9 entries");
   w.cell = static_cast<CellKind>(int_arg(dims.Get(0u), "cell", 0, 3));
   w.layers = static_cast<int>(int_arg(dims.Get(1u), "layers", 1, 1 << 16));
   w.embed = static_cast<int>(int_arg(dims.Get(2u), "embed", 1, kMax));
@@ -466,20 +480,20 @@ Napi::Value Seq2SeqDecode(const Napi::CallbackInfo& info) {
   if (w.attention == AttentionKind::kDot && Hv != H) throw_range(env, "dot attention needs values of the decoder's width");
   if (w.context_feeding && (L < 2 || w.attention == AttentionKind::kNone))
     throw_range(env, "context feeding needs at least 2 layers and an attention");
-  const int64_t table = Storage::From(info[1], "embedding")->length();
+  const int64_t table = Storage::From(spec.Get(1u), "embedding")->length();
   if (table % w.embed != 0) throw_range(env, "embedding must hold whole rows of E floats");
-  const int64_t rows = table / w.embed;
-  w.embedding = read_span_of(info[1], "embedding", 0, table);
-  Napi::Array layer_array = info[2].As<Napi::Array>();
+  model.rows = table / w.embed;
+  w.embedding = read_span_of(spec.Get(1u), "embedding", 0, table);
+  Napi::Array layer_array = spec.Get(2u).As<Napi::Array>();
   if (layer_array.Length() != static_cast<uint32_t>(L)) throw_type(env, "layers must have one weights array per layer");
-  std::vector<LayerWeights> layers;
+  std::vector<LayerWeights>& layers = model.layers;
   for (uint32_t l = 0; l < static_cast<uint32_t>(L); ++l) {
     const int input = l == 0 ? w.embed : l == 1 && w.context_feeding ? w.value_size + w.hidden : w.hidden;
     const LayerDims layer{w.cell, 1, 1, input, w.hidden, 1};
     layers.push_back(layer_weights_arg(layer_array.Get(l), layer)[0]);
   }
-  w.rnn = layers.data();
-  Napi::Array att = info[3].As<Napi::Array>();
+  w.rnn = layers.data();  // `model` does not move: the caller holds it by pointer
+  Napi::Array att = spec.Get(3u).As<Napi::Array>();
   if (att.Length() != 7) throw_type(env, "attention must have 7 entries");
   auto optional = [&](uint32_t i, const char* name, int64_t count) { return optional_read_span(att.Get(i), name, count); };
   if (w.attention == AttentionKind::kBahdanau) {
@@ -497,9 +511,8 @@ Napi::Value Seq2SeqDecode(const Napi::CallbackInfo& info) {
   w.out_cache = cached_weight_of(att.Get(5u));
   w.out_b = optional(6, "outB", C);
 
-  Napi::Array enc = info[4].As<Napi::Array>();
+  Napi::Array enc = spec.Get(4u).As<Napi::Array>();
   if (enc.Length() != 7) throw_type(env, "encoder must have 7 entries");
-  EncoderMemory m{};
   m.steps = static_cast<int>(int_arg(enc.Get(0u), "S", 1, kMax));
   m.sources = static_cast<int>(int_arg(enc.Get(1u), "B", 0, kMax));
   const int64_t S = m.steps, B = m.sources;
@@ -511,28 +524,56 @@ Napi::Value Seq2SeqDecode(const Napi::CallbackInfo& info) {
       static_cast<int64_t>(length_value.As<Napi::Int32Array>().ElementLength()) != B)
     throw_type(env, "lengths must be an Int32Array of B entries");
   Napi::Int32Array length_array = length_value.As<Napi::Int32Array>();
-  std::vector<int> lengths(length_array.Data(), length_array.Data() + B);
+  std::vector<int>& lengths = model.lengths;
+  lengths.assign(length_array.Data(), length_array.Data() + B);
   for (int n : lengths)
     if (n < 1 || n > S) throw_range(env, "lengths must be in [1, S]");
   m.lengths = lengths.data();
   m.h0 = read_span_of(enc.Get(5u), "h0", 0, L * B * H);
   m.c0 = w.cell == CellKind::kLstm ? read_span_of(enc.Get(6u), "c0", 0, L * B * H) : nullptr;
 
-  Napi::Array search = info[5].As<Napi::Array>();
+}
+
+}  // namespace
+
+Napi::Value Seq2SeqDecode(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  begin_op();
+  expect_args(info, 2, "seq2seqDecode");
+  if (!info[0].IsArray() || info[0].As<Napi::Array>().Length() == 0)
+    throw_type(env, "seq2seqDecode: models must be a non-empty array");
+  if (!info[1].IsArray()) throw_type(env, "seq2seqDecode: search must be an array");
+  Napi::Array model_array = info[0].As<Napi::Array>();
+  std::vector<std::unique_ptr<DecodeModel>> parsed;
+  std::vector<DecoderModel> models;
+  for (uint32_t i = 0; i < model_array.Length(); ++i) {
+    parsed.push_back(std::make_unique<DecodeModel>());
+    decode_model_arg(env, model_array.Get(i), *parsed.back());
+    const DecodeModel& d = *parsed.back();
+    if (d.w.classes != parsed[0]->w.classes || d.m.sources != parsed[0]->m.sources)
+      throw_range(env, "the models of an ensemble must have the same classes and sources");
+    models.push_back({&d.w, &d.m});
+  }
+  Napi::Array search = info[1].As<Napi::Array>();
   if (search.Length() != 5) throw_type(env, "search must have 5 entries");
+  const int32_t kMax = 1 << 30;
   SearchOptions o{};
   o.beam_width = static_cast<int>(int_arg(search.Get(0u), "beamWidth", 0, 4096));
   o.max_length = static_cast<int>(int_arg(search.Get(1u), "maxLength", 0, 1 << 20));
   o.length_penalty = static_cast<float>(number_arg(search.Get(2u), "lengthPenalty"));
-  o.start_token = static_cast<int>(int_arg(search.Get(3u), "startToken", 0, rows - 1));
-  o.end_token = static_cast<int>(int_arg(search.Get(4u), "endToken", 0, C - 1));
-  if (static_cast<double>(B) * std::max(o.beam_width, 1) * std::max({H * L, C, Hv + H, K}) >= 2147483647.0)
-    throw_range(env, "too many hypotheses: beams x sources x width must stay below 2^31");
-  if (C > rows) throw_range(env, "every class but the end token must be an embedding row");
+  o.start_token = static_cast<int>(int_arg(search.Get(3u), "startToken", 0, kMax));
+  o.end_token = static_cast<int>(int_arg(search.Get(4u), "endToken", 0, parsed[0]->w.classes - 1));
+  for (const auto& d : parsed) {
+    const int64_t H = d->w.hidden, C = d->w.classes, K = d->w.key_size, Hv = d->w.value_size, L = d->w.layers, B = d->m.sources;
+    if (o.start_token >= d->rows) throw_range(env, "startToken must be an embedding row");
+    if (static_cast<double>(B) * std::max(o.beam_width, 1) * std::max({H * L, C, Hv + H, K}) >= 2147483647.0)
+      throw_range(env, "too many hypotheses: beams x sources x width must stay below 2^31");
+    if (C > d->rows) throw_range(env, "every class but the end token must be an embedding row");
+  }
   if (op_on_cuda()) throw_type(env, "seq2seqDecode runs on the CPU");
   current_keep().clear();
   stream_of(env).wait_idle();  // the values are read now, on this thread
-  const std::vector<Hypothesis> best = seq2seq_decode_cpu(w, m, o);
+  const std::vector<Hypothesis> best = seq2seq_decode_cpu(models, o);
   Napi::Array tokens = Napi::Array::New(env, best.size());
   Napi::Float64Array log_probs = Napi::Float64Array::New(env, best.size());
   Napi::Uint8Array ended = Napi::Uint8Array::New(env, best.size());

@@ -125,26 +125,92 @@ void gather_state(const float* from, size_t from_rows, const std::vector<int>& r
       std::memcpy(to.data() + (l * M + i) * H, from + (l * from_rows + rows[i]) * H, H * sizeof(float));
 }
 
-// The decoder's state for rows that start from the sources src[n] (h, and c for an LSTM).
-void initial_state(const DecoderWeights& w, const EncoderMemory& m, const std::vector<int>& src, std::vector<float>& h,
-                   std::vector<float>& c) {
-  gather_state(m.h0, m.sources, src, w.layers, w.hidden, h);
-  if (w.cell == CellKind::kLstm) gather_state(m.c0, m.sources, src, w.layers, w.hidden, c);
-  else c.clear();
-}
+// The models of a search stepping together (one model, or an ensemble), each with its own state
+// for the same rows. A step's log-probabilities are the models' own where there is one, else the
+// log of their mean probability (as fairseq ensembles: logsumexp over the models - log K).
+class Members {
+ public:
+  explicit Members(const std::vector<DecoderModel>& models) : models_(models), states_(models.size()) {}
 
-std::vector<Hypothesis> greedy(const DecoderWeights& w, const EncoderMemory& m, const SearchOptions& o) {
-  const int B = m.sources, C = w.classes;
+  int classes() const { return models_[0].weights->classes; }
+
+  // every model's state for rows that start from the sources src[n] (h, and c for an LSTM)
+  void start(const std::vector<int>& src) {
+    for (size_t i = 0; i < models_.size(); ++i) {
+      const DecoderWeights& w = *models_[i].weights;
+      const EncoderMemory& m = *models_[i].memory;
+      State& s = states_[i];
+      gather_state(m.h0, m.sources, src, w.layers, w.hidden, s.h);
+      if (w.cell == CellKind::kLstm) gather_state(m.c0, m.sources, src, w.layers, w.hidden, s.c);
+      else s.c.clear();
+    }
+  }
+
+  // the log-probabilities (N, C) of the next token for the N rows, every state stepped
+  void step(int N, const int* tokens, const int* src, std::vector<float>& log_probs) {
+    const size_t C = classes();
+    log_probs.resize(static_cast<size_t>(N) * C);
+    if (models_.size() == 1) {
+      State& s = states_[0];
+      seq2seq_step_cpu(*models_[0].weights, *models_[0].memory, N, tokens, src, s.h.data(), s.c.empty() ? nullptr : s.c.data(),
+                       log_probs.data());
+      return;
+    }
+    for (size_t i = 0; i < models_.size(); ++i) {
+      State& s = states_[i];
+      s.log_probs.resize(log_probs.size());
+      seq2seq_step_cpu(*models_[i].weights, *models_[i].memory, N, tokens, src, s.h.data(), s.c.empty() ? nullptr : s.c.data(),
+                       s.log_probs.data());
+    }
+    const double log_k = std::log(static_cast<double>(models_.size()));
+    for (size_t j = 0; j < log_probs.size(); ++j) {
+      float top = kNegInf;
+      for (const State& s : states_) top = std::max(top, s.log_probs[j]);
+      if (top == kNegInf) {
+        log_probs[j] = kNegInf;
+        continue;
+      }
+      double total = 0.0;
+      for (const State& s : states_) total += std::exp(static_cast<double>(s.log_probs[j]) - top);
+      log_probs[j] = static_cast<float>(top + std::log(total) - log_k);
+    }
+  }
+
+  // row i of every state = row rows[i] of what it was (N rows)
+  void gather(int N, const std::vector<int>& rows) {
+    for (size_t i = 0; i < models_.size(); ++i) {
+      const DecoderWeights& w = *models_[i].weights;
+      State& s = states_[i];
+      gather_state(s.h.data(), N, rows, w.layers, w.hidden, s.h_next);
+      s.h.swap(s.h_next);
+      if (!s.c.empty()) {
+        gather_state(s.c.data(), N, rows, w.layers, w.hidden, s.c_next);
+        s.c.swap(s.c_next);
+      }
+    }
+  }
+
+ private:
+  struct State {
+    std::vector<float> h, c, h_next, c_next, log_probs;
+  };
+  const std::vector<DecoderModel>& models_;
+  std::vector<State> states_;
+};
+
+std::vector<Hypothesis> greedy(const std::vector<DecoderModel>& models, const SearchOptions& o) {
+  const int B = models[0].memory->sources;
+  Members members(models);
+  const int C = members.classes();
   std::vector<Hypothesis> out(B);
   // the rows still running, compacted after each step
   std::vector<int> src(B), tokens(B, o.start_token);
   for (int b = 0; b < B; ++b) src[b] = b;
-  std::vector<float> h, c, log_probs, h_next, c_next;
-  initial_state(w, m, src, h, c);
+  std::vector<float> log_probs;
+  members.start(src);
   for (int t = 0; t < o.max_length && !src.empty(); ++t) {
     const int N = static_cast<int>(src.size());
-    log_probs.resize(static_cast<size_t>(N) * C);
-    seq2seq_step_cpu(w, m, N, tokens.data(), src.data(), h.data(), c.empty() ? nullptr : c.data(), log_probs.data());
+    members.step(N, tokens.data(), src.data(), log_probs);
     std::vector<int> keep;
     for (int n = 0; n < N; ++n) {
       const float* row = log_probs.data() + static_cast<size_t>(n) * C;
@@ -162,12 +228,7 @@ std::vector<Hypothesis> greedy(const DecoderWeights& w, const EncoderMemory& m, 
     if (static_cast<int>(keep.size()) == N) continue;
     // drop the ended rows from the state
     const size_t M = keep.size();
-    gather_state(h.data(), N, keep, w.layers, w.hidden, h_next);
-    h.swap(h_next);
-    if (!c.empty()) {
-      gather_state(c.data(), N, keep, w.layers, w.hidden, c_next);
-      c.swap(c_next);
-    }
+    members.gather(N, keep);
     std::vector<int> next_src(M), next_tokens(M);
     for (size_t i = 0; i < M; ++i) {
       next_src[i] = src[keep[i]];
@@ -194,9 +255,10 @@ struct Candidate {
 // Beam search with batched beams: source b owns rows b * W .. b * W + W - 1. A source is done when
 // W hypotheses have ended, when (without a length penalty) its best ended hypothesis beats every
 // live one, or at max_length, where its live hypotheses end as they are.
-std::vector<Hypothesis> beam_search(const DecoderWeights& w, const EncoderMemory& m, const SearchOptions& o) {
-  const int B = m.sources, C = w.classes, W = o.beam_width;
-  const size_t H = w.hidden, L = w.layers;
+std::vector<Hypothesis> beam_search(const std::vector<DecoderModel>& models, const SearchOptions& o) {
+  const int B = models[0].memory->sources, W = o.beam_width;
+  Members members(models);
+  const int C = members.classes();
   std::vector<std::vector<Hypothesis>> ended(B);
   std::vector<Hypothesis> live(static_cast<size_t>(B) * W);
   std::vector<double> live_score(live.size(), -std::numeric_limits<double>::infinity());
@@ -205,20 +267,19 @@ std::vector<Hypothesis> beam_search(const DecoderWeights& w, const EncoderMemory
   // the rows of the sources not done, in source order
   std::vector<int> rows_src;  // the source of each computed row
   std::vector<int> tokens;
-  std::vector<float> h, c, log_probs, h_next, c_next;
+  std::vector<float> log_probs;
   {
     std::vector<int> src;
     for (int b = 0; b < B; ++b)
       for (int k = 0; k < W; ++k) src.push_back(b);
-    initial_state(w, m, src, h, c);
+    members.start(src);
     rows_src = src;
     tokens.assign(src.size(), o.start_token);
   }
   std::vector<Candidate> candidates;
   for (int t = 0; t < o.max_length && !rows_src.empty(); ++t) {
     const int N = static_cast<int>(rows_src.size());
-    log_probs.resize(static_cast<size_t>(N) * C);
-    seq2seq_step_cpu(w, m, N, tokens.data(), rows_src.data(), h.data(), c.empty() ? nullptr : c.data(), log_probs.data());
+    members.step(N, tokens.data(), rows_src.data(), log_probs);
     // the next rows: W per source still running, each from a parent row
     std::vector<int> next_src, next_tokens, parent;
     std::vector<Hypothesis> next_live(live.size());
@@ -284,12 +345,7 @@ std::vector<Hypothesis> beam_search(const DecoderWeights& w, const EncoderMemory
       }
     }
     // gather the parents' states into the new rows
-    gather_state(h.data(), N, parent, L, H, h_next);
-    h.swap(h_next);
-    if (!c.empty()) {
-      gather_state(c.data(), N, parent, L, H, c_next);
-      c.swap(c_next);
-    }
+    members.gather(N, parent);
     // sources still running keep their live hypotheses; finished ones keep theirs for the end
     for (int b = 0; b < B; ++b) {
       if (done[b]) continue;
@@ -322,10 +378,15 @@ std::vector<Hypothesis> beam_search(const DecoderWeights& w, const EncoderMemory
 
 }  // namespace
 
+std::vector<Hypothesis> seq2seq_decode_cpu(const std::vector<DecoderModel>& models, const SearchOptions& o) {
+  const int B = models.at(0).memory->sources;
+  if (B == 0) return {};
+  if (o.max_length == 0) return std::vector<Hypothesis>(B);
+  return o.beam_width == 0 ? greedy(models, o) : beam_search(models, o);
+}
+
 std::vector<Hypothesis> seq2seq_decode_cpu(const DecoderWeights& w, const EncoderMemory& m, const SearchOptions& o) {
-  if (m.sources == 0) return {};
-  if (o.max_length == 0) return std::vector<Hypothesis>(m.sources);
-  return o.beam_width == 0 ? greedy(w, m, o) : beam_search(w, m, o);
+  return seq2seq_decode_cpu(std::vector<DecoderModel>{{&w, &m}}, o);
 }
 
 }  // namespace recurrent

@@ -79,6 +79,18 @@ struct Hypothesis {
 // The best hypothesis of every source.
 std::vector<Hypothesis> seq2seq_decode_cpu(const DecoderWeights& w, const EncoderMemory& m, const SearchOptions& o);
 
+// One model of an ensemble: its weights and its encoder's memory of the same sources.
+struct DecoderModel {
+  const DecoderWeights* weights;
+  const EncoderMemory* memory;
+};
+
+// The best hypothesis of every source under an ensemble of models that share the classes and the
+// sources (each with its own architecture and encoder memory): each step's distribution is the
+// mean of the models' probabilities (their log-probabilities through logsumexp - log K, as
+// fairseq's ensembles). One model gives exactly what the single-model search gives.
+std::vector<Hypothesis> seq2seq_decode_cpu(const std::vector<DecoderModel>& models, const SearchOptions& o);
+
 // The log-probabilities (N, C) of one step for N rows (row n reads source src[n] and feeds token
 // tokens[n]), with the state h, c (L, N, H) updated in place. What the searches run each step.
 void seq2seq_step_cpu(const DecoderWeights& w, const EncoderMemory& m, int rows, const int* tokens, const int* src,

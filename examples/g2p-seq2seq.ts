@@ -10,7 +10,7 @@
  * is the edit distance to the closest one over its length.
  *
  *   npx tsx examples/g2p-seq2seq.ts [minutes = 20] [hidden = 256] [attention = bahdanau] [layers = 2] [stress | no-stress]
- *       [context-feeding] [average] [bf16] [batch=N] [lr=X] [ctc=W] [emb=N]
+ *       [context-feeding] [average] [bf16] [batch=N] [lr=X] [ctc=W] [emb=N] [ensemble]
  *
  * 'no-stress' removes the stress marks (39 phonemes), as the CTC example does, for a comparison
  * with it. 'context-feeding' builds the decoder with contextFeeding (attention between its
@@ -25,7 +25,9 @@
  * data-parallel ranks (processes with a share of the cores each; fit's `distributed`): 'batch=N' stays
  * the step's whole batch, each rank taking N / R pairs of it, the learning rate follows the latest
  * rank's clock (so every rank takes the same step), rank 0 scores, reports and decodes (on all the
- * cores), and the folder gets -ranksR.
+ * cores), and the folder gets -ranksR. With the flag 'ensemble' each rank instead trains a model of
+ * its own (seed 1 + rank, the whole batch), and rank 0 decodes with all R as an ensemble
+ * (translate({ ensemble }): the mean of their probabilities at every step); the folder gets -ensembleR.
  * The best with stress marks so far, on 2 cores of an Intel Xeon with AMX (BF16 products):
  *   npx tsx examples/g2p-seq2seq.ts 20 448 bahdanau 2 stress context-feeding average bf16 batch=512 lr=5e-3
  * 11.9 epochs in the 20 minutes, 25.50% WER and 6.69% PER with a beam of 5 (on 2 data-parallel ranks:
@@ -40,7 +42,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { Adam, Seq2Seq, Tensor, allReduce, attentionHeatmapSvg, backends, fit, initDistributed, save, seed, setFloat32MatmulPrecision, setNumThreads } from '../lib/index';
+import { Adam, Seq2Seq, Tensor, allReduce, attentionHeatmapSvg, backends, barrier, fit, initDistributed, load, save, seed, setFloat32MatmulPrecision, setNumThreads } from '../lib/index';
 import type { AttentionType } from '../lib/index';
 
 // under `npx recurrent launch -n N`, N data-parallel ranks (each with its share of every batch);
@@ -67,13 +69,18 @@ const baseLr = flagValue('lr', 2e-3);
 const ctcWeight = flagValue('ctc', 0);
 // 'emb=N': the width of both embeddings (64 by default)
 const embeddingDim = flagValue('emb', 64);
+// 'ensemble' (under `recurrent launch -n R`): every rank trains a model of its own (its own seed
+// and order, the whole batch), and rank 0 decodes with all R (Seq2Seq's translate({ ensemble }));
+// else the ranks train one model, data-parallel
+const ensemble = flags.includes('ensemble') && worldSize > 1;
+const dataParallel = worldSize > 1 && !ensemble;
 // each setting away from its default names itself in the output folder, in this order
 const suffixes: [boolean, string][] = [
   [!stress, '-no-stress'], [contextFeeding, '-context-feeding'], [averaging, '-average'], [bf16, '-bf16'], [hidden !== 256, `-h${hidden}`],
   [batchSize !== 64, `-b${batchSize}`], [baseLr !== 2e-3, `-lr${baseLr}`], [ctcWeight !== 0, `-ctc${ctcWeight}`], [embeddingDim !== 64, `-e${embeddingDim}`],
-  [worldSize > 1, `-ranks${worldSize}`],
+  [dataParallel, `-ranks${worldSize}`], [ensemble, `-ensemble${worldSize}`],
 ];
-if (batchSize % worldSize !== 0) throw new RangeError(`batch=${batchSize} must be a multiple of the ${worldSize} ranks`);
+if (dataParallel && batchSize % worldSize !== 0) throw new RangeError(`batch=${batchSize} must be a multiple of the ${worldSize} ranks`);
 const outDir = path.join(__dirname, `g2p-seq2seq${suffixes.filter(([on]) => on).map(([, name]) => name).join('')}`);
 
 // ---- data ---------------------------------------------------------------------------------
@@ -123,9 +130,9 @@ function editDistance(a: readonly number[], b: readonly number[]): number {
   return row[b.length];
 }
 
-function score(model: Seq2Seq, list: string[], beamWidth: number): { per: number; wer: number; seconds: number } {
+function score(model: Seq2Seq, list: string[], beamWidth: number, ensemble: Seq2Seq[] = []): { per: number; wer: number; seconds: number } {
   const started = performance.now();
-  const decoded = model.translate(list.map(encodeWord), { beamWidth, maxLength: 40 });
+  const decoded = model.translate(list.map(encodeWord), { beamWidth, maxLength: 40, ensemble });
   const seconds = (performance.now() - started) / 1000;
   let errors = 0;
   let total = 0;
@@ -145,7 +152,7 @@ const pct = (x: number) => `${(x * 100).toFixed(2)}%`;
 // ---- model and training ---------------------------------------------------------------------
 
 (async () => {
-  seed(1);
+  seed(ensemble ? 1 + rank : 1);
   if (bf16) setFloat32MatmulPrecision('medium');
   const model = new Seq2Seq({
     cell: 'lstm', sourceVocabSize: letters.length, targetVocabSize: phones.length, embeddingDim, hiddenSize: hidden, numLayers: layers,
@@ -155,7 +162,8 @@ const pct = (x: number) => `${(x * 100).toFixed(2)}%`;
   say(`Seq2Seq: BiLSTM encoder (${layers} x ${hidden / 2} per direction), LSTM decoder (${layers} x ${hidden}), ${attention} attention` +
     `${contextFeeding ? ' (context feeding)' : ''}, ` +
     `${model.numParameters().toLocaleString('en-US')} parameters; ${os.cpus()[0].model.trim()}, ${os.cpus().length} cores, CPU kernels ${backends().cpu.isa}, products ${backends().cpu.matmul}; ` +
-    `${worldSize > 1 ? `${worldSize} data-parallel ranks of ${backends().cpu.threads} thread(s), ${batchSize / worldSize} pairs each a step; ` : ''}budget ${minutes} min` +
+    `${dataParallel ? `${worldSize} data-parallel ranks of ${backends().cpu.threads} thread(s), ${batchSize / worldSize} pairs each a step; ` : ''}` +
+    `${ensemble ? `an ensemble of ${worldSize} such models, one a rank of ${backends().cpu.threads} thread(s) (this one rank 0's); ` : ''}budget ${minutes} min` +
     `${averaging ? '; weights averaged over the last third' : ''}${ctcWeight ? `; joint CTC loss weighted ${ctcWeight}` : ''}`);
   const started = performance.now();
   const elapsed = () => (performance.now() - started) / 60_000;
@@ -169,13 +177,13 @@ const pct = (x: number) => `${(x * 100).toFixed(2)}%`;
   let averaged = 0;
   const history = await fit(model, { sources: pairs.map((p) => p.source), targets: pairs.map((p) => p.target) }, {
     // every rank trains on batchSize / worldSize pairs of each step's batch (fit averages the gradients)
-    epochs: 1000, batchSize: batchSize / worldSize, optimizer, clipGradNorm: 5, seed: 1, signal: AbortSignal.timeout(minutes * 60_000),
-    distributed: worldSize > 1,
+    epochs: 1000, batchSize: dataParallel ? batchSize / worldSize : batchSize, optimizer, clipGradNorm: 5, seed: ensemble ? 1 + rank : 1,
+    signal: AbortSignal.timeout(minutes * 60_000), distributed: dataParallel,
     onBatchEnd: () => {
       // one clock for every rank (the latest), so that all take the same learning rate and stay identical
-      const spent = Math.min(1, (worldSize > 1 ? allReduce(Tensor.from(Float32Array.of(elapsed()), [1]), 'max').item() : elapsed()) / minutes);
+      const spent = Math.min(1, (dataParallel ? allReduce(Tensor.from(Float32Array.of(elapsed()), [1]), 'max').item() : elapsed()) / minutes);
       optimizer.lr = baseLr * Math.min(1, spent / 0.03) * (1 - 0.97 * spent);
-      if (rank === 0 && averaging && spent >= 2 / 3 && ++batchesInWindow % 50 === 0) {
+      if ((rank === 0 || ensemble) && averaging && spent >= 2 / 3 && ++batchesInWindow % 50 === 0) {
         for (const [name, p] of model.namedParameters()) {
           const values = p.toArray();
           const sum = sums.get(name) ?? new Float64Array(values.length);
@@ -192,9 +200,8 @@ const pct = (x: number) => `${(x * 100).toFixed(2)}%`;
     },
   });
   const trainMinutes = elapsed();
-  // the other ranks are done; rank 0 decodes on all the cores
-  if (rank !== 0) return;
-  if (worldSize > 1) setNumThreads(os.availableParallelism());
+  // data-parallel: the other ranks are done; rank 0 decodes on all the cores
+  if (dataParallel && rank !== 0) return;
   say(`trained ${history.steps.toLocaleString('en-US')} steps (${(history.steps / history.batchesPerEpoch!).toFixed(2)} epochs) in ${trainMinutes.toFixed(1)} min (${history.stopReason})`);
   if (averaging && averaged > 0) {
     const last = new Map(model.namedParameters().map(([name, p]) => [name, Tensor.from(p.toArray(), p.shape)]));
@@ -207,13 +214,31 @@ const pct = (x: number) => `${(x * 100).toFixed(2)}%`;
       `(whose test result, beam 5, is PER ${pct(testLast.per)}, WER ${pct(testLast.wer)}): ${keep ? 'the average is kept' : 'the last weights are kept'}`);
     if (!keep) model.loadStateDict(last);
   }
-  const greedy = score(model, testWords, 1);
-  const beam = score(model, testWords, 5);
-  say(`test (${testWords.length.toLocaleString('en-US')} words): greedy PER ${pct(greedy.per)}, WER ${pct(greedy.wer)} (${greedy.seconds.toFixed(1)} s); ` +
+  // an ensemble: the other ranks hand their models to rank 0
+  const memberFile = (r: number) => path.join(outDir, `member-${r}.safetensors`);
+  if (ensemble && rank !== 0) {
+    fs.mkdirSync(outDir, { recursive: true });
+    await save(model, memberFile(rank));
+  }
+  if (ensemble) barrier();
+  if (rank !== 0) return;
+  if (worldSize > 1) setNumThreads(os.availableParallelism());
+  const members: Seq2Seq[] = [];
+  if (ensemble) {
+    for (let r = 1; r < worldSize; ++r) {
+      members.push((await load(memberFile(r))) as Seq2Seq);
+      fs.rmSync(memberFile(r));
+    }
+    const alone = [model, ...members].map((m) => score(m, testWords, 5));
+    say(`each model alone (test, beam 5): ${alone.map((a, r) => `rank ${r} PER ${pct(a.per)}, WER ${pct(a.wer)}`).join('; ')}`);
+  }
+  const greedy = score(model, testWords, 1, members);
+  const beam = score(model, testWords, 5, members);
+  say(`test (${testWords.length.toLocaleString('en-US')} words${ensemble ? `, the ensemble of ${worldSize}` : ''}): greedy PER ${pct(greedy.per)}, WER ${pct(greedy.wer)} (${greedy.seconds.toFixed(1)} s); ` +
     `beam 5 PER ${pct(beam.per)}, WER ${pct(beam.wer)} (${beam.seconds.toFixed(1)} s to decode)`);
   fs.mkdirSync(outDir, { recursive: true });
   for (const word of ['PHOENIX', 'KNIGHTLY', 'QUEUEING'].filter((w) => pronunciations.has(w)).concat(testWords.slice(0, 2))) {
-    const [guess] = model.translate([encodeWord(word)], { beamWidth: 5 });
+    const [guess] = model.translate([encodeWord(word)], { beamWidth: 5, ensemble: members });
     const weights = model.attentionWeights(encodeWord(word), guess);
     const svg = attentionHeatmapSvg(weights, [...guess.map((p) => phones[p]), '</s>'], [...word], { title: `${word}: ${guess.map((p) => phones[p]).join(' ')}` });
     fs.writeFileSync(path.join(outDir, `attention-${word.replace(/'/g, '_')}.svg`), svg);

@@ -317,6 +317,73 @@ describe('Seq2Seq', () => {
     });
   }
 
+  it('an ensemble (options.ensemble) searches the mean of the models\' probabilities: its greedy and wide-beam results are the exhaustive search\'s', () => {
+    seed(23);
+    // two models of different shapes over the same vocabularies
+    const first = new Seq2Seq({ cell: 'lstm', attention: 'bahdanau', sourceVocabSize: 5, targetVocabSize: 2, embeddingDim: 6, hiddenSize: 8, numLayers: 2, contextFeeding: true });
+    const second = new Seq2Seq({ cell: 'gru', attention: 'luong', sourceVocabSize: 5, targetVocabSize: 2, embeddingDim: 4, hiddenSize: 6 });
+    for (const p of [...first.parameters(), ...second.parameters()]) p.storage.write(p.toArray().map((x) => x * 4), 0);
+    const rand = seededRandom(5);
+    const sources = Array.from({ length: 5 }, () => Array.from({ length: 1 + Math.floor(rand() * 5) }, () => Math.floor(rand() * 5)));
+    const maxLength = 3;
+    // the log of the mean probability of y after `prefix`, by the teacher-forced graphs
+    const stepLogProb = (source: number[], prefix: number[], y: number) => {
+      const mean = [first, second].reduce((sum, model) => sum + noGrad(() => {
+        model.eval();
+        const logits = model.forward([source], [prefix]).logits; // [1, n + 1, C]
+        const C = logits.shape[2];
+        return Math.exp(logits.logSoftmax(-1).toArray()[prefix.length * C + y]);
+      }), 0) / 2;
+      return Math.log(mean);
+    };
+    const score = (source: number[], tokens: number[], ended: boolean) =>
+      tokens.reduce((sum, y, t) => sum + stepLogProb(source, tokens.slice(0, t), y), 0) + (ended ? stepLogProb(source, tokens, first.endToken) : 0);
+    // greedy: the likeliest mean at every step
+    const greedy = first.decode(sources, { greedy: true, maxLength, ensemble: [second] });
+    sources.forEach((source, i) => {
+      const tokens: number[] = [];
+      let ended = false;
+      while (!ended && tokens.length < maxLength) {
+        const probs = [0, 1, first.endToken].map((y) => stepLogProb(source, tokens, y));
+        const best = probs.indexOf(Math.max(...probs));
+        if (best === 2) ended = true;
+        else tokens.push(best);
+      }
+      expect({ tokens: greedy.tokens[i], ended: greedy.ended[i] }, `greedy ${i}`).to.deep.equal({ tokens, ended });
+      expectClose([greedy.logProbs[i]], [score(source, tokens, ended)], `greedy log-probability ${i}`, { rtol: 1e-5, atol: 1e-5 });
+    });
+    // a beam of 16 is exhaustive at 3 tokens over 2: the best of every hypothesis by the mean
+    const all: { tokens: number[]; ended: boolean }[] = [];
+    const grow = (prefix: number[]) => {
+      all.push({ tokens: prefix, ended: prefix.length < maxLength });
+      if (prefix.length < maxLength) for (const y of [0, 1]) grow([...prefix, y]);
+    };
+    grow([]);
+    const beam = first.decode(sources, { beamWidth: 16, maxLength, ensemble: [second] });
+    sources.forEach((source, i) => {
+      const scored = all.map((h) => ({ ...h, logProb: score(source, h.tokens, h.ended) })).sort((a, b) => b.logProb - a.logProb);
+      expect(scored[0].logProb - scored[1].logProb, 'the test needs a clear best hypothesis').to.be.greaterThan(1e-4);
+      expect({ tokens: beam.tokens[i], ended: beam.ended[i] }, `beam ${i}`).to.deep.equal({ tokens: scored[0].tokens, ended: scored[0].ended });
+      expectClose([beam.logProbs[i]], [scored[0].logProb], `beam log-probability ${i}`, { rtol: 1e-5, atol: 1e-5 });
+    });
+    // the ensemble differs from either model alone here, and a model with itself is the model
+    expect(beam.tokens).to.not.deep.equal(first.decode(sources, { beamWidth: 16, maxLength }).tokens);
+    const twice = first.decode(sources, { beamWidth: 4, maxLength, ensemble: [first] });
+    const alone = first.decode(sources, { beamWidth: 4, maxLength });
+    expect(twice.tokens).to.deep.equal(alone.tokens);
+    expectClose(twice.logProbs, alone.logProbs, 'a model with itself', { rtol: 1e-6, atol: 1e-6 });
+    expect(first.decode(sources, { beamWidth: 4, maxLength, ensemble: [] })).to.deep.equal(alone);
+    // the models are put back in the mode they were in
+    second.train();
+    first.translate(sources, { ensemble: [second] });
+    expect(second.training).to.equal(true);
+    // bad input is named
+    expect(() => first.translate(sources, { ensemble: second as never })).to.throw(TypeError, /options.ensemble to be an array/);
+    expect(() => first.translate(sources, { ensemble: [{}] as never })).to.throw(TypeError, /options.ensemble\[0\] to be a Seq2Seq/);
+    const other = new Seq2Seq({ sourceVocabSize: 5, targetVocabSize: 3, hiddenSize: 4, embeddingDim: 2 });
+    expect(() => first.translate(sources, { ensemble: [other] })).to.throw(RangeError, /options.ensemble\[0\] has vocabularies of 5 source and 3 target tokens; this model has 5 and 2/);
+  });
+
   it('learns to reverse sequences exactly (fit on { sources, targets }, with validation), and translates the same after save and load', async function () {
     this.timeout(Math.max(this.timeout(), 120_000)); // more where the runner allows more (emulation, sanitizers)
     seed(1);

@@ -93,8 +93,9 @@ export interface NativeAddon {
   stepPlan(cell: number, I: number, H: number, L: number, V: number, embedding: MaybeS, layers: MaybeS[][],
     headW: MaybeS, headB: MaybeS): NativeStepPlan;
   stepRun(plan: NativeStepPlan, B: number, out: S, h: S, c: MaybeS, tokens: Int32Array | null, x: MaybeS): void;
-  seq2seqDecode(dims: number[], embedding: S, layers: MaybeS[][], attention: MaybeS[],
-    encoder: [number, number, S, S, Int32Array, S, MaybeS], search: number[]): { tokens: Int32Array[]; logProbs: Float64Array; ended: Uint8Array };
+  /** models: one [dims, embedding, layers, attention, encoder] per model of the search (an ensemble where several) */
+  seq2seqDecode(models: [number[], S, MaybeS[][], MaybeS[], [number, number, S, S, Int32Array, S, MaybeS]][],
+    search: number[]): { tokens: Int32Array[]; logProbs: Float64Array; ended: Uint8Array };
   referenceForward(cell: number, T: number, B: number, I: number, H: number, D: number,
     x: Float64Array, lengths: Int32Array | null, h0: Float64Array | null, c0: Float64Array | null,
     weights: (Float64Array | null)[]): { y: Float64Array; hN: Float64Array; cN?: Float64Array };

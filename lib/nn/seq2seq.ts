@@ -104,6 +104,13 @@ export interface TranslateOptions {
   lengthPenalty?: number;
   /** Greedy search (the likeliest token at each step) instead of a beam. Default false. */
   greedy?: boolean;
+  /**
+   * More models decoded with this one, as an ensemble: at every step the search scores the mean
+   * of all the models' probabilities (as fairseq's ensembles do). They must have this model's
+   * source and target vocabulary sizes and be on the CPU; their sizes, cells and attention may
+   * differ. Default: none.
+   */
+  ensemble?: readonly Seq2Seq[];
 }
 
 export interface Translation {
@@ -283,7 +290,7 @@ export class Seq2Seq extends Module {
   decode(sources: readonly (readonly number[])[], options: TranslateOptions = {}): Translation {
     const name = 'Seq2Seq#translate()';
     const opts = expectOptions(options, 'options');
-    expectKnownKeys(opts, ['beamWidth', 'maxLength', 'lengthPenalty', 'greedy'], 'options');
+    expectKnownKeys(opts, ['beamWidth', 'maxLength', 'lengthPenalty', 'greedy', 'ensemble'], 'options');
     const beamWidth = opts.beamWidth === undefined ? 1 : expectInteger(opts.beamWidth, 'options.beamWidth', 1, 4096);
     const greedy = opts.greedy === undefined ? false : expectBoolean(opts.greedy, 'options.greedy');
     const lengthPenalty = opts.lengthPenalty === undefined ? 0 : expectNumber(opts.lengthPenalty, 'options.lengthPenalty');
@@ -292,18 +299,43 @@ export class Seq2Seq extends Module {
     const maxLength = opts.maxLength === undefined ? 2 * batch.S + 10 : expectInteger(opts.maxLength, 'options.maxLength', 0, 1 << 20);
     const device = this.output.weight.device;
     if (device !== 'cpu') throw typeError(`${name}: decoding runs on the CPU; move the model with model.to('cpu') first`, 'ERR_INVALID_ARG_VALUE');
+    const others = opts.ensemble === undefined ? [] : this.ensembleOf(opts.ensemble);
     const result: Translation = { tokens: [], logProbs: [], ended: [] };
-    this.inference(() => {
+    // every model of the search in inference mode while it runs
+    const models = [this, ...others];
+    const run = models.reduceRight<() => void>((inner, model) => () => model.inference(inner), () => {
       for (let first = 0; first < sources.length; first += DECODE_CHUNK) {
         const chunk = sources.slice(first, first + DECODE_CHUNK);
         // scope(): each chunk's tensors go back to the allocator as it ends, not at a collection
-        const part = scope(() => this.decodeChunk(this.sourceBatch(name, chunk), { beamWidth: greedy ? 0 : beamWidth, maxLength, lengthPenalty }));
+        const part = scope(() => {
+          const batch = this.sourceBatch(name, chunk);
+          return native.seq2seqDecode(models.map((model) => model.decoderSpec(batch)),
+            [greedy ? 0 : beamWidth, maxLength, lengthPenalty, this.startToken, this.endToken]);
+        });
         result.tokens.push(...part.tokens.map((row) => Array.from(row)));
         result.logProbs.push(...part.logProbs);
         result.ended.push(...Array.from(part.ended, (e) => e === 1));
       }
     });
+    run();
     return result;
+  }
+
+  /** options.ensemble checked: Seq2Seq models with this one's vocabularies, on the CPU. */
+  private ensembleOf(ensemble: unknown): Seq2Seq[] {
+    if (!Array.isArray(ensemble)) throw typeError(`Expected options.ensemble to be an array of Seq2Seq models but received ${describe(ensemble)}`);
+    return ensemble.map((model, i) => {
+      if (!(model instanceof Seq2Seq)) throw typeError(`Expected options.ensemble[${i}] to be a Seq2Seq model but received ${describe(model)}`);
+      const o = model.options;
+      if (o.sourceVocabSize !== this.options.sourceVocabSize || o.targetVocabSize !== this.options.targetVocabSize) {
+        throw rangeError(`options.ensemble[${i}] has vocabularies of ${o.sourceVocabSize} source and ${o.targetVocabSize} target tokens; ` +
+          `this model has ${this.options.sourceVocabSize} and ${this.options.targetVocabSize}`);
+      }
+      if (model.output.weight.device !== 'cpu') {
+        throw typeError(`options.ensemble[${i}] is on ${model.output.weight.device}: decoding runs on the CPU; move it with model.to('cpu') first`, 'ERR_INVALID_ARG_VALUE');
+      }
+      return model;
+    });
   }
 
   /**
@@ -445,7 +477,8 @@ export class Seq2Seq extends Module {
     return mixed;
   }
 
-  private decodeChunk(batch: Batch, search: { beamWidth: number; maxLength: number; lengthPenalty: number }): { tokens: Int32Array[]; logProbs: Float64Array; ended: Uint8Array } {
+  /** This model's part of a native search over `batch`: its weights and its encoder's memory of the sources. */
+  private decoderSpec(batch: Batch): Parameters<typeof native.seq2seqDecode>[0][number] {
     const o = this.options;
     const { values, h, c } = this.encode(batch);
     const keys = !this.attention ? values : this.attention.projectKeys(values); // [S, B, K]
@@ -453,7 +486,7 @@ export class Seq2Seq extends Module {
     const storageOf = (t: Tensor | null | undefined) => (t ? t.storage : null);
     const layers = [...Array(o.numLayers).keys()].map((l) =>
       (this.upperDecoder && l > 0 ? this.upperDecoder.layerWeights(l - 1, false) : this.decoder.layerWeights(l, false)).map(storageOf));
-    return native.seq2seqDecode(
+    return [
       [this.cellKind, o.numLayers, o.embeddingDim, o.hiddenSize, o.targetVocabSize + 1, ATTENTION_KINDS[o.attention], keys.shape[2], o.hiddenSize,
         o.contextFeeding ? 1 : 0],
       this.targetEmbedding.weight.storage,
@@ -461,7 +494,6 @@ export class Seq2Seq extends Module {
       [storageOf(bahdanau?.query.weight), storageOf(bahdanau?.query.bias), storageOf(bahdanau?.v.weight), storageOf(this.combine?.weight),
         storageOf(this.combine?.bias), this.output.weight.storage, storageOf(this.output.bias)],
       [batch.S, batch.B, values.storage, keys.storage, Int32Array.from(batch.lengths), h.storage, storageOf(c)],
-      [search.beamWidth, search.maxLength, search.lengthPenalty, this.startToken, this.endToken],
-    );
+    ];
   }
 }
