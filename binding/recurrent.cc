@@ -446,7 +446,7 @@ Napi::Value StepRun(const Napi::CallbackInfo& info) {
 namespace {
 
 // One model's arguments, checked, with the arrays its DecoderWeights and EncoderMemory point into.
-struct DecodeModel {
+struct DecodeArgs {
   DecoderWeights w{};
   std::vector<LayerWeights> layers;
   EncoderMemory m{};
@@ -454,7 +454,7 @@ struct DecodeModel {
   int64_t rows = 0;  // embedding rows
 };
 
-void decode_model_arg(Napi::Env env, const Napi::Value& value, DecodeModel& model) {
+void decode_model_arg(Napi::Env env, const Napi::Value& value, DecodeArgs& model) {
   if (!value.IsArray() || value.As<Napi::Array>().Length() != 5)
     throw_type(env, "seq2seqDecode: each model must be [dims, embedding, layers, attention, encoder]");
   Napi::Array spec = value.As<Napi::Array>();
@@ -544,12 +544,12 @@ Napi::Value Seq2SeqDecode(const Napi::CallbackInfo& info) {
     throw_type(env, "seq2seqDecode: models must be a non-empty array");
   if (!info[1].IsArray()) throw_type(env, "seq2seqDecode: search must be an array");
   Napi::Array model_array = info[0].As<Napi::Array>();
-  std::vector<std::unique_ptr<DecodeModel>> parsed;
+  std::vector<std::unique_ptr<DecodeArgs>> parsed;
   std::vector<DecoderModel> models;
   for (uint32_t i = 0; i < model_array.Length(); ++i) {
-    parsed.push_back(std::make_unique<DecodeModel>());
+    parsed.push_back(std::make_unique<DecodeArgs>());
     decode_model_arg(env, model_array.Get(i), *parsed.back());
-    const DecodeModel& d = *parsed.back();
+    const DecodeArgs& d = *parsed.back();
     if (d.w.classes != parsed[0]->w.classes || d.m.sources != parsed[0]->m.sources)
       throw_range(env, "the models of an ensemble must have the same classes and sources");
     models.push_back({&d.w, &d.m});

@@ -206,11 +206,12 @@ const pct = (x: number) => `${(x * 100).toFixed(2)}%`;
   if (averaging && averaged > 0) {
     const last = new Map(model.namedParameters().map(([name, p]) => [name, Tensor.from(p.toArray(), p.shape)]));
     const devLast = score(model, devWords, 1);
-    const testLast = score(model, testWords, 5);
+    // the last weights' test result: rank 0 reports it; the other ranks only choose
+    const testLast = rank === 0 ? score(model, testWords, 5) : undefined;
     model.loadStateDict(new Map([...sums].map(([name, sum]) => [name, Tensor.from(Float32Array.from(sum, (v) => v / averaged), last.get(name)!.shape)])));
     const devAverage = score(model, devWords, 1);
     const keep = devAverage.wer <= devLast.wer;
-    say(`weights averaged over ${averaged} points of the last third: dev WER ${pct(devAverage.wer)} (greedy) against ${pct(devLast.wer)} for the last weights ` +
+    if (testLast) say(`weights averaged over ${averaged} points of the last third: dev WER ${pct(devAverage.wer)} (greedy) against ${pct(devLast.wer)} for the last weights ` +
       `(whose test result, beam 5, is PER ${pct(testLast.per)}, WER ${pct(testLast.wer)}): ${keep ? 'the average is kept' : 'the last weights are kept'}`);
     if (!keep) model.loadStateDict(last);
   }

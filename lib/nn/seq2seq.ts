@@ -303,21 +303,26 @@ export class Seq2Seq extends Module {
     const result: Translation = { tokens: [], logProbs: [], ended: [] };
     // every model of the search in inference mode while it runs
     const models = [this, ...others];
-    const run = models.reduceRight<() => void>((inner, model) => () => model.inference(inner), () => {
-      for (let first = 0; first < sources.length; first += DECODE_CHUNK) {
-        const chunk = sources.slice(first, first + DECODE_CHUNK);
-        // scope(): each chunk's tensors go back to the allocator as it ends, not at a collection
-        const part = scope(() => {
-          const batch = this.sourceBatch(name, chunk);
-          return native.seq2seqDecode(models.map((model) => model.decoderSpec(batch)),
-            [greedy ? 0 : beamWidth, maxLength, lengthPenalty, this.startToken, this.endToken]);
-        });
-        result.tokens.push(...part.tokens.map((row) => Array.from(row)));
-        result.logProbs.push(...part.logProbs);
-        result.ended.push(...Array.from(part.ended, (e) => e === 1));
-      }
-    });
-    run();
+    const wasTraining = models.map((model) => model.training);
+    for (const model of models) model.eval();
+    try {
+      noGrad(() => {
+        for (let first = 0; first < sources.length; first += DECODE_CHUNK) {
+          const chunk = sources.slice(first, first + DECODE_CHUNK);
+          // scope(): each chunk's tensors go back to the allocator as it ends, not at a collection
+          const part = scope(() => {
+            const batch = this.sourceBatch(name, chunk);
+            return native.seq2seqDecode(models.map((model) => model.decoderSpec(batch)),
+              [greedy ? 0 : beamWidth, maxLength, lengthPenalty, this.startToken, this.endToken]);
+          });
+          result.tokens.push(...part.tokens.map((row) => Array.from(row)));
+          result.logProbs.push(...part.logProbs);
+          result.ended.push(...Array.from(part.ended, (e) => e === 1));
+        }
+      });
+    } finally {
+      models.forEach((model, i) => model.train(wasTraining[i]));
+    }
     return result;
   }
 
