@@ -60,6 +60,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("stackForward", Napi::Function::New<StackForward>(env, "stackForward"));
   exports.Set("stepPlan", Napi::Function::New<StepPlan>(env, "stepPlan"));
   exports.Set("stepRun", Napi::Function::New<StepRun>(env, "stepRun"));
+  exports.Set("stepSample", Napi::Function::New<StepSample>(env, "stepSample"));
   exports.Set("seq2seqDecode", Napi::Function::New<Seq2SeqDecode>(env, "seq2seqDecode"));
   exports.Set("layerBackward", Napi::Function::New<LayerBackward>(env, "layerBackward"));
   exports.Set("referenceForward", Napi::Function::New<ReferenceForward>(env, "referenceForward"));

@@ -372,6 +372,59 @@ Napi::Value StepPlan(const Napi::CallbackInfo& info) {
   return external;
 }
 
+namespace {
+
+const StepPlanData& plan_arg(Napi::Env env, const Napi::Value& value) {
+  if (!value.IsExternal() || !value.As<Napi::External<StepPlanData>>().CheckTypeTag(&kStepPlanTag))
+    throw_type(env, "plan must be a step plan (from stepPlan)");
+  return *value.As<Napi::External<StepPlanData>>().Data();
+}
+
+// A plan's weights for one call: each buffer checked live and added to the op's keep list.
+struct StepWeights {
+  const float* embedding = nullptr;
+  CachedWeight embedding_cache;
+  std::vector<LayerWeights> layers;
+  const float* head_w = nullptr;
+  const float* head_b = nullptr;
+  CachedWeight head_cache;
+};
+
+StepWeights step_weights(Napi::Env env, const StepPlanData& plan) {
+  const int64_t L = plan.dims.layers;
+  StepWeights s;
+  std::shared_ptr<Buffer> embedding;
+  s.embedding = plan_weight(env, plan.weights[4 * L], &embedding);
+  if (embedding) s.embedding_cache = CachedWeight{&embedding->packs, embedding->version};
+  s.layers.resize(L);
+  for (int64_t l = 0; l < L; ++l) {
+    std::shared_ptr<Buffer> w_ih, w_hh;
+    LayerWeights& w = s.layers[l];
+    w.w_ih = plan_weight(env, plan.weights[4 * l], &w_ih);
+    w.w_hh = plan_weight(env, plan.weights[4 * l + 1], &w_hh);
+    w.b_ih = plan_weight(env, plan.weights[4 * l + 2]);
+    w.b_hh = plan_weight(env, plan.weights[4 * l + 3]);
+    w.ih_cache = CachedWeight{&w_ih->packs, w_ih->version};
+    w.hh_cache = CachedWeight{&w_hh->packs, w_hh->version};
+  }
+  std::shared_ptr<Buffer> head;
+  s.head_w = plan_weight(env, plan.weights[4 * L + 1], &head);
+  s.head_b = plan_weight(env, plan.weights[4 * L + 2]);
+  if (head) s.head_cache = CachedWeight{&head->packs, head->version};
+  return s;
+}
+
+// The step's batch, checked against the plan's sizes.
+int step_batch(Napi::Env env, const Napi::Value& value, const StepDims& d) {
+  const int64_t B = int_arg(value, "batch", 1, 1 << 30);
+  if (static_cast<double>(B) * std::max<int64_t>({static_cast<int64_t>(gate_count(d.cell)) * d.hidden_size, d.outputs, d.input_size}) >=
+      2147483647.0)
+    throw_range(env, "batch too large: every product must stay below 2^31 elements");
+  return static_cast<int>(B);
+}
+
+}  // namespace
+
 // stepRun(plan, B, out, h, c, tokens, x): one step of the plan's model on B rows: tokens (an
 // Int32Array of B ids) with an embedding, else x (B, I); h, c (L, B, H) read and written in place
 // (c: LSTM only, else null); out (B, V), or (B, H) without a head.
@@ -379,25 +432,18 @@ Napi::Value StepRun(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   begin_op();
   expect_args(info, 7, "stepRun");
-  if (!info[0].IsExternal() || !info[0].As<Napi::External<StepPlanData>>().CheckTypeTag(&kStepPlanTag))
-    throw_type(env, "plan must be a step plan (from stepPlan)");
-  const StepPlanData& plan = *info[0].As<Napi::External<StepPlanData>>().Data();
+  const StepPlanData& plan = plan_arg(env, info[0]);
   StepDims d = plan.dims;
-  d.batch = static_cast<int>(int_arg(info[1], "batch", 1, 1 << 30));
+  d.batch = step_batch(env, info[1], d);
   const int64_t B = d.batch, H = d.hidden_size, L = d.layers, V = d.outputs;
-  if (static_cast<double>(B) * std::max<int64_t>({static_cast<int64_t>(gate_count(d.cell)) * H, V, d.input_size}) >= 2147483647.0)
-    throw_range(env, "batch too large: every product must stay below 2^31 elements");
   float* out = span_of(info[2], "out", 0, B * (V > 0 ? V : H));
   float* h = span_of(info[3], "h", 0, L * B * H);
   float* c = d.cell == CellKind::kLstm ? span_of(info[4], "c", 0, L * B * H) : nullptr;
   std::vector<int> tokens;
   const float* x = nullptr;
-  std::shared_ptr<Buffer> embedding_buffer;
-  const float* embedding = plan_weight(env, plan.weights[4 * L], &embedding_buffer);
-  CachedWeight embedding_cache;
-  if (embedding) {
+  const StepWeights w = step_weights(env, plan);
+  if (w.embedding) {
     d.vocab = static_cast<int>(plan.vocab);
-    embedding_cache = CachedWeight{&embedding_buffer->packs, embedding_buffer->version};
     if (!info[5].IsTypedArray() || info[5].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
       throw_type(env, "tokens must be an Int32Array");
     Napi::Int32Array ids = info[5].As<Napi::Int32Array>();
@@ -411,27 +457,68 @@ Napi::Value StepRun(const Napi::CallbackInfo& info) {
   } else {
     x = read_span_of(info[6], "x", 0, B * d.input_size);
   }
-  std::vector<LayerWeights> layers(L);
-  for (int64_t l = 0; l < L; ++l) {
-    std::shared_ptr<Buffer> w_ih, w_hh;
-    LayerWeights& w = layers[l];
-    w.w_ih = plan_weight(env, plan.weights[4 * l], &w_ih);
-    w.w_hh = plan_weight(env, plan.weights[4 * l + 1], &w_hh);
-    w.b_ih = plan_weight(env, plan.weights[4 * l + 2]);
-    w.b_hh = plan_weight(env, plan.weights[4 * l + 3]);
-    w.ih_cache = CachedWeight{&w_ih->packs, w_ih->version};
-    w.hh_cache = CachedWeight{&w_hh->packs, w_hh->version};
-  }
-  std::shared_ptr<Buffer> head;
-  const float* head_w = plan_weight(env, plan.weights[4 * L + 1], &head);
-  const float* head_b = plan_weight(env, plan.weights[4 * L + 2]);
-  const CachedWeight head_cache = head ? CachedWeight{&head->packs, head->version} : CachedWeight{};
   run(
       env,
-      [=] { stack_step_cpu(d, out, h, c, tokens.empty() ? nullptr : tokens.data(), embedding, x, layers.data(), head_w, head_b, head_cache,
-                           embedding_cache); },
+      [=] {
+        stack_step_cpu(d, out, h, c, tokens.empty() ? nullptr : tokens.data(), w.embedding, x, w.layers.data(), w.head_w, w.head_b,
+                       w.head_cache, w.embedding_cache);
+      },
       [&] { throw_type(env, "stepRun runs on the CPU only"); });
   return env.Undefined();
+}
+
+// stepSample(plan, B, out, h, c, length, temperature, topK, excluded, rng) -> Int32Array (length x B):
+// autoregressive sampling (cpp/step.h's stack_sample_cpu) with a plan that has an embedding and a
+// head: out (B, V) holds the logits to draw the first ids from; h, c as stepRun; topK 0 for every
+// id; excluded null or a Uint8Array of V flags; rng a Uint32Array [counter, high], the generator's
+// state (random.ts), read and written back. Runs now, on this thread, after the queue.
+Napi::Value StepSample(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  begin_op();
+  expect_args(info, 10, "stepSample");
+  const StepPlanData& plan = plan_arg(env, info[0]);
+  StepDims d = plan.dims;
+  if (plan.vocab == 0 || d.outputs == 0) throw_type(env, "stepSample needs a model with an embedding and a head");
+  d.batch = step_batch(env, info[1], d);
+  d.vocab = static_cast<int>(plan.vocab);
+  const int64_t B = d.batch, H = d.hidden_size, L = d.layers, V = d.outputs;
+  float* out = span_of(info[2], "out", 0, B * V);
+  float* h = span_of(info[3], "h", 0, L * B * H);
+  float* c = d.cell == CellKind::kLstm ? span_of(info[4], "c", 0, L * B * H) : nullptr;
+  const int length = static_cast<int>(int_arg(info[5], "length", 0, 1 << 30));
+  if (static_cast<double>(length) * B >= 2147483647.0) throw_range(env, "length x batch must stay below 2^31");
+  SampleSpec spec{};
+  spec.temperature = number_arg(info[6], "temperature");
+  if (!(spec.temperature >= 0) || std::isinf(spec.temperature)) throw_range(env, "temperature must be a finite number >= 0");
+  spec.top_k = static_cast<int>(int_arg(info[7], "topK", 0, 1 << 30));
+  if (V > plan.vocab) throw_range(env, "stepSample: the head's outputs must be embedding rows (" + std::to_string(V) + " outputs, " +
+                                           std::to_string(plan.vocab) + " rows)");
+  std::vector<uint8_t> excluded;
+  if (!info[8].IsNull() && !info[8].IsUndefined()) {
+    if (!info[8].IsTypedArray() || info[8].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
+      throw_type(env, "excluded must be a Uint8Array or null");
+    Napi::Uint8Array flags = info[8].As<Napi::Uint8Array>();
+    if (static_cast<int64_t>(flags.ElementLength()) != V) throw_range(env, "excluded must hold one flag per output (" + std::to_string(V) + ")");
+    excluded.assign(flags.Data(), flags.Data() + V);
+    spec.excluded = excluded.data();
+  }
+  if (!info[9].IsTypedArray() || info[9].As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array ||
+      info[9].As<Napi::Uint32Array>().ElementLength() != 2)
+    throw_type(env, "rng must be a Uint32Array [counter, high]");
+  Napi::Uint32Array rng_state = info[9].As<Napi::Uint32Array>();
+  const StepWeights w = step_weights(env, plan);
+  if (op_on_cuda()) throw_type(env, "stepSample runs on the CPU only");
+  // the values are read now, on this thread: the buffers stay alive through `keep` until it returns
+  const std::vector<std::shared_ptr<Buffer>> keep = std::move(current_keep());
+  current_keep().clear();
+  stream_of(env).wait_idle();
+  RandomStream rng{rng_state[0], rng_state[1]};
+  Napi::Int32Array tokens = Napi::Int32Array::New(env, static_cast<size_t>(length) * B);
+  stack_sample_cpu(d, out, h, c, w.embedding, w.layers.data(), w.head_w, w.head_b, w.head_cache, w.embedding_cache, length, spec, rng,
+                   tokens.Data());
+  rng_state[0] = rng.counter;
+  rng_state[1] = rng.high;
+  return tokens;
 }
 
 // seq2seqDecode(models, search) -> { tokens: Int32Array[], logProbs: Float64Array, ended: Uint8Array }:

@@ -12,6 +12,7 @@ Napi::Value StackForward(const Napi::CallbackInfo& info);
 Napi::Value LayerBackward(const Napi::CallbackInfo& info);
 Napi::Value StepPlan(const Napi::CallbackInfo& info);
 Napi::Value StepRun(const Napi::CallbackInfo& info);
+Napi::Value StepSample(const Napi::CallbackInfo& info);
 Napi::Value Seq2SeqDecode(const Napi::CallbackInfo& info);
 Napi::Value ReferenceForward(const Napi::CallbackInfo& info);
 Napi::Value ReferenceBackward(const Napi::CallbackInfo& info);

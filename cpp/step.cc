@@ -2,7 +2,9 @@
 #include "step.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <limits>
 #include <vector>
 
 #include "gemm.h"
@@ -78,6 +80,83 @@ void stack_step_cpu(const StepDims& dims, float* out, float* h, float* c, const 
   if (head_b)
     for (int b = 0; b < B; ++b) std::memcpy(out + static_cast<size_t>(b) * V, head_b, V * sizeof(float));
   gemm_packed(B, 1.0f, input, H, *w, head_b ? 1.0f : 0.0f, out, V);
+}
+
+uint32_t RandomStream::next32() {
+  // random.ts's next32() in 32-bit unsigned arithmetic, which is what Math.imul, + and ^ compute there
+  counter += 0x6d2b79f5u;
+  if (counter < 0x6d2b79f5u) high += 1;
+  uint32_t t = counter ^ (high * 0x9e3779b9u);
+  t = (t ^ (t >> 15)) * (t | 1u);
+  t ^= t + (t ^ (t >> 7)) * (t | 61u);
+  return t ^ (t >> 14);
+}
+
+int sample_logits(const float* logits, int n, const SampleSpec& spec, RandomStream& rng, std::vector<double>& weights,
+                  std::vector<int>& order) {
+  const auto value = [&](int i) -> double {
+    return spec.excluded && spec.excluded[i] ? -std::numeric_limits<double>::infinity() : static_cast<double>(logits[i]);
+  };
+  if (spec.temperature == 0 || spec.top_k == 1) {
+    int best = 0;
+    for (int i = 1; i < n; ++i)
+      if (value(i) > value(best)) best = i;
+    return best;
+  }
+  if (spec.top_k == 0 || spec.top_k >= n) {
+    // every candidate, in index order
+    double max = -std::numeric_limits<double>::infinity();
+    for (int i = 0; i < n; ++i)
+      if (value(i) > max) max = value(i);
+    weights.resize(n);
+    double total = 0;
+    for (int i = 0; i < n; ++i) total += weights[i] = std::exp((value(i) - max) / spec.temperature);
+    double r = rng.uniform() * total;
+    int last = -1;
+    for (int i = 0; i < n; ++i) {
+      if (!(weights[i] > 0)) continue;
+      r -= weights[i];
+      if (r <= 0) return i;
+      last = i;
+    }
+    // rounding left r a hair above 0: the last candidate that can be drawn at all
+    return std::max(last, 0);
+  }
+  // the k likeliest, likeliest first, equals in index order (JS's sort is stable); NaN sorts as -inf
+  const auto key = [&](int i) {
+    const double v = value(i);
+    return std::isnan(v) ? -std::numeric_limits<double>::infinity() : v;
+  };
+  order.resize(n);
+  for (int i = 0; i < n; ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return key(a) > key(b); });
+  const int keep = spec.top_k;
+  const double max = value(order[0]);
+  weights.resize(keep);
+  double total = 0;
+  for (int k = 0; k < keep; ++k) total += weights[k] = std::exp((value(order[k]) - max) / spec.temperature);
+  double r = rng.uniform() * total;
+  for (int k = 0; k < keep; ++k) {
+    r -= weights[k];
+    if (r <= 0 && weights[k] > 0) return order[k];
+  }
+  // rounding left r a hair above 0: the least likely candidate that can be drawn at all
+  int last = keep - 1;
+  while (last > 0 && !(weights[last] > 0)) last -= 1;
+  return order[last];
+}
+
+void stack_sample_cpu(const StepDims& dims, float* out, float* h, float* c, const float* embedding,
+                      const LayerWeights* layers, const float* head_w, const float* head_b, CachedWeight head_cache,
+                      CachedWeight embedding_cache, int length, const SampleSpec& spec, RandomStream& rng, int* tokens) {
+  const int B = dims.batch, V = dims.outputs;
+  std::vector<double> weights;
+  std::vector<int> order;
+  for (int i = 0; i < length; ++i) {
+    int* drawn = tokens + static_cast<size_t>(i) * B;
+    for (int b = 0; b < B; ++b) drawn[b] = sample_logits(out + static_cast<size_t>(b) * V, V, spec, rng, weights, order);
+    stack_step_cpu(dims, out, h, c, drawn, embedding, nullptr, layers, head_w, head_b, head_cache, embedding_cache);
+  }
 }
 
 }  // namespace recurrent

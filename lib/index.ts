@@ -39,7 +39,7 @@ export { Seq2Seq } from './nn/seq2seq';
 export type { Seq2SeqOptions, TranslateOptions, Translation, AttentionType } from './nn/seq2seq';
 export { BahdanauAttention, LuongAttention } from './nn/attention';
 export type { AttentionOptions, AttentionOutput, BahdanauAttentionOptions, LuongAttentionOptions } from './nn/attention';
-export type { SequenceModelOptions, RecurrentState, CellType } from './nn/sequence-model';
+export type { SequenceModelOptions, RecurrentState, CellType, SampleOptions } from './nn/sequence-model';
 export { fit } from './train/fit';
 export type { FitData, FitOptions, History, Progress, EpochInfo, LossFn, LossContext } from './train/fit';
 export { manualSeed as seed } from './core/random';

@@ -5,7 +5,7 @@
  * without bias, batched, with an embedding and a head (SequenceModel).
  */
 import { expect } from 'chai';
-import { GRU, LSTM, RNN, SGD, SequenceModel, Tensor, backward, emptyCache, memoryStats, noGrad, runAsync, synchronize } from '../lib/index';
+import { GRU, LSTM, RNN, SGD, SequenceModel, Tensor, backward, emptyCache, getRngState, memoryStats, noGrad, runAsync, sampleLogits, seed, synchronize } from '../lib/index';
 import { native } from '../lib/core/native';
 
 type Layer = LSTM | GRU | RNN;
@@ -223,5 +223,93 @@ describe('step()', () => {
     expectError(() => lm.step('ab' as never, lm.initialState(1)), TypeError, undefined, /token ids/);
     const regressor = new SequenceModel({ inputSize: 3, hiddenSize: 5, outputSize: 1 });
     expectError(() => regressor.step([1, 2, 3], regressor.initialState(1)), TypeError, undefined, /Tensor \[B, 3\]/);
+  });
+});
+
+describe('SequenceModel#sample(): the sampling loop in one native call', () => {
+  // the same draws one step() at a time, as generation ran before: sampleLogits on each row, the
+  // excluded tokens at -Infinity
+  const loop = (model: SequenceModel, logits: Tensor, state: { h: Tensor; c?: Tensor }, length: number, temperature: number,
+    topK: number | undefined, exclude: number[]): number[] => {
+    const [B, V] = logits.shape;
+    const tokens: number[] = [];
+    for (let i = 0; i < length; ++i) {
+      const rows = logits.toArray();
+      const drawn = new Int32Array(B);
+      for (let b = 0; b < B; ++b) {
+        const row = Float32Array.from(rows.subarray(b * V, (b + 1) * V));
+        for (const id of exclude) row[id] = -Infinity;
+        drawn[b] = sampleLogits(row, temperature, topK);
+      }
+      tokens.push(...drawn);
+      model.step(drawn, state, { out: logits });
+    }
+    return tokens;
+  };
+  const copyState = (state: { h: Tensor; c?: Tensor }) => ({ h: Tensor.from(state.h.toArray(), state.h.shape), ...(state.c ? { c: Tensor.from(state.c.toArray(), state.c.shape) } : {}) });
+
+  it('draws what step() and sampleLogits draw, token for token, and leaves the logits, the state and the generator where they leave them', () => {
+    for (const cell of ['lstm', 'gru', 'rnn'] as const) {
+      seed(11);
+      const model = new SequenceModel({ cell, vocabSize: 23, embeddingDim: 6, hiddenSize: 19, numLayers: 2, outputSize: 23 });
+      for (const [B, temperature, topK, exclude] of [[1, 1, undefined, [0]], [3, 0.6, 5, [2, 4]], [2, 0, undefined, []], [2, 1.3, 1, [0]]] as const) {
+        const state = model.initialState(B);
+        noGrad(() => state.h.storage.write(Tensor.randn(state.h.shape).mul(0.5).toArray(), 0));
+        const logits = model.step(Int32Array.from({ length: B }, (_, b) => 3 + b), state);
+        const twinState = copyState(state);
+        const twinLogits = Tensor.from(logits.toArray(), logits.shape);
+        seed(5);
+        const tokens = model.sample(logits, state, { length: 40, temperature, topK, exclude: [...exclude] });
+        const after = getRngState();
+        seed(5);
+        const expected = loop(model, twinLogits, twinState, 40, temperature, topK, [...exclude]);
+        const what = `${cell} B=${B} temperature ${temperature} topK ${topK}`;
+        expect(Array.from(tokens), what).to.deep.equal(expected);
+        expect(tokens.some((t) => exclude.includes(t as never)), what).to.equal(false);
+        expect(new Set(tokens).size, what).to.be.above(temperature === 0 || topK === 1 ? 0 : 3);
+        expect(values(logits), what).to.deep.equal(values(twinLogits));
+        expect(values(state.h), what).to.deep.equal(values(twinState.h));
+        if (state.c) expect(values(state.c), what).to.deep.equal(values(twinState.c!));
+        expect(after, what).to.deep.equal(getRngState());
+      }
+    }
+  });
+
+  it('follows the weights as they change, and goes on from where the last call left off', () => {
+    seed(2);
+    const model = new SequenceModel({ cell: 'lstm', vocabSize: 12, embeddingDim: 4, hiddenSize: 8, outputSize: 12 });
+    const run = (calls: number[]) => {
+      seed(9);
+      const state = model.initialState();
+      const logits = model.step([1], state);
+      return calls.flatMap((length) => Array.from(model.sample(logits, state, { length })));
+    };
+    const whole = run([30]);
+    expect(run([10, 20])).to.deep.equal(whole);
+    expect(run([0, 30, 0])).to.deep.equal(whole);
+    model.loadStateDict(new Map([['head.bias', Tensor.from(Float32Array.from({ length: 12 }, (_, i) => (i === 7 ? 50 : 0)), [12])]]), { strict: false });
+    expect(run([30])).to.deep.equal(Array(30).fill(7));
+  });
+
+  it('bad input: a clear error naming the argument', () => {
+    const model = new SequenceModel({ vocabSize: 10, hiddenSize: 5, outputSize: 10 });
+    const state = model.initialState(2);
+    const logits = Tensor.zeros([2, 10]);
+    expect(() => model.sample(Tensor.zeros([2, 9]), state, { length: 3 })).to.throw(RangeError, /logits of shape \[B, 10\]/);
+    expect(() => model.sample(logits, model.initialState(3), { length: 3 })).to.throw(RangeError, /state\.h of shape \[1, 2, 5\]/);
+    expect(() => model.sample(logits, state, { length: -1 })).to.throw(RangeError, /options\.length/);
+    expect(() => model.sample(logits, state, {} as never)).to.throw(TypeError, /options\.length/);
+    expect(() => model.sample(logits, state, { length: 3, temperature: -1 })).to.throw(RangeError, /options\.temperature/);
+    expect(() => model.sample(logits, state, { length: 3, topK: 0 })).to.throw(RangeError, /options\.topK/);
+    expect(() => model.sample(logits, state, { length: 3, exclude: [10] })).to.throw(RangeError, /options\.exclude\[0\]/);
+    expect(() => model.sample(logits, state, { length: 3, exclude: 'a' as never })).to.throw(TypeError, /options\.exclude/);
+    expect(() => model.sample(logits, state, { length: 3, bogus: 1 } as never)).to.throw(TypeError, /bogus/);
+    expect(() => model.sample('x' as never, state, { length: 3 })).to.throw(TypeError, /logits/);
+    const regressor = new SequenceModel({ inputSize: 3, hiddenSize: 5, outputSize: 3 });
+    expect(() => regressor.sample(Tensor.zeros([1, 3]), regressor.initialState(), { length: 3 })).to.throw(TypeError, /vocabSize/);
+    const wide = new SequenceModel({ vocabSize: 4, hiddenSize: 5, outputSize: 6 });
+    expect(() => wide.sample(Tensor.zeros([1, 6]), wide.initialState(), { length: 3 })).to.throw(RangeError, /6 outputs must be tokens/);
+    expect(() => new SequenceModel({ vocabSize: 4, hiddenSize: 5, outputSize: 4, bidirectional: true }).sample(Tensor.zeros([1, 4]), { h: Tensor.zeros([2, 1, 5]), c: Tensor.zeros([2, 1, 5]) }, { length: 1 }))
+      .to.throw(TypeError, /one direction/);
   });
 });

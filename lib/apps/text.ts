@@ -12,10 +12,10 @@ import * as fs from 'node:fs';
 import { describe, expectInteger, expectNumber, expectOptions, expectKnownKeys, rangeError, typeError } from '../core/errors';
 import { fit, FitOptions, History, Progress, EpochInfo } from '../train/fit';
 import { Adam } from '../optim/optimizers';
-import { random, manualSeed } from '../core/random';
+import { manualSeed } from '../core/random';
 import { importOnnxFile } from '../io/onnx/import';
 import { CHECKPOINT_KEY, loadModel, parseJson, save } from '../io/serialize';
-import { SequenceModel, CellType, RecurrentState } from '../nn/sequence-model';
+import { SequenceModel, CellType } from '../nn/sequence-model';
 import { Tensor } from '../core/tensor';
 
 /** Maps characters to ids and back. Id 0 stands for characters not seen when it was built. */
@@ -118,55 +118,7 @@ export function tokenizerFromJSON(json: unknown): Tokenizer {
   throw rangeError(`Unknown tokenizer description ${describe(json)}`);
 }
 
-// sampleLogits' weights, kept between calls (generate() samples once per character)
-let sampleWeights = new Float64Array(0);
-
-/** Samples an index from logits with temperature and optional top-k, using the global generator. */
-export function sampleLogits(logits: ArrayLike<number>, temperature = 1, topK?: number): number {
-  expectNumber(temperature, 'temperature');
-  if (temperature < 0) throw rangeError(`Expected temperature to be >= 0 but received ${temperature}`);
-  const n = logits.length;
-  const keepAll = topK === undefined || expectInteger(topK, 'topK', 1) >= n;
-  if (temperature === 0 || topK === 1) {
-    let best = 0;
-    for (let i = 1; i < n; ++i) if (logits[i] > logits[best]) best = i;
-    return best;
-  }
-  if (keepAll) {
-    // every candidate, in index order (no sort: this runs once per generated token)
-    let max = -Infinity;
-    for (let i = 0; i < n; ++i) if (logits[i] > max) max = logits[i];
-    if (sampleWeights.length < n) sampleWeights = new Float64Array(n);
-    const weights = sampleWeights;
-    let total = 0;
-    for (let i = 0; i < n; ++i) total += weights[i] = Math.exp((logits[i] - max) / temperature);
-    let r = random() * total;
-    let last = -1;
-    for (let i = 0; i < n; ++i) {
-      if (!(weights[i] > 0)) continue;
-      r -= weights[i];
-      if (r <= 0) return i;
-      last = i;
-    }
-    // rounding left r a hair above 0: the last candidate that can be drawn at all
-    return Math.max(last, 0);
-  }
-  const order = [...Array(n).keys()].sort((a, b) => logits[b] - logits[a]);
-  const keep = Math.min(n, topK!);
-  const kept = order.slice(0, keep);
-  const max = logits[kept[0]];
-  const weights = kept.map((i) => Math.exp((logits[i] - max) / temperature));
-  const total = weights.reduce((a, b) => a + b, 0);
-  let r = random() * total;
-  for (let k = 0; k < kept.length; ++k) {
-    r -= weights[k];
-    if (r <= 0 && weights[k] > 0) return kept[k];
-  }
-  // rounding left r a hair above 0: the least likely candidate that can be drawn at all
-  let last = kept.length - 1;
-  while (last > 0 && !(weights[last] > 0)) last -= 1;
-  return kept[last];
-}
+export { sampleLogits } from '../nn/sampling';
 
 export interface CharModelOptions {
   cell?: CellType;
@@ -299,24 +251,13 @@ export class CharLanguageModel {
     const topK = opts.topK === undefined ? undefined : expectInteger(opts.topK, 'options.topK', 1);
     if (opts.seed !== undefined) manualSeed(expectInteger(opts.seed, 'options.seed', 0, 0xffffffff));
     return this.model.inference(() => {
-      const V = this.tokenizer.vocabSize;
       const primeIds = this.tokenizer.encode(prime);
-      // the prime in one forward call; then one step() per generated character (sampling is
-      // sequential), the state carried in place and the logits written into one tensor
+      // the prime in one forward call, then the sampling loop in one native call (SequenceModel#sample)
       const start = primeIds.length > 0 ? primeIds : Int32Array.of(this.tokenizer.encode('\n')[0] ?? 0);
       const first = this.model.forward(Tensor.from(Float32Array.from(start), [start.length, 1], { device: this.model.device }));
-      const state: RecurrentState = first.state;
-      const logits = first.output.select(0, start.length - 1).toArray();
-      const out: number[] = [];
-      const token = new Int32Array(1);
-      const logitsOut = Tensor.empty([1, logits.length], { device: this.model.device });
-      const candidates = logits.subarray(0, V);
-      for (let i = 0; i < length; ++i) {
-        candidates[0] = -Infinity; // id 0 is "a character not in the vocabulary": it has no text to give
-        token[0] = sampleLogits(candidates, temperature, topK);
-        out.push(token[0]);
-        this.model.step(token, state, { out: logitsOut }).toArray(logits);
-      }
+      const logits = first.output.select(0, start.length - 1).reshape([1, -1]);
+      // id 0 is "a character not in the vocabulary": it has no text to give
+      const out = this.model.sample(logits, first.state, { length, temperature, topK, exclude: [0] });
       return prime + this.tokenizer.decode(out);
     });
   }

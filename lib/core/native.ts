@@ -93,6 +93,8 @@ export interface NativeAddon {
   stepPlan(cell: number, I: number, H: number, L: number, V: number, embedding: MaybeS, layers: MaybeS[][],
     headW: MaybeS, headB: MaybeS): NativeStepPlan;
   stepRun(plan: NativeStepPlan, B: number, out: S, h: S, c: MaybeS, tokens: Int32Array | null, x: MaybeS): void;
+  stepSample(plan: NativeStepPlan, B: number, out: S, h: S, c: MaybeS, length: number, temperature: number, topK: number,
+    excluded: Uint8Array | null, rng: Uint32Array): Int32Array;
   /** models: one [dims, embedding, layers, attention, encoder] per model of the search (an ensemble where several) */
   seq2seqDecode(models: [number[], S, MaybeS[][], MaybeS[], [number, number, S, S, Int32Array, S, MaybeS]][],
     search: number[]): { tokens: Int32Array[]; logProbs: Float64Array; ended: Uint8Array };
@@ -306,4 +308,16 @@ export function stepPlan(model: {
  */
 export function stepRun(plan: NativeStepPlan, call: { batch: number; h: S; c: MaybeS; out: S; tokens: Int32Array | null; x: MaybeS }): void {
   native.stepRun(plan, call.batch, call.out, call.h, call.c, call.tokens, call.x);
+}
+
+/**
+ * Autoregressive sampling with a plan that has an embedding and a head (cpp/step.h): `length` times,
+ * each row of `out` [B, V] (the logits to draw from) draws a token, as sampleLogits draws (topK 0:
+ * every token; `excluded`: one flag per token, 1 never drawn), and the drawn tokens are the next
+ * step's input. Returns the tokens [length, B]; `rng` (the generator's [counter, high]) is moved on.
+ */
+export function stepSample(plan: NativeStepPlan, call: {
+  batch: number; h: S; c: MaybeS; out: S; length: number; temperature: number; topK: number; excluded: Uint8Array | null; rng: Uint32Array;
+}): Int32Array {
+  return native.stepSample(plan, call.batch, call.out, call.h, call.c, call.length, call.temperature, call.topK, call.excluded, call.rng);
 }

@@ -81,6 +81,20 @@ export function random(): number {
   return current.next32() / 0x100000000;
 }
 
+/**
+ * @internal Runs `fn` on the current generator's state as a Uint32Array [counter, high] (for a native
+ * loop that draws from the same stream: cpp/step.h's RandomStream) and keeps the state it leaves.
+ */
+export function drawNatively<R>(fn: (state: Uint32Array) => R): R {
+  const { counter, high } = current.getState();
+  const state = Uint32Array.of(counter, high);
+  try {
+    return fn(state);
+  } finally {
+    current.setState({ counter: state[0], high: state[1] });
+  }
+}
+
 export function getRngState(): RngState {
   return globalGenerator.getState();
 }

@@ -7,14 +7,15 @@
  */
 import { isGradEnabled, noGrad } from '../core/autograd';
 import { describe, expectBoolean, expectInteger, expectNumber, expectOptions, expectKnownKeys, formatShape, rangeError, typeError } from '../core/errors';
-import { CellKind, layerBackward, layerForward, native, NativeStepPlan, NativeStorage, stackForward, stepPlan, stepRun } from '../core/native';
-import { nextSeed } from '../core/random';
+import { CellKind, layerBackward, layerForward, native, NativeStepPlan, NativeStorage, stackForward, stepPlan, stepRun, stepSample } from '../core/native';
+import { drawNatively, nextSeed } from '../core/random';
 import { expectSameDevice } from '../core/device';
 import { allocate } from '../core/memory';
 import { Tensor, emptyOn, expectTensor, record } from '../core/tensor';
 import { uniform_ } from './init';
 import { Module } from './module';
 import { embedding, linear } from './functional';
+import { sampleLogits } from './sampling';
 
 
 const GATES: Record<CellKind, number> = { [CellKind.RnnTanh]: 1, [CellKind.RnnRelu]: 1, [CellKind.Lstm]: 4, [CellKind.Gru]: 3 };
@@ -227,16 +228,7 @@ abstract class RecurrentBase extends Module {
     const opts = expectOptions(options, 'options');
     expectKnownKeys(opts, ['out'], 'options');
     const H = this.hiddenSize;
-    const stateShape = [this.numLayers, B, H];
-    const isLstm = this.cell === CellKind.Lstm;
-    if (!state || typeof state !== 'object') throw typeError(`${name}: expected state to be { h${isLstm ? ', c' : ''} } (see initialState()) but received ${describe(state)}`);
-    const h = expectTensor(state.h, 'state.h');
-    const c = isLstm ? expectTensor(state.c, 'state.c') : null;
-    for (const [key, t] of [['h', h], ['c', c]] as const) {
-      if (t && (t.ndim !== 3 || t.shape.some((size, i) => size !== stateShape[i]))) {
-        throw rangeError(`${name}: expected state.${key} of shape ${formatShape(stateShape)} but received ${formatShape(t.shape)}`, 'ERR_SHAPE_MISMATCH');
-      }
-    }
+    const { h, c } = this.stepState(name, B, state);
     const outputs = head ? head.weight.shape[0] : H;
     const outShape = [B, outputs];
     const given = opts.out === undefined ? null : expectTensor(opts.out, 'options.out');
@@ -254,6 +246,57 @@ abstract class RecurrentBase extends Module {
       tokens: 'x' in input ? null : input.tokens, x: 'x' in input ? input.x.storage : null,
     });
     return out;
+  }
+
+  /** state (from initialState()) checked for a step of B rows: h, and c for an LSTM, [L, B, H]. */
+  private stepState(name: string, B: number, state: RecurrentState): { h: Tensor; c: Tensor | null } {
+    const stateShape = [this.numLayers, B, this.hiddenSize];
+    const isLstm = this.cell === CellKind.Lstm;
+    if (!state || typeof state !== 'object') throw typeError(`${name}: expected state to be { h${isLstm ? ', c' : ''} } (see initialState()) but received ${describe(state)}`);
+    const h = expectTensor(state.h, 'state.h');
+    const c = isLstm ? expectTensor(state.c, 'state.c') : null;
+    for (const [key, t] of [['h', h], ['c', c]] as const) {
+      if (t && (t.ndim !== 3 || t.shape.some((size, i) => size !== stateShape[i]))) {
+        throw rangeError(`${name}: expected state.${key} of shape ${formatShape(stateShape)} but received ${formatShape(t.shape)}`, 'ERR_SHAPE_MISMATCH');
+      }
+    }
+    return { h, c };
+  }
+
+  /**
+   * @internal Autoregressive sampling (SequenceModel#sample()): `length` times, each of the B rows
+   * of `logits` [B, V] draws a token (sampleLogits' draw, the `excluded` tokens never), which is the
+   * next step's input through `embedding`, the layers and `head`; logits and state end as after the
+   * last tokens. On the CPU the whole loop is one native call; elsewhere, step() after step().
+   */
+  runSample(name: string, embedding: Tensor, B: number, state: RecurrentState, logits: Tensor, head: { weight: Tensor; bias: Tensor | null },
+    spec: { length: number; temperature: number; topK: number | undefined; excluded: Uint8Array | null }): Int32Array {
+    if (this.bidirectional) {
+      throw typeError(`${name}: sampling runs one direction; a bidirectional layer needs the whole sequence`, 'ERR_INVALID_ARG_VALUE');
+    }
+    const { h, c } = this.stepState(name, B, state);
+    const device = expectSameDevice(name, [['logits', logits], ['state.h', h], ['state.c', c], ['weight_ih_l0', this.flatWeights[0][0]]]);
+    const V = head.weight.shape[0];
+    if (device === 'cpu') {
+      return drawNatively((rng) => stepSample(this.stepPlanFor(embedding, head), {
+        batch: B, h: h.storage, c: c ? c.storage : null, out: logits.storage, length: spec.length,
+        temperature: spec.temperature, topK: spec.topK ?? 0, excluded: spec.excluded, rng,
+      }));
+    }
+    // the same draws, one step() at a time (the kernels of this device run in forward())
+    const tokens = new Int32Array(spec.length * B);
+    const row = new Float32Array(V);
+    for (let i = 0; i < spec.length; ++i) {
+      const values = logits.toArray();
+      const drawn = tokens.subarray(i * B, (i + 1) * B);
+      for (let b = 0; b < B; ++b) {
+        row.set(values.subarray(b * V, (b + 1) * V));
+        if (spec.excluded) for (let v = 0; v < V; ++v) if (spec.excluded[v]) row[v] = -Infinity;
+        drawn[b] = sampleLogits(row, spec.temperature, spec.topK);
+      }
+      this.runStep(name, { tokens: drawn, embedding }, B, state, { out: logits }, head);
+    }
+    return tokens;
   }
 
   /**

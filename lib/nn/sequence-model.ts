@@ -3,9 +3,9 @@
  * token inputs, a stack of recurrent layers and a linear head, with the recurrent
  * state passed in and out so training can carry it across windows (truncated BPTT).
  */
-import { describe, expectBoolean, expectInteger, expectOptions, expectKnownKeys, formatShape, rangeError, typeError } from '../core/errors';
+import { describe, expectBoolean, expectInteger, expectNumber, expectOptions, expectKnownKeys, formatShape, rangeError, typeError } from '../core/errors';
 import { dropout } from './functional';
-import { Tensor } from '../core/tensor';
+import { Tensor, expectTensor } from '../core/tensor';
 import { Embedding, Linear } from './layers';
 import { Module } from './module';
 import { GRU, LSTM, RNN, RecurrentState, StepOptions } from './recurrent';
@@ -38,6 +38,18 @@ export interface SequenceModelOptions {
 }
 
 export type { RecurrentState } from './recurrent';
+
+/** SequenceModel#sample()'s options. */
+export interface SampleOptions {
+  /** tokens to draw (per row) */
+  length: number;
+  /** < 1 sharpens the distribution, 0 always takes the likeliest token (the first of equals); 1 by default */
+  temperature?: number;
+  /** draw from the k likeliest tokens only; every token by default */
+  topK?: number;
+  /** token ids never drawn (such as a padding or unknown token) */
+  exclude?: readonly number[] | Int32Array;
+}
 
 export class SequenceModel extends Module {
   readonly options: Required<Omit<SequenceModelOptions, 'inputSize' | 'vocabSize' | 'embeddingDim'>> & Pick<SequenceModelOptions, 'inputSize' | 'vocabSize' | 'embeddingDim'>;
@@ -170,6 +182,50 @@ export class SequenceModel extends Module {
       throw rangeError(`${name}: expected input of shape [B, ${this.options.inputSize}] but received ${formatShape(input.shape)}`, 'ERR_SHAPE_MISMATCH');
     }
     return this.rnn.runStep(name, { x: input }, input.shape[0], state, options, head);
+  }
+
+  /**
+   * Generation: draws `options.length` tokens one after another, each read back as the next step's
+   * input (a model with vocabSize whose outputs are tokens). Each of the B rows of `logits` [B,
+   * outputSize] (step()'s or forward()'s output for the tokens so far) draws a token as
+   * sampleLogits(row, temperature, topK) draws it from the global generator (seed() repeats a run),
+   * never one of `options.exclude`; then one step as step() runs it. On the CPU the whole loop is
+   * one native call. Returns the tokens [length * B] (step by step: row b's i-th token at i * B + b);
+   * `logits` and `state` end as step() would leave them after the last tokens, so a later call goes
+   * on from there. Evaluation semantics; one direction only.
+   *
+   * @example
+   * const state = model.initialState();
+   * const logits = model.step([startToken], state);
+   * const tokens = model.sample(logits, state, { length: 200, temperature: 0.8 });
+   */
+  sample(logits: Tensor, state: RecurrentState, options: SampleOptions): Int32Array {
+    const name = 'SequenceModel#sample()';
+    if (!this.embedding) throw typeError(`${name}: sampling feeds tokens back in: the model needs vocabSize (an embedding)`, 'ERR_INVALID_ARG_VALUE');
+    const V = this.head.weight.shape[0];
+    const vocab = this.embedding.weight.shape[0];
+    if (V > vocab) throw rangeError(`${name}: the model's ${V} outputs must be tokens it reads (vocabSize ${vocab})`, 'ERR_INVALID_ARG_VALUE');
+    const opts = expectOptions(options, 'options');
+    expectKnownKeys(opts, ['length', 'temperature', 'topK', 'exclude'], 'options');
+    const length = expectInteger(opts.length, 'options.length', 0, 1 << 24);
+    const temperature = opts.temperature === undefined ? 1 : expectNumber(opts.temperature, 'options.temperature');
+    if (!(temperature >= 0) || !Number.isFinite(temperature)) throw rangeError(`Expected options.temperature to be a finite number >= 0 but received ${temperature}`);
+    const topK = opts.topK === undefined ? undefined : expectInteger(opts.topK, 'options.topK', 1);
+    let excluded: Uint8Array | null = null;
+    if (opts.exclude !== undefined) {
+      if (!Array.isArray(opts.exclude) && !(opts.exclude instanceof Int32Array)) {
+        throw typeError(`Expected options.exclude to be an array of token ids but received ${describe(opts.exclude)}`);
+      }
+      excluded = new Uint8Array(V);
+      Array.from(opts.exclude as ArrayLike<unknown>).forEach((id, i) => { excluded![expectInteger(id, `options.exclude[${i}]`, 0, V - 1)] = 1; });
+    }
+    const given = expectTensor(logits, 'logits');
+    if (given.ndim !== 2 || given.shape[1] !== V || given.shape[0] < 1) {
+      throw rangeError(`${name}: expected logits of shape [B, ${V}] but received ${formatShape(given.shape)}`, 'ERR_SHAPE_MISMATCH');
+    }
+    const B = given.shape[0];
+    return this.inference(() => this.rnn.runSample(name, this.embedding!.weight, B, state, given, { weight: this.head.weight, bias: this.head.bias },
+      { length, temperature, topK, excluded }));
   }
 
   /**
