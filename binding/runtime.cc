@@ -55,12 +55,13 @@ Napi::Value NativeCodes(const Napi::CallbackInfo& info) {
   return out;
 }
 
-// backends() -> { cpu: { isa, threads, bf16, bf16Reason?, matmul }, cuda: { compiled, deviceCount, devices?, reason? } }
+// backends() -> { cpu: { isa, threads, soloCalls, bf16, bf16Reason?, matmul }, cuda: { compiled, deviceCount, devices?, reason? } }
 Napi::Value Backends(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object cpu = Napi::Object::New(env);
   cpu.Set("isa", gemm_isa());
   cpu.Set("threads", num_threads());
+  cpu.Set("soloCalls", static_cast<double>(solo_calls()));
   cpu.Set("bf16", bf16_supported());
   if (!bf16_supported()) cpu.Set("bf16Reason", bf16_unavailable_reason());
   cpu.Set("matmul", matmul_path());

@@ -13,6 +13,13 @@
 namespace recurrent {
 
 int num_threads();
+// Pool calls that ran on their caller alone because an earlier call had waited long for its
+// workers (another process busy on their cores; see thread_pool.cc): a count since the process
+// started.
+long solo_calls();
+// For tests: the wait (microseconds) past which a call counts as late; negative restores the
+// default; at 0 every call counts as late.
+void set_pool_late_micros(int micros);
 void set_num_threads(int threads);
 void parallel_for(int count, const std::function<void(int)>& fn);
 

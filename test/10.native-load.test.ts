@@ -16,6 +16,7 @@ describe('native addon', () => {
   it('backends() reports the CPU, and CUDA as compiled-or-not with a reason when unusable', () => {
     const b = backends();
     expect(b.cpu.threads).to.be.at.least(1);
+    expect(b.cpu.soloCalls).to.be.a('number').and.at.least(0);
     expect(b.cpu.isa).to.be.a('string');
     expect(b.cuda.compiled).to.be.a('boolean');
     expect(b.cuda.deviceCount).to.be.a('number');

@@ -52,7 +52,7 @@ export interface NativeAddon {
   memoryStats(): { allocatedBytes: number; cachedBytes: number; packedWeightBytes: number; cuda?: { allocatedBytes: number; cachedBytes: number } };
   emptyCache(): number;
   nativeCodes(): { unary: Record<string, number>; binary: Record<string, number>; cell: Record<string, number>; optimizer: Record<string, number>; hyper: Record<string, string[]> };
-  backends(): { cpu: { isa: string; threads: number; bf16: boolean; bf16Reason?: string; matmul: 'fp32' | 'bf16-avx512' | 'bf16-amx' }; cuda: CudaStatus };
+  backends(): { cpu: { isa: string; threads: number; soloCalls: number; bf16: boolean; bf16Reason?: string; matmul: 'fp32' | 'bf16-avx512' | 'bf16-amx' }; cuda: CudaStatus };
   stridedCopy(dst: S, dstOffset: number, dstStrides: number[], src: S, srcOffset: number, srcStrides: number[], shape: number[], accumulate: boolean): void;
   unary(op: number, out: S, input: S, count: number): void;
   unaryBackward(op: number, gradIn: S, input: S, output: S, gradOut: S, count: number): void;

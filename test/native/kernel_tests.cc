@@ -1,6 +1,7 @@
 // C++ kernel tests: every fast recurrent kernel against its double-precision reference,
 // forward and backward, for all cells, one and two directions, full and ragged
 // lengths. Needs no Node.js; runs under CTest (and compute-sanitizer once CUDA lands).
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -640,7 +641,42 @@ void check_additive_attention() {
   set_num_threads(default_threads);
 }
 
+// A worker that picks a call up late (another process busy on its core) sends the calls of the next
+// stretch to their caller alone (thread_pool.cc): a team of one there, every item of a parallel_for
+// on the caller, and teams again once the stretch is over.
+void check_pool_solo() {
+  set_num_threads(2);
+  const auto team_size = [] {
+    int size = 0;
+    run_team(2, [&](int id, int team, Barrier&) { if (id == 0) size = team; });
+    return size;
+  };
+  // with no call counted late, teams of 2 once any stretch of solo calls (at most 1 s) is over
+  const auto teams_again = [&] {
+    set_pool_late_micros(1 << 30);
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+    bool two = false;
+    while (!two && std::chrono::steady_clock::now() < until) two = team_size() == 2;
+    return two;
+  };
+  const bool two = teams_again();
+  set_pool_late_micros(0);  // every call is late
+  const long before = solo_calls();
+  for (int i = 0; i < 100 && solo_calls() == before; ++i) team_size();
+  const bool went_solo = solo_calls() > before && team_size() == 1;
+  std::vector<int> ran(64, -1);
+  parallel_for(64, [&](int i) { ran[i] = i; });
+  bool all_items = true;
+  for (int i = 0; i < 64; ++i) all_items = all_items && ran[i] == i;
+  const bool back = teams_again();
+  set_pool_late_micros(-1);
+  std::printf("pool: team of 2 %s, solo after a late call %s, items all run %s, teams again %s\n", two ? "yes" : "NO",
+              went_solo ? "yes" : "NO", all_items ? "yes" : "NO", back ? "yes" : "NO");
+  if (!two || !went_solo || !all_items || !back) ++failures;
+}
+
 int main() {
+  check_pool_solo();
   check_activations();
   check_additive_attention();
   check_bf16_choice();
