@@ -61,6 +61,11 @@ thread_local bool t_in_call = false;
 // Where a team's calling thread adds up the time it waits at the team's barriers (null elsewhere).
 thread_local int64_t* t_barrier_wait = nullptr;
 
+struct BarrierWaits {
+  explicit BarrierWaits(int64_t* sink) { t_barrier_wait = sink; }
+  ~BarrierWaits() { t_barrier_wait = nullptr; }
+};
+
 struct InCall {
   InCall() { t_in_call = true; }
   ~InCall() { t_in_call = false; }
@@ -74,10 +79,10 @@ constexpr int kBarrierSpinMicros = 2000;  // a team thread waiting at a step's b
 // barrier) for up to the OS's time slice: a 70 us call took 2 ms. So when a worker picked a call up
 // later than this, and the caller waited for its workers (at the end, or at a team's barriers)
 // longer than this in all and for over a quarter of the call (a worker waking from sleep, a late
-// worker on a long call, an uneven split: each alone stays below) in two calls in a row, the calls
-// of the next stretch run on the caller alone (the values are the same on any number of threads); then the pool is
-// tried again. A stretch is 10 ms, or twice the last one (up to 1 s) where a call right after it
-// was late again.
+// worker on a long call, an uneven split: each alone stays below), in two calls in a row, the
+// calls of the next stretch run on the caller alone (the values are the same on any number of
+// threads); then the pool is tried again. A stretch is 10 ms, or twice the last one (up to 1 s)
+// where a call right after it was late again.
 constexpr int kLateMicros = 1000;
 std::atomic<int> g_late_micros{kLateMicros};  // set_pool_late_micros (tests)
 constexpr int64_t kSoloMinNs = 10'000'000;
@@ -108,7 +113,7 @@ class Pool {
     size_.store(static_cast<int>(workers_.size()) + 1);
   }
 
-  // Calls made while a worker was late (see kLateMicros) run on their caller alone.
+  // Calls made in a stretch after late calls (see kLateMicros) run on their caller alone.
   bool solo() const { return now_ns() < solo_until_.load(std::memory_order_relaxed); }
   long solo_calls() const { return solo_calls_.load(std::memory_order_relaxed); }
 
@@ -145,9 +150,10 @@ class Pool {
     const InCall in_call;
     start(nullptr, 0, &fn, team, &barrier);
     int64_t waited = 0;
-    t_barrier_wait = &waited;
-    fn(0, team, barrier);
-    t_barrier_wait = nullptr;
+    {
+      const BarrierWaits counting(&waited);
+      fn(0, team, barrier);
+    }
     finish(waited);
   }
 
