@@ -493,14 +493,12 @@ Napi::Value StepSample(const Napi::CallbackInfo& info) {
   spec.top_k = static_cast<int>(int_arg(info[7], "topK", 0, 1 << 30));
   if (V > plan.vocab) throw_range(env, "stepSample: the head's outputs must be embedding rows (" + std::to_string(V) + " outputs, " +
                                            std::to_string(plan.vocab) + " rows)");
-  std::vector<uint8_t> excluded;
   if (!info[8].IsNull() && !info[8].IsUndefined()) {
     if (!info[8].IsTypedArray() || info[8].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
       throw_type(env, "excluded must be a Uint8Array or null");
     Napi::Uint8Array flags = info[8].As<Napi::Uint8Array>();
     if (static_cast<int64_t>(flags.ElementLength()) != V) throw_range(env, "excluded must hold one flag per output (" + std::to_string(V) + ")");
-    excluded.assign(flags.Data(), flags.Data() + V);
-    spec.excluded = excluded.data();
+    spec.excluded = flags.Data();  // read in place: the call runs to its end before JS runs again
   }
   if (!info[9].IsTypedArray() || info[9].As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array ||
       info[9].As<Napi::Uint32Array>().ElementLength() != 2)
