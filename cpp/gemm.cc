@@ -34,22 +34,27 @@ int block_rows(const Dispatch& isa, int kc) {
   return std::max(isa.mc, rows);
 }
 
-// Rows [0, rows) of the C block at c from one B panel (b1 null: MR x NR kernels) or two (b0, b1:
-// the wide kernel): the first `direct` rows (whole MR-row panels) by the strided kernel from A
-// where it lies (row r, depth k at a[r * rs + k * ks]), the rest from their packing at their place
-// in packed_a. Every row's values are the same whichever kernel computes them.
+// Rows [0, rows) of the C block at c from `panels` panels of B (from b on, kNR * kc floats apart;
+// more than one only where the ISA has a wide kernel): the first `direct` rows (whole MR-row panels)
+// by the strided kernel from A where it lies (row r, depth k at a[r * rs + k * ks]), the rest from
+// their packing at their place in packed_a. Every row's values are the same whichever kernel
+// computes them.
 void panel_rows(const Dispatch& isa, int kc, int rows, int direct, const float* a, long rs, long ks, const float* packed_a,
-                const float* b0, const float* b1, float alpha, float* c, int ldc, int cols, bool overwrite) {
+                const float* b, int panels, float alpha, float* c, int ldc, int cols, bool overwrite) {
   const int mr = isa.mr;
   for (int ir = 0; ir < direct; ir += mr)
-    isa.strided(kc, a + ir * rs, rs, ks, b0, b1, alpha, c + static_cast<long>(ir) * ldc, ldc, cols, overwrite);
+    isa.strided(kc, a + ir * rs, rs, ks, b, panels, alpha, c + static_cast<long>(ir) * ldc, ldc, cols, overwrite);
   for (int ir = direct; ir < rows; ir += mr) {
     const float* ap = packed_a + static_cast<long>(ir) * kc;
     float* cp = c + static_cast<long>(ir) * ldc;
-    if (b1) isa.wide(kc, ap, b0, b1, alpha, cp, ldc, std::min(mr, rows - ir), cols, overwrite);
-    else isa.kernel(kc, ap, b0, alpha, cp, ldc, std::min(mr, rows - ir), cols, overwrite);
+    if (panels > 1) isa.wide(kc, ap, b, panels, alpha, cp, ldc, std::min(mr, rows - ir), cols, overwrite);
+    else isa.kernel(kc, ap, b, alpha, cp, ldc, std::min(mr, rows - ir), cols, overwrite);
   }
 }
+
+// How many panels of B the kernels take at once from `left` panels: up to kMaxPanels where the ISA
+// has wide kernels, one otherwise.
+int panels_at_once(const Dispatch& isa, int left) { return isa.wide ? std::min(kMaxPanels, left) : 1; }
 
 void gemm_serial(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
                  const float* a, int lda, const float* b, int ldb, float beta,
@@ -119,11 +124,10 @@ void gemm_serial(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
         const long rs = trans_a ? 1 : lda, ks = trans_a ? lda : 1;
         const float* a_block = a + m0 * rs + k0 * ks;
         for (int jr = 0; jr < nc;) {
-          const float* bp = packed_b.data() + static_cast<long>(jr) * kc;
-          const bool wide = isa.wide && jr + kNR < nc;  // two panels
-          panel_rows(isa, kc, mc, direct, a_block, rs, ks, packed_a.data(), bp, wide ? bp + static_cast<long>(kNR) * kc : nullptr, alpha,
-                     c + static_cast<long>(m0) * ldc + n0 + jr, ldc, std::min((wide ? 2 : 1) * kNR, nc - jr), overwrite);
-          jr += wide ? 2 * kNR : kNR;
+          const int panels = panels_at_once(isa, (nc - jr + kNR - 1) / kNR);
+          panel_rows(isa, kc, mc, direct, a_block, rs, ks, packed_a.data(), packed_b.data() + static_cast<long>(jr) * kc, panels, alpha,
+                     c + static_cast<long>(m0) * ldc + n0 + jr, ldc, std::min(panels * kNR, nc - jr), overwrite);
+          jr += panels * kNR;
         }
       }
     }
@@ -134,9 +138,12 @@ void gemm_serial(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
 // not worth waking other threads for.
 constexpr double kParallelWork = 1 << 22;
 constexpr int kParallelMinK = 64;
-// Tiles of B whose tail rows follow their body rows in gemm_packed_tiles: 8 panels of depth 512,
-// 256 KB, stay in L2.
-constexpr int kTileRun = 8;
+// Tiles of B whose tail rows follow their body rows in gemm_packed_tiles: 12 panels of depth 512,
+// 384 KB, stay in L2, and a run is whole groups of kMaxPanels (with runs of 8, every third group had
+// two panels: an LSTM of H = 512 at B = T = 32 through layer_bench on one thread ran 21.0k against
+// 20.1k timestep-samples/s, a GRU 28.8k against 26.3k; medians of 6 alternating runs, Intel Xeon
+// model 207).
+constexpr int kTileRun = 12;
 
 }  // namespace
 
@@ -252,7 +259,7 @@ void gemm_packed_tiles(int m, float alpha, const float* a, int lda, const Packed
       };
       // the body's rows of one panel of B (cols wide) by the MR-row and the short kernels
       const auto rows_on = [&](const float* bp, int col, int cols) {
-        panel_rows(isa, kc, full, direct, a_block, lda, 1, packed_a.data(), bp, nullptr, alpha, c + static_cast<long>(m0) * ldc + col, ldc, cols,
+        panel_rows(isa, kc, full, direct, a_block, lda, 1, packed_a.data(), bp, 1, alpha, c + static_cast<long>(m0) * ldc + col, ldc, cols,
                    overwrite);
         for (int ir = full; ir < body; ir += mr - 1)
           isa.short_kernel(kc, packed_a.data() + static_cast<long>(ir) * kc, bp, alpha, c + static_cast<long>(m0 + ir) * ldc + col,
@@ -265,10 +272,14 @@ void gemm_packed_tiles(int m, float alpha, const float* a, int lda, const Packed
         const int run1 = std::min(tile1, run0 + kTileRun);
         for (int tile = run0; body > 0 && tile < run1 && tile * kNR < n;) {
           const int col = tile * kNR;
-          if (isa.wide && shorts == 0 && tile + 1 < run1 && col + kNR < n) {  // two panels
-            panel_rows(isa, kc, full, direct, a_block, lda, 1, packed_a.data(), panel(tile), panel(tile + 1), alpha, c + static_cast<long>(m0) * ldc + col,
-                       ldc, std::min(2 * kNR, n - col), overwrite);
-            tile += 2;
+          // panels at once: within the run, the columns and the block of kNC columns (whose panels lie
+          // one after another)
+          const int block_end = std::min(n, col / kNC * kNC + kNC);
+          const int panels = shorts == 0 ? panels_at_once(isa, std::min(run1 - tile, (block_end - col + kNR - 1) / kNR)) : 1;
+          if (panels > 1) {
+            panel_rows(isa, kc, full, direct, a_block, lda, 1, packed_a.data(), panel(tile), panels, alpha, c + static_cast<long>(m0) * ldc + col,
+                       ldc, std::min(panels * kNR, n - col), overwrite);
+            tile += panels;
             continue;
           }
           rows_on(panel(tile), col, std::min(kNR, n - col));

@@ -37,7 +37,11 @@ constexpr int kBf16MR = 8;  // rows of the BF16 micro-kernel (AVX512_BF16 only)
 
 // overwrite: C tile = alpha * acc (C is not read), else C tile += alpha * acc.
 using MicroKernel = void (*)(int, const float*, const float*, float, float*, int, int, int, bool);
-using WideKernel = void (*)(int, const float*, const float*, const float*, float, float*, int, int, int, bool);
+// The micro-kernel over `panels` (2 or kMaxPanels) panels of B at once, from b on, kNR * kc floats apart.
+using WideKernel = void (*)(int kc, const float* a, const float* b, int panels, float alpha, float* c, int ldc, int rows, int cols,
+                            bool overwrite);
+// The most panels of B the wide and strided kernels take at once.
+constexpr int kMaxPanels = 3;
 
 // Products of at most kSkinnyRows rows (one step of a small batch) on packed B: A is read where it
 // lies (no packing) and several panels run at once, so the FMA chains of a single row overlap.
@@ -51,10 +55,10 @@ constexpr int kSkinnyMaxRows = 8;
 using SkinnyKernel = void (*)(int rows, int kc, const float* a, int lda, const float* b, int panels, float alpha, float* c,
                               int ldc, int cols, bool overwrite);
 
-// MR rows (a full panel) by one panel of B (b1 null) or two, A not packed: row r's value at depth k
-// is a[r * rs + k * ks]. The same values as the packed kernels.
-using StridedKernel = void (*)(int kc, const float* a, long rs, long ks, const float* b0, const float* b1, float alpha, float* c,
-                               int ldc, int cols, bool overwrite);
+// MR rows (a full panel) by 1 to kMaxPanels panels of B (from b on, kNR * kc floats apart), A not
+// packed: row r's value at depth k is a[r * rs + k * ks]. The same values as the packed kernels.
+using StridedKernel = void (*)(int kc, const float* a, long rs, long ks, const float* b, int panels, float alpha, float* c, int ldc,
+                               int cols, bool overwrite);
 
 struct Dispatch {
   MicroKernel kernel;

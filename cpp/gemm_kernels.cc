@@ -55,35 +55,34 @@ namespace {
     RECURRENT_STORE_TILE(V, rows, kParts, kNR);                                                       \
   }
 
-// MR x 2NR: two B panels at once (b0, b1), so each broadcast of A feeds two FMAs: on
-// AVX-512, 8 x 32 needs 10 loads per 16 FMAs where 16 x 16 needs 17. B's two panels (64 KB at a
-// depth of 512) do not fit a 48 KB L1 and stream from L2 for every 8 rows of A: they are
-// prefetched kPrefetchDepths (16) depths ahead, as in the strided kernel (Intel Xeon model 207,
-// paired alternating runs: gemm_bench 1024 x 2048 x 512 on 2 threads 1.11x, layer_bench LSTM 512
-// training 1.05x on one thread, even on two). Not measured on AMD.
-#define RECURRENT_MICRO_KERNEL_WIDE(NAME, TARGET, V, W, MR)                                               \
-  TARGET void NAME(int kc, const float* __restrict a, const float* __restrict b0, const float* __restrict b1, \
-                   float alpha, float* c, int ldc, int rows, int cols, bool overwrite) {                 \
-    constexpr int kParts = kNR / (W);                                                                    \
-    constexpr int kMR = (MR);                                                                            \
-    V acc[kMR][2 * kParts];                                                                              \
-    for (int r = 0; r < kMR; ++r)                                                                        \
-      for (int p = 0; p < 2 * kParts; ++p) acc[r][p] = V{};                                              \
-    for (int k = 0; k < kc; ++k) {                                                                       \
-      __builtin_prefetch(b0 + (k + kPrefetchDepths) * kNR);                                              \
-      __builtin_prefetch(b1 + (k + kPrefetchDepths) * kNR);                                              \
-      const V* p0 = reinterpret_cast<const V*>(b0 + k * kNR);                                            \
-      const V* p1 = reinterpret_cast<const V*>(b1 + k * kNR);                                            \
-      const float* ak = a + k * kMR;                                                                     \
-      for (int r = 0; r < kMR; ++r) {                                                                    \
-        const float x = ak[r];                                                                           \
-        for (int p = 0; p < kParts; ++p) {                                                               \
-          acc[r][p] += x * p0[p];                                                                        \
-          acc[r][kParts + p] += x * p1[p];                                                               \
-        }                                                                                                \
-      }                                                                                                  \
-    }                                                                                                    \
-    RECURRENT_STORE_TILE(V, rows, 2 * kParts, 2 * kNR);                                                  \
+// MR x NP * NR: NP (2 or 3) B panels at once, so each broadcast of A feeds NP FMAs. On AVX-512, 8 x 48
+// needs 11 loads per 24 FMAs where 8 x 32 needs 10 per 16 and 16 x 16 needs 17 per 16: a GEMM of
+// 1024 x 2048 x 512 on one thread ran 8 x 48 at 108-113 GFLOP/s against 81-93 for 8 x 32 and 88-106
+// for 12 x 32 (Intel Xeon model 207, one process, alternating). B's panels (96 KB at a depth of 512)
+// do not fit a 48 KB L1 and stream from L2 for every 8 rows of A: they are prefetched
+// kPrefetchDepths (16) depths ahead, as in the strided kernel. Not measured on AMD.
+#define RECURRENT_MICRO_KERNEL_WIDE(NAME, TARGET, V, W, MR, NP)                                             \
+  TARGET void NAME(int kc, const float* __restrict a, const float* __restrict b, float alpha, float* c, int ldc, \
+                   int rows, int cols, bool overwrite) {                                                       \
+    constexpr int kParts = kNR / (W);                                                                          \
+    constexpr int kMR = (MR);                                                                                  \
+    const long panel = static_cast<long>(kNR) * kc;                                                            \
+    V acc[kMR][(NP) * kParts];                                                                                 \
+    for (int r = 0; r < kMR; ++r)                                                                              \
+      for (int p = 0; p < (NP) * kParts; ++p) acc[r][p] = V{};                                                 \
+    for (int k = 0; k < kc; ++k) {                                                                             \
+      V bk[(NP) * kParts];                                                                                     \
+      for (int q = 0; q < (NP); ++q) {                                                                         \
+        __builtin_prefetch(b + q * panel + (k + kPrefetchDepths) * kNR);                                       \
+        for (int p = 0; p < kParts; ++p) bk[q * kParts + p] = reinterpret_cast<const V*>(b + q * panel + k * kNR)[p]; \
+      }                                                                                                        \
+      const float* ak = a + k * kMR;                                                                           \
+      for (int r = 0; r < kMR; ++r) {                                                                          \
+        const float x = ak[r];                                                                                 \
+        for (int p = 0; p < (NP) * kParts; ++p) acc[r][p] += x * bk[p];                                        \
+      }                                                                                                        \
+    }                                                                                                          \
+    RECURRENT_STORE_TILE(V, rows, (NP) * kParts, (NP) * kNR);                                                  \
   }
 
 // The skinny kernel's body (see SkinnyKernel): R rows by NP panels of NR columns, accumulators
@@ -232,9 +231,6 @@ typedef float Vec4 __attribute__((vector_size(16), aligned(4), may_alias));
 typedef float Vec8 __attribute__((vector_size(32), aligned(4), may_alias));
 typedef float Vec16 __attribute__((vector_size(64), aligned(4), may_alias));
 
-// overwrite: C tile = alpha * acc (C is not read), else C tile += alpha * acc.
-using MicroKernel = void (*)(int, const float*, const float*, float, float*, int, int, int, bool);
-using WideKernel = void (*)(int, const float*, const float*, const float*, float, float*, int, int, int, bool);
 
 RECURRENT_MICRO_KERNEL(micro_kernel_baseline, , Vec4, 4, 4)
 RECURRENT_SKINNY_KERNEL(skinny_kernel_baseline, , Vec4, 4, 12, false)
@@ -292,10 +288,16 @@ RECURRENT_SKINNY_KERNEL(skinny_kernel_avx2, __attribute__((target("avx2,fma"))),
 // AVX-512: 8 x 32 (two panels; 16 accumulators hide the FMA latency on two 512-bit pipes),
 // and 8 x 16 for a last single panel; A blocks of 256 rows (L2).
 RECURRENT_MICRO_KERNEL(micro_kernel_avx512, __attribute__((target("avx512f,avx2,fma"))), Vec16, 16, 8)
-RECURRENT_MICRO_KERNEL_WIDE(micro_kernel_avx512_wide, __attribute__((target("avx512f,avx2,fma"))), Vec16, 16, 8)
+RECURRENT_MICRO_KERNEL_WIDE(micro_kernel_avx512_x2, __attribute__((target("avx512f,avx2,fma"))), Vec16, 16, 8, 2)
+RECURRENT_MICRO_KERNEL_WIDE(micro_kernel_avx512_x3, __attribute__((target("avx512f,avx2,fma"))), Vec16, 16, 8, 3)
+void micro_kernel_avx512_wide(int kc, const float* a, const float* b, int panels, float alpha, float* c, int ldc, int rows,
+                              int cols, bool overwrite) {
+  if (panels == 3) micro_kernel_avx512_x3(kc, a, b, alpha, c, ldc, rows, cols, overwrite);
+  else micro_kernel_avx512_x2(kc, a, b, alpha, c, ldc, rows, cols, overwrite);
+}
 RECURRENT_SKINNY_KERNEL(skinny_kernel_avx512, __attribute__((target("avx512f,avx2,fma"))), Vec16, 16, 24, false)
 
-// 8 x 16 or 8 x 32 (NP panels) with A read where it lies, no packing: row r's value at depth k is
+// 8 x NP * 16 (NP panels, 1 to 3) with A read where it lies, no packing: row r's value at depth k is
 // a[r * rs + k * ks] (rs = lda, ks = 1 for A; rs = 1, ks = lda for A^T, whose 8 values of a k lie
 // side by side). The sums are the packed kernels' (the same multiply-adds in the same order), so a
 // row's values do not depend on which kernel computed it. Packing A cost a fifth as much as the
@@ -307,9 +309,10 @@ RECURRENT_SKINNY_KERNEL(skinny_kernel_avx512, __attribute__((target("avx512f,avx
 // Not measured on AMD.
 #define RECURRENT_STRIDED_BODY(NAME, NP)                                                                              \
   __attribute__((target("avx512f,avx2,fma"))) void NAME(int kc, const float* __restrict a, long rs, long ks,         \
-                                                        const float* __restrict b0, const float* __restrict b1,      \
-                                                        float alpha, float* c, int ldc, int cols, bool overwrite) {  \
+                                                        const float* __restrict b, float alpha, float* c, int ldc,   \
+                                                        int cols, bool overwrite) {                                  \
     constexpr int kMR = 8;                                                                                             \
+    const long panel = static_cast<long>(kNR) * kc;                                                                    \
     Vec16 acc[kMR][NP];                                                                                                \
     for (int r = 0; r < kMR; ++r)                                                                                      \
       for (int p = 0; p < (NP); ++p) acc[r][p] = Vec16{};                                                              \
@@ -317,25 +320,26 @@ RECURRENT_SKINNY_KERNEL(skinny_kernel_avx512, __attribute__((target("avx512f,avx
     for (int r = 0; r < kMR; ++r) row[r] = a + r * rs;                                                                 \
     for (int k = 0; k < kc; ++k) {                                                                                     \
       const long at = k * ks;                                                                                          \
-      __builtin_prefetch(b0 + (k + kPrefetchDepths) * kNR);                                                            \
-      if ((NP) == 2) __builtin_prefetch(b1 + (k + kPrefetchDepths) * kNR);                                             \
-      const Vec16 p0 = *reinterpret_cast<const Vec16*>(b0 + k * kNR);                                                  \
-      Vec16 p1{};                                                                                                      \
-      if ((NP) == 2) p1 = *reinterpret_cast<const Vec16*>(b1 + k * kNR);                                               \
+      Vec16 bk[NP];                                                                                                    \
+      for (int p = 0; p < (NP); ++p) {                                                                                 \
+        __builtin_prefetch(b + p * panel + (k + kPrefetchDepths) * kNR);                                               \
+        bk[p] = *reinterpret_cast<const Vec16*>(b + p * panel + k * kNR);                                              \
+      }                                                                                                                \
       for (int r = 0; r < kMR; ++r) {                                                                                  \
         const float x = row[r][at];                                                                                    \
-        acc[r][0] += x * p0;                                                                                           \
-        if ((NP) == 2) acc[r][(NP) - 1] += x * p1;                                                                     \
+        for (int p = 0; p < (NP); ++p) acc[r][p] += x * bk[p];                                                         \
       }                                                                                                                \
     }                                                                                                                  \
     RECURRENT_STORE_TILE(Vec16, kMR, (NP), (NP) * kNR);                                                               \
   }
 RECURRENT_STRIDED_BODY(strided_avx512_1, 1)
 RECURRENT_STRIDED_BODY(strided_avx512_2, 2)
-void strided_kernel_avx512(int kc, const float* a, long rs, long ks, const float* b0, const float* b1, float alpha, float* c,
-                           int ldc, int cols, bool overwrite) {
-  if (b1) strided_avx512_2(kc, a, rs, ks, b0, b1, alpha, c, ldc, cols, overwrite);
-  else strided_avx512_1(kc, a, rs, ks, b0, nullptr, alpha, c, ldc, cols, overwrite);
+RECURRENT_STRIDED_BODY(strided_avx512_3, 3)
+void strided_kernel_avx512(int kc, const float* a, long rs, long ks, const float* b, int panels, float alpha, float* c, int ldc,
+                           int cols, bool overwrite) {
+  if (panels == 3) strided_avx512_3(kc, a, rs, ks, b, alpha, c, ldc, cols, overwrite);
+  else if (panels == 2) strided_avx512_2(kc, a, rs, ks, b, alpha, c, ldc, cols, overwrite);
+  else strided_avx512_1(kc, a, rs, ks, b, alpha, c, ldc, cols, overwrite);
 }
 
 #endif
