@@ -112,11 +112,11 @@ void gemm_serial(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
       for (int m0 = 0; m0 < m; m0 += block_m) {
         const int mc = std::min(block_m, m - m0);
         // the whole MR-row panels read where they lie where the ISA has a strided kernel (as in
-        // gemm_packed_tiles), the rest packed at its place. Not A^T at a stride of a multiple of 4 KB:
-        // there every k's values fall in one set of L1 (a weight gradient of 2048 x 512 x 1024,
-        // lda = 2048: 218 against 240 GFLOP/s packed; lda = 512 or 1536: 265 and 251 against 245 and
-        // 236; Zen 5)
-        const bool strided = isa.strided && !(trans_a && lda % 1024 == 0);
+        // gemm_packed_tiles), the rest packed at its place. A^T only where the ISA reads it strided
+        // (see Dispatch::strided_transposed), and not at a stride of a multiple of 4 KB: there every
+        // k's values fall in one set of L1 (a weight gradient of 2048 x 512 x 1024, lda = 2048: 218
+        // against 240 GFLOP/s packed; Zen 5)
+        const bool strided = isa.strided && !(trans_a && (!isa.strided_transposed || lda % 1024 == 0));
         const int direct = strided ? mc / mr * mr : 0;
         if (mc > direct) pack_a(trans_a, a, lda, m0 + direct, mc - direct, k0, kc, mr, packed_a.data() + static_cast<long>(direct) * kc);
         const bool overwrite = beta == 0.0f && k0 == 0;

@@ -70,6 +70,12 @@ struct Dispatch {
   GemmRowSplit row_split;  // see gemm.h
   MicroKernel short_kernel;  // mr - 1 rows, or null: gemm_packed_tiles' row counts that mr does not divide
   StridedKernel strided;     // or null: full panels of A read where they lie (see StridedKernel)
+  // Whether the strided kernel reads A^T where it lies too (its 8 values of a depth side by side, the
+  // depths lda apart), or A^T is packed. Not on Intel: a weight gradient (A^T, m x 512 x 1024) ran
+  // 55-67 GFLOP/s strided against 85-105 packed at lda = 1536, 60-76 against 84-106 at 512 and
+  // 59-80 against 79-109 at 768 (Xeon model 207, one thread); on Zen 5 the strided reads were
+  // faster at lda = 512 and 1536 (265 and 251 against 245 and 236).
+  bool strided_transposed = false;
 };
 
 // The kernels chosen for this CPU (or forced by RECURRENT_ISA), once.

@@ -359,7 +359,8 @@ Dispatch choose_kernel() {
   // amx: the AVX-512 kernels, and AMX for BF16 products (gemm_bf16.cc; avx512 turns AMX off)
   if ((want.empty() || want == "avx512" || want == "amx") && has_avx512)
     return {micro_kernel_avx512, micro_kernel_avx512_wide, "avx512", 8, 256, skinny_kernel_avx512, {4, 4, 256}, nullptr,
-            std::getenv("RECURRENT_NO_STRIDED") ? nullptr : strided_kernel_avx512};  // the variable: for comparisons
+            std::getenv("RECURRENT_NO_STRIDED") ? nullptr : strided_kernel_avx512,  // the variable: for comparisons
+            __builtin_cpu_is("intel") == 0};
   if (has_avx2) return {micro_kernel_avx2, nullptr, "avx2", 6, 60, skinny_kernel_avx2, {4, 2}, micro_kernel_avx2_5, nullptr};
 #endif
 #ifdef RECURRENT_NEON_DISPATCH
