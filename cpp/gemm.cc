@@ -142,7 +142,7 @@ constexpr int kParallelMinK = 64;
 // 384 KB, stay in L2, and a run is whole groups of kMaxPanels (with runs of 8, every third group had
 // two panels: an LSTM of H = 512 at B = T = 32 through layer_bench on one thread ran 21.0k against
 // 20.1k timestep-samples/s, a GRU 28.8k against 26.3k; medians of 6 alternating runs, Intel Xeon
-// model 207).
+// model 106, Ice Lake).
 constexpr int kTileRun = 12;
 
 }  // namespace

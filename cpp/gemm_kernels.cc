@@ -58,7 +58,7 @@ namespace {
 // MR x NP * NR: NP (2 or 3) B panels at once, so each broadcast of A feeds NP FMAs. On AVX-512, 8 x 48
 // needs 11 loads per 24 FMAs where 8 x 32 needs 10 per 16 and 16 x 16 needs 17 per 16: a GEMM of
 // 1024 x 2048 x 512 on one thread ran 8 x 48 at 108-113 GFLOP/s against 81-93 for 8 x 32 and 88-106
-// for 12 x 32 (Intel Xeon model 207, one process, alternating). B's panels (96 KB at a depth of 512)
+// for 12 x 32 (Intel Xeon model 106, Ice Lake, one process, alternating). B's panels (96 KB at a depth of 512)
 // do not fit a 48 KB L1 and stream from L2 for every 8 rows of A: they are prefetched
 // kPrefetchDepths (16) depths ahead, as in the strided kernel. Not measured on AMD.
 #define RECURRENT_MICRO_KERNEL_WIDE(NAME, TARGET, V, W, MR, NP)                                             \
