@@ -73,8 +73,8 @@ struct Dispatch {
   // Whether the strided kernel reads A^T where it lies too (its 8 values of a depth side by side, the
   // depths lda apart), or A^T is packed. Not on Intel: a weight gradient (A^T, m x 512 x 1024) ran
   // 55-67 GFLOP/s strided against 85-105 packed at lda = 1536, 60-76 against 84-106 at 512 and
-  // 59-80 against 79-109 at 768 (Xeon model 106, Ice Lake, one thread; the Xeon of model 207 not measured); on Zen 5 the
-  // strided reads were faster at lda = 512 and 1536 (265 and 251 against 245 and 236).
+  // 59-80 against 79-109 at 768 (Xeon model 106, Ice Lake, one thread; model 207 not measured).
+  // On Zen 5 the strided reads were faster at lda = 512 and 1536 (265 and 251 against 245 and 236).
   bool strided_transposed = false;
 };
 
