@@ -18,6 +18,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
+import { describeMachine } from './harness';
+
 const root = path.join(__dirname, '..');
 const buildDir = path.join(root, 'build', 'bench');
 
@@ -119,9 +121,7 @@ export function runNative(rounds: number): NativeReport {
   console.log('throughput as T grows (LSTM, both cores)...');
   const steps = runJsonLines<LayerResult>('layer_bench', [String(os.cpus().length), '--only', 'lstm-128-train', '--only', 'lstm-512-train', '--steps', '32,256,1024,4096']);
 
-  const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
-  const machine = `${cpu} (${os.cpus().length} cores), ${os.platform()} ${os.arch()}`;
-  return { machine, rounds, skipped, layers, gemm, steps };
+  return { machine: describeMachine(), rounds, skipped, layers, gemm, steps };
 }
 
 function rate(v: number): string {
