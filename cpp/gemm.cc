@@ -125,8 +125,9 @@ void gemm_serial(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
         const float* a_block = a + m0 * rs + k0 * ks;
         for (int jr = 0; jr < nc;) {
           const int panels = panels_at_once(isa, (nc - jr + kNR - 1) / kNR);
-          panel_rows(isa, kc, mc, direct, a_block, rs, ks, packed_a.data(), packed_b.data() + static_cast<long>(jr) * kc, panels, alpha,
-                     c + static_cast<long>(m0) * ldc + n0 + jr, ldc, std::min(panels * kNR, nc - jr), overwrite);
+          const float* bp = packed_b.data() + static_cast<long>(jr) * kc;
+          panel_rows(isa, kc, mc, direct, a_block, rs, ks, packed_a.data(), bp, panels, alpha, c + static_cast<long>(m0) * ldc + n0 + jr,
+                     ldc, std::min(panels * kNR, nc - jr), overwrite);
           jr += panels * kNR;
         }
       }
@@ -277,8 +278,8 @@ void gemm_packed_tiles(int m, float alpha, const float* a, int lda, const Packed
           const int block_end = std::min(n, col / kNC * kNC + kNC);
           const int panels = shorts == 0 ? panels_at_once(isa, std::min(run1 - tile, (block_end - col + kNR - 1) / kNR)) : 1;
           if (panels > 1) {
-            panel_rows(isa, kc, full, direct, a_block, lda, 1, packed_a.data(), panel(tile), panels, alpha, c + static_cast<long>(m0) * ldc + col,
-                       ldc, std::min(panels * kNR, n - col), overwrite);
+            panel_rows(isa, kc, full, direct, a_block, lda, 1, packed_a.data(), panel(tile), panels, alpha,
+                       c + static_cast<long>(m0) * ldc + col, ldc, std::min(panels * kNR, n - col), overwrite);
             tile += panels;
             continue;
           }

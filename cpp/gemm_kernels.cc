@@ -58,8 +58,8 @@ namespace {
 // MR x NP * NR: NP (2 or 3) B panels at once, so each broadcast of A feeds NP FMAs. On AVX-512, 8 x 48
 // needs 11 loads per 24 FMAs where 8 x 32 needs 10 per 16 and 16 x 16 needs 17 per 16: a GEMM of
 // 1024 x 2048 x 512 on one thread ran 8 x 48 at 108-113 GFLOP/s against 81-93 for 8 x 32 and 88-106
-// for 12 x 32 (Intel Xeon model 106, Ice Lake, one process, alternating). B's panels (96 KB at a depth of 512)
-// do not fit a 48 KB L1 and stream from L2 for every 8 rows of A: they are prefetched
+// for 12 x 32 (Intel Xeon model 106, Ice Lake, one process, alternating). B's panels (96 KB at a
+// depth of 512) do not fit a 48 KB L1 and stream from L2 for every 8 rows of A: they are prefetched
 // kPrefetchDepths (16) depths ahead, as in the strided kernel. Not measured on AMD.
 #define RECURRENT_MICRO_KERNEL_WIDE(NAME, TARGET, V, W, MR, NP)                                             \
   TARGET void NAME(int kc, const float* __restrict a, const float* __restrict b, float alpha, float* c, int ldc, \
@@ -231,7 +231,6 @@ typedef float Vec4 __attribute__((vector_size(16), aligned(4), may_alias));
 typedef float Vec8 __attribute__((vector_size(32), aligned(4), may_alias));
 typedef float Vec16 __attribute__((vector_size(64), aligned(4), may_alias));
 
-
 RECURRENT_MICRO_KERNEL(micro_kernel_baseline, , Vec4, 4, 4)
 RECURRENT_SKINNY_KERNEL(skinny_kernel_baseline, , Vec4, 4, 12, false)
 
@@ -285,8 +284,8 @@ RECURRENT_MICRO_KERNEL(micro_kernel_avx2, __attribute__((target("avx2,fma"))), V
 // ran on the skinny kernels at 81 against 97 GFLOP/s (Zen 2)
 RECURRENT_MICRO_KERNEL(micro_kernel_avx2_5, __attribute__((target("avx2,fma"))), Vec8, 8, 5)
 RECURRENT_SKINNY_KERNEL(skinny_kernel_avx2, __attribute__((target("avx2,fma"))), Vec8, 8, 12, true)
-// AVX-512: 8 x 32 (two panels; 16 accumulators hide the FMA latency on two 512-bit pipes),
-// and 8 x 16 for a last single panel; A blocks of 256 rows (L2).
+// AVX-512: 8 x 48 and 8 x 32 (three and two panels; 24 and 16 accumulators hide the FMA latency on
+// two 512-bit pipes), and 8 x 16 for a last single panel; A blocks of 256 rows (L2).
 RECURRENT_MICRO_KERNEL(micro_kernel_avx512, __attribute__((target("avx512f,avx2,fma"))), Vec16, 16, 8)
 RECURRENT_MICRO_KERNEL_WIDE(micro_kernel_avx512_x2, __attribute__((target("avx512f,avx2,fma"))), Vec16, 16, 8, 2)
 RECURRENT_MICRO_KERNEL_WIDE(micro_kernel_avx512_x3, __attribute__((target("avx512f,avx2,fma"))), Vec16, 16, 8, 3)
