@@ -829,22 +829,22 @@ void layer_backward_cpu(const LayerDims& dims, float* dx, float* dh0, float* dc0
       gemm_cpu(true, false, GH, H, rows, 1.0f, dgh, GH, r.h_prev + at * H, H, accumulate, g.w_hh, H);
       if (g.b_ih) {
         // column sums, split by columns across threads (each column summed in row order, so
-        // the result does not depend on the thread count)
+        // the result does not depend on the thread count). Where both biases have the same
+        // gradient (dgh is dgx: every cell but the GRU), b_hh's columns are copies of b_ih's, which
+        // the chunks before summed the same way.
         const int parts = GH * static_cast<double>(rows) >= 1 << 18 ? std::min(num_threads(), (GH + 15) / 16) : 1;
         parallel_for(parts, [&](int part) {
           const int c0 = GH * part / parts / 16 * 16, c1 = part + 1 == parts ? GH : GH * (part + 1) / parts / 16 * 16;
-          if (accumulate == 0.0f) {
-            std::fill(g.b_ih + c0, g.b_ih + c1, 0.0f);
-            std::fill(g.b_hh + c0, g.b_hh + c1, 0.0f);
-          }
-          for (int i = 0; i < rows; ++i) {
-            const float* gx = dgx + static_cast<size_t>(i) * GH;
-            const float* gh = dgh + static_cast<size_t>(i) * GH;
-            for (int k = c0; k < c1; ++k) {
-              g.b_ih[k] += gx[k];
-              g.b_hh[k] += gh[k];
+          const auto sum_into = [&](float* bias, const float* dg) {
+            if (accumulate == 0.0f) std::fill(bias + c0, bias + c1, 0.0f);
+            for (int i = 0; i < rows; ++i) {
+              const float* row = dg + static_cast<size_t>(i) * GH;
+              for (int k = c0; k < c1; ++k) bias[k] += row[k];
             }
-          }
+          };
+          sum_into(g.b_ih, dgx);
+          if (dgh != dgx) sum_into(g.b_hh, dgh);
+          else std::copy(g.b_ih + c0, g.b_ih + c1, g.b_hh + c0);
         });
       }
     }
