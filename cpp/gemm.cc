@@ -169,25 +169,43 @@ static RowPanels row_panels(const Dispatch& isa, int rows) {
 // groups (see SkinnyKernel); more rows than one kernel takes go in passes over a run of panels
 // small enough to stay in L2.
 static void skinny_block(const Dispatch& isa, int m, int k0, int kc, float alpha, const float* a, int lda, const PackedMatrix& b,
-                  float* c, int ldc, int tile0, int tile1, bool overwrite) {
+                  float* c, int ldc, int tile0, int tile1, bool overwrite, bool backwards) {
   const int n = b.cols();
   const int run = m <= kSkinnyRows ? 24 : 12;  // panels: a multiple of every kernel's group
-  // a run of panels never crosses a block of kNC columns (their panels lie apart)
-  for (int tile = tile0; tile < tile1 && tile * kNR < n;) {
+  const auto run_at = [&](int tile, int panels) {
     const int col = tile * kNR, block = col / kNC * kNC;
-    const int end = std::min({tile1 * kNR, n, block + kNC, col + run * kNR});
-    const int panels = (end - col + kNR - 1) / kNR;
+    const int end = std::min({tile1 * kNR, n, col + panels * kNR});
     const float* panel = b.panel(block, k0) + static_cast<long>(col - block) * kc;
     for (int r0 = 0; r0 < m; r0 += kSkinnyRows)
-      isa.skinny(std::min(kSkinnyRows, m - r0), kc, a + static_cast<long>(r0) * lda + k0, lda, panel, panels, alpha,
-                 c + static_cast<long>(r0) * ldc + col, ldc, end - col, overwrite);
-    tile += panels;
+      isa.skinny(std::min(kSkinnyRows, m - r0), kc, a + static_cast<long>(r0) * lda + k0, lda, panel, (end - col + kNR - 1) / kNR,
+                 alpha, c + static_cast<long>(r0) * ldc + col, ldc, end - col, overwrite);
+  };
+  // a run of panels never crosses a block of kNC columns (their panels lie apart)
+  const auto run_from = [&](int tile) {
+    const int col = tile * kNR, block = col / kNC * kNC;
+    return (std::min({tile1 * kNR, n, block + kNC, col + run * kNR}) - col + kNR - 1) / kNR;
+  };
+  if (!backwards) {
+    for (int tile = tile0; tile < tile1 && tile * kNR < n;) {
+      const int panels = run_from(tile);
+      run_at(tile, panels);
+      tile += panels;
+    }
+    return;
   }
+  // the same runs, last first
+  int starts[64], count = 0;
+  for (int tile = tile0; tile < tile1 && tile * kNR < n && count < 64; tile += run_from(tile)) starts[count++] = tile;
+  const int covered = count > 0 ? starts[count - 1] + run_from(starts[count - 1]) : tile0;
+  if (covered < tile1 && covered * kNR < n) {  // more runs than that: the rest forwards first
+    skinny_block(isa, m, k0, kc, alpha, a, lda, b, c, ldc, covered, tile1, overwrite, false);
+  }
+  for (int i = count - 1; i >= 0; --i) run_at(starts[i], run_from(starts[i]));
 }
 
 // Columns [tile0 * NR, tile1 * NR) of C = alpha * A * op(B) + beta * C, op(B) packed.
 void gemm_packed_tiles(int m, float alpha, const float* a, int lda, const PackedMatrix& b, float beta, float* c,
-                       int ldc, int tile0, int tile1) {
+                       int ldc, int tile0, int tile1, bool backwards) {
   const int n = b.cols(), k = b.rows();
   const int col0 = tile0 * kNR, col1 = std::min(n, tile1 * kNR);
   if (m <= 0 || col1 <= col0) return;
@@ -229,7 +247,7 @@ void gemm_packed_tiles(int m, float alpha, const float* a, int lda, const Packed
   if (m <= kSkinnyMaxRows && (m <= kSkinnyRows || m % isa.mr != 0)) {
     // one step of a small batch: every row by the skinny kernels
     for (int k0 = 0; k0 < k; k0 += kKC)
-      skinny_block(isa, m, k0, std::min(kKC, k - k0), alpha, a, lda, b, c, ldc, tile0, tile1, beta == 0.0f && k0 == 0);
+      skinny_block(isa, m, k0, std::min(kKC, k - k0), alpha, a, lda, b, c, ldc, tile0, tile1, beta == 0.0f && k0 == 0, backwards);
     return;
   }
   const int mr = isa.mr;
@@ -288,7 +306,7 @@ void gemm_packed_tiles(int m, float alpha, const float* a, int lda, const Packed
         }
         if (tail > 0)
           skinny_block(isa, tail, k0, kc, alpha, a + static_cast<long>(m0 + body) * lda, lda, b, c + static_cast<long>(m0 + body) * ldc,
-                       ldc, run0, run1, overwrite);
+                       ldc, run0, run1, overwrite, false);
       }
     }
   }

@@ -95,10 +95,13 @@ class PackedMatrix {
 
 // C (M, N) = alpha * A (M, K) * op(B) + beta * C with op(B) packed and A not transposed,
 // on columns [tile0 * kGemmTile, tile1 * kGemmTile) of C only, on the calling
-// thread: for kernels that split one product between the threads of a team.
+// thread: for kernels that split one product between the threads of a team. `backwards`: a
+// product of a few rows (the skinny kernels) goes over B's panels from the last to the first, so
+// a loop that alternates directions from one call to the next finds the panels it read last
+// still in the cache (the same values either way).
 constexpr int kGemmTile = 16;
 void gemm_packed_tiles(int m, float alpha, const float* a, int lda, const PackedMatrix& b, float beta, float* c,
-                       int ldc, int tile0, int tile1);
+                       int ldc, int tile0, int tile1, bool backwards = false);
 
 // C (M, N) = alpha * A (M, K) * op(B) + beta * C with op(B) packed, over the thread pool when the
 // product is large enough (as gemm_cpu splits it); the same values as gemm_cpu on the unpacked B.

@@ -516,9 +516,11 @@ void layer_forward_cpu(const LayerDims& dims, float* y, float* h_n, float* c_n, 
           float* h_cur = hbuf + (step % 2) * state;  // the state alternates between two buffers
           float* h_next = hbuf + (1 - step % 2) * state;
           const int rows = rows_within(gemm_rows(lengths, B, sorted, t), share.b0, share.b1);
+          // every other step over w_hh's panels backwards: a step of a few rows then starts on the
+          // panels the last one read last, still in L2 where w_hh is larger
           if (rows > 0 && blk1 > blk0)
             gemm_packed_tiles(rows, 1.0f, h_cur + static_cast<size_t>(share.b0) * H, H, *w_hh, 0.0f,
-                              share_proj, P, blk0 * G, blk1 * G);
+                              share_proj, P, blk0 * G, blk1 * G, step % 2 == 1);
           for (int b = share.b0; b < share.b1; ++b) {
             const size_t row = static_cast<size_t>(t) * B + b;
             const float* hb = h_cur + static_cast<size_t>(b) * H;
@@ -813,9 +815,10 @@ void layer_backward_cpu(const LayerDims& dims, float* dx, float* dh0, float* dc0
           if (!plan.by_rows) barrier.wait();
           // dh_prev (owned rows and columns) = the part that bypasses the GEMM (in dh now) + dgates_h * w_hh
           const int rows = rows_within(gemm_rows(lengths, B, sorted, t), share.b0, share.b1);
+          // (every other step backwards over w_hh's panels, as in the forward)
           if (rows > 0 && blk1 > blk0)
             gemm_packed_tiles(rows, 1.0f, dgh + (static_cast<size_t>(t - t_lo) * B + share.b0) * GH, GH, *w_hh, 1.0f,
-                              dh + static_cast<size_t>(share.b0) * H, H, blk0, blk1);
+                              dh + static_cast<size_t>(share.b0) * H, H, blk0, blk1, step % 2 == 1);
         }
       });
 

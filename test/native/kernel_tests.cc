@@ -275,6 +275,15 @@ struct GemmCase {
     return out;
   }
 
+  // The same over all tiles in one call, B's panels taken last first (`backwards`).
+  std::vector<float> packed_backwards() const {
+    PackedMatrix packed;
+    packed.pack(true, k, n, b.data(), ldb);
+    std::vector<float> out = c;
+    gemm_packed_tiles(m, alpha, a.data(), lda, packed, beta, out.data(), n, 0, (n + kGemmTile - 1) / kGemmTile, true);
+    return out;
+  }
+
   // The same through gemm_packed (the whole product, split over the pool as it chooses).
   std::vector<float> packed_whole() const {
     PackedMatrix packed;
@@ -315,11 +324,12 @@ void check_fp32_gemm() {
   // (1 to 8 rows: the skinny kernels, past a block of kNC columns and of kKC rows too; 33 rows: 6-
   // and (AVX2) 5-row panels across a block of kNC columns; 16, 32: 6 + 5 + 5 and 6 + 6 + 4 x 5 in
   // runs of tiles; 19: 18 rows and a skinny tail of 1; 64 and 80 columns: 4 and 5 tiles, taken
-  // 3 + 1 and 3 + 2 by the AVX-512 kernels)
+  // 3 + 1 and 3 + 2 by the AVX-512 kernels; 2 x 25000: more runs of the skinny kernels than a
+  // backwards pass lists, the rest taken forwards first)
   const auto shapes = {GemmShape{1, 1, 1}, {7, 13, 5},      {9, 33, 257},    {33, 47, 300},   {64, 2048, 512}, {1030, 80, 72},
                        {40, 2048, 64},     {64, 520, 136},  {2, 2100, 600},  {33, 2100, 100}, {3, 47, 513},    {4, 520, 136},
                        {5, 96, 64},        {6, 33, 9},      {8, 1030, 257},  {16, 2100, 100}, {32, 520, 136},  {19, 300, 513},
-                       {24, 64, 40},       {40, 80, 33}};
+                       {24, 64, 40},       {40, 80, 33},    {2, 25000, 3}};
   for_each_gemm_case(rng, shapes, [](const GemmCase& g) {
     set_num_threads(1);
     const std::vector<float> first = g.product();
@@ -343,7 +353,7 @@ void check_fp32_gemm() {
       same = same && g.product() == first;
     }
     if (!g.ta && g.tb) {
-      same = same && g.packed_tiles() == first;
+      same = same && g.packed_tiles() == first && g.packed_backwards() == first;
       for (int threads : {1, 2, 3}) {
         set_num_threads(threads);
         same = same && g.packed_whole() == first;
