@@ -167,7 +167,7 @@ static RowPanels row_panels(const Dispatch& isa, int rows) {
 // Rows [0, m) of C's columns [tile0 * NR, tile1 * NR) += (or =, overwrite) alpha * A * op(B) over the
 // depth block [k0, k0 + kc), by the skinny kernels (m <= kSkinnyMaxRows): A as it lies, panels in
 // groups (see SkinnyKernel); more rows than one kernel takes go in passes over a run of panels
-// small enough to stay in L2.
+// small enough to stay in L2. `backwards`: the runs last first (see gemm_packed_tiles).
 static void skinny_block(const Dispatch& isa, int m, int k0, int kc, float alpha, const float* a, int lda, const PackedMatrix& b,
                   float* c, int ldc, int tile0, int tile1, bool overwrite, bool backwards) {
   const int n = b.cols();
@@ -197,9 +197,8 @@ static void skinny_block(const Dispatch& isa, int m, int k0, int kc, float alpha
   int starts[64], count = 0;
   for (int tile = tile0; tile < tile1 && tile * kNR < n && count < 64; tile += run_from(tile)) starts[count++] = tile;
   const int covered = count > 0 ? starts[count - 1] + run_from(starts[count - 1]) : tile0;
-  if (covered < tile1 && covered * kNR < n) {  // more runs than that: the rest forwards first
+  if (covered < tile1 && covered * kNR < n)  // more runs than that: the rest forwards first
     skinny_block(isa, m, k0, kc, alpha, a, lda, b, c, ldc, covered, tile1, overwrite, false);
-  }
   for (int i = count - 1; i >= 0; --i) run_at(starts[i], run_from(starts[i]));
 }
 
