@@ -56,6 +56,64 @@ void panel_rows(const Dispatch& isa, int kc, int rows, int direct, const float* 
 // has wide kernels, one otherwise.
 int panels_at_once(const Dispatch& isa, int left) { return isa.wide ? std::min(kMaxPanels, left) : 1; }
 
+// C_s += alpha * op(A) * op(B_s) for each part s (C already scaled by beta; k > 0, alpha != 0), FP32:
+// the parts' panels of B side by side in blocks of about kNC columns (each part's from a panel
+// boundary), so that every block of op(A) is packed once for all of them.
+void gemm_serial_parts(bool trans_a, bool trans_b, int m, int k, float alpha, const float* a, int lda, const GemmColumns* parts,
+                       int count, float beta) {
+  const Dispatch& isa = dispatch();
+  const int mr = isa.mr;
+  thread_local std::vector<float> packed_a, packed_b;
+  // the parts' panels in one row: part s's first at first[s]
+  thread_local std::vector<int> first;
+  first.assign(count + 1, 0);
+  for (int s = 0; s < count; ++s) first[s + 1] = first[s] + (parts[s].n + kNR - 1) / kNR;
+  const int block_panels = kNC / kNR;
+  packed_b.resize(static_cast<size_t>(kKC) * kNR * block_panels);
+
+  for (int p0 = 0; p0 < first[count]; p0 += block_panels) {
+    const int p1 = std::min(first[count], p0 + block_panels);
+    for (int k0 = 0; k0 < k; k0 += kKC) {
+      const int kc = std::min(kKC, k - k0);
+      const int block_m = block_rows(isa, kc);
+      packed_a.resize(std::max(packed_a.size(), static_cast<size_t>(kc) * (block_m + kMaxMR)));
+      // each part's columns within the block, packed at their panels' place
+      for (int s = 0; s < count; ++s) {
+        const int q0 = std::max(p0, first[s]), q1 = std::min(p1, first[s + 1]);
+        if (q0 >= q1) continue;
+        const int n0 = (q0 - first[s]) * kNR, nc = std::min(parts[s].n, (q1 - first[s]) * kNR) - n0;
+        pack_b(trans_b, parts[s].b, parts[s].ldb, k0, kc, n0, nc, packed_b.data() + static_cast<long>(q0 - p0) * kNR * kc);
+      }
+      for (int m0 = 0; m0 < m; m0 += block_m) {
+        const int mc = std::min(block_m, m - m0);
+        // the whole MR-row panels read where they lie where the ISA has a strided kernel (as in
+        // gemm_packed_tiles), the rest packed at its place. A^T only where the ISA reads it strided
+        // (see Dispatch::strided_transposed), and not at a stride of a multiple of 4 KB: there every
+        // k's values fall in one set of L1 (a weight gradient of 2048 x 512 x 1024, lda = 2048: 218
+        // against 240 GFLOP/s packed; Zen 5)
+        const bool strided = isa.strided && !(trans_a && (!isa.strided_transposed || lda % 1024 == 0));
+        const int direct = strided ? mc / mr * mr : 0;
+        if (mc > direct) pack_a(trans_a, a, lda, m0 + direct, mc - direct, k0, kc, mr, packed_a.data() + static_cast<long>(direct) * kc);
+        const bool overwrite = beta == 0.0f && k0 == 0;
+        // op(A)'s row r, depth k of the block at a_block[r * rs + k * ks]
+        const long rs = trans_a ? 1 : lda, ks = trans_a ? lda : 1;
+        const float* a_block = a + m0 * rs + k0 * ks;
+        for (int s = 0; s < count; ++s) {
+          const int q0 = std::max(p0, first[s]), q1 = std::min(p1, first[s + 1]);
+          const GemmColumns& part = parts[s];
+          for (int q = q0; q < q1;) {
+            const int panels = panels_at_once(isa, q1 - q), col = (q - first[s]) * kNR;
+            const float* bp = packed_b.data() + static_cast<long>(q - p0) * kNR * kc;
+            panel_rows(isa, kc, mc, direct, a_block, rs, ks, packed_a.data(), bp, panels, alpha,
+                       part.c + static_cast<long>(m0) * part.ldc + col, part.ldc, std::min(panels * kNR, part.n - col), overwrite);
+            q += panels;
+          }
+        }
+      }
+    }
+  }
+}
+
 void gemm_serial(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
                  const float* a, int lda, const float* b, int ldb, float beta,
                  float* c, int ldc) {
@@ -97,42 +155,8 @@ void gemm_serial(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
     return;
   }
 
-  const Dispatch& isa = dispatch();
-  const int mr = isa.mr;
-  thread_local std::vector<float> packed_a, packed_b;
-  packed_b.resize(static_cast<size_t>(kKC) * (kNC + kNR));
-
-  for (int n0 = 0; n0 < n; n0 += kNC) {
-    const int nc = std::min(kNC, n - n0);
-    for (int k0 = 0; k0 < k; k0 += kKC) {
-      const int kc = std::min(kKC, k - k0);
-      const int block_m = block_rows(isa, kc);
-      packed_a.resize(std::max(packed_a.size(), static_cast<size_t>(kc) * (block_m + kMaxMR)));
-      pack_b(trans_b, b, ldb, k0, kc, n0, nc, packed_b.data());
-      for (int m0 = 0; m0 < m; m0 += block_m) {
-        const int mc = std::min(block_m, m - m0);
-        // the whole MR-row panels read where they lie where the ISA has a strided kernel (as in
-        // gemm_packed_tiles), the rest packed at its place. A^T only where the ISA reads it strided
-        // (see Dispatch::strided_transposed), and not at a stride of a multiple of 4 KB: there every
-        // k's values fall in one set of L1 (a weight gradient of 2048 x 512 x 1024, lda = 2048: 218
-        // against 240 GFLOP/s packed; Zen 5)
-        const bool strided = isa.strided && !(trans_a && (!isa.strided_transposed || lda % 1024 == 0));
-        const int direct = strided ? mc / mr * mr : 0;
-        if (mc > direct) pack_a(trans_a, a, lda, m0 + direct, mc - direct, k0, kc, mr, packed_a.data() + static_cast<long>(direct) * kc);
-        const bool overwrite = beta == 0.0f && k0 == 0;
-        // op(A)'s row r, depth k of the block at a_block[r * rs + k * ks]
-        const long rs = trans_a ? 1 : lda, ks = trans_a ? lda : 1;
-        const float* a_block = a + m0 * rs + k0 * ks;
-        for (int jr = 0; jr < nc;) {
-          const int panels = panels_at_once(isa, (nc - jr + kNR - 1) / kNR);
-          const float* bp = packed_b.data() + static_cast<long>(jr) * kc;
-          panel_rows(isa, kc, mc, direct, a_block, rs, ks, packed_a.data(), bp, panels, alpha, c + static_cast<long>(m0) * ldc + n0 + jr,
-                     ldc, std::min(panels * kNR, nc - jr), overwrite);
-          jr += panels * kNR;
-        }
-      }
-    }
-  }
+  const GemmColumns part{b, ldb, n, c, ldc};
+  gemm_serial_parts(trans_a, trans_b, m, k, alpha, a, lda, &part, 1, beta);
 }
 
 // Below this many multiply-adds (or with a short K, where packing dominates) a GEMM is
@@ -440,6 +464,47 @@ void gemm_cpu(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
       gemm_serial(trans_a, trans_b, m1 - m0, n, k, alpha, as, lda, b, ldb, beta, c + static_cast<long>(m0) * ldc, ldc);
     });
   }
+}
+
+void gemm_cpu_shared_a(bool trans_a, bool trans_b, int m, int k, float alpha, const float* a, int lda, const GemmColumns* parts,
+                       int count, float beta) {
+  const int threads = num_threads(), mr = dispatch().mr;
+  long n = 0;
+  bool rows_split = m >= threads * 2 * mr;  // as gemm_cpu would split every part
+  for (int s = 0; s < count; ++s) {
+    n += parts[s].n;
+    rows_split = rows_split && (parts[s].n < threads * 2 * kNR || m >= parts[s].n);
+  }
+  const bool serial = threads <= 1 || k < kParallelMinK || static_cast<double>(m) * n * k < kParallelWork;
+  // BF16, the degenerate products and the column splits: part by part
+  if (m <= 0 || bf16_matmul() || k <= 0 || alpha == 0.0f || !(serial || rows_split)) {
+    for (int s = 0; s < count; ++s)
+      gemm_cpu(trans_a, trans_b, m, parts[s].n, k, alpha, a, lda, parts[s].b, parts[s].ldb, beta, parts[s].c, parts[s].ldc);
+    return;
+  }
+  // rows [m0, m1) of every part on one thread, as gemm_cpu's row split cuts each of them
+  const auto rows = [&](int m0, int m1) {
+    std::vector<GemmColumns> mine(parts, parts + count);
+    for (GemmColumns& part : mine) {
+      part.c += static_cast<long>(m0) * part.ldc;
+      if (beta != 0.0f && beta != 1.0f)  // (beta == 0: the first block overwrites C)
+        for (int i = 0; i < m1 - m0; ++i) {
+          float* row = part.c + static_cast<long>(i) * part.ldc;
+          for (int j = 0; j < part.n; ++j) row[j] *= beta;
+        }
+    }
+    gemm_serial_parts(trans_a, trans_b, m1 - m0, k, alpha, trans_a ? a + m0 : a + static_cast<long>(m0) * lda, lda, mine.data(),
+                      count, beta);
+  };
+  if (serial) {
+    rows(0, m);
+    return;
+  }
+  const int tiles = (m + mr - 1) / mr, per = (tiles + threads - 1) / threads;
+  parallel_for(threads, [&](int t) {
+    const int m0 = std::min(m, t * per * mr), m1 = std::min(m, (t + 1) * per * mr);
+    if (m1 > m0) rows(m0, m1);
+  });
 }
 
 }  // namespace recurrent

@@ -17,6 +17,20 @@ void gemm_cpu(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
               const float* a, int lda, const float* b, int ldb, float beta,
               float* c, int ldc);
 
+// Columns of one product that lie in separate matrices: part s is C_s (M, n) = alpha * op(A) (M, K) *
+// op(B_s) (K, n) + beta * C_s, B_s and C_s as in gemm_cpu.
+struct GemmColumns {
+  const float* b;
+  int ldb;
+  int n;
+  float* c;
+  int ldc;
+};
+// gemm_cpu on every part, with op(A) packed once for all of them (the weight gradients of w_ih and
+// w_hh share dG^T): the same values as gemm_cpu on each part.
+void gemm_cpu_shared_a(bool trans_a, bool trans_b, int m, int k, float alpha, const float* a, int lda, const GemmColumns* parts,
+                       int count, float beta);
+
 // BF16 matrix products (torch's float32 matmul precision 'medium'): while on, every GEMM
 // rounds its operands to bfloat16 (round to nearest even) as it packs them and multiplies
 // them in BF16 pairs, accumulating in FP32; C, alpha and beta stay FP32. Two paths: AMX tiles

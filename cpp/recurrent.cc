@@ -828,8 +828,13 @@ void layer_backward_cpu(const LayerDims& dims, float* dx, float* dh0, float* dc0
       const float accumulate = last == T ? 0.0f : 1.0f;
       if (w_ih) gemm_packed(rows, 1.0f, dgx, GH, **w_ih, d == 0 ? 0.0f : 1.0f, dx + at * I, I);
       else gemm_cpu(false, false, rows, I, GH, 1.0f, dgx, GH, w.w_ih, I, d == 0 ? 0.0f : 1.0f, dx + at * I, I);
-      gemm_cpu(true, false, GH, I, rows, 1.0f, dgx, GH, x + at * I, I, accumulate, g.w_ih, I);
-      gemm_cpu(true, false, GH, H, rows, 1.0f, dgh, GH, r.h_prev + at * H, H, accumulate, g.w_hh, H);
+      if (dgh == dgx) {  // one dG^T for both: packed once
+        const GemmColumns parts[] = {{x + at * I, I, I, g.w_ih, I}, {r.h_prev + at * H, H, H, g.w_hh, H}};
+        gemm_cpu_shared_a(true, false, GH, rows, 1.0f, dgx, GH, parts, 2, accumulate);
+      } else {
+        gemm_cpu(true, false, GH, I, rows, 1.0f, dgx, GH, x + at * I, I, accumulate, g.w_ih, I);
+        gemm_cpu(true, false, GH, H, rows, 1.0f, dgh, GH, r.h_prev + at * H, H, accumulate, g.w_hh, H);
+      }
       if (g.b_ih) {
         // column sums, split by columns across threads (each column summed in row order, so
         // the result does not depend on the thread count). Where both biases have the same

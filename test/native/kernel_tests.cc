@@ -284,6 +284,19 @@ struct GemmCase {
     return out;
   }
 
+  // The same with C's columns cut in three parts at n / 3 and n / 2 (not on a tile's edge), one
+  // op(A) for all of them (gemm_cpu_shared_a, as the weight gradients of w_ih and w_hh).
+  std::vector<float> shared_a() const {
+    std::vector<float> out = c;
+    const int cut[] = {0, n / 3, n / 2, n};
+    std::vector<GemmColumns> parts;
+    for (int s = 0; s < 3; ++s)
+      parts.push_back({tb ? b.data() + static_cast<size_t>(cut[s]) * ldb : b.data() + cut[s], ldb, cut[s + 1] - cut[s],
+                       out.data() + cut[s], n});
+    gemm_cpu_shared_a(ta, tb, m, k, alpha, a.data(), lda, parts.data(), 3, beta);
+    return out;
+  }
+
   // The same through gemm_packed (the whole product, split over the pool as it chooses).
   std::vector<float> packed_whole() const {
     PackedMatrix packed;
@@ -315,7 +328,8 @@ void for_each_gemm_case(std::mt19937& rng, std::initializer_list<GemmShape> shap
 
 // FP32 GEMMs at odd sizes and at the layer's shapes, every transpose, alpha and beta: within
 // FP32's accumulation error of a double product, bit-identical for 1, 2 and 3 threads (column
-// and row splits both), and through a packed B bit-identical to gemm_cpu. The sizes reach the
+// and row splits both), and through a packed B or with C's columns in parts sharing op(A)
+// (gemm_cpu_shared_a) bit-identical to gemm_cpu. The sizes reach the
 // packers' vector paths (full 8-row A panels, 16-column B panels, depths past 8) and their
 // scalar tails.
 void check_fp32_gemm() {
@@ -348,9 +362,10 @@ void check_fp32_gemm() {
         worst = std::max(worst, diff);
         if (!(diff <= 1e-6 * std::sqrt(static_cast<double>(g.k) + 1.0))) ok = false;
       }
+    same = same && g.shared_a() == first;
     for (int threads : {2, 3}) {
       set_num_threads(threads);
-      same = same && g.product() == first;
+      same = same && g.product() == first && g.shared_a() == first;
     }
     if (!g.ta && g.tb) {
       same = same && g.packed_tiles() == first && g.packed_backwards() == first;
@@ -360,7 +375,7 @@ void check_fp32_gemm() {
       }
     }
     if (!ok || !same) ++failures;
-    std::printf("  gemm %4dx%4dx%3d ta=%d tb=%d %s (max |diff| %.3g of sum |ab|; threads and packed tiles %s)\n", g.m, g.n, g.k,
+    std::printf("  gemm %4dx%4dx%3d ta=%d tb=%d %s (max |diff| %.3g of sum |ab|; threads, shared A and packed tiles %s)\n", g.m, g.n, g.k,
                 g.ta, g.tb, ok ? "ok" : "TOO LARGE", worst, same ? "bit-identical" : "DIFFER");
   });
   set_num_threads(1);
