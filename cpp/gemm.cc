@@ -56,11 +56,39 @@ void panel_rows(const Dispatch& isa, int kc, int rows, int direct, const float* 
 // has wide kernels, one otherwise.
 int panels_at_once(const Dispatch& isa, int left) { return isa.wide ? std::min(kMaxPanels, left) : 1; }
 
+// row_sums[i] += op(A)[i][k0, k0 + kc) for the rows [0, rows) of a block, in the order of k: rows
+// [0, direct) from A where it lies (row r, depth k at a[r * rs + k * ks]), the rest from their MR-row
+// panels in packed_a.
+void add_row_sums(int mr, int kc, int rows, int direct, const float* a, long rs, long ks, const float* packed_a, float* row_sums) {
+  for (int ir = 0; ir < rows; ir += mr) {
+    const int n = std::min(mr, rows - ir);
+    float acc[kMaxMR];
+    std::copy(row_sums + ir, row_sums + ir + n, acc);
+    if (ir < direct && rs == 1 && n == 8) {  // A^T where it lies: a depth's 8 values side by side
+      for (int q = 0; q < kc; ++q)
+        for (int r = 0; r < 8; ++r) acc[r] += a[ir + q * ks + r];
+    } else if (ir < direct) {
+      for (int q = 0; q < kc; ++q)
+        for (int r = 0; r < n; ++r) acc[r] += a[(ir + r) * rs + q * ks];
+    } else if (mr == 8) {
+      const float* ap = packed_a + static_cast<long>(ir) * kc;
+      for (int q = 0; q < kc; ++q)
+        for (int r = 0; r < 8; ++r) acc[r] += ap[q * 8 + r];
+    } else {
+      const float* ap = packed_a + static_cast<long>(ir) * kc;
+      for (int q = 0; q < kc; ++q)
+        for (int r = 0; r < n; ++r) acc[r] += ap[q * mr + r];
+    }
+    std::copy(acc, acc + n, row_sums + ir);
+  }
+}
+
 // C_s += alpha * op(A) * op(B_s) for each part s (C already scaled by beta; k > 0, alpha != 0), FP32:
 // the parts' panels of B side by side in blocks of about kNC columns (each part's from a panel
-// boundary), so that every block of op(A) is packed once for all of them.
+// boundary), so that every block of op(A) is packed once for all of them. row_sums, where not null:
+// += the sum of each row of op(A), in the order of k (from the packed blocks where A is packed).
 void gemm_serial_parts(bool trans_a, bool trans_b, int m, int k, float alpha, const float* a, int lda, const GemmColumns* parts,
-                       int count, float beta) {
+                       int count, float beta, float* row_sums = nullptr) {
   const Dispatch& isa = dispatch();
   const int mr = isa.mr;
   thread_local std::vector<float> packed_a, packed_b;
@@ -98,6 +126,7 @@ void gemm_serial_parts(bool trans_a, bool trans_b, int m, int k, float alpha, co
         // op(A)'s row r, depth k of the block at a_block[r * rs + k * ks]
         const long rs = trans_a ? 1 : lda, ks = trans_a ? lda : 1;
         const float* a_block = a + m0 * rs + k0 * ks;
+        if (row_sums && p0 == 0) add_row_sums(mr, kc, mc, direct, a_block, rs, ks, packed_a.data(), row_sums + m0);
         for (int s = 0; s < count; ++s) {
           const int q0 = std::max(p0, first[s]), q1 = std::min(p1, first[s + 1]);
           const GemmColumns& part = parts[s];
@@ -467,7 +496,8 @@ void gemm_cpu(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
 }
 
 void gemm_cpu_shared_a(bool trans_a, bool trans_b, int m, int k, float alpha, const float* a, int lda, const GemmColumns* parts,
-                       int count, float beta) {
+                       int count, float beta, float* row_sums) {
+  if (m <= 0) return;
   const int threads = num_threads(), mr = dispatch().mr;
   long n = 0;
   bool rows_split = m >= threads * 2 * mr;  // as gemm_cpu would split every part
@@ -475,11 +505,20 @@ void gemm_cpu_shared_a(bool trans_a, bool trans_b, int m, int k, float alpha, co
     n += parts[s].n;
     rows_split = rows_split && (parts[s].n < threads * 2 * kNR || m >= parts[s].n);
   }
+  // rows [m0, m1) of row_sums scaled by beta
+  const auto scale_sums = [&](int m0, int m1) {
+    if (!row_sums) return;
+    for (int i = m0; i < m1; ++i) row_sums[i] = beta == 0.0f ? 0.0f : row_sums[i] * beta;
+  };
   const bool serial = threads <= 1 || k < kParallelMinK || static_cast<double>(m) * n * k < kParallelWork;
-  // BF16, the degenerate products and the column splits: part by part
-  if (m <= 0 || bf16_matmul() || k <= 0 || alpha == 0.0f || !(serial || rows_split)) {
+  // BF16, the degenerate products and the column splits: part by part, and the sums by themselves
+  if (bf16_matmul() || k <= 0 || alpha == 0.0f || !(serial || rows_split)) {
     for (int s = 0; s < count; ++s)
       gemm_cpu(trans_a, trans_b, m, parts[s].n, k, alpha, a, lda, parts[s].b, parts[s].ldb, beta, parts[s].c, parts[s].ldc);
+    scale_sums(0, m);
+    if (row_sums)
+      for (int q = 0; q < k; ++q)
+        for (int i = 0; i < m; ++i) row_sums[i] += trans_a ? a[static_cast<long>(q) * lda + i] : a[static_cast<long>(i) * lda + q];
     return;
   }
   // rows [m0, m1) of every part on one thread, as gemm_cpu's row split cuts each of them
@@ -493,8 +532,9 @@ void gemm_cpu_shared_a(bool trans_a, bool trans_b, int m, int k, float alpha, co
           for (int j = 0; j < part.n; ++j) row[j] *= beta;
         }
     }
+    scale_sums(m0, m1);
     gemm_serial_parts(trans_a, trans_b, m1 - m0, k, alpha, trans_a ? a + m0 : a + static_cast<long>(m0) * lda, lda, mine.data(),
-                      count, beta);
+                      count, beta, row_sums ? row_sums + m0 : nullptr);
   };
   if (serial) {
     rows(0, m);

@@ -27,9 +27,11 @@ struct GemmColumns {
   int ldc;
 };
 // gemm_cpu on every part, with op(A) packed once for all of them (the weight gradients of w_ih and
-// w_hh share dG^T): the same values as gemm_cpu on each part.
+// w_hh share dG^T): the same values as gemm_cpu on each part. row_sums, where not null, (M) =
+// beta * row_sums + the sum of each row of op(A) over k, in the order of k (a bias's gradient: the
+// column sums of dG), taken from A's packed blocks as they pass.
 void gemm_cpu_shared_a(bool trans_a, bool trans_b, int m, int k, float alpha, const float* a, int lda, const GemmColumns* parts,
-                       int count, float beta);
+                       int count, float beta, float* row_sums = nullptr);
 
 // BF16 matrix products (torch's float32 matmul precision 'medium'): while on, every GEMM
 // rounds its operands to bfloat16 (round to nearest even) as it packs them and multiplies

@@ -828,32 +828,15 @@ void layer_backward_cpu(const LayerDims& dims, float* dx, float* dh0, float* dc0
       const float accumulate = last == T ? 0.0f : 1.0f;
       if (w_ih) gemm_packed(rows, 1.0f, dgx, GH, **w_ih, d == 0 ? 0.0f : 1.0f, dx + at * I, I);
       else gemm_cpu(false, false, rows, I, GH, 1.0f, dgx, GH, w.w_ih, I, d == 0 ? 0.0f : 1.0f, dx + at * I, I);
-      if (dgh == dgx) {  // one dG^T for both: packed once
-        const GemmColumns parts[] = {{x + at * I, I, I, g.w_ih, I}, {r.h_prev + at * H, H, H, g.w_hh, H}};
-        gemm_cpu_shared_a(true, false, GH, rows, 1.0f, dgx, GH, parts, 2, accumulate);
+      // the weight gradients, and the biases' (dG's column sums) from dG^T's packing as it passes
+      const GemmColumns ih{x + at * I, I, I, g.w_ih, I}, hh{r.h_prev + at * H, H, H, g.w_hh, H};
+      if (dgh == dgx) {  // one dG^T for both (every cell but the GRU): packed once, b_hh's gradient is b_ih's
+        const GemmColumns parts[] = {ih, hh};
+        gemm_cpu_shared_a(true, false, GH, rows, 1.0f, dgx, GH, parts, 2, accumulate, g.b_ih);
+        if (g.b_ih) std::copy(g.b_ih, g.b_ih + GH, g.b_hh);
       } else {
-        gemm_cpu(true, false, GH, I, rows, 1.0f, dgx, GH, x + at * I, I, accumulate, g.w_ih, I);
-        gemm_cpu(true, false, GH, H, rows, 1.0f, dgh, GH, r.h_prev + at * H, H, accumulate, g.w_hh, H);
-      }
-      if (g.b_ih) {
-        // column sums, split by columns across threads (each column summed in row order, so
-        // the result does not depend on the thread count). Where both biases have the same
-        // gradient (dgh is dgx: every cell but the GRU), b_hh's columns are copies of b_ih's, which
-        // the chunks before summed the same way.
-        const int parts = GH * static_cast<double>(rows) >= 1 << 18 ? std::min(num_threads(), (GH + 15) / 16) : 1;
-        parallel_for(parts, [&](int part) {
-          const int c0 = GH * part / parts / 16 * 16, c1 = part + 1 == parts ? GH : GH * (part + 1) / parts / 16 * 16;
-          const auto sum_into = [&](float* bias, const float* dg) {
-            if (accumulate == 0.0f) std::fill(bias + c0, bias + c1, 0.0f);
-            for (int i = 0; i < rows; ++i) {
-              const float* row = dg + static_cast<size_t>(i) * GH;
-              for (int k = c0; k < c1; ++k) bias[k] += row[k];
-            }
-          };
-          sum_into(g.b_ih, dgx);
-          if (dgh != dgx) sum_into(g.b_hh, dgh);
-          else std::copy(g.b_ih + c0, g.b_ih + c1, g.b_hh + c0);
-        });
+        gemm_cpu_shared_a(true, false, GH, rows, 1.0f, dgx, GH, &ih, 1, accumulate, g.b_ih);
+        gemm_cpu_shared_a(true, false, GH, rows, 1.0f, dgh, GH, &hh, 1, accumulate, g.b_hh);
       }
     }
     if (dh0) std::memcpy(dh0 + d * state, dh, state * sizeof(float));

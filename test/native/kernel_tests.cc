@@ -286,14 +286,16 @@ struct GemmCase {
 
   // The same with C's columns cut in three parts at n / 3 and n / 2 (not on a tile's edge), one
   // op(A) for all of them (gemm_cpu_shared_a, as the weight gradients of w_ih and w_hh).
-  std::vector<float> shared_a() const {
+  // *sums: beta * sums + op(A)'s row sums, as the same call gives them (a bias's gradient).
+  std::vector<float> shared_a(std::vector<float>* sums = nullptr) const {
     std::vector<float> out = c;
     const int cut[] = {0, n / 3, n / 2, n};
     std::vector<GemmColumns> parts;
     for (int s = 0; s < 3; ++s)
       parts.push_back({tb ? b.data() + static_cast<size_t>(cut[s]) * ldb : b.data() + cut[s], ldb, cut[s + 1] - cut[s],
                        out.data() + cut[s], n});
-    gemm_cpu_shared_a(ta, tb, m, k, alpha, a.data(), lda, parts.data(), 3, beta);
+    if (sums) *sums = std::vector<float>(c.begin(), c.begin() + m);
+    gemm_cpu_shared_a(ta, tb, m, k, alpha, a.data(), lda, parts.data(), 3, beta, sums ? sums->data() : nullptr);
     return out;
   }
 
@@ -329,7 +331,8 @@ void for_each_gemm_case(std::mt19937& rng, std::initializer_list<GemmShape> shap
 // FP32 GEMMs at odd sizes and at the layer's shapes, every transpose, alpha and beta: within
 // FP32's accumulation error of a double product, bit-identical for 1, 2 and 3 threads (column
 // and row splits both), and through a packed B or with C's columns in parts sharing op(A)
-// (gemm_cpu_shared_a) bit-identical to gemm_cpu. The sizes reach the
+// (gemm_cpu_shared_a) bit-identical to gemm_cpu, op(A)'s row sums with the latter bit-identical
+// to a sum in the order of k. The sizes reach the
 // packers' vector paths (full 8-row A panels, 16-column B panels, depths past 8) and their
 // scalar tails.
 void check_fp32_gemm() {
@@ -362,10 +365,15 @@ void check_fp32_gemm() {
         worst = std::max(worst, diff);
         if (!(diff <= 1e-6 * std::sqrt(static_cast<double>(g.k) + 1.0))) ok = false;
       }
-    same = same && g.shared_a() == first;
-    for (int threads : {2, 3}) {
+    // op(A)'s row sums in the order of k, from beta * (the first m values of C)
+    std::vector<float> want_sums(g.c.begin(), g.c.begin() + g.m), sums;
+    for (int i = 0; i < g.m; ++i) {
+      want_sums[i] = g.beta == 0.0f ? 0.0f : want_sums[i] * g.beta;
+      for (int q = 0; q < g.k; ++q) want_sums[i] += g.a_at(i, q);
+    }
+    for (int threads : {1, 2, 3}) {
       set_num_threads(threads);
-      same = same && g.product() == first && g.shared_a() == first;
+      same = same && (threads == 1 || g.product() == first) && g.shared_a(&sums) == first && sums == want_sums;
     }
     if (!g.ta && g.tb) {
       same = same && g.packed_tiles() == first && g.packed_backwards() == first;
