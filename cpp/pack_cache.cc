@@ -36,16 +36,27 @@ PackCache::~PackCache() {
   clear_locked();
 }
 
-std::shared_ptr<const void> PackCache::find_or_make(const Key& key,
-                                                    const std::function<std::pair<std::shared_ptr<const void>, size_t>()>& make) {
+std::shared_ptr<const void> PackCache::find_or_make(const Key& key, const Maker& make) {
+  std::shared_ptr<const void> old;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     for (const Entry& e : entries_)
       if (e.key == key) return e.value;
+    // The slot's older version, where only this cache holds it (no call is using it, and none can
+    // get it once it is out of entries_): made again in its place. A layer's weights change at
+    // every optimizer step, and a new allocation of their panels (4 MB for each of an LSTM's four
+    // layouts at H = 512) cost page faults and the zeroing of every page at every step.
+    for (auto it = entries_.begin(); it != entries_.end(); ++it)
+      if (it->key.same_slot(key) && it->value.use_count() == 1) {
+        old = std::move(it->value);
+        g_bytes -= it->bytes;
+        entries_.erase(it);
+        break;
+      }
   }
   // made outside the lock (it may use the thread pool); two calls racing both make it, the
   // later one's is kept
-  auto [fresh, bytes] = make();
+  auto [fresh, bytes] = make(std::move(old));
   {
     std::lock_guard<std::mutex> registry_lock(registry_mutex());
     if (!registered_) {
@@ -68,8 +79,10 @@ std::shared_ptr<const void> PackCache::find_or_make(const Key& key,
 
 std::shared_ptr<const PackedMatrix> PackCache::get(PackLayout layout, int rows, int cols, uint64_t version, const Packer& pack) {
   const Key key{static_cast<int>(layout), bf16_matmul(), rows, cols, version};
-  return std::static_pointer_cast<const PackedMatrix>(find_or_make(key, [&] {
-    auto fresh = std::make_shared<PackedMatrix>();
+  return std::static_pointer_cast<const PackedMatrix>(find_or_make(key, [&](std::shared_ptr<const void> old) {
+    // (an old value of this slot is a PackedMatrix the cache made, not const itself)
+    auto fresh = old ? std::const_pointer_cast<PackedMatrix>(std::static_pointer_cast<const PackedMatrix>(old))
+                     : std::make_shared<PackedMatrix>();
     pack(*fresh);
     return std::pair<std::shared_ptr<const void>, size_t>(fresh, fresh->bytes());
   }));
@@ -79,7 +92,7 @@ std::shared_ptr<const std::vector<float>> PackCache::table(TableKind kind, int r
                                                            const CachedWeight& partner, const Filler& fill) {
   const Key key{-1 - static_cast<int>(kind), bf16_matmul(), rows, cols, version, partner.cache ? partner.cache->id() : 0,
                 partner.version};
-  return std::static_pointer_cast<const std::vector<float>>(find_or_make(key, [&] {
+  return std::static_pointer_cast<const std::vector<float>>(find_or_make(key, [&](std::shared_ptr<const void>) {
     auto fresh = std::make_shared<std::vector<float>>();
     fill(*fresh);
     return std::pair<std::shared_ptr<const void>, size_t>(fresh, fresh->capacity() * sizeof(float));

@@ -96,8 +96,11 @@ class PackCache {
     std::shared_ptr<const void> value;
     size_t bytes;
   };
-  // The entry of `key`, else make() -> (value, bytes) kept in its slot.
-  std::shared_ptr<const void> find_or_make(const Key& key, const std::function<std::pair<std::shared_ptr<const void>, size_t>()>& make);
+  // The entry of `key`, else make(old) -> (value, bytes) kept in its slot. old: the slot's previous
+  // value where nothing outside the cache holds it (taken out of the cache), for make to fill again
+  // in place of a new allocation; else null.
+  using Maker = std::function<std::pair<std::shared_ptr<const void>, size_t>(std::shared_ptr<const void> old)>;
+  std::shared_ptr<const void> find_or_make(const Key& key, const Maker& make);
   void clear_locked();
   const uint64_t id_;
   std::mutex mutex_;
