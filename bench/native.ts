@@ -7,7 +7,10 @@
  *
  * Rounds alternate between the libraries (this kind of machine drifts by 10-30% over
  * minutes) and the tables show medians over rounds. Also measured: 2-thread scaling,
- * and throughput as T grows from 32 to 4,096 (linear cost in T).
+ * and throughput as T grows from 32 to 4,096 (linear cost in T). On one thread the two
+ * libraries also run paired: both at once, each pinned to its own core (taskset), the cores
+ * swapped every round, so that whatever slows the machine slows both alike; the median of
+ * the rounds' ratios then moves by a few percent where alternating runs move by 30%.
  *
  *   npm run bench:native                 (about 4 minutes on 2 cores)
  *   npx tsx bench/native.ts --rounds 3
@@ -46,10 +49,21 @@ interface GemmResult {
   openblasGflops: number;
 }
 
+// One job on one thread, both libraries at once (one core each): the medians of their rates and of
+// the rounds' ratios (recurrent / oneDNN).
+interface PairedResult {
+  job: string;
+  recurrent: number;
+  oneDNN: number;
+  ratio: number;
+  ratios: number[];
+}
+
 export interface NativeReport {
   machine: string;
   rounds: number;
   skipped: string[];
+  paired: PairedResult[];
   layers: (LayerResult & { samples: number[] })[];
   gemm: (GemmResult & { samples: number })[];
   steps: LayerResult[];
@@ -74,6 +88,35 @@ function build(): void {
 function runJsonLines<T>(exe: string, args: string[]): T[] {
   const out = execFileSync(path.join(buildDir, exe), args, { encoding: 'utf8', maxBuffer: 1 << 26 });
   return out.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as T);
+}
+
+// Both harnesses on one job, one thread each, started together on cores a and b: [recurrent, oneDNN].
+function runPairedRound(job: string, cores: [number, number]): [number, number] {
+  const run = (exe: string, core: number, tag: string) =>
+    `(OMP_NUM_THREADS=1 taskset -c ${core} '${path.join(buildDir, exe)}' 1 --only ${job} | sed 's/^/${tag} /') &`;
+  const script = `${run('layer_bench', cores[0], 'R')} ${run('onednn_bench', cores[1], 'D')} wait`;
+  const out = execFileSync('sh', ['-c', script], { encoding: 'utf8' });
+  const rateOf = (tag: string) => {
+    const line = out.split('\n').find((l) => l.startsWith(`${tag} {`));
+    if (!line) throw new Error(`paired run of ${job}: no result from ${tag === 'R' ? 'layer_bench' : 'onednn_bench'}`);
+    return (JSON.parse(line.slice(2)) as LayerResult).timestepSamplesPerSecond;
+  };
+  return [rateOf('R'), rateOf('D')];
+}
+
+// Every job on one thread, paired (see the header), `rounds` rounds.
+function runPaired(rounds: number, jobs: string[]): PairedResult[] {
+  return jobs.map((job) => {
+    const ours: number[] = [], theirs: number[] = [], ratios: number[] = [];
+    for (let round = 0; round < rounds; ++round) {
+      const [r, d] = runPairedRound(job, round % 2 === 0 ? [0, 1] : [1, 0]);
+      ours.push(r);
+      theirs.push(d);
+      ratios.push(r / d);
+    }
+    console.log(`paired ${job}: ${ratios.map((x) => x.toFixed(2)).join(' ')}`);
+    return { job, recurrent: median(ours), oneDNN: median(theirs), ratio: median(ratios), ratios };
+  });
 }
 
 export function runNative(rounds: number): NativeReport {
@@ -105,6 +148,14 @@ export function runNative(rounds: number): NativeReport {
     return { ...first, timestepSamplesPerSecond: rate, seconds: (first.steps * first.batch) / rate, gflops: (first.gflops * rate) / first.timestepSamplesPerSecond, samples: values };
   });
 
+  // the jobs both harnesses run (bench::job_name), paired on one thread where there are two cores
+  const jobName = (r: LayerResult) => `${r.cell}-${r.hidden}-${r.mode}${r.batch === 32 ? '' : `-b${r.batch}`}`;
+  const jobs = [...new Set(layers.filter((r) => r.library === 'oneDNN' && r.threads === 1).map(jobName))];
+  const canPair = os.cpus().length >= 2 && spawnSync('taskset', ['-c', '0', 'true']).status === 0;
+  if (has('onednn_bench') && !canPair) skipped.push('the paired one-thread runs: they need two cores and taskset (util-linux)');
+  console.log('one thread, paired...');
+  const paired = has('onednn_bench') && canPair ? runPaired(rounds, jobs) : [];
+
   const gemmSamples = new Map<string, GemmResult[]>();
   if (has('gemm_bench')) {
     for (let round = 1; round <= Math.min(rounds, 3); ++round) {
@@ -121,7 +172,7 @@ export function runNative(rounds: number): NativeReport {
   console.log('throughput as T grows (LSTM, both cores)...');
   const steps = runJsonLines<LayerResult>('layer_bench', [String(os.cpus().length), '--only', 'lstm-128-train', '--only', 'lstm-512-train', '--steps', '32,256,1024,4096']);
 
-  return { machine: describeMachine(), rounds, skipped, layers, gemm, steps };
+  return { machine: describeMachine(), rounds, skipped, paired, layers, gemm, steps };
 }
 
 function rate(v: number): string {
@@ -160,6 +211,14 @@ export function nativeMarkdown(report: NativeReport): string {
         }
       }
     }
+  }
+  if (report.paired?.length) {
+    lines.push('', '## One thread, paired: both libraries at once, one core each', '',
+      `Both harnesses run the same job at the same time, each pinned to its own core, the cores swapped every round (${report.rounds} ` +
+        'rounds): whatever else slows the machine slows both alike. The ratio is the median of the rounds\' ratios (recurrent / oneDNN); ' +
+        'the rates are lower than alone, with the other core busy.', '',
+      '| job | recurrent | oneDNN | ratio (median) | the rounds\' ratios |', '|---|---|---|---|---|',
+      ...report.paired.map((p) => `| ${p.job} | ${rate(p.recurrent)} | ${rate(p.oneDNN)} | ${p.ratio.toFixed(2)}x | ${p.ratios.map((x) => x.toFixed(2)).join(', ')} |`));
   }
   if (report.skipped.length) lines.push('', ...report.skipped.map((s) => `Skipped: ${s}.`));
   if (report.gemm.length) {
