@@ -515,10 +515,16 @@ void gemm_cpu_shared_a(bool trans_a, bool trans_b, int m, int k, float alpha, co
   if (bf16_matmul() || k <= 0 || alpha == 0.0f || !(serial || rows_split)) {
     for (int s = 0; s < count; ++s)
       gemm_cpu(trans_a, trans_b, m, parts[s].n, k, alpha, a, lda, parts[s].b, parts[s].ldb, beta, parts[s].c, parts[s].ldc);
-    scale_sums(0, m);
-    if (row_sums)
+    if (!row_sums) return;
+    // each row's sum in the order of k, the rows split between the threads (as the split of the
+    // products would: the values do not depend on it)
+    const int parts = static_cast<double>(m) * k >= 1 << 18 ? std::min(threads, (m + 15) / 16) : 1;
+    parallel_for(parts, [&](int part) {
+      const int i0 = m * part / parts / 16 * 16, i1 = part + 1 == parts ? m : m * (part + 1) / parts / 16 * 16;
+      scale_sums(i0, i1);
       for (int q = 0; q < k; ++q)
-        for (int i = 0; i < m; ++i) row_sums[i] += trans_a ? a[static_cast<long>(q) * lda + i] : a[static_cast<long>(i) * lda + q];
+        for (int i = i0; i < i1; ++i) row_sums[i] += trans_a ? a[static_cast<long>(q) * lda + i] : a[static_cast<long>(i) * lda + q];
+    });
     return;
   }
   // rows [m0, m1) of every part on one thread, as gemm_cpu's row split cuts each of them
