@@ -56,6 +56,18 @@ void panel_rows(const Dispatch& isa, int kc, int rows, int direct, const float* 
 // has wide kernels, one otherwise.
 int panels_at_once(const Dispatch& isa, int left) { return isa.wide ? std::min(kMaxPanels, left) : 1; }
 
+// C (rows, n) made ready for the products to be added on top: scaled by beta, or zero where nothing
+// will be added (skip: k <= 0 or alpha == 0) and beta == 0; otherwise with beta == 0 it is left for the
+// first depth block to overwrite, unread.
+void scale_c(int rows, int n, float* c, int ldc, float beta, bool skip) {
+  for (int i = 0; i < rows; ++i) {
+    float* row = c + static_cast<long>(i) * ldc;
+    if (beta == 0.0f && skip) std::fill(row, row + n, 0.0f);
+    else if (beta != 0.0f && beta != 1.0f)
+      for (int j = 0; j < n; ++j) row[j] *= beta;
+  }
+}
+
 // row_sums[i] += op(A)[i][k0, k0 + kc) for the rows [0, rows) of a block, in the order of k: rows
 // [0, direct) from A where it lies (row r, depth k at a[r * rs + k * ks]), the rest from their MR-row
 // panels in packed_a.
@@ -149,12 +161,7 @@ void gemm_serial(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
   if (m <= 0 || n <= 0) return;
   // beta == 0: the first k-block overwrites C, which is never read (no zero-fill pass)
   const bool skip = k <= 0 || alpha == 0.0f;
-  for (int i = 0; i < m; ++i) {
-    float* row = c + static_cast<long>(i) * ldc;
-    if (beta == 0.0f && skip) std::fill(row, row + n, 0.0f);
-    else if (beta != 0.0f && beta != 1.0f)
-      for (int j = 0; j < n; ++j) row[j] *= beta;
-  }
+  scale_c(m, n, c, ldc, beta, skip);
   if (skip) return;
 
   if (bf16_matmul()) {
@@ -233,26 +240,20 @@ static void skinny_block(const Dispatch& isa, int m, int k0, int kc, float alpha
       isa.skinny(std::min(kSkinnyRows, m - r0), kc, a + static_cast<long>(r0) * lda + k0, lda, panel, (end - col + kNR - 1) / kNR,
                  alpha, c + static_cast<long>(r0) * ldc + col, ldc, end - col, overwrite);
   };
-  // a run of panels never crosses a block of kNC columns (their panels lie apart)
-  const auto run_from = [&](int tile) {
-    const int col = tile * kNR, block = col / kNC * kNC;
-    return (std::min({tile1 * kNR, n, block + kNC, col + run * kNR}) - col + kNR - 1) / kNR;
-  };
-  if (!backwards) {
-    for (int tile = tile0; tile < tile1 && tile * kNR < n;) {
-      const int panels = run_from(tile);
-      run_at(tile, panels);
-      tile += panels;
+  // runs of `run` panels from the first tile of each block of kNC columns (a run never crosses one: the
+  // blocks' panels lie apart); `backwards`: the blocks and their runs last first
+  const int block_tiles = kNC / kNR, tiles_end = std::min(tile1, (n + kNR - 1) / kNR);
+  if (tiles_end <= tile0) return;
+  const int first_block = tile0 / block_tiles, blocks = (tiles_end - 1) / block_tiles - first_block + 1;
+  for (int i = 0; i < blocks; ++i) {
+    const int blk = first_block + (backwards ? blocks - 1 - i : i);
+    const int t0 = std::max(tile0, blk * block_tiles), t1 = std::min(tiles_end, (blk + 1) * block_tiles);
+    const int runs = (t1 - t0 + run - 1) / run;
+    for (int j = 0; j < runs; ++j) {
+      const int start = t0 + (backwards ? runs - 1 - j : j) * run;
+      run_at(start, std::min(run, t1 - start));
     }
-    return;
   }
-  // the same runs, last first
-  int starts[64], count = 0;
-  for (int tile = tile0; tile < tile1 && tile * kNR < n && count < 64; tile += run_from(tile)) starts[count++] = tile;
-  const int covered = count > 0 ? starts[count - 1] + run_from(starts[count - 1]) : tile0;
-  if (covered < tile1 && covered * kNR < n)  // more runs than that: the rest forwards first
-    skinny_block(isa, m, k0, kc, alpha, a, lda, b, c, ldc, covered, tile1, overwrite, false);
-  for (int i = count - 1; i >= 0; --i) run_at(starts[i], run_from(starts[i]));
 }
 
 // Columns [tile0 * NR, tile1 * NR) of C = alpha * A * op(B) + beta * C, op(B) packed.
@@ -262,12 +263,7 @@ void gemm_packed_tiles(int m, float alpha, const float* a, int lda, const Packed
   const int col0 = tile0 * kNR, col1 = std::min(n, tile1 * kNR);
   if (m <= 0 || col1 <= col0) return;
   const bool skip = k <= 0 || alpha == 0.0f;
-  for (int i = 0; i < m; ++i) {
-    float* row = c + static_cast<long>(i) * ldc;
-    if (beta == 0.0f && skip) std::fill(row + col0, row + col1, 0.0f);
-    else if (beta != 0.0f && beta != 1.0f)
-      for (int j = col0; j < col1; ++j) row[j] *= beta;
-  }
+  scale_c(m, col1 - col0, c + col0, ldc, beta, skip);
   if (skip) return;
   if (b.is_bf16()) {
     thread_local AlignedVector<uint32_t> pa;
@@ -453,6 +449,24 @@ void gemm_packed(int m, float alpha, const float* a, int lda, const PackedMatrix
   });
 }
 
+// Whether gemm_cpu splits a product between `threads` threads by rows (else by columns). Each thread
+// packs all of the operand the split does not cut: a column split repeats A's packing (m x k) in every
+// thread, a row split B's (k x n). Cut the larger one: the weight gradients (m = G*H, n = I) and dx
+// (m = T*B rows, n = I) split by rows, the input projection (n = G*H) by columns.
+static bool split_by_rows(int m, int n, int threads) {
+  return n < threads * 2 * kNR || (m >= n && m >= threads * 2 * dispatch().mr);
+}
+
+// fn(m0, m1) on every thread of the pool, each on its share of the rows [0, m) in whole MR-row panels.
+template <class F>
+static void for_row_shares(int m, int threads, F fn) {
+  const int mr = dispatch().mr, tiles = (m + mr - 1) / mr, per = (tiles + threads - 1) / threads;
+  parallel_for(threads, [&](int t) {
+    const int m0 = std::min(m, t * per * mr), m1 = std::min(m, (t + 1) * per * mr);
+    if (m1 > m0) fn(m0, m1);
+  });
+}
+
 // Splits C into column or row slices of whole micro-tiles, one
 // per thread. Every element is computed by one thread in the serial order, so results
 // are identical whatever the thread count.
@@ -466,13 +480,7 @@ void gemm_cpu(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
     gemm_serial(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     return;
   }
-  // Each thread packs all of the operand the split does not cut: a column split repeats A's
-  // packing (m x k) in every thread, a row split B's (k x n). Cut the larger one: the weight
-  // gradients (m = G*H, n = I) and dx (m = T*B rows, n = I) split by rows, the input
-  // projection (n = G*H) by columns.
-  const int mr = dispatch().mr;
-  const bool by_rows = n < threads * 2 * kNR || (m >= n && m >= threads * 2 * mr);
-  if (!by_rows) {
+  if (!split_by_rows(m, n, threads)) {
     const int tiles = (n + kNR - 1) / kNR;
     const int per = (tiles + threads - 1) / threads;
     parallel_for(threads, [&](int t) {
@@ -483,12 +491,7 @@ void gemm_cpu(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
       gemm_serial(trans_a, trans_b, m, n1 - n0, k, alpha, a, lda, bs, ldb, beta, c + n0, ldc);
     });
   } else {
-    const int tiles = (m + mr - 1) / mr;
-    const int per = (tiles + threads - 1) / threads;
-    parallel_for(threads, [&](int t) {
-      const int m0 = std::min(m, t * per * mr);
-      const int m1 = std::min(m, (t + 1) * per * mr);
-      if (m1 <= m0) return;
+    for_row_shares(m, threads, [&](int m0, int m1) {
       const float* as = trans_a ? a + m0 : a + static_cast<long>(m0) * lda;
       gemm_serial(trans_a, trans_b, m1 - m0, n, k, alpha, as, lda, b, ldb, beta, c + static_cast<long>(m0) * ldc, ldc);
     });
@@ -498,12 +501,12 @@ void gemm_cpu(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
 void gemm_cpu_shared_a(bool trans_a, bool trans_b, int m, int k, float alpha, const float* a, int lda, const GemmColumns* parts,
                        int count, float beta, float* row_sums) {
   if (m <= 0) return;
-  const int threads = num_threads(), mr = dispatch().mr;
+  const int threads = num_threads();
   long n = 0;
-  bool rows_split = m >= threads * 2 * mr;  // as gemm_cpu would split every part
+  bool rows_split = true;  // gemm_cpu would split every part by rows
   for (int s = 0; s < count; ++s) {
     n += parts[s].n;
-    rows_split = rows_split && (parts[s].n < threads * 2 * kNR || m >= parts[s].n);
+    rows_split = rows_split && split_by_rows(m, parts[s].n, threads);
   }
   // rows [m0, m1) of row_sums scaled by beta
   const auto scale_sums = [&](int m0, int m1) {
@@ -532,11 +535,7 @@ void gemm_cpu_shared_a(bool trans_a, bool trans_b, int m, int k, float alpha, co
     std::vector<GemmColumns> mine(parts, parts + count);
     for (GemmColumns& part : mine) {
       part.c += static_cast<long>(m0) * part.ldc;
-      if (beta != 0.0f && beta != 1.0f)  // (beta == 0: the first block overwrites C)
-        for (int i = 0; i < m1 - m0; ++i) {
-          float* row = part.c + static_cast<long>(i) * part.ldc;
-          for (int j = 0; j < part.n; ++j) row[j] *= beta;
-        }
+      scale_c(m1 - m0, part.n, part.c, part.ldc, beta, false);
     }
     scale_sums(m0, m1);
     gemm_serial_parts(trans_a, trans_b, m1 - m0, k, alpha, trans_a ? a + m0 : a + static_cast<long>(m0) * lda, lda, mine.data(),
@@ -546,11 +545,7 @@ void gemm_cpu_shared_a(bool trans_a, bool trans_b, int m, int k, float alpha, co
     rows(0, m);
     return;
   }
-  const int tiles = (m + mr - 1) / mr, per = (tiles + threads - 1) / threads;
-  parallel_for(threads, [&](int t) {
-    const int m0 = std::min(m, t * per * mr), m1 = std::min(m, (t + 1) * per * mr);
-    if (m1 > m0) rows(m0, m1);
-  });
+  for_row_shares(m, threads, rows);
 }
 
 }  // namespace recurrent

@@ -341,8 +341,8 @@ void check_fp32_gemm() {
   // (1 to 8 rows: the skinny kernels, past a block of kNC columns and of kKC rows too; 33 rows: 6-
   // and (AVX2) 5-row panels across a block of kNC columns; 16, 32: 6 + 5 + 5 and 6 + 6 + 4 x 5 in
   // runs of tiles; 19: 18 rows and a skinny tail of 1; 64 and 80 columns: 4 and 5 tiles, taken
-  // 3 + 1 and 3 + 2 by the AVX-512 kernels; 2 x 25000: more runs of the skinny kernels than a
-  // backwards pass lists, the rest taken forwards first; 40 x 200 x 8192 on 2 and 3 threads:
+  // 3 + 1 and 3 + 2 by the AVX-512 kernels; 2 x 25000: the skinny kernels' runs over 13 blocks
+  // of kNC columns, forwards and backwards; 40 x 200 x 8192 on 2 and 3 threads:
   // gemm_cpu_shared_a part by part, its row sums split between the threads)
   const auto shapes = {GemmShape{1, 1, 1}, {7, 13, 5},      {9, 33, 257},    {33, 47, 300},   {64, 2048, 512}, {1030, 80, 72},
                        {40, 2048, 64},     {64, 520, 136},  {2, 2100, 600},  {33, 2100, 100}, {3, 47, 513},    {4, 520, 136},
