@@ -27,6 +27,8 @@
 #include <string>
 #include <vector>
 
+#include <unistd.h>
+
 #include "gates.h"
 #include "gemm.h"
 #include "thread_pool.h"
@@ -145,6 +147,19 @@ int time_chunk(int T, int B, int GH, int min_rows, size_t bytes) {
   const int by_rows = (min_rows + B - 1) / B;
   const int by_bytes = static_cast<int>(bytes / std::max<size_t>(per_step, 1));
   return std::max(1, std::min(T, std::max(by_rows, by_bytes)));
+}
+
+// This core's L2 in bytes (1 MB where the system does not say).
+size_t l2_bytes() {
+  static const size_t bytes = [] {
+#ifdef _SC_LEVEL2_CACHE_SIZE
+    const long reported = sysconf(_SC_LEVEL2_CACHE_SIZE);  // glibc; 0 where it does not know
+#else
+    const long reported = 0;
+#endif
+    return reported > 0 ? static_cast<size_t>(reported) : size_t{1} << 20;
+  }();
+  return bytes;
 }
 
 }  // namespace
@@ -730,8 +745,13 @@ void layer_backward_cpu(const LayerDims& dims, float* dx, float* dh0, float* dc0
   Scratch& s = *lease;
 
   // the gate gradients of `chunk` steps at a time; then that chunk's share of dx and of the
-  // weight gradients
-  const int chunk = time_chunk(T, B, GH, 1024, size_t{8} << 20);
+  // weight gradients. Where those gradients (dW_ih and dW_hh) fit in half of L2, chunks of 128 rows,
+  // so that each chunk's dG is packed and used while it is still in L2 (then dW stays there too):
+  // a GRU of H = 128 at B = 32 trained 1.09x faster than in one chunk of 1024 rows, LSTM 1.03x (paired,
+  // one thread; Intel Xeon model 106, L2 1.25 MB). Larger weights keep long chunks: each chunk passes
+  // over dW once more, and an LSTM of H = 512 (8 MB) lost 17% at 128 rows, a tanh RNN of H = 512 (2 MB) 4%.
+  const size_t weight_grad_bytes = static_cast<size_t>(GH) * (I + H) * sizeof(float);
+  const int chunk = 2 * weight_grad_bytes <= l2_bytes() ? time_chunk(T, B, GH, 128, 0) : time_chunk(T, B, GH, 1024, size_t{8} << 20);
   const size_t chunk_rows = static_cast<size_t>(chunk) * B;
   float* dgx = sized(s.dgates_x, chunk_rows * GH);
   // Only the GRU has different input-side and hidden-side gate gradients.
