@@ -274,50 +274,63 @@ void lstm_forward_block(const float* xp, const float* b_ih, const float* b_hh, i
   }
 }
 
-// cells.h's gru_cell_forward, r and z in one lockstep, then n
+// cells.h's gru_cell_forward for `blocks` whole blocks of one row (block k's units at +16 k, its
+// recurrent projection at hp + 48 k): per block r and z in one lockstep, then n. (One call per row
+// instead of one per block: the call's arguments cost as much as a block's arithmetic at H = 128.)
 void gru_forward_block(const float* xp, const float* b_ih, const float* b_hh, int gs, const float* hp,
-                       const float* h_prev, float* h, float* y, float* gates, float* h_n) {
+                       const float* h_prev, float* h, float* y, float* gates, float* h_n, int blocks) {
   constexpr int NV = kUnitVectors;
-  V rz[2 * NV], n[NV], hn[NV];
-  for (int v = 0; v < NV; ++v) {
-    const int p = v * W;
-    rz[v] = (load(xp + p) + load(b_ih + p)) + (load(hp + p) + load(b_hh + p));
-    rz[NV + v] = (load(xp + gs + p) + load(b_ih + gs + p)) + (load(hp + 16 + p) + load(b_hh + gs + p));
-  }
-  vsigmoid_n<2 * NV>(rz);
-  for (int v = 0; v < NV; ++v) {
-    const int p = v * W;
-    hn[v] = load(hp + 32 + p) + load(b_hh + 2 * gs + p);
-    n[v] = (load(xp + 2 * gs + p) + load(b_ih + 2 * gs + p)) + rz[v] * hn[v];
-  }
-  vtanh_n<NV>(n);
-  for (int v = 0; v < NV; ++v) {
-    const int p = v * W;
-    const GruGatesOf<V> g{rz[v], rz[NV + v], n[v]};
-    const V hv = gru_cell_state(g, load(h_prev + p));
-    store(h + p, hv);
-    store(y + p, hv);
-    store(gates + p, g.r);
-    store(gates + gs + p, g.z);
-    store(gates + 2 * gs + p, g.n);
-    store(h_n + p, hn[v]);
+  for (int blk = 0; blk < blocks; ++blk) {
+    const int u = blk * 16;
+    const float* hb = hp + blk * 48;
+    V rz[2 * NV], n[NV], hn[NV];
+    for (int v = 0; v < NV; ++v) {
+      const int p = u + v * W, q = v * W;
+      rz[v] = (load(xp + p) + load(b_ih + p)) + (load(hb + q) + load(b_hh + p));
+      rz[NV + v] = (load(xp + gs + p) + load(b_ih + gs + p)) + (load(hb + 16 + q) + load(b_hh + gs + p));
+    }
+    vsigmoid_n<2 * NV>(rz);
+    for (int v = 0; v < NV; ++v) {
+      const int p = u + v * W, q = v * W;
+      hn[v] = load(hb + 32 + q) + load(b_hh + 2 * gs + p);
+      n[v] = (load(xp + 2 * gs + p) + load(b_ih + 2 * gs + p)) + rz[v] * hn[v];
+    }
+    vtanh_n<NV>(n);
+    for (int v = 0; v < NV; ++v) {
+      const int p = u + v * W;
+      const GruGatesOf<V> g{rz[v], rz[NV + v], n[v]};
+      const V hv = gru_cell_state(g, load(h_prev + p));
+      store(h + p, hv);
+      store(y + p, hv);
+      store(gates + p, g.r);
+      store(gates + gs + p, g.z);
+      store(gates + 2 * gs + p, g.n);
+      store(h_n + p, hn[v]);
+    }
   }
 }
 
+// `blocks` whole blocks of one row; the recurrent projection's units lie side by side (one gate)
 void rnn_forward_block(const float* xp, const float* b_ih, const float* b_hh, const float* hp, bool relu,
-                       float* h, float* y, float* gates) {
+                       float* h, float* y, float* gates, int blocks) {
   constexpr int NV = kUnitVectors;
-  V a[NV];
-  for (int v = 0; v < NV; ++v) a[v] = load(xp + v * W) + load(hp + v * W) + load(b_ih + v * W) + load(b_hh + v * W);
-  if (relu) {
-    for (int v = 0; v < NV; ++v) a[v] = rnn_cell_forward<V, VecMath>(a[v], true);
-  } else {
-    vtanh_n<NV>(a);  // rnn_cell_forward's tanh
-  }
-  for (int v = 0; v < NV; ++v) {
-    store(h + v * W, a[v]);
-    store(y + v * W, a[v]);
-    store(gates + v * W, a[v]);
+  for (int u = 0; u < blocks * 16; u += 16) {
+    V a[NV];
+    for (int v = 0; v < NV; ++v) {
+      const int p = u + v * W;
+      a[v] = load(xp + p) + load(hp + p) + load(b_ih + p) + load(b_hh + p);
+    }
+    if (relu) {
+      for (int v = 0; v < NV; ++v) a[v] = rnn_cell_forward<V, VecMath>(a[v], true);
+    } else {
+      vtanh_n<NV>(a);  // rnn_cell_forward's tanh
+    }
+    for (int v = 0; v < NV; ++v) {
+      const int p = u + v * W;
+      store(h + p, a[v]);
+      store(y + p, a[v]);
+      store(gates + p, a[v]);
+    }
   }
 }
 
@@ -325,32 +338,36 @@ void rnn_forward_block(const float* xp, const float* b_ih, const float* b_hh, co
 // Backward. dh holds the gradient of the state leaving the step (dy already added);
 // the kernels overwrite it with the part of dh_prev that bypasses the recurrent GEMM.
 
-// cells.h's lstm_cell_backward, the block's tanh(c') in lockstep
-void lstm_backward_block(const float* gates, int gs, const float* c_prev, float* dh, float* dc, float* dgx) {
+// cells.h's lstm_cell_backward over `blocks` whole blocks of one row (units side by side), each
+// block's tanh(c') in lockstep
+void lstm_backward_block(const float* gates, int gs, const float* c_prev, float* dh, float* dc, float* dgx, int blocks) {
   constexpr int NV = kUnitVectors;
-  LstmGatesOf<V> g[NV];
-  V tc[NV];
-  for (int v = 0; v < NV; ++v) {
-    const int p = v * W;
-    g[v] = {load(gates + p), load(gates + gs + p), load(gates + 2 * gs + p), load(gates + 3 * gs + p)};
-    tc[v] = lstm_cell_state(g[v], load(c_prev + p));
-  }
-  vtanh_n<NV>(tc);
-  for (int v = 0; v < NV; ++v) {
-    const int p = v * W;
-    V dc_prev;
-    const LstmGatesOf<V> da = lstm_cell_backward_given(g[v], load(c_prev + p), tc[v], load(dh + p), load(dc + p), &dc_prev);
-    store(dc + p, dc_prev);
-    store(dgx + p, da.i);
-    store(dgx + gs + p, da.f);
-    store(dgx + 2 * gs + p, da.g);
-    store(dgx + 3 * gs + p, da.o);
-    store(dh + p, splat(0.0f));
+  for (int u = 0; u < blocks * 16; u += 16) {
+    LstmGatesOf<V> g[NV];
+    V tc[NV];
+    for (int v = 0; v < NV; ++v) {
+      const int p = u + v * W;
+      g[v] = {load(gates + p), load(gates + gs + p), load(gates + 2 * gs + p), load(gates + 3 * gs + p)};
+      tc[v] = lstm_cell_state(g[v], load(c_prev + p));
+    }
+    vtanh_n<NV>(tc);
+    for (int v = 0; v < NV; ++v) {
+      const int p = u + v * W;
+      V dc_prev;
+      const LstmGatesOf<V> da = lstm_cell_backward_given(g[v], load(c_prev + p), tc[v], load(dh + p), load(dc + p), &dc_prev);
+      store(dc + p, dc_prev);
+      store(dgx + p, da.i);
+      store(dgx + gs + p, da.f);
+      store(dgx + 2 * gs + p, da.g);
+      store(dgx + 3 * gs + p, da.o);
+      store(dh + p, splat(0.0f));
+    }
   }
 }
 
-void gru_backward_block(const float* gates, int gs, const float* h_n, const float* h_prev, float* dh, float* dgx, float* dgh) {
-  for (int p = 0; p < 16; p += W) {
+void gru_backward_block(const float* gates, int gs, const float* h_n, const float* h_prev, float* dh, float* dgx, float* dgh,
+                        int blocks) {
+  for (int p = 0; p < blocks * 16; p += W) {
     const GruGatesOf<V> g{load(gates + p), load(gates + gs + p), load(gates + 2 * gs + p)};
     V direct;
     const GruGradsOf<V> da = gru_cell_backward<V>(g, load(h_n + p), load(h_prev + p), load(dh + p), &direct);
@@ -364,8 +381,8 @@ void gru_backward_block(const float* gates, int gs, const float* h_n, const floa
   }
 }
 
-void rnn_backward_block(const float* h, bool relu, float* dh, float* dgx) {
-  for (int p = 0; p < 16; p += W) {
+void rnn_backward_block(const float* h, bool relu, float* dh, float* dgx, int blocks) {
+  for (int p = 0; p < blocks * 16; p += W) {
     store(dgx + p, rnn_cell_backward<V, VecMath>(load(h + p), load(dh + p), relu));
     store(dh + p, splat(0.0f));
   }

@@ -563,24 +563,18 @@ void layer_forward_cpu(const LayerDims& dims, float* y, float* h_n, float* c_n, 
               continue;
             }
             const float* xrow = xrow_of(t, b);
-            int blk = blk0;
-            if (cell == CellKind::kLstm) {  // the whole blocks in one call
-              const int whole = std::min(blk1, H / kGateBlock) - blk0;
-              if (whole > 0) {
-                const int j0 = blk0 * kGateBlock;
-                k.lstm_forward(xrow + j0, b_ih + j0, b_hh + j0, H, hproj_of(b) + static_cast<size_t>(blk0) * G * kGateBlock,
-                               cb + j0, hb_next + j0, yb + j0, gates + j0, whole);
-                blk += whole;
-              }
+            // the whole blocks in one call, then a partial last block through the pad
+            const int whole = std::max(0, std::min(blk1, H / kGateBlock) - blk0);
+            if (whole > 0) {
+              const int j0 = blk0 * kGateBlock;
+              const float* hp = hproj_of(b) + static_cast<size_t>(blk0) * G * kGateBlock;
+              if (cell == CellKind::kLstm) k.lstm_forward(xrow + j0, b_ih + j0, b_hh + j0, H, hp, cb + j0, hb_next + j0, yb + j0, gates + j0, whole);
+              else if (cell == CellKind::kGru) k.gru_forward(xrow + j0, b_ih + j0, b_hh + j0, H, hp, hb + j0, hb_next + j0, yb + j0, gates + j0, hn_saved + j0, whole);
+              else k.rnn_forward(xrow + j0, b_ih + j0, b_hh + j0, hp, relu, hb_next + j0, yb + j0, gates + j0, whole);
             }
-            for (; blk < blk1; ++blk) {
-              const int j0 = blk * kGateBlock, width = std::min(kGateBlock, H - j0);
+            for (int blk = blk0 + whole; blk < blk1; ++blk) {
+              const int j0 = blk * kGateBlock, width = H - j0;  // less than a block
               const float* hp = hproj_of(b) + static_cast<size_t>(blk) * G * kGateBlock;
-              if (width == kGateBlock) {
-                if (cell == CellKind::kGru) k.gru_forward(xrow + j0, b_ih + j0, b_hh + j0, H, hp, hb + j0, hb_next + j0, yb + j0, gates + j0, hn_saved + j0);
-                else k.rnn_forward(xrow + j0, b_ih + j0, b_hh + j0, hp, relu, hb_next + j0, yb + j0, gates + j0);
-                continue;
-              }
               gather(pad.x, xrow + j0, H, G, width);
               gather(pad.b_ih, b_ih + j0, H, G, width);
               gather(pad.b_hh, b_hh + j0, H, G, width);
@@ -590,10 +584,10 @@ void layer_forward_cpu(const LayerDims& dims, float* y, float* h_n, float* c_n, 
                 scatter(cb + j0, pad.c, 0, 1, width);
               } else if (cell == CellKind::kGru) {
                 gather(pad.d, hb + j0, 0, 1, width);
-                k.gru_forward(pad.x, pad.b_ih, pad.b_hh, kGateBlock, hp, pad.d, pad.a, pad.b, pad.gates, pad.e);
+                k.gru_forward(pad.x, pad.b_ih, pad.b_hh, kGateBlock, hp, pad.d, pad.a, pad.b, pad.gates, pad.e, 1);
                 scatter(hn_saved + j0, pad.e, 0, 1, width);
               } else {
-                k.rnn_forward(pad.x, pad.b_ih, pad.b_hh, hp, relu, pad.a, pad.b, pad.gates);
+                k.rnn_forward(pad.x, pad.b_ih, pad.b_hh, hp, relu, pad.a, pad.b, pad.gates, 1);
               }
               scatter(hb_next + j0, pad.a, 0, 1, width);
               scatter(yb + j0, pad.b, 0, 1, width);
@@ -810,28 +804,30 @@ void layer_backward_cpu(const LayerDims& dims, float* dx, float* dh0, float* dc0
               for (int j = u0; j < u1; ++j) dhb[j] += dyb[j];
             }
             if (dh_step) std::copy(dhb + u0, dhb + u1, dh_step + u0);
-            for (int blk = blk0; blk < blk1; ++blk) {
-              const int j0 = blk * kGateBlock, width = std::min(kGateBlock, H - j0);
-              if (width == kGateBlock) {
-                if (cell == CellKind::kLstm) k.lstm_backward(gates + j0, H, r.c_prev + row * H + j0, dhb + j0, dcb + j0, gx + j0);
-                else if (cell == CellKind::kGru) k.gru_backward(gates + j0, H, r.h_n + row * H + j0, r.h_prev + row * H + j0, dhb + j0, gx + j0, gh + j0);
-                else k.rnn_backward(gates + j0, relu, dhb + j0, gx + j0);
-                continue;
-              }
+            // the whole blocks in one call, then a partial last block through the pad
+            const int whole = std::max(0, std::min(blk1, H / kGateBlock) - blk0);
+            if (whole > 0) {
+              const int j0 = blk0 * kGateBlock;
+              if (cell == CellKind::kLstm) k.lstm_backward(gates + j0, H, r.c_prev + row * H + j0, dhb + j0, dcb + j0, gx + j0, whole);
+              else if (cell == CellKind::kGru) k.gru_backward(gates + j0, H, r.h_n + row * H + j0, r.h_prev + row * H + j0, dhb + j0, gx + j0, gh + j0, whole);
+              else k.rnn_backward(gates + j0, relu, dhb + j0, gx + j0, whole);
+            }
+            for (int blk = blk0 + whole; blk < blk1; ++blk) {
+              const int j0 = blk * kGateBlock, width = H - j0;  // less than a block
               gather(pad.gates, gates + j0, H, G, width);
               gather(pad.a, dhb + j0, 0, 1, width);
               if (cell == CellKind::kLstm) {
                 gather(pad.b, r.c_prev + row * H + j0, 0, 1, width);
                 gather(pad.c, dcb + j0, 0, 1, width);
-                k.lstm_backward(pad.gates, kGateBlock, pad.b, pad.a, pad.c, pad.x);
+                k.lstm_backward(pad.gates, kGateBlock, pad.b, pad.a, pad.c, pad.x, 1);
                 scatter(dcb + j0, pad.c, 0, 1, width);
               } else if (cell == CellKind::kGru) {
                 gather(pad.b, r.h_n + row * H + j0, 0, 1, width);
                 gather(pad.c, r.h_prev + row * H + j0, 0, 1, width);
-                k.gru_backward(pad.gates, kGateBlock, pad.b, pad.c, pad.a, pad.x, pad.gates2);
+                k.gru_backward(pad.gates, kGateBlock, pad.b, pad.c, pad.a, pad.x, pad.gates2, 1);
                 scatter(gh + j0, pad.gates2, H, G, width);
               } else {
-                k.rnn_backward(pad.gates, relu, pad.a, pad.x);
+                k.rnn_backward(pad.gates, relu, pad.a, pad.x, 1);
               }
               scatter(dhb + j0, pad.a, 0, 1, width);
               scatter(gx + j0, pad.x, H, G, width);
