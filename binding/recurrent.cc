@@ -232,7 +232,7 @@ Napi::Value LayerBackward(const Napi::CallbackInfo& info) {
   // optional 18th argument: dL/dh of every step, (D, T, B, H) (diagnostics; CPU only)
   float* dh_steps = info.Length() > 17 ? optional_span(info[17], "dhSteps", static_cast<int64_t>(d.directions) * d.steps * d.batch * d.hidden_size) : nullptr;
   const int64_t rows = static_cast<int64_t>(d.steps) * d.batch;
-  float* dx = span_of(info[6], "dx", 0, rows * d.input_size);
+  float* dx = optional_span(info[6], "dx", rows * d.input_size);  // null: no input gradient (CPU)
   float* dh0 = optional_span(info[7], "dh0", state_size(d), at);
   float* dc0 = is_lstm(d) ? optional_span(info[8], "dc0", state_size(d), at) : nullptr;
   std::vector<float*> g;
@@ -258,6 +258,7 @@ Napi::Value LayerBackward(const Napi::CallbackInfo& info) {
       },
       [&] {
         if (dh_steps) throw_type(env, "dhSteps (gradient flow) is computed on the CPU only");
+        if (!dx) throw_type(env, "dx must be a storage on CUDA (it may be null on the CPU only)");
         DeviceFloats workspace(cuda::layer_workspace_size(d));
         DeviceInts device_lengths(lengths);
         cuda::layer_backward(cuda::stream(), d, dx, dh0, dc0, grads.data(), dy, dh_n, dc_n, reserve, x,

@@ -761,7 +761,7 @@ void layer_backward_cpu(const LayerDims& dims, float* dx, float* dh0, float* dc0
     const PackedWeight w_hh(w.hh_cache, PackLayout::kBackwardRecurrent, GH, H, s.w_hh_packed,
                             [&](PackedMatrix& packed) { packed.pack(false, GH, H, w.w_hh, H); });
     std::optional<PackedWeight> w_ih;
-    if (w.ih_cache.cache)
+    if (dx && w.ih_cache.cache)
       w_ih.emplace(w.ih_cache, PackLayout::kBackwardInput, GH, I, s.w_ih_packed, [&](PackedMatrix& packed) { packed.pack(false, GH, I, w.w_ih, I); });
 
     if (dh_n) std::memcpy(dh, dh_n + d * state, state * sizeof(float));
@@ -847,8 +847,8 @@ void layer_backward_cpu(const LayerDims& dims, float* dx, float* dh0, float* dc0
       const int rows = n * B;
       const size_t at = static_cast<size_t>(t_lo) * B;
       const float accumulate = last == T ? 0.0f : 1.0f;
-      if (w_ih) gemm_packed(rows, 1.0f, dgx, GH, **w_ih, d == 0 ? 0.0f : 1.0f, dx + at * I, I);
-      else gemm_cpu(false, false, rows, I, GH, 1.0f, dgx, GH, w.w_ih, I, d == 0 ? 0.0f : 1.0f, dx + at * I, I);
+      if (dx && w_ih) gemm_packed(rows, 1.0f, dgx, GH, **w_ih, d == 0 ? 0.0f : 1.0f, dx + at * I, I);
+      else if (dx) gemm_cpu(false, false, rows, I, GH, 1.0f, dgx, GH, w.w_ih, I, d == 0 ? 0.0f : 1.0f, dx + at * I, I);
       // the weight gradients, and the biases' (dG's column sums) from dG^T's packing as it passes
       const GemmColumns ih{x + at * I, I, I, g.w_ih, I}, hh{r.h_prev + at * H, H, H, g.w_hh, H};
       if (dgh == dgx) {  // one dG^T for both (every cell but the GRU): packed once, b_hh's gradient is b_ih's

@@ -109,7 +109,8 @@ void set_stack_pipeline(StackPipeline mode);
 // it). RECURRENT_PIPELINE_CHUNK in the environment sets the starting value.
 void set_pipeline_chunk(int steps);
 
-// Writes (does not accumulate) every gradient. dh0/dc0 may be null when not wanted.
+// Writes (does not accumulate) every gradient. dx and dh0/dc0 may be null when not wanted (dx: an
+// input that needs no gradient, which then costs no product with w_ih).
 // dh_steps (D, T, B, H), when not null, receives dL/dh_t of every step: the total gradient
 // of the state after step t (from y_t and from the steps after it), zero past a row's length
 // (diagnostics: gradient flow over time).

@@ -220,6 +220,33 @@ describe('recurrent layers (CPU) against the double reference', () => {
     expectClose(both.c.slice(1, 1, 2).toArray(), alone.c.toArray(), 'c', { rtol: 1e-6, atol: 1e-7 });
   });
 
+  it('an input that needs no gradient gets none, and the weights get the same gradients bit for bit', () => {
+    // the first layer then skips its dx product (cpp/recurrent.cc); every other gradient is unchanged
+    for (const cell of ['lstm', 'gru', 'rnn_tanh'] as const) {
+      const cfg: StackConfig = { cell, T: 9, B: 20, I: 12, H: 20, L: 2, D: 2, bias: true };
+      const module = makeModule(cfg);
+      const rand = seededRandom(7);
+      const x = Array.from(randomArray(rand, cfg.T * cfg.B * cfg.I));
+      const dy = Array.from(randomArray(rand, cfg.T * cfg.B * cfg.D * cfg.H));
+      const run = (inputGrad: boolean) => {
+        module.zeroGrad();
+        const xt = Tensor.from(x, [cfg.T, cfg.B, cfg.I]);
+        xt.requiresGrad = inputGrad;
+        const { output } = module.forward(xt, { lengths: [9, 3, 9, 7, ...Array(16).fill(9)] });
+        backward([output], [Tensor.from(dy, output.shape)]);
+        return { x: xt, grads: module.namedParameters().map(([name, p]) => [name, Array.from(p.grad!.toArray())] as const) };
+      };
+      const withX = run(true), withoutX = run(false);
+      expect(withX.x.grad, `${cell}: x.grad`).to.not.equal(null);
+      expect(withoutX.x.grad ?? null, `${cell}: x.grad without requiresGrad`).to.equal(null);
+      for (let i = 0; i < withX.grads.length; ++i) {
+        const [name, g] = withX.grads[i];
+        expect(g.some((v) => v !== 0), `${cell} ${name}.grad is not all zero`).to.equal(true);
+        expect(withoutX.grads[i][1], `${cell} ${name}.grad`).to.deep.equal(g);
+      }
+    }
+  });
+
   it('dropout between layers is active in training mode only', () => {
     const lstm = new LSTM({ inputSize: 4, hiddenSize: 8, numLayers: 2, dropout: 0.5 });
     const x = Tensor.randn([5, 3, 4]);

@@ -88,7 +88,7 @@ export interface NativeAddon {
   stackForward(cell: number, T: number, B: number, I: number, H: number, D: number, L: number,
     ys: S[], hN: S, cN: MaybeS, x: S, lengths: Int32Array | null, h0: MaybeS, c0: MaybeS, layers: MaybeS[][]): void;
   layerBackward(cell: number, T: number, B: number, I: number, H: number, D: number,
-    dx: S, dh0: MaybeS, dc0: MaybeS, grads: MaybeS[], dy: MaybeS, dhN: MaybeS, dcN: MaybeS,
+    dx: MaybeS, dh0: MaybeS, dc0: MaybeS, grads: MaybeS[], dy: MaybeS, dhN: MaybeS, dcN: MaybeS,
     reserve: S, x: S, lengths: Int32Array | null, weights: MaybeS[], dhSteps?: MaybeS, stateOffset?: number): void;
   stepPlan(cell: number, I: number, H: number, L: number, V: number, embedding: MaybeS, layers: MaybeS[][],
     headW: MaybeS, headB: MaybeS): NativeStepPlan;
@@ -272,9 +272,12 @@ export function stackForward(call: Omit<LayerCall, 'weights' | 'directions' | 's
     call.ys, call.hN, call.cN, call.x, call.lengths, call.h0, call.c0, call.layers);
 }
 
-/** A layer's backward from its reserve: dx, the initial states' and the weights' gradients (and dL/dh_t per step). */
+/**
+ * A layer's backward from its reserve: dx, the initial states' and the weights' gradients (and dL/dh_t per step).
+ * dx null (CPU only): the input needs no gradient, and its product with w_ih is skipped.
+ */
 export function layerBackward(call: LayerCall & {
-  dx: S; dh0: MaybeS; dc0: MaybeS; grads: MaybeS[]; dy: MaybeS; dhN: MaybeS; dcN: MaybeS; reserve: S; dhSteps?: MaybeS;
+  dx: MaybeS; dh0: MaybeS; dc0: MaybeS; grads: MaybeS[]; dy: MaybeS; dhN: MaybeS; dcN: MaybeS; reserve: S; dhSteps?: MaybeS;
 }): void {
   native.layerBackward(call.cell, call.timeSteps, call.batch, call.inputSize, call.hiddenSize, call.directions,
     call.dx, call.dh0, call.dc0, call.grads, call.dy, call.dhN, call.dcN, call.reserve, call.x, call.lengths, call.weights,

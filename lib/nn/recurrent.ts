@@ -551,15 +551,17 @@ function recurrentStack(
       const I = layerInput.shape[2];
       const probe = layerProbes[layer];
       if (probe) probe.dhSteps = emptyOn([D, T, B, H], device);
-      const dx = emptyOn(layerInput.shape, device);
+      // the first layer's input gradient only where the input needs one (as PyTorch): on the CPU
+      // its product with w_ih, a sixth of the layer's training work at I = H, is then skipped
+      const dx = layer > 0 || x.requiresGrad || device !== 'cpu' ? emptyOn(layerInput.shape, device) : null;
       layerBackward({
         cell, timeSteps: T, batch: B, inputSize: I, hiddenSize: H, directions: D, x: layerInput.storage, lengths, weights: storages[layer],
-        stateOffset: layer * stateRows, dx: dx.storage, dh0: dh0 ? dh0.storage : null, dc0: dc0 ? dc0.storage : null,
+        stateOffset: layer * stateRows, dx: dx ? dx.storage : null, dh0: dh0 ? dh0.storage : null, dc0: dc0 ? dc0.storage : null,
         grads: grads[layer].map((g) => (g ? g.storage : null)), dy: dy ? dy.storage : null, dhN: dh ? dh.storage : null,
         dcN: dc ? dc.storage : null, reserve: reserves[layer], dhSteps: probe?.dhSteps?.storage ?? null,
       });
       const mask = layer > 0 ? masks[layer - 1] : null;
-      dy = mask ? dx.mul(mask) : dx;
+      dy = mask && dx ? dx.mul(mask) : dx;
     }
     return [dy, ...(h0 ? [dh0] : []), ...(c0 ? [dc0] : []), ...grads.flat().filter((g): g is Tensor => g !== null)];
   }, saved);
