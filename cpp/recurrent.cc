@@ -843,7 +843,8 @@ void layer_backward_cpu(const LayerDims& dims, float* dx, float* dh0, float* dc0
         }
       });
 
-      // the chunk's rows of dx, and its share of the weight gradients (the first chunk writes them)
+      // the chunk's rows of dx (where the input wants them), and its share of the weight gradients (the
+      // first chunk writes them)
       const int rows = n * B;
       const size_t at = static_cast<size_t>(t_lo) * B;
       const float accumulate = last == T ? 0.0f : 1.0f;
