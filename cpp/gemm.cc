@@ -519,15 +519,15 @@ void gemm_cpu_shared_a(bool trans_a, bool trans_b, int m, int k, float alpha, co
     for (int s = 0; s < count; ++s)
       gemm_cpu(trans_a, trans_b, m, parts[s].n, k, alpha, a, lda, parts[s].b, parts[s].ldb, beta, parts[s].c, parts[s].ldc);
     if (!row_sums) return;
-    // each row's sum in the order of k, the rows split between the threads (as the split of the
-    // products would: the values do not depend on it)
-    const int parts = static_cast<double>(m) * k >= 1 << 18 ? std::min(threads, (m + 15) / 16) : 1;
-    parallel_for(parts, [&](int part) {
-      const int i0 = m * part / parts / 16 * 16, i1 = part + 1 == parts ? m : m * (part + 1) / parts / 16 * 16;
-      scale_sums(i0, i1);
+    // each row's sum in the order of k, the rows split between the threads as the products' row
+    // split would (the values do not depend on it)
+    const auto sums = [&](int m0, int m1) {
+      scale_sums(m0, m1);
       for (int q = 0; q < k; ++q)
-        for (int i = i0; i < i1; ++i) row_sums[i] += trans_a ? a[static_cast<long>(q) * lda + i] : a[static_cast<long>(i) * lda + q];
-    });
+        for (int i = m0; i < m1; ++i) row_sums[i] += trans_a ? a[static_cast<long>(q) * lda + i] : a[static_cast<long>(i) * lda + q];
+    };
+    if (threads <= 1 || static_cast<double>(m) * k < 1 << 18) sums(0, m);
+    else for_row_shares(m, threads, sums);
     return;
   }
   // rows [m0, m1) of every part on one thread, as gemm_cpu's row split cuts each of them

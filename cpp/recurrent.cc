@@ -433,7 +433,7 @@ void layer_forward_cpu(const LayerDims& dims, float* y, float* h_n, float* c_n, 
   // Chunks of 2 MB (the whole of T = 32 at B = 32, H = 128) left it in L3, where the gates' loads of
   // it waited: LSTM H = 128 inference 1.14x, GRU 1.07x, LSTM training 1.08x, GRU H = 128 at B = 128
   // 1.09x (layer_bench on one thread, paired runs, Intel Xeon model 106: 1.25 MB of L2). The backward
-  // sweep's chunks stay large: 512 KB there cost LSTM H = 512 training 5%.
+  // sweep's chunks follow the size of the weight gradients instead (see layer_backward_cpu).
   const int chunk = time_chunk(T, B, GH, 256, size_t{512} << 10);
   float* xproj = sized(s.xproj, static_cast<size_t>(chunk) * B * GH);
   float* hproj = sized(s.hproj, static_cast<size_t>(B) * P);
