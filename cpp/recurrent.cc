@@ -401,7 +401,40 @@ void forward_by_row_shares(const TeamPlan& plan, const LayerDims& dims, int laye
   });
 }
 
+// w_hh for the steps' recurrent products: its rows in block order (block, gate, unit), zero rows
+// past H, packed transposed (P = blocks * G * kGateBlock columns)
+PackedWeight forward_recurrent(const LayerWeights& w, int G, int H, Scratch& s) {
+  const int blocks = (H + kGateBlock - 1) / kGateBlock;
+  const int P = blocks * G * kGateBlock;
+  return PackedWeight(w.hh_cache, PackLayout::kForwardRecurrent, H, P, s.w_hh_packed, [&](PackedMatrix& packed) {
+    float* wperm = sized(s.wperm, static_cast<size_t>(P) * H);
+    const auto permute = [&](int blk) {
+      for (int q = 0; q < G; ++q)
+        for (int j = 0; j < kGateBlock; ++j) {
+          float* dst = wperm + (static_cast<size_t>(blk) * G * kGateBlock + q * kGateBlock + j) * H;
+          const int unit = blk * kGateBlock + j;
+          if (unit < H) std::memcpy(dst, w.w_hh + (static_cast<size_t>(q) * H + unit) * H, H * sizeof(float));
+          else std::fill(dst, dst + H, 0.0f);
+        }
+    };
+    if (static_cast<double>(P) * H >= 1 << 18) parallel_for(blocks, permute);
+    else for (int blk = 0; blk < blocks; ++blk) permute(blk);
+    packed.pack(true, H, P, wperm, H);
+  });
+}
+
 }  // namespace
+
+int recurrent_product_cols(const LayerDims& dims) {
+  return (dims.hidden_size + kGateBlock - 1) / kGateBlock * gate_count(dims.cell) * kGateBlock;
+}
+
+void recurrent_product_cpu(const LayerDims& dims, const LayerWeights& w, const float* h, float* out, bool backwards) {
+  const int P = recurrent_product_cols(dims);
+  const ScratchLease lease;
+  const PackedWeight w_hh = forward_recurrent(w, gate_count(dims.cell), dims.hidden_size, *lease);
+  gemm_packed_tiles(dims.batch, 1.0f, h, dims.hidden_size, *w_hh, 0.0f, out, P, 0, P / kGemmTile, backwards);
+}
 
 void layer_forward_cpu(const LayerDims& dims, float* y, float* h_n, float* c_n, float* reserve,
                        const float* x, const int* lengths, const float* h0, const float* c0,
@@ -419,6 +452,9 @@ void layer_forward_cpu(const LayerDims& dims, float* y, float* h_n, float* c_n, 
   const int D = dims.directions, G = gate_count(dims.cell), GH = G * H;
   const bool projected = weights[0].input_projected;
   if (projected && (reserve || D != 1)) throw std::invalid_argument("layer_forward_cpu: a projected input is for inference in one direction");
+  const LayerWeights& w0 = weights[0];
+  if ((w0.recurrent_projected || w0.recurrent_first || w0.backwards) && (reserve || D != 1 || T != 1 || lengths))
+    throw std::invalid_argument("layer_forward_cpu: a step's order of products is for inference at T = 1 in one direction");
   const CellKind cell = dims.cell;
   const bool relu = cell == CellKind::kRnnRelu;
   const bool sorted = sorted_decreasing(lengths, B);
@@ -449,22 +485,10 @@ void layer_forward_cpu(const LayerDims& dims, float* y, float* h_n, float* c_n, 
     const float* b_ih = w.b_ih ? w.b_ih : zeros;
     const float* b_hh = w.b_hh ? w.b_hh : zeros;
 
-    // w_hh rows in block order (block, gate, unit), zero rows past H; packed transposed
-    const PackedWeight w_hh(w.hh_cache, PackLayout::kForwardRecurrent, H, P, s.w_hh_packed, [&](PackedMatrix& packed) {
-      float* wperm = sized(s.wperm, static_cast<size_t>(P) * H);
-      const auto permute = [&](int blk) {
-        for (int q = 0; q < G; ++q)
-          for (int j = 0; j < kGateBlock; ++j) {
-            float* dst = wperm + (static_cast<size_t>(blk) * G * kGateBlock + q * kGateBlock + j) * H;
-            const int unit = blk * kGateBlock + j;
-            if (unit < H) std::memcpy(dst, w.w_hh + (static_cast<size_t>(q) * H + unit) * H, H * sizeof(float));
-            else std::fill(dst, dst + H, 0.0f);
-          }
-      };
-      if (static_cast<double>(P) * H >= 1 << 18) parallel_for(blocks, permute);
-      else for (int blk = 0; blk < blocks; ++blk) permute(blk);
-      packed.pack(true, H, P, wperm, H);
-    });
+    // a step's recurrent product made by the caller (or below, before the input's) reads no w_hh here
+    const float* given = w.recurrent_projected;
+    std::optional<PackedWeight> w_hh;
+    if (!given) w_hh.emplace(forward_recurrent(w, G, H, s));
     // w_ih^T for the input projection: kept where the weight has a cache, else gemm_cpu packs it
     std::optional<PackedWeight> w_ih;
     if (w.ih_cache.cache && !projected)
@@ -472,6 +496,11 @@ void layer_forward_cpu(const LayerDims& dims, float* y, float* h_n, float* c_n, 
 
     if (h0) std::memcpy(hbuf, h0 + d * state, state * sizeof(float));
     else std::fill(hbuf, hbuf + state, 0.0f);
+    if (w.recurrent_first && !given) {
+      // the step's recurrent product before its input's (T = 1, checked above)
+      gemm_packed_tiles(B, 1.0f, hbuf, H, **w_hh, 0.0f, hproj, P, 0, P / kGemmTile, w.backwards);
+      given = hproj;
+    }
     if (cell == CellKind::kLstm) {
       if (c0) std::memcpy(c, c0 + d * state, state * sizeof(float));
       else std::fill(c, c + state, 0.0f);
@@ -497,7 +526,9 @@ void layer_forward_cpu(const LayerDims& dims, float* y, float* h_n, float* c_n, 
                                    gemm_packed_serial(n * B, **w_ih);
       const float* const xp = projected ? x_chunk : xproj;  // the chunk's projected inputs
       if (!own_projection && !unit_projection && !projected) {
-        if (w_ih) gemm_packed(n * B, 1.0f, x_chunk, I, **w_ih, 0.0f, xproj, GH);
+        if (w_ih && w.backwards && gemm_packed_serial(n * B, **w_ih))
+          gemm_packed_tiles(n * B, 1.0f, x_chunk, I, **w_ih, 0.0f, xproj, GH, 0, (GH + kGemmTile - 1) / kGemmTile, true);
+        else if (w_ih) gemm_packed(n * B, 1.0f, x_chunk, I, **w_ih, 0.0f, xproj, GH);
         else gemm_cpu(false, true, n * B, GH, I, 1.0f, x_chunk, I, w.w_ih, I, 0.0f, xproj, GH);
       }
       run_team(plan.team, [&](int id, int team, Barrier& barrier) {
@@ -523,7 +554,8 @@ void layer_forward_cpu(const LayerDims& dims, float* y, float* h_n, float* c_n, 
             gemm_packed_tiles(n * B, 1.0f, x_chunk, I, **w_ih, 0.0f, xproj, GH, (q * H + u0) / kGemmTile, (q * H + u1) / kGemmTile);
         // the step's recurrent products of the share's first row and of row b; the projected
         // inputs of row b at time t
-        float* const share_proj = own_projection ? own.hproj.data() : hproj + static_cast<size_t>(share.b0) * P;
+        float* const share_out = own_projection ? own.hproj.data() : hproj + static_cast<size_t>(share.b0) * P;
+        const float* const share_proj = given ? given + static_cast<size_t>(share.b0) * P : share_out;
         const auto hproj_of = [&](int b) { return share_proj + static_cast<size_t>(b - share.b0) * P; };
         const auto xrow_of = [&](int t, int b) {
           return own_projection ? own.xproj.data() + (static_cast<size_t>(t - t_lo) * srows + (b - share.b0)) * GH
@@ -538,9 +570,9 @@ void layer_forward_cpu(const LayerDims& dims, float* y, float* h_n, float* c_n, 
           const int rows = rows_within(gemm_rows(lengths, B, sorted, t), share.b0, share.b1);
           // every other step over w_hh's panels backwards: a step of a few rows then starts on the
           // panels the last one read last, still in L2 where w_hh is larger
-          if (rows > 0 && blk1 > blk0)
-            gemm_packed_tiles(rows, 1.0f, h_cur + static_cast<size_t>(share.b0) * H, H, *w_hh, 0.0f,
-                              share_proj, P, blk0 * G, blk1 * G, step % 2 == 1);
+          if (rows > 0 && blk1 > blk0 && !given)
+            gemm_packed_tiles(rows, 1.0f, h_cur + static_cast<size_t>(share.b0) * H, H, **w_hh, 0.0f,
+                              share_out, P, blk0 * G, blk1 * G, (step % 2 == 1) != w.backwards);
           for (int b = share.b0; b < share.b1; ++b) {
             const size_t row = static_cast<size_t>(t) * B + b;
             const float* hb = h_cur + static_cast<size_t>(b) * H;

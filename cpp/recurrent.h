@@ -41,6 +41,15 @@ struct LayerWeights {
   // x holds the input projection x * w_ih^T already, rows of G*H floats (w_ih is not read):
   // layer_forward_cpu in inference, one direction (a step's first layer from its token table).
   bool input_projected = false;
+  // The order of a step's weight reads, for a caller that schedules steps (stack_sample_cpu), at
+  // T = 1 in inference, one direction, no lengths; the values are the same in any order:
+  //  - recurrent_projected: the recurrent product h0 * w_hh^T of this step, made already by
+  //    recurrent_product_cpu (w_hh is not read);
+  //  - recurrent_first: the recurrent product before the input's (else after it);
+  //  - backwards: both products over their weights' panels last to first (gemm_packed_tiles).
+  const float* recurrent_projected = nullptr;
+  bool recurrent_first = false;
+  bool backwards = false;
 };
 
 struct LayerGrads {
@@ -89,6 +98,13 @@ size_t layer_reserve_size(const LayerDims& dims);
 void layer_forward_cpu(const LayerDims& dims, float* y, float* h_n, float* c_n, float* reserve,
                        const float* x, const int* lengths, const float* h0, const float* c0,
                        const LayerWeights* weights);
+
+// The recurrent product of one step, h (B, H) * w_hh^T, in the layout a step of layer_forward_cpu
+// reads (LayerWeights::recurrent_projected): B rows of recurrent_product_cols(dims) floats, its
+// columns in unit blocks (block, gate, unit). One direction, on the calling thread; `backwards` as
+// in LayerWeights.
+int recurrent_product_cols(const LayerDims& dims);
+void recurrent_product_cpu(const LayerDims& dims, const LayerWeights& w, const float* h, float* out, bool backwards);
 
 // Inference through a stack of `layers` one-direction layers (dims: the first layer's; the
 // others read the previous layer's output, input size H). ys[l] (T, B, H) receives layer l's

@@ -5,7 +5,7 @@
  * without bias, batched, with an embedding and a head (SequenceModel).
  */
 import { expect } from 'chai';
-import { GRU, LSTM, RNN, SGD, SequenceModel, Tensor, backward, emptyCache, getRngState, memoryStats, noGrad, runAsync, sampleLogits, seed, synchronize } from '../lib/index';
+import { GRU, LSTM, RNN, SGD, SequenceModel, Tensor, backends, backward, emptyCache, getRngState, memoryStats, noGrad, runAsync, sampleLogits, seed, setNumThreads, synchronize } from '../lib/index';
 import { native } from '../lib/core/native';
 
 type Layer = LSTM | GRU | RNN;
@@ -249,9 +249,24 @@ describe('SequenceModel#sample(): the sampling loop in one native call', () => {
   const copyState = (state: { h: Tensor; c?: Tensor }) => ({ h: Tensor.from(state.h.toArray(), state.h.shape), ...(state.c ? { c: Tensor.from(state.c.toArray(), state.c.shape) } : {}) });
 
   it('draws what step() and sampleLogits draw, token for token, and leaves the logits, the state and the generator where they leave them', () => {
-    for (const cell of ['lstm', 'gru', 'rnn'] as const) {
+    // On one thread the loop reads the weights in an order of its own (layer 0's recurrent product
+    // a step early, every other step backwards): 1 to 3 layers, and a vocabulary too large for the
+    // first layer's token table (4,000 ids: the step multiplies the embedded tokens)
+    const before = backends().cpu.threads;
+    try {
+      for (const [threads, cell, L, vocab] of [[1, 'lstm', 2, 23], [1, 'gru', 2, 23], [1, 'rnn', 2, 23], [1, 'lstm', 1, 23], [1, 'gru', 3, 23],
+        [1, 'lstm', 2, 4000], [2, 'lstm', 2, 23], [2, 'gru', 2, 23], [2, 'rnn', 2, 23]] as const) {
+        setNumThreads(threads);
+        sampleCase(cell, L, vocab, `${threads} thread(s), ${L} layer(s), vocabulary ${vocab}`);
+      }
+    } finally {
+      setNumThreads(before);
+    }
+  });
+  function sampleCase(cell: 'lstm' | 'gru' | 'rnn', L: number, vocab: number, where: string): void {
+    {
       seed(11);
-      const model = new SequenceModel({ cell, vocabSize: 23, embeddingDim: 6, hiddenSize: 19, numLayers: 2, outputSize: 23 });
+      const model = new SequenceModel({ cell, vocabSize: vocab, embeddingDim: 6, hiddenSize: 19, numLayers: L, outputSize: vocab });
       for (const [B, temperature, topK, exclude] of [[1, 1, undefined, [0]], [3, 0.6, 5, [2, 4]], [2, 0, undefined, []], [2, 1.3, 1, [0]]] as const) {
         const state = model.initialState(B);
         noGrad(() => state.h.storage.write(Tensor.randn(state.h.shape).mul(0.5).toArray(), 0));
@@ -263,7 +278,7 @@ describe('SequenceModel#sample(): the sampling loop in one native call', () => {
         const after = getRngState();
         seed(5);
         const expected = loop(model, twinLogits, twinState, 40, temperature, topK, [...exclude]);
-        const what = `${cell} B=${B} temperature ${temperature} topK ${topK}`;
+        const what = `${cell} B=${B} temperature ${temperature} topK ${topK}, ${where}`;
         expect(Array.from(tokens), what).to.deep.equal(expected);
         expect(tokens.some((t) => exclude.includes(t as never)), what).to.equal(false);
         expect(new Set(tokens).size, what).to.be.above(temperature === 0 || topK === 1 ? 0 : 3);
@@ -273,7 +288,7 @@ describe('SequenceModel#sample(): the sampling loop in one native call', () => {
         expect(after, what).to.deep.equal(getRngState());
       }
     }
-  });
+  }
 
   it('follows the weights as they change, and goes on from where the last call left off', () => {
     seed(2);
