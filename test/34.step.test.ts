@@ -5,7 +5,7 @@
  * without bias, batched, with an embedding and a head (SequenceModel).
  */
 import { expect } from 'chai';
-import { GRU, LSTM, RNN, SGD, SequenceModel, Tensor, backends, backward, emptyCache, getRngState, memoryStats, noGrad, runAsync, sampleLogits, seed, setNumThreads, synchronize } from '../lib/index';
+import { GRU, LSTM, RNN, SGD, SequenceModel, Tensor, backends, backward, emptyCache, getRngState, memoryStats, noGrad, runAsync, sampleLogits, seed, setFloat32MatmulPrecision, setNumThreads, synchronize } from '../lib/index';
 import { native } from '../lib/core/native';
 
 type Layer = LSTM | GRU | RNN;
@@ -251,16 +251,20 @@ describe('SequenceModel#sample(): the sampling loop in one native call', () => {
   it('draws what step() and sampleLogits draw, token for token, and leaves the logits, the state and the generator where they leave them', () => {
     // On one thread the loop reads the weights in an order of its own (layer 0's recurrent product
     // a step early, every other step backwards): 1 to 3 layers, and a vocabulary too large for the
-    // first layer's token table (4,000 ids: the step multiplies the embedded tokens)
+    // first layer's token table (4,000 ids: the step multiplies the embedded tokens), and at
+    // 'medium' (BF16 products where this CPU runs them, else FP32 again)
     const before = backends().cpu.threads;
     try {
-      for (const [threads, cell, L, vocab] of [[1, 'lstm', 2, 23], [1, 'gru', 2, 23], [1, 'rnn', 2, 23], [1, 'lstm', 1, 23], [1, 'gru', 3, 23],
-        [1, 'lstm', 2, 4000], [2, 'lstm', 2, 23], [2, 'gru', 2, 23], [2, 'rnn', 2, 23]] as const) {
+      for (const [threads, cell, L, vocab, precision] of [[1, 'lstm', 2, 23, 'highest'], [1, 'gru', 2, 23, 'highest'], [1, 'rnn', 2, 23, 'highest'],
+        [1, 'lstm', 1, 23, 'highest'], [1, 'gru', 3, 23, 'highest'], [1, 'lstm', 2, 4000, 'highest'], [1, 'lstm', 2, 23, 'medium'],
+        [2, 'lstm', 2, 23, 'highest'], [2, 'gru', 2, 23, 'highest'], [2, 'rnn', 2, 23, 'highest']] as const) {
         setNumThreads(threads);
-        sampleCase(cell, L, vocab, `${threads} thread(s), ${L} layer(s), vocabulary ${vocab}`);
+        setFloat32MatmulPrecision(precision);
+        sampleCase(cell, L, vocab, `${threads} thread(s), ${L} layer(s), vocabulary ${vocab}, precision ${precision}`);
       }
     } finally {
       setNumThreads(before);
+      setFloat32MatmulPrecision('highest');
     }
   });
   function sampleCase(cell: 'lstm' | 'gru' | 'rnn', L: number, vocab: number, where: string): void {
