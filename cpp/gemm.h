@@ -103,7 +103,11 @@ class PackedMatrix {
   const uint32_t* panel_bf16(int n0, int k0) const;
 
  private:
-  std::vector<float> data_;
+  // Both on cache lines. FP32 panels in a std::vector lay 16 bytes past a line (glibc's large
+  // blocks), so each 64-byte panel row straddled two lines and a product of one row, which loads
+  // each once, read twice the lines from L2: one row times a packed 192 x 768 w_hh took 11.5 us,
+  // 6.4 us on cache lines; an LSTM of H = 256 at B = 1, T = 100 1.7-1.9x faster (Intel Xeon model 106).
+  AlignedVector<float> data_;
   AlignedVector<uint32_t> pairs_;
   int k_ = 0, n_ = 0;
   bool bf16_ = false;

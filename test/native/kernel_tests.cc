@@ -12,6 +12,7 @@
 
 #include "cpp/attention.h"
 #include "cpp/gates.h"
+#include "cpp/gemm_internal.h"
 #include "cpp/gemm.h"
 #include "cpp/recurrent.h"
 #include "cpp/thread_pool.h"
@@ -388,6 +389,19 @@ void check_fp32_gemm() {
                 g.ta, g.tb, ok ? "ok" : "TOO LARGE", worst, same ? "bit-identical" : "DIFFER");
   });
   set_num_threads(1);
+  // every panel of a packed B on a cache line (a 64-byte panel row across two lines halves the
+  // rate of a skinny product over an L2-held weight): the first panel of each block of columns
+  // and depth
+  for (const GemmShape shape : {GemmShape{1, 768, 192}, {1, 2100, 600}, {1, 47, 513}, {1, 33, 9}}) {
+    std::vector<float> b(static_cast<size_t>(shape.n) * shape.k, 1.0f);
+    PackedMatrix packed;
+    packed.pack(true, shape.k, shape.n, b.data(), shape.k);
+    bool aligned = true;
+    for (int n0 = 0; n0 < shape.n; n0 += gemm_detail::kNC)
+      for (int k0 = 0; k0 < shape.k; k0 += gemm_detail::kKC) aligned = aligned && reinterpret_cast<uintptr_t>(packed.panel(n0, k0)) % 64 == 0;
+    if (!aligned) ++failures;
+    std::printf("  packed %d x %d: panels %s\n", shape.k, shape.n, aligned ? "on cache lines" : "NOT ON CACHE LINES");
+  }
 }
 
 // BF16 GEMMs (gemm_cpu and the packed tiles) at odd sizes, every transpose, alpha and beta:
