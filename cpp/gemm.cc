@@ -103,7 +103,7 @@ void gemm_serial_parts(bool trans_a, bool trans_b, int m, int k, float alpha, co
                        int count, float beta, float* row_sums = nullptr) {
   const Dispatch& isa = dispatch();
   const int mr = isa.mr;
-  thread_local std::vector<float> packed_a, packed_b;
+  thread_local AlignedVector<float> packed_a, packed_b;  // B's panel rows on cache lines (see PackedMatrix)
   // the parts' panels in one row: part s's first at first[s]
   thread_local std::vector<int> first;
   first.assign(count + 1, 0);
@@ -299,7 +299,7 @@ void gemm_packed_tiles(int m, float alpha, const float* a, int lda, const Packed
     return;
   }
   const int mr = isa.mr;
-  thread_local std::vector<float> packed_a;
+  thread_local AlignedVector<float> packed_a;
   for (int k0 = 0; k0 < k; k0 += kKC) {
     const int kc = std::min(kKC, k - k0);
     const int block_m = block_rows(isa, kc);
