@@ -41,8 +41,9 @@ namespace {
 // given size nothing is allocated at all.
 struct Scratch {
   PackedMatrix w_hh_packed, w_ih_packed;
-  std::vector<float> xproj, hproj, h, c, reserve, zeros, wperm;
-  std::vector<float> dgates_x, dgates_h, dh, dc;
+  // on cache lines, as the GEMMs' packed blocks (gemm.h): the steps' rows are whole lines
+  AlignedVector<float> xproj, hproj, h, c, reserve, zeros, wperm;
+  AlignedVector<float> dgates_x, dgates_h, dh, dc;
 };
 
 // A call borrows a scratch from a pool and gives it back. Calls queued in async mode run one at a
@@ -92,7 +93,7 @@ class ScratchLease {
 
 thread_local Scratch* ScratchLease::t_last = nullptr;
 
-float* sized(std::vector<float>& v, size_t n) {
+float* sized(AlignedVector<float>& v, size_t n) {
   if (v.size() < n) v.resize(n);
   return v.data();
 }
@@ -318,7 +319,7 @@ void copy_rows(const float* src, int src_rows, int src_row0, float* dst, int dst
 // inputs and their projection, and its rows' recurrent products of a step. Kept between calls,
 // released after a call that left them above kOwnRowsKeep floats.
 struct OwnRows {
-  std::vector<float> x, xproj, hproj;
+  AlignedVector<float> x, xproj, hproj;
 };
 thread_local OwnRows t_own_rows;
 constexpr size_t kOwnRowsKeep = size_t{1} << 20;
