@@ -442,7 +442,12 @@ void layer_forward_cpu(const LayerDims& dims, float* y, float* h_n, float* c_n, 
                        const LayerWeights* weights) {
   std::optional<CallWeightsScope> call;  // a layer called on its own: its own weights
   if (!reserve && t_call_weight_bytes == 0.0) call.emplace(stack_weight_bytes(dims, 1));
-  if (!reserve) {
+  const LayerWeights& w0 = weights[0];
+  const bool ordered = w0.recurrent_projected || w0.recurrent_first || w0.backwards;
+  if (ordered && (reserve || dims.directions != 1 || dims.steps != 1 || lengths))
+    throw std::invalid_argument("layer_forward_cpu: a step's order of products is for inference at T = 1 in one direction");
+  // (an ordered step keeps all its rows in one call: a given recurrent product holds all of them)
+  if (!reserve && !ordered) {
     const TeamPlan shares = row_share_plan(dims);
     if (shares.team > 1) {
       forward_by_row_shares(shares, dims, 1, &y, h_n, c_n, x, lengths, h0, c0, weights);
@@ -453,9 +458,6 @@ void layer_forward_cpu(const LayerDims& dims, float* y, float* h_n, float* c_n, 
   const int D = dims.directions, G = gate_count(dims.cell), GH = G * H;
   const bool projected = weights[0].input_projected;
   if (projected && (reserve || D != 1)) throw std::invalid_argument("layer_forward_cpu: a projected input is for inference in one direction");
-  const LayerWeights& w0 = weights[0];
-  if ((w0.recurrent_projected || w0.recurrent_first || w0.backwards) && (reserve || D != 1 || T != 1 || lengths))
-    throw std::invalid_argument("layer_forward_cpu: a step's order of products is for inference at T = 1 in one direction");
   const CellKind cell = dims.cell;
   const bool relu = cell == CellKind::kRnnRelu;
   const bool sorted = sorted_decreasing(lengths, B);
