@@ -371,7 +371,7 @@ void forward_by_row_shares(const TeamPlan& plan, const LayerDims& dims, int laye
     const size_t ysize = static_cast<size_t>(T) * rows * D * H;
     // one buffer per thread, kept between calls up to 16 MB: x's rows, each layer's y, then h_n,
     // c_n, h0, c0
-    thread_local std::vector<float> buffer;
+    thread_local AlignedVector<float> buffer;  // on cache lines, as Scratch
     buffer.resize(xsize + L * ysize + 4 * state);
     float* xs = buffer.data();
     std::vector<float*> own_ys(L);
@@ -398,7 +398,7 @@ void forward_by_row_shares(const TeamPlan& plan, const LayerDims& dims, int laye
     for (int l = 0; l < L; ++l) copy_rows(own_ys[l], rows, 0, ys[l], B, share.b0, T, rows, D * H);
     copy_rows(hs, rows, 0, h_n, B, share.b0, L * D, rows, H);
     if (lstm) copy_rows(cs, rows, 0, c_n, B, share.b0, L * D, rows, H);
-    if (buffer.size() > (size_t{4} << 20)) std::vector<float>().swap(buffer);
+    if (buffer.size() > (size_t{4} << 20)) AlignedVector<float>().swap(buffer);
   });
 }
 

@@ -45,7 +45,7 @@ void run_step(const StepDims& dims, float* out, float* h, float* c, const int* t
   const int B = dims.batch, H = dims.hidden_size, L = dims.layers, V = dims.outputs;
   const size_t state = static_cast<size_t>(B) * H;
   // the layers' outputs alternate between two buffers; the embedded input has its own
-  thread_local std::vector<float> embedded, ys[2];
+  thread_local AlignedVector<float> embedded, ys[2];  // on cache lines, as the layers' scratch
   thread_local PackedMatrix head_scratch;
   const float* input = x;
   LayerWeights first = layers[0];
@@ -191,7 +191,7 @@ void stack_sample_cpu(const StepDims& dims, float* out, float* h, float* c, cons
   const bool scheduled = num_threads() == 1 && length > 1;
   const int P = recurrent_product_cols(LayerDims{dims.cell, 1, B, dims.input_size, dims.hidden_size, 1});
   // layer 0's recurrent product for the next step (written once the step has read its own)
-  thread_local std::vector<float> product;
+  thread_local AlignedVector<float> product;
   product.resize(scheduled ? static_cast<size_t>(B) * P : 0);
   for (int i = 0; i < length; ++i) {
     int* drawn = tokens + static_cast<size_t>(i) * B;
