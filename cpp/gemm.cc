@@ -423,12 +423,13 @@ bool gemm_packed_serial(int m, const PackedMatrix& b) {
   return num_threads() <= 1 || k < kParallelMinK || work < kParallelWork || (n + kNR - 1) / kNR < 2;
 }
 
-void gemm_packed(int m, float alpha, const float* a, int lda, const PackedMatrix& b, float beta, float* c, int ldc) {
+void gemm_packed(int m, float alpha, const float* a, int lda, const PackedMatrix& b, float beta, float* c, int ldc,
+                 bool backwards) {
   const int n = b.cols();
   const int tiles = (n + kNR - 1) / kNR;
   const int threads = num_threads();
   if (gemm_packed_serial(m, b)) {
-    gemm_packed_tiles(m, alpha, a, lda, b, beta, c, ldc, 0, tiles);
+    gemm_packed_tiles(m, alpha, a, lda, b, beta, c, ldc, 0, tiles, backwards);
     return;
   }
   // B is packed already: a split by columns has every thread pack all of A's rows, a split by

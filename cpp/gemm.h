@@ -125,7 +125,9 @@ void gemm_packed_tiles(int m, float alpha, const float* a, int lda, const Packed
 
 // C (M, N) = alpha * A (M, K) * op(B) + beta * C with op(B) packed, over the thread pool when the
 // product is large enough (as gemm_cpu splits it); the same values as gemm_cpu on the unpacked B.
-void gemm_packed(int m, float alpha, const float* a, int lda, const PackedMatrix& b, float beta, float* c, int ldc);
+// `backwards`: as gemm_packed_tiles', where the product runs on the calling thread alone.
+void gemm_packed(int m, float alpha, const float* a, int lda, const PackedMatrix& b, float beta, float* c, int ldc,
+                 bool backwards = false);
 // Whether gemm_packed runs a product of m rows by b on the calling thread alone (too small to split).
 bool gemm_packed_serial(int m, const PackedMatrix& b);
 

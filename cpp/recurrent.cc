@@ -529,9 +529,7 @@ void layer_forward_cpu(const LayerDims& dims, float* y, float* h_n, float* c_n, 
                                    gemm_packed_serial(n * B, **w_ih);
       const float* const xp = projected ? x_chunk : xproj;  // the chunk's projected inputs
       if (!own_projection && !unit_projection && !projected) {
-        if (w_ih && w.backwards && gemm_packed_serial(n * B, **w_ih))
-          gemm_packed_tiles(n * B, 1.0f, x_chunk, I, **w_ih, 0.0f, xproj, GH, 0, (GH + kGemmTile - 1) / kGemmTile, true);
-        else if (w_ih) gemm_packed(n * B, 1.0f, x_chunk, I, **w_ih, 0.0f, xproj, GH);
+        if (w_ih) gemm_packed(n * B, 1.0f, x_chunk, I, **w_ih, 0.0f, xproj, GH, w.backwards);
         else gemm_cpu(false, true, n * B, GH, I, 1.0f, x_chunk, I, w.w_ih, I, 0.0f, xproj, GH);
       }
       run_team(plan.team, [&](int id, int team, Barrier& barrier) {

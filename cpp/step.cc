@@ -64,7 +64,8 @@ void run_step(const StepDims& dims, float* out, float* h, float* c, const int* t
       std::memcpy(embedded.data() + static_cast<size_t>(b) * E, embedding + static_cast<size_t>(tokens[b]) * E, E * sizeof(float));
     input = embedded.data();
   }
-  const CallWeightsScope call(stack_weight_bytes(LayerDims{dims.cell, 1, B, dims.input_size, H, 1}, L));
+  const LayerDims first_dims{dims.cell, 1, B, dims.input_size, H, 1};  // the first layer's, one step
+  const CallWeightsScope call(stack_weight_bytes(first_dims, L));
   for (int l = 0; l < L; ++l) {
     float* y;
     if (l == L - 1 && V == 0) {
@@ -73,7 +74,7 @@ void run_step(const StepDims& dims, float* out, float* h, float* c, const int* t
       ys[l % 2].resize(state);
       y = ys[l % 2].data();
     }
-    const LayerDims layer{dims.cell, 1, B, l == 0 ? dims.input_size : H, H, 1};
+    const LayerDims layer = l == 0 ? first_dims : LayerDims{dims.cell, 1, B, H, H, 1};
     // h0 and h_n (c0 and c_n) are the same rows: the layer copies its initial state before it starts
     float* hl = h + l * state;
     float* cl = c ? c + l * state : nullptr;
@@ -85,12 +86,12 @@ void run_step(const StepDims& dims, float* out, float* h, float* c, const int* t
     }
     layer_forward_cpu(layer, y, hl, cl, nullptr, input, nullptr, hl, cl, &w);
     // odd steps: layer 0's product for the next step right after its own
-    if (order && order->next && order->odd && l == 0) recurrent_product_cpu(layer, layers[0], h, order->next, true);
+    if (order && order->next && order->odd && l == 0) recurrent_product_cpu(first_dims, layers[0], h, order->next, true);
     input = y;
   }
   // even steps: after every layer's
   if (order && order->next && !order->odd)
-    recurrent_product_cpu(LayerDims{dims.cell, 1, B, dims.input_size, H, 1}, layers[0], h, order->next, false);
+    recurrent_product_cpu(first_dims, layers[0], h, order->next, false);
   if (V == 0) return;
   // out = input * w^T + b, as Linear computes it: the bias first, the product added on top
   const PackedWeight w = forward_input(head_cache, head_w, H, V, head_scratch);

@@ -268,29 +268,27 @@ describe('SequenceModel#sample(): the sampling loop in one native call', () => {
     }
   });
   function sampleCase(cell: 'lstm' | 'gru' | 'rnn', L: number, vocab: number, where: string): void {
-    {
-      seed(11);
-      const model = new SequenceModel({ cell, vocabSize: vocab, embeddingDim: 6, hiddenSize: 19, numLayers: L, outputSize: vocab });
-      for (const [B, temperature, topK, exclude] of [[1, 1, undefined, [0]], [3, 0.6, 5, [2, 4]], [2, 0, undefined, []], [2, 1.3, 1, [0]]] as const) {
-        const state = model.initialState(B);
-        noGrad(() => state.h.storage.write(Tensor.randn(state.h.shape).mul(0.5).toArray(), 0));
-        const logits = model.step(Int32Array.from({ length: B }, (_, b) => 3 + b), state);
-        const twinState = copyState(state);
-        const twinLogits = Tensor.from(logits.toArray(), logits.shape);
-        seed(5);
-        const tokens = model.sample(logits, state, { length: 40, temperature, topK, exclude: [...exclude] });
-        const after = getRngState();
-        seed(5);
-        const expected = loop(model, twinLogits, twinState, 40, temperature, topK, [...exclude]);
-        const what = `${cell} B=${B} temperature ${temperature} topK ${topK}, ${where}`;
-        expect(Array.from(tokens), what).to.deep.equal(expected);
-        expect(tokens.some((t) => exclude.includes(t as never)), what).to.equal(false);
-        expect(new Set(tokens).size, what).to.be.above(temperature === 0 || topK === 1 ? 0 : 3);
-        expect(values(logits), what).to.deep.equal(values(twinLogits));
-        expect(values(state.h), what).to.deep.equal(values(twinState.h));
-        if (state.c) expect(values(state.c), what).to.deep.equal(values(twinState.c!));
-        expect(after, what).to.deep.equal(getRngState());
-      }
+    seed(11);
+    const model = new SequenceModel({ cell, vocabSize: vocab, embeddingDim: 6, hiddenSize: 19, numLayers: L, outputSize: vocab });
+    for (const [B, temperature, topK, exclude] of [[1, 1, undefined, [0]], [3, 0.6, 5, [2, 4]], [2, 0, undefined, []], [2, 1.3, 1, [0]]] as const) {
+      const state = model.initialState(B);
+      noGrad(() => state.h.storage.write(Tensor.randn(state.h.shape).mul(0.5).toArray(), 0));
+      const logits = model.step(Int32Array.from({ length: B }, (_, b) => 3 + b), state);
+      const twinState = copyState(state);
+      const twinLogits = Tensor.from(logits.toArray(), logits.shape);
+      seed(5);
+      const tokens = model.sample(logits, state, { length: 40, temperature, topK, exclude: [...exclude] });
+      const after = getRngState();
+      seed(5);
+      const expected = loop(model, twinLogits, twinState, 40, temperature, topK, [...exclude]);
+      const what = `${cell} B=${B} temperature ${temperature} topK ${topK}, ${where}`;
+      expect(Array.from(tokens), what).to.deep.equal(expected);
+      expect(tokens.some((t) => exclude.includes(t as never)), what).to.equal(false);
+      expect(new Set(tokens).size, what).to.be.above(temperature === 0 || topK === 1 ? 0 : 3);
+      expect(values(logits), what).to.deep.equal(values(twinLogits));
+      expect(values(state.h), what).to.deep.equal(values(twinState.h));
+      if (state.c) expect(values(state.c), what).to.deep.equal(values(twinState.c!));
+      expect(after, what).to.deep.equal(getRngState());
     }
   }
 
