@@ -48,6 +48,75 @@ describe('step()', () => {
     }
   });
 
+  it("forward() at T = 1 for inference runs as step() does, with the values of the stack's own path, bit for bit", () => {
+    // The stack's own path is the one forward() takes at T > 1 and wherever lengths are given: at
+    // T = 1, forward(x, { lengths: all 1 }) and the first step of a longer forward() are checked
+    // against forward(x). Which path ran is counted at the native call.
+    const calls = { stepRun: 0 };
+    const stepRun = native.stepRun;
+    (native as { stepRun: typeof stepRun }).stepRun = (...args: Parameters<typeof stepRun>) => {
+      calls.stepRun += 1;
+      return stepRun(...args);
+    };
+    const before = backends().cpu.threads;
+    try {
+      for (const threads of [1, 2]) {
+        setNumThreads(threads);
+        for (const [name, layer] of layers()) {
+          for (const B of [1, 3, 40]) {
+            const at = `${name}, B = ${B}, ${threads} thread${threads > 1 ? 's' : ''}`;
+            const L = layer.numLayers;
+            const x = Tensor.randn([3, B, 6]);
+            const h0 = Tensor.randn([L, B, layer.hiddenSize]).mul(0.5);
+            const c0 = layer instanceof LSTM ? Tensor.randn([L, B, layer.hiddenSize]).mul(0.5) : null;
+            for (const initial of [{}, { h0 }, { h0, ...(c0 ? { c0 } : {}) }]) {
+              const what = `${at}, ${Object.keys(initial).join(' and ') || 'zero state'}`;
+              const first = x.slice(0, 0, 1);
+              const counted = calls.stepRun;
+              const stepped = noGrad(() => layer.forward(first, initial)) as { output: Tensor; h: Tensor; c?: Tensor };
+              expect(calls.stepRun - counted, `${what}: one step call`).to.equal(1);
+              const own = noGrad(() => layer.forward(first, { ...initial, lengths: new Array(B).fill(1) })) as { output: Tensor; h: Tensor; c?: Tensor };
+              expect(calls.stepRun - counted, `${what}: lengths take the stack's path`).to.equal(1);
+              expect(stepped.output.shape).to.deep.equal([1, B, layer.hiddenSize]);
+              expect(values(stepped.output), `${what}: output`).to.deep.equal(values(own.output));
+              expect(values(stepped.h), `${what}: h`).to.deep.equal(values(own.h));
+              if (c0) expect(values(stepped.c!), `${what}: c`).to.deep.equal(values(own.c!));
+              const longer = noGrad(() => layer.forward(x, initial));
+              expect(values(stepped.output), `${what}: the first step of T = 3`).to.deep.equal(values(longer.output.slice(0, 0, 1)));
+            }
+            // the inputs are not written: h0 and c0 keep their values
+            expect(values(h0)).to.not.deep.equal(values(noGrad(() => layer.forward(x.slice(0, 0, 1), { h0 })).h));
+          }
+        }
+      }
+      // batch first and unbatched inputs; with a graph to record (training), the stack's path
+      const gru = new GRU({ inputSize: 6, hiddenSize: 12, numLayers: 2, batchFirst: true });
+      const x = Tensor.randn([4, 1, 6]);
+      const counted = calls.stepRun;
+      const batchFirst = noGrad(() => gru.forward(x));
+      expect(batchFirst.output.shape).to.deep.equal([4, 1, 12]);
+      expect(values(batchFirst.output)).to.deep.equal(values(noGrad(() => gru.forward(x, { lengths: [1, 1, 1, 1] })).output));
+      const single = noGrad(() => gru.forward(x.select(0, 2)));
+      expect(single.output.shape).to.deep.equal([1, 12]);
+      expect(single.h.shape).to.deep.equal([2, 12]);
+      expect(values(single.output)).to.deep.equal(values(batchFirst.output.select(0, 2)));
+      expect(calls.stepRun - counted).to.equal(2);
+      const trained = gru.forward(x);
+      expect(calls.stepRun - counted, 'a graph to record').to.equal(2);
+      expect(values(trained.output)).to.deep.equal(values(batchFirst.output));
+      const dropped = new LSTM({ inputSize: 6, hiddenSize: 12, numLayers: 2, dropout: 0.5 });
+      const step = Tensor.randn([1, 4, 6]);
+      noGrad(() => dropped.forward(step));
+      expect(calls.stepRun - counted, 'dropout between layers in training mode').to.equal(2);
+      dropped.eval();
+      noGrad(() => dropped.forward(step));
+      expect(calls.stepRun - counted, 'the same model in eval mode').to.equal(3);
+    } finally {
+      (native as { stepRun: typeof stepRun }).stepRun = stepRun;
+      setNumThreads(before);
+    }
+  });
+
   it('SequenceModel: tokens through the embedding, the layers and the head in one call; options.out is reused', () => {
     const lm = new SequenceModel({ cell: 'lstm', vocabSize: 30, embeddingDim: 8, hiddenSize: 24, numLayers: 2, outputSize: 30 });
     lm.eval();

@@ -385,7 +385,9 @@ abstract class RecurrentBase extends Module {
     const lengths = this.checkLengths(opts.lengths, T, B, name);
 
     const dropoutP = this.training && this.dropout > 0 ? this.dropout : 0;
-    const result = recurrentStack(this.cell, x, h0, c0, this.flatWeights, lengths, H, D, dropoutP);
+    const result = T === 1 && this.runsAsStep(x, h0, c0, lengths, dropoutP)
+      ? this.forwardStep(x, h0, c0)
+      : recurrentStack(this.cell, x, h0, c0, this.flatWeights, lengths, H, D, dropoutP);
     let output = result.y;
     let h = result.h;
     let c = result.c;
@@ -397,6 +399,37 @@ abstract class RecurrentBase extends Module {
       output = output.transpose(0, 1);
     }
     return { output, h, c };
+  }
+
+  /**
+   * Whether forward() at T = 1 runs as step() (one native call for the stack on its kept plan): on
+   * the CPU, for inference (no graph to record), one direction, without lengths, dropout or a
+   * diagnostic pass. The values are the same bit for bit (test/34); a call costs less: at B = 1 the
+   * stack's own path spent more time in its arguments and allocations than in the arithmetic.
+   */
+  private runsAsStep(x: Tensor, h0: Tensor | null, c0: Tensor | null, lengths: Int32Array | null, dropoutP: number): boolean {
+    if (this.bidirectional || lengths || (dropoutP > 0 && this.numLayers > 1) || probes) return false;
+    const w = this.flatWeights[0][0]!;
+    if (x.device !== 'cpu' || w.device !== 'cpu' || (h0 && h0.device !== 'cpu') || (c0 && c0.device !== 'cpu')) return false;
+    if (!isGradEnabled()) return true;
+    return !x.requiresGrad && !h0?.requiresGrad && !c0?.requiresGrad && this.flatWeights.every((ws) => ws.every((t) => !t || !t.requiresGrad));
+  }
+
+  /** forward() at T = 1 through step()'s kernel: x [1, B, I]; h and c start as h0, c0 (zeros without them). */
+  private forwardStep(x: Tensor, h0: Tensor | null, c0: Tensor | null): { y: Tensor; h: Tensor; c: Tensor | null } {
+    const B = x.shape[1];
+    const stateShape = [this.numLayers, B, this.hiddenSize];
+    const startFrom = (given: Tensor | null): Tensor => {
+      if (!given) return Tensor.zeros(stateShape);
+      const t = emptyOn(stateShape, 'cpu');
+      native.copyBetween(t.storage, 0, given.storage, 0, t.size);
+      return t;
+    };
+    const h = startFrom(h0);
+    const c = this.cell === CellKind.Lstm ? startFrom(c0) : null;
+    const y = emptyOn([1, B, this.hiddenSize], 'cpu');
+    stepRun(this.stepPlanFor(null, null), { batch: B, h: h.storage, c: c ? c.storage : null, out: y.storage, tokens: null, x: x.storage });
+    return { y, h, c };
   }
 
   private checkLengths(value: unknown, T: number, B: number, name: string): Int32Array | null {
