@@ -2,7 +2,9 @@
  * step(): one time step of a stacked model for inference, in one native call (cpp/step.h), with
  * the state updated in place. Its values must be forward()'s, bit for bit: one step against
  * forward at T = 1, T steps against forward over the whole sequence, for every cell, stacked,
- * without bias, batched, with an embedding and a head (SequenceModel).
+ * without bias, batched, with an embedding and a head (SequenceModel). forward() at T = 1 for
+ * inference runs through the same kernel, so it is checked in turn against the stack's own path
+ * (lengths given, or a longer sequence's first step).
  */
 import { expect } from 'chai';
 import { GRU, LSTM, RNN, SGD, SequenceModel, Tensor, backends, backward, emptyCache, getRngState, memoryStats, noGrad, runAsync, sampleLogits, seed, setFloat32MatmulPrecision, setNumThreads, synchronize } from '../lib/index';
