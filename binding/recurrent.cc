@@ -520,7 +520,7 @@ Napi::Value StepSample(const Napi::CallbackInfo& info) {
   return tokens;
 }
 
-// seq2seqDecode(models, search) -> { tokens: Int32Array[], logProbs: Float64Array, ended: Uint8Array }:
+// seq2seqDecode(models, search) -> { tokens: Int32Array[], logProbs: Float64Array, ended: Uint8Array, counts: Int32Array }:
 // greedy (beamWidth 0) or beam search over an attention encoder-decoder, or an ensemble of them
 // (cpp/seq2seq.h), the whole search in one call, on the values as they are now. Each model is
 // [dims, embedding, layers, attention, encoder]; all have the same classes and sources.
@@ -528,7 +528,9 @@ Napi::Value StepSample(const Napi::CallbackInfo& info) {
 //   layers    L arrays [w_ih, w_hh, b_ih, b_hh] (with context feeding, layer 2 reads Hv + H inputs)
 //   attention [queryW, queryB, scoreV, combineW, combineB, outW, outB] (unused ones null)
 //   encoder   [S, B, values (S, B, Hv), keys (S, B, K), lengths Int32Array (B), h0 (L, B, H), c0 | null]
-//   search    [beamWidth, maxLength, lengthPenalty, startToken, endToken]
+//   search    [beamWidth, maxLength, lengthPenalty, startToken, endToken, nBest]
+// The result lists counts[b] hypotheses for source b (nBest of them where the search ended that
+// many; greedy: one), best first, source after source.
 namespace {
 
 // One model's arguments, checked, with the arrays its DecoderWeights and EncoderMemory point into.
@@ -641,7 +643,7 @@ Napi::Value Seq2SeqDecode(const Napi::CallbackInfo& info) {
     models.push_back({&d.w, &d.m});
   }
   Napi::Array search = info[1].As<Napi::Array>();
-  if (search.Length() != 5) throw_type(env, "search must have 5 entries");
+  if (search.Length() != 6) throw_type(env, "search must have 6 entries");
   const int32_t kMax = 1 << 30;
   SearchOptions o{};
   o.beam_width = static_cast<int>(int_arg(search.Get(0u), "beamWidth", 0, 4096));
@@ -649,6 +651,7 @@ Napi::Value Seq2SeqDecode(const Napi::CallbackInfo& info) {
   o.length_penalty = static_cast<float>(number_arg(search.Get(2u), "lengthPenalty"));
   o.start_token = static_cast<int>(int_arg(search.Get(3u), "startToken", 0, kMax));
   o.end_token = static_cast<int>(int_arg(search.Get(4u), "endToken", 0, parsed[0]->w.classes - 1));
+  o.n_best = static_cast<int>(int_arg(search.Get(5u), "nBest", 1, std::max(o.beam_width, 1)));
   for (const auto& d : parsed) {
     const int64_t H = d->w.hidden, C = d->w.classes, K = d->w.key_size, Hv = d->w.value_size, L = d->w.layers, B = d->m.sources;
     if (o.start_token >= d->rows) throw_range(env, "startToken must be an embedding row");
@@ -659,21 +662,28 @@ Napi::Value Seq2SeqDecode(const Napi::CallbackInfo& info) {
   if (op_on_cuda()) throw_type(env, "seq2seqDecode runs on the CPU");
   current_keep().clear();
   stream_of(env).wait_idle();  // the values are read now, on this thread
-  const std::vector<Hypothesis> best = seq2seq_decode_cpu(models, o);
-  Napi::Array tokens = Napi::Array::New(env, best.size());
-  Napi::Float64Array log_probs = Napi::Float64Array::New(env, best.size());
-  Napi::Uint8Array ended = Napi::Uint8Array::New(env, best.size());
-  for (size_t b = 0; b < best.size(); ++b) {
-    Napi::Int32Array row = Napi::Int32Array::New(env, best[b].tokens.size());
-    std::copy(best[b].tokens.begin(), best[b].tokens.end(), row.Data());
-    tokens.Set(static_cast<uint32_t>(b), row);
-    log_probs[b] = best[b].log_prob;
-    ended[b] = best[b].ended ? 1 : 0;
+  const std::vector<std::vector<Hypothesis>> lists = seq2seq_decode_nbest_cpu(models, o);
+  std::vector<const Hypothesis*> all;
+  Napi::Int32Array counts = Napi::Int32Array::New(env, lists.size());
+  for (size_t b = 0; b < lists.size(); ++b) {
+    counts[b] = static_cast<int32_t>(lists[b].size());
+    for (const Hypothesis& hyp : lists[b]) all.push_back(&hyp);
+  }
+  Napi::Array tokens = Napi::Array::New(env, all.size());
+  Napi::Float64Array log_probs = Napi::Float64Array::New(env, all.size());
+  Napi::Uint8Array ended = Napi::Uint8Array::New(env, all.size());
+  for (size_t i = 0; i < all.size(); ++i) {
+    Napi::Int32Array row = Napi::Int32Array::New(env, all[i]->tokens.size());
+    std::copy(all[i]->tokens.begin(), all[i]->tokens.end(), row.Data());
+    tokens.Set(static_cast<uint32_t>(i), row);
+    log_probs[i] = all[i]->log_prob;
+    ended[i] = all[i]->ended ? 1 : 0;
   }
   Napi::Object out = Napi::Object::New(env);
   out.Set("tokens", tokens);
   out.Set("logProbs", log_probs);
   out.Set("ended", ended);
+  out.Set("counts", counts);
   return out;
 }
 

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <limits>
 
 #include "attention.h"
@@ -253,9 +254,10 @@ struct Candidate {
 };
 
 // Beam search with batched beams: source b owns rows b * W .. b * W + W - 1. A source is done when
-// W hypotheses have ended, when (without a length penalty) its best ended hypothesis beats every
-// live one, or at max_length, where its live hypotheses end as they are.
-std::vector<Hypothesis> beam_search(const std::vector<DecoderModel>& models, const SearchOptions& o) {
+// W hypotheses have ended, when (without a length penalty) its n_best best ended hypotheses beat
+// every live one, or at max_length, where its live hypotheses end as they are. Each source's ended
+// hypotheses, best first (ties: the first to end).
+std::vector<std::vector<Hypothesis>> beam_search(const std::vector<DecoderModel>& models, const SearchOptions& o) {
   const int B = models[0].memory->sources, W = o.beam_width;
   Members members(models);
   const int C = members.classes();
@@ -277,6 +279,8 @@ std::vector<Hypothesis> beam_search(const std::vector<DecoderModel>& models, con
     tokens.assign(src.size(), o.start_token);
   }
   std::vector<Candidate> candidates;
+  std::vector<double> scores;
+  const int n_best = std::clamp(o.n_best, 1, W);
   for (int t = 0; t < o.max_length && !rows_src.empty(); ++t) {
     const int N = static_cast<int>(rows_src.size());
     members.step(N, tokens.data(), rows_src.data(), log_probs);
@@ -321,11 +325,12 @@ std::vector<Hypothesis> beam_search(const std::vector<DecoderModel>& models, con
         ++alive;
       }
       bool finished = static_cast<int>(ended[b].size()) >= W || alive == 0;
-      if (!finished && o.length_penalty == 0.0f && !ended[b].empty()) {
-        // live scores only fall: once the best ended one beats them all, nothing can overtake it
-        double best_ended = -std::numeric_limits<double>::infinity();
-        for (const Hypothesis& hyp : ended[b]) best_ended = std::max(best_ended, hyp.log_prob);
-        finished = best_ended >= next_score[static_cast<size_t>(b) * W];
+      if (!finished && o.length_penalty == 0.0f && static_cast<int>(ended[b].size()) >= n_best) {
+        // live scores only fall: once the n_best best ended ones beat them all, nothing can overtake them
+        scores.clear();
+        for (const Hypothesis& hyp : ended[b]) scores.push_back(hyp.log_prob);
+        std::nth_element(scores.begin(), scores.begin() + (n_best - 1), scores.end(), std::greater<double>());
+        finished = scores[n_best - 1] >= next_score[static_cast<size_t>(b) * W];
       }
       if (!finished && alive < W) {
         // fewer than W continuations (a small vocabulary): pad with empty slots that never extend
@@ -366,23 +371,36 @@ std::vector<Hypothesis> beam_search(const std::vector<DecoderModel>& models, con
       if (live_score[slot] != -std::numeric_limits<double>::infinity()) ended[b].push_back({live[slot].tokens, live_score[slot], false});
     }
   }
-  std::vector<Hypothesis> out(B);
-  for (int b = 0; b < B; ++b) {
-    const Hypothesis* best = nullptr;
-    for (const Hypothesis& hyp : ended[b])
-      if (!best || length_normalized(hyp, o.length_penalty) > length_normalized(*best, o.length_penalty)) best = &hyp;
-    if (best) out[b] = *best;
-  }
-  return out;
+  for (std::vector<Hypothesis>& list : ended)
+    std::stable_sort(list.begin(), list.end(), [&](const Hypothesis& x, const Hypothesis& y) {
+      return length_normalized(x, o.length_penalty) > length_normalized(y, o.length_penalty);
+    });
+  return ended;
 }
 
 }  // namespace
 
-std::vector<Hypothesis> seq2seq_decode_cpu(const std::vector<DecoderModel>& models, const SearchOptions& o) {
+std::vector<std::vector<Hypothesis>> seq2seq_decode_nbest_cpu(const std::vector<DecoderModel>& models, const SearchOptions& o) {
   const int B = models.at(0).memory->sources;
   if (B == 0) return {};
-  if (o.max_length == 0) return std::vector<Hypothesis>(B);
-  return o.beam_width == 0 ? greedy(models, o) : beam_search(models, o);
+  if (o.max_length == 0) return std::vector<std::vector<Hypothesis>>(B, std::vector<Hypothesis>(1));
+  if (o.beam_width == 0) {
+    std::vector<std::vector<Hypothesis>> out;
+    for (Hypothesis& hyp : greedy(models, o)) out.push_back({std::move(hyp)});
+    return out;
+  }
+  std::vector<std::vector<Hypothesis>> out = beam_search(models, o);
+  for (std::vector<Hypothesis>& list : out)
+    if (static_cast<int>(list.size()) > o.n_best) list.resize(std::max(o.n_best, 1));
+  return out;
+}
+
+std::vector<Hypothesis> seq2seq_decode_cpu(const std::vector<DecoderModel>& models, const SearchOptions& o) {
+  SearchOptions one = o;
+  one.n_best = 1;
+  std::vector<Hypothesis> out;
+  for (std::vector<Hypothesis>& list : seq2seq_decode_nbest_cpu(models, one)) out.push_back(list.empty() ? Hypothesis{} : std::move(list[0]));
+  return out;
 }
 
 std::vector<Hypothesis> seq2seq_decode_cpu(const DecoderWeights& w, const EncoderMemory& m, const SearchOptions& o) {

@@ -68,6 +68,7 @@ struct SearchOptions {
   float length_penalty;  // alpha of GNMT's ((5 + length) / 6)^alpha; 0: raw log-probability
   int start_token;       // the decoder's first input
   int end_token;         // the class that ends a hypothesis
+  int n_best = 1;        // hypotheses returned per source by seq2seq_decode_nbest_cpu, in [1, beam_width]
 };
 
 struct Hypothesis {
@@ -90,6 +91,13 @@ struct DecoderModel {
 // mean of the models' probabilities (their log-probabilities through logsumexp - log K, as
 // fairseq's ensembles). One model gives exactly what the single-model search gives.
 std::vector<Hypothesis> seq2seq_decode_cpu(const std::vector<DecoderModel>& models, const SearchOptions& o);
+
+// The o.n_best best ended hypotheses of every source (fewer where the search ended fewer), best
+// first by the ranking score (log-probability, divided by the length penalty). The beam search
+// goes on until n_best ended hypotheses beat every live one (the single best's rule at n_best 1),
+// so that the list is the beam's n best, not only the first that ended: candidates for reranking
+// by another model (another direction, a language model). Greedy search gives one.
+std::vector<std::vector<Hypothesis>> seq2seq_decode_nbest_cpu(const std::vector<DecoderModel>& models, const SearchOptions& o);
 
 // The log-probabilities (N, C) of one step for N rows (row n reads source src[n] and feeds token
 // tokens[n]), with the state h, c (L, N, H) updated in place. What the searches run each step.

@@ -36,7 +36,7 @@ export { save, load, loadModel, registerModule, saveCheckpoint, loadCheckpoint }
 export type { ModelSpec, CheckpointContent } from './io/serialize';
 export { SequenceModel } from './nn/sequence-model';
 export { Seq2Seq } from './nn/seq2seq';
-export type { Seq2SeqOptions, TranslateOptions, Translation, AttentionType } from './nn/seq2seq';
+export type { Seq2SeqOptions, TranslateOptions, NBestOptions, Hypothesis, Translation, AttentionType } from './nn/seq2seq';
 export { BahdanauAttention, LuongAttention } from './nn/attention';
 export type { AttentionOptions, AttentionOutput, BahdanauAttentionOptions, LuongAttentionOptions } from './nn/attention';
 export type { SequenceModelOptions, RecurrentState, CellType, SampleOptions } from './nn/sequence-model';

@@ -304,6 +304,23 @@ describe('Seq2Seq', () => {
           expect({ tokens: beam.tokens[i], ended: beam.ended[i] }, `source ${i}, lengthPenalty ${lengthPenalty}`).to.deep.equal({ tokens: scored[0].tokens, ended: scored[0].ended });
           expectClose([beam.logProbs[i]], [scored[0].logProb], `beam log-probability ${i}`, { rtol: 1e-5, atol: 1e-5 });
         });
+        // nBest: the wide beam's n best are the exhaustive search's n best, in order, with their
+        // log-probabilities and scores; the first is decode()'s
+        const n = 4;
+        const lists = model.nBest(sources, { beamWidth: 16, maxLength, lengthPenalty, n });
+        sources.forEach((source, i) => {
+          const scored = all.map((h) => {
+            const logProb = sequenceLogProb(model, source, h.tokens, h.ended);
+            const length = h.tokens.length + (h.ended ? 1 : 0);
+            return { ...h, logProb, score: lengthPenalty === 0 ? logProb : logProb / ((5 + length) / 6) ** lengthPenalty };
+          }).sort((a, b) => b.score - a.score);
+          for (let k = 0; k < n; ++k) expect(scored[k].score - scored[k + 1].score, 'the test needs clear ranks').to.be.greaterThan(1e-4);
+          expect(lists[i].map((h) => ({ tokens: h.tokens, ended: h.ended })), `n-best of source ${i}, lengthPenalty ${lengthPenalty}`)
+            .to.deep.equal(scored.slice(0, n).map((h) => ({ tokens: h.tokens, ended: h.ended })));
+          expectClose(lists[i].map((h) => h.logProb), scored.slice(0, n).map((h) => h.logProb), `n-best log-probabilities ${i}`, { rtol: 1e-5, atol: 1e-5 });
+          expectClose(lists[i].map((h) => h.score), scored.slice(0, n).map((h) => h.score), `n-best scores ${i}`, { rtol: 1e-5, atol: 1e-5 });
+        });
+        expect(lists.map(([best]) => best.tokens)).to.deep.equal(beam.tokens);
       }
       if (contextFeeding) {
         // save and load keep the option and its weights (decoder_upper.*)
@@ -373,6 +390,13 @@ describe('Seq2Seq', () => {
     expect(twice.tokens).to.deep.equal(alone.tokens);
     expectClose(twice.logProbs, alone.logProbs, 'a model with itself', { rtol: 1e-6, atol: 1e-6 });
     expect(first.decode(sources, { beamWidth: 4, maxLength, ensemble: [] })).to.deep.equal(alone);
+    // nBest searches the ensemble too: its first is decode()'s
+    const lists = first.nBest(sources, { beamWidth: 16, maxLength, ensemble: [second], n: 3 });
+    expect(lists.map(([best]) => best.tokens)).to.deep.equal(beam.tokens);
+    sources.forEach((source, i) => {
+      expect(lists[i]).to.have.length(3);
+      expectClose(lists[i].map((h) => h.logProb), lists[i].map((h) => score(source, h.tokens, h.ended)), `ensemble n-best ${i}`, { rtol: 1e-5, atol: 1e-5 });
+    });
     // the models are put back in the mode they were in
     second.train();
     first.translate(sources, { ensemble: [second] });
@@ -524,6 +548,39 @@ describe('Seq2Seq', () => {
     expect(() => new Seq2Seq({ sourceVocabSize: 4, targetVocabSize: 3, ctcWeight: 'a' as never })).to.throw(TypeError, /options.ctcWeight/);
   });
 
+  it('nBest at real sizes: distinct hypotheses, best first, each scored as sequenceLogProbs scores it; the first is decode()\'s, n or not, with or without a length penalty', () => {
+    seed(29);
+    const model = new Seq2Seq({ cell: 'lstm', attention: 'bahdanau', sourceVocabSize: 7, targetVocabSize: 6, embeddingDim: 6, hiddenSize: 8, numLayers: 2 });
+    for (const p of model.parameters()) p.storage.write(p.toArray().map((x) => x * 3), 0);
+    const rand = seededRandom(11);
+    const sources = Array.from({ length: 40 }, () => Array.from({ length: 2 + Math.floor(rand() * 6) }, () => Math.floor(rand() * 7)));
+    for (const [beamWidth, n, lengthPenalty] of [[1, 1, 0], [3, 1, 0], [3, 3, 0], [5, 5, 0], [5, 2, 0.6], [8, 8, 1]]) {
+      const label = `beamWidth ${beamWidth}, n ${n}, lengthPenalty ${lengthPenalty}`;
+      const lists = model.nBest(sources, { beamWidth, n, lengthPenalty, maxLength: 12 });
+      const best = model.decode(sources, { beamWidth, lengthPenalty, maxLength: 12 });
+      expect(lists.map(([h]) => h.tokens), label).to.deep.equal(best.tokens);
+      expect(lists.map(([h]) => h.logProb), label).to.deep.equal(best.logProbs);
+      const ended = lists.flat().filter((h) => h.ended);
+      expectClose(ended.map((h) => h.logProb), model.sequenceLogProbs(lists.flatMap((list, i) => list.filter((h) => h.ended).map(() => sources[i])),
+        ended.map((h) => h.tokens)), label, { rtol: 1e-4, atol: 1e-4 });
+      let full = 0;
+      for (const list of lists) {
+        expect(list.length, label).to.be.within(1, n);
+        if (list.length === n) full += 1;
+        expect(new Set(list.map((h) => `${h.tokens}|${h.ended}`)).size, `${label}: distinct`).to.equal(list.length);
+        for (let k = 1; k < list.length; ++k) expect(list[k].score, `${label}: best first`).to.be.at.most(list[k - 1].score);
+        for (const h of list) {
+          const length = h.tokens.length + (h.ended ? 1 : 0);
+          expectClose([h.score], [lengthPenalty === 0 ? h.logProb : h.logProb / ((5 + length) / 6) ** lengthPenalty], `${label}: score`, { rtol: 1e-12, atol: 1e-12 });
+        }
+      }
+      // the search goes on until n have ended: nearly every source gets its n
+      expect(full, label).to.be.at.least(sources.length - 2);
+    }
+    expect(model.nBest(sources, { greedy: true }).map(([h]) => h.tokens)).to.deep.equal(model.translate(sources, { greedy: true }));
+    expect(model.nBest(sources, { beamWidth: 4 })[0]).to.have.length(4);
+  });
+
   it('bad input is named: ids, empty sources, options, a model fit() cannot train on pairs', async () => {
     const model = new Seq2Seq({ sourceVocabSize: 4, targetVocabSize: 3, hiddenSize: 8, embeddingDim: 4 });
     expect(() => model.translate([[1, 4]])).to.throw(RangeError, /sources\[0\]\[1\] is .*4.*, not a source id in \[0, 3\]/);
@@ -550,6 +607,13 @@ describe('Seq2Seq', () => {
     expect(() => new Seq2Seq({ sourceVocabSize: 4, targetVocabSize: 3, attention: 'none', hiddenSize: 8 }).attentionWeights([1], [1])).to.throw(TypeError, /no attention/);
     expect(model.translate([])).to.deep.equal([]);
     expect(model.translate([[1, 2]], { maxLength: 0 })).to.deep.equal([[]]);
+    // nBest: n in [1, beamWidth] (1 for greedy), and only nBest takes it
+    expect(() => model.nBest([[1]], { beamWidth: 3, n: 4 })).to.throw(RangeError, /options.n/);
+    expect(() => model.nBest([[1]], { beamWidth: 3, n: 0 })).to.throw(RangeError, /options.n/);
+    expect(() => model.nBest([[1]], { greedy: true, n: 2 })).to.throw(RangeError, /options.n/);
+    expect(() => model.decode([[1]], { beamWidth: 3, n: 2 } as never)).to.throw(/options.*n/);
+    expect(model.nBest([])).to.deep.equal([]);
+    expect(model.nBest([[1, 2]], { beamWidth: 3, maxLength: 0 })).to.deep.equal([[{ tokens: [], logProb: 0, score: 0, ended: false }]]);
     await expectRejects(fit(model, { sources: [[1]], targets: [[1], [2]] }), RangeError, /one target per source/);
     await expectRejects(fit(model, { sources: [[1, -1]], targets: [[1]] }), RangeError, /data.sources\[0\]\[1\]/);
     const other = new SequenceModel({ vocabSize: 4, hiddenSize: 4, outputSize: 3 });

@@ -113,6 +113,23 @@ export interface TranslateOptions {
   ensemble?: readonly Seq2Seq[];
 }
 
+export interface NBestOptions extends TranslateOptions {
+  /** Hypotheses returned per source, at most beamWidth. Default beamWidth. */
+  n?: number;
+}
+
+/** One hypothesis of a search. */
+export interface Hypothesis {
+  /** Its tokens (without <end>). */
+  tokens: number[];
+  /** Its log-probability: sum over its tokens (and <end> when it ended). */
+  logProb: number;
+  /** What the search ranked it by: logProb, divided by GNMT's length penalty when there is one. */
+  score: number;
+  /** Whether it ended on <end> (else it was cut at maxLength). */
+  ended: boolean;
+}
+
 export interface Translation {
   /** The best hypothesis of every source (without <end>). */
   tokens: number[][];
@@ -288,11 +305,34 @@ export class Seq2Seq extends Module {
 
   /** translate() with each result's log-probability and whether it ended on <end>. */
   decode(sources: readonly (readonly number[])[], options: TranslateOptions = {}): Translation {
-    const name = 'Seq2Seq#translate()';
+    const result: Translation = { tokens: [], logProbs: [], ended: [] };
+    for (const [best] of this.search('Seq2Seq#translate()', sources, options, false)) {
+      result.tokens.push(best.tokens);
+      result.logProbs.push(best.logProb);
+      result.ended.push(best.ended);
+    }
+    return result;
+  }
+
+  /**
+   * The `n` best hypotheses of every source from a beam search (options.n, default beamWidth; at
+   * most beamWidth), best first by their score: candidates to rerank with other models (a model
+   * of the other direction, trained on reversed targets, through sequenceLogProbs(); a language
+   * model; a lexicon). The search goes on until n ended hypotheses beat every live one, so a
+   * source gets fewer only where fewer ended within maxLength. The first is what decode() gives.
+   * Greedy search gives one a source.
+   */
+  nBest(sources: readonly (readonly number[])[], options: NBestOptions = {}): Hypothesis[][] {
+    return this.search('Seq2Seq#nBest()', sources, options, true);
+  }
+
+  /** decode() and nBest(): options checked, then the native search, chunk by chunk. */
+  private search(name: string, sources: readonly (readonly number[])[], options: NBestOptions, withN: boolean): Hypothesis[][] {
     const opts = expectOptions(options, 'options');
-    expectKnownKeys(opts, ['beamWidth', 'maxLength', 'lengthPenalty', 'greedy', 'ensemble'], 'options');
+    expectKnownKeys(opts, ['beamWidth', 'maxLength', 'lengthPenalty', 'greedy', 'ensemble', ...(withN ? ['n'] : [])], 'options');
     const beamWidth = opts.beamWidth === undefined ? 1 : expectInteger(opts.beamWidth, 'options.beamWidth', 1, 4096);
     const greedy = opts.greedy === undefined ? false : expectBoolean(opts.greedy, 'options.greedy');
+    const n = !withN ? 1 : opts.n === undefined ? (greedy ? 1 : beamWidth) : expectInteger(opts.n, 'options.n', 1, greedy ? 1 : beamWidth);
     const lengthPenalty = opts.lengthPenalty === undefined ? 0 : expectNumber(opts.lengthPenalty, 'options.lengthPenalty');
     if (lengthPenalty < 0) throw rangeError(`Expected options.lengthPenalty to be at least 0 but received ${lengthPenalty}`);
     const batch = this.sourceBatch(name, sources);
@@ -300,7 +340,8 @@ export class Seq2Seq extends Module {
     const device = this.output.weight.device;
     if (device !== 'cpu') throw typeError(`${name}: decoding runs on the CPU; move the model with model.to('cpu') first`, 'ERR_INVALID_ARG_VALUE');
     const others = opts.ensemble === undefined ? [] : this.ensembleOf(opts.ensemble);
-    const result: Translation = { tokens: [], logProbs: [], ended: [] };
+    const result: Hypothesis[][] = [];
+    const scoreOf = (logProb: number, length: number) => (lengthPenalty === 0 ? logProb : logProb / Math.pow((5 + length) / 6, lengthPenalty));
     // every model of the search in inference mode while it runs
     const models = [this, ...others];
     const wasTraining = models.map((model) => model.training);
@@ -313,11 +354,19 @@ export class Seq2Seq extends Module {
           const part = scope(() => {
             const batch = this.sourceBatch(name, chunk);
             return native.seq2seqDecode(models.map((model) => model.decoderSpec(batch)),
-              [greedy ? 0 : beamWidth, maxLength, lengthPenalty, this.startToken, this.endToken]);
+              [greedy ? 0 : beamWidth, maxLength, lengthPenalty, this.startToken, this.endToken, n]);
           });
-          result.tokens.push(...part.tokens.map((row) => Array.from(row)));
-          result.logProbs.push(...part.logProbs);
-          result.ended.push(...Array.from(part.ended, (e) => e === 1));
+          let i = 0;
+          for (const count of part.counts) {
+            const list: Hypothesis[] = [];
+            for (let k = 0; k < count; ++k, ++i) {
+              const tokens = Array.from(part.tokens[i]);
+              const ended = part.ended[i] === 1;
+              const logProb = part.logProbs[i];
+              list.push({ tokens, logProb, score: scoreOf(logProb, tokens.length + (ended ? 1 : 0)), ended });
+            }
+            result.push(list);
+          }
         }
       });
     } finally {
