@@ -10,7 +10,7 @@
  * is the edit distance to the closest one over its length.
  *
  *   npx tsx examples/g2p-seq2seq.ts [minutes = 20] [hidden = 256] [attention = bahdanau] [layers = 2] [stress | no-stress]
- *       [context-feeding] [average] [bf16] [batch=N] [lr=X] [ctc=W] [emb=N] [ensemble]
+ *       [context-feeding] [average] [bf16] [batch=N] [lr=X] [ctc=W] [emb=N] [ensemble] [r2l]
  *
  * 'no-stress' removes the stress marks (39 phonemes), as the CTC example does, for a comparison
  * with it. 'context-feeding' builds the decoder with contextFeeding (attention between its
@@ -28,6 +28,11 @@
  * cores), and the folder gets -ranksR. With the flag 'ensemble' each rank instead trains a model of
  * its own (seed 1 + rank, the whole batch), and rank 0 decodes with all R as an ensemble
  * (translate({ ensemble }): the mean of their probabilities at every step); the folder gets -ensembleR.
+ * 'r2l' trains right to left (on reversed phonemes; its outputs are reversed back); with
+ * 'ensemble', only the odd ranks do, and rank 0 decodes both directions by reranking: each
+ * direction's beam gives its n best (Seq2Seq#nBest, n = the beam), and of their union the
+ * pronunciation wins whose log-probability (sequenceLogProbs), summed over the two directions
+ * (each direction's models averaged), is highest. The folder gets -r2l.
  * The best with stress marks so far, on 2 cores of an Intel Xeon with AMX (BF16 products):
  *   npx tsx examples/g2p-seq2seq.ts 20 448 bahdanau 2 stress context-feeding average bf16 batch=512 lr=5e-3
  * 11.9 epochs in the 20 minutes, 25.50% WER and 6.69% PER with a beam of 5 (on 2 data-parallel ranks:
@@ -74,11 +79,14 @@ const embeddingDim = flagValue('emb', 64);
 // else the ranks train one model, data-parallel
 const ensemble = flags.includes('ensemble') && worldSize > 1;
 const dataParallel = worldSize > 1 && !ensemble;
+// 'r2l': right to left (alone), or the odd ranks of an ensemble right to left
+const r2lFlag = flags.includes('r2l');
+const rightToLeft = (r: number) => r2lFlag && (!ensemble || r % 2 === 1);
 // each setting away from its default names itself in the output folder, in this order
 const suffixes: [boolean, string][] = [
   [!stress, '-no-stress'], [contextFeeding, '-context-feeding'], [averaging, '-average'], [bf16, '-bf16'], [hidden !== 256, `-h${hidden}`],
   [batchSize !== 64, `-b${batchSize}`], [baseLr !== 2e-3, `-lr${baseLr}`], [ctcWeight !== 0, `-ctc${ctcWeight}`], [embeddingDim !== 64, `-e${embeddingDim}`],
-  [dataParallel, `-ranks${worldSize}`], [ensemble, `-ensemble${worldSize}`],
+  [dataParallel, `-ranks${worldSize}`], [ensemble, `-ensemble${worldSize}`], [r2lFlag, '-r2l'],
 ];
 if (dataParallel && batchSize % worldSize !== 0) throw new RangeError(`batch=${batchSize} must be a multiple of the ${worldSize} ranks`);
 const outDir = path.join(__dirname, `g2p-seq2seq${suffixes.filter(([on]) => on).map(([, name]) => name).join('')}`);
@@ -109,7 +117,10 @@ const phones = [...new Set([...pronunciations.values()].flat(2))].sort();
 const letterId = new Map(letters.map((l, i) => [l, i]));
 const phoneId = new Map(phones.map((p, i) => [p, i]));
 const encodeWord = (w: string) => [...w].map((l) => letterId.get(l)!);
-const pairs = trainWords.flatMap((w) => pronunciations.get(w)!.map((p) => ({ source: encodeWord(w), target: p.map((x) => phoneId.get(x)!) })));
+const pairs = trainWords.flatMap((w) => pronunciations.get(w)!.map((p) => {
+  const target = p.map((x) => phoneId.get(x)!);
+  return { source: encodeWord(w), target: rightToLeft(rank) ? target.reverse() : target };
+}));
 const log: string[] = [];
 const say = (line: string) => {
   if (rank !== 0) return;
@@ -130,9 +141,45 @@ function editDistance(a: readonly number[], b: readonly number[]): number {
   return row[b.length];
 }
 
-function score(model: Seq2Seq, list: string[], beamWidth: number, ensemble: Seq2Seq[] = []): { per: number; wer: number; seconds: number } {
+/** A model and its direction (right to left: trained on reversed phonemes). */
+interface Member {
+  model: Seq2Seq;
+  r2l: boolean;
+}
+
+/**
+ * The phonemes of every word in `list` (beam 1: greedy). Models of one direction decode as an
+ * ensemble (the mean of their probabilities at every step); with both directions, each
+ * direction's n best (n = the beam) are reranked by the sum of the two directions' log-probabilities.
+ */
+function decodeWords(members: Member[], list: string[], beamWidth: number): number[][] {
+  const sources = list.map(encodeWord);
+  const reversed = (tokens: number[]) => [...tokens].reverse();
+  const groups = [members.filter((m) => !m.r2l), members.filter((m) => m.r2l)].filter((group) => group.length > 0);
+  const search = (group: Member[], n: number) =>
+    group[0].model.nBest(sources, { maxLength: 40, ensemble: group.slice(1).map((m) => m.model), ...(beamWidth === 1 ? { greedy: true } : { beamWidth, n }) })
+      .map((hyps) => hyps.map((h) => (group[0].r2l ? reversed(h.tokens) : h.tokens)));
+  if (groups.length === 1) return search(groups[0], 1).map(([tokens]) => tokens);
+  const candidates = sources.map(() => new Map<string, number[]>());
+  for (const group of groups) search(group, beamWidth).forEach((hyps, i) => hyps.forEach((tokens) => candidates[i].set(tokens.join(' '), tokens)));
+  const owner = candidates.flatMap((c, i) => [...c.values()].map(() => i));
+  const targets = candidates.flatMap((c) => [...c.values()]);
+  const total = new Float64Array(targets.length);
+  for (const group of groups) {
+    for (const { model, r2l } of group) {
+      model.sequenceLogProbs(owner.map((i) => sources[i]), r2l ? targets.map(reversed) : targets).forEach((v, k) => (total[k] += v / group.length));
+    }
+  }
+  const best = sources.map(() => -1);
+  total.forEach((v, k) => {
+    if (best[owner[k]] < 0 || v > total[best[owner[k]]]) best[owner[k]] = k;
+  });
+  return best.map((k) => targets[k]);
+}
+
+function score(members: Member[], list: string[], beamWidth: number): { per: number; wer: number; seconds: number } {
   const started = performance.now();
-  const decoded = model.translate(list.map(encodeWord), { beamWidth, maxLength: 40, ensemble });
+  const decoded = decodeWords(members, list, beamWidth);
   const seconds = (performance.now() - started) / 1000;
   let errors = 0;
   let total = 0;
@@ -159,11 +206,13 @@ const pct = (x: number) => `${(x * 100).toFixed(2)}%`;
     bidirectional: true, attention, dropout: 0, contextFeeding, labelSmoothing: 0.2, ctcWeight,
   });
   const optimizer = new Adam(model.parameters(), { lr: baseLr });
+  const self: Member = { model, r2l: rightToLeft(rank) };
   say(`Seq2Seq: BiLSTM encoder (${layers} x ${hidden / 2} per direction), LSTM decoder (${layers} x ${hidden}), ${attention} attention` +
     `${contextFeeding ? ' (context feeding)' : ''}, ` +
     `${model.numParameters().toLocaleString('en-US')} parameters; ${os.cpus()[0].model.trim()}, ${os.cpus().length} cores, CPU kernels ${backends().cpu.isa}, products ${backends().cpu.matmul}; ` +
     `${dataParallel ? `${worldSize} data-parallel ranks of ${backends().cpu.threads} thread(s), ${batchSize / worldSize} pairs each a step; ` : ''}` +
-    `${ensemble ? `an ensemble of ${worldSize} such models, one a rank of ${backends().cpu.threads} thread(s) (this one rank 0's); ` : ''}budget ${minutes} min` +
+    `${ensemble ? `an ensemble of ${worldSize} such models, one a rank of ${backends().cpu.threads} thread(s) (this one rank 0's)` +
+      `${r2lFlag ? ', the odd ranks right to left' : ''}; ` : r2lFlag ? 'right to left; ' : ''}budget ${minutes} min` +
     `${averaging ? '; weights averaged over the last third' : ''}${ctcWeight ? `; joint CTC loss weighted ${ctcWeight}` : ''}`);
   const started = performance.now();
   const elapsed = () => (performance.now() - started) / 60_000;
@@ -195,7 +244,7 @@ const pct = (x: number) => `${(x * 100).toFixed(2)}%`;
     },
     onEpochEnd: ({ epoch, loss }) => {
       if (rank !== 0) return;
-      const dev = score(model, devWords, 1);
+      const dev = score([self], devWords, 1);
       say(`epoch ${epoch + 1} (${elapsed().toFixed(1)} min): train loss ${loss.toFixed(4)}, dev PER ${pct(dev.per)}, WER ${pct(dev.wer)} (greedy), lr ${optimizer.lr.toExponential(2)}`);
     },
   });
@@ -205,11 +254,11 @@ const pct = (x: number) => `${(x * 100).toFixed(2)}%`;
   say(`trained ${history.steps.toLocaleString('en-US')} steps (${(history.steps / history.batchesPerEpoch!).toFixed(2)} epochs) in ${trainMinutes.toFixed(1)} min (${history.stopReason})`);
   if (averaging && averaged > 0) {
     const last = new Map(model.namedParameters().map(([name, p]) => [name, Tensor.from(p.toArray(), p.shape)]));
-    const devLast = score(model, devWords, 1);
+    const devLast = score([self], devWords, 1);
     // the last weights' test result: rank 0 reports it; the other ranks only choose
-    const testLast = rank === 0 ? score(model, testWords, 5) : undefined;
+    const testLast = rank === 0 ? score([self], testWords, 5) : undefined;
     model.loadStateDict(new Map([...sums].map(([name, sum]) => [name, Tensor.from(Float32Array.from(sum, (v) => v / averaged), last.get(name)!.shape)])));
-    const devAverage = score(model, devWords, 1);
+    const devAverage = score([self], devWords, 1);
     const keep = devAverage.wer <= devLast.wer;
     if (testLast) say(`weights averaged over ${averaged} points of the last third: dev WER ${pct(devAverage.wer)} (greedy) against ${pct(devLast.wer)} for the last weights ` +
       `(whose test result, beam 5, is PER ${pct(testLast.per)}, WER ${pct(testLast.wer)}): ${keep ? 'the average is kept' : 'the last weights are kept'}`);
@@ -224,23 +273,28 @@ const pct = (x: number) => `${(x * 100).toFixed(2)}%`;
   if (ensemble) barrier();
   if (rank !== 0) return;
   if (worldSize > 1) setNumThreads(os.availableParallelism());
-  const members: Seq2Seq[] = [];
+  const members: Member[] = [self];
   if (ensemble) {
     for (let r = 1; r < worldSize; ++r) {
-      members.push((await load(memberFile(r))) as Seq2Seq);
+      members.push({ model: (await load(memberFile(r))) as Seq2Seq, r2l: rightToLeft(r) });
       fs.rmSync(memberFile(r));
     }
-    const alone = [model, ...members].map((m) => score(m, testWords, 5));
-    say(`each model alone (test, beam 5): ${alone.map((a, r) => `rank ${r} PER ${pct(a.per)}, WER ${pct(a.wer)}`).join('; ')}`);
+    const alone = members.map((m) => score([m], testWords, 5));
+    say(`each model alone (test, beam 5): ${alone.map((a, r) => `rank ${r}${members[r].r2l ? ' (right to left)' : ''} PER ${pct(a.per)}, WER ${pct(a.wer)}`).join('; ')}`);
   }
-  const greedy = score(model, testWords, 1, members);
-  const beam = score(model, testWords, 5, members);
-  say(`test (${testWords.length.toLocaleString('en-US')} words${ensemble ? `, the ensemble of ${worldSize}` : ''}): greedy PER ${pct(greedy.per)}, WER ${pct(greedy.wer)} (${greedy.seconds.toFixed(1)} s); ` +
+  const greedy = score(members, testWords, 1);
+  const beam = score(members, testWords, 5);
+  const both = members.some((m) => m.r2l) && members.some((m) => !m.r2l);
+  say(`test (${testWords.length.toLocaleString('en-US')} words${ensemble ? `, the ensemble of ${worldSize}${both ? ', both directions reranked' : ''}` : ''}): ` +
+    `greedy PER ${pct(greedy.per)}, WER ${pct(greedy.wer)} (${greedy.seconds.toFixed(1)} s); ` +
     `beam 5 PER ${pct(beam.per)}, WER ${pct(beam.wer)} (${beam.seconds.toFixed(1)} s to decode)`);
   fs.mkdirSync(outDir, { recursive: true });
   for (const word of ['PHOENIX', 'KNIGHTLY', 'QUEUEING'].filter((w) => pronunciations.has(w)).concat(testWords.slice(0, 2))) {
-    const [guess] = model.translate([encodeWord(word)], { beamWidth: 5, ensemble: members });
-    const weights = model.attentionWeights(encodeWord(word), guess);
+    const [guess] = decodeWords(members, [word], 5);
+    // the attention of the first model (left to right unless 'r2l' alone)
+    const rows = model.attentionWeights(encodeWord(word), self.r2l ? [...guess].reverse() : guess);
+    // right to left: the phonemes' rows put back in reading order, <end>'s last
+    const weights = self.r2l ? [...rows.slice(0, -1).reverse(), rows[rows.length - 1]] : rows;
     const svg = attentionHeatmapSvg(weights, [...guess.map((p) => phones[p]), '</s>'], [...word], { title: `${word}: ${guess.map((p) => phones[p]).join(' ')}` });
     fs.writeFileSync(path.join(outDir, `attention-${word.replace(/'/g, '_')}.svg`), svg);
   }
