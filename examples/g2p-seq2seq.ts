@@ -157,24 +157,35 @@ function decodeWords(members: Member[], list: string[], beamWidth: number): numb
   const reversed = (tokens: number[]) => [...tokens].reverse();
   const groups = [members.filter((m) => !m.r2l), members.filter((m) => m.r2l)].filter((group) => group.length > 0);
   const search = (group: Member[], n: number) =>
-    group[0].model.nBest(sources, { maxLength: 40, ensemble: group.slice(1).map((m) => m.model), ...(beamWidth === 1 ? { greedy: true } : { beamWidth, n }) })
-      .map((hyps) => hyps.map((h) => (group[0].r2l ? reversed(h.tokens) : h.tokens)));
-  if (groups.length === 1) return search(groups[0], 1).map(([tokens]) => tokens);
-  const candidates = sources.map(() => new Map<string, number[]>());
-  for (const group of groups) search(group, beamWidth).forEach((hyps, i) => hyps.forEach((tokens) => candidates[i].set(tokens.join(' '), tokens)));
-  const owner = candidates.flatMap((c, i) => [...c.values()].map(() => i));
-  const targets = candidates.flatMap((c) => [...c.values()]);
-  const total = new Float64Array(targets.length);
-  for (const group of groups) {
+    group[0].model.nBest(sources, { maxLength: 40, ensemble: group.slice(1).map((m) => m.model), ...(beamWidth === 1 ? { greedy: true } : { beamWidth, n }) });
+  if (groups.length === 1) return search(groups[0], 1).map(([h]) => (groups[0][0].r2l ? reversed(h.tokens) : h.tokens));
+  // both directions: every candidate's log-probability under each direction (the mean over its
+  // models); a model alone already gave those of its own ended hypotheses
+  const candidates = sources.map(() => new Map<string, { tokens: number[]; logProbs: (number | undefined)[] }>());
+  groups.forEach((group, g) => search(group, beamWidth).forEach((hyps, i) => hyps.forEach((h) => {
+    const tokens = group[0].r2l ? reversed(h.tokens) : h.tokens;
+    const key = tokens.join(' ');
+    const entry = candidates[i].get(key) ?? { tokens, logProbs: groups.map(() => undefined) };
+    if (group.length === 1 && h.ended) entry.logProbs[g] = h.logProb;
+    candidates[i].set(key, entry);
+  })));
+  groups.forEach((group, g) => {
+    const missing = candidates.flatMap((c, i) => [...c.values()].filter((e) => e.logProbs[g] === undefined).map((e) => ({ i, e })));
+    const sums = new Float64Array(missing.length);
     for (const { model, r2l } of group) {
-      model.sequenceLogProbs(owner.map((i) => sources[i]), r2l ? targets.map(reversed) : targets).forEach((v, k) => (total[k] += v / group.length));
+      model.sequenceLogProbs(missing.map(({ i }) => sources[i]), missing.map(({ e }) => (r2l ? reversed(e.tokens) : e.tokens))).forEach((v, k) => (sums[k] += v / group.length));
     }
-  }
-  const best = sources.map(() => -1);
-  total.forEach((v, k) => {
-    if (best[owner[k]] < 0 || v > total[best[owner[k]]]) best[owner[k]] = k;
+    missing.forEach(({ e }, k) => (e.logProbs[g] = sums[k]));
   });
-  return best.map((k) => targets[k]);
+  return candidates.map((c) => {
+    let best: number[] = [];
+    let top = -Infinity;
+    for (const { tokens, logProbs } of c.values()) {
+      const total = logProbs.reduce((sum: number, v) => sum + v!, 0);
+      if (total > top) [best, top] = [tokens, total];
+    }
+    return best;
+  });
 }
 
 function score(members: Member[], list: string[], beamWidth: number): { per: number; wer: number; seconds: number } {
@@ -265,7 +276,8 @@ const pct = (x: number) => `${(x * 100).toFixed(2)}%`;
     if (!keep) model.loadStateDict(last);
   }
   // an ensemble: the other ranks hand their models to rank 0
-  const memberFile = (r: number) => path.join(outDir, `member-${r}.safetensors`);
+  // kept beside rank 0's model.safetensors (not committed), for decoding again
+  const memberFile = (r: number) => path.join(outDir, `model-rank${r}.safetensors`);
   if (ensemble && rank !== 0) {
     fs.mkdirSync(outDir, { recursive: true });
     await save(model, memberFile(rank));
@@ -277,7 +289,6 @@ const pct = (x: number) => `${(x * 100).toFixed(2)}%`;
   if (ensemble) {
     for (let r = 1; r < worldSize; ++r) {
       members.push({ model: (await load(memberFile(r))) as Seq2Seq, r2l: rightToLeft(r) });
-      fs.rmSync(memberFile(r));
     }
     const alone = members.map((m) => score([m], testWords, 5));
     say(`each model alone (test, beam 5): ${alone.map((a, r) => `rank ${r}${members[r].r2l ? ' (right to left)' : ''} PER ${pct(a.per)}, WER ${pct(a.wer)}`).join('; ')}`);

@@ -278,21 +278,24 @@ export class Seq2Seq extends Module {
     const name = 'Seq2Seq#sequenceLogProbs()';
     // every pair checked first, so that an error names its index in the whole list
     this.targetBatch(name, targets, this.sourceBatch(name, sources).B);
-    const result: number[] = [];
+    // chunks of pairs of like lengths (sources, then targets), so that little of a chunk is padding
+    const order = [...sources.keys()].sort((a, b) => sources[a].length - sources[b].length || targets[a].length - targets[b].length || a - b);
+    const result: number[] = new Array<number>(sources.length);
     this.inference(() => {
-      for (let first = 0; first < sources.length; first += DECODE_CHUNK) {
-        const batch = this.sourceBatch(name, sources.slice(first, first + DECODE_CHUNK));
-        const { inputs, outputs, T } = this.targetBatch(name, targets.slice(first, first + DECODE_CHUNK), batch.B);
+      for (let first = 0; first < order.length; first += DECODE_CHUNK) {
+        const rows = order.slice(first, first + DECODE_CHUNK);
+        const batch = this.sourceBatch(name, rows.map((i) => sources[i]));
+        const { inputs, outputs, T } = this.targetBatch(name, rows.map((i) => targets[i]), batch.B);
         const losses = scope(() => {
           const { logits } = this.teacherForced(batch, inputs, T);
           return crossEntropyLoss(logits, outputs, { ignoreIndex: IGNORE, reduction: 'none' }).toArray();
         });
         // rows b * T + k: the tokens of pair b and its <end>, then padding (ignored: a loss of 0)
-        for (let b = 0; b < batch.B; ++b) {
+        rows.forEach((i, b) => {
           let total = 0;
           for (let k = 0; k < T; ++k) total -= losses[b * T + k];
-          result.push(total);
-        }
+          result[i] = total;
+        });
       }
     });
     return result;
