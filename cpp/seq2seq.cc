@@ -390,8 +390,11 @@ std::vector<std::vector<Hypothesis>> seq2seq_decode_nbest_cpu(const std::vector<
     return out;
   }
   std::vector<std::vector<Hypothesis>> out = beam_search(models, o);
-  for (std::vector<Hypothesis>& list : out)
+  for (std::vector<Hypothesis>& list : out) {
     if (static_cast<int>(list.size()) > o.n_best) list.resize(std::max(o.n_best, 1));
+    // a source whose every continuation was impossible (all -inf) gets an empty hypothesis, as before
+    if (list.empty()) list.emplace_back();
+  }
   return out;
 }
 
@@ -399,7 +402,7 @@ std::vector<Hypothesis> seq2seq_decode_cpu(const std::vector<DecoderModel>& mode
   SearchOptions one = o;
   one.n_best = 1;
   std::vector<Hypothesis> out;
-  for (std::vector<Hypothesis>& list : seq2seq_decode_nbest_cpu(models, one)) out.push_back(list.empty() ? Hypothesis{} : std::move(list[0]));
+  for (std::vector<Hypothesis>& list : seq2seq_decode_nbest_cpu(models, one)) out.push_back(std::move(list[0]));
   return out;
 }
 

@@ -321,8 +321,10 @@ export class Seq2Seq extends Module {
    * The `n` best hypotheses of every source from a beam search (options.n, default beamWidth; at
    * most beamWidth), best first by their score: candidates to rerank with other models (a model
    * of the other direction, trained on reversed targets, through sequenceLogProbs(); a language
-   * model; a lexicon). The search goes on until n ended hypotheses beat every live one, so a
-   * source gets fewer only where fewer ended within maxLength. The first is what decode() gives.
+   * model; a lexicon). The search goes on until n ended hypotheses beat every live one (or
+   * beamWidth have ended), so a source gets fewer only where the search found fewer (a tiny
+   * vocabulary, a short maxLength: hypotheses cut there count, with ended false). The first is
+   * what decode() gives.
    * Greedy search gives one a source.
    */
   nBest(sources: readonly (readonly number[])[], options: NBestOptions = {}): Hypothesis[][] {
