@@ -293,13 +293,14 @@ describe('Seq2Seq', () => {
       expectClose(scores, pairs.map((p) => sequenceLogProb(model, p.source, p.target, true)), 'sequenceLogProbs', { rtol: 1e-5, atol: 1e-5 });
       model.eval();
       for (const lengthPenalty of [0, 1]) {
+        // every hypothesis of every source scored by the teacher-forced graph, best first
+        const ranked = sources.map((source) => all.map((h) => {
+          const logProb = sequenceLogProb(model, source, h.tokens, h.ended);
+          const length = h.tokens.length + (h.ended ? 1 : 0);
+          return { ...h, logProb, score: lengthPenalty === 0 ? logProb : logProb / ((5 + length) / 6) ** lengthPenalty };
+        }).sort((a, b) => b.score - a.score));
         const beam = model.decode(sources, { beamWidth: 16, maxLength, lengthPenalty });
-        sources.forEach((source, i) => {
-          const scored = all.map((h) => {
-            const logProb = sequenceLogProb(model, source, h.tokens, h.ended);
-            const length = h.tokens.length + (h.ended ? 1 : 0);
-            return { ...h, logProb, score: lengthPenalty === 0 ? logProb : logProb / ((5 + length) / 6) ** lengthPenalty };
-          }).sort((a, b) => b.score - a.score);
+        ranked.forEach((scored, i) => {
           expect(scored[0].score - scored[1].score, 'the test needs a clear best hypothesis').to.be.greaterThan(1e-4);
           expect({ tokens: beam.tokens[i], ended: beam.ended[i] }, `source ${i}, lengthPenalty ${lengthPenalty}`).to.deep.equal({ tokens: scored[0].tokens, ended: scored[0].ended });
           expectClose([beam.logProbs[i]], [scored[0].logProb], `beam log-probability ${i}`, { rtol: 1e-5, atol: 1e-5 });
@@ -308,12 +309,7 @@ describe('Seq2Seq', () => {
         // log-probabilities and scores; the first is decode()'s
         const n = 4;
         const lists = model.nBest(sources, { beamWidth: 16, maxLength, lengthPenalty, n });
-        sources.forEach((source, i) => {
-          const scored = all.map((h) => {
-            const logProb = sequenceLogProb(model, source, h.tokens, h.ended);
-            const length = h.tokens.length + (h.ended ? 1 : 0);
-            return { ...h, logProb, score: lengthPenalty === 0 ? logProb : logProb / ((5 + length) / 6) ** lengthPenalty };
-          }).sort((a, b) => b.score - a.score);
+        ranked.forEach((scored, i) => {
           for (let k = 0; k < n; ++k) expect(scored[k].score - scored[k + 1].score, 'the test needs clear ranks').to.be.greaterThan(1e-4);
           expect(lists[i].map((h) => ({ tokens: h.tokens, ended: h.ended })), `n-best of source ${i}, lengthPenalty ${lengthPenalty}`)
             .to.deep.equal(scored.slice(0, n).map((h) => ({ tokens: h.tokens, ended: h.ended })));
