@@ -57,13 +57,7 @@ std::shared_ptr<const void> PackCache::find_or_make(const Key& key, const Maker&
   // made outside the lock (it may use the thread pool); two calls racing both make it, the
   // later one's is kept
   auto [fresh, bytes] = make(std::move(old));
-  {
-    std::lock_guard<std::mutex> registry_lock(registry_mutex());
-    if (!registered_) {
-      registry().push_back(this);
-      registered_ = true;
-    }
-  }
+  register_once();
   std::lock_guard<std::mutex> lock(mutex_);
   // one entry per slot (layout or table, and precision): an older version is never asked for again
   for (auto it = entries_.begin(); it != entries_.end(); ++it)
@@ -75,6 +69,30 @@ std::shared_ptr<const void> PackCache::find_or_make(const Key& key, const Maker&
   g_bytes += bytes;
   entries_.push_back({key, fresh, bytes});
   return fresh;
+}
+
+void PackCache::register_once() {
+  std::lock_guard<std::mutex> registry_lock(registry_mutex());
+  if (!registered_) {
+    registry().push_back(this);
+    registered_ = true;
+  }
+}
+
+std::shared_ptr<StepAhead> PackCache::take_ahead() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  g_bytes -= ahead_bytes_;
+  ahead_bytes_ = 0;
+  return std::move(ahead_);
+}
+
+void PackCache::keep_ahead(std::shared_ptr<StepAhead> ahead, size_t bytes) {
+  register_once();
+  std::lock_guard<std::mutex> lock(mutex_);
+  g_bytes -= ahead_bytes_;
+  ahead_ = std::move(ahead);
+  ahead_bytes_ = ahead_ ? bytes : 0;
+  g_bytes += ahead_bytes_;
 }
 
 std::shared_ptr<const PackedMatrix> PackCache::get(PackLayout layout, int rows, int cols, uint64_t version, const Packer& pack) {
@@ -107,6 +125,9 @@ void PackCache::clear() {
 void PackCache::clear_locked() {
   for (const Entry& e : entries_) g_bytes -= e.bytes;
   entries_.clear();
+  g_bytes -= ahead_bytes_;
+  ahead_bytes_ = 0;
+  ahead_.reset();
 }
 
 size_t PackCache::total_bytes() { return g_bytes.load(); }

@@ -43,6 +43,9 @@ enum class TableKind : int {
 };
 
 struct CachedWeight;
+// What one step call leaves for the next call on the same weights (step.cc: the next step's
+// recurrent product of the first layer, made ahead from the state the call left). Opaque here.
+struct StepAhead;
 
 class PackCache {
  public:
@@ -63,6 +66,12 @@ class PackCache {
   // new one, which is kept (one per kind and precision, like the packed forms).
   std::shared_ptr<const std::vector<float>> table(TableKind kind, int rows, int cols, uint64_t version,
                                                   const CachedWeight& partner, const Filler& fill);
+
+  // What the last step call on these weights left for the next (StepAhead), handed over: the slot
+  // stays empty until keep_ahead() fills it again, so two calls never use the same one. Its bytes
+  // count in total_bytes(); clear() drops it.
+  std::shared_ptr<StepAhead> take_ahead();
+  void keep_ahead(std::shared_ptr<StepAhead> ahead, size_t bytes);
 
   // This cache's number, never given to another cache in the process (a partner's identity: a
   // freed storage's address can come back, its number cannot).
@@ -102,10 +111,13 @@ class PackCache {
   using Maker = std::function<std::pair<std::shared_ptr<const void>, size_t>(std::shared_ptr<const void> old)>;
   std::shared_ptr<const void> find_or_make(const Key& key, const Maker& make);
   void clear_locked();
+  void register_once();
   const uint64_t id_;
   std::mutex mutex_;
   std::vector<Entry> entries_;
   bool registered_ = false;
+  std::shared_ptr<StepAhead> ahead_;
+  size_t ahead_bytes_ = 0;
 };
 
 // A weight's cache and the version a call reads it at (cache null: pack for this call only).

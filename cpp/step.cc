@@ -102,10 +102,65 @@ void run_step(const StepDims& dims, float* out, float* h, float* c, const int* t
 
 }  // namespace
 
+// What a step call leaves in its first layer's w_hh cache for the next call (PackCache::keep_ahead):
+// the state it left in that layer, and where the call continued a chain, the next step's
+// recurrent product of that layer made from it. A call takes the product only when its own state
+// is that one, byte for byte, and the weights' version, precision and shapes are the same, so the
+// values are those of the product it would make itself.
+struct StepAhead {
+  uint64_t version = 0;
+  bool bf16 = false;
+  CellKind cell = CellKind::kLstm;
+  int batch = 0, input = 0, hidden = 0;
+  bool odd = false;                // the order the next call reads its weights in
+  bool has_product = false;
+  AlignedVector<float> state;      // the first layer's h as the call left it (B, H)
+  AlignedVector<float> product;    // state * w_hh^T, in the layout a step reads (B, P)
+};
+
+namespace {
+// Up to this batch a step call on one thread schedules its weight reads with the call before.
+constexpr int kAheadRows = 16;
+}  // namespace
+
 void stack_step_cpu(const StepDims& dims, float* out, float* h, float* c, const int* tokens, const float* embedding,
                     const float* x, const LayerWeights* layers, const float* head_w, const float* head_b,
                     CachedWeight head_cache, CachedWeight embedding_cache) {
-  run_step(dims, out, h, c, tokens, embedding, x, layers, head_w, head_b, head_cache, embedding_cache, nullptr);
+  // Step calls that follow each other (each given the state the last one left: streaming,
+  // step-by-step generation from JS) read their weights in the orders of stack_sample_cpu's
+  // loop, each call the other's backwards, and each makes the next call's first recurrent product
+  // from the state it leaves: so a call starts on the weights the last one read last, still in L2.
+  // A call that does not follow (another state, other weights, a write to w_hh) runs as alone and
+  // makes nothing ahead; a chain that stops leaves one product unused.
+  PackCache* cache = layers[0].hh_cache.cache;
+  const int B = dims.batch, H = dims.hidden_size;
+  if (!cache || B > kAheadRows || num_threads() != 1) {
+    run_step(dims, out, h, c, tokens, embedding, x, layers, head_w, head_b, head_cache, embedding_cache, nullptr);
+    return;
+  }
+  const size_t state = static_cast<size_t>(B) * H;
+  const size_t P = recurrent_product_cols(LayerDims{dims.cell, 1, B, dims.input_size, H, 1});
+  std::shared_ptr<StepAhead> ahead = cache->take_ahead();
+  const uint64_t version = layers[0].hh_cache.version;
+  const bool follows = ahead && ahead->version == version && ahead->bf16 == bf16_matmul() && ahead->cell == dims.cell &&
+                       ahead->batch == B && ahead->input == dims.input_size && ahead->hidden == H &&
+                       std::memcmp(ahead->state.data(), h, state * sizeof(float)) == 0;
+  if (!ahead) ahead = std::make_shared<StepAhead>();
+  if (follows) ahead->product.resize(static_cast<size_t>(B) * P);
+  else AlignedVector<float>().swap(ahead->product);
+  const StepOrder order{follows && ahead->odd, follows && ahead->has_product ? ahead->product.data() : nullptr,
+                        follows ? ahead->product.data() : nullptr};
+  run_step(dims, out, h, c, tokens, embedding, x, layers, head_w, head_b, head_cache, embedding_cache, &order);
+  ahead->version = version;
+  ahead->bf16 = bf16_matmul();
+  ahead->cell = dims.cell;
+  ahead->batch = B;
+  ahead->input = dims.input_size;
+  ahead->hidden = H;
+  ahead->odd = !order.odd;
+  ahead->has_product = follows;
+  ahead->state.assign(h, h + state);
+  cache->keep_ahead(ahead, (ahead->state.capacity() + ahead->product.capacity()) * sizeof(float));
 }
 
 uint32_t RandomStream::next32() {

@@ -9,6 +9,7 @@
 import { expect } from 'chai';
 import { GRU, LSTM, RNN, SGD, SequenceModel, Tensor, backends, backward, emptyCache, getRngState, memoryStats, noGrad, runAsync, sampleLogits, seed, setFloat32MatmulPrecision, setNumThreads, synchronize } from '../lib/index';
 import { native } from '../lib/core/native';
+import { normal_, uniform_ } from '../lib/nn/init';
 
 type Layer = LSTM | GRU | RNN;
 
@@ -295,6 +296,114 @@ describe('step()', () => {
     expectError(() => lm.step('ab' as never, lm.initialState(1)), TypeError, undefined, /token ids/);
     const regressor = new SequenceModel({ inputSize: 3, hiddenSize: 5, outputSize: 1 });
     expectError(() => regressor.step([1, 2, 3], regressor.initialState(1)), TypeError, undefined, /Tensor \[B, 3\]/);
+  });
+});
+
+describe('step() calls that follow each other: the first recurrent product made ahead', () => {
+  // On one thread, a step() call given the state the last call left takes the first layer's
+  // recurrent product that call made ahead from it (cpp/step.cc, StepAhead, kept with w_hh_l0's
+  // packed copies), and the calls alternate their order of weight reads. A stale product would be
+  // a silent wrong answer, so every step here is checked against the stack's own path (forward()
+  // with lengths), which never takes one, from a copy of the state the step is given.
+  let threads = 1;
+  before(() => {
+    threads = backends().cpu.threads;
+    setNumThreads(1);
+  });
+  after(() => setNumThreads(threads));
+
+  const copy = (t: Tensor) => Tensor.from(t.toArray(), t.shape);
+  const checkedStep = (layer: Layer, x: Tensor, state: { h: Tensor; c?: Tensor }, what: string) => {
+    const B = x.shape[0];
+    const own = noGrad(() => layer.forward(x.reshape([1, ...x.shape]), { h0: copy(state.h), ...(state.c ? { c0: copy(state.c) } : {}), lengths: new Array(B).fill(1) })) as
+      { output: Tensor; h: Tensor; c?: Tensor };
+    const y = layer.step(x, state);
+    expect(values(y), `${what}: output`).to.deep.equal(values(own.output.select(0, 0)));
+    expect(values(state.h), `${what}: h`).to.deep.equal(values(own.h));
+    if (state.c) expect(values(state.c), `${what}: c`).to.deep.equal(values(own.c!));
+    return values(y);
+  };
+
+  it("a chain of calls equals the stack's path step by step, for every cell, at batches up to the limit and past it", () => {
+    for (const [name, layer] of layers()) {
+      for (const B of [1, 3, 16, 17]) {
+        const state = layer.initialState(B);
+        noGrad(() => state.h.storage.write(Tensor.randn(state.h.shape).mul(0.5).toArray(), 0));
+        for (let t = 0; t < 7; ++t) checkedStep(layer, Tensor.randn([B, 6]), state, `${name}, B = ${B}, step ${t + 1}`);
+      }
+    }
+  });
+
+  it('sees every write between two calls: to the weights, to the state, the precision, emptyCache(), another model on the same w_hh', async () => {
+    for (const cell of ['lstm', 'gru'] as const) {
+      const make = () => (cell === 'lstm' ? new LSTM({ inputSize: 6, hiddenSize: 20, numLayers: 2 }) : new GRU({ inputSize: 6, hiddenSize: 20, numLayers: 2 }));
+      const layer = make();
+      const named = new Map(layer.namedParameters());
+      const w_hh = named.get('weight_hh_l0')!;
+      const state = layer.initialState(2);
+      const other = make();
+      (new Map(other.namedParameters()).get('weight_hh_l0') as unknown as { storage: unknown }).storage = w_hh.storage;
+      const writes: [string, () => void][] = [
+        ['w_hh_l0.storage.write', () => w_hh.storage.write(Float32Array.from({ length: 20 }, (_, i) => Math.sin(i)), 7 * 20)],
+        ['uniform_(w_hh_l0)', () => { uniform_(w_hh, -0.3, 0.3); }],
+        ['an SGD step', () => {
+          const { output } = layer.forward(Tensor.randn([3, 2, 6]));
+          backward([output], [Tensor.ones(output.shape)]);
+          new SGD(layer.parameters(), { lr: 0.2 }).step();
+          for (const p of layer.parameters()) p.grad = null;
+        }],
+        ['loadStateDict', () => layer.loadStateDict(make().stateDict())],
+        ['a write to w_hh_l0 through a stateDict() view', () => { normal_(layer.stateDict().weight_hh_l0, 0, 0.2); }],
+        ['state.h written in place (layer 0)', () => state.h.storage.write(new Float32Array([0.75]), 3)],
+        ['state.h replaced by a tensor of other values', () => { (state as { h: Tensor }).h = state.h.mul(-1); }],
+        ["setFloat32MatmulPrecision('medium')", () => setFloat32MatmulPrecision('medium')],
+        ["setFloat32MatmulPrecision('highest')", () => setFloat32MatmulPrecision('highest')],
+        ['emptyCache()', () => { emptyCache(); }],
+        ['the other model (sharing w_hh_l0) steps from its own state', () => { other.step(Tensor.randn([2, 6]), other.initialState(2)); }],
+        ['the other model steps from a copy of this state', () => {
+          const given = { h: copy(state.h), ...(state.c ? { c: copy(state.c) } : {}) };
+          checkedStep(other, Tensor.randn([2, 6]), given, `${cell}: the other model`);
+        }],
+      ];
+      try {
+        for (let t = 0; t < 3; ++t) checkedStep(layer, Tensor.randn([2, 6]), state, `${cell}: step ${t + 1}`);
+        for (const [what, write] of writes) {
+          write();
+          for (let t = 0; t < 3; ++t) checkedStep(layer, Tensor.randn([2, 6]), state, `${cell}: ${what}, then step ${t + 1}`);
+        }
+      } finally {
+        setFloat32MatmulPrecision('highest');
+      }
+      // async mode: a write queued between two calls is seen by the second only
+      const x = [Tensor.randn([1, 2, 6]), Tensor.randn([1, 2, 6])];
+      const own = (input: Tensor, from: { h: Tensor; c?: Tensor }) =>
+        noGrad(() => layer.forward(input, { h0: from.h, ...(from.c ? { c0: from.c } : {}), lengths: [1, 1] })) as { output: Tensor; h: Tensor; c?: Tensor };
+      const one = own(x[0], { h: copy(state.h), ...(state.c ? { c: copy(state.c) } : {}) });
+      const stale = own(x[1], one);
+      const [first, second] = await runAsync(() => {
+        const a = layer.step(x[0].select(0, 0), state);
+        w_hh.storage.write(new Float32Array(20).fill(0.5), 2 * 20);
+        return [a, layer.step(x[1].select(0, 0), state)];
+      });
+      await synchronize();
+      expect(values(first), `${cell}: async, the first step`).to.deep.equal(values(one.output.select(0, 0)));
+      expect(values(second), `${cell}: async, the second step`).to.deep.equal(values(own(x[1], one).output.select(0, 0)));
+      expect(values(second), `${cell}: async, the second step saw the write`).to.not.deep.equal(values(stale.output.select(0, 0)));
+    }
+  });
+
+  it('what a call leaves for the next counts in packedWeightBytes, and emptyCache() drops it', () => {
+    const lstm = new LSTM({ inputSize: 6, hiddenSize: 64 });
+    const state = lstm.initialState(4);
+    const x = Tensor.randn([4, 6]);
+    lstm.step(x, state);
+    emptyCache();
+    lstm.step(x, state); // packs again; leaves its state
+    const packed = memoryStats().packedWeightBytes;
+    lstm.step(x, state); // follows: leaves the next product as well
+    expect(memoryStats().packedWeightBytes - packed, 'the product: 4 rows of 4 x 64 floats').to.be.at.least(4 * 4 * 64 * 4);
+    emptyCache();
+    expect(memoryStats().packedWeightBytes).to.equal(0);
   });
 });
 
