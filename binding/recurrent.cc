@@ -520,7 +520,8 @@ Napi::Value StepSample(const Napi::CallbackInfo& info) {
   return tokens;
 }
 
-// seq2seqDecode(models, search) -> { tokens: Int32Array[], logProbs: Float64Array, ended: Uint8Array, counts: Int32Array }:
+// seq2seqDecode(models, search) -> { tokens: Int32Array[], logProbs: Float64Array, ended: Uint8Array, counts: Int32Array,
+//   scores: Float64Array }:
 // greedy (beamWidth 0) or beam search over an attention encoder-decoder, or an ensemble of them
 // (cpp/seq2seq.h), the whole search in one call, on the values as they are now. Each model is
 // [dims, embedding, layers, attention, encoder]; all have the same classes and sources.
@@ -530,7 +531,7 @@ Napi::Value StepSample(const Napi::CallbackInfo& info) {
 //   encoder   [S, B, values (S, B, Hv), keys (S, B, K), lengths Int32Array (B), h0 (L, B, H), c0 | null]
 //   search    [beamWidth, maxLength, lengthPenalty, startToken, endToken, nBest]
 // The result lists counts[b] hypotheses for source b (nBest of them where the search ended that
-// many; greedy: one), best first, source after source.
+// many; greedy: one), best first, source after source, each with the score the search ranked it by.
 namespace {
 
 // One model's arguments, checked, with the arrays its DecoderWeights and EncoderMemory point into.
@@ -648,7 +649,7 @@ Napi::Value Seq2SeqDecode(const Napi::CallbackInfo& info) {
   SearchOptions o{};
   o.beam_width = static_cast<int>(int_arg(search.Get(0u), "beamWidth", 0, 4096));
   o.max_length = static_cast<int>(int_arg(search.Get(1u), "maxLength", 0, 1 << 20));
-  o.length_penalty = static_cast<float>(number_arg(search.Get(2u), "lengthPenalty"));
+  o.length_penalty = number_arg(search.Get(2u), "lengthPenalty");
   o.start_token = static_cast<int>(int_arg(search.Get(3u), "startToken", 0, kMax));
   o.end_token = static_cast<int>(int_arg(search.Get(4u), "endToken", 0, parsed[0]->w.classes - 1));
   o.n_best = static_cast<int>(int_arg(search.Get(5u), "nBest", 1, std::max(o.beam_width, 1)));
@@ -672,18 +673,21 @@ Napi::Value Seq2SeqDecode(const Napi::CallbackInfo& info) {
   Napi::Array tokens = Napi::Array::New(env, all.size());
   Napi::Float64Array log_probs = Napi::Float64Array::New(env, all.size());
   Napi::Uint8Array ended = Napi::Uint8Array::New(env, all.size());
+  Napi::Float64Array scores = Napi::Float64Array::New(env, all.size());
   for (size_t i = 0; i < all.size(); ++i) {
     Napi::Int32Array row = Napi::Int32Array::New(env, all[i]->tokens.size());
     std::copy(all[i]->tokens.begin(), all[i]->tokens.end(), row.Data());
     tokens.Set(static_cast<uint32_t>(i), row);
     log_probs[i] = all[i]->log_prob;
     ended[i] = all[i]->ended ? 1 : 0;
+    scores[i] = length_normalized(*all[i], o.length_penalty);
   }
   Napi::Object out = Napi::Object::New(env);
   out.Set("tokens", tokens);
   out.Set("logProbs", log_probs);
   out.Set("ended", ended);
   out.Set("counts", counts);
+  out.Set("scores", scores);
   return out;
 }
 

@@ -241,12 +241,6 @@ std::vector<Hypothesis> greedy(const std::vector<DecoderModel>& models, const Se
   return out;
 }
 
-double length_normalized(const Hypothesis& hyp, float alpha) {
-  if (alpha == 0.0f) return hyp.log_prob;
-  const double length = static_cast<double>(hyp.tokens.size() + (hyp.ended ? 1 : 0));
-  return hyp.log_prob / std::pow((5.0 + length) / 6.0, alpha);
-}
-
 struct Candidate {
   double score;
   int beam;
@@ -325,7 +319,7 @@ std::vector<std::vector<Hypothesis>> beam_search(const std::vector<DecoderModel>
         ++alive;
       }
       bool finished = static_cast<int>(ended[b].size()) >= W || alive == 0;
-      if (!finished && o.length_penalty == 0.0f && static_cast<int>(ended[b].size()) >= n_best) {
+      if (!finished && o.length_penalty == 0.0 && static_cast<int>(ended[b].size()) >= n_best) {
         // live scores only fall: once the n_best best ended ones beat them all, nothing can overtake them
         scores.clear();
         for (const Hypothesis& hyp : ended[b]) scores.push_back(hyp.log_prob);
@@ -379,6 +373,12 @@ std::vector<std::vector<Hypothesis>> beam_search(const std::vector<DecoderModel>
 }
 
 }  // namespace
+
+double length_normalized(const Hypothesis& hyp, double alpha) {
+  if (alpha == 0.0) return hyp.log_prob;
+  const double length = static_cast<double>(hyp.tokens.size() + (hyp.ended ? 1 : 0));
+  return hyp.log_prob / std::pow((5.0 + length) / 6.0, alpha);
+}
 
 std::vector<std::vector<Hypothesis>> seq2seq_decode_nbest_cpu(const std::vector<DecoderModel>& models, const SearchOptions& o) {
   const int B = models.at(0).memory->sources;

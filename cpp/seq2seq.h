@@ -65,7 +65,7 @@ struct EncoderMemory {
 struct SearchOptions {
   int beam_width;        // 0: greedy
   int max_length;        // output tokens at most (the end token not counted)
-  float length_penalty;  // alpha of GNMT's ((5 + length) / 6)^alpha; 0: raw log-probability
+  double length_penalty; // alpha of GNMT's ((5 + length) / 6)^alpha; 0: raw log-probability
   int start_token;       // the decoder's first input
   int end_token;         // the class that ends a hypothesis
   int n_best = 1;        // hypotheses returned per source by seq2seq_decode_nbest_cpu, in [1, beam_width]
@@ -76,6 +76,10 @@ struct Hypothesis {
   double log_prob;          // sum of the log-probabilities of its tokens (and of the end token when it ended)
   bool ended;               // ended on the end token (else cut at max_length)
 };
+
+// The score a beam search ranks a hypothesis by: its log-probability over GNMT's length penalty
+// ((5 + length) / 6)^alpha, the length counting the end token where it ended (alpha 0: the log-probability).
+double length_normalized(const Hypothesis& hyp, double alpha);
 
 // The best hypothesis of every source.
 std::vector<Hypothesis> seq2seq_decode_cpu(const DecoderWeights& w, const EncoderMemory& m, const SearchOptions& o);

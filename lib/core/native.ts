@@ -97,7 +97,7 @@ export interface NativeAddon {
     excluded: Uint8Array | null, rng: Uint32Array): Int32Array;
   /** models: one [dims, embedding, layers, attention, encoder] per model of the search (an ensemble where several) */
   seq2seqDecode(models: [number[], S, MaybeS[][], MaybeS[], [number, number, S, S, Int32Array, S, MaybeS]][],
-    search: number[]): { tokens: Int32Array[]; logProbs: Float64Array; ended: Uint8Array; counts: Int32Array };
+    search: number[]): { tokens: Int32Array[]; logProbs: Float64Array; ended: Uint8Array; counts: Int32Array; scores: Float64Array };
   referenceForward(cell: number, T: number, B: number, I: number, H: number, D: number,
     x: Float64Array, lengths: Int32Array | null, h0: Float64Array | null, c0: Float64Array | null,
     weights: (Float64Array | null)[]): { y: Float64Array; hN: Float64Array; cN?: Float64Array };

@@ -346,7 +346,6 @@ export class Seq2Seq extends Module {
     if (device !== 'cpu') throw typeError(`${name}: decoding runs on the CPU; move the model with model.to('cpu') first`, 'ERR_INVALID_ARG_VALUE');
     const others = opts.ensemble === undefined ? [] : this.ensembleOf(opts.ensemble);
     const result: Hypothesis[][] = [];
-    const scoreOf = (logProb: number, length: number) => (lengthPenalty === 0 ? logProb : logProb / Math.pow((5 + length) / 6, lengthPenalty));
     // every model of the search in inference mode while it runs
     const models = [this, ...others];
     const wasTraining = models.map((model) => model.training);
@@ -365,10 +364,8 @@ export class Seq2Seq extends Module {
           for (const count of part.counts) {
             const list: Hypothesis[] = [];
             for (let k = 0; k < count; ++k, ++i) {
-              const tokens = Array.from(part.tokens[i]);
-              const ended = part.ended[i] === 1;
-              const logProb = part.logProbs[i];
-              list.push({ tokens, logProb, score: scoreOf(logProb, tokens.length + (ended ? 1 : 0)), ended });
+              // the score the native search ranked by (cpp/seq2seq.h's length_normalized)
+              list.push({ tokens: Array.from(part.tokens[i]), logProb: part.logProbs[i], score: part.scores[i], ended: part.ended[i] === 1 });
             }
             result.push(list);
           }
