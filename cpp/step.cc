@@ -119,8 +119,12 @@ struct StepAhead {
 };
 
 namespace {
-// Up to this batch a step call on one thread schedules its weight reads with the call before.
+// Up to this batch, and up to this many bytes of weights in the stack, a step call on one thread
+// schedules its weight reads with the call before. Past 8 MB the reads come from L3 or memory
+// either way and the alternating orders gained nothing (a 2 x 512 LSTM, 12.5 MB: 0.95-0.97x,
+// bench/native/step_bench.cc on an Intel Xeon model 106).
 constexpr int kAheadRows = 16;
+constexpr double kAheadBytes = 8 << 20;
 }  // namespace
 
 void stack_step_cpu(const StepDims& dims, float* out, float* h, float* c, const int* tokens, const float* embedding,
@@ -134,12 +138,13 @@ void stack_step_cpu(const StepDims& dims, float* out, float* h, float* c, const 
   // makes nothing ahead; a chain that stops leaves one product unused.
   PackCache* cache = layers[0].hh_cache.cache;
   const int B = dims.batch, H = dims.hidden_size;
-  if (!cache || B > kAheadRows || num_threads() != 1) {
+  const LayerDims first{dims.cell, 1, B, dims.input_size, H, 1};
+  if (!cache || B > kAheadRows || num_threads() != 1 || stack_weight_bytes(first, dims.layers) > kAheadBytes) {
     run_step(dims, out, h, c, tokens, embedding, x, layers, head_w, head_b, head_cache, embedding_cache, nullptr);
     return;
   }
   const size_t state = static_cast<size_t>(B) * H;
-  const size_t P = recurrent_product_cols(LayerDims{dims.cell, 1, B, dims.input_size, H, 1});
+  const size_t P = recurrent_product_cols(first);
   std::shared_ptr<StepAhead> ahead = cache->take_ahead();
   const uint64_t version = layers[0].hh_cache.version;
   const bool follows = ahead && ahead->version == version && ahead->bf16 == bf16_matmul() && ahead->cell == dims.cell &&
