@@ -443,7 +443,7 @@ void layer_forward_cpu(const LayerDims& dims, float* y, float* h_n, float* c_n, 
   std::optional<CallWeightsScope> call;  // a layer called on its own: its own weights
   if (!reserve && t_call_weight_bytes == 0.0) call.emplace(stack_weight_bytes(dims, 1));
   const LayerWeights& w0 = weights[0];
-  const bool ordered = w0.recurrent_projected || w0.recurrent_first || w0.backwards;
+  const bool ordered = w0.recurrent_projected || w0.recurrent_first || w0.backwards || w0.recurrent_next;
   if (ordered && (reserve || dims.directions != 1 || dims.steps != 1 || lengths))
     throw std::invalid_argument("layer_forward_cpu: a step's order of products is for inference at T = 1 in one direction");
   // (an ordered step keeps all its rows in one call: a given recurrent product holds all of them)
@@ -491,7 +491,7 @@ void layer_forward_cpu(const LayerDims& dims, float* y, float* h_n, float* c_n, 
     // a step's recurrent product made by the caller (or below, before the input's) reads no w_hh here
     const float* given = w.recurrent_projected;
     std::optional<PackedWeight> w_hh;
-    if (!given) w_hh.emplace(forward_recurrent(w, G, H, s));
+    if (!given || w.recurrent_next) w_hh.emplace(forward_recurrent(w, G, H, s));
     // w_ih^T for the input projection: kept where the weight has a cache, else gemm_cpu packs it
     std::optional<PackedWeight> w_ih;
     if (w.ih_cache.cache && !projected)
@@ -499,8 +499,10 @@ void layer_forward_cpu(const LayerDims& dims, float* y, float* h_n, float* c_n, 
 
     if (h0) std::memcpy(hbuf, h0 + d * state, state * sizeof(float));
     else std::fill(hbuf, hbuf + state, 0.0f);
-    if (w.recurrent_first && !given) {
-      // the step's recurrent product before its input's (T = 1, checked above)
+    // the step's recurrent product before its input's (T = 1, checked above): here where one
+    // thread runs the step, else each thread of the team before its own share of the input's
+    const bool team_first = w.recurrent_first && !given && team_for(blocks, B, GH, H, 1, !training).team > 1;
+    if (w.recurrent_first && !given && !team_first) {
       gemm_packed_tiles(B, 1.0f, hbuf, H, **w_hh, 0.0f, hproj, P, 0, P / kGemmTile, w.backwards);
       given = hproj;
     }
@@ -550,12 +552,18 @@ void layer_forward_cpu(const LayerDims& dims, float* y, float* h_n, float* c_n, 
           copy_rows(x_chunk, B, share.b0, own.x.data(), srows, 0, n, srows, I);
           gemm_packed(n * srows, 1.0f, own.x.data(), I, **w_ih, 0.0f, own.xproj.data(), GH);
         }
-        if (unit_projection)
-          for (int q = 0; q < G; ++q)
-            gemm_packed_tiles(n * B, 1.0f, x_chunk, I, **w_ih, 0.0f, xproj, GH, (q * H + u0) / kGemmTile, (q * H + u1) / kGemmTile);
         // the step's recurrent products of the share's first row and of row b; the projected
         // inputs of row b at time t
         float* const share_out = own_projection ? own.hproj.data() : hproj + static_cast<size_t>(share.b0) * P;
+        if (team_first && srows > 0 && blk1 > blk0)
+          gemm_packed_tiles(srows, 1.0f, hbuf + static_cast<size_t>(share.b0) * H, H, **w_hh, 0.0f, share_out, P, blk0 * G, blk1 * G,
+                            w.backwards);
+        if (unit_projection)
+          for (int i = 0; i < G; ++i) {
+            const int q = w.backwards ? G - 1 - i : i;  // (an ordered step's reads, as the products')
+            gemm_packed_tiles(n * B, 1.0f, x_chunk, I, **w_ih, 0.0f, xproj, GH, (q * H + u0) / kGemmTile, (q * H + u1) / kGemmTile,
+                              w.backwards);
+          }
         const float* const share_proj = given ? given + static_cast<size_t>(share.b0) * P : share_out;
         const auto hproj_of = [&](int b) { return share_proj + static_cast<size_t>(b - share.b0) * P; };
         const auto xrow_of = [&](int t, int b) {
@@ -571,7 +579,7 @@ void layer_forward_cpu(const LayerDims& dims, float* y, float* h_n, float* c_n, 
           const int rows = rows_within(gemm_rows(lengths, B, sorted, t), share.b0, share.b1);
           // every other step over w_hh's panels backwards: a step of a few rows then starts on the
           // panels the last one read last, still in L2 where w_hh is larger
-          if (rows > 0 && blk1 > blk0 && !given)
+          if (rows > 0 && blk1 > blk0 && !given && !team_first)
             gemm_packed_tiles(rows, 1.0f, h_cur + static_cast<size_t>(share.b0) * H, H, **w_hh, 0.0f,
                               share_out, P, blk0 * G, blk1 * G, (step % 2 == 1) != w.backwards);
           for (int b = share.b0; b < share.b1; ++b) {
@@ -629,6 +637,11 @@ void layer_forward_cpu(const LayerDims& dims, float* y, float* h_n, float* c_n, 
           }
           if (!plan.by_rows) barrier.wait();
         }
+        // the next step's recurrent product (T = 1): the share's columns (split by units, after the
+        // step's barrier: every unit of h_n is written) or its rows (split by rows: its own)
+        if (w.recurrent_next && srows > 0 && blk1 > blk0)
+          gemm_packed_tiles(srows, 1.0f, hbuf + (T % 2 == 0 ? 0 : state) + static_cast<size_t>(share.b0) * H, H, **w_hh, 0.0f,
+                            w.recurrent_next + static_cast<size_t>(share.b0) * P, P, blk0 * G, blk1 * G, w.backwards);
         if (own.xproj.capacity() + own.x.capacity() > kOwnRowsKeep) own = OwnRows{};
       });
     }

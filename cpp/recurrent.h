@@ -46,10 +46,14 @@ struct LayerWeights {
   //  - recurrent_projected: the recurrent product h0 * w_hh^T of this step, made already by
   //    recurrent_product_cpu (w_hh is not read);
   //  - recurrent_first: the recurrent product before the input's (else after it);
-  //  - backwards: both products over their weights' panels last to first (gemm_packed_tiles).
+  //  - backwards: both products over their weights' panels last to first (gemm_packed_tiles);
+  //  - recurrent_next: where the next step's recurrent product h_n * w_hh^T goes, made at the end
+  //    of the call by the threads of its team, each its own columns (each over its own share of
+  //    w_hh, in the direction of `backwards`).
   const float* recurrent_projected = nullptr;
   bool recurrent_first = false;
   bool backwards = false;
+  float* recurrent_next = nullptr;
 };
 
 struct LayerGrads {

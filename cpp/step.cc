@@ -37,6 +37,7 @@ struct StepOrder {
   bool odd;            // this step's place in the loop
   const float* given;  // layer 0's recurrent product of this step, made by the step before, or null
   float* next;         // where layer 0's recurrent product of the next step goes, or null (none)
+  bool team = false;   // the layers split their units over a team (more than one thread)
 };
 
 void run_step(const StepDims& dims, float* out, float* h, float* c, const int* tokens, const float* embedding,
@@ -80,17 +81,26 @@ void run_step(const StepDims& dims, float* out, float* h, float* c, const int* t
     float* cl = c ? c + l * state : nullptr;
     LayerWeights w = l == 0 ? first : layers[l];
     if (order) {
-      if (l == 0) w.recurrent_projected = order->given;
-      w.recurrent_first = !order->odd;
       w.backwards = order->odd;
+      if (l == 0) w.recurrent_projected = order->given;
+      if (!order->team) {
+        w.recurrent_first = !order->odd;
+      } else {
+        // each thread of the team: layer 0's product for the next step at the end of that layer,
+        // and the layers above their recurrent product first on odd steps (each thread's reads
+        // then start where its last step's ended: in a harness of the 2 x 256 LSTM's halves on
+        // two threads, 39-43 us a step against 52-54 in one order every step)
+        if (l == 0) w.recurrent_next = order->next;
+        else w.recurrent_first = order->odd;
+      }
     }
     layer_forward_cpu(layer, y, hl, cl, nullptr, input, nullptr, hl, cl, &w);
-    // odd steps: layer 0's product for the next step right after its own
-    if (order && order->next && order->odd && l == 0) recurrent_product_cpu(first_dims, layers[0], h, order->next, true);
+    // one thread, odd steps: layer 0's product for the next step right after its own
+    if (order && !order->team && order->next && order->odd && l == 0) recurrent_product_cpu(first_dims, layers[0], h, order->next, true);
     input = y;
   }
-  // even steps: after every layer's
-  if (order && order->next && !order->odd)
+  // one thread, even steps: after every layer's
+  if (order && !order->team && order->next && !order->odd)
     recurrent_product_cpu(first_dims, layers[0], h, order->next, false);
   if (V == 0) return;
   // out = input * w^T + b, as Linear computes it: the bias first, the product added on top
@@ -123,7 +133,12 @@ namespace {
 // schedules its weight reads with the call before. Past 8 MB the reads come from L3 or memory
 // either way and the alternating orders gained nothing (a 2 x 512 LSTM, 12.5 MB: 0.95-0.97x,
 // bench/native/step_bench.cc on an Intel Xeon model 106).
+// On more threads, up to kAheadTeamRows rows: each thread makes its own columns of the product at
+// the end of the first layer (LayerWeights::recurrent_next). From 8 rows a small layer's team
+// splits the batch by rows, on copies of its own (forward_by_row_shares), which an ordered step
+// does not take.
 constexpr int kAheadRows = 16;
+constexpr int kAheadTeamRows = 7;
 constexpr double kAheadBytes = 8 << 20;
 }  // namespace
 
@@ -135,11 +150,13 @@ void stack_step_cpu(const StepDims& dims, float* out, float* h, float* c, const 
   // loop, each call the other's backwards, and each makes the next call's first recurrent product
   // from the state it leaves: so a call starts on the weights the last one read last, still in L2.
   // A call that does not follow (another state, other weights, a write to w_hh) runs as alone and
-  // makes nothing ahead; a chain that stops leaves one product unused.
+  // makes nothing ahead; a chain that stops leaves one product unused. On a team the threads
+  // each take their share of the orders (run_step).
   PackCache* cache = layers[0].hh_cache.cache;
   const int B = dims.batch, H = dims.hidden_size;
   const LayerDims first{dims.cell, 1, B, dims.input_size, H, 1};
-  if (!cache || B > kAheadRows || num_threads() != 1 || stack_weight_bytes(first, dims.layers) > kAheadBytes) {
+  const bool team = num_threads() > 1;
+  if (!cache || B > (team ? kAheadTeamRows : kAheadRows) || stack_weight_bytes(first, dims.layers) > kAheadBytes) {
     run_step(dims, out, h, c, tokens, embedding, x, layers, head_w, head_b, head_cache, embedding_cache, nullptr);
     return;
   }
@@ -154,7 +171,7 @@ void stack_step_cpu(const StepDims& dims, float* out, float* h, float* c, const 
   if (follows) ahead->product.resize(static_cast<size_t>(B) * P);
   else AlignedVector<float>().swap(ahead->product);
   const StepOrder order{follows && ahead->odd, follows && ahead->has_product ? ahead->product.data() : nullptr,
-                        follows ? ahead->product.data() : nullptr};
+                        follows ? ahead->product.data() : nullptr, team};
   run_step(dims, out, h, c, tokens, embedding, x, layers, head_w, head_b, head_cache, embedding_cache, &order);
   ahead->version = version;
   ahead->bf16 = bf16_matmul();

@@ -324,19 +324,35 @@ describe('step() calls that follow each other: the first recurrent product made 
     return values(y);
   };
 
-  it("a chain of calls equals the stack's path step by step, for every cell, at batches up to the limit and past it", () => {
-    for (const [name, layer] of layers()) {
-      for (const B of [1, 3, 16, 17]) {
-        const state = layer.initialState(B);
-        noGrad(() => state.h.storage.write(Tensor.randn(state.h.shape).mul(0.5).toArray(), 0));
-        for (let t = 0; t < 7; ++t) checkedStep(layer, Tensor.randn([B, 6]), state, `${name}, B = ${B}, step ${t + 1}`);
+  // layers large enough that two threads split their units (a team: each thread makes its own
+  // columns of the product at the end of the first layer)
+  const teamLayers = (): [string, Layer][] => [
+    ['LSTM 2 x 128', new LSTM({ inputSize: 6, hiddenSize: 128, numLayers: 2 })],
+    ['GRU 3 x 160', new GRU({ inputSize: 6, hiddenSize: 160, numLayers: 3 })],
+    ['tanh RNN 2 x 272', new RNN({ inputSize: 6, hiddenSize: 272, numLayers: 2 })],
+  ];
+
+  it("a chain of calls equals the stack's path step by step, for every cell, at batches up to the limits and past them, on one and two threads", () => {
+    try {
+      for (const threads of [1, 2]) {
+        setNumThreads(threads);
+        for (const [name, layer] of [...layers(), ...teamLayers()]) {
+          for (const B of [1, 3, 7, 8, 16, 17]) {
+            const state = layer.initialState(B);
+            noGrad(() => state.h.storage.write(Tensor.randn(state.h.shape).mul(0.5).toArray(), 0));
+            for (let t = 0; t < 7; ++t) checkedStep(layer, Tensor.randn([B, 6]), state, `${name}, B = ${B}, ${threads} thread(s), step ${t + 1}`);
+          }
+        }
       }
+    } finally {
+      setNumThreads(1);
     }
   });
 
   it('sees every write between two calls: to the weights, to the state, the precision, emptyCache(), another model on the same w_hh', async () => {
-    for (const cell of ['lstm', 'gru'] as const) {
-      const make = () => (cell === 'lstm' ? new LSTM({ inputSize: 6, hiddenSize: 20, numLayers: 2 }) : new GRU({ inputSize: 6, hiddenSize: 20, numLayers: 2 }));
+    for (const [cell, H, threads] of [['lstm', 20, 1], ['gru', 20, 1], ['lstm', 128, 2], ['gru', 160, 2]] as const) {
+      setNumThreads(threads);
+      const make = () => (cell === 'lstm' ? new LSTM({ inputSize: 6, hiddenSize: H, numLayers: 2 }) : new GRU({ inputSize: 6, hiddenSize: H, numLayers: 2 }));
       const layer = make();
       const named = new Map(layer.namedParameters());
       const w_hh = named.get('weight_hh_l0')!;
@@ -344,7 +360,7 @@ describe('step() calls that follow each other: the first recurrent product made 
       const other = make();
       (new Map(other.namedParameters()).get('weight_hh_l0') as unknown as { storage: unknown }).storage = w_hh.storage;
       const writes: [string, () => void][] = [
-        ['w_hh_l0.storage.write', () => w_hh.storage.write(Float32Array.from({ length: 20 }, (_, i) => Math.sin(i)), 7 * 20)],
+        ['w_hh_l0.storage.write', () => w_hh.storage.write(Float32Array.from({ length: H }, (_, i) => Math.sin(i)), 7 * H)],
         ['uniform_(w_hh_l0)', () => { uniform_(w_hh, -0.3, 0.3); }],
         ['an SGD step', () => {
           const { output } = layer.forward(Tensor.randn([3, 2, 6]));
@@ -362,14 +378,14 @@ describe('step() calls that follow each other: the first recurrent product made 
         ['the other model (sharing w_hh_l0) steps from its own state', () => { other.step(Tensor.randn([2, 6]), other.initialState(2)); }],
         ['the other model steps from a copy of this state', () => {
           const given = { h: copy(state.h), ...(state.c ? { c: copy(state.c) } : {}) };
-          checkedStep(other, Tensor.randn([2, 6]), given, `${cell}: the other model`);
+          checkedStep(other, Tensor.randn([2, 6]), given, `${cell} ${H}, ${threads} thread(s): the other model`);
         }],
       ];
       try {
-        for (let t = 0; t < 3; ++t) checkedStep(layer, Tensor.randn([2, 6]), state, `${cell}: step ${t + 1}`);
+        for (let t = 0; t < 3; ++t) checkedStep(layer, Tensor.randn([2, 6]), state, `${cell} ${H}, ${threads} thread(s): step ${t + 1}`);
         for (const [what, write] of writes) {
           write();
-          for (let t = 0; t < 3; ++t) checkedStep(layer, Tensor.randn([2, 6]), state, `${cell}: ${what}, then step ${t + 1}`);
+          for (let t = 0; t < 3; ++t) checkedStep(layer, Tensor.randn([2, 6]), state, `${cell} ${H}, ${threads} thread(s): ${what}, then step ${t + 1}`);
         }
       } finally {
         setFloat32MatmulPrecision('highest');
@@ -382,14 +398,15 @@ describe('step() calls that follow each other: the first recurrent product made 
       const stale = own(x[1], one);
       const [first, second] = await runAsync(() => {
         const a = layer.step(x[0].select(0, 0), state);
-        w_hh.storage.write(new Float32Array(20).fill(0.5), 2 * 20);
+        w_hh.storage.write(new Float32Array(H).fill(0.5), 2 * H);
         return [a, layer.step(x[1].select(0, 0), state)];
       });
       await synchronize();
-      expect(values(first), `${cell}: async, the first step`).to.deep.equal(values(one.output.select(0, 0)));
-      expect(values(second), `${cell}: async, the second step`).to.deep.equal(values(own(x[1], one).output.select(0, 0)));
-      expect(values(second), `${cell}: async, the second step saw the write`).to.not.deep.equal(values(stale.output.select(0, 0)));
+      expect(values(first), `${cell} ${H}, ${threads} thread(s): async, the first step`).to.deep.equal(values(one.output.select(0, 0)));
+      expect(values(second), `${cell} ${H}, ${threads} thread(s): async, the second step`).to.deep.equal(values(own(x[1], one).output.select(0, 0)));
+      expect(values(second), `${cell} ${H}, ${threads} thread(s): async, the second step saw the write`).to.not.deep.equal(values(stale.output.select(0, 0)));
     }
+    setNumThreads(1);
   });
 
   it('what a call leaves for the next counts in packedWeightBytes, and emptyCache() drops it', () => {

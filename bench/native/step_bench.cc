@@ -3,10 +3,11 @@
 // (it takes the first layer's recurrent product made ahead and reads its weights in the order that
 // finds the last call's in L2) or, the slot emptied before it, runs as a lone call. Blocks of
 // calls of both kinds alternate in one process; medians of 16 blocks. No Node.js.
-//   step_bench
+//   step_bench [threads = 1]
 // One line per shape: following, not following (us per call), their ratio and the range of the
 // 16 pairs' ratios. I = 64; LSTM and GRU; 1 and 2 layers; H = 128, 256, 512; B = 1 and 8.
 #include <algorithm>
+#include <cstdlib>
 #include <cstdio>
 #include <memory>
 #include <vector>
@@ -27,8 +28,8 @@ double median_of(std::vector<double> v) {
 
 }  // namespace
 
-int main() {
-  set_num_threads(1);
+int main(int argc, char** argv) {
+  set_num_threads(argc > 1 ? std::atoi(argv[1]) : 1);
   std::vector<double> ratios;
   for (CellKind cell : {CellKind::kLstm, CellKind::kGru})
     for (int L : {1, 2})
