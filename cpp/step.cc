@@ -121,11 +121,10 @@ struct StepAhead {
   uint64_t version = 0;
   bool bf16 = false;
   CellKind cell = CellKind::kLstm;
-  int batch = 0, input = 0, hidden = 0;
+  int batch = 0, hidden = 0;
   bool odd = false;                // the order the next call reads its weights in
-  bool has_product = false;
   AlignedVector<float> state;      // the first layer's h as the call left it (B, H)
-  AlignedVector<float> product;    // state * w_hh^T, in the layout a step reads (B, P)
+  AlignedVector<float> product;    // state * w_hh^T, in the layout a step reads (B, P); empty: none made
 };
 
 namespace {
@@ -165,22 +164,24 @@ void stack_step_cpu(const StepDims& dims, float* out, float* h, float* c, const 
   std::shared_ptr<StepAhead> ahead = cache->take_ahead();
   const uint64_t version = layers[0].hh_cache.version;
   const bool follows = ahead && ahead->version == version && ahead->bf16 == bf16_matmul() && ahead->cell == dims.cell &&
-                       ahead->batch == B && ahead->input == dims.input_size && ahead->hidden == H &&
-                       std::memcmp(ahead->state.data(), h, state * sizeof(float)) == 0;
+                       ahead->batch == B && ahead->hidden == H && std::memcmp(ahead->state.data(), h, state * sizeof(float)) == 0;
   if (!ahead) ahead = std::make_shared<StepAhead>();
-  if (follows) ahead->product.resize(static_cast<size_t>(B) * P);
-  else AlignedVector<float>().swap(ahead->product);
-  const StepOrder order{follows && ahead->odd, follows && ahead->has_product ? ahead->product.data() : nullptr,
-                        follows ? ahead->product.data() : nullptr, team};
-  run_step(dims, out, h, c, tokens, embedding, x, layers, head_w, head_b, head_cache, embedding_cache, &order);
+  const bool odd = follows && ahead->odd;
+  if (follows) {
+    const bool given = !ahead->product.empty();
+    ahead->product.resize(static_cast<size_t>(B) * P);
+    const StepOrder order{odd, given ? ahead->product.data() : nullptr, ahead->product.data(), team};
+    run_step(dims, out, h, c, tokens, embedding, x, layers, head_w, head_b, head_cache, embedding_cache, &order);
+  } else {
+    AlignedVector<float>().swap(ahead->product);
+    run_step(dims, out, h, c, tokens, embedding, x, layers, head_w, head_b, head_cache, embedding_cache, nullptr);
+  }
   ahead->version = version;
   ahead->bf16 = bf16_matmul();
   ahead->cell = dims.cell;
   ahead->batch = B;
-  ahead->input = dims.input_size;
   ahead->hidden = H;
-  ahead->odd = !order.odd;
-  ahead->has_product = follows;
+  ahead->odd = !odd;
   ahead->state.assign(h, h + state);
   cache->keep_ahead(ahead, (ahead->state.capacity() + ahead->product.capacity()) * sizeof(float));
 }

@@ -63,15 +63,14 @@ int main(int argc, char** argv) {
           std::vector<double> following, alone, pairs;
           for (int round = 0; round < 16; ++round) {
             for (bool follow : {true, false}) {
-              std::vector<double> times;
-              for (int r = 0; r < 150; ++r) {
-                if (!follow) caches[1]->take_ahead();  // the next call does not follow
-                const double t0 = bench::now();
-                stack_step_cpu(dims, out.data(), h.data(), cell == CellKind::kLstm ? c.data() : nullptr, nullptr, nullptr, x.data(),
-                               layers.data(), nullptr, nullptr, CachedWeight{});
-                if (r >= 10) times.push_back((bench::now() - t0) * 1e6);
-              }
-              (follow ? following : alone).push_back(median_of(times));
+              const double seconds = bench::median_seconds(
+                  [&] {
+                    if (!follow) caches[1]->take_ahead();  // this call does not follow
+                    stack_step_cpu(dims, out.data(), h.data(), cell == CellKind::kLstm ? c.data() : nullptr, nullptr, nullptr,
+                                   x.data(), layers.data(), nullptr, nullptr, CachedWeight{});
+                  },
+                  10, 140, 0.0);
+              (follow ? following : alone).push_back(seconds * 1e6);
             }
             pairs.push_back(alone.back() / following.back());
           }
