@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
 import { PerformanceObserver, constants } from 'node:perf_hooks';
 import { expect } from 'chai';
-import { GradNode, LSTM, Tensor, dropout, keep, memoryStats, noGrad, scope, seed } from '../lib/index';
+import { Adam, GradNode, LSTM, SGD, Tensor, backward, dropout, gradientFlow, keep, memoryStats, noGrad, scope, seed } from '../lib/index';
 import { native } from '../lib/core/native';
 
 interface Sample { step: number; rss: number; allocated: number }
@@ -153,6 +153,125 @@ describe('what V8 is told of tensor memory', () => {
     expect(told()).to.equal(4);
     expect(b.toArray()[0]).to.equal(2);
     b.dispose();
+  });
+});
+
+describe('zeroGrad() frees the gradients nobody was handed', () => {
+  const turn = () => new Promise((resolve) => setImmediate(resolve));
+
+  /** An LSTM, its Adam, and one step's gradients from a fixed batch. */
+  function trained(hiddenSize = 24) {
+    seed(5);
+    const lstm = new LSTM({ inputSize: 6, hiddenSize });
+    const opt = new Adam(lstm.parameters(), { lr: 0.01 });
+    const x = Tensor.randn([5, 2, 6]);
+    const dy = Tensor.randn([5, 2, hiddenSize]);
+    const step = () => {
+      opt.zeroGrad();
+      backward([lstm.forward(x).output], [dy]);
+      opt.step();
+    };
+    return { lstm, opt, x, dy, step, gradBytes: lstm.parameters().reduce((sum, p) => sum + 4 * p.size, 0) };
+  }
+
+  it('an optimizer\'s and a module\'s zeroGrad() free gradients never read through .grad at once, with no collection', () => {
+    const { lstm, opt, step, gradBytes } = trained();
+    step();
+    let before = memoryStats().allocatedBytes;
+    opt.zeroGrad(); // no gc() between: the memory goes in the call itself
+    expect(before - memoryStats().allocatedBytes).to.equal(gradBytes);
+    step();
+    before = memoryStats().allocatedBytes;
+    lstm.zeroGrad();
+    expect(before - memoryStats().allocatedBytes).to.equal(gradBytes);
+    // the optimizer read them (step), and clipping does too: neither hands them out
+    step();
+    before = memoryStats().allocatedBytes;
+    opt.zeroGrad();
+    expect(before - memoryStats().allocatedBytes).to.equal(gradBytes);
+  });
+
+  it('a gradient read through .grad, set by the caller, or seen by a hook stays valid after zeroGrad()', () => {
+    const { lstm, opt, x, dy, step } = trained();
+    const [wIh, wHh, bIh] = lstm.parameters();
+    step();
+    const read = wIh.grad!;
+    const values = read.toArray();
+    const mine = Tensor.full(bIh.shape, 3);
+    bIh.grad = mine;
+    let hooked: Tensor | null = null;
+    wHh.registerPostAccumulateGradHook((t) => { hooked ??= t.grad; });
+    opt.zeroGrad();
+    backward([lstm.forward(x).output], [dy]);
+    const hookedValues = hooked!.toArray();
+    opt.step();
+    opt.zeroGrad();
+    step();
+    opt.zeroGrad();
+    // each still holds what it held, though zeroGrad() dropped them and new gradients were made
+    expect(Array.from(read.toArray())).to.deep.equal(Array.from(values));
+    expect(Array.from(mine.toArray())).to.deep.equal(new Array(bIh.size).fill(3));
+    expect(Array.from(hooked!.toArray())).to.deep.equal(Array.from(hookedValues));
+    expect(wIh.grad).to.equal(null);
+  });
+
+  it('gradientFlow() puts back a gradient the caller holds, still the caller\'s', () => {
+    const { lstm, opt, x, step } = trained();
+    step();
+    const held = lstm.parameters()[1].grad!;
+    const values = held.toArray();
+    gradientFlow(lstm, x);
+    expect(lstm.parameters()[1].grad).to.equal(held);
+    opt.zeroGrad();
+    expect(Array.from(held.toArray())).to.deep.equal(Array.from(values));
+    // the ones nobody held went with gradientFlow's own
+    step();
+    const before = memoryStats().allocatedBytes;
+    gradientFlow(lstm, x);
+    opt.zeroGrad();
+    expect(memoryStats().allocatedBytes).to.be.below(before);
+  });
+
+  it('a step queued in async mode still sees the gradients that zeroGrad() then frees', async () => {
+    const sync = trained();
+    const queued = trained();
+    for (const model of [sync, queued]) {
+      model.opt.zeroGrad();
+      backward([model.lstm.forward(model.x).output], [model.dy]);
+    }
+    sync.opt.step();
+    const pending = queued.opt.stepAsync();
+    queued.opt.zeroGrad(); // frees them, right after the queued step has run
+    await pending;
+    const want = sync.lstm.parameters().map((p) => Array.from(p.toArray()));
+    expect(queued.lstm.parameters().map((p) => Array.from(p.toArray()))).to.deep.equal(want);
+    // and the same for SGD with momentum
+    const sgds = [sync, queued].map((model) => {
+      model.opt.zeroGrad();
+      backward([model.lstm.forward(model.x).output], [model.dy]);
+      return new SGD(model.lstm.parameters(), { lr: 0.1, momentum: 0.9 });
+    });
+    sgds[0].step();
+    const stepped = sgds[1].stepAsync();
+    sgds[1].zeroGrad();
+    await stepped;
+    const again = sync.lstm.parameters().map((p) => Array.from(p.toArray()));
+    expect(queued.lstm.parameters().map((p) => Array.from(p.toArray()))).to.deep.equal(again);
+    expect(again).to.not.deep.equal(want);
+  });
+
+  it('a hand-written loop that drops 1 MB of gradients a step starts no full collection in 80 steps', async function () {
+    this.timeout(60_000);
+    const { step, gradBytes } = trained(256);
+    expect(gradBytes).to.be.above(MB); // 80 steps: 86 MB, past V8's 64 MB step, had they waited for it
+    step();
+    const count = await majorCollections(async () => {
+      for (let k = 0; k < 80; ++k) {
+        step();
+        if (k % 10 === 9) await turn();
+      }
+    });
+    expect(count).to.equal(0);
   });
 });
 

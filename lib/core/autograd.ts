@@ -223,13 +223,14 @@ let postAccumulateHooks = 0;
  * gradient becomes .grad as it is; any other is copied. A .grad is the library's to keep.
  */
 function accumulateGrad(leaf: Tensor, grad: Tensor, owned: boolean): void {
-  if (!leaf.grad) {
-    leaf.grad = keep(owned ? grad : grad.copyData());
+  const accumulated = leaf.ownGrad;
+  if (!accumulated) {
+    leaf.setOwnGrad(keep(owned ? grad : grad.copyData()));
     return;
   }
-  expectSameDevice('backward', [['the accumulated gradient', leaf.grad], ['a new gradient', grad]]);
+  expectSameDevice('backward', [['the accumulated gradient', accumulated], ['a new gradient', grad]]);
   const strides = contiguousStrides(leaf.shape);
-  native.binary(BinaryOp.Add, leaf.grad.storage, leaf.grad.storage, 0, strides, grad.storage, 0, strides, [...leaf.shape]);
+  native.binary(BinaryOp.Add, accumulated.storage, accumulated.storage, 0, strides, grad.storage, 0, strides, [...leaf.shape]);
 }
 
 const leafHooks = new WeakMap<Tensor, ((tensor: Tensor) => void)[]>();

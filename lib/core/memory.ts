@@ -64,7 +64,7 @@ export function transferKept(old: NativeStorage, moved: NativeStorage): void {
 // A Tensor, known by its memory (this module sits below tensor.ts and does not import it).
 interface TensorLike {
   storage: NativeStorage;
-  grad: TensorLike | null;
+  ownGrad: TensorLike | null;  // .grad, read without handing it out (Tensor.ownGrad)
 }
 
 function isTensor(value: object): value is TensorLike {
@@ -74,7 +74,7 @@ function isTensor(value: object): value is TensorLike {
 function survivors(value: unknown, into: Set<NativeStorage>, depth: number): void {
   if (value && typeof value === 'object' && isTensor(value)) {
     into.add(value.storage);
-    if (value.grad) into.add(value.grad.storage);
+    if (value.ownGrad) into.add(value.ownGrad.storage);
   } else if (depth < 4 && value && typeof value === 'object') {
     // arrays, Maps and plain objects only (never the elements of a typed array)
     if (Array.isArray(value) || value instanceof Map) for (const v of value.values()) survivors(v, into, depth + 1);

@@ -62,8 +62,57 @@ export class Tensor {
   readonly device: Device;
   /** Whether autograd tracks this tensor. Settable on leaf tensors. */
   requiresGrad: boolean;
+  // The accumulated gradient, and whether it has been handed out: read through `grad` or set by
+  // the caller. One that never was is the library's alone, so zeroGrad() frees its memory at
+  // once instead of leaving it to the garbage collector (a hand-written loop that drops 400 KB
+  // of gradients a step started a full collection every 100 steps, and ran 13-16% slower).
+  private gradTensor: Tensor | null = null;
+  private gradHandedOut = false;
+
   /** Accumulated gradient (leaf tensors that require grad), or null. */
-  grad: Tensor | null = null;
+  get grad(): Tensor | null {
+    if (this.gradTensor) this.gradHandedOut = true;
+    return this.gradTensor;
+  }
+  set grad(value: Tensor | null) {
+    this.gradTensor = value;
+    this.gradHandedOut = value !== null;
+  }
+
+  /** @internal .grad without handing it out (the optimizers, clipping, reductions). */
+  get ownGrad(): Tensor | null {
+    return this.gradTensor;
+  }
+
+  /** @internal installs a gradient the library made and holds alone (backward's accumulation). */
+  setOwnGrad(value: Tensor): void {
+    this.gradTensor = value;
+    this.gradHandedOut = false;
+  }
+
+  /** @internal takes .grad out with whether it was handed out, for restoreGrad to put back. */
+  takeGrad(): { tensor: Tensor | null; handedOut: boolean } {
+    const saved = { tensor: this.gradTensor, handedOut: this.gradHandedOut };
+    this.gradTensor = null;
+    this.gradHandedOut = false;
+    return saved;
+  }
+
+  /** @internal puts back what takeGrad took. */
+  restoreGrad(saved: { tensor: Tensor | null; handedOut: boolean }): void {
+    this.gradTensor = saved.tensor;
+    this.gradHandedOut = saved.handedOut;
+  }
+
+  /**
+   * @internal clears .grad (zeroGrad): its memory goes now when it was never handed out, else
+   * with the last reference to it, as PyTorch's set_to_none leaves a gradient someone holds.
+   */
+  releaseGrad(): void {
+    if (this.gradTensor && !this.gradHandedOut) this.gradTensor.dispose();
+    this.gradTensor = null;
+    this.gradHandedOut = false;
+  }
 
   private readonly dims: readonly number[];
 
@@ -300,15 +349,15 @@ export class Tensor {
     self.storage = moved;
     self.device = device;
     transferKept(old, moved);
-    this.grad?.moveTo_(device);
+    this.gradTensor?.moveTo_(device);
     old.dispose();
   }
 
   /** Frees the native memory now (also that of views sharing it). */
   dispose(): void {
     this.storage.dispose();
-    this.grad?.dispose();
-    this.grad = null;
+    this.gradTensor?.dispose();
+    this.gradTensor = null;
     this.gradFn = null;
   }
 

@@ -87,8 +87,7 @@ export function gradientFlow(module: Recurrent, input: Tensor, options: Gradient
   if (opts.loss !== undefined && typeof opts.loss !== 'function') throw typeError(`gradientFlow: expected options.loss to be a function but received ${describe(opts.loss)}`);
   const x = probeInput(input, 'gradientFlow');
   const params = m.parameters();
-  const savedGrads = params.map((p) => p.grad);
-  params.forEach((p) => { p.grad = null; });
+  const savedGrads = params.map((p) => p.takeGrad());
   const probes: LayerProbe[] = [];
   try {
     const result = probeLayers(probes, () => m.forward(x, opts.lengths ? { lengths: opts.lengths as number[] } : {}));
@@ -99,8 +98,8 @@ export function gradientFlow(module: Recurrent, input: Tensor, options: Gradient
     loss.backward();
   } finally {
     params.forEach((p, i) => {
-      p.grad?.dispose();
-      p.grad = savedGrads[i];
+      p.releaseGrad();
+      p.restoreGrad(savedGrads[i]);
     });
   }
   const named = new Map(m.namedParameters());

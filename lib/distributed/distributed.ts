@@ -266,8 +266,8 @@ export class GradReducer {
   private launch(bucket: number): void {
     const storages = this.buckets[bucket].map((i) => {
       const p = this.params[i];
-      if (!p.grad) p.grad = keep(zerosOn(p.shape, p.device));
-      return p.grad.storage;
+      if (!p.ownGrad) p.setOwnGrad(keep(zerosOn(p.shape, p.device)));
+      return p.ownGrad!.storage;
     });
     this.tickets.push(native.allReduceStart(storages, 0, this.scale));
   }

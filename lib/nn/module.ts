@@ -106,9 +106,9 @@ export abstract class Module {
     }
   }
 
-  /** Clears the gradients of every parameter. */
+  /** Clears the gradients of every parameter (see Optimizer.zeroGrad). */
   zeroGrad(): void {
-    for (const p of this.parameters()) p.grad = null;
+    for (const p of this.parameters()) p.releaseGrad();
   }
 
   /** Parameters by PyTorch name, as tensors sharing the parameters' memory. */

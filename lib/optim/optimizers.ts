@@ -76,14 +76,15 @@ export abstract class Optimizer {
     // every parameter is checked before anything changes: a bad one leaves steps and state as they were
     const grads: (NativeStorage | null)[] = this.params.map((p, i) => {
       p.live();
-      if (!p.grad) return null;
-      if (!sameShape(p.grad.shape, p.shape)) {
-        throw rangeError(`step: the grad of params[${i}] has shape ${formatShape(p.grad.shape)}, not ${formatShape(p.shape)}`, 'ERR_SHAPE_MISMATCH');
+      const grad = p.ownGrad;
+      if (!grad) return null;
+      if (!sameShape(grad.shape, p.shape)) {
+        throw rangeError(`step: the grad of params[${i}] has shape ${formatShape(grad.shape)}, not ${formatShape(p.shape)}`, 'ERR_SHAPE_MISMATCH');
       }
-      if (p.grad.device !== p.device) {
-        throw typeError(`step: the grad of params[${i}] is on '${p.grad.device}' but the parameter is on '${p.device}'`, 'ERR_DEVICE_MISMATCH');
+      if (grad.device !== p.device) {
+        throw typeError(`step: the grad of params[${i}] is on '${grad.device}' but the parameter is on '${p.device}'`, 'ERR_DEVICE_MISMATCH');
       }
-      return p.grad.storage;
+      return grad.storage;
     });
     this.params.forEach((p, i) => {
       if (!grads[i]) return;
@@ -103,9 +104,12 @@ export abstract class Optimizer {
     return runAsync(() => this.step());
   }
 
-  /** Clears every parameter's gradient. */
+  /**
+   * Clears every parameter's gradient (PyTorch's zero_grad(set_to_none=True)): a gradient that
+   * was never read through `.grad` is freed now, one that was stays valid for whoever holds it.
+   */
   zeroGrad(): void {
-    for (const p of this.params) p.grad = null;
+    for (const p of this.params) p.releaseGrad();
   }
 
   stateDict(): OptimizerState {
@@ -314,7 +318,7 @@ function gradsOf(params: unknown, name: string): Tensor[] {
   list.forEach((p, i) => {
     if (!(p instanceof Tensor)) throw typeError(`${name}: expected params[${i}] to be a Tensor but received ${describe(p)}`);
   });
-  return (list as Tensor[]).filter((p) => p.grad !== null).map((p) => p.grad!);
+  return (list as Tensor[]).filter((p) => p.ownGrad !== null).map((p) => p.ownGrad!);
 }
 
 /**

@@ -109,7 +109,7 @@ export async function fit(model: Module, data: FitData, options: FitOptions = {}
           const { output, state } = pairs ? { output: null, state: null } : callModel(model, batch.input, run.carried, batch.lengths);
           const lossValue = pairs ?? computeLoss(loss, output!, batch);
           // the last step's gradients are fit's own: their memory goes straight back to the cache
-          for (const p of params) p.grad?.dispose();
+          for (const p of params) p.ownGrad?.dispose();
           optimizer.zeroGrad();
           // data-parallel: the gradients are averaged across ranks as backward produces them
           // (the reducer's waits are queued at its end, before the norm is computed)
