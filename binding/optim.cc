@@ -71,13 +71,18 @@ RmspropHyper rmsprop_hyper(const std::vector<double>& v) {
   return {hyper_at(v, 0), hyper_at(v, 1), hyper_at(v, 2), hyper_at(v, 3), hyper_at(v, 4), v[5] != 0.0};
 }
 
-// update(i) for every parameter i with a gradient: queued for the CPU worker (by value), or
-// launched now on the GPU's stream.
+// update(i, lo, hi, gpu) for every parameter i with a gradient: queued for the CPU worker (by
+// value), in chunks of elements [lo, hi) over the thread pool (cpp/optim.h's for_each_chunk), or
+// launched now on the GPU's stream, whole.
 template <typename Update>
-void update_each(Napi::Env env, const std::vector<float*>& grads, Update update) {
+void update_each(Napi::Env env, const std::vector<int64_t>& sizes, const std::vector<float*>& grads, Update update) {
   run(
-      env, [=] { for (size_t i = 0; i < grads.size(); ++i) if (grads[i]) update(i, false); },
-      [&] { for (size_t i = 0; i < grads.size(); ++i) if (grads[i]) update(i, true); });
+      env,
+      [=] {
+        for_each_chunk(sizes.data(), sizes.size(), [&](size_t i) { return grads[i] != nullptr; },
+                       [&](size_t i, int64_t lo, int64_t hi) { update(i, lo, hi, false); });
+      },
+      [&] { for (size_t i = 0; i < grads.size(); ++i) if (grads[i]) update(i, 0, sizes[i], true); });
 }
 
 }  // namespace
@@ -115,17 +120,19 @@ Napi::Value OptimizerStep(const Napi::CallbackInfo& info) {
     if (!ok) throw_type(env, "optimizerStep: missing optimizer state for parameter " + std::to_string(i));
     if (steps[i] < 1) throw_range(env, "optimizerStep: steps must be >= 1");
   }
+  // the state arrays of parameter i from element lo on (null stays null)
+  const auto at = [](float* p, int64_t lo) -> float* { return p ? p + lo : nullptr; };
   if (kind == 0) {
-    update_each(env, grads, [=](size_t i, bool gpu) {
-      (gpu ? cuda::sgd_step : sgd_step_cpu)(params[i], grads[i], s0[i], sizes[i], sgd, steps[i] == 1);
+    update_each(env, sizes, grads, [=](size_t i, int64_t lo, int64_t hi, bool gpu) {
+      (gpu ? cuda::sgd_step : sgd_step_cpu)(params[i] + lo, grads[i] + lo, at(s0[i], lo), hi - lo, sgd, steps[i] == 1);
     });
   } else if (kind == 1) {
-    update_each(env, grads, [=](size_t i, bool gpu) {
-      (gpu ? cuda::adam_step : adam_step_cpu)(params[i], grads[i], s0[i], s1[i], sizes[i], adam, steps[i]);
+    update_each(env, sizes, grads, [=](size_t i, int64_t lo, int64_t hi, bool gpu) {
+      (gpu ? cuda::adam_step : adam_step_cpu)(params[i] + lo, grads[i] + lo, s0[i] + lo, s1[i] + lo, hi - lo, adam, steps[i]);
     });
   } else {
-    update_each(env, grads, [=](size_t i, bool gpu) {
-      (gpu ? cuda::rmsprop_step : rmsprop_step_cpu)(params[i], grads[i], s0[i], s1[i], s2[i], sizes[i], rms);
+    update_each(env, sizes, grads, [=](size_t i, int64_t lo, int64_t hi, bool gpu) {
+      (gpu ? cuda::rmsprop_step : rmsprop_step_cpu)(params[i] + lo, grads[i] + lo, s0[i] + lo, at(s1[i], lo), at(s2[i], lo), hi - lo, rms);
     });
   }
   return env.Undefined();

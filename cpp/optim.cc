@@ -1,5 +1,6 @@
 // Fused optimizer updates (see optim.h): loops over the per-element updates of optim_math.h,
-// which the CUDA kernels share, split across the thread pool for large tensors.
+// which the CUDA kernels share, split across the thread pool for large tensors; for_each_chunk
+// splits one step over all of a model's parameters (binding/optim.cc).
 #include "optim.h"
 
 #include "optim_math.h"
@@ -8,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "gemm.h"
 
@@ -101,6 +103,27 @@ void rmsprop_step_cpu(float* param, const float* grad, float* square_avg, float*
       rmsprop_update(param[i], grad[i], square_avg[i], grad_avg ? grad_avg[i] : unused_avg,
                      momentum_buf ? momentum_buf[i] : unused_buf, h);
   });
+}
+
+void for_each_chunk(const int64_t* sizes, size_t count, const std::function<bool(size_t)>& take,
+                    const std::function<void(size_t, int64_t, int64_t)>& update) {
+  // 16k elements: an Adam chunk takes ~10 us, a pool call a few
+  constexpr int64_t kChunk = int64_t{1} << 14;
+  struct Chunk {
+    size_t tensor;
+    int64_t lo, hi;
+  };
+  std::vector<Chunk> chunks;
+  for (size_t i = 0; i < count; ++i) {
+    if (!take(i)) continue;
+    for (int64_t lo = 0; lo < sizes[i]; lo += kChunk) chunks.push_back({i, lo, std::min(sizes[i], lo + kChunk)});
+  }
+  if (chunks.size() < 2 || num_threads() <= 1) {
+    for (size_t i = 0; i < count; ++i)
+      if (take(i)) update(i, 0, sizes[i]);
+    return;
+  }
+  parallel_for(static_cast<int>(chunks.size()), [&](int c) { update(chunks[c].tensor, chunks[c].lo, chunks[c].hi); });
 }
 
 double sum_squares_cpu(const float* x, int64_t n) {

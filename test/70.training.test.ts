@@ -187,6 +187,51 @@ describe('optimizers against torch.optim transcribed', () => {
     }
   });
 
+  it('many parameters at once (chunks of 16,384 elements across tensors and threads): every rule, bit-identical for 1 and 2 threads', () => {
+    const sizes = [40_000, 7, 16_384, 3, 16_385]; // chunks that end inside a tensor, at its end, and tensors smaller than one
+    const threads = backends().cpu.threads;
+    try {
+      for (const [name, { make, rule }] of Object.entries(rules)) {
+        const rand = seededRandom(name.length + 2);
+        const starts = sizes.map((n) => Float32Array.from(randomArray(rand, n)));
+        const grads = [1, 2, 3].map(() => sizes.map((n) => Float32Array.from(randomArray(rand, n))));
+        const skipped = (step: number, i: number) => step === 1 && i === 2; // no gradient in one step
+        const run = (count: number) => {
+          setNumThreads(count);
+          const ps = starts.map((start) => Tensor.from(start, [start.length], { requiresGrad: true }));
+          const opts = ps.map((p) => make([p])); // one optimizer per tensor: the reference below
+          const together = ps.map((p) => Tensor.from(p.toArray(), p.shape, { requiresGrad: true }));
+          const opt = make(together);
+          grads.forEach((g, step) => {
+            ps.forEach((p, i) => {
+              p.grad = skipped(step, i) ? null : Tensor.from(g[i], [sizes[i]]);
+              together[i].grad = p.grad;
+              if (p.grad) opts[i].step();
+            });
+            opt.step();
+          });
+          return { alone: ps.map((p) => p.toArray()), together: together.map((p) => p.toArray()) };
+        };
+        const one = run(1);
+        const two = run(2);
+        const bytes = (list: Float32Array[]) => Buffer.concat(list.map((a) => Buffer.from(a.buffer)));
+        expect(bytes(two.together).equals(bytes(one.together)), `${name}: 2 threads bit-identical to 1`).to.equal(true);
+        expect(bytes(two.together).equals(bytes(one.alone)), `${name}: all at once bit-identical to one at a time`).to.equal(true);
+        sizes.forEach((n, i) => {
+          const expected = Array.from(starts[i]);
+          const state: Record<string, number[]> = {};
+          let step = 0;
+          grads.forEach((g, s) => {
+            if (!skipped(s, i)) rule(expected, Array.from(g[i]), state, ++step);
+          });
+          expectClose(Array.from(two.together[i]), expected, `${name}, tensor ${i}`, { rtol: 1e-5, atol: 1e-6 });
+        });
+      }
+    } finally {
+      setNumThreads(threads);
+    }
+  });
+
   it('stateDict / loadStateDict continue identically', () => {
     const make = () => Tensor.from([1, -2, 3], [3], { requiresGrad: true });
     const a = make();
