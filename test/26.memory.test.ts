@@ -260,18 +260,19 @@ describe('zeroGrad() frees the gradients nobody was handed', () => {
     expect(again).to.not.deep.equal(want);
   });
 
-  it('a hand-written loop that drops 1 MB of gradients a step starts no full collection in 80 steps', async function () {
+  it('a hand-written loop that drops 1 MB of gradients a step starts at most one full collection in 300 steps', async function () {
     this.timeout(60_000);
     const { step, gradBytes } = trained(256);
-    expect(gradBytes).to.be.above(MB); // 80 steps: 86 MB, past V8's 64 MB step, had they waited for it
+    expect(gradBytes).to.be.above(MB); // 300 steps: 324 MB, 5 of V8's 64 MB steps, had they waited for the collector
     step();
     const count = await majorCollections(async () => {
-      for (let k = 0; k < 80; ++k) {
+      for (let k = 0; k < 300; ++k) {
         step();
         if (k % 10 === 9) await turn();
       }
     });
-    expect(count).to.equal(0);
+    console.log(`      ${count} full collections`);
+    expect(count).to.be.at.most(1); // one may come from the rest of the suite's heap
   });
 });
 
