@@ -1,6 +1,6 @@
 // Fused optimizer updates (see optim.h): loops over the per-element updates of optim_math.h,
-// which the CUDA kernels share, split across the thread pool for large tensors; for_each_chunk
-// splits one step over all of a model's parameters (binding/optim.cc).
+// which the CUDA kernels share, on the range they are given; for_each_chunk splits one step over
+// all of a model's parameters and the thread pool (binding/optim.cc).
 #include "optim.h"
 
 #include "optim_math.h"
@@ -16,22 +16,6 @@
 namespace recurrent {
 
 namespace {
-
-// Runs update(lo, hi) over [0, n) in chunks on the thread pool: every element is updated on its
-// own, so the result does not depend on the split. Small tensors stay on the calling thread.
-template <class Update>
-void for_chunks(int64_t n, Update update) {
-  constexpr int64_t kChunk = int64_t{1} << 15;
-  const int64_t chunks = (n + kChunk - 1) / kChunk;
-  if (chunks < 4 || num_threads() <= 1) {
-    update(int64_t{0}, n);
-    return;
-  }
-  parallel_for(static_cast<int>(chunks), [&](int c) {
-    const int64_t lo = c * kChunk;
-    update(lo, std::min(n, lo + kChunk));
-  });
-}
 
 // The element loops run eight elements at a time where the CPU has AVX2 (and RECURRENT_ISA does not
 // force the baseline), four elsewhere. target("avx2") does not enable FMA, so nothing is contracted:
@@ -73,36 +57,31 @@ RECURRENT_LOOP_AVX2 void adam_range_avx2(float* p, const float* g, float* m, flo
 
 void sgd_step_cpu(float* param, const float* grad, float* momentum_buf, int64_t n, const SgdHyper& hyper,
                   bool first_step) {
-  for_chunks(n, [&](int64_t lo, int64_t hi) {
-    const SgdHyper h = hyper;  // a copy: through the reference it might alias the arrays (see adam_loop)
-    float* __restrict p = param;
-    const float* __restrict g = grad;
-    if (!momentum_buf) {
-      float unused = 0.0f;
-      for (int64_t i = lo; i < hi; ++i) sgd_update(p[i], g[i], unused, h, first_step);
-      return;
-    }
-    float* __restrict buf = momentum_buf;
+  const SgdHyper h = hyper;  // a copy: through the reference it might alias the arrays (see adam_loop)
+  float* __restrict p = param;
+  const float* __restrict g = grad;
+  if (!momentum_buf) {
+    float unused = 0.0f;
+    for (int64_t i = 0; i < n; ++i) sgd_update(p[i], g[i], unused, h, first_step);
+    return;
+  }
+  float* __restrict buf = momentum_buf;
 #pragma GCC ivdep
-    for (int64_t i = lo; i < hi; ++i) sgd_update(p[i], g[i], buf[i], h, first_step);
-  });
+  for (int64_t i = 0; i < n; ++i) sgd_update(p[i], g[i], buf[i], h, first_step);
 }
 
 void adam_step_cpu(float* param, const float* grad, float* exp_avg, float* exp_avg_sq, int64_t n,
                    const AdamHyper& h, int64_t step) {
   const AdamStepConstants k = adam_step_constants(h, step);
-  const auto range = loops_avx2() ? adam_range_avx2 : adam_range;
-  for_chunks(n, [&](int64_t lo, int64_t hi) { range(param, grad, exp_avg, exp_avg_sq, lo, hi, h, k); });
+  (loops_avx2() ? adam_range_avx2 : adam_range)(param, grad, exp_avg, exp_avg_sq, 0, n, h, k);
 }
 
 void rmsprop_step_cpu(float* param, const float* grad, float* square_avg, float* grad_avg,
                       float* momentum_buf, int64_t n, const RmspropHyper& h) {
-  for_chunks(n, [&](int64_t lo, int64_t hi) {
-    float unused_avg = 0.0f, unused_buf = 0.0f;
-    for (int64_t i = lo; i < hi; ++i)
-      rmsprop_update(param[i], grad[i], square_avg[i], grad_avg ? grad_avg[i] : unused_avg,
-                     momentum_buf ? momentum_buf[i] : unused_buf, h);
-  });
+  float unused_avg = 0.0f, unused_buf = 0.0f;
+  for (int64_t i = 0; i < n; ++i)
+    rmsprop_update(param[i], grad[i], square_avg[i], grad_avg ? grad_avg[i] : unused_avg,
+                   momentum_buf ? momentum_buf[i] : unused_buf, h);
 }
 
 void for_each_chunk(const int64_t* sizes, size_t count, const std::function<bool(size_t)>& take,
